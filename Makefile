@@ -1,0 +1,31 @@
+# The two commands a user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck pytest bench clean
+
+$(BIN)/taskd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(BIN)/taskd
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/taskd
+	$(BIN)/taskd run --config config.toml
+
+test: $(VENV)/.dev-installed
+	$(BIN)/ruff check daemon tasks tests bench
+	$(BIN)/mypy daemon tasks
+	$(BIN)/pytest -q
+
+bench: $(BIN)/taskd
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache
