@@ -1,0 +1,1 @@
+"""Benchmark scripts for taskd (see bench/throughput.py). Not part of the installed package."""

@@ -1,0 +1,41 @@
+"""taskd: durable background tasks for Python teams that run their own PostgreSQL.
+
+The task SDK and the client are the public surface; everything else is the engine.
+"""
+
+from daemon.client import Client
+from daemon.errors import (
+    AbortRun,
+    ConfigError,
+    InvalidPayload,
+    InvalidRunId,
+    PayloadTooLarge,
+    RunNotFound,
+    TaskdError,
+    UnknownTask,
+)
+from daemon.models import Attempt, AttemptOutcome, Run, RunStatus
+from daemon.sdk.context import Context
+from daemon.sdk.retry import Retry
+from daemon.sdk.task import Queue, TaskDefinition, task
+
+__all__ = [
+    "AbortRun",
+    "Attempt",
+    "AttemptOutcome",
+    "Client",
+    "ConfigError",
+    "Context",
+    "InvalidPayload",
+    "InvalidRunId",
+    "PayloadTooLarge",
+    "Queue",
+    "Retry",
+    "Run",
+    "RunNotFound",
+    "RunStatus",
+    "TaskDefinition",
+    "TaskdError",
+    "UnknownTask",
+    "task",
+]

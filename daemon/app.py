@@ -1,0 +1,179 @@
+"""Wiring: builds the daemon's parts from Settings and runs them in one anyio task group."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import uuid
+from importlib import metadata
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from daemon.client import Client
+from daemon.config import Settings
+from daemon.embedded import embedded_dsn
+from daemon.logs import log_event
+from daemon.sdk.current import set_current_client
+from daemon.sdk.registry import Registry
+from daemon.store.database import DatabaseError, InterfaceError, connect, create_pool
+from daemon.store.migrations import apply_migrations
+from daemon.store.store import Store
+from daemon.worker.listener import Listener
+from daemon.worker.pool import WorkerPool
+
+log = logging.getLogger("taskd.daemon")
+
+
+def taskd_version() -> str:
+    try:
+        return metadata.version("taskd")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def resolve_dsn(settings: Settings) -> str:
+    """The configured database, or the embedded server when the url is empty."""
+    return settings.database.url or embedded_dsn(settings.database.data_dir)
+
+
+async def migrate(dsn: str, settings: Settings) -> list[str]:
+    connection = await connect(dsn, settings.database)
+    try:
+        applied = await apply_migrations(connection)
+    finally:
+        await connection.close()
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+class Daemon:
+    """One taskd process: listener, worker pool, heartbeat; drains on SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings, registry: Registry, dsn: str) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.dsn = dsn
+        self.worker_id = uuid.uuid4()
+        self.pool: WorkerPool | None = None
+        self.listener: Listener | None = None
+        self._stopping = False
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = True,
+        task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        settings = self.settings
+        await migrate(self.dsn, settings)
+        db_pool = await create_pool(self.dsn, settings.database)
+        store = Store(db_pool)
+        try:
+            await store.setting_put("max_payload_bytes", settings.tasks.max_payload_bytes)
+            definitions = [
+                d for d in self.registry
+                if not settings.worker.queues or d.queue.name in settings.worker.queues
+            ]
+            served = Registry(definitions)
+            await store.task_sync(
+                [(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in self.registry]
+            )
+            await store.worker_register(
+                self.worker_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=taskd_version(),
+                concurrency=settings.worker.concurrency,
+                queues=settings.worker.queues,
+                tasks=served.ids,
+            )
+            set_current_client(Client(db_pool))
+            self.pool = WorkerPool(store, served, settings.worker, self.worker_id)
+            self.listener = Listener(self.dsn, settings.database, self._on_wake)
+            async with anyio.create_task_group() as group:
+                await group.start(self.listener.run)
+                group.start_soon(self._heartbeat, store)
+                if handle_signals:
+                    group.start_soon(self._watch_signals)
+                log_event(
+                    log,
+                    logging.INFO,
+                    f"taskd ready: {len(served)} task(s), concurrency "
+                    f"{settings.worker.concurrency}",
+                    worker_id=str(self.worker_id),
+                    tasks=served.ids,
+                )
+                task_status.started(self)
+                await self.pool.run()
+                group.cancel_scope.cancel()
+            await store.worker_stop(self.worker_id)
+            log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await db_pool.close()
+
+    def _on_wake(self, queue: str) -> None:
+        if self.pool is not None:
+            self.pool.wake()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: stop claiming, let attempts finish within ``grace``, hand back the rest."""
+        if self.pool is None or self._stopping:
+            return
+        self._stopping = True
+        log.info("stopping: no new claims")
+        await self.pool.drain(self.settings.worker.shutdown_grace if grace is None else grace)
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as group:
+                async for signum in signals:
+                    if not self._stopping:
+                        log.info("received %s: draining", signal.Signals(signum).name)
+                        group.start_soon(self.stop)
+                    elif self.pool is not None:
+                        log.info("received %s again: cancelling now", signal.Signals(signum).name)
+                        self.pool.cancel_all()
+
+    async def _heartbeat(self, store: Store) -> None:
+        interval = self.settings.worker.heartbeat
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await store.worker_heartbeat(self.worker_id, self.settings.worker.lease)
+            except (DatabaseError, InterfaceError, OSError, TimeoutError) as exc:
+                log.error("heartbeat failed: %s", exc)
+
+
+def _describe(definition: Any) -> dict[str, Any]:
+    retry = definition.retry
+    return {
+        "retry": {
+            "max_attempts": retry.max_attempts,
+            "min_delay": retry.min_delay,
+            "max_delay": retry.max_delay,
+            "factor": retry.factor,
+            "jitter": retry.jitter,
+        },
+        "max_duration": definition.max_duration,
+    }
+
+
+def run_daemon(settings: Settings, registry: Registry) -> None:
+    """Entry point of `taskd run`: uvloop when available, then the daemon until it drains."""
+    dsn = resolve_dsn(settings)
+    daemon = Daemon(settings, registry, dsn)
+    backend_options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401
+
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    anyio.run(daemon.run, backend="asyncio", backend_options=backend_options)
+
+
+__all__ = ["Daemon", "migrate", "resolve_dsn", "run_daemon"]

@@ -1,0 +1,281 @@
+"""`taskd`: run the daemon, migrate, trigger runs and read them.
+
+Every failure is one line on stderr and a non-zero exit: 2 for bad configuration or usage,
+1 for everything else (unknown task, bad id, unreachable database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from daemon.config import Settings, load_settings
+from daemon.errors import ConfigError, TaskdError, UnknownTask
+from daemon.logs import configure_logging
+from daemon.models import Run, RunStatus
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _config_path(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    if os.environ.get("TASKD_CONFIG"):
+        return Path(os.environ["TASKD_CONFIG"])
+    default = Path("config.toml")
+    return default if default.is_file() else None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(_config_path(args.config))
+
+
+# commands -------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
+    from daemon.app import run_daemon
+    from daemon.sdk.registry import Registry
+
+    settings = _settings(args)
+    if dev:
+        settings.database.url = ""
+        if settings.log.format == "auto":
+            settings.log.format = "text"
+    configure_logging(settings.log.level, settings.log.format)
+    registry = Registry.from_modules(settings.tasks.modules)
+    _run_guarded(lambda: run_daemon(settings, registry))
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from daemon.app import migrate, resolve_dsn
+
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+    applied = _run_async(lambda: migrate(resolve_dsn(settings), settings))
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+def cmd_trigger(args: argparse.Namespace) -> None:
+    try:
+        payload = orjson.loads(args.payload)
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"--payload is not valid JSON: {exc}", EXIT_USAGE) from None
+    run_at = None
+    if args.run_at:
+        try:
+            run_at = datetime.fromisoformat(args.run_at)
+        except ValueError:
+            raise CliError(f"--run-at is not an ISO 8601 time: {args.run_at!r}", EXIT_USAGE) from None
+        if run_at.tzinfo is None:
+            raise CliError("--run-at needs a timezone, e.g. 2026-01-01T09:00:00+00:00", EXIT_USAGE)
+
+    async def trigger(client: Any) -> Any:
+        known = {row["id"] for row in await client._store.task_list()}
+        if args.task not in known:
+            listing = ", ".join(sorted(known)) or "none yet: start a daemon first"
+            raise UnknownTask(f"unknown task {args.task!r} (registered: {listing})")
+        return await client.trigger(
+            args.task,
+            payload,
+            delay=args.delay,
+            run_at=run_at,
+            priority=args.priority,
+            max_attempts=args.max_attempts,
+            tags=args.tag or (),
+            queue=args.queue,
+        )
+
+    print(_with_client(args, trigger))
+
+
+def cmd_runs_list(args: argparse.Namespace) -> None:
+    statuses = [RunStatus(s) for s in args.status] if args.status else None
+    runs: list[Run] = _with_client(
+        args,
+        lambda client: client.list_runs(status=statuses, task=args.task, limit=args.limit),
+    )
+    if args.json:
+        print(orjson.dumps([r.model_dump(mode="json", exclude={"attempts"}) for r in runs]).decode())
+        return
+    rows = [
+        (str(r.id), r.task_id, r.status.value.upper(), f"{r.attempt}", _when(r.created_at),
+         _when(r.finished_at))
+        for r in runs
+    ]
+    _table(("ID", "TASK", "STATUS", "ATTEMPT", "CREATED", "FINISHED"), rows)
+
+
+def cmd_runs_show(args: argparse.Namespace) -> None:
+    run: Run = _with_client(args, lambda client: client.get_run(args.id))
+    if args.json:
+        print(orjson.dumps(run.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+        return
+    max_attempts = run.max_attempts if run.max_attempts is not None else "task default"
+    lines = [
+        f"run       {run.id}",
+        f"task      {run.task_id}   queue {run.queue}   priority {run.priority}",
+        f"status    {run.status.value.upper()}   attempt {run.attempt} of {max_attempts}",
+        f"created   {_when(run.created_at)}   run at {_when(run.run_at)}",
+        f"started   {_when(run.started_at)}   finished {_when(run.finished_at)}",
+    ]
+    if run.tags:
+        lines.append(f"tags      {', '.join(run.tags)}")
+    lines.append(f"payload   {orjson.dumps(run.payload).decode()}")
+    if run.output is not None:
+        lines.append(f"output    {orjson.dumps(run.output).decode()}")
+    if run.error:
+        lines.append(f"error     {run.error.get('type')}: {run.error.get('message')}")
+    print("\n".join(lines))
+    if run.attempts:
+        print("\nattempts")
+        _table(
+            ("#", "OUTCOME", "STARTED", "FINISHED", "DURATION", "ERROR"),
+            [
+                (
+                    str(a.attempt),
+                    a.outcome.value,
+                    _when(a.started_at),
+                    _when(a.finished_at),
+                    f"{(a.finished_at - a.started_at).total_seconds():.3f}s",
+                    f"{a.error['type']}: {a.error['message']}"[:80] if a.error else "",
+                )
+                for a in run.attempts
+            ],
+        )
+
+
+# helpers --------------------------------------------------------------------------------------
+
+
+def _run_async(make: Callable[[], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        return await make()
+
+    return _run_guarded(lambda: asyncio.run(main()))
+
+
+def _run_guarded(call: Callable[[], Any]) -> Any:
+    """Call, turning database and connection failures into one-line CliErrors."""
+    try:
+        return call()
+    except (TaskdError, CliError):
+        raise
+    except Exception as exc:
+        from daemon.store.database import DatabaseError, describe_connection_error
+
+        described = describe_connection_error(exc)
+        if described:
+            raise CliError(described) from None
+        if isinstance(exc, DatabaseError):
+            raise CliError(f"database error: {exc}") from None
+        raise
+
+
+def _with_client(args: argparse.Namespace, use: Callable[[Any], Awaitable[Any]]) -> Any:
+    from daemon.app import resolve_dsn
+    from daemon.client import Client
+
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+
+    async def main() -> Any:
+        async with Client.connect(resolve_dsn(settings), settings.database) as client:
+            return await use(client)
+
+    return _run_async(main)
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for line in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskd", description="Durable background tasks on PostgreSQL.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: ./config.toml, or $TASKD_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("run", parents=[common], help="run the daemon in the foreground").set_defaults(
+        handler=cmd_run
+    )
+    commands.add_parser(
+        "dev", parents=[common], help="run the daemon on the embedded PostgreSQL (no setup)"
+    ).set_defaults(handler=lambda a: cmd_run(a, dev=True))
+    commands.add_parser("migrate", parents=[common], help="apply schema migrations").set_defaults(
+        handler=cmd_migrate
+    )
+
+    trigger = commands.add_parser("trigger", parents=[common], help="create a run; prints its id")
+    trigger.add_argument("task", help="task id")
+    trigger.add_argument("--payload", default="{}", help="JSON payload (default {})")
+    trigger.add_argument("--delay", help="start after this long: 10s, 5m, 1h")
+    trigger.add_argument("--run-at", help="start at this ISO 8601 time (with timezone)")
+    trigger.add_argument("--priority", type=int, default=0, help="higher starts first")
+    trigger.add_argument("--max-attempts", type=int, help="override the task's retry attempts")
+    trigger.add_argument("--tag", action="append", help="tag the run (repeatable)")
+    trigger.add_argument("--queue", help="override the task's queue")
+    trigger.set_defaults(handler=cmd_trigger)
+
+    runs = commands.add_parser("runs", help="list and inspect runs").add_subparsers(
+        dest="runs_command", required=True, metavar="COMMAND"
+    )
+    listing = runs.add_parser("list", parents=[common], help="runs, newest first")
+    listing.add_argument(
+        "--status", action="append", choices=[s.value for s in RunStatus], help="repeatable"
+    )
+    listing.add_argument("--task")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_runs_list)
+    show = runs.add_parser("show", parents=[common], help="one run with its attempts")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_runs_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except CliError as exc:
+        _fail(str(exc), exc.code)
+    except (TaskdError, ValueError) as exc:
+        _fail(str(exc), EXIT_ERROR)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"taskd: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

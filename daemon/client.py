@@ -1,0 +1,189 @@
+"""The Python producer: trigger runs (optionally inside your own transaction) and read them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from pydantic import BaseModel
+
+from daemon.config import DatabaseSettings
+from daemon.durations import Duration, to_seconds
+from daemon.errors import InvalidPayload, PayloadTooLarge, RunNotFound
+from daemon.ids import new_run_id, parse_run_id
+from daemon.models import Run, RunStatus
+from daemon.sdk.current import reset_current_client, set_current_client
+from daemon.sdk.task import TaskDefinition
+from daemon.store.database import create_pool
+from daemon.store.store import Store
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+
+
+class Client:
+    """Triggers and reads runs through an asyncpg pool.
+
+    ``async with Client.connect(dsn) as client`` owns its pool; ``Client(pool)`` borrows yours.
+    Inside ``Client.connect`` the client is also the default for typed handles
+    (``my_task.trigger(payload)``).
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._store = Store(pool)
+        self._max_payload_bytes: int | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, dsn: str, settings: DatabaseSettings | None = None
+    ) -> AsyncIterator[Client]:
+        pool = await create_pool(dsn, settings)
+        client = cls(pool)
+        token = set_current_client(client)
+        try:
+            yield client
+        finally:
+            reset_current_client(token)
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._store.pool
+
+    # producing ------------------------------------------------------------------------------
+
+    async def trigger(
+        self,
+        task: str | TaskDefinition[Any, Any],
+        payload: Any = None,
+        *,
+        delay: Duration | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        tags: Sequence[str] = (),
+        queue: str | None = None,
+        connection: asyncpg.Connection | None = None,
+    ) -> uuid.UUID:
+        """Create a run; return its id.
+
+        ``delay`` ("10s", "5m", seconds) or ``run_at`` (aware datetime) postpone the start;
+        ``priority``: higher starts first; ``max_attempts`` overrides the task's retry;
+        ``connection``: enqueue inside that connection's open transaction, so the run exists
+        only if the transaction commits.
+        """
+        ids = await self.batch_trigger(
+            task,
+            [payload],
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            max_attempts=max_attempts,
+            tags=tags,
+            queue=queue,
+            connection=connection,
+        )
+        return ids[0]
+
+    async def batch_trigger(
+        self,
+        task: str | TaskDefinition[Any, Any],
+        payloads: Sequence[Any],
+        *,
+        delay: Duration | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        tags: Sequence[str] = (),
+        queue: str | None = None,
+        connection: asyncpg.Connection | None = None,
+    ) -> list[uuid.UUID]:
+        """Create one run per payload, in one statement and one NOTIFY; ids in order."""
+        task_id, default_queue = _task_identity(task)
+        if isinstance(tags, str):
+            raise TypeError("tags must be a list of strings, not a string")
+        if max_attempts is not None and max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if run_at is not None and run_at.tzinfo is None:
+            raise ValueError("run_at must be timezone-aware")
+        limit = await self._payload_limit()
+        encoded = [_encode_payload(payload, limit) for payload in payloads]
+        if not encoded:
+            return []
+        ids = [new_run_id() for _ in encoded]
+        await self._store.run_insert_many(
+            task_id,
+            ids,
+            encoded,
+            queue=queue or default_queue,
+            priority=priority,
+            run_at=run_at,
+            delay=to_seconds(delay) if delay is not None else 0.0,
+            max_attempts=max_attempts,
+            tags=tags,
+            connection=connection,
+        )
+        return ids
+
+    # reading ----------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: uuid.UUID | str) -> Run:
+        """The run with its attempts; raises RunNotFound."""
+        run = await self._store.run_get(parse_run_id(run_id))
+        if run is None:
+            raise RunNotFound(f"no run with id {run_id}")
+        return run
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | str | Sequence[RunStatus | str] | None = None,
+        task: str | TaskDefinition[Any, Any] | None = None,
+        before: uuid.UUID | str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Runs newest first; page with ``before=<last id of the previous page>``."""
+        if isinstance(status, str | RunStatus):
+            statuses = [RunStatus(status)]
+        elif status is not None:
+            statuses = [RunStatus(s) for s in status]
+        else:
+            statuses = None
+        task_id = _task_identity(task)[0] if task is not None else None
+        return await self._store.run_list(
+            statuses=statuses,
+            task_id=task_id,
+            before=parse_run_id(before) if before is not None else None,
+            limit=limit,
+        )
+
+    async def _payload_limit(self) -> int:
+        if self._max_payload_bytes is None:
+            value = await self._store.setting_get("max_payload_bytes")
+            self._max_payload_bytes = int(value) if value is not None else DEFAULT_MAX_PAYLOAD_BYTES
+        return self._max_payload_bytes
+
+
+def _task_identity(task: str | TaskDefinition[Any, Any]) -> tuple[str, str | None]:
+    if isinstance(task, TaskDefinition):
+        return task.id, task.queue.name
+    if not isinstance(task, str) or not task:
+        raise ValueError(f"not a task id: {task!r}")
+    return task, None
+
+
+def _encode_payload(payload: Any, limit: int) -> bytes:
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump(mode="json")
+    try:
+        encoded = orjson.dumps(payload)
+    except TypeError as exc:
+        raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+    if len(encoded) > limit:
+        raise PayloadTooLarge(len(encoded), limit)
+    return encoded

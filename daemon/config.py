@@ -1,0 +1,144 @@
+"""Configuration: ``config.toml`` overridden by ``TASKD_SECTION__KEY`` environment variables.
+
+pydantic-settings does the parsing; this module only declares the keys, their defaults and
+their limits, and turns a validation failure into one line that names the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from daemon.durations import to_seconds
+from daemon.errors import ConfigError
+
+ENV_PREFIX = "TASKD_"
+ENV_DELIMITER = "__"
+
+Seconds = Annotated[float, BeforeValidator(to_seconds), Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    """PostgreSQL DSN. Empty: the embedded server under ``data_dir`` (started on demand)."""
+    data_dir: Path = Path(".taskd/pgdata")
+    pool_min_size: int = Field(2, ge=1)
+    pool_max_size: int = Field(10, ge=2)
+    statement_cache_size: int = Field(1024, ge=0)
+    """0 when the pool goes through PgBouncer in transaction mode."""
+    connect_timeout: Seconds = 10.0
+
+
+class WorkerSettings(_Section):
+    concurrency: int = Field(100, ge=1, le=100_000)
+    """Most runs this daemon executes at once."""
+    queues: list[str] = Field(default_factory=list)
+    """Queues this daemon claims from; empty means every queue."""
+    poll_interval: Seconds = Field(1.0, gt=0)
+    """Claim this often even without a notification (the backstop for a lost NOTIFY)."""
+    claim_batch: int = Field(1000, ge=1)
+    """Most runs claimed by one query."""
+    shutdown_grace: Seconds = 30.0
+    """On SIGTERM/SIGINT, how long running attempts may finish before they are handed back."""
+    lease: Seconds = Field(60.0, gt=0)
+    heartbeat: Seconds = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> WorkerSettings:
+        if self.lease < 3 * self.heartbeat:
+            raise ValueError(
+                f"lease ({self.lease:g}s) must be at least 3 heartbeats ({self.heartbeat:g}s each)"
+            )
+        return self
+
+
+class TasksSettings(_Section):
+    modules: list[str] = Field(default_factory=lambda: ["tasks.dump"])
+    """Python modules imported at startup; every ``@task`` in them is registered."""
+    max_payload_bytes: int = Field(1_048_576, ge=1)
+    """Payloads larger than this (as JSON) are refused at enqueue."""
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "text"] = "auto"
+    """auto: text on a terminal, JSON lines otherwise (journald)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    tasks: TasksSettings = Field(default_factory=TasksSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load ``path`` (TOML; none means defaults only), then the environment, then ``overrides``.
+
+    Raises ConfigError with one line naming the first bad key.
+    """
+    toml_path = Path(path) if path is not None else None
+    if toml_path is not None:
+        if not toml_path.is_file():
+            raise ConfigError(f"config file not found: {toml_path}")
+        try:
+            tomllib.loads(toml_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{toml_path}: not valid TOML: {exc}") from None
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if toml_path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return tuple(sources)
+
+    try:
+        loaded = _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    return Settings.model_validate(loaded.model_dump())
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line for the first error: ``worker.concurrency (TASKD_WORKER__CONCURRENCY): ...``."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join(loc) if loc else "config"
+    env = ENV_PREFIX + ENV_DELIMITER.join(part.upper() for part in loc)
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "input" in first and first["type"] not in ("missing",) and loc:
+        message = f"{message} (got {first['input']!r})"
+    problems = len(exc.errors())
+    more = f" (and {problems - 1} more problem{'s' if problems > 2 else ''})" if problems > 1 else ""
+    return f"config error: {key} ({env}): {message}{more}"

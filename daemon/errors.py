@@ -1,0 +1,48 @@
+"""Errors raised by taskd, at the bottom of the dependency graph."""
+
+from __future__ import annotations
+
+
+class TaskdError(Exception):
+    """Base class of every error taskd raises on purpose."""
+
+
+class ConfigError(TaskdError):
+    """A configuration value is missing, unknown or invalid (one line, names the key)."""
+
+
+class PayloadTooLarge(TaskdError):
+    """A payload is over the configured byte limit; nothing was enqueued."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload is {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class InvalidPayload(TaskdError):
+    """A payload is not JSON-serialisable or not a JSON object/value taskd accepts."""
+
+
+class RunNotFound(TaskdError):
+    """No run has the given id."""
+
+
+class InvalidRunId(TaskdError):
+    """A string that is not a run id (a UUID) was given where one was expected."""
+
+
+class DuplicateTask(TaskdError):
+    """Two task definitions share one id."""
+
+
+class UnknownTask(TaskdError):
+    """A task id is not registered in this process."""
+
+
+class NoClient(TaskdError):
+    """A typed trigger was called with no client given and none current."""
+
+
+class AbortRun(Exception):  # noqa: N818 - public SDK name, mirrors Trigger.dev's AbortTaskRunError
+    """Raise inside a task to fail the run now, without any further retry."""

@@ -1,0 +1,105 @@
+"""The run lifecycle's data: states, runs as users read them, and what the worker passes around."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class RunStatus(enum.StrEnum):
+    """A run's state. QUEUED includes delayed runs (``run_at`` in the future) and retries."""
+
+    QUEUED = "queued"
+    EXECUTING = "executing"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.EXPIRED}
+)
+
+
+class AttemptOutcome(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"  # max_duration exceeded
+    CANCELED = "canceled"
+    LOST = "lost"  # its worker died
+
+
+class Attempt(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    worker_id: uuid.UUID | None
+    started_at: datetime
+    finished_at: datetime
+    outcome: AttemptOutcome
+    error: dict[str, Any] | None = None
+
+
+class Run(BaseModel):
+    """A run as producers and operators see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    task_id: str
+    queue: str
+    status: RunStatus
+    payload: Any
+    output: Any = None
+    error: dict[str, Any] | None = None
+    priority: int
+    run_at: datetime
+    attempt: int
+    max_attempts: int | None
+    tags: list[str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: uuid.UUID | None
+    attempts: list[Attempt] = []
+
+
+@dataclass(slots=True)
+class ClaimedRun:
+    """A run this daemon has just claimed (holds its lease)."""
+
+    id: uuid.UUID
+    task_id: str
+    payload: Any
+    attempt: int
+    max_attempts: int | None
+    queue: str
+    tags: list[str]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of one attempt, waiting to be written by the completer.
+
+    ``output`` and ``error`` are JSON already encoded to bytes (or None), so that a value that
+    cannot be stored fails its own attempt in the executor instead of a whole batch.
+    """
+
+    run_id: uuid.UUID
+    attempt: int
+    status: RunStatus  # the run's next state: COMPLETED, FAILED or QUEUED (retry)
+    attempt_outcome: AttemptOutcome
+    output: bytes | None = None
+    error: bytes | None = None
+    retry_delay: float = 0.0

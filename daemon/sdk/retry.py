@@ -1,0 +1,41 @@
+"""Retry policy: exponential backoff with optional full jitter."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How often and how soon a failed attempt is tried again.
+
+    The delay after attempt ``n`` fails is ``min(max_delay, min_delay * factor ** (n - 1))``;
+    with ``jitter`` it is drawn uniformly between ``min_delay`` and that value (full jitter),
+    so that runs failing together do not come back together. An exception with a
+    ``retry_after`` attribute (seconds) sets the delay instead.
+    """
+
+    max_attempts: int = 3
+    min_delay: float = 1.0
+    max_delay: float = 60.0
+    factor: float = 2.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("Retry.max_attempts must be at least 1")
+        if self.min_delay < 0 or self.max_delay < self.min_delay:
+            raise ValueError("Retry needs 0 <= min_delay <= max_delay")
+        if self.factor < 1:
+            raise ValueError("Retry.factor must be at least 1")
+
+    def delay_after(self, attempt: int) -> float:
+        """Seconds to wait after attempt number ``attempt`` (1-based) failed."""
+        delay: float = min(self.max_delay, self.min_delay * self.factor ** max(0, attempt - 1))
+        if self.jitter and delay > self.min_delay:
+            delay = random.uniform(self.min_delay, delay)
+        return delay
+
+
+NO_RETRY = Retry(max_attempts=1)

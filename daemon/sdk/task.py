@@ -1,0 +1,208 @@
+"""``@task``: turns an ``async def run(payload, ctx)`` into a TaskDefinition."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel, TypeAdapter
+
+from daemon.durations import Duration, to_seconds
+from daemon.sdk.context import Context
+from daemon.sdk.current import current_client
+from daemon.sdk.retry import Retry
+
+if TYPE_CHECKING:
+    from daemon.client import Client
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+
+StartHook = Callable[[Any, Context], Awaitable[None]]
+SuccessHook = Callable[[Any, Any, Context], Awaitable[None]]
+FailureHook = Callable[[Any, BaseException, int, Context], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A named queue. Daemons can be limited to some queues (``[worker] queues``)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise ValueError("a queue needs a name")
+
+
+class TaskDefinition(Generic[P, R]):
+    """A registered task: its function, policies and hooks, plus typed trigger handles."""
+
+    def __init__(
+        self,
+        fn: Callable[[P, Context], Awaitable[R]],
+        *,
+        id: str,
+        retry: Retry,
+        max_duration: float | None,
+        queue: Queue,
+        on_start: StartHook | None = None,
+        on_success: SuccessHook | None = None,
+        on_failure: FailureHook | None = None,
+    ) -> None:
+        self.fn = fn
+        self.id = id
+        self.retry = retry
+        self.max_duration = max_duration
+        self.queue = queue
+        self.on_start_hook = on_start
+        self.on_success_hook = on_success
+        self.on_failure_hook = on_failure
+        self.payload_adapter = _payload_adapter(fn)
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", id)
+
+    def __repr__(self) -> str:
+        return f"<task {self.id!r} queue={self.queue.name!r}>"
+
+    async def __call__(self, payload: P, ctx: Context) -> R:
+        """Call the function directly (tests, composition); no run is created."""
+        return await self.fn(payload, ctx)
+
+    def parse_payload(self, raw: Any) -> Any:
+        """Validate a stored payload against the function's annotation (pydantic)."""
+        if self.payload_adapter is None:
+            return raw
+        return self.payload_adapter.validate_python(raw)
+
+    # hooks as decorators: @my_task.on_failure ------------------------------------------------
+
+    def on_start(self, hook: StartHook) -> StartHook:
+        self.on_start_hook = hook
+        return hook
+
+    def on_success(self, hook: SuccessHook) -> SuccessHook:
+        self.on_success_hook = hook
+        return hook
+
+    def on_failure(self, hook: FailureHook) -> FailureHook:
+        self.on_failure_hook = hook
+        return hook
+
+    # typed producers ------------------------------------------------------------------------
+
+    async def trigger(
+        self,
+        payload: P,
+        *,
+        client: Client | None = None,
+        delay: Duration | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        tags: Sequence[str] = (),
+        connection: Any = None,
+    ) -> uuid.UUID:
+        """Create a run of this task; returns its id. See ``Client.trigger``."""
+        return await (client or current_client()).trigger(
+            self,
+            payload,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            max_attempts=max_attempts,
+            tags=tags,
+            connection=connection,
+        )
+
+    async def batch_trigger(
+        self,
+        payloads: Sequence[P],
+        *,
+        client: Client | None = None,
+        delay: Duration | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        tags: Sequence[str] = (),
+        connection: Any = None,
+    ) -> list[uuid.UUID]:
+        """Create one run per payload in one statement; returns their ids in order."""
+        return await (client or current_client()).batch_trigger(
+            self,
+            payloads,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            max_attempts=max_attempts,
+            tags=tags,
+            connection=connection,
+        )
+
+
+def task(
+    *,
+    id: str,
+    retry: Retry | None = None,
+    max_duration: Duration | None = None,
+    queue: Queue | str | None = None,
+    on_start: StartHook | None = None,
+    on_success: SuccessHook | None = None,
+    on_failure: FailureHook | None = None,
+) -> Callable[[Callable[[P, Context], Awaitable[R]]], TaskDefinition[P, R]]:
+    """Declare a task.
+
+    ``id`` names it in every producer; ``retry`` (default ``Retry()``: 3 attempts) governs
+    failed attempts; ``max_duration`` (seconds or "5m") cancels an attempt that runs longer
+    and counts it as failed; ``queue`` groups tasks for routing. Hooks: ``on_start(payload,
+    ctx)``, ``on_success(payload, output, ctx)``, ``on_failure(payload, error, attempts, ctx)``
+    (called once, when the run has failed for good: the dead-letter hook).
+    """
+    if not isinstance(id, str) or not id.strip():
+        raise ValueError("@task needs a non-empty id")
+    resolved_queue = Queue(queue) if isinstance(queue, str) else (queue or Queue(DEFAULT_QUEUE))
+    duration = to_seconds(max_duration) if max_duration is not None else None
+    if duration is not None and duration <= 0:
+        raise ValueError(f"task {id!r}: max_duration must be positive")
+
+    def decorate(fn: Callable[[P, Context], Awaitable[R]]) -> TaskDefinition[P, R]:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"task {id!r}: the function must be `async def` (run blocking code with "
+                "`await anyio.to_thread.run_sync(...)`)"
+            )
+        return TaskDefinition(
+            fn,
+            id=id,
+            retry=retry or Retry(),
+            max_duration=duration,
+            queue=resolved_queue,
+            on_start=on_start,
+            on_success=on_success,
+            on_failure=on_failure,
+        )
+
+    return decorate
+
+
+def _payload_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    """A validator for the first parameter's annotation, or None when it has none (or Any)."""
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        raise TypeError("a task function takes (payload, ctx)")
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that cannot be resolved: validate nothing
+        return None
+    annotation = hints.get(params[0].name, inspect.Parameter.empty)
+    if annotation in (inspect.Parameter.empty, Any, object):
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return TypeAdapter(annotation)
+    return TypeAdapter(annotation)

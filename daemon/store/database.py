@@ -1,0 +1,81 @@
+"""Connections to PostgreSQL: orjson codecs for json/jsonb, pools, and one-line error text."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import asyncpg
+import orjson
+
+from daemon.config import DatabaseSettings
+
+
+def encode_json(value: Any) -> bytes:
+    # bytes pass through: the executor and the client encode payloads/outputs once, up front,
+    # to check size and serialisability where the error belongs to one run, not to a batch.
+    if type(value) is bytes:
+        return b"\x01" + value
+    return b"\x01" + orjson.dumps(value)
+
+
+def decode_json(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+async def init_connection(connection: asyncpg.Connection) -> None:
+    """Install the binary jsonb/json codecs (orjson) on a new connection."""
+    await connection.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=encode_json, decoder=decode_json, format="binary"
+    )
+    await connection.set_type_codec(
+        "json",
+        schema="pg_catalog",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        format="text",
+    )
+
+
+async def connect(dsn: str, settings: DatabaseSettings | None = None) -> asyncpg.Connection:
+    """A dedicated connection (LISTEN, advisory locks): never taken from a pool."""
+    settings = settings or DatabaseSettings()
+    connection: asyncpg.Connection = await asyncpg.connect(
+        dsn,
+        timeout=settings.connect_timeout,
+        statement_cache_size=settings.statement_cache_size,
+        server_settings={"application_name": "taskd"},
+    )
+    await init_connection(connection)
+    return connection
+
+
+async def create_pool(dsn: str, settings: DatabaseSettings | None = None) -> asyncpg.Pool:
+    settings = settings or DatabaseSettings()
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        timeout=settings.connect_timeout,
+        statement_cache_size=settings.statement_cache_size,
+        init=init_connection,
+        server_settings={"application_name": "taskd"},
+    )
+    return pool
+
+
+def describe_connection_error(exc: BaseException) -> str | None:
+    """One line for an error that means the database could not be reached, else None."""
+    if isinstance(exc, OSError | socket.gaierror | TimeoutError):
+        return f"cannot reach the database: {exc}"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError | asyncpg.InvalidAuthorizationSpecificationError):
+        return f"cannot connect to the database: {exc}"
+    if isinstance(exc, asyncpg.InvalidPasswordError):
+        return f"cannot connect to the database: {exc}"
+    if isinstance(exc, asyncpg.CannotConnectNowError | asyncpg.ConnectionDoesNotExistError):
+        return f"database unavailable: {exc}"
+    return None
+
+
+DatabaseError = asyncpg.PostgresError
+InterfaceError = asyncpg.InterfaceError

@@ -1,0 +1,147 @@
+-- taskd's first schema: runs, their attempts, the workers that run them, the tasks they know.
+-- Run states (documented once, here and in the README):
+--   queued     waiting to start; includes delayed runs (run_at in the future) and retries.
+--              Left by: the claimer (-> executing).
+--   executing  an attempt holds a lease (worker_id, lease_expires_at).
+--              Left by: the completer (-> completed | failed | queued for a retry).
+--   waiting    suspended on a wait, child runs or a token (later migrations).
+--   completed, failed, canceled, expired: terminal, written once.
+
+-- Run ids are UUIDv7 so that they sort by creation. PostgreSQL 18 has uuidv7(); older servers
+-- get the same layout from gen_random_uuid() with the millisecond clock written over its head.
+CREATE FUNCTION taskd.new_run_id() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+    SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+           PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+           FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+$$;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_proc
+                WHERE proname = 'uuidv7' AND pronamespace = 'pg_catalog'::regnamespace) THEN
+        EXECUTE 'CREATE OR REPLACE FUNCTION taskd.new_run_id() RETURNS uuid LANGUAGE sql '
+                'VOLATILE AS ''SELECT uuidv7()''';
+    END IF;
+END
+$$;
+
+-- Settings the SQL producers must enforce exactly as the Python client does.
+CREATE TABLE taskd.settings (
+    key   text PRIMARY KEY,
+    value jsonb NOT NULL
+);
+INSERT INTO taskd.settings (key, value) VALUES ('max_payload_bytes', '1048576');
+
+-- Tasks registered by the daemons (synced at each daemon's start): the enqueue paths read a
+-- task's queue from here, and operators see which tasks exist.
+CREATE TABLE taskd.tasks (
+    id           text PRIMARY KEY,
+    queue        text NOT NULL,
+    max_attempts int NOT NULL,
+    settings     jsonb NOT NULL DEFAULT '{}',
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE taskd.workers (
+    id           uuid PRIMARY KEY,           -- random per process start, never host/pid alone
+    host         text NOT NULL,
+    pid          int NOT NULL,
+    version      text NOT NULL,
+    concurrency  int NOT NULL,
+    queues       text[] NOT NULL DEFAULT '{}',
+    tasks        text[] NOT NULL DEFAULT '{}',
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    stopped_at   timestamptz
+);
+
+CREATE TABLE taskd.runs (
+    id                 uuid PRIMARY KEY DEFAULT taskd.new_run_id(),
+    task_id            text NOT NULL CHECK (task_id <> ''),
+    queue              text NOT NULL DEFAULT 'default',
+    status             text NOT NULL DEFAULT 'queued' CHECK (status IN
+                         ('queued', 'executing', 'waiting', 'completed', 'failed', 'canceled', 'expired')),
+    payload            jsonb NOT NULL DEFAULT 'null',
+    output             jsonb,
+    error              jsonb,                -- the last attempt's error (the final one once failed)
+    priority           int NOT NULL DEFAULT 0,  -- higher starts first
+    run_at             timestamptz NOT NULL DEFAULT now(),
+    attempt            int NOT NULL DEFAULT 0,  -- attempts started so far
+    max_attempts       int CHECK (max_attempts IS NULL OR max_attempts >= 1),  -- NULL: the task's
+    tags               text[] NOT NULL DEFAULT '{}',
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    started_at         timestamptz,          -- first attempt's start
+    attempt_started_at timestamptz,          -- current attempt's start
+    finished_at        timestamptz,
+    worker_id          uuid,                 -- lease owner while executing
+    lease_expires_at   timestamptz
+) WITH (fillfactor = 80,
+        autovacuum_vacuum_scale_factor = 0.02,
+        autovacuum_analyze_scale_factor = 0.02,
+        autovacuum_vacuum_cost_limit = 2000);
+
+-- The claim query's exact shape: only claimable rows, in claim order. Finished runs are not
+-- in it, so history never slows a claim.
+CREATE INDEX runs_claim_idx ON taskd.runs (priority DESC, run_at, id) WHERE status = 'queued';
+-- Lease renewal and rescue look at one worker's executing runs.
+CREATE INDEX runs_executing_idx ON taskd.runs (worker_id) WHERE status = 'executing';
+-- Listing by task (runs list --task, the API) newest first.
+CREATE INDEX runs_task_idx ON taskd.runs (task_id, id DESC);
+
+CREATE TABLE taskd.attempts (
+    run_id      uuid NOT NULL REFERENCES taskd.runs (id) ON DELETE CASCADE,
+    attempt     int NOT NULL,
+    worker_id   uuid,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    outcome     text NOT NULL CHECK (outcome IN ('completed', 'failed', 'timed_out', 'canceled', 'lost')),
+    error       jsonb,
+    PRIMARY KEY (run_id, attempt)
+);
+
+-- taskd.trigger(task_id, payload, options) -> run id. For producers in any language: inserts
+-- in the caller's transaction and notifies the daemons when that transaction commits.
+-- options: delay (seconds or an interval such as '10s', '5 minutes'), run_at (timestamptz),
+-- priority (int), max_attempts (int), tags (array of strings), queue (text).
+CREATE FUNCTION taskd.trigger(task_id text, payload jsonb DEFAULT '{}', options jsonb DEFAULT '{}')
+RETURNS uuid LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    run_id   uuid := taskd.new_run_id();
+    limit_b  bigint := (SELECT value::text::bigint FROM taskd.settings WHERE key = 'max_payload_bytes');
+    size_b   bigint := octet_length(coalesce(payload, 'null'::jsonb)::text);
+    unknown  text;
+    start_at timestamptz := now();
+    q        text;
+BEGIN
+    IF task_id IS NULL OR task_id = '' THEN
+        RAISE EXCEPTION 'taskd.trigger: task_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF size_b > limit_b THEN
+        RAISE EXCEPTION 'taskd.trigger: payload is % bytes, over the limit of % bytes', size_b, limit_b
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    options := coalesce(options, '{}');
+    IF jsonb_typeof(options) <> 'object' THEN
+        RAISE EXCEPTION 'taskd.trigger: options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(options) AS k
+     WHERE k NOT IN ('delay', 'run_at', 'priority', 'max_attempts', 'tags', 'queue');
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'taskd.trigger: unknown option(s): %', unknown USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF options ? 'run_at' THEN
+        start_at := (options->>'run_at')::timestamptz;
+    ELSIF options ? 'delay' THEN
+        start_at := now() + CASE jsonb_typeof(options->'delay')
+            WHEN 'number' THEN make_interval(secs => (options->>'delay')::float8)
+            ELSE (options->>'delay')::interval END;
+    END IF;
+    q := coalesce(options->>'queue', (SELECT t.queue FROM taskd.tasks t WHERE t.id = task_id), 'default');
+    INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags)
+    VALUES (run_id, task_id, q, coalesce(payload, 'null'::jsonb),
+            coalesce((options->>'priority')::int, 0), start_at,
+            (options->>'max_attempts')::int,
+            coalesce(ARRAY(SELECT jsonb_array_elements_text(options->'tags')), '{}'));
+    PERFORM pg_notify('taskd_wakeup', q);
+    RETURN run_id;
+END
+$$;

@@ -1,0 +1,178 @@
+"""Runs one attempt of one run and decides what happens next. No SQL here.
+
+The result is an Outcome for the completer: the run completes, fails for good, or goes back
+to the queue for a retry after a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from daemon.errors import AbortRun
+from daemon.logs import log_event
+from daemon.models import AttemptOutcome, ClaimedRun, Outcome, RunStatus
+from daemon.sdk.context import Context
+from daemon.sdk.task import TaskDefinition
+
+log = logging.getLogger("taskd.executor")
+
+TRACEBACK_LIMIT = 8_000
+
+
+class MaxDurationExceeded(Exception):  # noqa: N818 - the name is what users read in errors
+    """The attempt ran longer than the task's ``max_duration``."""
+
+
+def encode_error(exc: BaseException, *, with_traceback: bool = True) -> bytes:
+    """The JSON stored as an attempt's (and run's) error."""
+    text = None
+    if with_traceback and exc.__traceback__ is not None:
+        text = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
+    return orjson.dumps({"type": type(exc).__name__, "message": str(exc), "traceback": text})
+
+
+def _to_json_value(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"output of type {type(value).__name__} is not JSON-serialisable")
+
+
+def encode_output(value: Any) -> bytes:
+    return orjson.dumps(value, default=_to_json_value)
+
+
+async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outcome:
+    """Run one attempt: validate, hooks, the function under max_duration, then the verdict.
+
+    Cancellation (shutdown, cancel) propagates to the caller, which hands the run back.
+    """
+    max_attempts = run.max_attempts or definition.retry.max_attempts
+    try:
+        payload = definition.parse_payload(run.payload)
+    except ValidationError as exc:
+        # A payload that does not fit the task never will: fail now, no retry.
+        ctx = _context(run, definition, run.payload, max_attempts)
+        return await _fail_for_good(run, definition, ctx, exc, AttemptOutcome.FAILED)
+    ctx = _context(run, definition, payload, max_attempts)
+
+    timeout = asyncio.timeout(definition.max_duration)
+    try:
+        if definition.on_start_hook is not None:
+            await definition.on_start_hook(payload, ctx)
+        async with timeout:
+            result = await definition.fn(payload, ctx)
+        output = encode_output(result)
+    except asyncio.CancelledError:
+        raise
+    except AbortRun as exc:
+        return await _fail_for_good(run, definition, ctx, exc, AttemptOutcome.FAILED)
+    except TimeoutError as exc:
+        if not timeout.expired():
+            return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED)
+        exceeded = MaxDurationExceeded(
+            f"attempt exceeded max_duration of {definition.max_duration:g}s"
+        )
+        return await _failed_attempt(run, definition, ctx, exceeded, AttemptOutcome.TIMED_OUT)
+    except BaseException as exc:  # noqa: BLE001 - a task's SystemExit must not stop the daemon
+        return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED)
+
+    if definition.on_success_hook is not None:
+        try:
+            await definition.on_success_hook(payload, result, ctx)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # noqa: BLE001 - a hook never changes a completed outcome
+            ctx.log.exception("on_success hook raised; the run stays completed")
+    log_event(log, logging.DEBUG, "run completed", run_id=str(run.id), task=run.task_id,
+              attempt=run.attempt)
+    return Outcome(run.id, run.attempt, RunStatus.COMPLETED, AttemptOutcome.COMPLETED, output)
+
+
+def _context(
+    run: ClaimedRun, definition: TaskDefinition[Any, Any], payload: Any, max_attempts: int
+) -> Context:
+    return Context(
+        run_id=run.id,
+        task_id=run.task_id,
+        attempt=run.attempt,
+        max_attempts=max_attempts,
+        payload=payload,
+        queue=run.queue,
+        tags=run.tags,
+    )
+
+
+async def _failed_attempt(
+    run: ClaimedRun,
+    definition: TaskDefinition[Any, Any],
+    ctx: Context,
+    exc: BaseException,
+    attempt_outcome: AttemptOutcome,
+) -> Outcome:
+    if ctx.attempt >= ctx.max_attempts:
+        return await _fail_for_good(run, definition, ctx, exc, attempt_outcome)
+    delay = _retry_after(exc)
+    if delay is None:
+        delay = definition.retry.delay_after(ctx.attempt)
+    log_event(
+        log,
+        logging.WARNING,
+        f"attempt failed, retrying in {delay:.3g}s: {type(exc).__name__}: {exc}",
+        run_id=str(run.id),
+        task=run.task_id,
+        attempt=run.attempt,
+        max_attempts=ctx.max_attempts,
+    )
+    return Outcome(
+        run.id, run.attempt, RunStatus.QUEUED, attempt_outcome, None, encode_error(exc), delay
+    )
+
+
+async def _fail_for_good(
+    run: ClaimedRun,
+    definition: TaskDefinition[Any, Any],
+    ctx: Context,
+    exc: BaseException,
+    attempt_outcome: AttemptOutcome,
+) -> Outcome:
+    with_traceback = not isinstance(exc, ValidationError | AbortRun)
+    log_event(
+        log,
+        logging.ERROR,
+        f"run failed: {type(exc).__name__}: {exc}",
+        run_id=str(run.id),
+        task=run.task_id,
+        attempt=run.attempt,
+    )
+    if definition.on_failure_hook is not None:
+        try:
+            await definition.on_failure_hook(ctx.payload, exc, run.attempt, ctx)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # noqa: BLE001 - the run has failed either way
+            ctx.log.exception("on_failure hook raised")
+    return Outcome(
+        run.id,
+        run.attempt,
+        RunStatus.FAILED,
+        attempt_outcome,
+        None,
+        encode_error(exc, with_traceback=with_traceback),
+    )
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, seconds)

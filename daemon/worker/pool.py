@@ -1,0 +1,229 @@
+"""The bounded worker pool: claims runs up to free capacity, executes them, writes outcomes.
+
+Three loops share one anyio task group:
+
+* the claimer claims a batch of at most the free slots, whenever it is woken (a NOTIFY, a
+  freed slot while a backlog is known, or the poll interval) — one claim in flight at a time,
+  so claims batch themselves under load and start at once when idle;
+* each claimed run executes in its own task, in its own cancel scope;
+* the completer writes every buffered outcome in one statement, one write in flight at a
+  time, so writes batch themselves too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from daemon.config import WorkerSettings
+from daemon.logs import log_event
+from daemon.models import ClaimedRun, Outcome
+from daemon.sdk.registry import Registry
+from daemon.store.database import DatabaseError, InterfaceError
+from daemon.store.store import Store
+from daemon.worker.executor import execute
+
+log = logging.getLogger("taskd.pool")
+
+_DB_ERRORS = (DatabaseError, InterfaceError, OSError, TimeoutError)
+_MAX_BACKOFF = 5.0
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: WorkerSettings,
+        worker_id: uuid.UUID,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._settings = settings
+        self._worker_id = worker_id
+        self._task_ids = registry.ids
+        self._capacity = settings.concurrency
+        self._running: dict[uuid.UUID, tuple[ClaimedRun, anyio.CancelScope]] = {}
+        self._outcomes: list[Outcome] = []
+        self._handbacks: list[tuple[uuid.UUID, int]] = []
+        self._claim_wake = anyio.Event()
+        self._woken = False
+        self._backlog = True  # unknown at start: look
+        self._complete_wake = anyio.Event()
+        self._claiming = True
+        self._idle = anyio.Event()
+        self._closing = False
+        self.claimed_total = 0
+        self.completed_total = 0
+
+    # public -------------------------------------------------------------------------------
+
+    @property
+    def in_use(self) -> int:
+        return len(self._running)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def wake(self) -> None:
+        """Something may be claimable (a NOTIFY arrived, or a reconnect happened)."""
+        self._woken = True
+        self._backlog = True
+        self._claim_wake.set()
+
+    async def run(self) -> None:
+        """Claim, execute and complete until ``drain`` is called and the work is written."""
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._complete_loop)
+            async with anyio.create_task_group() as runs:
+                await self._claim_loop(runs)
+            # every run task has ended: the completer writes what is left, then returns
+            self._closing = True
+            self._complete_wake.set()
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming; let running attempts finish within ``grace``; cancel the rest.
+
+        Cancelled attempts go back to the queue without spending an attempt.
+        """
+        self._claiming = False
+        self._claim_wake.set()
+        if self._running:
+            log.info("draining %d running run(s), grace %.3gs", len(self._running), grace)
+            with anyio.move_on_after(grace):
+                await self._wait_idle()
+        self.cancel_all()
+
+    def cancel_all(self) -> None:
+        """Cancel every running attempt now (second signal, or the grace ran out)."""
+        self._claiming = False
+        self._claim_wake.set()
+        if self._running:
+            log.warning("cancelling %d run(s); they go back to the queue", len(self._running))
+        for _, scope in list(self._running.values()):
+            scope.cancel()
+
+    # claimer ------------------------------------------------------------------------------
+
+    async def _claim_loop(self, runs: TaskGroup) -> None:
+        failures = 0
+        while self._claiming:
+            free = self._capacity - len(self._running)
+            self._woken = False
+            if free > 0 and self._backlog and self._task_ids:
+                limit = min(free, self._settings.claim_batch)
+                try:
+                    claimed = await self._store.run_claim(
+                        self._task_ids, limit, self._worker_id, self._settings.lease
+                    )
+                except _DB_ERRORS as exc:
+                    failures += 1
+                    delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
+                    log_event(log, logging.ERROR, f"claim failed, retrying in {delay:.2g}s: {exc}")
+                    await anyio.sleep(delay)
+                    continue
+                failures = 0
+                self._backlog = len(claimed) == limit
+                self.claimed_total += len(claimed)
+                for claimed_run in claimed:
+                    scope = anyio.CancelScope()
+                    self._running[claimed_run.id] = (claimed_run, scope)
+                    runs.start_soon(self._execute, claimed_run, scope)
+                if self._backlog and len(self._running) < self._capacity:
+                    continue
+            if self._woken or not self._claiming:
+                continue
+            self._claim_wake = anyio.Event()
+            with anyio.move_on_after(self._settings.poll_interval) as poll:
+                await self._claim_wake.wait()
+            if poll.cancelled_caught:
+                self._backlog = True  # the poll: look whether anything became due
+
+    async def _execute(self, run: ClaimedRun, scope: anyio.CancelScope) -> None:
+        outcome: Outcome | None = None
+        try:
+            with scope:
+                definition = self._registry.get(run.task_id)
+                outcome = await execute(run, definition)
+        finally:
+            del self._running[run.id]
+            if outcome is None:  # cancelled before an outcome: hand back, attempt not spent
+                self._handbacks.append((run.id, run.attempt))
+            else:
+                self._outcomes.append(outcome)
+            self._complete_wake.set()
+            if self._backlog and self._claiming:
+                self._claim_wake.set()
+            if not self._running:
+                self._idle.set()
+
+    async def _wait_idle(self) -> None:
+        while self._running:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    # completer ----------------------------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            if not self._outcomes and not self._handbacks:
+                if self._closing:
+                    return
+                self._complete_wake = anyio.Event()
+                await self._complete_wake.wait()
+                continue
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        handbacks, self._handbacks = self._handbacks, []
+        failures = 0
+        while True:
+            try:
+                await self._write(outcomes, handbacks)
+                return
+            except _DB_ERRORS as exc:
+                # Keep the outcomes: they are written when the database is back.
+                failures += 1
+                delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
+                log_event(
+                    log,
+                    logging.ERROR,
+                    f"writing {len(outcomes) + len(handbacks)} outcome(s) failed, "
+                    f"retrying in {delay:.2g}s: {exc}",
+                )
+                await anyio.sleep(delay)
+
+    async def _write(self, outcomes: list[Outcome], handbacks: list[tuple[uuid.UUID, int]]) -> None:
+        if outcomes:
+            written = await self._store.run_complete_many(self._worker_id, outcomes)
+            self.completed_total += len(written)
+            if len(written) != len(outcomes):
+                for outcome in outcomes:
+                    if outcome.run_id not in written:
+                        log_event(
+                            log,
+                            logging.WARNING,
+                            "outcome not written: the run is no longer this worker's "
+                            "(rescued or canceled meanwhile)",
+                            run_id=str(outcome.run_id),
+                            attempt=outcome.attempt,
+                        )
+        if handbacks:
+            released = await self._store.run_release_many(self._worker_id, handbacks)
+            log.info("handed %d run(s) back to the queue", len(released))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "in_use": len(self._running),
+            "capacity": self._capacity,
+            "claimed": self.claimed_total,
+            "completed": self.completed_total,
+            "load": math.floor(100 * len(self._running) / self._capacity),
+        }

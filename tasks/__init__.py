@@ -1,0 +1,1 @@
+"""Example task modules, one per use case; put your own modules here too."""
