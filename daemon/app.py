@@ -74,7 +74,8 @@ class Daemon:
         try:
             await store.setting_put("max_payload_bytes", settings.tasks.max_payload_bytes)
             definitions = [
-                d for d in self.registry
+                d
+                for d in self.registry
                 if not settings.worker.queues or d.queue.name in settings.worker.queues
             ]
             served = Registry(definitions)

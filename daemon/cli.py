@@ -81,7 +81,9 @@ def cmd_trigger(args: argparse.Namespace) -> None:
         try:
             run_at = datetime.fromisoformat(args.run_at)
         except ValueError:
-            raise CliError(f"--run-at is not an ISO 8601 time: {args.run_at!r}", EXIT_USAGE) from None
+            raise CliError(
+                f"--run-at is not an ISO 8601 time: {args.run_at!r}", EXIT_USAGE
+            ) from None
         if run_at.tzinfo is None:
             raise CliError("--run-at needs a timezone, e.g. 2026-01-01T09:00:00+00:00", EXIT_USAGE)
 
@@ -111,11 +113,19 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
         lambda client: client.list_runs(status=statuses, task=args.task, limit=args.limit),
     )
     if args.json:
-        print(orjson.dumps([r.model_dump(mode="json", exclude={"attempts"}) for r in runs]).decode())
+        print(
+            orjson.dumps([r.model_dump(mode="json", exclude={"attempts"}) for r in runs]).decode()
+        )
         return
     rows = [
-        (str(r.id), r.task_id, r.status.value.upper(), f"{r.attempt}", _when(r.created_at),
-         _when(r.finished_at))
+        (
+            str(r.id),
+            r.task_id,
+            r.status.value.upper(),
+            f"{r.attempt}",
+            _when(r.created_at),
+            _when(r.finished_at),
+        )
         for r in runs
     ]
     _table(("ID", "TASK", "STATUS", "ATTEMPT", "CREATED", "FINISHED"), rows)
@@ -208,20 +218,26 @@ def _when(value: datetime | None) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     for line in (header, *rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskd", description="Durable background tasks on PostgreSQL.")
+    parser = argparse.ArgumentParser(
+        prog="taskd", description="Durable background tasks on PostgreSQL."
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="config file (default: ./config.toml, or $TASKD_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("run", parents=[common], help="run the daemon in the foreground").set_defaults(
-        handler=cmd_run
-    )
+    commands.add_parser(
+        "run", parents=[common], help="run the daemon in the foreground"
+    ).set_defaults(handler=cmd_run)
     commands.add_parser(
         "dev", parents=[common], help="run the daemon on the embedded PostgreSQL (no setup)"
     ).set_defaults(handler=lambda a: cmd_run(a, dev=True))

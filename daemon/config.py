@@ -140,5 +140,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     elif "input" in first and first["type"] not in ("missing",) and loc:
         message = f"{message} (got {first['input']!r})"
     problems = len(exc.errors())
-    more = f" (and {problems - 1} more problem{'s' if problems > 2 else ''})" if problems > 1 else ""
+    more = (
+        f" (and {problems - 1} more problem{'s' if problems > 2 else ''})" if problems > 1 else ""
+    )
     return f"config error: {key} ({env}): {message}{more}"

@@ -33,7 +33,8 @@ def to_seconds(value: Duration) -> float:
                 pos = match.end()
             if pos != len(text) or not text:
                 raise ValueError(
-                    f"not a duration: {value!r} (use a number of seconds or e.g. 500ms, 10s, 5m, 1h30m, 2d)"
+                    f"not a duration: {value!r} "
+                    "(use a number of seconds or e.g. 500ms, 10s, 5m, 1h30m, 2d)"
                 ) from None
     else:
         raise ValueError(f"not a duration: {value!r}")

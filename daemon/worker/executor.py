@@ -25,7 +25,7 @@ log = logging.getLogger("taskd.executor")
 TRACEBACK_LIMIT = 8_000
 
 
-class MaxDurationExceeded(Exception):  # noqa: N818 - the name is what users read in errors
+class MaxDurationExceeded(Exception):
     """The attempt ran longer than the task's ``max_duration``."""
 
 
@@ -79,7 +79,7 @@ async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outc
             f"attempt exceeded max_duration of {definition.max_duration:g}s"
         )
         return await _failed_attempt(run, definition, ctx, exceeded, AttemptOutcome.TIMED_OUT)
-    except BaseException as exc:  # noqa: BLE001 - a task's SystemExit must not stop the daemon
+    except BaseException as exc:
         return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED)
 
     if definition.on_success_hook is not None:
@@ -87,10 +87,16 @@ async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outc
             await definition.on_success_hook(payload, result, ctx)
         except asyncio.CancelledError:
             raise
-        except BaseException:  # noqa: BLE001 - a hook never changes a completed outcome
+        except BaseException:
             ctx.log.exception("on_success hook raised; the run stays completed")
-    log_event(log, logging.DEBUG, "run completed", run_id=str(run.id), task=run.task_id,
-              attempt=run.attempt)
+    log_event(
+        log,
+        logging.DEBUG,
+        "run completed",
+        run_id=str(run.id),
+        task=run.task_id,
+        attempt=run.attempt,
+    )
     return Outcome(run.id, run.attempt, RunStatus.COMPLETED, AttemptOutcome.COMPLETED, output)
 
 
@@ -155,7 +161,7 @@ async def _fail_for_good(
             await definition.on_failure_hook(ctx.payload, exc, run.attempt, ctx)
         except asyncio.CancelledError:
             raise
-        except BaseException:  # noqa: BLE001 - the run has failed either way
+        except BaseException:
             ctx.log.exception("on_failure hook raised")
     return Outcome(
         run.id,

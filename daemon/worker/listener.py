@@ -55,7 +55,7 @@ class Listener:
             try:
                 connection = await connect(self._dsn, self._settings)
                 lost = anyio.Event()
-                connection.add_termination_listener(lambda _c: lost.set())
+                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(WAKEUP_CHANNEL, self._on_notify)
                 self.up = True
                 if started:

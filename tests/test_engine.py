@@ -1,0 +1,315 @@
+"""The run lifecycle inside one daemon: producers, retries, limits, hooks."""
+
+from __future__ import annotations
+
+import anyio
+import asyncpg
+import pytest
+from pydantic import BaseModel
+
+from daemon import AbortRun, Client, Context, Retry, RunStatus, task
+from tests.conftest import wait_for_run
+
+
+class Numbers(BaseModel):
+    a: int
+    b: int
+
+
+@task(id="add")
+async def add(payload: Numbers, ctx: Context) -> dict[str, int]:
+    ctx.log.info("adding", a=payload.a)
+    return {"sum": payload.a + payload.b}
+
+
+async def test_python_trigger_runs_to_completion(client: Client, start_daemon) -> None:
+    async with start_daemon([add]):
+        run_id = await client.trigger("add", {"a": 2, "b": 3})
+        run = await wait_for_run(client, run_id)
+    assert run.status is RunStatus.COMPLETED
+    assert run.output == {"sum": 5}
+    assert [a.outcome for a in run.attempts] == ["completed"]
+    assert run.attempts[0].finished_at >= run.attempts[0].started_at
+    assert run.finished_at is not None
+
+
+async def test_typed_handle_and_batch_trigger(client: Client, start_daemon) -> None:
+    async with start_daemon([add]):
+        ids = await add.batch_trigger([Numbers(a=i, b=i) for i in range(50)])
+        single = await add.trigger(Numbers(a=1, b=1))
+        runs = [await wait_for_run(client, run_id) for run_id in [*ids, single]]
+    assert [r.output["sum"] for r in runs] == [2 * i for i in range(50)] + [2]
+    assert ids == sorted(ids), "run ids sort by creation"
+
+
+async def test_sql_trigger_from_a_bare_connection(
+    client: Client, db: asyncpg.Connection, start_daemon
+) -> None:
+    async with start_daemon([add]):
+        run_id = await db.fetchval(
+            'SELECT taskd.trigger(\'add\', \'{"a": 40, "b": 2}\', \'{"tags": ["sql"]}\')'
+        )
+        run = await wait_for_run(client, run_id)
+    assert run.output == {"sum": 42}
+    assert run.tags == ["sql"]
+
+
+async def test_enqueue_rolls_back_with_the_callers_transaction(
+    client: Client, database: str
+) -> None:
+    connection = await asyncpg.connect(database)
+    try:
+        transaction = connection.transaction()
+        await transaction.start()
+        kept_out = await client.trigger("add", {"a": 1, "b": 1}, connection=connection)
+        await transaction.rollback()
+        async with connection.transaction():
+            kept = await client.trigger("add", {"a": 1, "b": 1}, connection=connection)
+        async with connection.transaction():
+            sql_id = await connection.fetchval("SELECT taskd.trigger('add', '{}')")
+    finally:
+        await connection.close()
+    ids = {r.id for r in await client.list_runs()}
+    assert kept_out not in ids
+    assert kept in ids and sql_id in ids
+
+
+async def test_sql_trigger_rolled_back_leaves_no_run(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        async with db.transaction():
+            await db.fetchval("SELECT taskd.trigger('add', '{}')")
+            await db.execute("SELECT 1/0")
+    assert await client.list_runs() == []
+
+
+async def test_retries_follow_the_backoff(client: Client, start_daemon) -> None:
+    calls: list[int] = []
+
+    @task(id="flaky", retry=Retry(max_attempts=3, min_delay=0.3, factor=2, jitter=False))
+    async def flaky(payload: None, ctx: Context) -> str:
+        calls.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise ConnectionError(f"down on attempt {ctx.attempt}")
+        return "up"
+
+    async with start_daemon([flaky], poll_interval=0.05):
+        run = await wait_for_run(client, await client.trigger(flaky, None))
+    assert run.status is RunStatus.COMPLETED and run.output == "up"
+    assert calls == [1, 2, 3]
+    first, second, third = run.attempts
+    assert [first.outcome, second.outcome, third.outcome] == ["failed", "failed", "completed"]
+    assert first.error["type"] == "ConnectionError"
+    assert "down on attempt 1" in first.error["message"]
+    assert (second.started_at - first.finished_at).total_seconds() >= 0.3
+    assert (third.started_at - second.finished_at).total_seconds() >= 0.6
+
+
+async def test_retry_after_on_the_exception_sets_the_delay(client: Client, start_daemon) -> None:
+    class RateLimited(Exception):
+        retry_after = 0.2
+
+    @task(id="limited", retry=Retry(max_attempts=2, min_delay=30, jitter=False))
+    async def limited(payload: None, ctx: Context) -> int:
+        if ctx.attempt == 1:
+            raise RateLimited("slow down")
+        return ctx.attempt
+
+    async with start_daemon([limited], poll_interval=0.05):
+        run = await wait_for_run(client, await client.trigger(limited), timeout=5)
+    assert run.output == 2
+    gap = (run.attempts[1].started_at - run.attempts[0].finished_at).total_seconds()
+    assert 0.2 <= gap < 30
+
+
+async def test_abort_run_fails_without_retry(client: Client, start_daemon) -> None:
+    @task(id="aborts", retry=Retry(max_attempts=5, min_delay=0))
+    async def aborts(payload: None, ctx: Context) -> None:
+        raise AbortRun("account closed")
+
+    async with start_daemon([aborts]):
+        run = await wait_for_run(client, await client.trigger(aborts))
+    assert run.status is RunStatus.FAILED
+    assert len(run.attempts) == 1
+    assert run.error["type"] == "AbortRun" and run.error["message"] == "account closed"
+
+
+async def test_invalid_payload_fails_at_once_with_the_pydantic_message(
+    client: Client, start_daemon
+) -> None:
+    started: list[object] = []
+
+    @task(id="strict", retry=Retry(max_attempts=5, min_delay=0))
+    async def strict(payload: Numbers, ctx: Context) -> None:
+        started.append(payload)
+
+    async with start_daemon([strict]):
+        run = await wait_for_run(client, await client.trigger(strict, {"a": "x"}))
+    assert run.status is RunStatus.FAILED
+    assert len(run.attempts) == 1 and started == []
+    assert run.error["type"] == "ValidationError"
+    assert "a\n  Input should be a valid integer" in run.error["message"]
+    assert "b\n  Field required" in run.error["message"]
+
+
+async def test_max_duration_cancels_the_attempt(client: Client, start_daemon) -> None:
+    @task(id="slow", max_duration=0.2, retry=Retry(max_attempts=2, min_delay=0))
+    async def slow(payload: None, ctx: Context) -> None:
+        await anyio.sleep(30)
+
+    async with start_daemon([slow]):
+        run = await wait_for_run(client, await client.trigger(slow), timeout=5)
+    assert run.status is RunStatus.FAILED
+    assert [a.outcome for a in run.attempts] == ["timed_out", "timed_out"]
+    assert run.error["type"] == "MaxDurationExceeded"
+    for attempt in run.attempts:
+        assert 0.2 <= (attempt.finished_at - attempt.started_at).total_seconds() < 5
+
+
+async def test_hooks_are_called_once_with_their_arguments(client: Client, start_daemon) -> None:
+    events: list[tuple[object, ...]] = []
+
+    async def on_start(payload: object, ctx: Context) -> None:
+        events.append(("start", ctx.attempt))
+
+    async def on_success(payload: object, output: object, ctx: Context) -> None:
+        events.append(("success", payload, output))
+
+    async def on_failure(
+        payload: object, error: BaseException, attempts: int, ctx: Context
+    ) -> None:
+        events.append(("failure", payload, type(error).__name__, str(error), attempts))
+
+    @task(
+        id="hooked",
+        retry=Retry(max_attempts=2, min_delay=0),
+        on_start=on_start,
+        on_success=on_success,
+        on_failure=on_failure,
+    )
+    async def hooked(payload: dict, ctx: Context) -> str:
+        if payload["fail"]:
+            raise RuntimeError("boom")
+        return "ok"
+
+    async with start_daemon([hooked]):
+        good = await client.trigger(hooked, {"fail": False})
+        await wait_for_run(client, good)
+        assert events == [("start", 1), ("success", {"fail": False}, "ok")]
+        events.clear()
+        bad = await client.trigger(hooked, {"fail": True})
+        run = await wait_for_run(client, bad)
+    assert run.status is RunStatus.FAILED
+    assert events == [
+        ("start", 1),
+        ("start", 2),
+        ("failure", {"fail": True}, "RuntimeError", "boom", 2),
+    ]
+
+
+async def test_a_failing_hook_does_not_change_the_outcome(client: Client, start_daemon) -> None:
+    async def broken(payload: object, output: object, ctx: Context) -> None:
+        raise RuntimeError("hook bug")
+
+    @task(id="with-broken-hook", on_success=broken)
+    async def with_broken_hook(payload: None, ctx: Context) -> int:
+        return 7
+
+    async with start_daemon([with_broken_hook]):
+        run = await wait_for_run(client, await client.trigger(with_broken_hook))
+    assert run.status is RunStatus.COMPLETED and run.output == 7
+
+
+async def test_the_pool_never_exceeds_its_concurrency(client: Client, start_daemon) -> None:
+    running = 0
+    peak = 0
+
+    @task(id="counted")
+    async def counted(payload: int, ctx: Context) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.02)
+        running -= 1
+
+    async with start_daemon([counted], concurrency=3):
+        ids = await client.batch_trigger(counted, list(range(30)))
+        for run_id in ids:
+            await wait_for_run(client, run_id)
+    assert peak == 3
+
+
+async def test_a_lost_notify_is_covered_by_polling(
+    client: Client, db: asyncpg.Connection, start_daemon
+) -> None:
+    async with start_daemon([add], poll_interval=0.2) as daemon:
+        # an INSERT with no NOTIFY at all, as if the notification were lost
+        run_id = await db.fetchval(
+            "INSERT INTO taskd.runs (id, task_id, payload) "
+            "VALUES (taskd.new_run_id(), 'add', '{\"a\": 1, \"b\": 2}') RETURNING id"
+        )
+        run = await wait_for_run(client, run_id, timeout=3)
+        assert daemon.listener is not None and daemon.listener.up
+    assert run.output == {"sum": 3}
+
+
+async def test_a_delayed_run_waits_for_its_time(client: Client, start_daemon) -> None:
+    async with start_daemon([add], poll_interval=0.1):
+        run_id = await client.trigger(add, {"a": 1, "b": 1}, delay="0.5s")
+        queued = await client.get_run(run_id)
+        assert queued.status is RunStatus.QUEUED
+        run = await wait_for_run(client, run_id)
+    assert run.started_at is not None
+    assert (run.started_at - run.created_at).total_seconds() >= 0.5
+
+
+async def test_priority_orders_the_claims(client: Client, start_daemon) -> None:
+    order: list[int] = []
+
+    @task(id="ordered")
+    async def ordered(payload: int, ctx: Context) -> None:
+        order.append(payload)
+
+    low = await client.batch_trigger(ordered, [1, 2, 3], priority=0)
+    high = await client.batch_trigger(ordered, [10, 20], priority=5)
+    async with start_daemon([ordered], concurrency=1):
+        for run_id in [*low, *high]:
+            await wait_for_run(client, run_id)
+    assert order == [10, 20, 1, 2, 3]
+
+
+async def test_max_attempts_override_on_trigger(client: Client, start_daemon) -> None:
+    @task(id="always-fails", retry=Retry(max_attempts=5, min_delay=0))
+    async def always_fails(payload: None, ctx: Context) -> None:
+        raise ValueError("no")
+
+    async with start_daemon([always_fails]):
+        run = await wait_for_run(client, await client.trigger(always_fails, max_attempts=1))
+    assert run.status is RunStatus.FAILED and run.attempt == 1
+
+
+async def test_clean_stop_leaves_nothing_executing(client: Client, start_daemon) -> None:
+    gate = anyio.Event()
+
+    @task(id="long")
+    async def long(payload: None, ctx: Context) -> None:
+        gate.set()
+        await anyio.sleep(60)
+
+    async with start_daemon([long], shutdown_grace=0.2) as daemon:
+        run_id = await client.trigger(long)
+        await gate.wait()
+        await daemon.stop()
+    run = await client.get_run(run_id)
+    assert run.status is RunStatus.QUEUED, "a drained run goes back to the queue"
+    assert run.attempt == 0 and run.attempts == [], "without spending an attempt"
+    assert await client.list_runs(status="executing") == []
+
+
+async def test_runs_of_unknown_tasks_are_left_queued(client: Client, start_daemon) -> None:
+    async with start_daemon([add], poll_interval=0.05):
+        other = await client.trigger("not-registered-here", {})
+        known = await client.trigger(add, {"a": 0, "b": 0})
+        await wait_for_run(client, known)
+    assert (await client.get_run(other)).status is RunStatus.QUEUED
