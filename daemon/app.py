@@ -144,7 +144,8 @@ class Daemon:
         while True:
             await anyio.sleep(interval)
             try:
-                await store.worker_heartbeat(self.worker_id, self.settings.worker.lease)
+                held = self.pool.running_ids() if self.pool is not None else []
+                await store.worker_heartbeat(self.worker_id, self.settings.worker.lease, held)
             except (DatabaseError, InterfaceError, OSError, TimeoutError) as exc:
                 log.error("heartbeat failed: %s", exc)
 

@@ -313,3 +313,38 @@ async def test_runs_of_unknown_tasks_are_left_queued(client: Client, start_daemo
         known = await client.trigger(add, {"a": 0, "b": 0})
         await wait_for_run(client, known)
     assert (await client.get_run(other)).status is RunStatus.QUEUED
+
+
+async def test_an_output_the_database_refuses_fails_only_its_own_run(
+    client: Client, start_daemon
+) -> None:
+    @task(id="nul-output")
+    async def nul_output(payload: int, ctx: Context) -> str:
+        # jsonb cannot store \u0000: the database refuses this output at completion
+        return "a\x00b" if payload == 3 else "fine"
+
+    async with start_daemon([nul_output]):
+        ids = await client.batch_trigger(nul_output, list(range(6)))
+        runs = [await wait_for_run(client, run_id) for run_id in ids]
+    assert [r.status for r in runs] == ["completed"] * 3 + ["failed"] + ["completed"] * 2
+    assert runs[3].error["type"] == "OutcomeNotStored"
+    assert "could not be stored" in runs[3].error["message"]
+
+
+async def test_an_unusable_retry_after_falls_back_to_the_backoff(
+    client: Client, start_daemon
+) -> None:
+    class Weird(Exception):
+        retry_after = float("inf")
+
+    @task(id="weird-retry-after", retry=Retry(max_attempts=2, min_delay=0.05, jitter=False))
+    async def weird(payload: None, ctx: Context) -> int:
+        if ctx.attempt == 1:
+            raise Weird("forever")
+        return ctx.attempt
+
+    async with start_daemon([weird, add]):
+        run = await wait_for_run(client, await client.trigger(weird))
+        other = await wait_for_run(client, await client.trigger(add, {"a": 1, "b": 1}))
+    assert run.status is RunStatus.COMPLETED and run.output == 2
+    assert other.status is RunStatus.COMPLETED

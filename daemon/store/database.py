@@ -75,5 +75,14 @@ def describe_connection_error(exc: BaseException) -> str | None:
     return None
 
 
+def is_connection_error(exc: BaseException) -> bool:
+    """True when retrying later may succeed: the server is going away, not refusing the data."""
+    if isinstance(exc, asyncpg.PostgresError):
+        # class 08: connection exception; 57: operator intervention (shutdown, terminated);
+        # 53: insufficient resources; 40: serialization failure / deadlock
+        return str(exc.sqlstate or "")[:2] in {"08", "57", "53", "40"}
+    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError)
+
+
 DatabaseError = asyncpg.PostgresError
 InterfaceError = asyncpg.InterfaceError

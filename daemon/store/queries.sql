@@ -24,12 +24,12 @@ INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks)
 VALUES ($1, $2, $3, $4, $5, $6, $7);
 
 -- name: worker_heartbeat
--- One statement per daemon per interval, whatever the number of runs it holds.
+-- One statement per daemon per interval, whatever the number of runs it holds ($3: their ids).
 WITH beat AS (
     UPDATE taskd.workers SET heartbeat_at = now() WHERE id = $1
 )
 UPDATE taskd.runs SET lease_expires_at = now() + make_interval(secs => $2)
- WHERE worker_id = $1 AND status = 'executing';
+ WHERE id = ANY($3::uuid[]) AND worker_id = $1 AND status = 'executing';
 
 -- name: worker_stop
 UPDATE taskd.workers SET stopped_at = now(), heartbeat_at = now() WHERE id = $1;
@@ -51,21 +51,9 @@ SELECT pg_notify('taskd_wakeup', queue)
   FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS due;
 
 -- name: run_claim
--- The CTE fences the LIMIT: the planner cannot update more rows than were picked.
-WITH picked AS (
-    SELECT id FROM taskd.runs
-     WHERE status = 'queued' AND run_at <= now() AND task_id = ANY($1::text[])
-     ORDER BY priority DESC, run_at, id
-     LIMIT $2
-       FOR UPDATE SKIP LOCKED
-)
-UPDATE taskd.runs r
-   SET status = 'executing', attempt = r.attempt + 1, worker_id = $3,
-       lease_expires_at = now() + make_interval(secs => $4),
-       attempt_started_at = now(), started_at = coalesce(r.started_at, now())
-  FROM picked
- WHERE r.id = picked.id
-RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags;
+-- See taskd.claim_runs in the migrations: a function so that its plan is pinned.
+SELECT id, task_id, payload, attempt, max_attempts, queue, tags
+  FROM taskd.claim_runs($1::text[], $2::int, $3::uuid, $4::float8);
 
 -- name: run_complete_many
 -- Write a batch of attempt outcomes. status is the run's next state: completed, failed, or

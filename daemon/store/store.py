@@ -68,8 +68,11 @@ class Store:
             list(tasks),
         )
 
-    async def worker_heartbeat(self, worker_id: uuid.UUID, lease_seconds: float) -> None:
-        await self.pool.execute(QUERIES["worker_heartbeat"], worker_id, lease_seconds)
+    async def worker_heartbeat(
+        self, worker_id: uuid.UUID, lease_seconds: float, run_ids: Sequence[uuid.UUID]
+    ) -> None:
+        """Mark the worker alive and extend the leases of the runs it holds."""
+        await self.pool.execute(QUERIES["worker_heartbeat"], worker_id, lease_seconds, run_ids)
 
     async def worker_stop(self, worker_id: uuid.UUID) -> None:
         await self.pool.execute(QUERIES["worker_stop"], worker_id)

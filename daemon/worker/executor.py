@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import traceback
 from typing import Any
 
@@ -23,6 +24,8 @@ from daemon.sdk.task import TaskDefinition
 log = logging.getLogger("taskd.executor")
 
 TRACEBACK_LIMIT = 8_000
+# A server asking for more than a week is treated as asking for a week.
+MAX_RETRY_AFTER = 7 * 86_400.0
 
 
 class MaxDurationExceeded(Exception):
@@ -100,6 +103,16 @@ async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outc
     return Outcome(run.id, run.attempt, RunStatus.COMPLETED, AttemptOutcome.COMPLETED, output)
 
 
+def unstorable(outcome: Outcome, exc: BaseException) -> Outcome:
+    """The outcome to write instead of one the database refused (e.g. an output it rejects)."""
+    error = orjson.dumps(
+        {"type": "OutcomeNotStored", "message": f"the outcome could not be stored: {exc}"}
+    )
+    return Outcome(
+        outcome.run_id, outcome.attempt, RunStatus.FAILED, AttemptOutcome.FAILED, None, error
+    )
+
+
 def _context(
     run: ClaimedRun, definition: TaskDefinition[Any, Any], payload: Any, max_attempts: int
 ) -> Context:
@@ -174,11 +187,14 @@ async def _fail_for_good(
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    """The exception's ``retry_after`` in seconds, capped; None when absent or unusable."""
     value = getattr(exc, "retry_after", None)
     if value is None:
         return None
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, seconds)
+    if not math.isfinite(seconds):
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))

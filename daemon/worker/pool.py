@@ -12,6 +12,7 @@ Three loops share one anyio task group:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import uuid
@@ -22,11 +23,11 @@ from anyio.abc import TaskGroup
 
 from daemon.config import WorkerSettings
 from daemon.logs import log_event
-from daemon.models import ClaimedRun, Outcome
+from daemon.models import ClaimedRun, Outcome, RunStatus
 from daemon.sdk.registry import Registry
-from daemon.store.database import DatabaseError, InterfaceError
+from daemon.store.database import DatabaseError, InterfaceError, is_connection_error
 from daemon.store.store import Store
-from daemon.worker.executor import execute
+from daemon.worker.executor import execute, unstorable
 
 log = logging.getLogger("taskd.pool")
 
@@ -70,6 +71,10 @@ class WorkerPool:
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    def running_ids(self) -> list[uuid.UUID]:
+        """Runs whose lease this daemon holds: executing, or finished but not yet written."""
+        return [*self._running, *(o.run_id for o in self._outcomes)]
 
     def wake(self) -> None:
         """Something may be claimable (a NOTIFY arrived, or a reconnect happened)."""
@@ -180,6 +185,15 @@ class WorkerPool:
                 continue
             await self._flush_once()
 
+    def _wake_for_retries(self, outcomes: list[Outcome]) -> None:
+        """A retry due before the next poll is claimed when due, not at the poll."""
+        soonest = min(
+            (o.retry_delay for o in outcomes if o.status is RunStatus.QUEUED and o.retry_delay),
+            default=None,
+        )
+        if soonest is not None and soonest < self._settings.poll_interval:
+            asyncio.get_running_loop().call_later(soonest, self.wake)
+
     async def _flush_once(self) -> None:
         outcomes, self._outcomes = self._outcomes, []
         handbacks, self._handbacks = self._handbacks, []
@@ -188,22 +202,55 @@ class WorkerPool:
             try:
                 await self._write(outcomes, handbacks)
                 return
+            except DatabaseError as exc:
+                if is_connection_error(exc):
+                    failures += 1
+                    await self._backoff(failures, len(outcomes) + len(handbacks), exc)
+                    continue
+                # The database refused this batch itself: write it one by one so that one
+                # bad outcome cannot hold back the others.
+                log_event(log, logging.ERROR, f"outcome batch refused, writing one by one: {exc}")
+                await self._write_one_by_one(outcomes, handbacks)
+                return
             except _DB_ERRORS as exc:
                 # Keep the outcomes: they are written when the database is back.
                 failures += 1
-                delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
+                await self._backoff(failures, len(outcomes) + len(handbacks), exc)
+
+    async def _backoff(self, failures: int, pending: int, exc: BaseException) -> None:
+        delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
+        log_event(
+            log,
+            logging.ERROR,
+            f"writing {pending} outcome(s) failed, retrying in {delay:.2g}s: {exc}",
+        )
+        await anyio.sleep(delay)
+
+    async def _write_one_by_one(
+        self, outcomes: list[Outcome], handbacks: list[tuple[uuid.UUID, int]]
+    ) -> None:
+        for outcome in outcomes:
+            try:
+                await self._write([outcome], [])
+            except DatabaseError as exc:
+                if is_connection_error(exc):
+                    self._outcomes.append(outcome)  # retried with the next flush
+                    continue
                 log_event(
                     log,
                     logging.ERROR,
-                    f"writing {len(outcomes) + len(handbacks)} outcome(s) failed, "
-                    f"retrying in {delay:.2g}s: {exc}",
+                    f"outcome refused by the database, failing the run instead: {exc}",
+                    run_id=str(outcome.run_id),
                 )
-                await anyio.sleep(delay)
+                self._outcomes.append(unstorable(outcome, exc))
+        if handbacks:
+            self._handbacks.extend(handbacks)
 
     async def _write(self, outcomes: list[Outcome], handbacks: list[tuple[uuid.UUID, int]]) -> None:
         if outcomes:
             written = await self._store.run_complete_many(self._worker_id, outcomes)
             self.completed_total += len(written)
+            self._wake_for_retries(outcomes)
             if len(written) != len(outcomes):
                 for outcome in outcomes:
                     if outcome.run_id not in written:

@@ -82,13 +82,16 @@ CREATE TABLE taskd.runs (
 -- The claim query's exact shape: only claimable rows, in claim order. Finished runs are not
 -- in it, so history never slows a claim.
 CREATE INDEX runs_claim_idx ON taskd.runs (priority DESC, run_at, id) WHERE status = 'queued';
--- Lease renewal and rescue look at one worker's executing runs.
-CREATE INDEX runs_executing_idx ON taskd.runs (worker_id) WHERE status = 'executing';
+-- No index on (worker_id) WHERE status = 'executing': every run a worker ever executed
+-- leaves a dead entry in it until vacuum, and the completion's join chose it and rescanned
+-- them all on each batch. Completions and lease renewals go by primary key instead.
 -- Listing by task (runs list --task, the API) newest first.
 CREATE INDEX runs_task_idx ON taskd.runs (task_id, id DESC);
 
 CREATE TABLE taskd.attempts (
-    run_id      uuid NOT NULL REFERENCES taskd.runs (id) ON DELETE CASCADE,
+    -- No foreign key: its check cost a third of each completion batch. Attempt rows are only
+    -- written by the completer under the run's compare-and-set, and deleted with their run.
+    run_id      uuid NOT NULL,
     attempt     int NOT NULL,
     worker_id   uuid,
     started_at  timestamptz NOT NULL,
@@ -97,6 +100,33 @@ CREATE TABLE taskd.attempts (
     error       jsonb,
     PRIMARY KEY (run_id, attempt)
 );
+
+-- taskd.claim_runs: the claim, as a function so that its plan can be pinned. Right after a
+-- burst of enqueues the table has no statistics yet, and the planner would bitmap-scan and
+-- sort the whole backlog on every claim; the only plan left here is the ordered scan of
+-- runs_claim_idx, which stops after max_runs rows whatever the backlog or the history.
+-- The CTE fences the LIMIT: the planner cannot update more rows than were picked.
+CREATE FUNCTION taskd.claim_runs(task_ids text[], max_runs int, worker uuid, lease_seconds float8)
+RETURNS TABLE (id uuid, task_id text, payload jsonb, attempt int, max_attempts int,
+               queue text, tags text[])
+LANGUAGE sql VOLATILE
+SET enable_bitmapscan = off SET enable_seqscan = off SET enable_sort = off
+AS $$
+    WITH picked AS (
+        SELECT r.id FROM taskd.runs r
+         WHERE r.status = 'queued' AND r.run_at <= now() AND r.task_id = ANY(task_ids)
+         ORDER BY r.priority DESC, r.run_at, r.id
+         LIMIT max_runs
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE taskd.runs r
+       SET status = 'executing', attempt = r.attempt + 1, worker_id = worker,
+           lease_expires_at = now() + make_interval(secs => lease_seconds),
+           attempt_started_at = now(), started_at = coalesce(r.started_at, now())
+      FROM picked
+     WHERE r.id = picked.id
+    RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags
+$$;
 
 -- taskd.trigger(task_id, payload, options) -> run id. For producers in any language: inserts
 -- in the caller's transaction and notifies the daemons when that transaction commits.
