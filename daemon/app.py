@@ -70,7 +70,10 @@ class Daemon:
         settings = self.settings
         await migrate(self.dsn, settings)
         db_pool = await create_pool(self.dsn, settings.database)
-        store = Store(db_pool)
+        claim_pool = await create_pool(
+            self.dsn, settings.database, size=1, synchronous_commit=False
+        )
+        store = Store(db_pool, claim_pool=claim_pool)
         try:
             await store.setting_put("max_payload_bytes", settings.tasks.max_payload_bytes)
             definitions = [
@@ -97,8 +100,8 @@ class Daemon:
             async with anyio.create_task_group() as group:
                 await group.start(self.listener.run)
                 group.start_soon(self._heartbeat, store)
-                if handle_signals:
-                    group.start_soon(self._watch_signals)
+                if handle_signals:  # before ready: a SIGTERM right after READY must drain
+                    await group.start(self._watch_signals)
                 log_event(
                     log,
                     logging.INFO,
@@ -114,6 +117,7 @@ class Daemon:
             log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
         finally:
             with anyio.CancelScope(shield=True):
+                await claim_pool.close()
                 await db_pool.close()
 
     def _on_wake(self, queue: str) -> None:
@@ -128,8 +132,11 @@ class Daemon:
         log.info("stopping: no new claims")
         await self.pool.drain(self.settings.worker.shutdown_grace if grace is None else grace)
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async with anyio.create_task_group() as group:
                 async for signum in signals:
                     if not self._stopping:

@@ -6,6 +6,7 @@ their limits, and turns a validation failure into one line that names the key.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -25,6 +27,24 @@ ENV_PREFIX = "TASKD_"
 ENV_DELIMITER = "__"
 
 Seconds = Annotated[float, BeforeValidator(to_seconds), Field(ge=0)]
+
+
+def _string_list(value: Any) -> Any:
+    """Lists from the environment: JSON (``["a", "b"]``) or comma-separated (``a,b``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# NoDecode: pydantic-settings would otherwise insist on JSON and fail with a message that
+# names the section, not the variable.
+StringList = Annotated[list[str], NoDecode, BeforeValidator(_string_list)]
 
 
 class _Section(BaseModel):
@@ -45,7 +65,7 @@ class DatabaseSettings(_Section):
 class WorkerSettings(_Section):
     concurrency: int = Field(100, ge=1, le=100_000)
     """Most runs this daemon executes at once."""
-    queues: list[str] = Field(default_factory=list)
+    queues: StringList = Field(default_factory=list)
     """Queues this daemon claims from; empty means every queue."""
     poll_interval: Seconds = Field(1.0, gt=0)
     """Claim this often even without a notification (the backstop for a lost NOTIFY)."""
@@ -66,7 +86,7 @@ class WorkerSettings(_Section):
 
 
 class TasksSettings(_Section):
-    modules: list[str] = Field(default_factory=lambda: ["tasks.dump"])
+    modules: StringList = Field(default_factory=lambda: ["tasks.dump"])
     """Python modules imported at startup; every ``@task`` in them is registered."""
     max_payload_bytes: int = Field(1_048_576, ge=1)
     """Payloads larger than this (as JSON) are refused at enqueue."""

@@ -32,8 +32,8 @@ class InvalidRunId(TaskdError):
     """A string that is not a run id (a UUID) was given where one was expected."""
 
 
-class DuplicateTask(TaskdError):
-    """Two task definitions share one id."""
+class DuplicateTask(ConfigError):
+    """Two task definitions share one id (a startup configuration error)."""
 
 
 class UnknownTask(TaskdError):

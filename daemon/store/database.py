@@ -46,16 +46,31 @@ async def connect(dsn: str, settings: DatabaseSettings | None = None) -> asyncpg
     return connection
 
 
-async def create_pool(dsn: str, settings: DatabaseSettings | None = None) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str,
+    settings: DatabaseSettings | None = None,
+    *,
+    size: int | None = None,
+    synchronous_commit: bool = True,
+) -> asyncpg.Pool:
+    """A pool with taskd's codecs. ``size`` fixes min = max (the claim pool).
+
+    ``synchronous_commit=False`` is for the claim only: a claim the server forgets in a crash
+    leaves its run QUEUED, which the at-least-once guarantee already covers, and WAL order
+    makes any later (synchronous) completion durable together with its claim.
+    """
     settings = settings or DatabaseSettings()
+    server_settings = {"application_name": "taskd"}
+    if not synchronous_commit:
+        server_settings["synchronous_commit"] = "off"
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
+        min_size=size or settings.pool_min_size,
+        max_size=size or settings.pool_max_size,
         timeout=settings.connect_timeout,
         statement_cache_size=settings.statement_cache_size,
         init=init_connection,
-        server_settings={"application_name": "taskd"},
+        server_settings=server_settings,
     )
     return pool
 

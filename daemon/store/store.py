@@ -18,8 +18,10 @@ from daemon.store.queries import QUERIES
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, claim_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        # Claims may go through a pool of their own (asynchronous commit; see create_pool).
+        self.claim_pool = claim_pool or pool
 
     def _on(self, connection: asyncpg.Connection | None) -> asyncpg.Pool | asyncpg.Connection:
         return connection if connection is not None else self.pool

@@ -7,12 +7,24 @@
 --   waiting    suspended on a wait, child runs or a token (later migrations).
 --   completed, failed, canceled, expired: terminal, written once.
 
--- Run ids are UUIDv7 so that they sort by creation. PostgreSQL 18 has uuidv7(); older servers
--- get the same layout from gen_random_uuid() with the millisecond clock written over its head.
+-- Run ids are UUIDv7 so that they sort by creation. PostgreSQL 18's uuidv7() is monotonic
+-- within a session. Older servers get the same layout built here: the millisecond clock,
+-- then a 42-bit counter from a sequence (so ids made in one millisecond keep their order),
+-- then 32 random bits.
+CREATE SEQUENCE taskd.run_id_counter CYCLE MAXVALUE 4398046511103;  -- 2^42 - 1
 CREATE FUNCTION taskd.new_run_id() RETURNS uuid LANGUAGE sql VOLATILE AS $$
-    SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
-           PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
-           FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+    WITH parts AS (
+        SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms,
+               nextval('taskd.run_id_counter') AS counter,
+               (random() * 4294967295)::bigint AS noise
+    )
+    SELECT encode(
+               substring(int8send(ms) FROM 3)                                   -- 48-bit ms
+            || substring(int4send((28672 | (counter >> 30))::int) FROM 3)      -- ver 7, 12 bits
+            || int8send(x'8000000000000000'::bigint                            -- variant 10
+                        | ((counter & 1073741823) << 32) | noise),             -- 30 + 32 bits
+           'hex')::uuid
+      FROM parts
 $$;
 DO $$
 BEGIN
