@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from daemon import Context, task
-
 from bench._record import record_start
+from daemon import Context, task
 
 
 @task(id="bench.noop")
