@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 from pydantic import BaseModel
 
-from daemon import AbortRun, Client, Context, Retry, RunStatus, task
+from daemon import AbortRun, Client, Context, PayloadTooLarge, Retry, RunStatus, task
 from tests.conftest import wait_for_run
 
 
@@ -348,3 +348,38 @@ async def test_an_unusable_retry_after_falls_back_to_the_backoff(
         other = await wait_for_run(client, await client.trigger(add, {"a": 1, "b": 1}))
     assert run.status is RunStatus.COMPLETED and run.output == 2
     assert other.status is RunStatus.COMPLETED
+
+
+async def test_a_payload_over_the_limit_is_refused_by_every_producer(
+    client: Client, db: asyncpg.Connection, database: str
+) -> None:
+    await db.execute("UPDATE taskd.settings SET value = '1000' WHERE key = 'max_payload_bytes'")
+    async with Client.connect(database) as fresh:  # a new client reads the new limit
+        with pytest.raises(PayloadTooLarge, match="over the limit of 1000 bytes"):
+            await fresh.trigger("add", {"blob": "x" * 2000})
+        with pytest.raises(PayloadTooLarge):
+            await fresh.batch_trigger("add", [{"ok": 1}, {"blob": "x" * 2000}])
+        await fresh.trigger("add", {"blob": "x" * 500})  # under the limit: accepted
+    with pytest.raises(asyncpg.ProgramLimitExceededError, match="over the limit of 1000 bytes"):
+        await db.fetchval(
+            "SELECT taskd.trigger('add', $1::jsonb)", '{"blob": "' + "x" * 2000 + '"}'
+        )
+    assert len(await client.list_runs()) == 1, "nothing from the refused calls was enqueued"
+
+
+async def test_sql_trigger_rejects_unknown_options_and_empty_task(db: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.InvalidParameterValueError, match=r"unknown option.*priorty"):
+        await db.fetchval("SELECT taskd.trigger('add', '{}', '{\"priorty\": 1}')")
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="task_id must not be empty"):
+        await db.fetchval("SELECT taskd.trigger('', '{}')")
+    run_id = await db.fetchval(
+        'SELECT taskd.trigger(\'add\', \'{}\', \'{"delay": "10 minutes", "priority": 3, '
+        '"max_attempts": 2, "queue": "q1"}\')'
+    )
+    row = await db.fetchrow(
+        "SELECT run_at - created_at AS wait, priority, max_attempts, queue, status "
+        "FROM taskd.runs WHERE id = $1",
+        run_id,
+    )
+    assert row["wait"].total_seconds() >= 600 and row["priority"] == 3
+    assert row["max_attempts"] == 2 and row["queue"] == "q1" and row["status"] == "queued"

@@ -11,8 +11,9 @@ class Retry:
     """How often and how soon a failed attempt is tried again.
 
     The delay after attempt ``n`` fails is ``min(max_delay, min_delay * factor ** (n - 1))``;
-    with ``jitter`` it is drawn uniformly between ``min_delay`` and that value (full jitter),
-    so that runs failing together do not come back together. An exception with a
+    with ``jitter`` it is drawn uniformly between ``min_delay`` and that value, so that runs
+    failing together do not come back together (the first retry, whose value is
+    ``min_delay``, has nothing to spread). An exception with a
     ``retry_after`` attribute (seconds) sets the delay instead.
     """
 
