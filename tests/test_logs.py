@@ -1,0 +1,222 @@
+"""`taskd run` as its own process: readiness, log lines (JSON and text), clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+from anyio.abc import ByteReceiveStream, Process
+
+from daemon import Client, RunStatus
+from tests.conftest import wait_for, wait_for_run
+
+TASKD = Path(sys.executable).parent / "taskd"
+
+TASK_MODULE = """
+import anyio
+
+from daemon import task
+
+
+@task(id="logs.hello")
+async def hello(payload, ctx):
+    ctx.log.info("hello", n=1)
+    return {"said": "hello"}
+
+
+@task(id="logs.slow")
+async def slow(payload, ctx):
+    ctx.log.info("slow started")
+    await anyio.sleep(payload["seconds"])
+    return {"slept": payload["seconds"]}
+"""
+
+
+class DaemonProcess:
+    """A running `taskd run`; its stdout and stderr are read as they come (no pipe fills up)."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.signal_on: tuple[Callable[[str], bool], int] | None = None
+        """(line test, signal): send the signal the moment such a line is read."""
+
+    async def pump(self, stream: ByteReceiveStream | None, lines: list[str]) -> None:
+        assert stream is not None
+        pending = b""
+        async for chunk in stream:
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                line = raw.decode()
+                lines.append(line)
+                if self.signal_on is not None and lines is self.stdout and self.signal_on[0](line):
+                    self.process.send_signal(self.signal_on[1])
+                    self.signal_on = None
+        if pending:
+            lines.append(pending.decode())
+
+    def output(self) -> str:
+        return "stdout:\n" + "\n".join(self.stdout) + "\nstderr:\n" + "\n".join(self.stderr)
+
+    async def wait_for_line(self, matches: Callable[[str], bool], timeout: float = 20) -> str:
+        async def check() -> str | None:
+            found = next((line for line in self.stdout if matches(line)), None)
+            if found is None and self.process.returncode is not None:
+                raise AssertionError(
+                    f"taskd exited ({self.process.returncode}) first\n{self.output()}"
+                )
+            return found
+
+        found: str = await wait_for(check, timeout=timeout)
+        return found
+
+    async def stop(self, signum: int | None = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send ``signum`` (None: already sent); return the exit code once the process ends."""
+        if signum is not None:
+            self.process.send_signal(signum)
+        with anyio.fail_after(timeout):
+            return await self.process.wait()
+
+
+@asynccontextmanager
+async def taskd_run(database: str, folder: Path, **env: str) -> AsyncIterator[DaemonProcess]:
+    (folder / "log_tasks.py").write_text(TASK_MODULE)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TASKD_")}
+    environment |= {
+        "TASKD_DATABASE__URL": database,
+        "TASKD_TASKS__MODULES": '["log_tasks"]',
+        "TASKD_WORKER__POLL_INTERVAL": "0.2",
+        **env,
+    }
+    process = await anyio.open_process([str(TASKD), "run"], cwd=folder, env=environment)
+    daemon = DaemonProcess(process)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(daemon.pump, process.stdout, daemon.stdout)
+            group.start_soon(daemon.pump, process.stderr, daemon.stderr)
+            try:
+                yield daemon
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                with anyio.CancelScope(shield=True), anyio.fail_after(10):
+                    await process.wait()
+    finally:
+        await process.aclose()
+
+
+def is_ready(line: str) -> bool:
+    return "taskd ready" in line
+
+
+async def executing_runs(database: str) -> int:
+    connection = await asyncpg.connect(database)
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM taskd.runs WHERE status = 'executing'"
+        )
+    finally:
+        await connection.close()
+    return count
+
+
+async def test_json_lines_and_a_clean_stop_on_sigterm(
+    database: str, client: Client, tmp_path: Path
+) -> None:
+    async with taskd_run(database, tmp_path) as daemon:
+        await daemon.wait_for_line(is_ready)
+        hello_id = await client.trigger("logs.hello", {})
+        hello = await wait_for_run(client, hello_id)
+        assert hello.status is RunStatus.COMPLETED, daemon.output()
+        assert hello.output == {"said": "hello"}
+
+        slow_id = await client.trigger("logs.slow", {"seconds": 0.5})
+        await daemon.wait_for_line(lambda line: "slow started" in line)
+        code = await daemon.stop(signal.SIGTERM)
+
+    assert code == 0, daemon.output()
+    assert not any("Traceback" in line for line in daemon.stderr), daemon.output()
+    assert await executing_runs(database) == 0
+    slow = await client.get_run(slow_id)
+    assert slow.status is RunStatus.COMPLETED, "the running attempt finished within the grace"
+    assert slow.output == {"slept": 0.5}
+
+    records: list[dict[str, Any]] = []
+    for line in daemon.stdout:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"not a JSON line: {line!r}\n{daemon.output()}") from None
+        assert isinstance(record, dict), line
+        assert {"ts", "level", "msg"} <= record.keys(), line
+        datetime.fromisoformat(record["ts"])
+        assert record["level"] in {"debug", "info", "warning", "error"}, line
+        records.append(record)
+    assert any(r["msg"].startswith("taskd ready") for r in records)
+    said = [r for r in records if r["msg"] == "hello"]
+    assert len(said) == 1, daemon.output()
+    assert said[0]["run_id"] == str(hello_id)
+    assert said[0]["task"] == "logs.hello"
+    assert said[0]["attempt"] == 1
+    assert said[0]["n"] == 1
+    started = next(r for r in records if r["msg"] == "slow started")
+    assert (started["run_id"], started["task"]) == (str(slow_id), "logs.slow")
+
+
+async def test_text_format_gives_readable_lines(
+    database: str, client: Client, tmp_path: Path
+) -> None:
+    async with taskd_run(database, tmp_path, TASKD_LOG__FORMAT="text") as daemon:
+        await daemon.wait_for_line(is_ready)
+        run_id = await client.trigger("logs.hello", {})
+        assert (await wait_for_run(client, run_id)).status is RunStatus.COMPLETED
+        said = await daemon.wait_for_line(lambda line: " hello " in line)
+        code = await daemon.stop(signal.SIGTERM)
+    assert code == 0, daemon.output()
+    for line in daemon.stdout:
+        try:
+            json.loads(line)
+        except ValueError:
+            continue
+        raise AssertionError(f"a JSON line in text format: {line!r}")
+    assert re.match(r"^\d\d:\d\d:\d\d\.\d{3} INFO +hello ", said), said
+    for field in (f"run_id={run_id}", "task=logs.hello", "attempt=1", "n=1"):
+        assert field in said, said
+
+
+async def test_sigterm_right_after_ready_stops_cleanly(database: str, tmp_path: Path) -> None:
+    """Once taskd has said it is ready, SIGTERM must drain it, not kill it outright.
+
+    A supervisor (systemd, a deploy script) may stop a daemon the moment it reports ready:
+    the signal is sent as soon as the ready line is read. The window is narrow, so the
+    daemon is started a few times.
+    """
+    for start in range(3):
+        async with taskd_run(database, tmp_path) as daemon:
+            daemon.signal_on = (is_ready, signal.SIGTERM)
+            await daemon.wait_for_line(is_ready)
+            code = await daemon.stop(None)
+        assert code == 0, f"start {start + 1}: exit code {code} (-15: killed by the signal)\n" + (
+            daemon.output()
+        )
+        assert any("taskd stopped" in line for line in daemon.stdout), daemon.output()
+    connection = await asyncpg.connect(database)
+    try:
+        running = await connection.fetchval(
+            "SELECT count(*) FROM taskd.workers WHERE stopped_at IS NULL"
+        )
+    finally:
+        await connection.close()
+    assert running == 0, "every stopped daemon recorded its stop"
