@@ -136,7 +136,7 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     if args.json:
         print(orjson.dumps(run.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
         return
-    max_attempts = run.max_attempts if run.max_attempts is not None else "task default"
+    max_attempts = run.max_attempts if run.max_attempts is not None else "? (unknown task)"
     lines = [
         f"run       {run.id}",
         f"task      {run.task_id}   queue {run.queue}   priority {run.priority}",

@@ -7,6 +7,7 @@ their limits, and turns a validation failure into one line that names the key.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -141,11 +142,26 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
             return tuple(sources)
 
+    _check_environment_sections()
     try:
         loaded = _FromFile(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
     return Settings.model_validate(loaded.model_dump())
+
+
+def _check_environment_sections() -> None:
+    """``TASKD_WROKER__CONCURRENCY`` is a typo, not a variable to ignore silently."""
+    sections = set(Settings.model_fields)
+    for name in os.environ:
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and ENV_DELIMITER in upper:
+            section = upper[len(ENV_PREFIX) :].split(ENV_DELIMITER, 1)[0].lower()
+            if section not in sections:
+                known = ", ".join(sorted(sections))
+                raise ConfigError(
+                    f"config error: {name}: unknown section {section!r} (sections: {known})"
+                )
 
 
 def describe_validation_error(exc: ValidationError) -> str:

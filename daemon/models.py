@@ -67,6 +67,7 @@ class Run(BaseModel):
     run_at: datetime
     attempt: int
     max_attempts: int | None
+    """The trigger's override, else the task's retry policy; None if no daemon knows the task."""
     tags: list[str]
     created_at: datetime
     started_at: datetime | None

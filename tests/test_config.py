@@ -275,3 +275,9 @@ async def test_cli_reads_the_file_given_or_config_toml_in_the_working_directory(
         group.start_soon(list_runs, "--config", ["--config", str(given)], tmp_path)
         group.start_soon(list_runs, "./config.toml", [], here)
     assert results == {"--config": (0, "[]\n", ""), "./config.toml": (0, "[]\n", "")}
+
+
+def test_a_misspelled_section_in_an_env_var_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKD_WROKER__CONCURRENCY", "7")
+    with pytest.raises(ConfigError, match=r"TASKD_WROKER__CONCURRENCY: unknown section 'wroker'"):
+        load_settings(None)

@@ -383,3 +383,18 @@ async def test_sql_trigger_rejects_unknown_options_and_empty_task(db: asyncpg.Co
     )
     assert row["wait"].total_seconds() >= 600 and row["priority"] == 3
     assert row["max_attempts"] == 2 and row["queue"] == "q1" and row["status"] == "queued"
+
+
+async def test_a_retry_starts_when_due_not_at_the_next_poll(client: Client, start_daemon) -> None:
+    @task(id="punctual", retry=Retry(max_attempts=2, min_delay=1.2, jitter=False))
+    async def punctual(payload: None, ctx: Context) -> int:
+        if ctx.attempt == 1:
+            raise ConnectionError("blip")
+        return ctx.attempt
+
+    # a poll interval far longer than the backoff: only the retry timer can start it in time
+    async with start_daemon([punctual], poll_interval=30):
+        run = await wait_for_run(client, await client.trigger(punctual), timeout=10)
+    gap = (run.attempts[1].started_at - run.attempts[0].finished_at).total_seconds()
+    assert 1.2 <= gap < 2.5
+    assert run.max_attempts == 2, "get_run reports the task's policy when not overridden"

@@ -98,9 +98,12 @@ UPDATE taskd.runs r
 RETURNING r.id;
 
 -- name: run_get
-SELECT id, task_id, queue, status, payload, output, error, priority, run_at, attempt,
-       max_attempts, tags, created_at, started_at, finished_at, worker_id
-  FROM taskd.runs WHERE id = $1;
+-- max_attempts: the run's override, else its task's (as the last daemon registered it).
+SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.priority, r.run_at,
+       r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
+       r.created_at, r.started_at, r.finished_at, r.worker_id
+  FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
+ WHERE r.id = $1;
 
 -- name: attempt_list
 SELECT attempt, worker_id, started_at, finished_at, outcome, error
@@ -108,11 +111,12 @@ SELECT attempt, worker_id, started_at, finished_at, outcome, error
 
 -- name: run_list
 -- Newest first (ids are UUIDv7); keyset pagination on id.
-SELECT id, task_id, queue, status, payload, output, error, priority, run_at, attempt,
-       max_attempts, tags, created_at, started_at, finished_at, worker_id
-  FROM taskd.runs
- WHERE ($1::text[] IS NULL OR status = ANY($1))
-   AND ($2::text IS NULL OR task_id = $2)
-   AND ($3::uuid IS NULL OR id < $3)
- ORDER BY id DESC
+SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.priority, r.run_at,
+       r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
+       r.created_at, r.started_at, r.finished_at, r.worker_id
+  FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
+ WHERE ($1::text[] IS NULL OR r.status = ANY($1))
+   AND ($2::text IS NULL OR r.task_id = $2)
+   AND ($3::uuid IS NULL OR r.id < $3)
+ ORDER BY r.id DESC
  LIMIT $4;

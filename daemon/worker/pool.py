@@ -13,8 +13,10 @@ Three loops share one anyio task group:
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
+import time
 import uuid
 from typing import Any
 
@@ -33,6 +35,7 @@ log = logging.getLogger("taskd.pool")
 
 _DB_ERRORS = (DatabaseError, InterfaceError, OSError, TimeoutError)
 _MAX_BACKOFF = 5.0
+_MAX_RETRY_TIMERS = 10_000
 
 
 class WorkerPool:
@@ -59,6 +62,8 @@ class WorkerPool:
         self._claiming = True
         self._idle = anyio.Event()
         self._closing = False
+        self._retry_due: list[float] = []
+        self._retry_timer: asyncio.TimerHandle | None = None
         self.claimed_total = 0
         self.completed_total = 0
 
@@ -186,13 +191,34 @@ class WorkerPool:
             await self._flush_once()
 
     def _wake_for_retries(self, outcomes: list[Outcome]) -> None:
-        """A retry due before the next poll is claimed when due, not at the poll."""
-        soonest = min(
-            (o.retry_delay for o in outcomes if o.status is RunStatus.QUEUED and o.retry_delay),
-            default=None,
-        )
-        if soonest is not None and soonest < self._settings.poll_interval:
-            asyncio.get_running_loop().call_later(soonest, self.wake)
+        """Claim each retry this daemon scheduled when it is due, not at the next poll.
+
+        One timer at a time, for the soonest due time in a bounded heap; past the bound (or
+        for delays another daemon set) the poll interval still finds the run.
+        """
+        now = time.monotonic()
+        for outcome in outcomes:
+            if outcome.status is RunStatus.QUEUED and len(self._retry_due) < _MAX_RETRY_TIMERS:
+                heapq.heappush(self._retry_due, now + outcome.retry_delay)
+        self._arm_retry_timer()
+
+    def _arm_retry_timer(self) -> None:
+        now = time.monotonic()
+        while self._retry_due and self._retry_due[0] <= now:
+            heapq.heappop(self._retry_due)
+            self.wake()
+        if not self._retry_due:
+            return
+        soonest = self._retry_due[0]
+        if self._retry_timer is not None:
+            if self._retry_timer.when() <= soonest:
+                return
+            self._retry_timer.cancel()
+        self._retry_timer = asyncio.get_running_loop().call_at(soonest, self._on_retry_timer)
+
+    def _on_retry_timer(self) -> None:
+        self._retry_timer = None
+        self._arm_retry_timer()
 
     async def _flush_once(self) -> None:
         outcomes, self._outcomes = self._outcomes, []
