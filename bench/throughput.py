@@ -12,7 +12,9 @@ producer (this process) uses uvloop when it is installed, the same for all syste
 
 Options: --only taskd,pgqueuer (systems), --phases drain,latency, --quick (5,000 / 500 /
 5,000 / 200 instead of the sizes below), --repeat N (runs per phase, median reported; default
-3), --json FILE (figures, every sample, problems and notes), and the peers' knobs
+3; the systems take turns, run after run, so a burst of other load hits all of them),
+--json FILE (figures, every sample, problems and notes), --keep DIR (keep the workers' logs
+and the latency records), and the peers' knobs
 (--pgq-batch-size, --proc-concurrency, --proc-pool, --proc-extra, --taskd-concurrency).
 The exit code is 1 when any FAILURE was printed.
 
@@ -129,6 +131,12 @@ class Outcome:
 
     def put(self, system: str, key: str, value: float) -> None:
         self.samples.setdefault(system, {}).setdefault(key, []).append(value)
+
+    @property
+    def file_suffix(self) -> str:
+        """ "-run2of3" while a phase is repeated, for the names of kept files."""
+        label = self.run_label.strip(" ()").replace(" ", "").replace("/", "of")
+        return f"-{label}" if label else ""
 
     def note(self, text: str) -> None:
         self.notes.append(text + self.run_label)
@@ -580,7 +588,7 @@ async def phase_drain(
             )
     conn = await asyncpg.connect(dsn)
     argv, env = system.worker_command(dsn)
-    worker = Worker(argv, env, logdir / f"{system.name}-drain.log")
+    worker = Worker(argv, env, logdir / f"{system.name}-drain{out.file_suffix}.log")
     try:
         t0 = time.perf_counter()
         await worker.start()
@@ -650,11 +658,11 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 async def phase_latency(system: System, dsn: str, sizes: Sizes, out: Outcome, logdir: Path) -> None:
     await system.install(dsn)
-    rec = logdir / f"{system.name}-latency.txt"
+    rec = logdir / f"{system.name}-latency{out.file_suffix}.txt"
     rec.unlink(missing_ok=True)
     argv, env = system.worker_command(dsn)
     env["BENCH_LATENCY_FILE"] = str(rec)
-    worker = Worker(argv, env, logdir / f"{system.name}-latency.log")
+    worker = Worker(argv, env, logdir / f"{system.name}-latency{out.file_suffix}.log")
     await worker.start()
     try:
         async with system.producer(dsn) as producer:
@@ -789,6 +797,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     ap.add_argument("--drain", type=int, help="override the drain count")
     ap.add_argument(
+        "--keep", type=Path, help="keep worker logs and latency records in this directory"
+    )
+    ap.add_argument(
         "--repeat", type=int, default=3, help="runs per phase, median reported (default 3)"
     )
     ap.add_argument("--taskd-concurrency", type=int, default=Config.taskd_concurrency)
@@ -832,16 +843,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {s}: {impls[s].describe()}")
     print(f"  load average at start: {os.getloadavg()[0]:.2f} (2 cores; above ~0.5, expect noise)")
     t_all = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="taskd-bench-") as tmp:
-        logdir = Path(tmp)
-        for s in systems:
-            system = impls[s]
-            for phase in phases:
-                # Procrastinate drains 20,000 jobs in about 100 s: once is enough for the ratio.
-                reps = 1 if (s, phase) == ("procrastinate", "drain") else args.repeat
-                for rep in range(reps):
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            logdir = args.keep
+            logdir.mkdir(parents=True, exist_ok=True)
+        else:
+            logdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskd-bench-")))
+        # Phase by phase, and within a phase the systems take turns run after run, so that
+        # a burst of other load on the machine falls on all of them rather than on one.
+        for phase in phases:
+            for rep in range(args.repeat):
+                for s in systems:
+                    # Procrastinate drains 20,000 jobs in about a minute: once is enough.
+                    reps = 1 if (s, phase) == ("procrastinate", "drain") else args.repeat
+                    if rep >= reps:
+                        continue
                     out.run_label = f" (run {rep + 1}/{reps})" if reps > 1 else ""
-                    run_phase(system, phase, sizes, cfg, out, logdir)
+                    run_phase(impls[s], phase, sizes, cfg, out, logdir)
     print()
     print(render(out, systems))
     print(
