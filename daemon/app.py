@@ -76,12 +76,9 @@ class Daemon:
         store = Store(db_pool, claim_pool=claim_pool)
         try:
             await store.setting_put("max_payload_bytes", settings.tasks.max_payload_bytes)
-            definitions = [
-                d
-                for d in self.registry
-                if not settings.worker.queues or d.queue.name in settings.worker.queues
-            ]
-            served = Registry(definitions)
+            # Every registered task is served; [worker] queues restricts the claim by the
+            # run's queue (which a trigger may override), not by the task's default queue.
+            served = self.registry
             await store.task_sync(
                 [(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in self.registry]
             )
@@ -113,15 +110,23 @@ class Daemon:
                 task_status.started(self)
                 await self.pool.run()
                 group.cancel_scope.cancel()
-            await store.worker_stop(self.worker_id)
+            try:
+                with anyio.fail_after(5):
+                    await store.worker_stop(self.worker_id)
+            except (DatabaseError, InterfaceError, OSError, TimeoutError) as exc:
+                log.warning("could not record the worker's stop: %s", exc)
             log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
         finally:
             with anyio.CancelScope(shield=True):
-                await claim_pool.close()
-                await db_pool.close()
+                for pool in (claim_pool, db_pool):
+                    with anyio.move_on_after(5) as closing:
+                        await pool.close()
+                    if closing.cancelled_caught:
+                        pool.terminate()
 
     def _on_wake(self, queue: str) -> None:
-        if self.pool is not None:
+        # "*" (a reconnect) or a queue this daemon serves; other queues' enqueues are not ours
+        if self.pool is not None and (queue == "*" or self.pool.serves_queue(queue)):
             self.pool.wake()
 
     async def stop(self, grace: float | None = None) -> None:
@@ -171,8 +176,11 @@ def _describe(definition: Any) -> dict[str, Any]:
     }
 
 
-def run_daemon(settings: Settings, registry: Registry) -> None:
-    """Entry point of `taskd run`: uvloop when available, then the daemon until it drains."""
+def run_daemon(settings: Settings, registry: Registry) -> int:
+    """Entry point of `taskd run`: uvloop when available, then the daemon until it drains.
+
+    Returns the exit code: 0, or 1 when outcomes could not be written before exiting.
+    """
     dsn = resolve_dsn(settings)
     daemon = Daemon(settings, registry, dsn)
     backend_options: dict[str, Any] = {}
@@ -183,6 +191,7 @@ def run_daemon(settings: Settings, registry: Registry) -> None:
     except ImportError:
         pass
     anyio.run(daemon.run, backend="asyncio", backend_options=backend_options)
+    return 1 if daemon.pool is not None and daemon.pool.unwritten else 0
 
 
 __all__ = ["Daemon", "migrate", "resolve_dsn", "run_daemon"]

@@ -59,7 +59,9 @@ def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
             settings.log.format = "text"
     configure_logging(settings.log.level, settings.log.format)
     registry = Registry.from_modules(settings.tasks.modules)
-    _run_guarded(lambda: run_daemon(settings, registry))
+    code = _run_guarded(lambda: run_daemon(settings, registry))
+    if code:
+        sys.exit(code)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -104,3 +104,4 @@ class Outcome:
     output: bytes | None = None
     error: bytes | None = None
     retry_delay: float = 0.0
+    replaces_refused: bool = False  # written instead of an outcome the database refused

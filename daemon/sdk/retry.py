@@ -33,7 +33,11 @@ class Retry:
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after attempt number ``attempt`` (1-based) failed."""
-        delay: float = min(self.max_delay, self.min_delay * self.factor ** max(0, attempt - 1))
+        try:
+            grown = self.min_delay * self.factor ** max(0, attempt - 1)
+        except OverflowError:  # "retry forever" policies reach huge exponents
+            grown = self.max_delay
+        delay: float = min(self.max_delay, grown)
         if self.jitter and delay > self.min_delay:
             delay = random.uniform(self.min_delay, delay)
         return delay

@@ -90,13 +90,16 @@ def describe_connection_error(exc: BaseException) -> str | None:
     return None
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    """True when retrying later may succeed: the server is going away, not refusing the data."""
+def refuses_data(exc: BaseException) -> bool:
+    """True when the database refused the data itself, so retrying the same write cannot help.
+
+    Only these SQLSTATE classes: 22 data exception (e.g. ``\\u0000`` in jsonb), 23 integrity
+    constraint violation, 54 program limit exceeded. Anything else (a connection lost, a server
+    shutting down, a database not accepting connections, a deadlock) is worth retrying.
+    """
     if isinstance(exc, asyncpg.PostgresError):
-        # class 08: connection exception; 57: operator intervention (shutdown, terminated);
-        # 53: insufficient resources; 40: serialization failure / deadlock
-        return str(exc.sqlstate or "")[:2] in {"08", "57", "53", "40"}
-    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError)
+        return str(exc.sqlstate or "")[:2] in {"22", "23", "54"}
+    return False
 
 
 DatabaseError = asyncpg.PostgresError

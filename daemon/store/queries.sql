@@ -53,7 +53,7 @@ SELECT pg_notify('taskd_wakeup', queue)
 -- name: run_claim
 -- See taskd.claim_runs in the migrations: a function so that its plan is pinned.
 SELECT id, task_id, payload, attempt, max_attempts, queue, tags
-  FROM taskd.claim_runs($1::text[], $2::int, $3::uuid, $4::float8);
+  FROM taskd.claim_runs($1::text[], $2::text[], $3::int, $4::uuid, $5::float8);
 
 -- name: run_complete_many
 -- Write a batch of attempt outcomes. status is the run's next state: completed, failed, or

@@ -110,10 +110,16 @@ class Store:
         )
 
     async def run_claim(
-        self, task_ids: Sequence[str], limit: int, worker_id: uuid.UUID, lease_seconds: float
+        self,
+        task_ids: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        worker_id: uuid.UUID,
+        lease_seconds: float,
     ) -> list[ClaimedRun]:
-        rows = await self.pool.fetch(
-            QUERIES["run_claim"], task_ids, limit, worker_id, lease_seconds
+        """Claim up to ``limit`` due runs of these tasks (in these queues; None: all)."""
+        rows = await self.claim_pool.fetch(
+            QUERIES["run_claim"], task_ids, queues, limit, worker_id, lease_seconds
         )
         return [ClaimedRun(*row) for row in rows]
 

@@ -32,12 +32,23 @@ class MaxDurationExceeded(Exception):
     """The attempt ran longer than the task's ``max_duration``."""
 
 
+def describe(exc: BaseException) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` itself raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() raised>"
+
+
 def encode_error(exc: BaseException, *, with_traceback: bool = True) -> bytes:
     """The JSON stored as an attempt's (and run's) error."""
     text = None
     if with_traceback and exc.__traceback__ is not None:
-        text = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
-    return orjson.dumps({"type": type(exc).__name__, "message": str(exc), "traceback": text})
+        try:
+            text = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
+        except Exception:
+            text = None
+    return orjson.dumps({"type": type(exc).__name__, "message": describe(exc), "traceback": text})
 
 
 def _to_json_value(value: Any) -> Any:
@@ -58,7 +69,7 @@ async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outc
     max_attempts = run.max_attempts or definition.retry.max_attempts
     try:
         payload = definition.parse_payload(run.payload)
-    except ValidationError as exc:
+    except Exception as exc:  # ValidationError, or a validator of the user's that raised
         # A payload that does not fit the task never will: fail now, no retry.
         ctx = _context(run, definition, run.payload, max_attempts)
         return await _fail_for_good(run, definition, ctx, exc, AttemptOutcome.FAILED)
@@ -89,8 +100,10 @@ async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outc
         try:
             await definition.on_success_hook(payload, result, ctx)
         except asyncio.CancelledError:
-            raise
-        except BaseException:
+            # The attempt has completed: a shutdown landing in the hook must not hand the run
+            # back to run again. The outcome is returned; the run's task ends right after.
+            ctx.log.warning("on_success hook interrupted by shutdown; the run stays completed")
+        except BaseException:  # a hook never changes a completed outcome
             ctx.log.exception("on_success hook raised; the run stays completed")
     log_event(
         log,
@@ -105,12 +118,25 @@ async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outc
 
 def unstorable(outcome: Outcome, exc: BaseException) -> Outcome:
     """The outcome to write instead of one the database refused (e.g. an output it rejects)."""
-    error = orjson.dumps(
-        {"type": "OutcomeNotStored", "message": f"the outcome could not be stored: {exc}"}
-    )
+    message = f"the outcome could not be stored: {describe(exc)}".replace("\x00", "")
+    error = orjson.dumps({"type": "OutcomeNotStored", "message": message})
     return Outcome(
-        outcome.run_id, outcome.attempt, RunStatus.FAILED, AttemptOutcome.FAILED, None, error
+        outcome.run_id,
+        outcome.attempt,
+        RunStatus.FAILED,
+        AttemptOutcome.FAILED,
+        None,
+        error,
+        replaces_refused=True,
     )
+
+
+def crashed(run: ClaimedRun, exc: BaseException) -> Outcome:
+    """The outcome of an attempt whose handling itself failed (a defect, not the task's)."""
+    error = orjson.dumps(
+        {"type": "ExecutorError", "message": f"{type(exc).__name__}: {describe(exc)}"}
+    )
+    return Outcome(run.id, run.attempt, RunStatus.FAILED, AttemptOutcome.FAILED, None, error)
 
 
 def _context(
@@ -142,7 +168,7 @@ async def _failed_attempt(
     log_event(
         log,
         logging.WARNING,
-        f"attempt failed, retrying in {delay:.3g}s: {type(exc).__name__}: {exc}",
+        f"attempt failed, retrying in {delay:.3g}s: {type(exc).__name__}: {describe(exc)}",
         run_id=str(run.id),
         task=run.task_id,
         attempt=run.attempt,
@@ -164,7 +190,7 @@ async def _fail_for_good(
     log_event(
         log,
         logging.ERROR,
-        f"run failed: {type(exc).__name__}: {exc}",
+        f"run failed: {type(exc).__name__}: {describe(exc)}",
         run_id=str(run.id),
         task=run.task_id,
         attempt=run.attempt,
@@ -172,9 +198,9 @@ async def _fail_for_good(
     if definition.on_failure_hook is not None:
         try:
             await definition.on_failure_hook(ctx.payload, exc, run.attempt, ctx)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
+        except asyncio.CancelledError:  # the run has failed for good: record it anyway
+            ctx.log.warning("on_failure hook interrupted by shutdown")
+        except BaseException:  # the run has failed either way
             ctx.log.exception("on_failure hook raised")
     return Outcome(
         run.id,

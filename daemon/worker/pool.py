@@ -2,9 +2,9 @@
 
 Three loops share one anyio task group:
 
-* the claimer claims a batch of at most the free slots, whenever it is woken (a NOTIFY, a
-  freed slot while a backlog is known, or the poll interval) — one claim in flight at a time,
-  so claims batch themselves under load and start at once when idle;
+* the claimer claims a batch of at most the free slots whenever it is woken (a NOTIFY, a
+  retry falling due, a freed slot while a backlog is known, or the poll interval); one claim
+  is in flight at a time, so claims batch themselves under load and start at once when idle;
 * each claimed run executes in its own task, in its own cancel scope;
 * the completer writes every buffered outcome in one statement, one write in flight at a
   time, so writes batch themselves too.
@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import math
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -27,15 +27,21 @@ from daemon.config import WorkerSettings
 from daemon.logs import log_event
 from daemon.models import ClaimedRun, Outcome, RunStatus
 from daemon.sdk.registry import Registry
-from daemon.store.database import DatabaseError, InterfaceError, is_connection_error
+from daemon.store.database import DatabaseError, InterfaceError, refuses_data
 from daemon.store.store import Store
-from daemon.worker.executor import execute, unstorable
+from daemon.worker.executor import crashed, execute, unstorable
 
 log = logging.getLogger("taskd.pool")
 
 _DB_ERRORS = (DatabaseError, InterfaceError, OSError, TimeoutError)
 _MAX_BACKOFF = 5.0
 _MAX_RETRY_TIMERS = 10_000
+# After the runs have ended at shutdown, how long the completer keeps trying to write what
+# is left while the database is away. Past it the rest is dropped (and logged): those runs
+# are still leased to this worker and are handed back when the lease expires.
+FINAL_FLUSH_TIMEOUT = 10.0
+
+Handback = tuple[uuid.UUID, int]
 
 
 class WorkerPool:
@@ -51,21 +57,27 @@ class WorkerPool:
         self._settings = settings
         self._worker_id = worker_id
         self._task_ids = registry.ids
+        self._queues = list(settings.queues) or None  # None: every queue
         self._capacity = settings.concurrency
         self._running: dict[uuid.UUID, tuple[ClaimedRun, anyio.CancelScope]] = {}
-        self._outcomes: list[Outcome] = []
-        self._handbacks: list[tuple[uuid.UUID, int]] = []
-        self._claim_wake = anyio.Event()
-        self._woken = False
-        self._backlog = True  # unknown at start: look
-        self._complete_wake = anyio.Event()
+        # claimer state
         self._claiming = True
+        self._backlog = True  # unknown at start: look
+        self._wakes = 0  # counts wake() calls, so one that lands during a claim is not lost
+        self._claim_wake = anyio.Event()
         self._idle = anyio.Event()
-        self._closing = False
         self._retry_due: list[float] = []
         self._retry_timer: asyncio.TimerHandle | None = None
+        # completer state
+        self._outcomes: list[Outcome] = []
+        self._handbacks: list[Handback] = []
+        self._writing: list[uuid.UUID] = []
+        self._complete_wake = anyio.Event()
+        self._closing = False
+        self._flush_deadline: float | None = None
         self.claimed_total = 0
         self.completed_total = 0
+        self.unwritten = 0  # outcomes dropped at shutdown because the database stayed away
 
     # public -------------------------------------------------------------------------------
 
@@ -77,13 +89,21 @@ class WorkerPool:
     def capacity(self) -> int:
         return self._capacity
 
+    def serves_queue(self, queue: str) -> bool:
+        return self._queues is None or queue in self._queues
+
     def running_ids(self) -> list[uuid.UUID]:
         """Runs whose lease this daemon holds: executing, or finished but not yet written."""
-        return [*self._running, *(o.run_id for o in self._outcomes)]
+        return [
+            *self._running,
+            *(o.run_id for o in self._outcomes),
+            *(run_id for run_id, _ in self._handbacks),
+            *self._writing,
+        ]
 
     def wake(self) -> None:
-        """Something may be claimable (a NOTIFY arrived, or a reconnect happened)."""
-        self._woken = True
+        """Something may be claimable (a NOTIFY, a retry due, a reconnect)."""
+        self._wakes += 1
         self._backlog = True
         self._claim_wake.set()
 
@@ -94,8 +114,12 @@ class WorkerPool:
             async with anyio.create_task_group() as runs:
                 await self._claim_loop(runs)
             # every run task has ended: the completer writes what is left, then returns
+            if self._flush_deadline is None:
+                self._flush_deadline = time.monotonic() + FINAL_FLUSH_TIMEOUT
             self._closing = True
             self._complete_wake.set()
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
 
     async def drain(self, grace: float) -> None:
         """Stop claiming; let running attempts finish within ``grace``; cancel the rest.
@@ -111,7 +135,13 @@ class WorkerPool:
         self.cancel_all()
 
     def cancel_all(self) -> None:
-        """Cancel every running attempt now (second signal, or the grace ran out)."""
+        """Cancel every running attempt now (the grace ran out, or a second signal).
+
+        Called again while the last outcomes are being written, it also gives up waiting
+        for a database that is away.
+        """
+        if self._closing:
+            self._flush_deadline = time.monotonic()
         self._claiming = False
         self._claim_wake.set()
         if self._running:
@@ -125,12 +155,12 @@ class WorkerPool:
         failures = 0
         while self._claiming:
             free = self._capacity - len(self._running)
-            self._woken = False
+            wakes_before = self._wakes
             if free > 0 and self._backlog and self._task_ids:
                 limit = min(free, self._settings.claim_batch)
                 try:
                     claimed = await self._store.run_claim(
-                        self._task_ids, limit, self._worker_id, self._settings.lease
+                        self._task_ids, self._queues, limit, self._worker_id, self._settings.lease
                     )
                 except _DB_ERRORS as exc:
                     failures += 1
@@ -139,7 +169,10 @@ class WorkerPool:
                     await anyio.sleep(delay)
                     continue
                 failures = 0
-                self._backlog = len(claimed) == limit
+                if not self._claiming:  # a drain began while the claim was in flight
+                    self._hand_back([(r.id, r.attempt) for r in claimed])
+                    break
+                self._backlog = len(claimed) == limit or self._wakes != wakes_before
                 self.claimed_total += len(claimed)
                 for claimed_run in claimed:
                     scope = anyio.CancelScope()
@@ -147,7 +180,7 @@ class WorkerPool:
                     runs.start_soon(self._execute, claimed_run, scope)
                 if self._backlog and len(self._running) < self._capacity:
                     continue
-            if self._woken or not self._claiming:
+            if self._wakes != wakes_before or not self._claiming:
                 continue
             self._claim_wake = anyio.Event()
             with anyio.move_on_after(self._settings.poll_interval) as poll:
@@ -159,8 +192,17 @@ class WorkerPool:
         outcome: Outcome | None = None
         try:
             with scope:
-                definition = self._registry.get(run.task_id)
-                outcome = await execute(run, definition)
+                outcome = await execute(run, self._registry.get(run.task_id))
+        except Exception as exc:  # a defect that escaped the executor: fail the run, not us
+            log_event(
+                log,
+                logging.ERROR,
+                f"run crashed its executor: {type(exc).__name__}",
+                run_id=str(run.id),
+                task=run.task_id,
+            )
+            log.debug("executor crash", exc_info=True)
+            outcome = crashed(run, exc)
         finally:
             del self._running[run.id]
             if outcome is None:  # cancelled before an outcome: hand back, attempt not spent
@@ -178,19 +220,13 @@ class WorkerPool:
             self._idle = anyio.Event()
             await self._idle.wait()
 
-    # completer ----------------------------------------------------------------------------
+    def _hand_back(self, runs: Sequence[Handback]) -> None:
+        self._handbacks.extend(runs)
+        self._complete_wake.set()
 
-    async def _complete_loop(self) -> None:
-        while True:
-            if not self._outcomes and not self._handbacks:
-                if self._closing:
-                    return
-                self._complete_wake = anyio.Event()
-                await self._complete_wake.wait()
-                continue
-            await self._flush_once()
+    # retry timers -------------------------------------------------------------------------
 
-    def _wake_for_retries(self, outcomes: list[Outcome]) -> None:
+    def _wake_for_retries(self, outcomes: Sequence[Outcome]) -> None:
         """Claim each retry this daemon scheduled when it is due, not at the next poll.
 
         One timer at a time, for the soonest due time in a bounded heap; past the bound (or
@@ -220,77 +256,123 @@ class WorkerPool:
         self._retry_timer = None
         self._arm_retry_timer()
 
-    async def _flush_once(self) -> None:
-        outcomes, self._outcomes = self._outcomes, []
-        handbacks, self._handbacks = self._handbacks, []
-        failures = 0
-        while True:
-            try:
-                await self._write(outcomes, handbacks)
-                return
-            except DatabaseError as exc:
-                if is_connection_error(exc):
-                    failures += 1
-                    await self._backoff(failures, len(outcomes) + len(handbacks), exc)
-                    continue
-                # The database refused this batch itself: write it one by one so that one
-                # bad outcome cannot hold back the others.
-                log_event(log, logging.ERROR, f"outcome batch refused, writing one by one: {exc}")
-                await self._write_one_by_one(outcomes, handbacks)
-                return
-            except _DB_ERRORS as exc:
-                # Keep the outcomes: they are written when the database is back.
-                failures += 1
-                await self._backoff(failures, len(outcomes) + len(handbacks), exc)
+    # completer ----------------------------------------------------------------------------
 
-    async def _backoff(self, failures: int, pending: int, exc: BaseException) -> None:
+    async def _complete_loop(self) -> None:
+        while True:
+            if not self._outcomes and not self._handbacks:
+                if self._closing:
+                    return
+                self._complete_wake = anyio.Event()
+                await self._complete_wake.wait()
+                continue
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        # Sorted by id: every writer (completer, heartbeat) locks runs in one order.
+        outcomes = sorted(self._outcomes, key=lambda o: o.run_id)
+        handbacks = sorted(self._handbacks)
+        self._outcomes, self._handbacks = [], []
+        self._writing = [o.run_id for o in outcomes] + [run_id for run_id, _ in handbacks]
+        failures = 0
+        try:
+            while outcomes or handbacks:
+                try:
+                    if outcomes:
+                        await self._write_outcomes(outcomes)
+                        outcomes = []
+                    if handbacks:
+                        await self._write_handbacks(handbacks)
+                        handbacks = []
+                except DatabaseError as exc:
+                    if not refuses_data(exc):
+                        failures += 1
+                        if not await self._backoff(failures, len(outcomes) + len(handbacks), exc):
+                            break
+                        continue
+                    # The database refused the batch itself: write it one by one so that one
+                    # bad outcome cannot hold back the others.
+                    log_event(log, logging.ERROR, f"outcome batch refused: {exc}")
+                    await self._write_one_by_one(outcomes, handbacks)
+                    outcomes, handbacks = [], []
+                except _DB_ERRORS as exc:
+                    # Keep the outcomes: they are written when the database is back.
+                    failures += 1
+                    if not await self._backoff(failures, len(outcomes) + len(handbacks), exc):
+                        break
+        finally:
+            self._writing = []
+        if outcomes or handbacks:
+            self.unwritten += len(outcomes) + len(handbacks)
+            log_event(
+                log,
+                logging.ERROR,
+                f"database unreachable at shutdown: {len(outcomes)} outcome(s) and "
+                f"{len(handbacks)} hand-back(s) not written; those runs return to the queue "
+                "when their lease expires",
+                run_ids=[str(o.run_id) for o in outcomes] + [str(r) for r, _ in handbacks],
+            )
+
+    async def _backoff(self, failures: int, pending: int, exc: BaseException) -> bool:
+        """Sleep before the next try; False when shutdown allows no more tries."""
         delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
+        if self._closing and self._flush_deadline is not None:
+            left = self._flush_deadline - time.monotonic()
+            if left <= 0:
+                return False
+            delay = min(delay, left)
         log_event(
             log,
             logging.ERROR,
             f"writing {pending} outcome(s) failed, retrying in {delay:.2g}s: {exc}",
         )
         await anyio.sleep(delay)
+        return True
 
-    async def _write_one_by_one(
-        self, outcomes: list[Outcome], handbacks: list[tuple[uuid.UUID, int]]
-    ) -> None:
+    async def _write_one_by_one(self, outcomes: list[Outcome], handbacks: list[Handback]) -> None:
         for outcome in outcomes:
             try:
-                await self._write([outcome], [])
-            except DatabaseError as exc:
-                if is_connection_error(exc):
+                await self._write_outcomes([outcome])
+            except _DB_ERRORS as exc:
+                if not refuses_data(exc):
                     self._outcomes.append(outcome)  # retried with the next flush
-                    continue
-                log_event(
-                    log,
-                    logging.ERROR,
-                    f"outcome refused by the database, failing the run instead: {exc}",
-                    run_id=str(outcome.run_id),
-                )
-                self._outcomes.append(unstorable(outcome, exc))
-        if handbacks:
-            self._handbacks.extend(handbacks)
+                elif outcome.replaces_refused:
+                    self.unwritten += 1
+                    log_event(
+                        log,
+                        logging.ERROR,
+                        f"outcome refused twice, left to the lease: {exc}",
+                        run_id=str(outcome.run_id),
+                    )
+                else:
+                    log_event(
+                        log,
+                        logging.ERROR,
+                        f"outcome refused by the database, failing the run instead: {exc}",
+                        run_id=str(outcome.run_id),
+                    )
+                    self._outcomes.append(unstorable(outcome, exc))
+        self._handbacks.extend(handbacks)
 
-    async def _write(self, outcomes: list[Outcome], handbacks: list[tuple[uuid.UUID, int]]) -> None:
-        if outcomes:
-            written = await self._store.run_complete_many(self._worker_id, outcomes)
-            self.completed_total += len(written)
-            self._wake_for_retries(outcomes)
-            if len(written) != len(outcomes):
-                for outcome in outcomes:
-                    if outcome.run_id not in written:
-                        log_event(
-                            log,
-                            logging.WARNING,
-                            "outcome not written: the run is no longer this worker's "
-                            "(rescued or canceled meanwhile)",
-                            run_id=str(outcome.run_id),
-                            attempt=outcome.attempt,
-                        )
-        if handbacks:
-            released = await self._store.run_release_many(self._worker_id, handbacks)
-            log.info("handed %d run(s) back to the queue", len(released))
+    async def _write_outcomes(self, outcomes: list[Outcome]) -> None:
+        written = await self._store.run_complete_many(self._worker_id, outcomes)
+        self.completed_total += len(written)
+        self._wake_for_retries([o for o in outcomes if o.run_id in written])
+        if len(written) != len(outcomes):
+            for outcome in outcomes:
+                if outcome.run_id not in written:
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "outcome not written: the run is no longer this worker's "
+                        "(rescued or canceled meanwhile)",
+                        run_id=str(outcome.run_id),
+                        attempt=outcome.attempt,
+                    )
+
+    async def _write_handbacks(self, handbacks: list[Handback]) -> None:
+        released = await self._store.run_release_many(self._worker_id, handbacks)
+        log.info("handed %d run(s) back to the queue", len(released))
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -298,5 +380,4 @@ class WorkerPool:
             "capacity": self._capacity,
             "claimed": self.claimed_total,
             "completed": self.completed_total,
-            "load": math.floor(100 * len(self._running) / self._capacity),
         }

@@ -118,7 +118,9 @@ CREATE TABLE taskd.attempts (
 -- sort the whole backlog on every claim; the only plan left here is the ordered scan of
 -- runs_claim_idx, which stops after max_runs rows whatever the backlog or the history.
 -- The CTE fences the LIMIT: the planner cannot update more rows than were picked.
-CREATE FUNCTION taskd.claim_runs(task_ids text[], max_runs int, worker uuid, lease_seconds float8)
+-- queues: NULL claims from every queue.
+CREATE FUNCTION taskd.claim_runs(task_ids text[], queues text[], max_runs int, worker uuid,
+                                 lease_seconds float8)
 RETURNS TABLE (id uuid, task_id text, payload jsonb, attempt int, max_attempts int,
                queue text, tags text[])
 LANGUAGE sql VOLATILE
@@ -127,6 +129,7 @@ AS $$
     WITH picked AS (
         SELECT r.id FROM taskd.runs r
          WHERE r.status = 'queued' AND r.run_at <= now() AND r.task_id = ANY(task_ids)
+           AND (queues IS NULL OR r.queue = ANY(queues))
          ORDER BY r.priority DESC, r.run_at, r.id
          LIMIT max_runs
            FOR UPDATE SKIP LOCKED
