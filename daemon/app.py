@@ -71,7 +71,7 @@ class Daemon:
         await migrate(self.dsn, settings)
         db_pool = await create_pool(self.dsn, settings.database)
         claim_pool = await create_pool(
-            self.dsn, settings.database, size=1, synchronous_commit=False
+            self.dsn, settings.database, size=1, synchronous_commit=False, reset_session=False
         )
         store = Store(db_pool, claim_pool=claim_pool)
         try:

@@ -28,7 +28,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 class Client:
     """Triggers and reads runs through an asyncpg pool.
 
-    ``async with Client.connect(dsn) as client`` owns its pool; ``Client(pool)`` borrows yours.
+    ``async with Client.connect(dsn) as client`` owns its pool (which does not reset session
+    state between calls: leave no SET or LISTEN on ``client.pool``'s connections);
+    ``Client(pool)`` borrows yours.
     Inside ``Client.connect`` the client is also the default for typed handles
     (``my_task.trigger(payload)``).
     """
@@ -42,7 +44,7 @@ class Client:
     async def connect(
         cls, dsn: str, settings: DatabaseSettings | None = None
     ) -> AsyncIterator[Client]:
-        pool = await create_pool(dsn, settings)
+        pool = await create_pool(dsn, settings, reset_session=False)
         client = cls(pool)
         token = set_current_client(client)
         try:

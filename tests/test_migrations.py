@@ -162,7 +162,7 @@ async def test_the_claim_uses_the_partial_index_whatever_the_history(database: s
         )
         for _ in range(5):
             await connection.execute("SELECT taskd.trigger('noop', '{}')")
-        args = (["noop"], 100, uuid.uuid4(), 60.0)
+        args = (["noop"], None, 100, uuid.uuid4(), 60.0)  # tasks, queues (all), limit, ...
 
         # Right after the burst (no statistics yet), then once analyzed: an ordered scan of the
         # partial index that stops at the limit; nothing that reads or sorts the history.
