@@ -179,3 +179,24 @@ async def test_queues_route_by_the_runs_queue(client: Client, start_daemon) -> N
     async with start_daemon([echo], queues=["billing"], poll_interval=0.05):
         run = await wait_for_run(client, billing)
     assert run.output == "b"
+
+
+async def test_the_listener_reconnects_and_wakes_the_claimer(
+    client: Client, db: asyncpg.Connection, start_daemon
+) -> None:
+    async with start_daemon([echo], poll_interval=30) as daemon:
+        assert daemon.listener is not None
+        killed = await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+        assert killed == 1
+        await wait_for(lambda: _reconnected(daemon))
+        # a run triggered after the reconnect starts on its NOTIFY, not at the 30 s poll
+        run = await wait_for_run(client, await client.trigger(echo, "after"), timeout=5)
+    assert run.output == "after"
+
+
+async def _reconnected(daemon: object) -> bool:
+    listener = daemon.listener  # type: ignore[attr-defined]
+    return bool(listener.up and listener.reconnects == 1)
