@@ -22,7 +22,9 @@ from daemon.sdk.registry import Registry
 from daemon.store.database import DatabaseError, InterfaceError, connect, create_pool
 from daemon.store.migrations import apply_migrations
 from daemon.store.store import Store
-from daemon.worker.listener import Listener
+from daemon.worker.listener import CANCEL_CHANNEL, WAKEUP_CHANNEL, Listener
+from daemon.worker.lock import WorkerLock, new_lock_key
+from daemon.worker.maintenance import Maintenance
 from daemon.worker.pool import WorkerPool
 
 log = logging.getLogger("taskd.daemon")
@@ -59,6 +61,8 @@ class Daemon:
         self.worker_id = uuid.uuid4()
         self.pool: WorkerPool | None = None
         self.listener: Listener | None = None
+        self.lock: WorkerLock | None = None
+        self.maintenance: Maintenance | None = None
         self._stopping = False
 
     async def run(
@@ -82,21 +86,33 @@ class Daemon:
             await store.task_sync(
                 [(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in self.registry]
             )
-            await store.worker_register(
-                self.worker_id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                version=taskd_version(),
-                concurrency=settings.worker.concurrency,
-                queues=settings.worker.queues,
-                tasks=served.ids,
-            )
             set_current_client(Client(db_pool))
             self.pool = WorkerPool(store, served, settings.worker, self.worker_id)
-            self.listener = Listener(self.dsn, settings.database, self._on_wake)
+            self.listener = Listener(
+                self.dsn,
+                settings.database,
+                {WAKEUP_CHANNEL: self._on_wake, CANCEL_CHANNEL: self._on_cancel},
+                on_reconnect=self._on_listener_reconnect,
+            )
+            self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
+            self.maintenance = Maintenance(store, settings.worker, self.worker_id)
             async with anyio.create_task_group() as group:
+                # The lock before the worker row: a row without its lock reads as a gone worker.
+                await group.start(self.lock.run)
+                await store.worker_register(
+                    self.worker_id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    version=taskd_version(),
+                    concurrency=settings.worker.concurrency,
+                    queues=settings.worker.queues,
+                    tasks=served.ids,
+                    lock_key=self.lock.key,
+                )
+                await self.maintenance.reconcile()
                 await group.start(self.listener.run)
                 group.start_soon(self._heartbeat, store)
+                group.start_soon(self.maintenance.run)
                 if handle_signals:  # before ready: a SIGTERM right after READY must drain
                     await group.start(self._watch_signals)
                 log_event(
@@ -125,8 +141,23 @@ class Daemon:
                         pool.terminate()
 
     def _on_wake(self, queue: str) -> None:
-        # "*" (a reconnect) or a queue this daemon serves; other queues' enqueues are not ours
-        if self.pool is not None and (queue == "*" or self.pool.serves_queue(queue)):
+        # a queue this daemon serves; other queues' enqueues are not its business
+        if self.pool is not None and self.pool.serves_queue(queue):
+            self.pool.wake()
+
+    def _on_cancel(self, payload: str) -> None:
+        try:
+            run_id = uuid.UUID(payload)
+        except ValueError:
+            log.warning("malformed cancel notification ignored: %.100r", payload)
+            return
+        if self.pool is not None:
+            self.pool.cancel(run_id)
+
+    def _on_listener_reconnect(self) -> None:
+        # wake-ups sent while the listener was away are lost: claim now (lost cancel requests
+        # are found by the pool's cancel poll within a second)
+        if self.pool is not None:
             self.pool.wake()
 
     async def stop(self, grace: float | None = None) -> None:

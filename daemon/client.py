@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from daemon.config import DatabaseSettings
 from daemon.durations import Duration, to_seconds
-from daemon.errors import InvalidPayload, PayloadTooLarge, RunNotFound
+from daemon.errors import InvalidPayload, PayloadTooLarge, RunFinished, RunNotFound
 from daemon.ids import new_run_id, parse_run_id
 from daemon.models import Run, RunStatus
 from daemon.sdk.current import reset_current_client, set_current_client
@@ -70,12 +70,14 @@ class Client:
         max_attempts: int | None = None,
         tags: Sequence[str] = (),
         queue: str | None = None,
+        ttl: Duration | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> uuid.UUID:
         """Create a run; return its id.
 
         ``delay`` ("10s", "5m", seconds) or ``run_at`` (aware datetime) postpone the start;
         ``priority``: higher starts first; ``max_attempts`` overrides the task's retry;
+        ``ttl``: a run not started within it (counted from now) ends expired;
         ``connection``: enqueue inside that connection's open transaction, so the run exists
         only if the transaction commits.
         """
@@ -88,6 +90,7 @@ class Client:
             max_attempts=max_attempts,
             tags=tags,
             queue=queue,
+            ttl=ttl,
             connection=connection,
         )
         return ids[0]
@@ -103,6 +106,7 @@ class Client:
         max_attempts: int | None = None,
         tags: Sequence[str] = (),
         queue: str | None = None,
+        ttl: Duration | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> list[uuid.UUID]:
         """Create one run per payload, in one statement and one NOTIFY; ids in order."""
@@ -128,9 +132,37 @@ class Client:
             delay=to_seconds(delay) if delay is not None else 0.0,
             max_attempts=max_attempts,
             tags=tags,
+            ttl=to_seconds(ttl) if ttl is not None else None,
             connection=connection,
         )
         return ids
+
+    async def cancel(self, run_id: uuid.UUID | str) -> RunStatus:
+        """Cancel a run.
+
+        A run that has not started (queued, delayed, retrying) is CANCELED at once and never
+        starts; the return value is CANCELED. For an executing run, its daemon is notified
+        and cancels the attempt (its ``on_cancel`` hook runs, the run ends CANCELED); the
+        return value is EXECUTING: poll ``get_run`` to see it end. A run that completes
+        before the request reaches it stays completed. Raises RunNotFound, or RunFinished
+        for a run that has already finished.
+        """
+        try:
+            status = await self._store.run_cancel(parse_run_id(run_id))
+        except asyncpg.PostgresError as exc:
+            raise _run_error(exc) from None
+        return RunStatus(status)
+
+    async def replay(self, run_id: uuid.UUID | str) -> uuid.UUID:
+        """Create a new run with the payload and options of ``run_id``; return its id.
+
+        The new run's ``replayed_from`` names the original. Any run can be replayed.
+        """
+        original = parse_run_id(run_id)
+        new_id = new_run_id()
+        if not await self._store.run_replay(original, new_id):
+            raise RunNotFound(f"no run with id {original}")
+        return new_id
 
     # reading ----------------------------------------------------------------------------------
 
@@ -169,6 +201,17 @@ class Client:
             value = await self._store.setting_get("max_payload_bytes")
             self._max_payload_bytes = int(value) if value is not None else DEFAULT_MAX_PAYLOAD_BYTES
         return self._max_payload_bytes
+
+
+def _run_error(exc: BaseException) -> Exception:
+    """Map taskd.cancel's SQLSTATEs (TD404, TD409) to the client's errors."""
+    message = str(exc).removeprefix("taskd.cancel: ")
+    code = getattr(exc, "sqlstate", None)
+    if code == "TD404":
+        return RunNotFound(message)
+    if code == "TD409":
+        return RunFinished(message)
+    return exc if isinstance(exc, Exception) else RuntimeError(message)
 
 
 def _task_identity(task: str | TaskDefinition[Any, Any]) -> tuple[str, str | None]:

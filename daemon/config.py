@@ -75,7 +75,11 @@ class WorkerSettings(_Section):
     shutdown_grace: Seconds = 30.0
     """On SIGTERM/SIGINT, how long running attempts may finish before they are handed back."""
     lease: Seconds = Field(60.0, gt=0)
+    """A run's lease: another daemon hands the run back when it is not renewed in time."""
     heartbeat: Seconds = Field(10.0, gt=0)
+    """How often leases are renewed, and gone workers and expired leases looked for."""
+    unknown_task_timeout: Seconds = 0.0
+    """A queued run of a task no live worker serves fails after this long; 0: it waits."""
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> WorkerSettings:

@@ -28,6 +28,10 @@ class RunNotFound(TaskdError):
     """No run has the given id."""
 
 
+class RunFinished(TaskdError):
+    """The run has already reached a terminal state (it cannot be canceled)."""
+
+
 class InvalidRunId(TaskdError):
     """A string that is not a run id (a UUID) was given where one was expected."""
 

@@ -73,6 +73,10 @@ class Run(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     worker_id: uuid.UUID | None
+    expires_at: datetime | None = None
+    """The ttl's deadline: a run not started by then ends expired."""
+    cancel_requested_at: datetime | None = None
+    replayed_from: uuid.UUID | None = None
     attempts: list[Attempt] = []
 
 
@@ -87,6 +91,7 @@ class ClaimedRun:
     max_attempts: int | None
     queue: str
     tags: list[str]
+    cancel_requested: bool = False  # set by the pool when a cancel arrives for it
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ DEFAULT_QUEUE = "default"
 StartHook = Callable[[Any, Context], Awaitable[None]]
 SuccessHook = Callable[[Any, Any, Context], Awaitable[None]]
 FailureHook = Callable[[Any, BaseException, int, Context], Awaitable[None]]
+CancelHook = Callable[[Any, Context], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class TaskDefinition(Generic[P, R]):
         on_start: StartHook | None = None,
         on_success: SuccessHook | None = None,
         on_failure: FailureHook | None = None,
+        on_cancel: CancelHook | None = None,
     ) -> None:
         self.fn = fn
         self.id = id
@@ -64,6 +66,7 @@ class TaskDefinition(Generic[P, R]):
         self.on_start_hook = on_start
         self.on_success_hook = on_success
         self.on_failure_hook = on_failure
+        self.on_cancel_hook = on_cancel
         self.payload_adapter = _payload_adapter(fn)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", id)
@@ -95,6 +98,10 @@ class TaskDefinition(Generic[P, R]):
         self.on_failure_hook = hook
         return hook
 
+    def on_cancel(self, hook: CancelHook) -> CancelHook:
+        self.on_cancel_hook = hook
+        return hook
+
     # typed producers ------------------------------------------------------------------------
 
     async def trigger(
@@ -107,6 +114,7 @@ class TaskDefinition(Generic[P, R]):
         priority: int = 0,
         max_attempts: int | None = None,
         tags: Sequence[str] = (),
+        ttl: Duration | None = None,
         connection: Any = None,
     ) -> uuid.UUID:
         """Create a run of this task; returns its id. See ``Client.trigger``."""
@@ -118,6 +126,7 @@ class TaskDefinition(Generic[P, R]):
             priority=priority,
             max_attempts=max_attempts,
             tags=tags,
+            ttl=ttl,
             connection=connection,
         )
 
@@ -131,6 +140,7 @@ class TaskDefinition(Generic[P, R]):
         priority: int = 0,
         max_attempts: int | None = None,
         tags: Sequence[str] = (),
+        ttl: Duration | None = None,
         connection: Any = None,
     ) -> list[uuid.UUID]:
         """Create one run per payload in one statement; returns their ids in order."""
@@ -142,6 +152,7 @@ class TaskDefinition(Generic[P, R]):
             priority=priority,
             max_attempts=max_attempts,
             tags=tags,
+            ttl=ttl,
             connection=connection,
         )
 
@@ -155,6 +166,7 @@ def task(
     on_start: StartHook | None = None,
     on_success: SuccessHook | None = None,
     on_failure: FailureHook | None = None,
+    on_cancel: CancelHook | None = None,
 ) -> Callable[[Callable[[P, Context], Awaitable[R]]], TaskDefinition[P, R]]:
     """Declare a task.
 
@@ -162,7 +174,8 @@ def task(
     failed attempts; ``max_duration`` (seconds or "5m") cancels an attempt that runs longer
     and counts it as failed; ``queue`` groups tasks for routing. Hooks: ``on_start(payload,
     ctx)``, ``on_success(payload, output, ctx)``, ``on_failure(payload, error, attempts, ctx)``
-    (called once, when the run has failed for good: the dead-letter hook).
+    (called once, when the run has failed for good: the dead-letter hook), ``on_cancel(payload,
+    ctx)`` (when a cancel request stops a running attempt).
     """
     if not isinstance(id, str) or not id.strip():
         raise ValueError("@task needs a non-empty id")
@@ -186,6 +199,7 @@ def task(
             on_start=on_start,
             on_success=on_success,
             on_failure=on_failure,
+            on_cancel=on_cancel,
         )
 
     return decorate

@@ -20,13 +20,44 @@ ON CONFLICT (id) DO UPDATE
 SELECT id, queue, max_attempts, settings, updated_at FROM taskd.tasks ORDER BY id;
 
 -- name: worker_register
-INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks)
-VALUES ($1, $2, $3, $4, $5, $6, $7);
+INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks, lock_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: worker_lock
+-- On the worker's own session, for its whole life (released when the session ends).
+SELECT pg_advisory_lock($1);
+
+-- name: worker_list_unlocked
+-- Workers not known to be stopped whose advisory lock no session holds: their process (or
+-- its connection) is gone. A bigint advisory key shows in pg_locks as classid (high 32 bits)
+-- and objid (low 32 bits) with objsubid 1.
+SELECT w.id, w.host, w.pid
+  FROM taskd.workers w
+ WHERE w.stopped_at IS NULL AND w.id <> $1
+   AND NOT EXISTS (
+       SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid::bigint = ((w.lock_key >> 32) & 4294967295)
+          AND l.objid::bigint = (w.lock_key & 4294967295));
+
+-- name: worker_mark_gone
+UPDATE taskd.workers SET stopped_at = now() WHERE id = ANY($1::uuid[]) AND stopped_at IS NULL;
+
+-- name: worker_list
+SELECT w.id, w.host, w.pid, w.version, w.concurrency, w.queues, w.tasks, w.started_at,
+       w.heartbeat_at, w.stopped_at,
+       (SELECT count(*) FROM taskd.runs r
+         WHERE r.lease_expires_at IS NOT NULL AND r.worker_id = w.id) AS executing
+  FROM taskd.workers w
+ WHERE w.stopped_at IS NULL
+ ORDER BY w.started_at;
 
 -- name: worker_heartbeat
 -- One statement per daemon per interval, whatever the number of runs it holds ($3: their ids).
+-- A worker marked gone while its lock connection was down comes back to life here.
 WITH beat AS (
-    UPDATE taskd.workers SET heartbeat_at = now() WHERE id = $1
+    UPDATE taskd.workers SET heartbeat_at = now(), stopped_at = NULL WHERE id = $1
 )
 UPDATE taskd.runs SET lease_expires_at = now() + make_interval(secs => $2)
  WHERE id = ANY($3::uuid[]) AND worker_id = $1 AND status = 'executing';
@@ -41,9 +72,11 @@ UPDATE taskd.workers SET stopped_at = now(), heartbeat_at = now() WHERE id = $1;
 WITH task AS (
     SELECT queue FROM taskd.tasks WHERE id = $1
 ), inserted AS (
-    INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags)
+    INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags,
+                            expires_at)
     SELECT u.id, $1, coalesce($2, (SELECT queue FROM task), 'default'), u.payload::jsonb, $3,
-           coalesce($4, now() + make_interval(secs => $5)), $6, $7
+           coalesce($4, now() + make_interval(secs => $5)), $6, $7,
+           now() + make_interval(secs => $10)
       FROM unnest($8::uuid[], $9::text[]) AS u (id, payload)
     RETURNING queue, run_at
 )
@@ -87,6 +120,124 @@ WITH outcome AS (
 )
 SELECT u.id FROM updated u LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
 
+-- name: run_rescue
+-- Hand back executing runs whose lease expired or whose worker is gone ($1). The lost attempt
+-- counts: it gets an attempts row (outcome lost) and the run goes back to the queue, or ends
+-- failed when its attempts are used up, or canceled when a cancel was requested meanwhile.
+WITH lost AS (
+    SELECT r.id, r.attempt, r.worker_id, r.attempt_started_at, r.queue, r.cancel_requested_at,
+           coalesce(r.max_attempts, t.max_attempts, 3) AS max_attempts,
+           jsonb_build_object(
+               'type', 'WorkerLost',
+               'message', format('lost with its worker %s (host %s, pid %s)%s', r.worker_id,
+                                 coalesce(w.host, '?'), coalesce(w.pid::text, '?'),
+                                 CASE WHEN r.lease_expires_at < now()
+                                      THEN ': its lease expired' ELSE ': the worker is gone'
+                                 END)) AS error
+      FROM taskd.runs r
+      LEFT JOIN taskd.tasks t ON t.id = r.task_id
+      LEFT JOIN taskd.workers w ON w.id = r.worker_id
+     WHERE r.lease_expires_at IS NOT NULL
+       AND (r.lease_expires_at < now() OR r.worker_id = ANY($1::uuid[]))
+     ORDER BY r.id
+     LIMIT $2
+       FOR UPDATE OF r SKIP LOCKED
+), rescued AS (
+    UPDATE taskd.runs r
+       SET status = CASE WHEN lost.cancel_requested_at IS NOT NULL THEN 'canceled'
+                         WHEN r.attempt >= lost.max_attempts THEN 'failed'
+                         ELSE 'queued' END,
+           error = lost.error,
+           run_at = now(),
+           finished_at = CASE WHEN lost.cancel_requested_at IS NULL
+                               AND r.attempt < lost.max_attempts THEN NULL ELSE now() END,
+           worker_id = NULL,
+           lease_expires_at = NULL
+      FROM lost
+     WHERE r.id = lost.id AND r.status = 'executing' AND r.attempt = lost.attempt
+    RETURNING r.id, r.status, lost.worker_id AS lost_worker
+), recorded AS (
+    INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)
+    SELECT lost.id, lost.attempt, lost.worker_id, coalesce(lost.attempt_started_at, now()), now(),
+           'lost', lost.error
+      FROM lost JOIN rescued ON rescued.id = lost.id
+), notified AS (
+    SELECT pg_notify('taskd_wakeup', q.queue)
+      FROM (SELECT DISTINCT lost.queue FROM lost JOIN rescued ON rescued.id = lost.id
+             WHERE rescued.status = 'queued') AS q
+)
+SELECT rescued.id, rescued.status, rescued.lost_worker
+  FROM rescued LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
+
+-- name: run_expire
+-- Queued runs past their ttl end expired (a run's ttl ends once it starts).
+WITH due AS (
+    SELECT id FROM taskd.runs
+     WHERE status = 'queued' AND expires_at IS NOT NULL AND expires_at <= now()
+     ORDER BY expires_at
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE taskd.runs r
+   SET status = 'expired', finished_at = now(),
+       error = jsonb_build_object('type', 'Expired',
+                                  'message', 'not started within its ttl')
+  FROM due
+ WHERE r.id = due.id AND r.status = 'queued'
+RETURNING r.id;
+
+-- name: run_fail_unknown
+-- Queued runs of tasks no live worker serves, waiting longer than $2 seconds, fail.
+WITH stale AS (
+    SELECT id FROM taskd.runs
+     WHERE status = 'queued' AND task_id <> ALL($1::text[])
+       AND created_at < now() - make_interval(secs => $2)
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE taskd.runs r
+   SET status = 'failed', finished_at = now(),
+       error = jsonb_build_object('type', 'UnknownTask',
+           'message', format('no worker serves task %L (waited %s s)', r.task_id, $2))
+  FROM stale
+ WHERE r.id = stale.id AND r.status = 'queued'
+RETURNING r.id, r.task_id;
+
+-- name: task_list_served
+-- Tasks some live worker serves.
+SELECT DISTINCT unnest(tasks) FROM taskd.workers WHERE stopped_at IS NULL;
+
+-- name: run_cancel
+SELECT taskd.cancel($1);
+
+-- name: run_list_cancel_requested
+SELECT id FROM taskd.runs
+ WHERE id = ANY($1::uuid[]) AND status = 'executing' AND cancel_requested_at IS NOT NULL;
+
+-- name: run_replay
+-- A new run with the same task, payload, queue, priority, tags and attempt limit.
+WITH inserted AS (
+    INSERT INTO taskd.runs (id, task_id, queue, payload, priority, max_attempts, tags,
+                            replayed_from)
+    SELECT $2, task_id, queue, payload, priority, max_attempts, tags, id
+      FROM taskd.runs WHERE id = $1
+    RETURNING id, queue
+)
+SELECT inserted.id, pg_notify('taskd_wakeup', inserted.queue) FROM inserted;
+
+-- name: queue_depths
+SELECT queue,
+       count(*) FILTER (WHERE run_at <= now()) AS due,
+       count(*) FILTER (WHERE run_at > now()) AS delayed,
+       min(run_at) FILTER (WHERE run_at <= now()) AS oldest_due
+  FROM taskd.runs WHERE status = 'queued'
+ GROUP BY queue ORDER BY queue;
+
+-- name: run_count_unserved
+SELECT task_id, count(*) AS queued, min(created_at) AS oldest
+  FROM taskd.runs WHERE status = 'queued' AND task_id <> ALL($1::text[])
+ GROUP BY task_id ORDER BY task_id;
+
 -- name: run_release_many
 -- Hand runs back to the queue without spending an attempt (drain, shutdown).
 UPDATE taskd.runs r
@@ -101,7 +252,8 @@ RETURNING r.id;
 -- max_attempts: the run's override, else its task's (as the last daemon registered it).
 SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.priority, r.run_at,
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
-       r.created_at, r.started_at, r.finished_at, r.worker_id
+       r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
+       r.cancel_requested_at, r.replayed_from
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE r.id = $1;
 
@@ -113,7 +265,8 @@ SELECT attempt, worker_id, started_at, finished_at, outcome, error
 -- Newest first (ids are UUIDv7); keyset pagination on id.
 SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.priority, r.run_at,
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
-       r.created_at, r.started_at, r.finished_at, r.worker_id
+       r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
+       r.cancel_requested_at, r.replayed_from
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE ($1::text[] IS NULL OR r.status = ANY($1))
    AND ($2::text IS NULL OR r.task_id = $2)

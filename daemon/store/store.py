@@ -58,6 +58,7 @@ class Store:
         concurrency: int,
         queues: Sequence[str],
         tasks: Sequence[str],
+        lock_key: int,
     ) -> None:
         await self.pool.execute(
             QUERIES["worker_register"],
@@ -68,7 +69,25 @@ class Store:
             concurrency,
             list(queues),
             list(tasks),
+            lock_key,
         )
+
+    async def worker_lock(self, connection: asyncpg.Connection, lock_key: int) -> None:
+        """Take the worker's session lock on ``connection`` (a dedicated one, never pooled)."""
+        await connection.execute(QUERIES["worker_lock"], lock_key)
+
+    async def worker_list_unlocked(self, worker_id: uuid.UUID) -> list[dict[str, Any]]:
+        """Other workers, not known to be stopped, whose lock nobody holds."""
+        return [
+            dict(row) for row in await self.pool.fetch(QUERIES["worker_list_unlocked"], worker_id)
+        ]
+
+    async def worker_mark_gone(self, worker_ids: Sequence[uuid.UUID]) -> None:
+        await self.pool.execute(QUERIES["worker_mark_gone"], list(worker_ids))
+
+    async def worker_list(self) -> list[dict[str, Any]]:
+        """Workers not known to be stopped, with how many runs each executes."""
+        return [dict(row) for row in await self.pool.fetch(QUERIES["worker_list"])]
 
     async def worker_heartbeat(
         self, worker_id: uuid.UUID, lease_seconds: float, run_ids: Sequence[uuid.UUID]
@@ -93,6 +112,7 @@ class Store:
         delay: float = 0.0,
         max_attempts: int | None = None,
         tags: Sequence[str] = (),
+        ttl: float | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> None:
         """Insert runs of one task; ``payloads`` are JSON already encoded (size-checked)."""
@@ -107,6 +127,7 @@ class Store:
             list(tags),
             ids,
             [payload.decode() for payload in payloads],
+            ttl,
         )
 
     async def run_claim(
@@ -149,6 +170,48 @@ class Store:
         ids, attempts = zip(*runs, strict=True)
         rows = await self.pool.fetch(QUERIES["run_release_many"], worker_id, ids, attempts)
         return {row[0] for row in rows}
+
+    async def run_rescue(
+        self, gone_workers: Sequence[uuid.UUID], limit: int = 1000
+    ) -> list[tuple[uuid.UUID, str, uuid.UUID]]:
+        """Hand back runs with an expired lease or a gone worker: (run id, new status, worker)."""
+        rows = await self.pool.fetch(QUERIES["run_rescue"], list(gone_workers), limit)
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    async def run_expire(self, limit: int = 1000) -> list[uuid.UUID]:
+        return [row[0] for row in await self.pool.fetch(QUERIES["run_expire"], limit)]
+
+    async def run_fail_unknown(
+        self, served: Sequence[str], waited_seconds: float, limit: int = 1000
+    ) -> list[tuple[uuid.UUID, str]]:
+        rows = await self.pool.fetch(
+            QUERIES["run_fail_unknown"], list(served), waited_seconds, limit
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    async def task_list_served(self) -> list[str]:
+        """Task ids that some live worker serves."""
+        return [row[0] for row in await self.pool.fetch(QUERIES["task_list_served"])]
+
+    async def run_cancel(self, run_id: uuid.UUID) -> str:
+        """taskd.cancel: 'canceled', or 'executing' when its worker was asked to cancel it."""
+        status: str = await self.pool.fetchval(QUERIES["run_cancel"], run_id)
+        return status
+
+    async def run_list_cancel_requested(self, run_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        rows = await self.pool.fetch(QUERIES["run_list_cancel_requested"], list(run_ids))
+        return [row[0] for row in rows]
+
+    async def run_replay(self, run_id: uuid.UUID, new_id: uuid.UUID) -> bool:
+        """Create ``new_id`` as a copy of ``run_id``; False when ``run_id`` does not exist."""
+        return await self.pool.fetchrow(QUERIES["run_replay"], run_id, new_id) is not None
+
+    async def queue_depths(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in await self.pool.fetch(QUERIES["queue_depths"])]
+
+    async def run_count_unserved(self, served: Sequence[str]) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(QUERIES["run_count_unserved"], list(served))
+        return [dict(row) for row in rows]
 
     async def run_get(self, run_id: uuid.UUID, *, with_attempts: bool = True) -> Run | None:
         async with self.pool.acquire() as connection:

@@ -83,7 +83,12 @@ async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outc
             result = await definition.fn(payload, ctx)
         output = encode_output(result)
     except asyncio.CancelledError:
-        raise
+        if not run.cancel_requested:
+            raise  # a drain: the pool hands the run back
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()  # the cancel is handled here: the hook may await
+        return await _canceled(run, definition, ctx)
     except AbortRun as exc:
         return await _fail_for_good(run, definition, ctx, exc, AttemptOutcome.FAILED)
     except TimeoutError as exc:
@@ -137,6 +142,21 @@ def crashed(run: ClaimedRun, exc: BaseException) -> Outcome:
         {"type": "ExecutorError", "message": f"{type(exc).__name__}: {describe(exc)}"}
     )
     return Outcome(run.id, run.attempt, RunStatus.FAILED, AttemptOutcome.FAILED, None, error)
+
+
+async def _canceled(run: ClaimedRun, definition: TaskDefinition[Any, Any], ctx: Context) -> Outcome:
+    log_event(
+        log, logging.INFO, "run canceled", run_id=str(run.id), task=run.task_id, attempt=run.attempt
+    )
+    if definition.on_cancel_hook is not None:
+        try:
+            await definition.on_cancel_hook(ctx.payload, ctx)
+        except asyncio.CancelledError:  # a shutdown during the hook: the run is canceled anyway
+            ctx.log.warning("on_cancel hook interrupted by shutdown")
+        except BaseException:
+            ctx.log.exception("on_cancel hook raised")
+    error = orjson.dumps({"type": "Canceled", "message": "canceled by request"})
+    return Outcome(run.id, run.attempt, RunStatus.CANCELED, AttemptOutcome.CANCELED, None, error)
 
 
 def _context(

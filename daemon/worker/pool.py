@@ -41,6 +41,8 @@ _MAX_RETRY_TIMERS = 10_000
 # is left while the database is away. Past it the rest is dropped (and logged): those runs
 # are still leased to this worker and are handed back when the lease expires.
 FINAL_FLUSH_TIMEOUT = 10.0
+# A cancel request reaches the daemon by NOTIFY at once; this poll is the backstop.
+CANCEL_POLL_INTERVAL = 1.0
 
 Handback = tuple[uuid.UUID, int]
 
@@ -60,7 +62,7 @@ class WorkerPool:
         self._task_ids = registry.ids
         self._queues = list(settings.queues) or None  # None: every queue
         self._capacity = settings.concurrency
-        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._running: dict[uuid.UUID, tuple[ClaimedRun, asyncio.Task[None]]] = {}
         # claimer state
         self._claiming = True
         self._backlog = True  # unknown at start: look
@@ -102,6 +104,24 @@ class WorkerPool:
             *self._writing,
         ]
 
+    def cancel(self, run_id: uuid.UUID) -> bool:
+        """Cancel a run this daemon executes (a cancel request); False if it has none."""
+        entry = self._running.get(run_id)
+        if entry is None:
+            return False
+        run, run_task = entry
+        if not run.cancel_requested:
+            run.cancel_requested = True
+            log_event(log, logging.INFO, "cancelling run on request", run_id=str(run_id))
+            run_task.cancel()
+        return True
+
+    async def check_cancels(self) -> None:
+        """Cancel the runs whose cancel was requested (the backstop for a lost NOTIFY)."""
+        if self._running:
+            for run_id in await self._store.run_list_cancel_requested(list(self._running)):
+                self.cancel(run_id)
+
     def wake(self) -> None:
         """Something may be claimable (a NOTIFY, a retry due, a reconnect)."""
         self._wakes += 1
@@ -113,8 +133,11 @@ class WorkerPool:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._complete_loop)
             try:
-                await self._claim_loop()
-                await self._wait_idle()
+                async with anyio.create_task_group() as serving:
+                    serving.start_soon(self._cancel_poll_loop)
+                    await self._claim_loop()
+                    await self._wait_idle()
+                    serving.cancel_scope.cancel()
             finally:
                 if self._running:  # the daemon itself is being cancelled
                     self.cancel_all()
@@ -153,7 +176,7 @@ class WorkerPool:
         self._claim_wake.set()
         if self._running:
             log.warning("cancelling %d run(s); they go back to the queue", len(self._running))
-        for run_task in list(self._running.values()):
+        for _, run_task in list(self._running.values()):
             run_task.cancel()
 
     # claimer ------------------------------------------------------------------------------
@@ -183,7 +206,10 @@ class WorkerPool:
                 self._backlog = len(claimed) == limit or self._wakes != wakes_before
                 self.claimed_total += len(claimed)
                 for claimed_run in claimed:
-                    self._running[claimed_run.id] = loop.create_task(self._execute(claimed_run))
+                    self._running[claimed_run.id] = (
+                        claimed_run,
+                        loop.create_task(self._execute(claimed_run)),
+                    )
                 if self._backlog and len(self._running) < self._capacity:
                     continue
             if self._wakes != wakes_before or not self._claiming:
@@ -221,6 +247,14 @@ class WorkerPool:
                 self._claim_wake.set()
             if not self._running:
                 self._idle.set()
+
+    async def _cancel_poll_loop(self) -> None:
+        while True:
+            await anyio.sleep(CANCEL_POLL_INTERVAL)
+            try:
+                await self.check_cancels()
+            except _DB_ERRORS as exc:
+                log.warning("cancel check failed: %s", exc)
 
     async def _wait_idle(self) -> None:
         while self._running:

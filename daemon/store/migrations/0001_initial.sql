@@ -63,7 +63,10 @@ CREATE TABLE taskd.workers (
     tasks        text[] NOT NULL DEFAULT '{}',
     started_at   timestamptz NOT NULL DEFAULT now(),
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
-    stopped_at   timestamptz
+    stopped_at   timestamptz,                -- set on a clean stop, or when found gone
+    -- The worker holds pg_advisory_lock(lock_key) on a session of its own for its whole life:
+    -- when the lock is free, the worker is provably gone (its process or connection died).
+    lock_key     bigint NOT NULL
 );
 
 CREATE TABLE taskd.runs (
@@ -85,7 +88,10 @@ CREATE TABLE taskd.runs (
     attempt_started_at timestamptz,          -- current attempt's start
     finished_at        timestamptz,
     worker_id          uuid,                 -- lease owner while executing
-    lease_expires_at   timestamptz
+    lease_expires_at   timestamptz,
+    expires_at         timestamptz,          -- ttl: a run not started by then ends expired
+    cancel_requested_at timestamptz,         -- set by taskd.cancel on an executing run
+    replayed_from      uuid                  -- the run this one replays
 ) WITH (fillfactor = 80,
         autovacuum_vacuum_scale_factor = 0.02,
         autovacuum_analyze_scale_factor = 0.02,
@@ -99,6 +105,15 @@ CREATE INDEX runs_claim_idx ON taskd.runs (priority DESC, run_at, id) WHERE stat
 -- them all on each batch. Completions and lease renewals go by primary key instead.
 -- Listing by task (runs list --task, the API) newest first.
 CREATE INDEX runs_task_idx ON taskd.runs (task_id, id DESC);
+-- The rescuer looks for executing runs whose lease expired. lease_expires_at is set exactly
+-- while a run is executing (the claim sets it; completion, hand-back and rescue clear it).
+-- The predicate is on it rather than on status so that no statement of the hot path
+-- (completion, renewal, hand-back: they test status = 'executing') can use this index: it
+-- keeps a dead entry for every run that finished, until vacuum.
+CREATE INDEX runs_lease_idx ON taskd.runs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+-- The expirer looks for queued runs past their ttl.
+CREATE INDEX runs_expiry_idx ON taskd.runs (expires_at)
+    WHERE status = 'queued' AND expires_at IS NOT NULL;
 
 CREATE TABLE taskd.attempts (
     -- No foreign key: its check cost a third of each completion batch. Attempt rows are only
@@ -130,6 +145,7 @@ AS $$
         SELECT r.id FROM taskd.runs r
          WHERE r.status = 'queued' AND r.run_at <= now() AND r.task_id = ANY(task_ids)
            AND (queues IS NULL OR r.queue = ANY(queues))
+           AND (r.expires_at IS NULL OR r.expires_at > now())
          ORDER BY r.priority DESC, r.run_at, r.id
          LIMIT max_runs
            FOR UPDATE SKIP LOCKED
@@ -137,7 +153,8 @@ AS $$
     UPDATE taskd.runs r
        SET status = 'executing', attempt = r.attempt + 1, worker_id = worker,
            lease_expires_at = now() + make_interval(secs => lease_seconds),
-           attempt_started_at = now(), started_at = coalesce(r.started_at, now())
+           attempt_started_at = now(), started_at = coalesce(r.started_at, now()),
+           expires_at = NULL  -- the ttl is about starting; retries never expire
       FROM picked
      WHERE r.id = picked.id
     RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags
@@ -146,7 +163,8 @@ $$;
 -- taskd.trigger(task_id, payload, options) -> run id. For producers in any language: inserts
 -- in the caller's transaction and notifies the daemons when that transaction commits.
 -- options: delay (seconds or an interval such as '10s', '5 minutes'), run_at (timestamptz),
--- priority (int), max_attempts (int), tags (array of strings), queue (text).
+-- priority (int), max_attempts (int), tags (array of strings), queue (text), ttl (seconds or
+-- an interval: a run not started within it, counted from now, ends expired).
 CREATE FUNCTION taskd.trigger(task_id text, payload jsonb DEFAULT '{}', options jsonb DEFAULT '{}')
 RETURNS uuid LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -169,7 +187,7 @@ BEGIN
         RAISE EXCEPTION 'taskd.trigger: options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(options) AS k
-     WHERE k NOT IN ('delay', 'run_at', 'priority', 'max_attempts', 'tags', 'queue');
+     WHERE k NOT IN ('delay', 'run_at', 'priority', 'max_attempts', 'tags', 'queue', 'ttl');
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'taskd.trigger: unknown option(s): %', unknown USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -181,12 +199,46 @@ BEGIN
             ELSE (options->>'delay')::interval END;
     END IF;
     q := coalesce(options->>'queue', (SELECT t.queue FROM taskd.tasks t WHERE t.id = task_id), 'default');
-    INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags)
+    INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags,
+                            expires_at)
     VALUES (run_id, task_id, q, coalesce(payload, 'null'::jsonb),
             coalesce((options->>'priority')::int, 0), start_at,
             (options->>'max_attempts')::int,
-            coalesce(ARRAY(SELECT jsonb_array_elements_text(options->'tags')), '{}'));
+            coalesce(ARRAY(SELECT jsonb_array_elements_text(options->'tags')), '{}'),
+            CASE WHEN options ? 'ttl' THEN now() + CASE jsonb_typeof(options->'ttl')
+                WHEN 'number' THEN make_interval(secs => (options->>'ttl')::float8)
+                ELSE (options->>'ttl')::interval END END);
     PERFORM pg_notify('taskd_wakeup', q);
     RETURN run_id;
+END
+$$;
+
+-- taskd.cancel(run_id) -> the run's status after the call: 'canceled' for a run that had not
+-- started (queued, delayed, waiting), 'executing' for a running one, whose worker is notified
+-- and cancels it (it then ends canceled). Cancelling a finished run is an error.
+-- SQLSTATE TD404: no such run; TD409: the run has already finished.
+CREATE FUNCTION taskd.cancel(run_id uuid) RETURNS text LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    current text;
+BEGIN
+    SELECT r.status INTO current FROM taskd.runs r WHERE r.id = run_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'taskd.cancel: no run with id %', run_id USING ERRCODE = 'TD404';
+    END IF;
+    IF current IN ('completed', 'failed', 'canceled', 'expired') THEN
+        RAISE EXCEPTION 'taskd.cancel: run % has already finished (%)', run_id, current
+            USING ERRCODE = 'TD409';
+    END IF;
+    IF current = 'executing' THEN
+        UPDATE taskd.runs r SET cancel_requested_at = coalesce(r.cancel_requested_at, now())
+         WHERE r.id = run_id;
+        PERFORM pg_notify('taskd_cancel', run_id::text);
+        RETURN 'executing';
+    END IF;
+    UPDATE taskd.runs r
+       SET status = 'canceled', finished_at = now(), cancel_requested_at = now(),
+           error = jsonb_build_object('type', 'Canceled', 'message', 'canceled before it started')
+     WHERE r.id = run_id;
+    RETURN 'canceled';
 END
 $$;

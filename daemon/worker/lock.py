@@ -1,0 +1,41 @@
+"""The worker's advisory lock: held on a session of its own for the daemon's whole life.
+
+Other daemons read pg_locks: a worker whose lock nobody holds is provably gone, so its runs
+can be handed back at once instead of after their lease. After a reconnect (the database
+restarted, the connection dropped) the lock is taken again.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import anyio
+import asyncpg
+from anyio.abc import TaskStatus
+
+from daemon.config import DatabaseSettings
+from daemon.store.store import Store
+from daemon.worker.session import DedicatedSession
+
+
+def new_lock_key() -> int:
+    """A random advisory-lock key per process start (never derived from host or pid)."""
+    return secrets.randbits(63)
+
+
+class WorkerLock:
+    def __init__(self, dsn: str, settings: DatabaseSettings, store: Store, key: int) -> None:
+        self.key = key
+        self._store = store
+        # A short backoff: while the lock is not held, other daemons may count us as gone.
+        self._session = DedicatedSession("worker-lock", dsn, settings, self._take, max_backoff=1.0)
+
+    @property
+    def held(self) -> bool:
+        return self._session.up
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self._session.run(task_status=task_status)
+
+    async def _take(self, connection: asyncpg.Connection) -> None:
+        await self._store.worker_lock(connection, self.key)

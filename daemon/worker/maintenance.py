@@ -1,0 +1,134 @@
+"""Housekeeping every daemon does for the whole fleet: rescue, expiry, unknown tasks.
+
+Each chore is a ``*_once`` method a test can call directly; ``run`` calls them on a cadence.
+All of them write in small batches with ``FOR UPDATE SKIP LOCKED``, so several daemons doing
+the same chore at once neither block nor double-process a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+
+import anyio
+
+from daemon.config import WorkerSettings
+from daemon.logs import log_event
+from daemon.store.database import DatabaseError, InterfaceError
+from daemon.store.store import Store
+
+log = logging.getLogger("taskd.maintenance")
+
+BATCH = 1000
+_DB_ERRORS = (DatabaseError, InterfaceError, OSError, TimeoutError)
+
+
+class Maintenance:
+    def __init__(self, store: Store, settings: WorkerSettings, worker_id: uuid.UUID) -> None:
+        self._store = store
+        self._settings = settings
+        self._worker_id = worker_id
+        # Workers whose lock was free at the previous check. A worker counts as gone when its
+        # lock is free twice in a row: after a database restart every daemon re-takes its
+        # lock within a second, and must not have its runs taken meanwhile.
+        self._suspects: set[uuid.UUID] = set()
+
+    async def reconcile(self) -> int:
+        """At startup, before serving: hand back every run of a provably gone worker.
+
+        Here one check is enough: a previous incarnation of this daemon, killed a moment
+        ago, has no lock, and its runs must resume now, not after their lease.
+        """
+        gone = await self._store.worker_list_unlocked(self._worker_id)
+        ids = [worker["id"] for worker in gone]
+        rescued = await self._rescue(ids)
+        if ids:
+            await self._store.worker_mark_gone(ids)
+        log_event(
+            log,
+            logging.INFO,
+            f"reconciled: rescued {rescued} run(s) from {len(ids)} gone worker(s)",
+            rescued=rescued,
+            workers=[str(i) for i in ids],
+            hosts=sorted({f"{w['host']}:{w['pid']}" for w in gone}),
+        )
+        return rescued
+
+    async def rescue_once(self) -> int:
+        """Hand back runs whose lease expired or whose worker is gone; return how many."""
+        unlocked = {w["id"] for w in await self._store.worker_list_unlocked(self._worker_id)}
+        gone = unlocked & self._suspects
+        self._suspects = unlocked - gone
+        rescued = await self._rescue(sorted(gone))
+        if gone:
+            await self._store.worker_mark_gone(sorted(gone))
+            log_event(
+                log,
+                logging.WARNING,
+                f"workers gone: rescued {rescued} run(s)",
+                workers=[str(i) for i in sorted(gone)],
+            )
+        return rescued
+
+    async def _rescue(self, gone: Sequence[uuid.UUID]) -> int:
+        total = 0
+        while True:
+            rescued = await self._store.run_rescue(gone, BATCH)
+            total += len(rescued)
+            for run_id, status, worker in rescued:
+                log_event(
+                    log,
+                    logging.WARNING,
+                    f"run lost with its worker, now {status}",
+                    run_id=str(run_id),
+                    worker_id=str(worker),
+                )
+            if len(rescued) < BATCH:
+                return total
+
+    async def expire_once(self) -> int:
+        """Queued runs past their ttl end expired."""
+        total = 0
+        while True:
+            expired = await self._store.run_expire(BATCH)
+            total += len(expired)
+            for run_id in expired:
+                log_event(
+                    log, logging.INFO, "run expired: not started within its ttl", run_id=str(run_id)
+                )
+            if len(expired) < BATCH:
+                return total
+
+    async def fail_unknown_once(self) -> int:
+        """Fail runs of tasks no live worker serves, once they waited unknown_task_timeout."""
+        timeout = self._settings.unknown_task_timeout
+        if timeout <= 0:
+            return 0
+        served = await self._store.task_list_served()
+        failed = await self._store.run_fail_unknown(served, timeout, BATCH)
+        for run_id, task_id in failed:
+            log_event(
+                log,
+                logging.ERROR,
+                f"run failed: no worker serves task {task_id!r}",
+                run_id=str(run_id),
+                task=task_id,
+            )
+        return len(failed)
+
+    async def run(self) -> None:
+        """Expire every second; rescue and fail unknown tasks every heartbeat."""
+        tick = min(1.0, self._settings.heartbeat)
+        since_rescue = float("inf")
+        while True:
+            try:
+                await self.expire_once()
+                if since_rescue >= self._settings.heartbeat:
+                    since_rescue = 0.0
+                    await self.rescue_once()
+                    await self.fail_unknown_once()
+            except _DB_ERRORS as exc:
+                log.error("maintenance failed, retrying: %s", exc)
+            await anyio.sleep(tick)
+            since_rescue += tick
