@@ -10,11 +10,12 @@ from daemon.errors import (
     InvalidPayload,
     InvalidRunId,
     PayloadTooLarge,
+    RunFinished,
     RunNotFound,
     TaskdError,
     UnknownTask,
 )
-from daemon.models import Attempt, AttemptOutcome, Run, RunStatus
+from daemon.models import Attempt, AttemptOutcome, Health, Run, RunStatus
 from daemon.sdk.context import Context
 from daemon.sdk.retry import Retry
 from daemon.sdk.task import Queue, TaskDefinition, task
@@ -26,12 +27,14 @@ __all__ = [
     "Client",
     "ConfigError",
     "Context",
+    "Health",
     "InvalidPayload",
     "InvalidRunId",
     "PayloadTooLarge",
     "Queue",
     "Retry",
     "Run",
+    "RunFinished",
     "RunNotFound",
     "RunStatus",
     "TaskDefinition",

@@ -17,6 +17,7 @@ from daemon.client import Client
 from daemon.config import Settings
 from daemon.embedded import embedded_dsn
 from daemon.logs import log_event
+from daemon.notify import SystemdNotifier
 from daemon.sdk.current import set_current_client
 from daemon.sdk.registry import Registry
 from daemon.store.database import DatabaseError, InterfaceError, connect, create_pool
@@ -64,6 +65,7 @@ class Daemon:
         self.lock: WorkerLock | None = None
         self.maintenance: Maintenance | None = None
         self._stopping = False
+        self.notifier = SystemdNotifier.from_environment()
 
     async def run(
         self,
@@ -113,6 +115,7 @@ class Daemon:
                 await group.start(self.listener.run)
                 group.start_soon(self._heartbeat, store)
                 group.start_soon(self.maintenance.run)
+                group.start_soon(self.notifier.run_watchdog, self.status_line)
                 if handle_signals:  # before ready: a SIGTERM right after READY must drain
                     await group.start(self._watch_signals)
                 log_event(
@@ -123,6 +126,7 @@ class Daemon:
                     worker_id=str(self.worker_id),
                     tasks=served.ids,
                 )
+                self.notifier.ready(self.status_line())
                 task_status.started(self)
                 await self.pool.run()
                 group.cancel_scope.cancel()
@@ -139,6 +143,18 @@ class Daemon:
                         await pool.close()
                     if closing.cancelled_caught:
                         pool.terminate()
+
+    def status_line(self) -> str:
+        """Live counts for systemd's STATUS= (shown by `systemctl status taskd`)."""
+        if self.pool is None:
+            return "starting"
+        listener = "up" if self.listener is not None and self.listener.up else "DOWN"
+        lock = "held" if self.lock is not None and self.lock.held else "LOST"
+        return (
+            f"{self.pool.in_use}/{self.pool.capacity} running, "
+            f"{self.pool.completed_total} done; listener {listener}, worker lock {lock}, "
+            f"loop lag max {self.notifier.max_lag * 1000:.0f} ms"
+        )
 
     def _on_wake(self, queue: str) -> None:
         # a queue this daemon serves; other queues' enqueues are not its business
@@ -166,6 +182,7 @@ class Daemon:
             return
         self._stopping = True
         log.info("stopping: no new claims")
+        self.notifier.stopping(f"draining: {self.status_line()}")
         await self.pool.drain(self.settings.worker.shutdown_grace if grace is None else grace)
 
     async def _watch_signals(

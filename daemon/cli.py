@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import orjson
 from daemon.config import Settings, load_settings
 from daemon.errors import ConfigError, TaskdError, UnknownTask
 from daemon.logs import configure_logging
-from daemon.models import Run, RunStatus
+from daemon.models import Health, Run, RunStatus
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -103,9 +103,60 @@ def cmd_trigger(args: argparse.Namespace) -> None:
             max_attempts=args.max_attempts,
             tags=args.tag or (),
             queue=args.queue,
+            ttl=args.ttl,
         )
 
     print(_with_client(args, trigger))
+
+
+def cmd_runs_cancel(args: argparse.Namespace) -> None:
+    status: RunStatus = _with_client(args, lambda client: client.cancel(args.id))
+    if status is RunStatus.CANCELED:
+        print("canceled")
+    else:
+        print("cancel requested: the run is executing; its worker cancels it")
+
+
+def cmd_runs_replay(args: argparse.Namespace) -> None:
+    print(_with_client(args, lambda client: client.replay(args.id)))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    health: Health = _with_client(args, lambda client: client.health())
+    if args.json:
+        print(orjson.dumps(health.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+        return
+    now = datetime.now(UTC)
+    print(f"workers: {len(health.workers)} live, {health.executing} run(s) executing")
+    if health.workers:
+        _table(
+            ("WORKER", "HOST", "PID", "VERSION", "UP SINCE", "HEARTBEAT", "EXECUTING"),
+            [
+                (
+                    str(w.id),
+                    w.host,
+                    str(w.pid),
+                    w.version,
+                    _when(w.started_at),
+                    f"{(now - w.heartbeat_at).total_seconds():.0f}s ago",
+                    f"{w.executing}/{w.concurrency}",
+                )
+                for w in health.workers
+            ],
+        )
+    oldest = f"{(now - health.oldest_due).total_seconds():.1f}s" if health.oldest_due else "none"
+    print(f"\nqueues: oldest due run waiting {oldest}")
+    if health.queues:
+        _table(
+            ("QUEUE", "DUE", "DELAYED", "OLDEST DUE"),
+            [(q.queue, str(q.due), str(q.delayed), _when(q.oldest_due)) for q in health.queues],
+        )
+    if health.unserved:
+        print("\nqueued runs of tasks no live worker serves")
+        _table(
+            ("TASK", "QUEUED", "OLDEST"),
+            [(u.task_id, str(u.queued), _when(u.oldest)) for u in health.unserved],
+        )
 
 
 def cmd_runs_list(args: argparse.Namespace) -> None:
@@ -148,6 +199,12 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     ]
     if run.tags:
         lines.append(f"tags      {', '.join(run.tags)}")
+    if run.expires_at:
+        lines.append(f"expires   {_when(run.expires_at)} (ttl: if not started by then)")
+    if run.cancel_requested_at and run.status is RunStatus.EXECUTING:
+        lines.append(f"cancel    requested {_when(run.cancel_requested_at)}")
+    if run.replayed_from:
+        lines.append(f"replays   {run.replayed_from}")
     lines.append(f"payload   {orjson.dumps(run.payload).decode()}")
     if run.output is not None:
         lines.append(f"output    {orjson.dumps(run.output).decode()}")
@@ -256,6 +313,7 @@ def _parser() -> argparse.ArgumentParser:
     trigger.add_argument("--max-attempts", type=int, help="override the task's retry attempts")
     trigger.add_argument("--tag", action="append", help="tag the run (repeatable)")
     trigger.add_argument("--queue", help="override the task's queue")
+    trigger.add_argument("--ttl", help="expire the run if it has not started within this: 1h")
     trigger.set_defaults(handler=cmd_trigger)
 
     runs = commands.add_parser("runs", help="list and inspect runs").add_subparsers(
@@ -273,6 +331,18 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=cmd_runs_show)
+    cancel = runs.add_parser("cancel", parents=[common], help="cancel a queued or running run")
+    cancel.add_argument("id")
+    cancel.set_defaults(handler=cmd_runs_cancel)
+    replay = runs.add_parser("replay", parents=[common], help="run again with the same payload")
+    replay.add_argument("id")
+    replay.set_defaults(handler=cmd_runs_replay)
+
+    status = commands.add_parser(
+        "status", parents=[common], help="workers, queue depths, the oldest waiting run"
+    )
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
     return parser
 
 

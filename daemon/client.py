@@ -16,7 +16,7 @@ from daemon.config import DatabaseSettings
 from daemon.durations import Duration, to_seconds
 from daemon.errors import InvalidPayload, PayloadTooLarge, RunFinished, RunNotFound
 from daemon.ids import new_run_id, parse_run_id
-from daemon.models import Run, RunStatus
+from daemon.models import Health, QueueDepth, Run, RunStatus, UnservedTask, WorkerInfo
 from daemon.sdk.current import reset_current_client, set_current_client
 from daemon.sdk.task import TaskDefinition
 from daemon.store.database import create_pool
@@ -194,6 +194,21 @@ class Client:
             task_id=task_id,
             before=parse_run_id(before) if before is not None else None,
             limit=limit,
+        )
+
+    async def health(self) -> Health:
+        """Live workers, queue depths, the oldest due run, and runs no live worker serves."""
+        workers = [WorkerInfo(**w) for w in await self._store.worker_list()]
+        queues = [QueueDepth(**q) for q in await self._store.queue_depths()]
+        served = sorted({task for worker in workers for task in worker.tasks})
+        unserved = [UnservedTask(**u) for u in await self._store.run_count_unserved(served)]
+        due = [q.oldest_due for q in queues if q.oldest_due is not None]
+        return Health(
+            workers=workers,
+            queues=queues,
+            unserved=unserved,
+            executing=sum(w.executing for w in workers),
+            oldest_due=min(due) if due else None,
         )
 
     async def _payload_limit(self) -> int:

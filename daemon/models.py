@@ -80,6 +80,47 @@ class Run(BaseModel):
     attempts: list[Attempt] = []
 
 
+class WorkerInfo(BaseModel):
+    id: uuid.UUID
+    host: str
+    pid: int
+    version: str
+    concurrency: int
+    queues: list[str]
+    tasks: list[str]
+    started_at: datetime
+    heartbeat_at: datetime
+    executing: int
+
+
+class QueueDepth(BaseModel):
+    queue: str
+    due: int
+    """Queued runs whose time has come."""
+    delayed: int
+    """Queued runs waiting for their run_at (delays, retry backoffs)."""
+    oldest_due: datetime | None
+
+
+class UnservedTask(BaseModel):
+    """Queued runs of a task that no live worker serves."""
+
+    task_id: str
+    queued: int
+    oldest: datetime
+
+
+class Health(BaseModel):
+    """What `taskd status` prints (and the admin endpoint serves)."""
+
+    workers: list[WorkerInfo]
+    queues: list[QueueDepth]
+    unserved: list[UnservedTask]
+    executing: int
+    oldest_due: datetime | None
+    """The oldest queued run whose time has come, over all queues."""
+
+
 @dataclass(slots=True)
 class ClaimedRun:
     """A run this daemon has just claimed (holds its lease)."""

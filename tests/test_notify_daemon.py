@@ -1,0 +1,112 @@
+"""The real daemon speaks sd_notify: READY after reconciliation and LISTEN, STATUS, a
+watchdog fed from the event loop (silent while a task blocks it), STOPPING on SIGTERM."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import anyio
+
+from daemon import Client
+from tests.conftest import ROOT, wait_for, wait_for_run
+
+TASKS = """
+import time
+from daemon import task
+
+@task(id="notify.block")
+async def block(payload, ctx):
+    time.sleep(1.0)  # blocks the event loop on purpose
+    return "done"
+"""
+
+
+class Receiver:
+    """Collects (monotonic time, message) from a unix datagram socket, as systemd would."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            for line in data.decode().splitlines():
+                self.messages.append((time.monotonic(), line))
+
+    def times(self, prefix: str) -> list[float]:
+        return [at for at, line in list(self.messages) if line.startswith(prefix)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+async def test_the_daemon_notifies_systemd(database: str, tmp_path: Path) -> None:
+    (tmp_path / "notify_tasks.py").write_text(TASKS)
+    receiver = Receiver(tmp_path / "notify.sock")
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+        "WATCHDOG_USEC": "200000",  # WatchdogSec=0.2s: a WATCHDOG=1 every 0.1 s
+        "TASKD_DATABASE__URL": database,
+        "TASKD_TASKS__MODULES": '["notify_tasks"]',
+        "TASKD_LOG__FORMAT": "json",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("WATCHDOG_PID", None)
+    process = await anyio.open_process(
+        [sys.executable, "-m", "daemon", "run"], cwd=tmp_path, env=env
+    )
+    try:
+        await wait_for(lambda: _has(receiver, "READY=1"), timeout=20)
+        async with Client.connect(database) as client:
+            worker = await client.health()
+            assert len(worker.workers) == 1, "READY=1 comes after the worker is registered"
+            ready_status = [m for _, m in receiver.messages if m.startswith("STATUS=")]
+            assert ready_status and "running" in ready_status[0]
+            await wait_for(lambda: _count(receiver, "WATCHDOG=1", 3), timeout=5)
+
+            run_id = await client.trigger("notify.block", {})
+            run = await wait_for_run(client, run_id, timeout=10)
+            assert run.output == "done"
+            watchdogs = receiver.times("WATCHDOG=1")
+            gaps = [b - a for a, b in itertools.pairwise(watchdogs)]
+            assert max(gaps) >= 0.9, "no WATCHDOG=1 while the task blocked the loop"
+            await wait_for(lambda: _count(receiver, "WATCHDOG=1", len(watchdogs) + 2), timeout=5)
+
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            code = await process.wait()
+        assert code == 0
+        assert receiver.times("STOPPING=1"), receiver.messages
+        assert receiver.times("READY=1")[0] < receiver.times("STOPPING=1")[0]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        receiver.close()
+
+
+async def _has(receiver: Receiver, prefix: str) -> bool:
+    return bool(receiver.times(prefix))
+
+
+async def _count(receiver: Receiver, prefix: str, n: int) -> bool:
+    return len(receiver.times(prefix)) >= n
