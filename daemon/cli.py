@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -58,6 +59,9 @@ def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
         if settings.log.format == "auto":
             settings.log.format = "text"
     configure_logging(settings.log.level, settings.log.format)
+    # systemd's watchdog kills a blocked daemon with SIGABRT: print every thread's stack first,
+    # so the journal shows which task's synchronous code blocked the loop.
+    faulthandler.enable()
     registry = Registry.from_modules(settings.tasks.modules)
     code = _run_guarded(lambda: run_daemon(settings, registry))
     if code:

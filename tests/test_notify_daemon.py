@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.abc
 
 from daemon import Client
 from tests.conftest import ROOT, wait_for, wait_for_run
@@ -110,3 +111,66 @@ async def _has(receiver: Receiver, prefix: str) -> bool:
 
 async def _count(receiver: Receiver, prefix: str, n: int) -> bool:
     return len(receiver.times(prefix)) >= n
+
+
+SLOW_TASKS = """
+import anyio
+from daemon import task
+
+@task(id="drain.slow")
+async def slow(payload, ctx):
+    await anyio.sleep(60)
+"""
+
+
+async def test_a_second_sigint_cancels_at_once(database: str, tmp_path: Path) -> None:
+    (tmp_path / "slow_tasks.py").write_text(SLOW_TASKS)
+    env = {
+        **os.environ,
+        "TASKD_DATABASE__URL": database,
+        "TASKD_TASKS__MODULES": '["slow_tasks"]',
+        "TASKD_WORKER__SHUTDOWN_GRACE": "60s",  # the first SIGINT alone would wait a minute
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("NOTIFY_SOCKET", None)
+    process = await anyio.open_process(
+        [sys.executable, "-m", "daemon", "run"], cwd=tmp_path, env=env
+    )
+    try:
+        async with Client.connect(database) as client:
+            await wait_for(lambda: _workers(client), timeout=20)
+            run_id = await client.trigger("drain.slow", {})
+            await wait_for(lambda: _executing(client, run_id), timeout=10)
+            process.send_signal(signal.SIGINT)
+            await _read_until(process, b"received SIGINT: draining")
+            assert process.returncode is None, "the first SIGINT drains: the run keeps running"
+            stopped_at = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(10):
+                code = await process.wait()
+            assert code == 0 and time.monotonic() - stopped_at < 5
+            run = await client.get_run(run_id)
+        assert run.status == "queued" and run.attempt == 0, "handed back, attempt not spent"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _read_until(process: anyio.abc.Process, marker: bytes) -> None:
+    assert process.stdout is not None
+    seen = b""
+    with anyio.fail_after(10):
+        async for chunk in process.stdout:
+            seen += chunk
+            if marker in seen:
+                return
+    raise AssertionError(f"{marker!r} never logged: {seen[-2000:]!r}")
+
+
+async def _workers(client: Client) -> bool:
+    return bool((await client.health()).workers)
+
+
+async def _executing(client: Client, run_id: object) -> bool:
+    return (await client.get_run(run_id)).status == "executing"  # type: ignore[arg-type]
