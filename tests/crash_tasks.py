@@ -1,0 +1,64 @@
+"""Tasks for the crash tests (loaded by `taskd run` with ``TASKD_TASKS__MODULES``).
+
+Each one leaves a side-effect row in ``crash_effects`` (created by the test) in the daemon's
+own database, through the daemon's pool, so a test can tell which attempts reached their side
+effect: ``(run_id, attempt, worker_pid, at)``.
+
+``crash.work``: a short run (5-40 ms, random). ``crash.slow``: a long one (``seconds`` in the
+payload, 2 s by default); it writes its effect after the sleep, so an attempt interrupted by a
+kill or a drain leaves none.
+
+No backoff between attempts: a rescued run is due again at once, so what the tests time is the
+engine's rescue, not a retry delay.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import anyio
+
+from daemon import Context, Retry, task
+from daemon.sdk.current import current_client
+
+CREATE_EFFECTS = """
+CREATE TABLE IF NOT EXISTS crash_effects (
+    run_id     uuid NOT NULL,
+    attempt    int NOT NULL,
+    worker_pid int NOT NULL,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+NO_BACKOFF = Retry(max_attempts=20, min_delay=0, max_delay=0, jitter=False)
+
+# CRASH_TASKS_SEED makes the sleeps of one process reproducible (the pid keeps two daemons
+# started with the same seed from sleeping in lockstep).
+_random = random.Random(f"{os.environ.get('CRASH_TASKS_SEED', '')}:{os.getpid()}")
+
+
+async def _effect(ctx: Context) -> None:
+    await current_client().pool.execute(
+        "INSERT INTO crash_effects (run_id, attempt, worker_pid, at)"
+        " VALUES ($1, $2, $3, clock_timestamp())",
+        ctx.run_id,
+        ctx.attempt,
+        os.getpid(),
+    )
+
+
+@task(id="crash.work", retry=NO_BACKOFF)
+async def work(payload: Any, ctx: Context) -> dict[str, int]:
+    await anyio.sleep(_random.uniform(0.005, 0.040))
+    await _effect(ctx)
+    return {"attempt": ctx.attempt}
+
+
+@task(id="crash.slow", retry=NO_BACKOFF)
+async def slow(payload: Any, ctx: Context) -> dict[str, int]:
+    seconds = payload.get("seconds", 2.0) if isinstance(payload, dict) else 2.0
+    await anyio.sleep(seconds)
+    await _effect(ctx)
+    return {"attempt": ctx.attempt}

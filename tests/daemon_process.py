@@ -1,0 +1,319 @@
+"""`taskd run` as real subprocesses for the crash tests: start, read, kill, restart.
+
+``async with daemons() as group:`` gives a ``Daemons`` whose ``start(dsn, ...)`` launches
+``.venv/bin/taskd run`` from the repository root with ``tests.crash_tasks`` loaded; stdout and
+stderr are read as they come (no pipe fills up) and the JSON log lines are parsed. Every
+process still running when the block ends is SIGKILLed and reaped, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+from anyio.abc import ByteReceiveStream, Process, TaskGroup
+
+from tests.conftest import wait_for
+from tests.crash_tasks import CREATE_EFFECTS
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKD = Path(sys.executable).parent / "taskd"
+
+Record = dict[str, Any]
+# a test run under systemd must not make the daemons talk to it
+SYSTEMD_VARIABLES = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
+
+
+class DaemonProcess:
+    """One `taskd run`: its output so far, its parsed log records, its worker id once ready."""
+
+    def __init__(self, process: Process, name: str) -> None:
+        self.process = process
+        self.name = name
+        self.spawned_at = time.time()
+        """Wall clock at spawn, comparable with the database's timestamps (same machine)."""
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.records: list[Record] = []
+        self.ready_record: Record | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    @property
+    def worker_id(self) -> str:
+        assert self.ready_record is not None, f"{self.name} is not ready yet"
+        worker_id: str = self.ready_record["worker_id"]
+        return worker_id
+
+    async def pump(self, stream: ByteReceiveStream | None, lines: list[str]) -> None:
+        assert stream is not None
+        pending = b""
+        async for chunk in stream:
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                self._line(raw.decode(errors="replace"), lines)
+        if pending:
+            self._line(pending.decode(errors="replace"), lines)
+
+    def _line(self, line: str, lines: list[str]) -> None:
+        lines.append(line)
+        if lines is self.stdout:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return
+            if isinstance(record, dict) and isinstance(record.get("msg"), str):
+                self.records.append(record)
+
+    def output(self, last: int = 60) -> str:
+        """The last lines of stdout and stderr, for assertion messages."""
+        return (
+            f"--- {self.name} (pid {self.pid}, exit {self.process.returncode}) stdout:\n"
+            + "\n".join(self.stdout[-last:])
+            + "\n--- stderr:\n"
+            + "\n".join(self.stderr[-last:])
+        )
+
+    def find(self, matches: Callable[[Record], bool]) -> list[Record]:
+        return [r for r in self.records if matches(r)]
+
+    async def wait_for_record(
+        self, matches: Callable[[Record], bool], *, timeout: float = 20
+    ) -> Record:
+        async def check() -> Record | None:
+            found = next((r for r in self.records if matches(r)), None)
+            if found is None and self.process.returncode is not None:
+                raise AssertionError(f"taskd exited first\n{self.output()}")
+            return found
+
+        try:
+            found: Record = await wait_for(check, timeout=timeout, interval=0.005)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.output()}") from None
+        return found
+
+    async def ready(self, timeout: float = 20) -> Record:
+        """Wait for the "taskd ready" line; returns it (it carries ``worker_id``)."""
+        self.ready_record = await self.wait_for_record(
+            lambda r: r["msg"].startswith("taskd ready"), timeout=timeout
+        )
+        return self.ready_record
+
+    async def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.alive:
+            self.process.kill()
+        with anyio.fail_after(10):
+            await self.process.wait()
+
+    async def stop(self, signum: int | None = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send ``signum`` (None: already sent); return the exit code once the process ends."""
+        if signum is not None and self.alive:
+            self.process.send_signal(signum)
+        with anyio.fail_after(timeout):
+            return await self.process.wait()
+
+
+class Daemons:
+    def __init__(self, group: TaskGroup) -> None:
+        self._group = group
+        self.started: list[DaemonProcess] = []
+
+    async def start(
+        self,
+        dsn: str,
+        *,
+        concurrency: int = 20,
+        lease: str = "3s",
+        heartbeat: str = "1s",
+        poll_interval: str = "0.2s",
+        shutdown_grace: str = "5s",
+        seed: int | None = None,
+        **env: str,
+    ) -> DaemonProcess:
+        environment = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("TASKD_") and k not in SYSTEMD_VARIABLES
+        }
+        environment |= {
+            "TASKD_DATABASE__URL": dsn,
+            "TASKD_TASKS__MODULES": '["tests.crash_tasks"]',
+            "TASKD_WORKER__CONCURRENCY": str(concurrency),
+            "TASKD_WORKER__LEASE": lease,
+            "TASKD_WORKER__HEARTBEAT": heartbeat,
+            "TASKD_WORKER__POLL_INTERVAL": poll_interval,
+            "TASKD_WORKER__SHUTDOWN_GRACE": shutdown_grace,
+            "TASKD_LOG__FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        if seed is not None:
+            environment["CRASH_TASKS_SEED"] = str(seed)
+        process = await anyio.open_process([str(TASKD), "run"], cwd=ROOT, env=environment)
+        daemon = DaemonProcess(process, f"daemon #{len(self.started) + 1}")
+        self.started.append(daemon)
+        self._group.start_soon(daemon.pump, process.stdout, daemon.stdout)
+        self._group.start_soon(daemon.pump, process.stderr, daemon.stderr)
+        return daemon
+
+    def output(self) -> str:
+        return "\n".join(d.output(last=30) for d in self.started)
+
+
+@asynccontextmanager
+async def daemons() -> AsyncIterator[Daemons]:
+    async with anyio.create_task_group() as group:
+        started = Daemons(group)
+        try:
+            yield started
+        finally:
+            with anyio.CancelScope(shield=True):
+                for daemon in started.started:
+                    if daemon.alive:
+                        daemon.process.kill()
+                for daemon in started.started:
+                    with anyio.move_on_after(10):
+                        await daemon.process.wait()
+                    await daemon.process.aclose()
+
+
+# database helpers ---------------------------------------------------------------------------
+
+
+async def create_effects_table(dsn: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(CREATE_EFFECTS)
+    finally:
+        await connection.close()
+
+
+async def count_runs(connection: asyncpg.Connection) -> dict[str, int]:
+    rows = await connection.fetch("SELECT status, count(*) AS n FROM taskd.runs GROUP BY status")
+    return {row["status"]: row["n"] for row in rows}
+
+
+async def wait_all_completed(
+    connection: asyncpg.Connection,
+    total: int,
+    serving: Sequence[DaemonProcess],
+    *,
+    timeout: float,
+) -> None:
+    """Wait until ``total`` runs are completed; fail at once if a serving daemon exits."""
+
+    async def check() -> bool:
+        for daemon in serving:
+            if not daemon.alive:
+                raise AssertionError(
+                    f"{daemon.name} exited while runs were left: {await count_runs(connection)}"
+                    f"\n{daemon.output()}"
+                )
+        return (await count_runs(connection)).get("completed", 0) == total
+
+    try:
+        await wait_for(check, timeout=timeout, interval=0.05)
+    except AssertionError as exc:
+        if "exited while" in str(exc):
+            raise
+        output = "\n".join(d.output(last=30) for d in serving)
+        raise AssertionError(f"{exc}: {await count_runs(connection)}\n{output}") from None
+
+
+async def check_completed_once(
+    connection: asyncpg.Connection,
+    run_ids: list[Any],
+    *,
+    allowed_failures: frozenset[str] = frozenset({"lost"}),
+) -> dict[str, Any]:
+    """The invariants every crash test ends with; returns figures about the attempts.
+
+    Every run is ``completed``, with exactly one attempts row whose outcome is completed, the
+    last one; attempt numbers are 1..n without a gap and ``runs.attempt`` is n; every earlier
+    attempt's outcome is in ``allowed_failures``; the completing attempt left its side effect
+    (and every completed run at least one); nothing is ``executing``; no run is missing.
+    """
+    problems: list[str] = []
+
+    def problem(text: str) -> None:
+        if len(problems) < 20:
+            problems.append(text)
+
+    statuses = await count_runs(connection)
+    total = sum(statuses.values())
+    if total != len(run_ids):
+        problem(f"{total} runs in taskd.runs, {len(run_ids)} triggered")
+    if statuses.get("executing"):
+        problem(f"{statuses['executing']} run(s) still executing")
+    if statuses.get("completed", 0) != len(run_ids):
+        problem(f"run statuses {statuses}: not all {len(run_ids)} completed")
+
+    rows = await connection.fetch(
+        """
+        SELECT r.id, r.status, r.attempt AS run_attempt,
+               coalesce(array_agg(a.attempt ORDER BY a.attempt)
+                        FILTER (WHERE a.attempt IS NOT NULL), '{}') AS attempts,
+               coalesce(array_agg(a.outcome ORDER BY a.attempt)
+                        FILTER (WHERE a.attempt IS NOT NULL), '{}') AS outcomes
+          FROM taskd.runs r
+          LEFT JOIN taskd.attempts a ON a.run_id = r.id
+         WHERE r.id = ANY($1::uuid[])
+         GROUP BY r.id
+        """,
+        run_ids,
+    )
+    if len(rows) != len(run_ids):
+        problem(f"only {len(rows)} of {len(run_ids)} triggered runs exist")
+    outcomes_seen: dict[str, int] = {}
+    completing: dict[Any, int] = {}
+    for row in rows:
+        attempts, outcomes = list(row["attempts"]), list(row["outcomes"])
+        for outcome in outcomes:
+            outcomes_seen[outcome] = outcomes_seen.get(outcome, 0) + 1
+        if attempts != list(range(1, len(attempts) + 1)):
+            problem(f"run {row['id']}: attempt numbers {attempts}")
+        if outcomes.count("completed") != 1 or outcomes[-1:] != ["completed"]:
+            problem(f"run {row['id']} ({row['status']}): attempt outcomes {outcomes}")
+        elif not set(outcomes[:-1]) <= allowed_failures:
+            problem(f"run {row['id']}: attempt outcomes {outcomes}")
+        if row["run_attempt"] != len(attempts):
+            problem(f"run {row['id']}: runs.attempt {row['run_attempt']}, attempts {attempts}")
+        if attempts:
+            completing[row["id"]] = attempts[-1]
+
+    effects = await connection.fetch(
+        "SELECT run_id, array_agg(DISTINCT attempt) AS attempts FROM crash_effects GROUP BY run_id"
+    )
+    effect_attempts = {row["run_id"]: set(row["attempts"]) for row in effects}
+    no_effect = [run_id for run_id in completing if run_id not in effect_attempts]
+    if no_effect:
+        problem(f"{len(no_effect)} completed run(s) without a side effect, e.g. {no_effect[:3]}")
+    missing = [
+        (run_id, attempt)
+        for run_id, attempt in completing.items()
+        if run_id in effect_attempts and attempt not in effect_attempts[run_id]
+    ]
+    if missing:
+        problem(
+            f"{len(missing)} completing attempt(s) without their side effect, e.g. {missing[:3]}"
+        )
+    assert not problems, "\n".join(problems)
+    effect_rows = await connection.fetchval("SELECT count(*) FROM crash_effects")
+    return {"outcomes": outcomes_seen, "effect_rows": effect_rows}

