@@ -20,7 +20,7 @@ from daemon.logs import log_event
 from daemon.notify import SystemdNotifier
 from daemon.sdk.current import set_current_client
 from daemon.sdk.registry import Registry
-from daemon.store.database import DatabaseError, InterfaceError, connect, create_pool
+from daemon.store.database import DB_ERRORS, connect, create_pool
 from daemon.store.migrations import apply_migrations
 from daemon.store.store import Store
 from daemon.worker.listener import CANCEL_CHANNEL, WAKEUP_CHANNEL, Listener
@@ -133,7 +133,7 @@ class Daemon:
             try:
                 with anyio.fail_after(5):
                     await store.worker_stop(self.worker_id)
-            except (DatabaseError, InterfaceError, OSError, TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("could not record the worker's stop: %s", exc)
             log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
         finally:
@@ -206,7 +206,7 @@ class Daemon:
             try:
                 held = self.pool.running_ids() if self.pool is not None else []
                 await store.worker_heartbeat(self.worker_id, self.settings.worker.lease, held)
-            except (DatabaseError, InterfaceError, OSError, TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 log.error("heartbeat failed: %s", exc)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -62,6 +63,7 @@ def server_dsn() -> Iterator[str]:
     server.ensure_postgres_running()
     yield server.get_uri()
     server.cleanup()
+    shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

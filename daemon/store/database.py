@@ -113,5 +113,16 @@ def refuses_data(exc: BaseException) -> bool:
     return False
 
 
+# Everything a database call can raise when the database or the connection fails: worth
+# retrying later. InternalClientError is asyncpg's error for a connection cut in the middle
+# of an operation ("cannot switch to state ..."); it derives from neither of the others.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 DatabaseError = asyncpg.PostgresError
 InterfaceError = asyncpg.InterfaceError

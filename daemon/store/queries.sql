@@ -148,7 +148,7 @@ WITH lost AS (
                          WHEN r.attempt >= lost.max_attempts THEN 'failed'
                          ELSE 'queued' END,
            error = lost.error,
-           run_at = now(),
+           -- run_at unchanged: the run was due long ago and resumes ahead of newer runs
            finished_at = CASE WHEN lost.cancel_requested_at IS NULL
                                AND r.attempt < lost.max_attempts THEN NULL ELSE now() END,
            worker_id = NULL,

@@ -15,13 +15,12 @@ import anyio
 
 from daemon.config import WorkerSettings
 from daemon.logs import log_event
-from daemon.store.database import DatabaseError, InterfaceError
+from daemon.store.database import DB_ERRORS
 from daemon.store.store import Store
 
 log = logging.getLogger("taskd.maintenance")
 
 BATCH = 1000
-_DB_ERRORS = (DatabaseError, InterfaceError, OSError, TimeoutError)
 
 
 class Maintenance:
@@ -128,7 +127,7 @@ class Maintenance:
                     since_rescue = 0.0
                     await self.rescue_once()
                     await self.fail_unknown_once()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 log.error("maintenance failed, retrying: %s", exc)
             await anyio.sleep(tick)
             since_rescue += tick

@@ -28,13 +28,12 @@ from daemon.config import WorkerSettings
 from daemon.logs import log_event
 from daemon.models import ClaimedRun, Outcome, RunStatus
 from daemon.sdk.registry import Registry
-from daemon.store.database import DatabaseError, InterfaceError, refuses_data
+from daemon.store.database import DB_ERRORS, DatabaseError, refuses_data
 from daemon.store.store import Store
 from daemon.worker.executor import crashed, execute, unstorable
 
 log = logging.getLogger("taskd.pool")
 
-_DB_ERRORS = (DatabaseError, InterfaceError, OSError, TimeoutError)
 _MAX_BACKOFF = 5.0
 _MAX_RETRY_TIMERS = 10_000
 # After the runs have ended at shutdown, how long the completer keeps trying to write what
@@ -193,7 +192,7 @@ class WorkerPool:
                     claimed = await self._store.run_claim(
                         self._task_ids, self._queues, limit, self._worker_id, self._settings.lease
                     )
-                except _DB_ERRORS as exc:
+                except DB_ERRORS as exc:
                     failures += 1
                     delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
                     log_event(log, logging.ERROR, f"claim failed, retrying in {delay:.2g}s: {exc}")
@@ -253,7 +252,7 @@ class WorkerPool:
             await anyio.sleep(CANCEL_POLL_INTERVAL)
             try:
                 await self.check_cancels()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 log.warning("cancel check failed: %s", exc)
 
     async def _wait_idle(self) -> None:
@@ -336,7 +335,7 @@ class WorkerPool:
                     log_event(log, logging.ERROR, f"outcome batch refused: {exc}")
                     await self._write_one_by_one(outcomes, handbacks)
                     outcomes, handbacks = [], []
-                except _DB_ERRORS as exc:
+                except DB_ERRORS as exc:
                     # Keep the outcomes: they are written when the database is back.
                     failures += 1
                     if not await self._backoff(failures, len(outcomes) + len(handbacks), exc):
@@ -374,7 +373,7 @@ class WorkerPool:
         for outcome in outcomes:
             try:
                 await self._write_outcomes([outcome])
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 if not refuses_data(exc):
                     self._outcomes.append(outcome)  # retried with the next flush
                 elif outcome.replaces_refused:

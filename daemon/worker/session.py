@@ -15,12 +15,10 @@ import asyncpg
 from anyio.abc import TaskStatus
 
 from daemon.config import DatabaseSettings
-from daemon.store.database import connect
+from daemon.store.database import DB_ERRORS, connect
 
 PROBE_INTERVAL = 15.0
 PROBE_TIMEOUT = 5.0
-
-_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class DedicatedSession:
@@ -66,7 +64,7 @@ class DedicatedSession:
                     started = True
                     task_status.started()
                 await self._watch(connection, lost)
-            except _ERRORS as exc:
+            except DB_ERRORS as exc:
                 if self.up or failures == 0:
                     self._log.error("%s connection lost: %s", self._name, exc)
             finally:
