@@ -237,7 +237,8 @@ BEGIN
     END IF;
     UPDATE taskd.runs r
        SET status = 'canceled', finished_at = now(), cancel_requested_at = now(),
-           error = jsonb_build_object('type', 'Canceled', 'message', 'canceled before it started')
+           error = jsonb_build_object('type', 'Canceled',
+                                      'message', 'canceled while queued, before its next attempt')
      WHERE r.id = run_id;
     RETURN 'canceled';
 END
