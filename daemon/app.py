@@ -65,6 +65,7 @@ class Daemon:
         self.lock: WorkerLock | None = None
         self.maintenance: Maintenance | None = None
         self._stopping = False
+        self.declared_gone = False
         self.notifier = SystemdNotifier.from_environment()
 
     async def run(
@@ -89,14 +90,17 @@ class Daemon:
                 [(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in self.registry]
             )
             set_current_client(Client(db_pool))
-            self.pool = WorkerPool(store, served, settings.worker, self.worker_id)
+            self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
+            lock = self.lock
+            self.pool = WorkerPool(
+                store, served, settings.worker, self.worker_id, may_claim=lambda: lock.held
+            )
             self.listener = Listener(
                 self.dsn,
                 settings.database,
                 {WAKEUP_CHANNEL: self._on_wake, CANCEL_CHANNEL: self._on_cancel},
                 on_reconnect=self._on_listener_reconnect,
             )
-            self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
             self.maintenance = Maintenance(store, settings.worker, self.worker_id)
             async with anyio.create_task_group() as group:
                 # The lock before the worker row: a row without its lock reads as a gone worker.
@@ -204,10 +208,19 @@ class Daemon:
         while True:
             await anyio.sleep(interval)
             try:
-                held = self.pool.running_ids() if self.pool is not None else []
-                await store.worker_heartbeat(self.worker_id, self.settings.worker.lease, held)
+                held = self.pool.leases() if self.pool is not None else []
+                alive = await store.worker_heartbeat(
+                    self.worker_id, self.settings.worker.lease, held
+                )
             except DB_ERRORS as exc:
                 log.error("heartbeat failed: %s", exc)
+                continue
+            if not alive and self.pool is not None:
+                # Another daemon found this worker's lock free twice and handed its runs
+                # back: they are others' now. Stop at once; systemd restarts us (exit 1).
+                self.declared_gone = True
+                self.pool.abandon()
+                return
 
 
 def _describe(definition: Any) -> dict[str, Any]:
@@ -239,7 +252,8 @@ def run_daemon(settings: Settings, registry: Registry) -> int:
     except ImportError:
         pass
     anyio.run(daemon.run, backend="asyncio", backend_options=backend_options)
-    return 1 if daemon.pool is not None and daemon.pool.unwritten else 0
+    unwritten = daemon.pool is not None and daemon.pool.unwritten
+    return 1 if unwritten or daemon.declared_gone else 0
 
 
 __all__ = ["Daemon", "migrate", "resolve_dsn", "run_daemon"]

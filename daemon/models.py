@@ -133,6 +133,7 @@ class ClaimedRun:
     queue: str
     tags: list[str]
     cancel_requested: bool = False  # set by the pool when a cancel arrives for it
+    superseded: bool = False  # the run was handed back and claimed again: this attempt is moot
 
 
 @dataclass(slots=True)

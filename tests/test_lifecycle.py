@@ -157,7 +157,7 @@ async def test_a_run_not_started_within_its_ttl_expires(
             run = await wait_for_run(client, run_id, FINISHED, timeout=3)
             assert run.status is RunStatus.EXPIRED and run.attempts == []
             assert run.error["type"] == "Expired"
-    assert started.status is RunStatus.COMPLETED and started.expires_at is None
+    assert started.status is RunStatus.COMPLETED and started.expires_at is not None
 
 
 async def _older_than(db: asyncpg.Connection, run_id: uuid.UUID, seconds: float) -> bool:

@@ -6,6 +6,8 @@ the only way to put a NOTIFY or a shutdown exactly between a claim's query and i
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from urllib.parse import urlsplit
 
 import anyio
@@ -200,3 +202,139 @@ async def test_the_listener_reconnects_and_wakes_the_claimer(
 async def _reconnected(daemon: object) -> bool:
     listener = daemon.listener  # type: ignore[attr-defined]
     return bool(listener.up and listener.reconnects == 1)
+
+
+# second review: cancel and lease races ------------------------------------------------------
+
+FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED)
+
+
+async def test_a_task_raising_cancelled_error_itself_is_a_failed_attempt(
+    client: Client, start_daemon
+) -> None:
+    calls: list[int] = []
+
+    @task(id="raises-cancelled", retry=Retry(max_attempts=2, min_delay=0))
+    async def raises_cancelled(payload: None, ctx: Context) -> None:
+        calls.append(ctx.attempt)
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future  # a future some library cancelled: nobody cancelled this task
+
+    async with start_daemon([raises_cancelled], poll_interval=0.05):
+        run = await wait_for_run(client, await client.trigger(raises_cancelled), FINISHED)
+    assert calls == [1, 2], "not handed back forever"
+    assert run.status is RunStatus.FAILED and run.error["type"] == "CancelledError"
+
+
+async def test_a_cancel_accepted_during_a_failing_attempt_stops_its_retry(
+    client: Client, db: asyncpg.Connection, start_daemon
+) -> None:
+    attempts: list[int] = []
+
+    @task(id="fails-after-cancel", retry=Retry(max_attempts=3, min_delay=0, jitter=False))
+    async def fails_after_cancel(payload: None, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        await db.fetchval("SELECT taskd.cancel($1)", ctx.run_id)
+        raise RuntimeError("failed before the cancel landed")  # no await after the cancel
+
+    async with start_daemon([fails_after_cancel], poll_interval=0.05):
+        run = await wait_for_run(client, await client.trigger(fails_after_cancel), FINISHED)
+    assert attempts == [1] and run.status is RunStatus.CANCELED
+
+
+async def test_a_cancel_landing_before_the_first_step_cancels_the_run(
+    client: Client, start_daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+
+    @task(id="never-steps")
+    async def never_steps(payload: None, ctx: Context) -> None:
+        started.append(1)
+
+    real_claim = Store.run_claim
+    pools: list[object] = []
+
+    async def claim_then_cancel(self: Store, *args: object, **kwargs: object) -> object:
+        claimed = await real_claim(self, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        for run in claimed:  # a cancel NOTIFY handled in the same loop iteration as the reply
+            loop.call_soon(pools[0].cancel, run.id)  # type: ignore[attr-defined]
+        return claimed
+
+    monkeypatch.setattr(Store, "run_claim", claim_then_cancel)
+    async with start_daemon([never_steps], poll_interval=0.05) as daemon:
+        pools.append(daemon.pool)
+        run = await wait_for_run(client, await client.trigger(never_steps), FINISHED, timeout=5)
+        assert daemon.pool is not None and daemon.pool.in_use == 0
+    assert started == [] and run.status is RunStatus.CANCELED
+
+
+async def test_a_run_claimed_again_here_supersedes_its_stale_attempt(
+    client: Client, start_daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[int] = []
+    second_started = anyio.Event()
+
+    @task(id="outlives-lease", retry=Retry(max_attempts=5, min_delay=0, jitter=False))
+    async def outlives_lease(payload: None, ctx: Context) -> str:
+        attempts.append(ctx.attempt)
+        if ctx.attempt > 1:
+            second_started.set()
+            return f"done {ctx.attempt}"
+        await anyio.sleep(30)  # outlives its lease while the heartbeats fail
+        return "stale"
+
+    real_heartbeat = Store.worker_heartbeat
+
+    async def failing_until_reclaimed(self: Store, *args: object, **kwargs: object) -> bool:
+        if not second_started.is_set():
+            raise OSError("heartbeat cannot reach the database")
+        return await real_heartbeat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "worker_heartbeat", failing_until_reclaimed)
+    async with start_daemon([outlives_lease], heartbeat=0.2, lease=1, poll_interval=0.05):
+        run = await wait_for_run(client, await client.trigger(outlives_lease), timeout=15)
+    assert run.status is RunStatus.COMPLETED and run.output == "done 2"
+    assert [a.outcome for a in run.attempts] == ["lost", "completed"]
+    assert attempts == [1, 2]
+
+
+async def test_a_worker_without_its_lock_stops_claiming_and_stops_when_declared_gone(
+    client: Client, db: asyncpg.Connection, start_daemon
+) -> None:
+    executions: list[tuple[uuid.UUID, int]] = []
+
+    @task(id="held-work")
+    async def held_work(payload: int, ctx: Context) -> str:
+        executions.append((ctx.run_id, ctx.attempt))
+        await anyio.sleep(2 if payload == 1 else 0)
+        return "done"
+
+    async with start_daemon([held_work], heartbeat=0.3, lease=5, poll_interval=0.05) as b:
+        first = await client.trigger(held_work, 1)
+        await wait_for_run(client, first, (RunStatus.EXECUTING,), timeout=5)
+        assert b.lock is not None
+        # b's lock connection drops and cannot come back (max_connections reached, say)
+        b.lock._session._dsn = "postgresql://nobody@127.0.0.1:1/nowhere"
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND granted AND objid::bigint = ($1::bigint & 4294967295)",
+            b.lock.key,
+        )
+        await wait_for(lambda: _lock_lost(b))
+        second = await client.trigger(held_work, 2)  # b must not claim it without its lock
+        async with start_daemon([held_work], heartbeat=0.3, lease=5, poll_interval=0.05) as a:
+            runs = [await wait_for_run(client, r, FINISHED, timeout=10) for r in (first, second)]
+            await wait_for(lambda: _declared_gone(b))
+        assert all(r.status is RunStatus.COMPLETED for r in runs)
+        assert [r.attempts[-1].worker_id for r in runs] == [a.worker_id, a.worker_id]
+        assert [e for e in executions if e[0] == second] == [(second, 1)], "claimed by a only"
+
+
+async def _lock_lost(daemon: object) -> bool:
+    return not daemon.lock.held  # type: ignore[attr-defined]
+
+
+async def _declared_gone(daemon: object) -> bool:
+    return bool(daemon.declared_gone)  # type: ignore[attr-defined]

@@ -54,13 +54,17 @@ SELECT w.id, w.host, w.pid, w.version, w.concurrency, w.queues, w.tasks, w.start
  ORDER BY w.started_at;
 
 -- name: worker_heartbeat
--- One statement per daemon per interval, whatever the number of runs it holds ($3: their ids).
--- A worker marked gone while its lock connection was down comes back to life here.
-WITH beat AS (
-    UPDATE taskd.workers SET heartbeat_at = now(), stopped_at = NULL WHERE id = $1
+-- One statement per daemon per interval, whatever the number of runs it holds ($3, $4: their
+-- ids and attempts). Returns whether the worker was declared gone meanwhile (stopped_at set
+-- by another daemon's rescuer): it must then stop, its runs belong to others.
+WITH renewed AS (
+    UPDATE taskd.runs r SET lease_expires_at = now() + make_interval(secs => $2)
+      FROM unnest($3::uuid[], $4::int[]) AS h (id, attempt)
+     WHERE r.id = h.id AND r.attempt = h.attempt AND r.worker_id = $1
+       AND r.status = 'executing'
 )
-UPDATE taskd.runs SET lease_expires_at = now() + make_interval(secs => $2)
- WHERE id = ANY($3::uuid[]) AND worker_id = $1 AND status = 'executing';
+UPDATE taskd.workers SET heartbeat_at = now() WHERE id = $1
+RETURNING stopped_at IS NOT NULL AS gone;
 
 -- name: worker_stop
 UPDATE taskd.workers SET stopped_at = now(), heartbeat_at = now() WHERE id = $1;
@@ -97,12 +101,15 @@ WITH outcome AS (
         AS o (id, attempt, status, attempt_outcome, output, error, retry_delay)
 ), updated AS (
     UPDATE taskd.runs r
-       SET status = o.status,
+       -- a cancel requested during the attempt wins over its retry
+       SET status = CASE WHEN o.status = 'queued' AND r.cancel_requested_at IS NOT NULL
+                         THEN 'canceled' ELSE o.status END,
            output = o.output::jsonb,
            error = o.error::jsonb,
            run_at = CASE WHEN o.status = 'queued'
                          THEN now() + make_interval(secs => o.retry_delay) ELSE r.run_at END,
-           finished_at = CASE WHEN o.status = 'queued' THEN NULL ELSE now() END,
+           finished_at = CASE WHEN o.status = 'queued' AND r.cancel_requested_at IS NULL
+                              THEN NULL ELSE now() END,
            worker_id = NULL,
            lease_expires_at = NULL
       FROM outcome o
@@ -174,6 +181,7 @@ SELECT rescued.id, rescued.status, rescued.lost_worker
 WITH due AS (
     SELECT id FROM taskd.runs
      WHERE status = 'queued' AND expires_at IS NOT NULL AND expires_at <= now()
+       AND started_at IS NULL  -- the ttl is about starting: retries never expire
      ORDER BY expires_at
      LIMIT $1
        FOR UPDATE SKIP LOCKED
@@ -239,9 +247,12 @@ SELECT task_id, count(*) AS queued, min(created_at) AS oldest
  GROUP BY task_id ORDER BY task_id;
 
 -- name: run_release_many
--- Hand runs back to the queue without spending an attempt (drain, shutdown).
+-- Hand runs back to the queue without spending an attempt (drain, shutdown); a run whose
+-- cancel was requested meanwhile ends canceled instead.
 UPDATE taskd.runs r
-   SET status = 'queued', attempt = r.attempt - 1, worker_id = NULL, lease_expires_at = NULL,
+   SET status = CASE WHEN r.cancel_requested_at IS NULL THEN 'queued' ELSE 'canceled' END,
+       finished_at = CASE WHEN r.cancel_requested_at IS NULL THEN NULL ELSE now() END,
+       attempt = r.attempt - 1, worker_id = NULL, lease_expires_at = NULL,
        attempt_started_at = NULL,
        started_at = CASE WHEN r.attempt = 1 THEN NULL ELSE r.started_at END
   FROM unnest($2::uuid[], $3::int[]) AS h (id, attempt)

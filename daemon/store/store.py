@@ -90,10 +90,18 @@ class Store:
         return [dict(row) for row in await self.pool.fetch(QUERIES["worker_list"])]
 
     async def worker_heartbeat(
-        self, worker_id: uuid.UUID, lease_seconds: float, run_ids: Sequence[uuid.UUID]
-    ) -> None:
-        """Mark the worker alive and extend the leases of the runs it holds."""
-        await self.pool.execute(QUERIES["worker_heartbeat"], worker_id, lease_seconds, run_ids)
+        self, worker_id: uuid.UUID, lease_seconds: float, leases: Sequence[tuple[uuid.UUID, int]]
+    ) -> bool:
+        """Mark the worker alive and extend its leases ((run id, attempt) pairs).
+
+        Returns False when the worker was declared gone by another daemon meanwhile.
+        """
+        ids = [run_id for run_id, _ in leases]
+        attempts = [attempt for _, attempt in leases]
+        gone = await self.pool.fetchval(
+            QUERIES["worker_heartbeat"], worker_id, lease_seconds, ids, attempts
+        )
+        return not gone
 
     async def worker_stop(self, worker_id: uuid.UUID) -> None:
         await self.pool.execute(QUERIES["worker_stop"], worker_id)

@@ -82,12 +82,15 @@ async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outc
         async with timeout:
             result = await definition.fn(payload, ctx)
         output = encode_output(result)
-    except asyncio.CancelledError:
-        if not run.cancel_requested:
-            raise  # a drain: the pool hands the run back
+    except asyncio.CancelledError as exc:
         current = asyncio.current_task()
-        if current is not None:
-            current.uncancel()  # the cancel is handled here: the hook may await
+        if current is None or current.cancelling() == 0:
+            # Nobody cancelled this task: the task's code raised CancelledError itself (an
+            # awaited future a library cancelled, say). A failed attempt like any other.
+            return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED)
+        if not run.cancel_requested:
+            raise  # a drain (or a superseded attempt): the pool decides
+        current.uncancel()  # the cancel is handled here: the hook may await
         return await _canceled(run, definition, ctx)
     except AbortRun as exc:
         return await _fail_for_good(run, definition, ctx, exc, AttemptOutcome.FAILED)
@@ -134,6 +137,12 @@ def unstorable(outcome: Outcome, exc: BaseException) -> Outcome:
         error,
         replaces_refused=True,
     )
+
+
+def canceled_before_start(run: ClaimedRun) -> Outcome:
+    """A run whose cancel request arrived before its attempt's first step."""
+    error = orjson.dumps({"type": "Canceled", "message": "canceled by request before it ran"})
+    return Outcome(run.id, run.attempt, RunStatus.CANCELED, AttemptOutcome.CANCELED, None, error)
 
 
 def crashed(run: ClaimedRun, exc: BaseException) -> Outcome:

@@ -21,6 +21,8 @@ from daemon.store.store import Store
 log = logging.getLogger("taskd.maintenance")
 
 BATCH = 1000
+# Longer than the worker lock's longest reconnect backoff (1 s).
+RECHECK_DELAY = 1.5
 
 
 class Maintenance:
@@ -36,10 +38,20 @@ class Maintenance:
     async def reconcile(self) -> int:
         """At startup, before serving: hand back every run of a provably gone worker.
 
-        Here one check is enough: a previous incarnation of this daemon, killed a moment
-        ago, has no lock, and its runs must resume now, not after their lease.
+        A previous incarnation of this daemon, killed a moment ago, has no lock, and its
+        runs must resume now, not after their lease. A live worker whose lock connection
+        just dropped re-takes its lock within a second: two checks that far apart tell
+        the two apart.
         """
-        gone = await self._store.worker_list_unlocked(self._worker_id)
+        first = {w["id"] for w in await self._store.worker_list_unlocked(self._worker_id)}
+        gone = []
+        if first:
+            await anyio.sleep(RECHECK_DELAY)
+            gone = [
+                w
+                for w in await self._store.worker_list_unlocked(self._worker_id)
+                if w["id"] in first
+            ]
         ids = [worker["id"] for worker in gone]
         rescued = await self._rescue(ids)
         if ids:

@@ -19,7 +19,7 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -30,7 +30,7 @@ from daemon.models import ClaimedRun, Outcome, RunStatus
 from daemon.sdk.registry import Registry
 from daemon.store.database import DB_ERRORS, DatabaseError, refuses_data
 from daemon.store.store import Store
-from daemon.worker.executor import crashed, execute, unstorable
+from daemon.worker.executor import canceled_before_start, crashed, execute, unstorable
 
 log = logging.getLogger("taskd.pool")
 
@@ -53,15 +53,19 @@ class WorkerPool:
         registry: Registry,
         settings: WorkerSettings,
         worker_id: uuid.UUID,
+        may_claim: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
+        # False while the worker's lock is not held: other daemons may be counting this worker
+        # as gone, and runs claimed now could be handed to them too.
+        self._may_claim = may_claim
         self._registry = registry
         self._settings = settings
         self._worker_id = worker_id
         self._task_ids = registry.ids
         self._queues = list(settings.queues) or None  # None: every queue
         self._capacity = settings.concurrency
-        self._running: dict[uuid.UUID, tuple[ClaimedRun, asyncio.Task[None]]] = {}
+        self._running: dict[uuid.UUID, tuple[ClaimedRun, asyncio.Task[Outcome | None]]] = {}
         # claimer state
         self._claiming = True
         self._backlog = True  # unknown at start: look
@@ -73,7 +77,7 @@ class WorkerPool:
         # completer state
         self._outcomes: list[Outcome] = []
         self._handbacks: list[Handback] = []
-        self._writing: list[uuid.UUID] = []
+        self._writing: list[Handback] = []
         self._complete_wake = anyio.Event()
         self._closing = False
         self._flush_deadline: float | None = None
@@ -94,12 +98,13 @@ class WorkerPool:
     def serves_queue(self, queue: str) -> bool:
         return self._queues is None or queue in self._queues
 
-    def running_ids(self) -> list[uuid.UUID]:
-        """Runs whose lease this daemon holds: executing, or finished but not yet written."""
+    def leases(self) -> list[Handback]:
+        """(run id, attempt) of the leases this daemon holds: runs executing, or finished
+        and not yet written."""
         return [
-            *self._running,
-            *(o.run_id for o in self._outcomes),
-            *(run_id for run_id, _ in self._handbacks),
+            *((run.id, run.attempt) for run, _ in self._running.values() if not run.superseded),
+            *((o.run_id, o.attempt) for o in self._outcomes),
+            *self._handbacks,
             *self._writing,
         ]
 
@@ -178,6 +183,23 @@ class WorkerPool:
         for _, run_task in list(self._running.values()):
             run_task.cancel()
 
+    def abandon(self) -> None:
+        """The fleet declared this worker gone and handed its runs to others: stop claiming,
+        cancel every attempt and write nothing (those runs are not this worker's any more)."""
+        self._claiming = False
+        self._claim_wake.set()
+        for run, run_task in list(self._running.values()):
+            run.superseded = True
+            run_task.cancel()
+        dropped = len(self._outcomes) + len(self._handbacks)
+        self._outcomes, self._handbacks = [], []
+        log.error(
+            "this worker was declared gone: abandoned %d running and %d unwritten run(s), "
+            "which other daemons own now",
+            len(self._running),
+            dropped,
+        )
+
     # claimer ------------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
@@ -186,7 +208,7 @@ class WorkerPool:
         while self._claiming:
             free = self._capacity - len(self._running)
             wakes_before = self._wakes
-            if free > 0 and self._backlog and self._task_ids:
+            if free > 0 and self._backlog and self._task_ids and self._may_claim():
                 limit = min(free, self._settings.claim_batch)
                 try:
                     claimed = await self._store.run_claim(
@@ -205,10 +227,7 @@ class WorkerPool:
                 self._backlog = len(claimed) == limit or self._wakes != wakes_before
                 self.claimed_total += len(claimed)
                 for claimed_run in claimed:
-                    self._running[claimed_run.id] = (
-                        claimed_run,
-                        loop.create_task(self._execute(claimed_run)),
-                    )
+                    self._start(claimed_run, loop)
                 if self._backlog and len(self._running) < self._capacity:
                     continue
             if self._wakes != wakes_before or not self._claiming:
@@ -219,12 +238,34 @@ class WorkerPool:
             if poll.cancelled_caught:
                 self._backlog = True  # the poll: look whether anything became due
 
-    async def _execute(self, run: ClaimedRun) -> None:
-        outcome: Outcome | None = None
+    def _start(self, run: ClaimedRun, loop: asyncio.AbstractEventLoop) -> None:
+        stale = self._running.get(run.id)
+        if stale is not None:
+            # This daemon's earlier attempt lost its lease (its heartbeats failed for longer
+            # than the lease) and the run came back to it: that attempt's outcome is moot.
+            stale_run, stale_task = stale
+            stale_run.superseded = True
+            stale_task.cancel()
+            log_event(
+                log,
+                logging.WARNING,
+                "run claimed again while an earlier attempt of it was still running here "
+                "(its lease had expired); cancelling the earlier attempt",
+                run_id=str(run.id),
+                attempt=run.attempt,
+            )
+        run_task = loop.create_task(self._execute(run))
+        self._running[run.id] = (run, run_task)
+        # The bookkeeping is a done callback, not a `finally`: a task cancelled before its
+        # first step (a cancel or a drain landing in the same loop iteration as the claim)
+        # never runs its body at all.
+        run_task.add_done_callback(lambda done: self._finished(run, done))
+
+    async def _execute(self, run: ClaimedRun) -> Outcome | None:
         try:
-            outcome = await execute(run, self._registry.get(run.task_id))
+            return await execute(run, self._registry.get(run.task_id))
         except asyncio.CancelledError:
-            pass  # drained or cancelled before an outcome: handed back below
+            return None  # drained or superseded before an outcome
         except Exception as exc:  # a defect that escaped the executor: fail the run, not us
             log_event(
                 log,
@@ -234,18 +275,31 @@ class WorkerPool:
                 task=run.task_id,
             )
             log.debug("executor crash", exc_info=True)
-            outcome = crashed(run, exc)
-        finally:
+            return crashed(run, exc)
+
+    def _finished(self, run: ClaimedRun, done: asyncio.Task[Outcome | None]) -> None:
+        entry = self._running.get(run.id)
+        if entry is not None and entry[1] is done:
             del self._running[run.id]
-            if outcome is None:  # cancelled before an outcome: hand back, attempt not spent
-                self._handbacks.append((run.id, run.attempt))
-            else:
-                self._outcomes.append(outcome)
-            self._complete_wake.set()
-            if self._backlog and self._claiming:
-                self._claim_wake.set()
-            if not self._running:
-                self._idle.set()
+        outcome: Outcome | None = None
+        if not done.cancelled():
+            try:
+                outcome = done.result()
+            except BaseException as exc:  # only BaseExceptions the executor let through
+                outcome = crashed(run, exc)
+        if run.superseded:
+            pass  # the run is another attempt's now; this one writes nothing
+        elif outcome is not None:
+            self._outcomes.append(outcome)
+        elif run.cancel_requested:  # cancelled before its body ran: nothing to hook
+            self._outcomes.append(canceled_before_start(run))
+        else:  # drained: hand back, attempt not spent
+            self._handbacks.append((run.id, run.attempt))
+        self._complete_wake.set()
+        if self._backlog and self._claiming:
+            self._claim_wake.set()
+        if not self._running:
+            self._idle.set()
 
     async def _cancel_poll_loop(self) -> None:
         while True:
@@ -313,7 +367,7 @@ class WorkerPool:
         outcomes = sorted(self._outcomes, key=lambda o: o.run_id)
         handbacks = sorted(self._handbacks)
         self._outcomes, self._handbacks = [], []
-        self._writing = [o.run_id for o in outcomes] + [run_id for run_id, _ in handbacks]
+        self._writing = [(o.run_id, o.attempt) for o in outcomes] + handbacks
         failures = 0
         try:
             while outcomes or handbacks:

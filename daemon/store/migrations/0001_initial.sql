@@ -145,7 +145,8 @@ AS $$
         SELECT r.id FROM taskd.runs r
          WHERE r.status = 'queued' AND r.run_at <= now() AND r.task_id = ANY(task_ids)
            AND (queues IS NULL OR r.queue = ANY(queues))
-           AND (r.expires_at IS NULL OR r.expires_at > now())
+           AND (r.expires_at IS NULL OR r.expires_at > now() OR r.started_at IS NOT NULL)
+           AND r.cancel_requested_at IS NULL
          ORDER BY r.priority DESC, r.run_at, r.id
          LIMIT max_runs
            FOR UPDATE SKIP LOCKED
@@ -153,8 +154,7 @@ AS $$
     UPDATE taskd.runs r
        SET status = 'executing', attempt = r.attempt + 1, worker_id = worker,
            lease_expires_at = now() + make_interval(secs => lease_seconds),
-           attempt_started_at = now(), started_at = coalesce(r.started_at, now()),
-           expires_at = NULL  -- the ttl is about starting; retries never expire
+           attempt_started_at = now(), started_at = coalesce(r.started_at, now())
       FROM picked
      WHERE r.id = picked.id
     RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags
