@@ -41,6 +41,3 @@ class Retry:
         if self.jitter and delay > self.min_delay:
             delay = random.uniform(self.min_delay, delay)
         return delay
-
-
-NO_RETRY = Retry(max_attempts=1)

@@ -20,7 +20,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import anyio
 
@@ -467,11 +466,3 @@ class WorkerPool:
     async def _write_handbacks(self, handbacks: list[Handback]) -> None:
         released = await self._store.run_release_many(self._worker_id, handbacks)
         log.info("handed %d run(s) back to the queue", len(released))
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "in_use": len(self._running),
-            "capacity": self._capacity,
-            "claimed": self.claimed_total,
-            "completed": self.completed_total,
-        }
