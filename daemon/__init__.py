@@ -15,7 +15,7 @@ from daemon.errors import (
     TaskdError,
     UnknownTask,
 )
-from daemon.models import Attempt, AttemptOutcome, Health, Run, RunStatus
+from daemon.models import Attempt, AttemptOutcome, Event, Health, Run, RunStatus
 from daemon.sdk.context import Context
 from daemon.sdk.retry import Retry
 from daemon.sdk.task import Queue, TaskDefinition, task
@@ -27,6 +27,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "Context",
+    "Event",
     "Health",
     "InvalidPayload",
     "InvalidRunId",

@@ -23,6 +23,7 @@ from daemon.sdk.registry import Registry
 from daemon.store.database import DB_ERRORS, connect, create_pool
 from daemon.store.migrations import apply_migrations
 from daemon.store.store import Store
+from daemon.worker.event_relay import EventRelay
 from daemon.worker.listener import CANCEL_CHANNEL, WAKEUP_CHANNEL, Listener
 from daemon.worker.lock import WorkerLock, new_lock_key
 from daemon.worker.maintenance import Maintenance
@@ -64,6 +65,7 @@ class Daemon:
         self.listener: Listener | None = None
         self.lock: WorkerLock | None = None
         self.maintenance: Maintenance | None = None
+        self.event_relay: EventRelay | None = None
         self._stopping = False
         self.declared_gone = False
         self.notifier = SystemdNotifier.from_environment()
@@ -88,6 +90,9 @@ class Daemon:
             served = self.registry
             await store.task_sync(
                 [(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in self.registry]
+            )
+            await store.subscription_sync(
+                served.ids, [(event, d.id) for d in self.registry for event in d.events]
             )
             set_current_client(Client(db_pool))
             self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
@@ -119,6 +124,10 @@ class Daemon:
                 await group.start(self.listener.run)
                 group.start_soon(self._heartbeat, store)
                 group.start_soon(self.maintenance.run)
+                self.event_relay = EventRelay(
+                    self.dsn, settings.database, store, settings.tasks.max_payload_bytes
+                )
+                group.start_soon(self.event_relay.run)
                 group.start_soon(self.notifier.run_watchdog, self.status_line)
                 if handle_signals:  # before ready: a SIGTERM right after READY must drain
                     await group.start(self._watch_signals)

@@ -21,7 +21,7 @@ import orjson
 from daemon.config import Settings, load_settings
 from daemon.errors import ConfigError, TaskdError, UnknownTask
 from daemon.logs import configure_logging
-from daemon.models import Health, Run, RunStatus
+from daemon.models import Event, Health, Run, RunStatus
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -125,6 +125,19 @@ def cmd_runs_replay(args: argparse.Namespace) -> None:
     print(_with_client(args, lambda client: client.replay(args.id)))
 
 
+def cmd_events_list(args: argparse.Namespace) -> None:
+    events: list[Event] = _with_client(
+        args, lambda client: client.list_events(name=args.name, limit=args.limit)
+    )
+    if args.json:
+        print(orjson.dumps([e.model_dump(mode="json") for e in events]).decode())
+        return
+    _table(
+        ("ID", "NAME", "RUNS", "CREATED"),
+        [(str(e.id), e.name, str(e.runs), _when(e.created_at)) for e in events],
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     health: Health = _with_client(args, lambda client: client.health())
     if args.json:
@@ -167,7 +180,9 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
     statuses = [RunStatus(s) for s in args.status] if args.status else None
     runs: list[Run] = _with_client(
         args,
-        lambda client: client.list_runs(status=statuses, task=args.task, limit=args.limit),
+        lambda client: client.list_runs(
+            status=statuses, task=args.task, event=args.event, limit=args.limit
+        ),
     )
     if args.json:
         print(
@@ -209,6 +224,8 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         lines.append(f"cancel    requested {_when(run.cancel_requested_at)}")
     if run.replayed_from:
         lines.append(f"replays   {run.replayed_from}")
+    if run.event_id:
+        lines.append(f"event     {run.event_id}")
     lines.append(f"payload   {orjson.dumps(run.payload).decode()}")
     if run.output is not None:
         lines.append(f"output    {orjson.dumps(run.output).decode()}")
@@ -328,6 +345,7 @@ def _parser() -> argparse.ArgumentParser:
         "--status", action="append", choices=[s.value for s in RunStatus], help="repeatable"
     )
     listing.add_argument("--task")
+    listing.add_argument("--event", help="runs created by events of this name")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_runs_list)
@@ -341,6 +359,15 @@ def _parser() -> argparse.ArgumentParser:
     replay = runs.add_parser("replay", parents=[common], help="run again with the same payload")
     replay.add_argument("id")
     replay.set_defaults(handler=cmd_runs_replay)
+
+    events = commands.add_parser("events", help="recorded events").add_subparsers(
+        dest="events_command", required=True, metavar="COMMAND"
+    )
+    event_listing = events.add_parser("list", parents=[common], help="events, newest first")
+    event_listing.add_argument("--name")
+    event_listing.add_argument("--limit", type=int, default=50)
+    event_listing.add_argument("--json", action="store_true")
+    event_listing.set_defaults(handler=cmd_events_list)
 
     status = commands.add_parser(
         "status", parents=[common], help="workers, queue depths, the oldest waiting run"

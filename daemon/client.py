@@ -16,7 +16,7 @@ from daemon.config import DatabaseSettings
 from daemon.durations import Duration, to_seconds
 from daemon.errors import InvalidPayload, PayloadTooLarge, RunFinished, RunNotFound
 from daemon.ids import new_run_id, parse_run_id
-from daemon.models import Health, QueueDepth, Run, RunStatus, UnservedTask, WorkerInfo
+from daemon.models import Event, Health, QueueDepth, Run, RunStatus, UnservedTask, WorkerInfo
 from daemon.sdk.current import reset_current_client, set_current_client
 from daemon.sdk.task import TaskDefinition
 from daemon.store.database import create_pool
@@ -137,6 +137,26 @@ class Client:
         )
         return ids
 
+    async def send_event(
+        self, name: str, payload: Any = None, *, connection: asyncpg.Connection | None = None
+    ) -> uuid.UUID:
+        """Record an event and start one run of every task subscribed to ``name``.
+
+        Like ``trigger``, ``connection`` puts it in your own transaction. An event no task
+        subscribes to is recorded all the same. Returns the event's id (each run it created
+        carries it as ``event_id``).
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("an event needs a non-empty name")
+        encoded = _encode_payload(
+            payload if payload is not None else {}, await self._payload_limit()
+        )
+        return await self._store.event_send(name, encoded.decode(), connection=connection)
+
+    async def list_events(self, *, name: str | None = None, limit: int = 50) -> list[Event]:
+        """Recorded events, newest first."""
+        return await self._store.event_list(name, limit)
+
     async def cancel(self, run_id: uuid.UUID | str) -> RunStatus:
         """Cancel a run.
 
@@ -178,6 +198,7 @@ class Client:
         *,
         status: RunStatus | str | Sequence[RunStatus | str] | None = None,
         task: str | TaskDefinition[Any, Any] | None = None,
+        event: str | None = None,
         before: uuid.UUID | str | None = None,
         limit: int = 50,
     ) -> list[Run]:
@@ -192,6 +213,7 @@ class Client:
         return await self._store.run_list(
             statuses=statuses,
             task_id=task_id,
+            event=event,
             before=parse_run_id(before) if before is not None else None,
             limit=limit,
         )

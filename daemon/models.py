@@ -77,7 +77,21 @@ class Run(BaseModel):
     """The ttl's deadline: a run not started by then ends expired."""
     cancel_requested_at: datetime | None = None
     replayed_from: uuid.UUID | None = None
+    event_id: uuid.UUID | None = None
+    """The event that created this run (one run per subscribed task)."""
     attempts: list[Attempt] = []
+
+
+class Event(BaseModel):
+    """A recorded event and how many runs it started."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    name: str
+    payload: Any
+    runs: int
+    created_at: datetime
 
 
 class WorkerInfo(BaseModel):

@@ -57,8 +57,10 @@ class TaskDefinition(Generic[P, R]):
         on_success: SuccessHook | None = None,
         on_failure: FailureHook | None = None,
         on_cancel: CancelHook | None = None,
+        on_event: Sequence[str] = (),
     ) -> None:
         self.fn = fn
+        self.events = tuple(on_event)
         self.id = id
         self.retry = retry
         self.max_duration = max_duration
@@ -167,6 +169,7 @@ def task(
     on_success: SuccessHook | None = None,
     on_failure: FailureHook | None = None,
     on_cancel: CancelHook | None = None,
+    on_event: str | Sequence[str] = (),
 ) -> Callable[[Callable[[P, Context], Awaitable[R]]], TaskDefinition[P, R]]:
     """Declare a task.
 
@@ -175,12 +178,16 @@ def task(
     and counts it as failed; ``queue`` groups tasks for routing. Hooks: ``on_start(payload,
     ctx)``, ``on_success(payload, output, ctx)``, ``on_failure(payload, error, attempts, ctx)``
     (called once, when the run has failed for good: the dead-letter hook), ``on_cancel(payload,
-    ctx)`` (when a cancel request stops a running attempt).
+    ctx)`` (when a cancel request stops a running attempt). ``on_event``: an event name (or
+    several) whose every ``send_event`` starts a run of this task with the event's payload.
     """
     if not isinstance(id, str) or not id.strip():
         raise ValueError("@task needs a non-empty id")
     resolved_queue = Queue(queue) if isinstance(queue, str) else (queue or Queue(DEFAULT_QUEUE))
     duration = to_seconds(max_duration) if max_duration is not None else None
+    events = (on_event,) if isinstance(on_event, str) else tuple(on_event)
+    if any(not isinstance(e, str) or not e.strip() for e in events):
+        raise ValueError(f"task {id!r}: on_event names must be non-empty strings")
     if duration is not None and duration <= 0:
         raise ValueError(f"task {id!r}: max_duration must be positive")
 
@@ -200,6 +207,7 @@ def task(
             on_success=on_success,
             on_failure=on_failure,
             on_cancel=on_cancel,
+            on_event=events,
         )
 
     return decorate

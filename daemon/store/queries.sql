@@ -264,7 +264,7 @@ RETURNING r.id;
 SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.priority, r.run_at,
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
-       r.cancel_requested_at, r.replayed_from
+       r.cancel_requested_at, r.replayed_from, r.event_id
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE r.id = $1;
 
@@ -272,15 +272,35 @@ SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.prior
 SELECT attempt, worker_id, started_at, finished_at, outcome, error
   FROM taskd.attempts WHERE run_id = $1 ORDER BY attempt;
 
+-- name: event_send
+SELECT taskd.send_event($1, $2::text::jsonb);
+
+-- name: event_list
+SELECT id, name, payload, runs, created_at FROM taskd.events
+ WHERE ($1::text IS NULL OR name = $1)
+ ORDER BY id DESC
+ LIMIT $2;
+
+-- name: subscription_clear
+-- (with subscription_add, in one transaction: these tasks' subscriptions become exactly
+-- the given pairs; a name removed from the code stops starting the task)
+DELETE FROM taskd.subscriptions WHERE task_id = ANY($1::text[]);
+
+-- name: subscription_add
+INSERT INTO taskd.subscriptions (event_name, task_id)
+SELECT * FROM unnest($1::text[], $2::text[])
+ON CONFLICT DO NOTHING;
+
 -- name: run_list
 -- Newest first (ids are UUIDv7); keyset pagination on id.
 SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.priority, r.run_at,
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
-       r.cancel_requested_at, r.replayed_from
+       r.cancel_requested_at, r.replayed_from, r.event_id
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE ($1::text[] IS NULL OR r.status = ANY($1))
    AND ($2::text IS NULL OR r.task_id = $2)
    AND ($3::uuid IS NULL OR r.id < $3)
+   AND ($5::text IS NULL OR r.event_id IN (SELECT e.id FROM taskd.events e WHERE e.name = $5))
  ORDER BY r.id DESC
  LIMIT $4;

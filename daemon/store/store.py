@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from daemon.models import Attempt, ClaimedRun, Outcome, Run, RunStatus
+from daemon.models import Attempt, ClaimedRun, Event, Outcome, Run, RunStatus
 from daemon.store.queries import QUERIES
 
 
@@ -221,6 +221,29 @@ class Store:
         rows = await self.pool.fetch(QUERIES["run_count_unserved"], list(served))
         return [dict(row) for row in rows]
 
+    async def event_send(
+        self, name: str, payload: str, *, connection: asyncpg.Connection | None = None
+    ) -> uuid.UUID:
+        """taskd.send_event: record the event, create its subscribers' runs; its id."""
+        event_id: uuid.UUID = await self._on(connection).fetchval(
+            QUERIES["event_send"], name, payload
+        )
+        return event_id
+
+    async def event_list(self, name: str | None, limit: int) -> list[Event]:
+        rows = await self.pool.fetch(QUERIES["event_list"], name, limit)
+        return [Event(**dict(row)) for row in rows]
+
+    async def subscription_sync(
+        self, task_ids: Sequence[str], pairs: Sequence[tuple[str, str]]
+    ) -> None:
+        """These tasks' subscriptions become exactly ``pairs`` of (event name, task id)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(QUERIES["subscription_clear"], list(task_ids))
+            await connection.execute(
+                QUERIES["subscription_add"], [p[0] for p in pairs], [p[1] for p in pairs]
+            )
+
     async def run_get(self, run_id: uuid.UUID, *, with_attempts: bool = True) -> Run | None:
         async with self.pool.acquire() as connection:
             row = await connection.fetchrow(QUERIES["run_get"], run_id)
@@ -236,6 +259,7 @@ class Store:
         *,
         statuses: Sequence[RunStatus] | None = None,
         task_id: str | None = None,
+        event: str | None = None,
         before: uuid.UUID | None = None,
         limit: int = 50,
     ) -> list[Run]:
@@ -245,5 +269,6 @@ class Store:
             task_id,
             before,
             limit,
+            event,
         )
         return [Run(**dict(row)) for row in rows]
