@@ -12,12 +12,14 @@ from daemon.errors import (
     PayloadTooLarge,
     RunFinished,
     RunNotFound,
+    ScheduleNotFound,
     TaskdError,
     UnknownTask,
 )
-from daemon.models import Attempt, AttemptOutcome, Event, Health, Run, RunStatus
+from daemon.models import Attempt, AttemptOutcome, Event, Health, Run, RunStatus, Schedule
 from daemon.sdk.context import Context
 from daemon.sdk.retry import Retry
+from daemon.sdk.schedules import ScheduledRun, schedules
 from daemon.sdk.task import Queue, TaskDefinition, task
 
 __all__ = [
@@ -38,8 +40,12 @@ __all__ = [
     "RunFinished",
     "RunNotFound",
     "RunStatus",
+    "Schedule",
+    "ScheduleNotFound",
+    "ScheduledRun",
     "TaskDefinition",
     "TaskdError",
     "UnknownTask",
+    "schedules",
     "task",
 ]

@@ -28,6 +28,7 @@ from daemon.worker.listener import CANCEL_CHANNEL, WAKEUP_CHANNEL, Listener
 from daemon.worker.lock import WorkerLock, new_lock_key
 from daemon.worker.maintenance import Maintenance
 from daemon.worker.pool import WorkerPool
+from daemon.worker.scheduler import SCHEDULES_CHANNEL, Scheduler
 
 log = logging.getLogger("taskd.daemon")
 
@@ -66,6 +67,7 @@ class Daemon:
         self.lock: WorkerLock | None = None
         self.maintenance: Maintenance | None = None
         self.event_relay: EventRelay | None = None
+        self.scheduler: Scheduler | None = None
         self._stopping = False
         self.declared_gone = False
         self.notifier = SystemdNotifier.from_environment()
@@ -94,16 +96,28 @@ class Daemon:
             await store.subscription_sync(
                 served.ids, [(event, d.id) for d in self.registry for event in d.events]
             )
+            declared = [d for d in self.registry if d.schedule is not None]
+            await store.schedule_declare(
+                [
+                    (d.id, d.schedule.cron, d.schedule.timezone, d.schedule.catch_up)
+                    for d in declared
+                ]
+            )
             set_current_client(Client(db_pool))
             self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
             lock = self.lock
             self.pool = WorkerPool(
                 store, served, settings.worker, self.worker_id, may_claim=lambda: lock.held
             )
+            self.scheduler = Scheduler(store)
             self.listener = Listener(
                 self.dsn,
                 settings.database,
-                {WAKEUP_CHANNEL: self._on_wake, CANCEL_CHANNEL: self._on_cancel},
+                {
+                    WAKEUP_CHANNEL: self._on_wake,
+                    CANCEL_CHANNEL: self._on_cancel,
+                    SCHEDULES_CHANNEL: self.scheduler.changed,
+                },
                 on_reconnect=self._on_listener_reconnect,
             )
             self.maintenance = Maintenance(store, settings.worker, self.worker_id)
@@ -121,6 +135,7 @@ class Daemon:
                     lock_key=self.lock.key,
                 )
                 await self.maintenance.reconcile()
+                await self._retire_undeclared_schedules(store)
                 await group.start(self.listener.run)
                 group.start_soon(self._heartbeat, store)
                 group.start_soon(self.maintenance.run)
@@ -128,6 +143,7 @@ class Daemon:
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes
                 )
                 group.start_soon(self.event_relay.run)
+                group.start_soon(self.scheduler.run)
                 group.start_soon(self.notifier.run_watchdog, self.status_line)
                 if handle_signals:  # before ready: a SIGTERM right after READY must drain
                     await group.start(self._watch_signals)
@@ -156,6 +172,13 @@ class Daemon:
                         await pool.close()
                     if closing.cancelled_caught:
                         pool.terminate()
+
+    async def _retire_undeclared_schedules(self, store: Store) -> None:
+        """Schedules declared in code that the code no longer declares are deactivated."""
+        undeclared = [d.id for d in self.registry if d.schedule is None]
+        served = await store.task_list_served()
+        for schedule_id in await store.schedule_retire_declared(undeclared, served):
+            log.info("schedule %s deactivated: no longer declared in code", schedule_id)
 
     def status_line(self) -> str:
         """Live counts for systemd's STATUS= (shown by `systemctl status taskd`)."""

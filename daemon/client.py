@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
@@ -14,15 +15,33 @@ from pydantic import BaseModel
 
 from daemon.config import DatabaseSettings
 from daemon.durations import Duration, to_seconds
-from daemon.errors import InvalidPayload, PayloadTooLarge, RunFinished, RunNotFound
+from daemon.errors import (
+    InvalidPayload,
+    PayloadTooLarge,
+    RunFinished,
+    RunNotFound,
+    ScheduleNotFound,
+)
 from daemon.ids import new_run_id, parse_run_id
-from daemon.models import Event, Health, QueueDepth, Run, RunStatus, UnservedTask, WorkerInfo
+from daemon.models import (
+    Event,
+    Health,
+    QueueDepth,
+    Run,
+    RunStatus,
+    Schedule,
+    UnservedTask,
+    WorkerInfo,
+)
+from daemon.sdk.cron import cron_trigger, next_fire_after
 from daemon.sdk.current import reset_current_client, set_current_client
+from daemon.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from daemon.sdk.task import TaskDefinition
 from daemon.store.database import create_pool
 from daemon.store.store import Store
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+_UNSET: Any = object()  # "not given", where None is a value (clear the payload)
 
 
 class Client:
@@ -157,6 +176,103 @@ class Client:
         """Recorded events, newest first."""
         return await self._store.event_list(name, limit)
 
+    # schedules --------------------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        task: str | TaskDefinition[Any, Any],
+        cron: str,
+        *,
+        timezone: str = "UTC",
+        external_id: str | None = None,
+        dedup_key: str | None = None,
+        payload: Any = None,
+        catch_up: str = "latest",
+    ) -> Schedule:
+        """Create a cron schedule for a task; every daemon picks it up within a second.
+
+        ``dedup_key`` makes creation idempotent: creating again with the same key updates the
+        existing schedule instead of adding one (as Trigger.dev's deduplicationKey).
+        ``external_id`` is yours (a user id, say) and reaches every run's payload, as does
+        ``payload``. ``catch_up``: what to do with fire times missed while no daemon ran:
+        ``latest`` (one run), ``all`` (one per time, at most 100), ``none``.
+        """
+        task_id = _task_identity(task)[0]
+        ScheduleSpec(cron, timezone, _catch_up(catch_up))  # validates
+        encoded = _encode_payload(payload, await self._payload_limit()).decode()
+        schedule_id = await self._store.schedule_upsert(
+            f"sched_{new_run_id().hex}",
+            task_id=task_id,
+            cron=cron,
+            timezone=timezone,
+            payload=encoded,
+            external_id=external_id,
+            dedup_key=dedup_key,
+            catch_up=catch_up,
+        )
+        return await self.get_schedule(schedule_id)
+
+    async def update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        payload: Any = _UNSET,
+        external_id: Any = _UNSET,
+        catch_up: str | None = None,
+    ) -> Schedule:
+        """Change a schedule's cron, timezone, payload, external id or catch-up policy."""
+        current = await self.get_schedule(schedule_id)
+        ScheduleSpec(
+            cron or current.cron,
+            timezone or current.timezone,
+            _catch_up(catch_up or current.catch_up),
+        )
+        new_payload = (
+            (True, _encode_payload(payload, await self._payload_limit()).decode())
+            if payload is not _UNSET
+            else (False, None)
+        )
+        new_external = (True, external_id) if external_id is not _UNSET else (False, None)
+        await self._store.schedule_update(
+            schedule_id,
+            cron=cron,
+            timezone=timezone,
+            payload=new_payload,
+            external_id=new_external,
+            catch_up=catch_up,
+        )
+        return await self.get_schedule(schedule_id)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        if not await self._store.schedule_delete(schedule_id):
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+
+    async def activate_schedule(self, schedule_id: str) -> Schedule:
+        """Resume a paused schedule (missed times follow its catch-up policy)."""
+        if not await self._store.schedule_set_active(schedule_id, True):
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+        return await self.get_schedule(schedule_id)
+
+    async def deactivate_schedule(self, schedule_id: str) -> Schedule:
+        """Pause a schedule: it fires nothing until activated again."""
+        if not await self._store.schedule_set_active(schedule_id, False):
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+        return await self.get_schedule(schedule_id)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        row = await self._store.schedule_get(schedule_id)
+        if row is None:
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+        return _schedule(row)
+
+    async def list_schedules(
+        self, *, task: str | TaskDefinition[Any, Any] | None = None, active: bool | None = None
+    ) -> list[Schedule]:
+        task_id = _task_identity(task)[0] if task is not None else None
+        return [_schedule(row) for row in await self._store.schedule_list(task_id, active)]
+
     async def cancel(self, run_id: uuid.UUID | str) -> RunStatus:
         """Cancel a run.
 
@@ -199,6 +315,7 @@ class Client:
         status: RunStatus | str | Sequence[RunStatus | str] | None = None,
         task: str | TaskDefinition[Any, Any] | None = None,
         event: str | None = None,
+        schedule: str | None = None,
         before: uuid.UUID | str | None = None,
         limit: int = 50,
     ) -> list[Run]:
@@ -214,6 +331,7 @@ class Client:
             statuses=statuses,
             task_id=task_id,
             event=event,
+            schedule_id=schedule,
             before=parse_run_id(before) if before is not None else None,
             limit=limit,
         )
@@ -238,6 +356,20 @@ class Client:
             value = await self._store.setting_get("max_payload_bytes")
             self._max_payload_bytes = int(value) if value is not None else DEFAULT_MAX_PAYLOAD_BYTES
         return self._max_payload_bytes
+
+
+def _catch_up(value: str) -> CatchUp:
+    if value not in CATCH_UP_POLICIES:
+        raise ValueError(f"catch_up must be one of {CATCH_UP_POLICIES}, not {value!r}")
+    return value
+
+
+def _schedule(row: dict[str, Any]) -> Schedule:
+    next_at = None
+    if row["active"]:
+        upcoming = next_fire_after(cron_trigger(row["cron"], row["timezone"]), datetime.now(UTC))
+        next_at = upcoming.astimezone(ZoneInfo(row["timezone"])) if upcoming else None
+    return Schedule(**row, next_fire_at=next_at)
 
 
 def _run_error(exc: BaseException) -> Exception:

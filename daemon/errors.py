@@ -32,6 +32,10 @@ class RunFinished(TaskdError):
     """The run has already reached a terminal state (it cannot be canceled)."""
 
 
+class ScheduleNotFound(TaskdError):
+    """No schedule has the given id."""
+
+
 class InvalidRunId(TaskdError):
     """A string that is not a run id (a UUID) was given where one was expected."""
 

@@ -79,7 +79,32 @@ class Run(BaseModel):
     replayed_from: uuid.UUID | None = None
     event_id: uuid.UUID | None = None
     """The event that created this run (one run per subscribed task)."""
+    schedule_id: str | None = None
+    scheduled_for: datetime | None = None
+    """The fire time of the schedule this run is for."""
     attempts: list[Attempt] = []
+
+
+class Schedule(BaseModel):
+    """A cron schedule, declared in code or created through the API."""
+
+    id: str
+    task_id: str
+    cron: str
+    timezone: str
+    payload: Any = None
+    external_id: str | None = None
+    dedup_key: str | None = None
+    catch_up: str
+    declared: bool
+    active: bool
+    last_fired_at: datetime | None
+    """The latest fire time that got its run."""
+    last_run_id: uuid.UUID | None = None
+    next_fire_at: datetime | None = None
+    """The next fire time, in the schedule's timezone (None when paused)."""
+    created_at: datetime
+    updated_at: datetime
 
 
 class Event(BaseModel):

@@ -61,6 +61,7 @@ class TaskDefinition(Generic[P, R]):
     ) -> None:
         self.fn = fn
         self.events = tuple(on_event)
+        self.schedule: Any = None  # a ScheduleSpec when declared with @schedules.task
         self.id = id
         self.retry = retry
         self.max_duration = max_duration

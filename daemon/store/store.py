@@ -244,6 +244,113 @@ class Store:
                 QUERIES["subscription_add"], [p[0] for p in pairs], [p[1] for p in pairs]
             )
 
+    # schedules --------------------------------------------------------------------------
+
+    async def schedule_list(
+        self, task_id: str | None = None, active: bool | None = None
+    ) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(QUERIES["schedule_list"], task_id, active)
+        return [dict(row) for row in rows]
+
+    async def schedule_get(self, schedule_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(QUERIES["schedule_get"], schedule_id)
+        return dict(row) if row is not None else None
+
+    async def schedule_upsert(
+        self,
+        schedule_id: str,
+        *,
+        task_id: str,
+        cron: str,
+        timezone: str,
+        payload: str | None,
+        external_id: str | None,
+        dedup_key: str | None,
+        catch_up: str,
+    ) -> str:
+        """Create (or, same dedup_key, update) a schedule and tell every daemon; its id."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            created: str = await connection.fetchval(
+                QUERIES["schedule_upsert"],
+                schedule_id,
+                task_id,
+                cron,
+                timezone,
+                payload,
+                external_id,
+                dedup_key,
+                catch_up,
+                False,
+            )
+            await connection.execute(QUERIES["schedule_notify"], created)
+        return created
+
+    async def schedule_declare(self, specs: Sequence[tuple[str, str, str, str]]) -> None:
+        """Upsert (task id, cron, timezone, catch_up) of schedules declared in code."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            for task_id, cron, timezone, catch_up in specs:
+                await connection.execute(
+                    QUERIES["schedule_declare"], task_id, cron, timezone, catch_up
+                )
+            await connection.execute(QUERIES["schedule_notify"], "*")
+
+    async def schedule_retire_declared(
+        self, undeclared: Sequence[str], served: Sequence[str]
+    ) -> list[str]:
+        rows = await self.pool.fetch(
+            QUERIES["schedule_retire_declared"], list(undeclared), list(served)
+        )
+        return [row[0] for row in rows]
+
+    async def schedule_update(
+        self,
+        schedule_id: str,
+        *,
+        cron: str | None,
+        timezone: str | None,
+        payload: tuple[bool, str | None],
+        external_id: tuple[bool, str | None],
+        catch_up: str | None,
+    ) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            found = await connection.fetchval(
+                QUERIES["schedule_update"],
+                schedule_id,
+                cron,
+                timezone,
+                payload[0],
+                payload[1],
+                external_id[0],
+                external_id[1],
+                catch_up,
+            )
+            await connection.execute(QUERIES["schedule_notify"], schedule_id)
+        return found is not None
+
+    async def schedule_set_active(self, schedule_id: str, active: bool) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            found = await connection.fetchval(QUERIES["schedule_set_active"], schedule_id, active)
+            await connection.execute(QUERIES["schedule_notify"], schedule_id)
+        return found is not None
+
+    async def schedule_delete(self, schedule_id: str) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            found = await connection.fetchval(QUERIES["schedule_delete"], schedule_id)
+            await connection.execute(QUERIES["schedule_notify"], schedule_id)
+        return found is not None
+
+    async def schedule_fire(
+        self, schedule_id: str, fire_time: datetime, run_id: uuid.UUID, payload: str
+    ) -> bool:
+        """One run for (schedule, fire time); False when another daemon fired it first."""
+        fired = await self.pool.fetchval(
+            QUERIES["schedule_fire"], run_id, fire_time, payload, schedule_id
+        )
+        return fired is not None
+
+    async def schedule_skip_to(self, schedule_id: str, fire_time: datetime) -> None:
+        await self.pool.execute(QUERIES["schedule_skip_to"], schedule_id, fire_time)
+
     async def run_get(self, run_id: uuid.UUID, *, with_attempts: bool = True) -> Run | None:
         async with self.pool.acquire() as connection:
             row = await connection.fetchrow(QUERIES["run_get"], run_id)
@@ -260,6 +367,7 @@ class Store:
         statuses: Sequence[RunStatus] | None = None,
         task_id: str | None = None,
         event: str | None = None,
+        schedule_id: str | None = None,
         before: uuid.UUID | None = None,
         limit: int = 50,
     ) -> list[Run]:
@@ -270,5 +378,6 @@ class Store:
             before,
             limit,
             event,
+            schedule_id,
         )
         return [Run(**dict(row)) for row in rows]
