@@ -21,7 +21,7 @@ import orjson
 from daemon.config import Settings, load_settings
 from daemon.errors import ConfigError, TaskdError, UnknownTask
 from daemon.logs import configure_logging
-from daemon.models import Event, Health, Run, RunStatus
+from daemon.models import Event, Health, Run, RunStatus, Schedule
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -138,6 +138,60 @@ def cmd_events_list(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_schedules_list(args: argparse.Namespace) -> None:
+    found: list[Schedule] = _with_client(args, lambda client: client.list_schedules())
+    if args.json:
+        print(orjson.dumps([s.model_dump(mode="json") for s in found]).decode())
+        return
+    _table(
+        ("ID", "TASK", "CRON", "TIMEZONE", "STATUS", "NEXT (LOCAL)", "NEXT (UTC)", "LAST FIRED"),
+        [
+            (
+                s.id,
+                s.task_id,
+                s.cron,
+                s.timezone,
+                "active" if s.active else "paused",
+                s.next_fire_at.strftime("%Y-%m-%d %H:%M:%S %Z") if s.next_fire_at else "-",
+                s.next_fire_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+                if s.next_fire_at
+                else "-",
+                _when(s.last_fired_at),
+            )
+            for s in found
+        ],
+    )
+
+
+def cmd_schedules_show(args: argparse.Namespace) -> None:
+    found: Schedule = _with_client(args, lambda client: client.get_schedule(args.id))
+    if args.json:
+        print(orjson.dumps(found.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+        return
+    source = "declared in code" if found.declared else "created through the API"
+    for label, value in (
+        ("schedule", found.id),
+        ("task", found.task_id),
+        ("cron", f"{found.cron}   timezone {found.timezone}   catch-up {found.catch_up}"),
+        ("status", f"{'active' if found.active else 'paused'} ({source})"),
+        ("next", f"{found.next_fire_at.isoformat() if found.next_fire_at else '-'}"),
+        ("last", f"{_when(found.last_fired_at)}   run {found.last_run_id or '-'}"),
+        ("external", found.external_id or "-"),
+        ("dedup key", found.dedup_key or "-"),
+    ):
+        print(f"{label:<10}{value}")
+
+
+def cmd_schedules_pause(args: argparse.Namespace, *, active: bool) -> None:
+    found: Schedule = _with_client(
+        args,
+        lambda client: (
+            client.activate_schedule(args.id) if active else client.deactivate_schedule(args.id)
+        ),
+    )
+    print(f"{found.id} {'active' if found.active else 'paused'}")
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     health: Health = _with_client(args, lambda client: client.health())
     if args.json:
@@ -181,7 +235,11 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
     runs: list[Run] = _with_client(
         args,
         lambda client: client.list_runs(
-            status=statuses, task=args.task, event=args.event, limit=args.limit
+            status=statuses,
+            task=args.task,
+            event=args.event,
+            schedule=args.schedule,
+            limit=args.limit,
         ),
     )
     if args.json:
@@ -346,6 +404,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--task")
     listing.add_argument("--event", help="runs created by events of this name")
+    listing.add_argument("--schedule", help="runs fired by this schedule")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_runs_list)
@@ -359,6 +418,21 @@ def _parser() -> argparse.ArgumentParser:
     replay = runs.add_parser("replay", parents=[common], help="run again with the same payload")
     replay.add_argument("id")
     replay.set_defaults(handler=cmd_runs_replay)
+
+    scheduling = commands.add_parser("schedules", help="cron schedules").add_subparsers(
+        dest="schedules_command", required=True, metavar="COMMAND"
+    )
+    schedule_listing = scheduling.add_parser("list", parents=[common], help="every schedule")
+    schedule_listing.add_argument("--json", action="store_true")
+    schedule_listing.set_defaults(handler=cmd_schedules_list)
+    schedule_show = scheduling.add_parser("show", parents=[common], help="one schedule")
+    schedule_show.add_argument("id")
+    schedule_show.add_argument("--json", action="store_true")
+    schedule_show.set_defaults(handler=cmd_schedules_show)
+    for name, active in (("pause", False), ("resume", True)):
+        toggle = scheduling.add_parser(name, parents=[common], help=f"{name} a schedule")
+        toggle.add_argument("id")
+        toggle.set_defaults(handler=lambda a, active=active: cmd_schedules_pause(a, active=active))
 
     events = commands.add_parser("events", help="recorded events").add_subparsers(
         dest="events_command", required=True, metavar="COMMAND"

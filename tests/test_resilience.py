@@ -190,7 +190,9 @@ async def test_the_listener_reconnects_and_wakes_the_claimer(
         assert daemon.listener is not None
         killed = await db.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            # the listener's connection: its last statement LISTENs on taskd_schedules (the
+            # event relay's connection LISTENs too, on taskd_event)
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%taskd_schedules%'"
         )
         assert killed == 1
         await wait_for(lambda: _reconnected(daemon))
