@@ -18,6 +18,7 @@ from daemon.errors import (
 )
 from daemon.models import Attempt, AttemptOutcome, Event, Health, Run, RunStatus, Schedule
 from daemon.sdk.context import Context
+from daemon.sdk.current import current_client
 from daemon.sdk.retry import Retry
 from daemon.sdk.schedules import ScheduledRun, schedules
 from daemon.sdk.task import Queue, TaskDefinition, task
@@ -46,6 +47,7 @@ __all__ = [
     "TaskDefinition",
     "TaskdError",
     "UnknownTask",
+    "current_client",
     "schedules",
     "task",
 ]

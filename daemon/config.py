@@ -91,7 +91,9 @@ class WorkerSettings(_Section):
 
 
 class TasksSettings(_Section):
-    modules: StringList = Field(default_factory=lambda: ["tasks.dump"])
+    modules: StringList = Field(
+        default_factory=lambda: ["tasks.dump", "tasks.daily_report", "tasks.user_registration"]
+    )
     """Python modules imported at startup; every ``@task`` in them is registered."""
     max_payload_bytes: int = Field(1_048_576, ge=1)
     """Payloads larger than this (as JSON) are refused at enqueue."""

@@ -33,8 +33,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from pydantic import BaseModel
 
-from daemon import AbortRun, Context, Retry, ScheduledRun, schedules
-from daemon.sdk.current import current_client
+from daemon import AbortRun, Context, Retry, ScheduledRun, current_client, schedules
 
 WINDOW = timedelta(days=1)
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
