@@ -463,6 +463,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), EXIT_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        # `taskd runs list | head`: the reader left; stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
 
 
 def _fail(message: str, code: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ import asyncpg
 import orjson
 
 from daemon import Client, Context, Retry, RunStatus, task
-from tests.conftest import wait_for_run
+from tests.conftest import ROOT, wait_for_run
 
 TASKD = Path(sys.executable).parent / "taskd"
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/x"
@@ -329,3 +330,15 @@ async def test_a_task_module_that_cannot_be_imported_stops_startup(
     ]
     assert [p for p in problems if p] == []
     assert all(r.code == 2 for r in results.values()), [str(r) for r in results.values()]
+
+
+async def test_a_closed_pipe_is_not_a_traceback(database: str, start_daemon) -> None:
+    async with start_daemon([]):
+        shell = f"TASKD_DATABASE__URL='{database}' {sys.executable} -m daemon status | head -1"
+        result = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                ["bash", "-c", shell], cwd=ROOT, capture_output=True, text=True, timeout=60
+            )
+        )
+    assert result.stdout.startswith("workers: 1 live")
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
