@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -51,6 +51,18 @@ def pending(receiver: socket.socket) -> list[str]:
         return messages
     finally:
         receiver.settimeout(timeout)
+
+
+async def collect_until(
+    receiver: socket.socket, done: Callable[[list[str]], bool], timeout: float = 5.0
+) -> list[str]:
+    """Read messages as they come until ``done(messages)``; fail after ``timeout``."""
+    messages: list[str] = []
+    with anyio.fail_after(timeout):
+        while not done(messages):
+            messages += pending(receiver)
+            await anyio.sleep(0.01)
+    return messages
 
 
 def test_ready_status_stopping_and_watchdog_arrive_exactly(systemd_socket: socket.socket) -> None:
@@ -139,9 +151,10 @@ async def test_run_watchdog_feeds_the_watchdog_and_sends_status(
     counter = iter(range(1000))
     async with anyio.create_task_group() as group:
         group.start_soon(notifier.run_watchdog, lambda: f"status {next(counter)}", 0.2)
-        await anyio.sleep(0.55)
+        messages = await collect_until(
+            systemd_socket, lambda m: m.count("WATCHDOG=1") >= 4 and "STATUS=status 1" in m
+        )
         group.cancel_scope.cancel()
-    messages = pending(systemd_socket)
     assert messages.count("WATCHDOG=1") >= 4, messages
     assert set(messages) - {"WATCHDOG=1"} >= {"STATUS=status 0", "STATUS=status 1"}, messages
     assert notifier.max_lag < 0.5
@@ -158,14 +171,13 @@ async def test_a_blocked_loop_misses_the_watchdog_and_is_reported(
     caplog.set_level(logging.WARNING, logger="taskd.loop")
     async with anyio.create_task_group() as group:
         group.start_soon(lambda: notifier.run_watchdog(lag_warning=0.3))
-        await anyio.sleep(0.35)
-        assert pending(systemd_socket).count("WATCHDOG=1") >= 2
+        await collect_until(systemd_socket, lambda m: m.count("WATCHDOG=1") >= 2)
         time.sleep(0.6)  # a task running blocking code on the loop  # noqa: ASYNC251
         # Nothing on the loop ran during the block, so nothing fed the watchdog.
         assert pending(systemd_socket) == []
-        await anyio.sleep(0.3)
+        # fed again once the loop is free, and a later tick measures a normal lag
+        await collect_until(systemd_socket, lambda m: "WATCHDOG=1" in m and notifier.last_lag < 0.5)
         group.cancel_scope.cancel()
-    assert "WATCHDOG=1" in pending(systemd_socket)  # fed again once the loop is free
     assert notifier.max_lag >= 0.5
     assert notifier.last_lag < 0.5
     blocked = [r.getMessage() for r in caplog.records if r.name == "taskd.loop"]

@@ -90,14 +90,21 @@ async def test_a_notify_during_a_claim_is_not_lost(
         return claimed
 
     monkeypatch.setattr(Store, "run_claim", slow_claim)
-    async with start_daemon([echo], poll_interval=30):
+    async with start_daemon([echo], poll_interval=30) as daemon:
         first = await client.trigger(echo, "first")
         await claim_returned.wait()
+        assert daemon.listener is not None
+        heard_before = daemon.listener.last_notification_at
         second = await client.trigger(echo, "second")
-        await anyio.sleep(0.05)  # let the NOTIFY reach the listener while the claim waits
+        # the NOTIFY reaches the listener while the claim's result is still on its way back
+        await wait_for(lambda: _heard_since(daemon, heard_before))
         release.set()
         runs = [await wait_for_run(client, run_id, timeout=5) for run_id in (first, second)]
     assert [r.output for r in runs] == ["first", "second"], "without waiting for the 30 s poll"
+
+
+async def _heard_since(daemon: object, before: float | None) -> bool:
+    return daemon.listener.last_notification_at != before  # type: ignore[attr-defined]
 
 
 async def test_runs_claimed_while_a_drain_starts_go_back_to_the_queue(
