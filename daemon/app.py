@@ -13,6 +13,11 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from daemon.admin.metrics import Metrics
+from daemon.admin.schemas import Readiness
+from daemon.admin.server import AdminServer
+from daemon.admin.state import AdminState
+from daemon.changes import ChangeHub
 from daemon.client import Client
 from daemon.config import Settings
 from daemon.embedded import embedded_dsn
@@ -23,11 +28,14 @@ from daemon.sdk.registry import Registry
 from daemon.store.database import DB_ERRORS, connect, create_pool
 from daemon.store.migrations import apply_migrations
 from daemon.store.store import Store
+from daemon.telemetry import Telemetry
 from daemon.worker.event_relay import EventRelay
 from daemon.worker.listener import CANCEL_CHANNEL, WAKEUP_CHANNEL, Listener
 from daemon.worker.lock import WorkerLock, new_lock_key
+from daemon.worker.log_writer import RunLogWriter
 from daemon.worker.maintenance import Maintenance
 from daemon.worker.pool import WorkerPool
+from daemon.worker.run_services import WorkerRunServices
 from daemon.worker.scheduler import SCHEDULES_CHANNEL, Scheduler
 
 log = logging.getLogger("taskd.daemon")
@@ -70,7 +78,12 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self._stopping = False
         self.declared_gone = False
+        self.reconciled = False
         self.notifier = SystemdNotifier.from_environment()
+        self.changes = ChangeHub()
+        self.metrics: Metrics | None = None
+        self.admin: AdminServer | None = None
+        self.log_writer: RunLogWriter | None = None
 
     async def run(
         self,
@@ -85,7 +98,29 @@ class Daemon:
             self.dsn, settings.database, size=1, synchronous_commit=False, reset_session=False
         )
         store = Store(db_pool, claim_pool=claim_pool)
+        telemetry = Telemetry()
+        if settings.admin.listen:
+            self.metrics = telemetry = Metrics(store, self._counters)
+            self.changes.add_listener(self.metrics.on_change)
+        client = Client(db_pool, changes=self.changes)
+        self.log_writer = RunLogWriter(store, telemetry)
         try:
+            if settings.admin.listen:
+                assert self.metrics is not None
+                self.admin = AdminServer(
+                    AdminState(
+                        store=store,
+                        client=client,
+                        registry=self.registry,
+                        changes=self.changes,
+                        metrics=self.metrics,
+                        settings=settings.admin,
+                        readiness=lambda: self._readiness(store),
+                        max_payload_bytes=settings.tasks.max_payload_bytes,
+                    ),
+                    taskd_version(),
+                )
+                await self.admin.start()
             await store.setting_put("max_payload_bytes", settings.tasks.max_payload_bytes)
             # Every registered task is served; [worker] queues restricts the claim by the
             # run's queue (which a trigger may override), not by the task's default queue.
@@ -103,11 +138,28 @@ class Daemon:
                     for d in declared
                 ]
             )
-            set_current_client(Client(db_pool))
+            set_current_client(client)
             self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
             lock = self.lock
+            services = WorkerRunServices(
+                store,
+                self.worker_id,
+                self.changes,
+                self.log_writer,
+                max_metadata_bytes=settings.tasks.max_metadata_bytes,
+                run_lines=settings.log.run_lines,
+                run_level=logging.getLevelName(settings.log.run_level),
+            )
             self.pool = WorkerPool(
-                store, served, settings.worker, self.worker_id, may_claim=lambda: lock.held
+                store,
+                served,
+                settings.worker,
+                self.worker_id,
+                may_claim=lambda: lock.held,
+                changes=self.changes,
+                telemetry=telemetry,
+                services=services,
+                before_outcomes=self.log_writer.flush,
             )
             self.scheduler = Scheduler(store)
             self.listener = Listener(
@@ -120,7 +172,14 @@ class Daemon:
                 },
                 on_reconnect=self._on_listener_reconnect,
             )
-            self.maintenance = Maintenance(store, settings.worker, self.worker_id)
+            self.maintenance = Maintenance(
+                store,
+                settings.worker,
+                self.worker_id,
+                retention=settings.retention,
+                changes=self.changes,
+                telemetry=telemetry,
+            )
             async with anyio.create_task_group() as group:
                 # The lock before the worker row: a row without its lock reads as a gone worker.
                 await group.start(self.lock.run)
@@ -135,9 +194,11 @@ class Daemon:
                     lock_key=self.lock.key,
                 )
                 await self.maintenance.reconcile()
+                self.reconciled = True
                 await self._retire_undeclared_schedules(store)
                 await group.start(self.listener.run)
                 group.start_soon(self._heartbeat, store)
+                group.start_soon(self.log_writer.run)
                 group.start_soon(self.maintenance.run)
                 self.event_relay = EventRelay(
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes
@@ -158,6 +219,8 @@ class Daemon:
                 self.notifier.ready(self.status_line())
                 task_status.started(self)
                 await self.pool.run()
+                with anyio.move_on_after(5):
+                    await self.log_writer.flush()  # the last lines of the drained runs
                 group.cancel_scope.cancel()
             try:
                 with anyio.fail_after(5):
@@ -167,6 +230,9 @@ class Daemon:
             log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
         finally:
             with anyio.CancelScope(shield=True):
+                if self.admin is not None:
+                    with anyio.move_on_after(5):
+                        await self.admin.stop()
                 for pool in (claim_pool, db_pool):
                     with anyio.move_on_after(5) as closing:
                         await pool.close()
@@ -179,6 +245,40 @@ class Daemon:
         served = await store.task_list_served()
         for schedule_id in await store.schedule_retire_declared(undeclared, served):
             log.info("schedule %s deactivated: no longer declared in code", schedule_id)
+
+    async def _readiness(self, store: Store) -> Readiness:
+        database = False
+        with anyio.move_on_after(2):
+            try:
+                await store.pool.fetchval("SELECT 1")
+                database = True
+            except DB_ERRORS:
+                pass
+        listener = self.listener is not None and self.listener.up
+        ready = database and listener and self.reconciled and not self._stopping
+        if self.metrics is not None:
+            self.metrics.ready.set(1 if ready else 0)
+        return Readiness(
+            ready=ready,
+            database=database,
+            listener=listener,
+            reconciled=self.reconciled,
+            draining=self._stopping,
+        )
+
+    def _counters(self) -> dict[str, float]:
+        """Counters the parts keep themselves, for the metrics (read at scrape time)."""
+        if self.metrics is not None:
+            if self.pool is not None:
+                self.metrics.pool_in_use.set(self.pool.in_use)
+                self.metrics.pool_limit.set(self.pool.capacity)
+            self.metrics.loop_lag.set(self.notifier.max_lag)
+        return {
+            "listener_reconnects": self.listener.reconnects if self.listener is not None else 0,
+            "stream_clients_dropped": self.changes.dropped_total,
+            "run_log_lines_dropped": self.log_writer.dropped if self.log_writer else 0,
+            "pruned_runs": self.maintenance.pruned["runs"] if self.maintenance else 0,
+        }
 
     def status_line(self) -> str:
         """Live counts for systemd's STATUS= (shown by `systemctl status taskd`)."""

@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 from pydantic import BaseModel
 
+from daemon.changes import ChangeHub, ChangeKind, RunChange
 from daemon.config import DatabaseSettings
 from daemon.durations import Duration, to_seconds
 from daemon.errors import (
@@ -28,6 +29,7 @@ from daemon.models import (
     Health,
     QueueDepth,
     Run,
+    RunLogLine,
     RunStatus,
     Schedule,
     UnservedTask,
@@ -54,9 +56,12 @@ class Client:
     (``my_task.trigger(payload)``).
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, changes: ChangeHub | None = None) -> None:
         self._store = Store(pool)
         self._max_payload_bytes: int | None = None
+        # Inside a daemon: runs this client creates or cancels are published to its stream
+        # (not those enqueued in a caller's transaction, which may still roll back).
+        self._changes = changes
 
     @classmethod
     @asynccontextmanager
@@ -154,6 +159,9 @@ class Client:
             ttl=to_seconds(ttl) if ttl is not None else None,
             connection=connection,
         )
+        if self._changes is not None and self._changes.active and connection is None:
+            for run_id in ids:
+                self._changes.publish(RunChange(ChangeKind.CREATED, run_id, task_id, "queued"))
         return ids
 
     async def send_event(
@@ -283,10 +291,15 @@ class Client:
         before the request reaches it stays completed. Raises RunNotFound, or RunFinished
         for a run that has already finished.
         """
+        parsed = parse_run_id(run_id)
         try:
-            status = await self._store.run_cancel(parse_run_id(run_id))
+            status = await self._store.run_cancel(parsed)
         except asyncpg.PostgresError as exc:
             raise _run_error(exc) from None
+        if status == RunStatus.CANCELED and self._changes is not None and self._changes.active:
+            run = await self._store.run_get(parsed, with_attempts=False)
+            task_id = run.task_id if run is not None else ""
+            self._changes.publish(RunChange(ChangeKind.CANCELED, parsed, task_id, "canceled"))
         return RunStatus(status)
 
     async def replay(self, run_id: uuid.UUID | str) -> uuid.UUID:
@@ -298,6 +311,10 @@ class Client:
         new_id = new_run_id()
         if not await self._store.run_replay(original, new_id):
             raise RunNotFound(f"no run with id {original}")
+        if self._changes is not None and self._changes.active:
+            run = await self._store.run_get(new_id, with_attempts=False)
+            task_id = run.task_id if run is not None else ""
+            self._changes.publish(RunChange(ChangeKind.CREATED, new_id, task_id, "queued"))
         return new_id
 
     # reading ----------------------------------------------------------------------------------
@@ -316,10 +333,15 @@ class Client:
         task: str | TaskDefinition[Any, Any] | None = None,
         event: str | None = None,
         schedule: str | None = None,
+        tag: str | None = None,
+        queue: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         before: uuid.UUID | str | None = None,
         limit: int = 50,
     ) -> list[Run]:
-        """Runs newest first; page with ``before=<last id of the previous page>``."""
+        """Runs newest first, matching every filter given; page with
+        ``before=<last id of the previous page>``."""
         if isinstance(status, str | RunStatus):
             statuses = [RunStatus(status)]
         elif status is not None:
@@ -332,9 +354,32 @@ class Client:
             task_id=task_id,
             event=event,
             schedule_id=schedule,
+            tag=tag,
+            queue=queue,
+            created_after=created_after,
+            created_before=created_before,
             before=parse_run_id(before) if before is not None else None,
             limit=limit,
         )
+
+    async def list_logs(
+        self,
+        *,
+        run: uuid.UUID | str | None = None,
+        task: str | TaskDefinition[Any, Any] | None = None,
+        levels: Sequence[str] | None = None,
+        after: int = 0,
+        limit: int = 1000,
+    ) -> list[RunLogLine]:
+        """Stored ``ctx.log`` lines with an id above ``after``, oldest first (``taskd logs``)."""
+        rows = await self._store.run_log_list(
+            after=after,
+            run_id=parse_run_id(run) if run is not None else None,
+            task_id=_task_identity(task)[0] if task is not None else None,
+            levels=list(levels) if levels is not None else None,
+            limit=limit,
+        )
+        return [RunLogLine(**row) for row in rows]
 
     async def health(self) -> Health:
         """Live workers, queue depths, the oldest due run, and runs no live worker serves."""

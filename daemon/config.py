@@ -6,13 +6,23 @@ their limits, and turns a validation failure into one line that names the key.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -97,12 +107,76 @@ class TasksSettings(_Section):
     """Python modules imported at startup; every ``@task`` in them is registered."""
     max_payload_bytes: int = Field(1_048_576, ge=1)
     """Payloads larger than this (as JSON) are refused at enqueue."""
+    max_metadata_bytes: int = Field(65_536, ge=2)
+    """A run's metadata (``ctx.set_metadata``), as JSON, may not grow past this."""
 
 
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "text"] = "auto"
     """auto: text on a terminal, JSON lines otherwise (journald)."""
+    run_lines: int = Field(1000, ge=0)
+    """Most ``ctx.log`` lines stored per run (over all its attempts); 0 stores none. Lines
+    past the cap still go to stdout; the run gets one line saying how many were left out."""
+    run_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least level of the ``ctx.log`` lines stored with their run."""
+
+
+class AdminSettings(_Section):
+    listen: str = "127.0.0.1:8787"
+    """host:port of the admin HTTP endpoint (port 0: any free port); empty turns it off."""
+    token: str = Field("", validate_default=True)
+    """Bearer token every request but /healthz must carry. Required to bind anything but
+    loopback. A secret: set it with TASKD_ADMIN__TOKEN, not in the file."""
+    stream_buffer: int = Field(1000, ge=1)
+    """Run changes buffered per /api/stream client; a client that falls this far behind is
+    disconnected (it reconnects and re-reads what it missed from /api/runs)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value.strip():
+            admin_address(value)
+        return value.strip()
+
+    @field_validator("token")
+    @classmethod
+    def _token_off_loopback(cls, value: str, info: ValidationInfo) -> str:
+        listen = info.data.get("listen")
+        if listen and not value and not is_loopback(admin_address(listen)[0]):
+            raise ValueError(f"required when admin.listen ({listen}) is not a loopback address")
+        return value
+
+
+def admin_address(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:8787"`` / ``"[::1]:8787"`` -> (host, port); ValueError when malformed."""
+    host, sep, port_text = listen.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8787")
+    return host.strip("[]"), int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+class RetentionSettings(_Section):
+    runs: Seconds = 30 * 86_400.0
+    """Finished runs (with their attempts and log lines) are deleted this long after they
+    finished; 0 keeps them forever."""
+    events: Seconds = 30 * 86_400.0
+    """Recorded events are deleted this long after they were sent; 0 keeps them."""
+    workers: Seconds = 86_400.0
+    """Rows of stopped workers are deleted this long after they stopped."""
+    interval: Seconds = Field(60.0, gt=0)
+    """How often the pruner looks for rows past their retention."""
+    batch: int = Field(500, ge=1, le=100_000)
+    """Rows deleted per statement: small batches keep each transaction short."""
 
 
 class Settings(BaseSettings):
@@ -117,6 +191,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     tasks: TasksSettings = Field(default_factory=TasksSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
 
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:

@@ -54,3 +54,13 @@ class NoClient(TaskdError):
 
 class AbortRun(Exception):
     """Raise inside a task to fail the run now, without any further retry."""
+
+
+class MetadataTooLarge(TaskdError, ValueError):
+    """``ctx.set_metadata`` would grow the run's metadata past ``[tasks] max_metadata_bytes``;
+    nothing was stored."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"run metadata would be {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import uuid
+from datetime import datetime
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -35,6 +36,15 @@ def new_run_id() -> uuid.UUID:
     rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
     return uuid.UUID(int=value)
+
+
+def uuid_at(moment: datetime) -> uuid.UUID:
+    """The smallest UUIDv7 of ``moment``'s millisecond: ids below it were made before it, so a
+    time range of runs is an id range on the primary key."""
+    if moment.tzinfo is None:
+        raise ValueError("moment must be timezone-aware")
+    ms = min(max(0, int(moment.timestamp() * 1000)), (1 << 48) - 1)
+    return uuid.UUID(int=ms << 80 | 0x7 << 76 | 0b10 << 62)
 
 
 def parse_run_id(text: str | uuid.UUID) -> uuid.UUID:

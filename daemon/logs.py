@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 
 FIELDS_ATTR = "taskd_fields"
+_STORED_TRACEBACK = 8_000
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -69,19 +72,39 @@ def log_event(logger: logging.Logger, level: int, msg: str, **fields: Any) -> No
         logger.log(level, msg, extra={FIELDS_ATTR: fields})
 
 
+LogSink = Callable[[int, str, dict[str, Any]], None]
+
+
 class RunLogger:
     """``ctx.log``: a logger whose lines carry the run id, task and attempt.
 
-    ``ctx.log.info("fetched", rows=12)``: keyword arguments become fields of the line.
+    ``ctx.log.info("fetched", rows=12)``: keyword arguments become fields of the line. Lines go
+    to stdout like every other line, and to ``sink`` (which stores them with the run).
     """
 
-    __slots__ = ("_base", "_logger")
+    __slots__ = ("_base", "_logger", "_sink")
 
-    def __init__(self, logger: logging.Logger, run_id: str, task: str, attempt: int) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        run_id: str,
+        task: str,
+        attempt: int,
+        sink: LogSink | None = None,
+    ) -> None:
         self._logger = logger
         self._base = {"run_id": run_id, "task": task, "attempt": attempt}
+        self._sink = sink
 
     def _log(self, level: int, msg: str, exc_info: bool, fields: dict[str, Any]) -> None:
+        if self._sink is not None:
+            stored = fields
+            if exc_info:
+                stored = {**fields, "exc": traceback.format_exc()[-_STORED_TRACEBACK:]}
+            try:
+                self._sink(level, str(msg), stored)
+            except Exception:  # storing a line must never fail the task that logs it
+                logging.getLogger("taskd.logs").exception("storing a run's log line failed")
         if self._logger.isEnabledFor(level):
             self._logger.log(
                 level, msg, exc_info=exc_info, extra={FIELDS_ATTR: {**self._base, **fields}}

@@ -82,6 +82,10 @@ class Run(BaseModel):
     schedule_id: str | None = None
     scheduled_for: datetime | None = None
     """The fire time of the schedule this run is for."""
+    metadata: dict[str, Any] | None = None
+    """What the task set with ``ctx.set_metadata`` (progress, stage...), kept after it ends."""
+    parent_id: uuid.UUID | None = None
+    """The run that created this one (child runs)."""
     attempts: list[Attempt] = []
 
 
@@ -139,6 +143,8 @@ class QueueDepth(BaseModel):
     delayed: int
     """Queued runs waiting for their run_at (delays, retry backoffs)."""
     oldest_due: datetime | None
+    executing: int = 0
+    """Runs of the queue executing now, over all daemons."""
 
 
 class UnservedTask(BaseModel):
@@ -171,6 +177,9 @@ class ClaimedRun:
     max_attempts: int | None
     queue: str
     tags: list[str]
+    metadata: dict[str, Any] | None = None
+    log_lines: int = 0  # lines earlier attempts stored (the cap is per run)
+    started: float = 0.0  # time.monotonic() when this daemon started the attempt
     cancel_requested: bool = False  # set by the pool when a cancel arrives for it
     superseded: bool = False  # the run was handed back and claimed again: this attempt is moot
 
@@ -191,3 +200,33 @@ class Outcome:
     error: bytes | None = None
     retry_delay: float = 0.0
     replaces_refused: bool = False  # written instead of an outcome the database refused
+    task_id: str = ""  # set by the pool, for the run-change stream and metrics
+    duration: float | None = None  # the attempt's wall time in seconds (set by the pool)
+
+
+@dataclass(slots=True)
+class LogLine:
+    """A ``ctx.log`` line waiting to be stored with its run; ``fields`` is JSON already."""
+
+    run_id: uuid.UUID
+    task_id: str
+    attempt: int
+    at: datetime
+    level: str  # debug, info, warning, error
+    message: str
+    fields: bytes | None
+
+
+class RunLogLine(BaseModel):
+    """A stored ``ctx.log`` line, as `taskd logs` and the API show it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    run_id: uuid.UUID
+    task_id: str
+    attempt: int
+    at: datetime
+    level: str
+    message: str
+    fields: dict[str, Any] | None = None

@@ -134,6 +134,7 @@ async def db(database: str) -> AsyncIterator[asyncpg.Connection]:
 def test_settings(dsn: str, **worker: Any) -> Settings:
     settings = load_settings(None)
     settings.database.url = dsn
+    settings.admin.listen = "127.0.0.1:0"  # several daemons at once: any free port
     settings.worker.poll_interval = worker.pop("poll_interval", 0.5)
     settings.worker.shutdown_grace = worker.pop("shutdown_grace", 5.0)
     for key, value in worker.items():

@@ -161,6 +161,7 @@ class Daemons:
             "TASKD_WORKER__POLL_INTERVAL": poll_interval,
             "TASKD_WORKER__SHUTDOWN_GRACE": shutdown_grace,
             "TASKD_LOG__FORMAT": "json",
+            "TASKD_ADMIN__LISTEN": "127.0.0.1:0",  # several daemons at once: any free port
             "PYTHONUNBUFFERED": "1",
             **env,
         }

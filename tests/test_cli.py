@@ -36,6 +36,7 @@ class Result:
 def cli_env(dsn: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKD_")}
     env["TASKD_DATABASE__URL"] = dsn
+    env["TASKD_ADMIN__LISTEN"] = "127.0.0.1:0"
     env.update(extra)
     return env
 

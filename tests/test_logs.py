@@ -98,6 +98,7 @@ async def taskd_run(database: str, folder: Path, **env: str) -> AsyncIterator[Da
         "TASKD_DATABASE__URL": database,
         "TASKD_TASKS__MODULES": '["log_tasks"]',
         "TASKD_WORKER__POLL_INTERVAL": "0.2",
+        "TASKD_ADMIN__LISTEN": "127.0.0.1:0",
         **env,
     }
     process = await anyio.open_process([str(TASKD), "run"], cwd=folder, env=environment)

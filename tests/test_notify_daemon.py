@@ -67,6 +67,7 @@ async def test_the_daemon_notifies_systemd(database: str, tmp_path: Path) -> Non
         "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
         "WATCHDOG_USEC": "200000",  # WatchdogSec=0.2s: a WATCHDOG=1 every 0.1 s
         "TASKD_DATABASE__URL": database,
+        "TASKD_ADMIN__LISTEN": "127.0.0.1:0",
         "TASKD_TASKS__MODULES": '["notify_tasks"]',
         "TASKD_LOG__FORMAT": "json",
         "PYTHONPATH": str(ROOT),
@@ -128,6 +129,7 @@ async def test_a_second_sigint_cancels_at_once(database: str, tmp_path: Path) ->
     env = {
         **os.environ,
         "TASKD_DATABASE__URL": database,
+        "TASKD_ADMIN__LISTEN": "127.0.0.1:0",
         "TASKD_TASKS__MODULES": '["slow_tasks"]',
         "TASKD_WORKER__SHUTDOWN_GRACE": "60s",  # the first SIGINT alone would wait a minute
         "PYTHONPATH": str(ROOT),

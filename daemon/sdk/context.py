@@ -4,21 +4,42 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from daemon.logs import RunLogger
 
 task_logger = logging.getLogger("taskd.task")
 
 
+class RunServices(Protocol):
+    """What a context needs from the daemon running it (see daemon.worker.run_services)."""
+
+    async def set_metadata(self, ctx: Context, values: dict[str, Any]) -> dict[str, Any]: ...
+
+    def store_log(self, ctx: Context, level: int, message: str, fields: dict[str, Any]) -> None: ...
+
+
 class Context:
     """Passed to every task function as its second argument.
 
     ``run_id``, ``task_id``, ``attempt`` (1-based), ``max_attempts``, ``payload`` (validated),
-    ``tags``, ``queue``, and ``log``: a logger whose lines carry run id, task and attempt.
+    ``tags``, ``queue``, ``metadata`` (what ``set_metadata`` stored), and ``log``: a logger
+    whose lines carry run id, task and attempt, and are stored with the run.
     """
 
-    __slots__ = ("_log", "attempt", "max_attempts", "payload", "queue", "run_id", "tags", "task_id")
+    __slots__ = (
+        "_log",
+        "_metadata",
+        "_services",
+        "attempt",
+        "log_lines",
+        "max_attempts",
+        "payload",
+        "queue",
+        "run_id",
+        "tags",
+        "task_id",
+    )
 
     def __init__(
         self,
@@ -30,6 +51,9 @@ class Context:
         payload: Any,
         queue: str,
         tags: list[str],
+        metadata: dict[str, Any] | None = None,
+        log_lines: int = 0,
+        services: RunServices | None = None,
     ) -> None:
         self.run_id = run_id
         self.task_id = task_id
@@ -38,13 +62,44 @@ class Context:
         self.payload = payload
         self.queue = queue
         self.tags = tags
+        self._metadata: dict[str, Any] = dict(metadata or {})
+        self.log_lines = log_lines
+        """Log lines stored for this run so far (all attempts): the per-run cap counts them."""
+        self._services = services
         self._log: RunLogger | None = None
 
     @property
     def log(self) -> RunLogger:
         if self._log is None:  # built on first use: most no-op runs never log
-            self._log = RunLogger(task_logger, str(self.run_id), self.task_id, self.attempt)
+            sink = self._store_log if self._services is not None else None
+            self._log = RunLogger(
+                task_logger, str(self.run_id), self.task_id, self.attempt, sink=sink
+            )
         return self._log
+
+    def _store_log(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        assert self._services is not None
+        self._services.store_log(self, level, message, fields)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The run's metadata (a copy): what earlier ``set_metadata`` calls stored, also in
+        earlier attempts."""
+        return dict(self._metadata)
+
+    async def set_metadata(self, **values: Any) -> None:
+        """Merge ``values`` into the run's metadata (by key) and store it now.
+
+        Readable while the run executes, through ``client.get_run``, ``/api/runs/{id}`` and
+        ``/api/stream``: ``await ctx.set_metadata(progress=0.4, stage="claude")``. Values must
+        be JSON-serialisable; the merged object is capped by ``[tasks] max_metadata_bytes``
+        (MetadataTooLarge). Each call is one write: call it at meaningful steps, not per item
+        of a tight loop.
+        """
+        if self._services is None:
+            self._metadata.update(values)  # a context outside a daemon (tests of task code)
+            return
+        self._metadata = await self._services.set_metadata(self, values)
 
     @property
     def is_last_attempt(self) -> bool:

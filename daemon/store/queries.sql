@@ -89,7 +89,7 @@ SELECT pg_notify('taskd_wakeup', queue)
 
 -- name: run_claim
 -- See taskd.claim_runs in the migrations: a function so that its plan is pinned.
-SELECT id, task_id, payload, attempt, max_attempts, queue, tags
+SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_lines
   FROM taskd.claim_runs($1::text[], $2::text[], $3::int, $4::uuid, $5::float8);
 
 -- name: run_complete_many
@@ -125,7 +125,7 @@ WITH outcome AS (
       FROM (SELECT DISTINCT queue FROM updated u JOIN outcome o ON o.id = u.id
              WHERE u.status = 'queued' AND o.retry_delay = 0) AS q
 )
-SELECT u.id FROM updated u LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
+SELECT u.id, u.status FROM updated u LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
 
 -- name: run_rescue
 -- Hand back executing runs whose lease expired or whose worker is gone ($1). The lost attempt
@@ -162,7 +162,7 @@ WITH lost AS (
            lease_expires_at = NULL
       FROM lost
      WHERE r.id = lost.id AND r.status = 'executing' AND r.attempt = lost.attempt
-    RETURNING r.id, r.status, lost.worker_id AS lost_worker
+    RETURNING r.id, r.status, lost.worker_id AS lost_worker, r.task_id, r.attempt
 ), recorded AS (
     INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)
     SELECT lost.id, lost.attempt, lost.worker_id, coalesce(lost.attempt_started_at, now()), now(),
@@ -173,7 +173,7 @@ WITH lost AS (
       FROM (SELECT DISTINCT lost.queue FROM lost JOIN rescued ON rescued.id = lost.id
              WHERE rescued.status = 'queued') AS q
 )
-SELECT rescued.id, rescued.status, rescued.lost_worker
+SELECT rescued.id, rescued.status, rescued.lost_worker, rescued.task_id, rescued.attempt
   FROM rescued LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
 
 -- name: run_expire
@@ -192,7 +192,7 @@ UPDATE taskd.runs r
                                   'message', 'not started within its ttl')
   FROM due
  WHERE r.id = due.id AND r.status = 'queued'
-RETURNING r.id;
+RETURNING r.id, r.task_id;
 
 -- name: run_fail_unknown
 -- Queued runs of tasks no live worker serves, waiting longer than $2 seconds, fail.
@@ -241,6 +241,11 @@ SELECT queue,
   FROM taskd.runs WHERE status = 'queued'
  GROUP BY queue ORDER BY queue;
 
+-- name: queue_executing
+-- Runs executing per queue (through runs_lease_idx: executing runs are the leased ones).
+SELECT queue, count(*) AS executing FROM taskd.runs
+ WHERE lease_expires_at IS NOT NULL GROUP BY queue;
+
 -- name: run_count_unserved
 SELECT task_id, count(*) AS queued, min(created_at) AS oldest
   FROM taskd.runs WHERE status = 'queued' AND task_id <> ALL($1::text[])
@@ -264,7 +269,8 @@ RETURNING r.id;
 SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.priority, r.run_at,
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
-       r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for
+       r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
+       r.metadata, r.parent_id
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE r.id = $1;
 
@@ -286,25 +292,98 @@ SELECT id, name, payload, runs, created_at FROM taskd.events
 -- the given pairs; a name removed from the code stops starting the task)
 DELETE FROM taskd.subscriptions WHERE task_id = ANY($1::text[]);
 
+-- name: subscription_list
+SELECT task_id, array_agg(event_name ORDER BY event_name) AS events
+  FROM taskd.subscriptions GROUP BY task_id;
+
 -- name: subscription_add
 INSERT INTO taskd.subscriptions (event_name, task_id)
 SELECT * FROM unnest($1::text[], $2::text[])
 ON CONFLICT DO NOTHING;
 
 -- name: run_list
--- Newest first (ids are UUIDv7); keyset pagination on id.
+-- Newest first (ids are UUIDv7); keyset pagination on id. The store appends one condition
+-- per filter given ("AND ..."), then the order and limit: a statement per combination of
+-- filters, so that each gets its own plan (runs_task_idx for a task, runs_tags_idx for a
+-- tag, the primary key for a created range) instead of one generic plan for all.
 SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.priority, r.run_at,
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
-       r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for
+       r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
+       r.metadata, r.parent_id
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
- WHERE ($1::text[] IS NULL OR r.status = ANY($1))
-   AND ($6::text IS NULL OR r.schedule_id = $6)
-   AND ($2::text IS NULL OR r.task_id = $2)
-   AND ($3::uuid IS NULL OR r.id < $3)
-   AND ($5::text IS NULL OR r.event_id IN (SELECT e.id FROM taskd.events e WHERE e.name = $5))
- ORDER BY r.id DESC
- LIMIT $4;
+ WHERE true
+
+-- name: run_children
+SELECT id, task_id, status FROM taskd.runs WHERE parent_id = $1 ORDER BY id LIMIT $2;
+
+-- name: run_set_metadata
+-- Merge keys into the metadata of a run this worker executes (same compare-and-set as the
+-- completion); NULL when the run is no longer this attempt's.
+UPDATE taskd.runs SET metadata = coalesce(metadata, '{}') || $4::text::jsonb
+ WHERE id = $1 AND status = 'executing' AND worker_id = $2 AND attempt = $3
+RETURNING true;
+
+-- name: run_log_insert_many
+-- One batch of ctx.log lines, then one NOTIFY for every tail (`taskd logs -f`) to read them.
+WITH inserted AS (
+    INSERT INTO taskd.run_logs (run_id, task_id, attempt, at, level, message, fields)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::text[],
+                         $6::text[], $7::text[]::jsonb[])
+    RETURNING id
+)
+SELECT pg_notify('taskd_logs', max(id)::text) FROM inserted;
+
+-- name: run_log_list
+-- Lines after a cursor, oldest first; filters are optional ($2 run, $3 task, $4 levels).
+SELECT l.id, l.run_id, l.task_id, l.attempt, l.at, l.level, l.message, l.fields
+  FROM taskd.run_logs l
+ WHERE l.id > $1
+   AND ($2::uuid IS NULL OR l.run_id = $2)
+   AND ($3::text IS NULL OR l.task_id = $3)
+   AND ($4::text[] IS NULL OR l.level = ANY($4))
+ ORDER BY l.id
+ LIMIT $5;
+
+-- name: run_log_of_run
+-- One run's lines, oldest first (the index on (run_id, id)).
+SELECT l.id, l.run_id, l.task_id, l.attempt, l.at, l.level, l.message, l.fields
+  FROM taskd.run_logs l
+ WHERE l.run_id = $1 AND l.id > $2
+ ORDER BY l.id
+ LIMIT $3;
+
+-- name: prune_runs
+-- Finished runs older than the retention, oldest first, in one small batch: along the
+-- primary key (ids begin with their creation time, $1 is the id of the cutoff moment), with
+-- their attempts and log lines. SKIP LOCKED: never waits on a run something else holds.
+WITH doomed AS (
+    SELECT id FROM taskd.runs
+     WHERE id < $1 AND finished_at < $2
+       AND status IN ('completed', 'failed', 'canceled', 'expired')
+     ORDER BY id
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+), attempts AS (
+    DELETE FROM taskd.attempts a USING doomed WHERE a.run_id = doomed.id
+), logs AS (
+    DELETE FROM taskd.run_logs l USING doomed WHERE l.run_id = doomed.id
+)
+DELETE FROM taskd.runs r USING doomed WHERE r.id = doomed.id;
+
+-- name: prune_events
+WITH doomed AS (
+    SELECT id FROM taskd.events WHERE created_at < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM taskd.events e USING doomed WHERE e.id = doomed.id;
+
+-- name: prune_workers
+DELETE FROM taskd.workers WHERE stopped_at < $1;
+
+-- name: table_stats
+-- Live and dead rows of taskd's tables (dead rows are bloat waiting for vacuum).
+SELECT relname AS table, n_live_tup AS live, n_dead_tup AS dead
+  FROM pg_stat_user_tables WHERE schemaname = 'taskd' ORDER BY relname;
 
 -- name: schedule_list
 SELECT s.id, s.task_id, s.cron, s.timezone, s.payload, s.external_id, s.dedup_key, s.catch_up,

@@ -13,7 +13,8 @@ from typing import Any
 
 import asyncpg
 
-from daemon.models import Attempt, ClaimedRun, Event, Outcome, Run, RunStatus
+from daemon.ids import uuid_at
+from daemon.models import Attempt, ClaimedRun, Event, LogLine, Outcome, Run, RunStatus
 from daemon.store.queries import QUERIES
 
 
@@ -154,8 +155,9 @@ class Store:
 
     async def run_complete_many(
         self, worker_id: uuid.UUID, outcomes: Sequence[Outcome]
-    ) -> set[uuid.UUID]:
-        """Write outcomes; return the ids whose write won (the rest lost a race)."""
+    ) -> dict[uuid.UUID, str]:
+        """Write outcomes; return {id: new status} for the writes that won (the rest lost a
+        race)."""
         rows = await self.pool.fetch(
             QUERIES["run_complete_many"],
             worker_id,
@@ -167,7 +169,7 @@ class Store:
             [o.error.decode() if o.error is not None else None for o in outcomes],
             [o.retry_delay for o in outcomes],
         )
-        return {row[0] for row in rows}
+        return {row[0]: row[1] for row in rows}
 
     async def run_release_many(
         self, worker_id: uuid.UUID, runs: Sequence[tuple[uuid.UUID, int]]
@@ -181,13 +183,15 @@ class Store:
 
     async def run_rescue(
         self, gone_workers: Sequence[uuid.UUID], limit: int = 1000
-    ) -> list[tuple[uuid.UUID, str, uuid.UUID]]:
-        """Hand back runs with an expired lease or a gone worker: (run id, new status, worker)."""
+    ) -> list[tuple[uuid.UUID, str, uuid.UUID, str, int]]:
+        """Hand back runs with an expired lease or a gone worker:
+        (run id, new status, lost worker, task id, attempt)."""
         rows = await self.pool.fetch(QUERIES["run_rescue"], list(gone_workers), limit)
-        return [(row[0], row[1], row[2]) for row in rows]
+        return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
-    async def run_expire(self, limit: int = 1000) -> list[uuid.UUID]:
-        return [row[0] for row in await self.pool.fetch(QUERIES["run_expire"], limit)]
+    async def run_expire(self, limit: int = 1000) -> list[tuple[uuid.UUID, str]]:
+        """Queued runs past their ttl end expired: (run id, task id)."""
+        return [(row[0], row[1]) for row in await self.pool.fetch(QUERIES["run_expire"], limit)]
 
     async def run_fail_unknown(
         self, served: Sequence[str], waited_seconds: float, limit: int = 1000
@@ -215,7 +219,17 @@ class Store:
         return await self.pool.fetchrow(QUERIES["run_replay"], run_id, new_id) is not None
 
     async def queue_depths(self) -> list[dict[str, Any]]:
-        return [dict(row) for row in await self.pool.fetch(QUERIES["queue_depths"])]
+        """Per queue: due and delayed queued runs, the oldest due, and runs executing."""
+        async with self.pool.acquire() as connection:
+            queued = await connection.fetch(QUERIES["queue_depths"])
+            executing = dict(await connection.fetch(QUERIES["queue_executing"]))
+        depths = {row["queue"]: {**dict(row), "executing": 0} for row in queued}
+        for queue, count in executing.items():
+            depths.setdefault(
+                queue,
+                {"queue": queue, "due": 0, "delayed": 0, "oldest_due": None, "executing": 0},
+            )["executing"] = count
+        return [depths[queue] for queue in sorted(depths)]
 
     async def run_count_unserved(self, served: Sequence[str]) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(QUERIES["run_count_unserved"], list(served))
@@ -233,6 +247,11 @@ class Store:
     async def event_list(self, name: str | None, limit: int) -> list[Event]:
         rows = await self.pool.fetch(QUERIES["event_list"], name, limit)
         return [Event(**dict(row)) for row in rows]
+
+    async def subscription_list(self) -> dict[str, list[str]]:
+        """Event names per subscribed task."""
+        rows = await self.pool.fetch(QUERIES["subscription_list"])
+        return {row["task_id"]: list(row["events"]) for row in rows}
 
     async def subscription_sync(
         self, task_ids: Sequence[str], pairs: Sequence[tuple[str, str]]
@@ -366,18 +385,114 @@ class Store:
         *,
         statuses: Sequence[RunStatus] | None = None,
         task_id: str | None = None,
+        tag: str | None = None,
+        queue: str | None = None,
         event: str | None = None,
         schedule_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         before: uuid.UUID | None = None,
         limit: int = 50,
     ) -> list[Run]:
-        rows = await self.pool.fetch(
-            QUERIES["run_list"],
-            [s.value for s in statuses] if statuses else None,
-            task_id,
-            before,
-            limit,
-            event,
-            schedule_id,
-        )
+        """Runs newest first, matching every filter given; ``before``: the keyset cursor (the
+        last id of the previous page). Ids begin with their creation time, so a created range
+        is an id range on the primary key."""
+        conditions: list[str] = []
+        args: list[Any] = []
+
+        def where(condition: str, value: Any) -> None:
+            args.append(value)
+            conditions.append(condition.replace("$?", f"${len(args)}"))
+
+        if statuses:
+            where("r.status = ANY($?::text[])", [s.value for s in statuses])
+        if task_id is not None:
+            where("r.task_id = $?", task_id)
+        if tag is not None:
+            where("r.tags @> ARRAY[$?::text] AND r.tags <> '{}'", tag)
+        if queue is not None:
+            where("r.queue = $?", queue)
+        if schedule_id is not None:
+            where("r.schedule_id = $?", schedule_id)
+        if event is not None:
+            where("r.event_id IN (SELECT e.id FROM taskd.events e WHERE e.name = $?)", event)
+        if created_after is not None:
+            where("r.id >= $?", uuid_at(created_after))
+        if created_before is not None:
+            where("r.id < $?", uuid_at(created_before))
+        if before is not None:
+            where("r.id < $?", before)
+        args.append(limit)
+        sql = "\n   AND ".join([QUERIES["run_list"], *conditions])
+        sql += f"\n ORDER BY r.id DESC\n LIMIT ${len(args)}"
+        rows = await self.pool.fetch(sql, *args)
         return [Run(**dict(row)) for row in rows]
+
+    async def run_children(self, run_id: uuid.UUID, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(QUERIES["run_children"], run_id, limit)
+        return [dict(row) for row in rows]
+
+    async def run_set_metadata(
+        self, run_id: uuid.UUID, worker_id: uuid.UUID, attempt: int, patch: str
+    ) -> bool:
+        """Merge ``patch`` (a JSON object) into the run's metadata; False when the run is no
+        longer this worker's attempt (rescued or canceled meanwhile)."""
+        written = await self.pool.fetchval(
+            QUERIES["run_set_metadata"], run_id, worker_id, attempt, patch
+        )
+        return bool(written)
+
+    # run logs ---------------------------------------------------------------------------
+
+    async def run_log_insert_many(self, lines: Sequence[LogLine]) -> None:
+        await self.pool.execute(
+            QUERIES["run_log_insert_many"],
+            [line.run_id for line in lines],
+            [line.task_id for line in lines],
+            [line.attempt for line in lines],
+            [line.at for line in lines],
+            [line.level for line in lines],
+            [line.message for line in lines],
+            [line.fields.decode() if line.fields is not None else None for line in lines],
+        )
+
+    async def run_log_list(
+        self,
+        *,
+        after: int = 0,
+        run_id: uuid.UUID | None = None,
+        task_id: str | None = None,
+        levels: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Stored log lines with an id above ``after``, oldest first."""
+        if run_id is not None and task_id is None and levels is None:
+            rows = await self.pool.fetch(QUERIES["run_log_of_run"], run_id, after, limit)
+        else:
+            rows = await self.pool.fetch(
+                QUERIES["run_log_list"], after, run_id, task_id, levels, limit
+            )
+        return [dict(row) for row in rows]
+
+    # retention --------------------------------------------------------------------------
+
+    async def prune_runs(self, finished_before: datetime, batch: int) -> int:
+        """Delete one batch of runs finished before the cutoff; how many were deleted."""
+        status = await self.pool.execute(
+            QUERIES["prune_runs"], uuid_at(finished_before), finished_before, batch
+        )
+        return _count(status)
+
+    async def prune_events(self, created_before: datetime, batch: int) -> int:
+        return _count(await self.pool.execute(QUERIES["prune_events"], created_before, batch))
+
+    async def prune_workers(self, stopped_before: datetime) -> int:
+        return _count(await self.pool.execute(QUERIES["prune_workers"], stopped_before))
+
+    async def table_stats(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in await self.pool.fetch(QUERIES["table_stats"])]
+
+
+def _count(status: str) -> int:
+    """The row count of a command tag such as ``DELETE 12``."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from daemon.errors import AbortRun
 from daemon.logs import log_event
 from daemon.models import AttemptOutcome, ClaimedRun, Outcome, RunStatus
-from daemon.sdk.context import Context
+from daemon.sdk.context import Context, RunServices
 from daemon.sdk.task import TaskDefinition
 
 log = logging.getLogger("taskd.executor")
@@ -61,7 +61,9 @@ def encode_output(value: Any) -> bytes:
     return orjson.dumps(value, default=_to_json_value)
 
 
-async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outcome:
+async def execute(
+    run: ClaimedRun, definition: TaskDefinition[Any, Any], services: RunServices | None = None
+) -> Outcome:
     """Run one attempt: validate, hooks, the function under max_duration, then the verdict.
 
     Cancellation (shutdown, cancel) propagates to the caller, which hands the run back.
@@ -71,9 +73,9 @@ async def execute(run: ClaimedRun, definition: TaskDefinition[Any, Any]) -> Outc
         payload = definition.parse_payload(run.payload)
     except Exception as exc:  # ValidationError, or a validator of the user's that raised
         # A payload that does not fit the task never will: fail now, no retry.
-        ctx = _context(run, definition, run.payload, max_attempts)
+        ctx = _context(run, run.payload, max_attempts, services)
         return await _fail_for_good(run, definition, ctx, exc, AttemptOutcome.FAILED)
-    ctx = _context(run, definition, payload, max_attempts)
+    ctx = _context(run, payload, max_attempts, services)
 
     timeout = asyncio.timeout(definition.max_duration)
     try:
@@ -169,7 +171,7 @@ async def _canceled(run: ClaimedRun, definition: TaskDefinition[Any, Any], ctx: 
 
 
 def _context(
-    run: ClaimedRun, definition: TaskDefinition[Any, Any], payload: Any, max_attempts: int
+    run: ClaimedRun, payload: Any, max_attempts: int, services: RunServices | None
 ) -> Context:
     return Context(
         run_id=run.id,
@@ -179,6 +181,9 @@ def _context(
         payload=payload,
         queue=run.queue,
         tags=run.tags,
+        metadata=run.metadata,
+        log_lines=run.log_lines,
+        services=services,
     )
 
 

@@ -1,4 +1,4 @@
-"""Housekeeping every daemon does for the whole fleet: rescue, expiry, unknown tasks.
+"""Housekeeping every daemon does for the whole fleet: rescue, expiry, unknown tasks, pruning.
 
 Each chore is a ``*_once`` method a test can call directly; ``run`` calls them on a cadence.
 All of them write in small batches with ``FOR UPDATE SKIP LOCKED``, so several daemons doing
@@ -10,13 +10,18 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 
-from daemon.config import WorkerSettings
+from daemon.changes import ChangeHub, ChangeKind, RunChange
+from daemon.config import RetentionSettings, WorkerSettings
 from daemon.logs import log_event
 from daemon.store.database import DB_ERRORS
 from daemon.store.store import Store
+from daemon.telemetry import Telemetry
 
 log = logging.getLogger("taskd.maintenance")
 
@@ -26,10 +31,23 @@ RECHECK_DELAY = 1.5
 
 
 class Maintenance:
-    def __init__(self, store: Store, settings: WorkerSettings, worker_id: uuid.UUID) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: WorkerSettings,
+        worker_id: uuid.UUID,
+        *,
+        retention: RetentionSettings | None = None,
+        changes: ChangeHub | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._store = store
         self._settings = settings
+        self._retention = retention or RetentionSettings()
         self._worker_id = worker_id
+        self._changes = changes or ChangeHub()
+        self._telemetry = telemetry or Telemetry()
+        self.pruned: dict[str, int] = {"runs": 0, "events": 0, "workers": 0}
         # Workers whose lock was free at the previous check. A worker counts as gone when its
         # lock is free twice in a row: after a database restart every daemon re-takes its
         # lock within a second, and must not have its runs taken meanwhile.
@@ -87,13 +105,22 @@ class Maintenance:
         while True:
             rescued = await self._store.run_rescue(gone, BATCH)
             total += len(rescued)
-            for run_id, status, worker in rescued:
+            for run_id, status, worker, task_id, attempt in rescued:
                 log_event(
                     log,
                     logging.WARNING,
                     f"run lost with its worker, now {status}",
                     run_id=str(run_id),
                     worker_id=str(worker),
+                )
+                kind = {"queued": ChangeKind.ATTEMPT_FAILED, "canceled": ChangeKind.CANCELED}
+                self._publish(
+                    kind.get(status, ChangeKind.FAILED),
+                    run_id,
+                    task_id,
+                    status,
+                    attempt,
+                    {"attempt_outcome": "lost", "error": {"type": "WorkerLost"}},
                 )
             if len(rescued) < BATCH:
                 return total
@@ -104,10 +131,11 @@ class Maintenance:
         while True:
             expired = await self._store.run_expire(BATCH)
             total += len(expired)
-            for run_id in expired:
+            for run_id, task_id in expired:
                 log_event(
                     log, logging.INFO, "run expired: not started within its ttl", run_id=str(run_id)
                 )
+                self._publish(ChangeKind.EXPIRED, run_id, task_id, "expired", None, None)
             if len(expired) < BATCH:
                 return total
 
@@ -126,12 +154,64 @@ class Maintenance:
                 run_id=str(run_id),
                 task=task_id,
             )
+            self._publish(
+                ChangeKind.FAILED,
+                run_id,
+                task_id,
+                "failed",
+                None,
+                {"error": {"type": "UnknownTask"}},
+            )
         return len(failed)
 
+    async def prune_once(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete what is past its retention, a small batch per statement, until none is left.
+
+        Finished runs (with their attempts and log lines), recorded events, stopped workers.
+        Each batch is its own short transaction that skips locked rows: the queue never waits
+        on the pruner, and two daemons pruning at once split the work.
+        """
+        now = now or datetime.now(UTC)
+        retention = self._retention
+        deleted = {"runs": 0, "events": 0, "workers": 0}
+        if retention.runs > 0:
+            cutoff = now - timedelta(seconds=retention.runs)
+            while (count := await self._store.prune_runs(cutoff, retention.batch)) > 0:
+                deleted["runs"] += count
+                await anyio.lowlevel.checkpoint()  # let the daemon's other work in between batches
+        if retention.events > 0:
+            cutoff = now - timedelta(seconds=retention.events)
+            while (count := await self._store.prune_events(cutoff, retention.batch)) > 0:
+                deleted["events"] += count
+                await anyio.lowlevel.checkpoint()
+        if retention.workers > 0:
+            deleted["workers"] = await self._store.prune_workers(
+                now - timedelta(seconds=retention.workers)
+            )
+        for table, count in deleted.items():
+            self.pruned[table] += count
+        if any(deleted.values()):
+            log_event(log, logging.INFO, "pruned rows past their retention", **deleted)
+        return deleted
+
+    def _publish(
+        self,
+        kind: ChangeKind,
+        run_id: uuid.UUID,
+        task_id: str,
+        status: str,
+        attempt: int | None,
+        data: dict[str, Any] | None,
+    ) -> None:
+        if self._changes.active:
+            self._changes.publish(RunChange(kind, run_id, task_id, status, attempt, data=data))
+
     async def run(self) -> None:
-        """Expire every second; rescue and fail unknown tasks every heartbeat."""
-        tick = min(1.0, self._settings.heartbeat)
+        """Expire every second; rescue and fail unknown tasks every heartbeat; prune every
+        retention interval."""
+        tick = min(1.0, self._settings.heartbeat, self._retention.interval)
         since_rescue = float("inf")
+        since_prune = float("inf")
         while True:
             try:
                 await self.expire_once()
@@ -139,7 +219,12 @@ class Maintenance:
                     since_rescue = 0.0
                     await self.rescue_once()
                     await self.fail_unknown_once()
+                if since_prune >= self._retention.interval:
+                    since_prune = 0.0
+                    await self.prune_once()
             except DB_ERRORS as exc:
+                self._telemetry.db_error("maintenance")
                 log.error("maintenance failed, retrying: %s", exc)
             await anyio.sleep(tick)
             since_rescue += tick
+            since_prune += tick

@@ -19,16 +19,20 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
+import orjson
 
+from daemon.changes import ChangeHub, ChangeKind, RunChange
 from daemon.config import WorkerSettings
 from daemon.logs import log_event
 from daemon.models import ClaimedRun, Outcome, RunStatus
+from daemon.sdk.context import RunServices
 from daemon.sdk.registry import Registry
 from daemon.store.database import DB_ERRORS, DatabaseError, refuses_data
 from daemon.store.store import Store
+from daemon.telemetry import Telemetry
 from daemon.worker.executor import canceled_before_start, crashed, execute, unstorable
 
 log = logging.getLogger("taskd.pool")
@@ -53,8 +57,19 @@ class WorkerPool:
         settings: WorkerSettings,
         worker_id: uuid.UUID,
         may_claim: Callable[[], bool] = lambda: True,
+        *,
+        changes: ChangeHub | None = None,
+        telemetry: Telemetry | None = None,
+        services: RunServices | None = None,
+        before_outcomes: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._store = store
+        self._changes = changes or ChangeHub()
+        self._telemetry = telemetry or Telemetry()
+        self._services = services
+        # Called before each batch of outcomes is written (the run log writer's flush), so
+        # that a run's stored lines are in the database by the time it is seen finished.
+        self._before_outcomes = before_outcomes
         # False while the worker's lock is not held: other daemons may be counting this worker
         # as gone, and runs claimed now could be handed to them too.
         self._may_claim = may_claim
@@ -77,6 +92,7 @@ class WorkerPool:
         self._outcomes: list[Outcome] = []
         self._handbacks: list[Handback] = []
         self._writing: list[Handback] = []
+        self._handback_tasks: dict[uuid.UUID, str] = {}  # task ids, for the change stream
         self._complete_wake = anyio.Event()
         self._closing = False
         self._flush_deadline: float | None = None
@@ -215,16 +231,18 @@ class WorkerPool:
                     )
                 except DB_ERRORS as exc:
                     failures += 1
+                    self._telemetry.db_error("claim")
                     delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
                     log_event(log, logging.ERROR, f"claim failed, retrying in {delay:.2g}s: {exc}")
                     await anyio.sleep(delay)
                     continue
                 failures = 0
                 if not self._claiming:  # a drain began while the claim was in flight
-                    self._hand_back([(r.id, r.attempt) for r in claimed])
+                    self._hand_back(claimed)
                     break
                 self._backlog = len(claimed) == limit or self._wakes != wakes_before
                 self.claimed_total += len(claimed)
+                self._telemetry.claimed(len(claimed))
                 for claimed_run in claimed:
                     self._start(claimed_run, loop)
                 if self._backlog and len(self._running) < self._capacity:
@@ -253,8 +271,13 @@ class WorkerPool:
                 run_id=str(run.id),
                 attempt=run.attempt,
             )
+        run.started = time.monotonic()
         run_task = loop.create_task(self._execute(run))
         self._running[run.id] = (run, run_task)
+        if self._changes.active:
+            self._changes.publish(
+                RunChange(ChangeKind.STARTED, run.id, run.task_id, "executing", run.attempt)
+            )
         # The bookkeeping is a done callback, not a `finally`: a task cancelled before its
         # first step (a cancel or a drain landing in the same loop iteration as the claim)
         # never runs its body at all.
@@ -262,7 +285,7 @@ class WorkerPool:
 
     async def _execute(self, run: ClaimedRun) -> Outcome | None:
         try:
-            return await execute(run, self._registry.get(run.task_id))
+            return await execute(run, self._registry.get(run.task_id), self._services)
         except asyncio.CancelledError:
             return None  # drained or superseded before an outcome
         except Exception as exc:  # a defect that escaped the executor: fail the run, not us
@@ -288,12 +311,15 @@ class WorkerPool:
                 outcome = crashed(run, exc)
         if run.superseded:
             pass  # the run is another attempt's now; this one writes nothing
-        elif outcome is not None:
+        elif outcome is not None or run.cancel_requested:
+            if outcome is None:  # cancelled before its body ran: nothing to hook
+                outcome = canceled_before_start(run)
+            outcome.task_id = run.task_id
+            outcome.duration = time.monotonic() - run.started
             self._outcomes.append(outcome)
-        elif run.cancel_requested:  # cancelled before its body ran: nothing to hook
-            self._outcomes.append(canceled_before_start(run))
         else:  # drained: hand back, attempt not spent
             self._handbacks.append((run.id, run.attempt))
+            self._handback_tasks[run.id] = run.task_id
         self._complete_wake.set()
         if self._backlog and self._claiming:
             self._claim_wake.set()
@@ -313,8 +339,10 @@ class WorkerPool:
             self._idle = anyio.Event()
             await self._idle.wait()
 
-    def _hand_back(self, runs: Sequence[Handback]) -> None:
-        self._handbacks.extend(runs)
+    def _hand_back(self, runs: Sequence[ClaimedRun]) -> None:
+        for run in runs:
+            self._handbacks.append((run.id, run.attempt))
+            self._handback_tasks[run.id] = run.task_id
         self._complete_wake.set()
 
     # retry timers -------------------------------------------------------------------------
@@ -408,6 +436,7 @@ class WorkerPool:
 
     async def _backoff(self, failures: int, pending: int, exc: BaseException) -> bool:
         """Sleep before the next try; False when shutdown allows no more tries."""
+        self._telemetry.db_error("complete")
         delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
         if self._closing and self._flush_deadline is not None:
             left = self._flush_deadline - time.monotonic()
@@ -448,9 +477,16 @@ class WorkerPool:
         self._handbacks.extend(handbacks)
 
     async def _write_outcomes(self, outcomes: list[Outcome]) -> None:
+        if self._before_outcomes is not None:
+            await self._before_outcomes()
         written = await self._store.run_complete_many(self._worker_id, outcomes)
         self.completed_total += len(written)
         self._wake_for_retries([o for o in outcomes if o.run_id in written])
+        if self._changes.active:
+            for outcome in outcomes:
+                status = written.get(outcome.run_id)
+                if status is not None:
+                    self._changes.publish(outcome_change(outcome, status))
         if len(written) != len(outcomes):
             for outcome in outcomes:
                 if outcome.run_id not in written:
@@ -466,3 +502,37 @@ class WorkerPool:
     async def _write_handbacks(self, handbacks: list[Handback]) -> None:
         released = await self._store.run_release_many(self._worker_id, handbacks)
         log.info("handed %d run(s) back to the queue", len(released))
+        for run_id, attempt in handbacks:
+            task_id = self._handback_tasks.pop(run_id, "")
+            if run_id in released and self._changes.active:
+                self._changes.publish(
+                    RunChange(ChangeKind.HANDED_BACK, run_id, task_id, "queued", attempt - 1)
+                )
+
+
+_OUTCOME_KINDS = {
+    "completed": ChangeKind.COMPLETED,
+    "failed": ChangeKind.FAILED,
+    "canceled": ChangeKind.CANCELED,
+    "queued": ChangeKind.ATTEMPT_FAILED,
+}
+
+
+def outcome_change(outcome: Outcome, status: str) -> RunChange:
+    """The run change a written outcome makes (``status``: the run's state after it)."""
+    data: dict[str, object] = {"attempt_outcome": outcome.attempt_outcome.value}
+    if outcome.duration is not None:
+        data["duration"] = round(outcome.duration, 6)
+    if outcome.error is not None and status != "completed":
+        error = orjson.loads(outcome.error)
+        data["error"] = {"type": error.get("type"), "message": error.get("message")}
+    if status == "queued":
+        data["retry_in"] = outcome.retry_delay
+    return RunChange(
+        _OUTCOME_KINDS.get(status, ChangeKind.FAILED),
+        outcome.run_id,
+        outcome.task_id,
+        status,
+        outcome.attempt,
+        data=data,
+    )

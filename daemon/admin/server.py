@@ -1,0 +1,219 @@
+"""The admin HTTP server (aiohttp) inside the daemon: routes, auth, errors as JSON.
+
+Every request but /healthz needs ``Authorization: Bearer <token>`` when ``[admin] token`` is
+set (compared in constant time); binding anything but loopback without a token is refused by
+the config. Errors are ``{"error": "...", "detail": ...}`` with the status the route table
+documents; an unexpected failure is a 500 with one line, logged with its traceback, and never
+stops the daemon.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any, get_args, get_origin
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from daemon.admin.api import ROUTES, ReadinessFailed, RequestInvalid, Route
+from daemon.admin.openapi import openapi_document
+from daemon.admin.schemas import ErrorBody
+from daemon.admin.state import AdminState
+from daemon.config import admin_address
+from daemon.errors import (
+    InvalidPayload,
+    InvalidRunId,
+    PayloadTooLarge,
+    RunFinished,
+    RunNotFound,
+    ScheduleNotFound,
+    UnknownTask,
+)
+from daemon.store.database import DB_ERRORS
+
+log = logging.getLogger("taskd.admin")
+
+_STATE: web.AppKey[AdminState] = web.AppKey("state", AdminState)
+_ERROR_STATUS: dict[type[Exception], int] = {
+    RunNotFound: 404,
+    ScheduleNotFound: 404,
+    UnknownTask: 404,
+    InvalidRunId: 404,
+    RunFinished: 409,
+    PayloadTooLarge: 413,
+    InvalidPayload: 422,
+}
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    if isinstance(value, BaseModel):
+        body = value.__pydantic_serializer__.to_json(value)
+    else:
+        body = orjson.dumps(value)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def error_response(status: int, message: str, detail: Any = None) -> web.Response:
+    return json_response(ErrorBody(error=message, detail=detail), status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason if exc.status != 413 else "request body too large"
+        return error_response(exc.status, message)
+    except RequestInvalid as exc:
+        return error_response(exc.status, str(exc), exc.detail)
+    except ReadinessFailed as exc:
+        failed = [
+            name
+            for name in ("database", "listener", "reconciled")
+            if not getattr(exc.readiness, name)
+        ]
+        if exc.readiness.draining:
+            failed.append("draining")
+        return error_response(
+            503, "not ready: " + ", ".join(failed), exc.readiness.model_dump(mode="json")
+        )
+    except tuple(_ERROR_STATUS) as exc:
+        return error_response(_ERROR_STATUS[type(exc)], str(exc))
+    except DB_ERRORS as exc:
+        log.warning("admin request %s %s: database error: %s", request.method, request.path, exc)
+        return error_response(503, f"database unavailable: {exc}")
+    except Exception as exc:
+        log.exception("admin request %s %s failed", request.method, request.path)
+        return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+def _auth(token: str, public: set[str]) -> Any:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if token and request.path not in public:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                response = error_response(401, "missing or wrong bearer token")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="taskd"'
+                return response
+        result: web.StreamResponse = await handler(request)
+        return result
+
+    return check
+
+
+def _query_values(request: web.Request, model: type[BaseModel]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in request.query:
+        if name in values:
+            continue
+        field = model.model_fields.get(name)
+        annotation = field.annotation if field is not None else None
+        if _is_list(annotation):
+            values[name] = request.query.getall(name)
+        else:
+            values[name] = request.query[name]
+    return values
+
+
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) is list:
+        return True
+    return any(get_origin(arg) is list for arg in get_args(annotation))
+
+
+def _endpoint(route: Route) -> Any:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[_STATE]
+        try:
+            query = route.query.model_validate(_query_values(request, route.query))
+        except ValidationError as exc:
+            raise RequestInvalid(
+                400, _first_problem(exc), exc.errors(include_url=False, include_context=False)
+            ) from None
+        body = None
+        if route.body is not None:
+            raw = await request.read()
+            try:
+                data = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError as exc:
+                raise RequestInvalid(400, f"the body is not JSON: {exc}") from None
+            try:
+                body = route.body.model_validate(data)
+            except ValidationError as exc:
+                raise RequestInvalid(
+                    422,
+                    _first_problem(exc),
+                    exc.errors(include_url=False, include_context=False, include_input=False),
+                ) from None
+        result = await route.handler(state, request, query, body)
+        if isinstance(result, web.StreamResponse):
+            return result
+        return json_response(result, route.status)
+
+    return handle
+
+
+def _first_problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "request"
+    return f"{where}: {first['msg']}"
+
+
+def build_app(state: AdminState, version: str) -> web.Application:
+    public = {route.path for route in ROUTES if route.public}
+    # Bodies carry one payload plus a few options: room for twice the payload limit (JSON
+    # escaping), then PayloadTooLarge (413) judges the payload itself.
+    app = web.Application(
+        middlewares=[_errors, _auth(state.settings.token, public)],
+        client_max_size=2 * state.max_payload_bytes + 65_536,
+    )
+    app[_STATE] = state
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _endpoint(route))
+    document = openapi_document(version)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return json_response(document)
+
+    app.router.add_get("/api/openapi.json", openapi)
+    return app
+
+
+class AdminServer:
+    """Binds ``[admin] listen`` and serves until ``stop``."""
+
+    def __init__(self, state: AdminState, version: str) -> None:
+        self._state = state
+        self._version = version
+        self._runner: web.AppRunner | None = None
+        self.url: str | None = None
+
+    async def start(self) -> None:
+        host, port = admin_address(self._state.settings.listen)
+        app = build_app(self._state, self._version)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        bound_port = sockets[0].getsockname()[1] if sockets else port
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{bound_port}"
+        log.info("admin endpoint on %s", self.url)
+
+    async def stop(self) -> None:
+        self._state.changes.close()  # ends every stream, so cleanup does not wait on them
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,183 @@
+"""One stream of run changes, published once by the layer that writes each transition.
+
+The worker pool (started, attempt failed, completed, failed, canceled, handed back), the
+maintenance loop (expired, rescued), the run context (metadata set) and the daemon's own
+producers (created) publish here after their write committed. Readers subscribe: the metrics
+as a synchronous listener, each ``/api/stream`` client as a bounded subscription. A reader
+that falls behind is dropped, never buffered without bound: the daemon's memory does not
+depend on how fast anyone reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("taskd.changes")
+
+
+class ChangeKind(enum.StrEnum):
+    CREATED = "created"
+    STARTED = "started"
+    ATTEMPT_FAILED = "attempt_failed"  # the run goes back to the queue for a retry
+    HANDED_BACK = "handed_back"  # drained at shutdown: queued again, attempt not spent
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    METADATA = "metadata"
+
+
+@dataclass(frozen=True, slots=True)
+class RunChange:
+    kind: ChangeKind
+    run_id: uuid.UUID
+    task_id: str
+    status: str
+    """The run's status after the change."""
+    attempt: int | None = None
+    data: dict[str, Any] | None = None
+    """Kind-specific: the error of a failed attempt, the metadata after a METADATA change."""
+    at: float = field(default_factory=time.time)
+    seq: int = 0
+    """Position in this daemon's stream (set when published)."""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "seq": self.seq,
+                "kind": self.kind.value,
+                "run_id": str(self.run_id),
+                "task_id": self.task_id,
+                "status": self.status,
+                "attempt": self.attempt,
+                "at": self.at,
+                "data": self.data,
+            }
+        )
+
+
+class Subscription:
+    """A bounded queue of changes for one reader, optionally for one run or one task."""
+
+    def __init__(
+        self,
+        hub: ChangeHub,
+        buffer: int,
+        run_id: uuid.UUID | None,
+        task_id: str | None,
+        on_drop: Callable[[], None] | None,
+    ) -> None:
+        self._hub = hub
+        self._queue: asyncio.Queue[RunChange | None] = asyncio.Queue(buffer + 1)
+        self._buffer = buffer
+        self.run_id = run_id
+        self.task_id = task_id
+        self.dropped = False
+        self._on_drop = on_drop
+
+    def wants(self, change: RunChange) -> bool:
+        return (self.run_id is None or change.run_id == self.run_id) and (
+            self.task_id is None or change.task_id == self.task_id
+        )
+
+    def offer(self, change: RunChange) -> None:
+        if self.dropped:
+            return
+        if self._queue.qsize() >= self._buffer:
+            self.drop()
+            return
+        self._queue.put_nowait(change)
+
+    def drop(self, *, slow: bool = True) -> None:
+        """Stop this reader: it fell too far behind (``slow``), or the daemon is stopping."""
+        if self.dropped:
+            return
+        self.dropped = True
+        if slow:
+            self._hub.dropped_total += 1
+            log.warning(
+                "a run-change reader fell %d changes behind and was disconnected", self._buffer
+            )
+        self._hub.unsubscribe(self)
+        # Free what it held at once, and wake its reader with the end marker (one slot of
+        # the queue is kept for it).
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
+        if self._on_drop is not None:
+            self._on_drop()
+
+    async def get(self) -> RunChange | None:
+        """The next change, or None once dropped."""
+        return await self._queue.get()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        self._hub.unsubscribe(self)
+
+
+class ChangeHub:
+    """In-process publish/subscribe of run changes."""
+
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
+        self._listeners: list[Callable[[RunChange], None]] = []
+        self._seq = itertools.count(1)
+        self.dropped_total = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone reads: publishers may skip building changes nobody reads."""
+        return bool(self._subscriptions or self._listeners)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+    def add_listener(self, listener: Callable[[RunChange], None]) -> None:
+        """Called synchronously for every change (keep it cheap)."""
+        self._listeners.append(listener)
+
+    def subscribe(
+        self,
+        *,
+        buffer: int = 1000,
+        run_id: uuid.UUID | None = None,
+        task_id: str | None = None,
+        on_drop: Callable[[], None] | None = None,
+    ) -> Subscription:
+        subscription = Subscription(self, buffer, run_id, task_id, on_drop)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def publish(self, change: RunChange) -> None:
+        object.__setattr__(change, "seq", next(self._seq))
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:  # a reader's bug must not fail the write that published
+                log.exception("run change listener failed")
+        for subscription in list(self._subscriptions):
+            if subscription.wants(change):
+                subscription.offer(change)
+
+    def close(self) -> None:
+        """End every subscription (the daemon stops)."""
+        for subscription in list(self._subscriptions):
+            subscription.drop(slow=False)

@@ -1,0 +1,77 @@
+"""Stores ``ctx.log`` lines with their runs: buffered, written in batches, one NOTIFY each.
+
+One write in flight at a time, so lines batch themselves under load. The buffer is bounded:
+past ``max_pending`` lines (the database away for long), new lines are counted as dropped and
+still reach stdout. The completer calls ``flush`` before writing outcomes, so a run's lines
+are stored by the time it is seen finished.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from daemon.models import LogLine
+from daemon.store.database import DB_ERRORS, refuses_data
+from daemon.store.store import Store
+from daemon.telemetry import Telemetry
+
+log = logging.getLogger("taskd.logs")
+
+MAX_BATCH = 2_000
+_MAX_BACKOFF = 5.0
+
+
+class RunLogWriter:
+    def __init__(
+        self, store: Store, telemetry: Telemetry | None = None, *, max_pending: int = 20_000
+    ) -> None:
+        self._store = store
+        self._telemetry = telemetry or Telemetry()
+        self._max_pending = max_pending
+        self._pending: list[LogLine] = []
+        self._wake = anyio.Event()
+        self._lock = anyio.Lock()
+        self._failures = 0
+        self.dropped = 0
+        self.written = 0
+
+    def add(self, line: LogLine) -> None:
+        if len(self._pending) >= self._max_pending:
+            self.dropped += 1
+            self._telemetry.log_lines_dropped(1)
+            return
+        self._pending.append(line)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            if not await self.flush():
+                self._failures += 1
+                await anyio.sleep(min(_MAX_BACKOFF, 0.1 * 2**self._failures))
+                self._wake.set()
+            else:
+                self._failures = 0
+
+    async def flush(self) -> bool:
+        """Write every buffered line; False when the database could not take them (they are
+        kept for the next try)."""
+        async with self._lock:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    await self._store.run_log_insert_many(batch)
+                except DB_ERRORS as exc:
+                    self._telemetry.db_error("run_logs")
+                    if refuses_data(exc):
+                        log.error("%d run log line(s) refused by the database: %s", len(batch), exc)
+                        self.dropped += len(batch)
+                        continue
+                    self._pending[:0] = batch
+                    log.warning("storing %d run log line(s) failed: %s", len(batch), exc)
+                    return False
+                self.written += len(batch)
+        return True
