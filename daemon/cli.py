@@ -239,6 +239,8 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
             task=args.task,
             event=args.event,
             schedule=args.schedule,
+            tag=args.tag,
+            queue=args.queue,
             limit=args.limit,
         ),
     )
@@ -287,6 +289,10 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     lines.append(f"payload   {orjson.dumps(run.payload).decode()}")
     if run.output is not None:
         lines.append(f"output    {orjson.dumps(run.output).decode()}")
+    if run.metadata:
+        lines.append(f"metadata  {orjson.dumps(run.metadata).decode()}")
+    if run.parent_id:
+        lines.append(f"parent    {run.parent_id}")
     if run.error:
         lines.append(f"error     {run.error.get('type')}: {run.error.get('message')}")
     print("\n".join(lines))
@@ -306,6 +312,54 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
                 for a in run.attempts
             ],
         )
+
+
+def cmd_logs(args: argparse.Namespace) -> None:
+    from daemon.app import resolve_dsn
+    from daemon.client import Client
+    from daemon.ids import parse_run_id
+    from daemon.log_tail import LogTail, levels_from
+
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+    levels = levels_from(args.level)
+    run_id = parse_run_id(args.run) if args.run else None
+    dsn = resolve_dsn(settings)
+    emit = _print_log_json if args.json else _print_log_text
+
+    async def main() -> None:
+        async with Client.connect(dsn, settings.database) as client:
+            if run_id is not None:
+                await client.get_run(run_id)  # RunNotFound: one line, exit 1
+            tail = LogTail(client, run=run_id, task=args.task, levels=levels)
+            await tail.backlog(emit, args.lines)
+            if args.follow:
+                await tail.follow(emit, dsn, settings.database, until_finished=run_id is not None)
+
+    _run_async(main)
+
+
+def _print_log_text(line: Any) -> None:
+    fields = " ".join(
+        f"{key}={value}" for key, value in (line.fields or {}).items() if key != "exc"
+    )
+    text = (
+        f"{_when_ms(line.at)} {line.level.upper():<7} {line.task_id} "
+        f"{line.run_id}#{line.attempt}  {line.message}"
+    )
+    if fields:
+        text += f"  {fields}"
+    print(text, flush=True)
+    if line.fields and "exc" in line.fields:
+        print(str(line.fields["exc"]).rstrip(), flush=True)
+
+
+def _print_log_json(line: Any) -> None:
+    print(orjson.dumps(line.model_dump(mode="json")).decode(), flush=True)
+
+
+def _when_ms(value: datetime) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 # helpers --------------------------------------------------------------------------------------
@@ -405,6 +459,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--task")
     listing.add_argument("--event", help="runs created by events of this name")
     listing.add_argument("--schedule", help="runs fired by this schedule")
+    listing.add_argument("--tag", help="runs carrying this tag")
+    listing.add_argument("--queue")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_runs_list)
@@ -442,6 +498,26 @@ def _parser() -> argparse.ArgumentParser:
     event_listing.add_argument("--limit", type=int, default=50)
     event_listing.add_argument("--json", action="store_true")
     event_listing.set_defaults(handler=cmd_events_list)
+
+    logs = commands.add_parser(
+        "logs",
+        parents=[common],
+        help="stored ctx.log lines of runs; -f follows new ones",
+        description="Print the lines tasks logged through ctx.log (stored with their runs). "
+        "With --run: that run's lines; otherwise the newest --lines. -f keeps printing new "
+        "lines as any daemon stores them (with --run, until that run has finished).",
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--run", help="one run's lines")
+    logs.add_argument("--task", help="lines of this task's runs")
+    logs.add_argument("--level", help="least level shown: debug, info, warning, error")
+    logs.add_argument(
+        "--lines",
+        type=int,
+        help="print this many of the newest lines first (default 100; --run: all)",
+    )
+    logs.add_argument("--json", action="store_true", help="one JSON object per line")
+    logs.set_defaults(handler=cmd_logs)
 
     status = commands.add_parser(
         "status", parents=[common], help="workers, queue depths, the oldest waiting run"

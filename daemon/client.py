@@ -370,15 +370,21 @@ class Client:
         levels: Sequence[str] | None = None,
         after: int = 0,
         limit: int = 1000,
+        newest: bool = False,
     ) -> list[RunLogLine]:
-        """Stored ``ctx.log`` lines with an id above ``after``, oldest first (``taskd logs``)."""
-        rows = await self._store.run_log_list(
-            after=after,
-            run_id=parse_run_id(run) if run is not None else None,
-            task_id=_task_identity(task)[0] if task is not None else None,
-            levels=list(levels) if levels is not None else None,
-            limit=limit,
-        )
+        """Stored ``ctx.log`` lines, oldest first (``taskd logs``): those with an id above
+        ``after``, or with ``newest`` the last ``limit`` lines."""
+        run_id = parse_run_id(run) if run is not None else None
+        task_id = _task_identity(task)[0] if task is not None else None
+        level_list = list(levels) if levels is not None else None
+        if newest:
+            rows = await self._store.run_log_recent(
+                run_id=run_id, task_id=task_id, levels=level_list, limit=limit
+            )
+        else:
+            rows = await self._store.run_log_list(
+                after=after, run_id=run_id, task_id=task_id, levels=level_list, limit=limit
+            )
         return [RunLogLine(**row) for row in rows]
 
     async def health(self) -> Health:

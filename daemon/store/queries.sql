@@ -345,6 +345,16 @@ SELECT l.id, l.run_id, l.task_id, l.attempt, l.at, l.level, l.message, l.fields
  ORDER BY l.id
  LIMIT $5;
 
+-- name: run_log_recent
+-- The newest lines (newest first; the caller reverses them).
+SELECT l.id, l.run_id, l.task_id, l.attempt, l.at, l.level, l.message, l.fields
+  FROM taskd.run_logs l
+ WHERE ($1::uuid IS NULL OR l.run_id = $1)
+   AND ($2::text IS NULL OR l.task_id = $2)
+   AND ($3::text[] IS NULL OR l.level = ANY($3))
+ ORDER BY l.id DESC
+ LIMIT $4;
+
 -- name: run_log_of_run
 -- One run's lines, oldest first (the index on (run_id, id)).
 SELECT l.id, l.run_id, l.task_id, l.attempt, l.at, l.level, l.message, l.fields

@@ -474,6 +474,18 @@ class Store:
             )
         return [dict(row) for row in rows]
 
+    async def run_log_recent(
+        self,
+        *,
+        run_id: uuid.UUID | None = None,
+        task_id: str | None = None,
+        levels: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` stored lines, oldest first."""
+        rows = await self.pool.fetch(QUERIES["run_log_recent"], run_id, task_id, levels, limit)
+        return [dict(row) for row in reversed(rows)]
+
     # retention --------------------------------------------------------------------------
 
     async def prune_runs(self, finished_before: datetime, batch: int) -> int:
