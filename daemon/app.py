@@ -161,7 +161,7 @@ class Daemon:
                 services=services,
                 before_outcomes=self.log_writer.flush,
             )
-            self.scheduler = Scheduler(store)
+            self.scheduler = Scheduler(store, self.changes)
             self.listener = Listener(
                 self.dsn,
                 settings.database,

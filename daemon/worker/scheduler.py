@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import orjson
 
+from daemon.changes import ChangeHub, ChangeKind, RunChange
 from daemon.ids import new_run_id
 from daemon.logs import log_event
 from daemon.sdk.cron import cron_trigger, fire_times_after, next_fire_after
@@ -34,8 +35,9 @@ MISFIRE_GRACE = 60.0
 
 
 class Scheduler:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, changes: ChangeHub | None = None) -> None:
         self._store = store
+        self._changes = changes or ChangeHub()
         self._changed = anyio.Event()
         self.fired = 0
 
@@ -111,10 +113,15 @@ class Scheduler:
                 "external_id": schedule["external_id"],
                 "payload": schedule["payload"],
             }
+            run_id = new_run_id()
             if await self._store.schedule_fire(
-                schedule["id"], fire_time, new_run_id(), orjson.dumps(payload).decode()
+                schedule["id"], fire_time, run_id, orjson.dumps(payload).decode()
             ):
                 self.fired += 1
+                if self._changes.active:
+                    self._changes.publish(
+                        RunChange(ChangeKind.CREATED, run_id, schedule["task_id"], "queued")
+                    )
                 log_event(
                     log,
                     logging.INFO,
