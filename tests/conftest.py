@@ -142,6 +142,8 @@ def test_settings(dsn: str, **worker: Any) -> Settings:
     return settings
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
 StartDaemon = Callable[..., Any]
 
 

@@ -21,6 +21,8 @@ from daemon.changes import RunChange
 log = logging.getLogger("taskd.admin")
 
 KEEPALIVE_SECONDS = 15.0
+# How often an idle stream looks whether its client is still connected.
+CHECK_SECONDS = 0.5
 
 
 def format_event(change: RunChange) -> bytes:
@@ -66,14 +68,23 @@ async def serve_stream(
                 await response.write(
                     b"event: snapshot\ndata: %s\n\n" % run.model_dump_json().encode()
                 )
+        idle = 0.0
         while True:
             try:
-                change = await asyncio.wait_for(subscription.get(), KEEPALIVE_SECONDS)
+                change = await asyncio.wait_for(subscription.get(), CHECK_SECONDS)
             except TimeoutError:
-                await response.write(b": keepalive\n\n")
+                # A client that went away while nothing was written is noticed only here:
+                # nothing else ends its subscription until the next change for it.
+                if request.transport is None or request.transport.is_closing():
+                    break
+                idle += CHECK_SECONDS
+                if idle >= KEEPALIVE_SECONDS:
+                    idle = 0.0
+                    await response.write(b": keepalive\n\n")
                 continue
             if change is None:  # dropped: too slow, or the daemon stops
                 break
+            idle = 0.0
             await response.write(format_event(change))
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away (or was dropped): nothing left to send to

@@ -6,6 +6,8 @@ import logging
 import uuid
 from typing import Any, Protocol
 
+import anyio
+
 from daemon.logs import RunLogger
 
 task_logger = logging.getLogger("taskd.task")
@@ -30,6 +32,7 @@ class Context:
     __slots__ = (
         "_log",
         "_metadata",
+        "_metadata_lock",
         "_services",
         "attempt",
         "log_lines",
@@ -63,6 +66,7 @@ class Context:
         self.queue = queue
         self.tags = tags
         self._metadata: dict[str, Any] = dict(metadata or {})
+        self._metadata_lock: anyio.Lock | None = None
         self.log_lines = log_lines
         """Log lines stored for this run so far (all attempts): the per-run cap counts them."""
         self._services = services
@@ -92,14 +96,22 @@ class Context:
 
         Readable while the run executes, through ``client.get_run``, ``/api/runs/{id}`` and
         ``/api/stream``: ``await ctx.set_metadata(progress=0.4, stage="claude")``. Values must
-        be JSON-serialisable; the merged object is capped by ``[tasks] max_metadata_bytes``
-        (MetadataTooLarge). Each call is one write: call it at meaningful steps, not per item
-        of a tight loop.
+        be JSON-serialisable (TypeError) and hold no NUL character (ValueError); the merged
+        object is capped by ``[tasks] max_metadata_bytes`` (MetadataTooLarge). A refused call
+        stores nothing. Each call is one write: call it at meaningful steps, not per item of a
+        tight loop.
         """
         if self._services is None:
             self._metadata.update(values)  # a context outside a daemon (tests of task code)
             return
-        self._metadata = await self._services.set_metadata(self, values)
+        if not values:
+            return
+        if self._metadata_lock is None:
+            self._metadata_lock = anyio.Lock()
+        # One call at a time: each merges into (and caps) what the previous one stored, also
+        # when a task sets metadata from concurrent coroutines.
+        async with self._metadata_lock:
+            self._metadata = await self._services.set_metadata(self, values)
 
     @property
     def is_last_attempt(self) -> bool:

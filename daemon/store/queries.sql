@@ -383,7 +383,9 @@ DELETE FROM taskd.runs r USING doomed WHERE r.id = doomed.id;
 
 -- name: prune_events
 WITH doomed AS (
-    SELECT id FROM taskd.events WHERE created_at < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+    -- along the primary key: event ids are UUIDv7 too ($3: the id of the cutoff moment)
+    SELECT id FROM taskd.events WHERE id < $3 AND created_at < $1
+     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 DELETE FROM taskd.events e USING doomed WHERE e.id = doomed.id;
 

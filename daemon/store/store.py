@@ -496,7 +496,11 @@ class Store:
         return _count(status)
 
     async def prune_events(self, created_before: datetime, batch: int) -> int:
-        return _count(await self.pool.execute(QUERIES["prune_events"], created_before, batch))
+        return _count(
+            await self.pool.execute(
+                QUERIES["prune_events"], created_before, batch, uuid_at(created_before)
+            )
+        )
 
     async def prune_workers(self, stopped_before: datetime) -> int:
         return _count(await self.pool.execute(QUERIES["prune_workers"], stopped_before))

@@ -67,11 +67,34 @@ class RunLogWriter:
                 except DB_ERRORS as exc:
                     self._telemetry.db_error("run_logs")
                     if refuses_data(exc):
-                        log.error("%d run log line(s) refused by the database: %s", len(batch), exc)
-                        self.dropped += len(batch)
+                        # One line the database refuses must not cost the others (of any run)
+                        # theirs: the batch is written again line by line.
+                        if not await self._write_one_by_one(batch, exc):
+                            return False
                         continue
                     self._pending[:0] = batch
                     log.warning("storing %d run log line(s) failed: %s", len(batch), exc)
                     return False
                 self.written += len(batch)
+        return True
+
+    async def _write_one_by_one(self, batch: list[LogLine], refusal: BaseException) -> bool:
+        if len(batch) == 1:
+            log.error("a run log line was refused by the database: %s", refusal)
+            self.dropped += 1
+            self._telemetry.log_lines_dropped(1)
+            return True
+        for index, line in enumerate(batch):
+            try:
+                await self._store.run_log_insert_many([line])
+            except DB_ERRORS as exc:
+                if not refuses_data(exc):
+                    self._pending[:0] = batch[index:]
+                    log.warning("storing %d run log line(s) failed: %s", len(batch) - index, exc)
+                    return False
+                log.error("a run log line was refused by the database: %s", exc)
+                self.dropped += 1
+                self._telemetry.log_lines_dropped(1)
+                continue
+            self.written += 1
         return True

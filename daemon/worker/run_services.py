@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +62,9 @@ class WorkerRunServices:
             raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
         if len(encoded) > self._max_metadata_bytes:
             raise MetadataTooLarge(len(encoded), self._max_metadata_bytes)
+        if b"\\u0000" in patch and _has_nul(orjson.loads(patch)):
+            # PostgreSQL's jsonb refuses it: say so here, not with a database error.
+            raise ValueError("metadata cannot hold the NUL character (\\x00): jsonb refuses it")
         written = await self._store.run_set_metadata(
             ctx.run_id, self._worker_id, ctx.attempt, patch.decode()
         )
@@ -107,7 +111,6 @@ class WorkerRunServices:
         self._add(ctx, level, message, fields)
 
     def _add(self, ctx: Context, level: int, message: str, fields: dict[str, Any]) -> None:
-        encoded = orjson.dumps(fields, default=str) if fields else None
         self._log_writer.add(
             LogLine(
                 ctx.run_id,
@@ -115,7 +118,64 @@ class WorkerRunServices:
                 ctx.attempt,
                 datetime.now(UTC),
                 level_name(level),
-                message.replace("\x00", ""),
-                encoded.replace(b"\\u0000", b"") if encoded is not None else None,
+                storable_text(message),
+                encode_fields(fields) if fields else None,
             )
         )
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` as PostgreSQL takes it: without NUL characters, and with lone surrogates (a
+    non-UTF-8 file name decoded with surrogateescape, say) replaced by U+FFFD. Otherwise the
+    whole batch of lines it is written with would be refused."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = _SURROGATES.sub("\ufffd", text)
+    return text.replace("\x00", "")
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {
+            storable_text(k if isinstance(k, str) else str(k)): _storable(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _as_text(value: Any) -> str:
+    return storable_text(str(value))
+
+
+def encode_fields(fields: dict[str, Any]) -> bytes:
+    """A line's fields as JSON for jsonb: values JSON lacks become their ``str``, keys that
+    are not strings too, and text is made storable (see ``storable_text``)."""
+    try:
+        encoded = orjson.dumps(fields, default=_as_text, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # lone surrogates (orjson refuses them), keys such as tuples
+        encoded = None
+    if encoded is None or b"\\u0000" in encoded:
+        # Rare: clean the values themselves. (Cutting ``\\u0000`` out of the encoded bytes
+        # would break a string with a backslash before "u0000" in it, and the JSON with it.)
+        plain = orjson.loads(encoded) if encoded is not None else fields
+        encoded = orjson.dumps(_storable(plain), default=_as_text)
+    return encoded

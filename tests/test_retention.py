@@ -1,0 +1,242 @@
+"""The retention pruner: what is past its retention goes, in batches that never block the queue."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from daemon import Client, Context, task
+from daemon.config import RetentionSettings, Settings, WorkerSettings
+from daemon.ids import uuid_at
+from daemon.sdk.registry import Registry
+from daemon.store.database import create_pool
+from daemon.store.queries import QUERIES
+from daemon.store.store import Store
+from daemon.worker.maintenance import Maintenance
+from tests.conftest import test_settings as settings_for
+from tests.conftest import wait_for
+
+DAY = 86_400.0
+NOW = datetime.now(UTC)
+LONG_AGO = NOW - timedelta(days=10)
+TERMINAL = ["completed", "failed", "canceled", "expired"]
+TASK = "retention.task"
+
+
+def id_at(moment: datetime) -> uuid.UUID:
+    """A UUIDv7 made at ``moment`` (random below the millisecond, as ids made then are)."""
+    random_bits = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    return uuid.UUID(int=uuid_at(moment).int | random_bits)
+
+
+async def seed_run(
+    db: asyncpg.Connection,
+    status: str,
+    created: datetime,
+    finished: datetime | None,
+    *,
+    lines: int = 2,
+) -> uuid.UUID:
+    """A run as the daemon leaves it: the row, one attempt, some stored log lines."""
+    run_id = id_at(created)
+    await db.execute(
+        "INSERT INTO taskd.runs (id, task_id, status, created_at, run_at, attempt, started_at,"
+        " finished_at) VALUES ($1, $2, $3, $4, $4, 1, $4, $5)",
+        run_id,
+        TASK,
+        status,
+        created,
+        finished,
+    )
+    await db.execute(
+        "INSERT INTO taskd.attempts (run_id, attempt, started_at, finished_at, outcome)"
+        " VALUES ($1, 1, $2, $3, 'failed')",
+        run_id,
+        created,
+        finished or created,
+    )
+    await db.executemany(
+        "INSERT INTO taskd.run_logs (run_id, task_id, attempt, at, level, message)"
+        " VALUES ($1, $2, 1, $3, 'info', $4)",
+        [(run_id, TASK, created, f"line {i}") for i in range(lines)],
+    )
+    return run_id
+
+
+async def seed_worker(db: asyncpg.Connection, stopped: datetime | None) -> uuid.UUID:
+    worker_id = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO taskd.workers (id, host, pid, version, concurrency, lock_key, started_at,"
+        " heartbeat_at, stopped_at) VALUES ($1, 'host', 1, 'test', 1, 1, $2, $2, $3)",
+        worker_id,
+        LONG_AGO,
+        stopped,
+    )
+    return worker_id
+
+
+async def seed_event(db: asyncpg.Connection, created: datetime) -> uuid.UUID:
+    event_id = id_at(created)
+    await db.execute(
+        "INSERT INTO taskd.events (id, name, created_at) VALUES ($1, 'retention.event', $2)",
+        event_id,
+        created,
+    )
+    return event_id
+
+
+async def ids(db: asyncpg.Connection, table: str, column: str = "id") -> set[Any]:
+    return {row[0] for row in await db.fetch(f"SELECT {column} FROM taskd.{table}")}
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Store]:
+    pool = await create_pool(database)
+    try:
+        yield Store(pool)
+    finally:
+        await pool.close()
+
+
+def pruner(store: Store, **retention: Any) -> Maintenance:
+    settings = RetentionSettings(
+        **{"runs": DAY, "events": 2 * DAY, "workers": 3 * DAY, **retention}
+    )
+    return Maintenance(store, WorkerSettings(), uuid.uuid4(), retention=settings)
+
+
+async def test_prune_deletes_only_what_is_past_its_retention(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    old = [
+        await seed_run(db, TERMINAL[i % 4], LONG_AGO + timedelta(minutes=i), LONG_AGO)
+        for i in range(30)
+    ]
+    kept = [
+        # Created long ago, finished within the retention (a long run, a delayed one).
+        await seed_run(db, "completed", LONG_AGO, NOW - timedelta(hours=1)),
+        await seed_run(db, "failed", LONG_AGO, NOW - timedelta(hours=23)),
+        await seed_run(db, "completed", NOW - timedelta(hours=1), NOW - timedelta(minutes=1)),
+        # Not finished, however old: never pruned.
+        await seed_run(db, "queued", LONG_AGO, None),
+        await seed_run(db, "executing", LONG_AGO, None),
+        await seed_run(db, "waiting", LONG_AGO, None),
+    ]
+    old_events = [await seed_event(db, NOW - timedelta(days=3)) for _ in range(3)]
+    new_events = [await seed_event(db, NOW - timedelta(days=1)) for _ in range(2)]
+    gone_worker = await seed_worker(db, NOW - timedelta(days=4))
+    recent_worker = await seed_worker(db, NOW - timedelta(days=1))
+    live_worker = await seed_worker(db, None)  # started long ago, still running
+
+    maintenance = pruner(store, batch=7)  # 30 runs: 5 batches (7, 7, 7, 7, 2)
+    deleted = await maintenance.prune_once(now=NOW)
+
+    assert deleted == {"runs": len(old), "events": 3, "workers": 1}
+    assert await ids(db, "runs") == set(kept)
+    assert await ids(db, "attempts", "run_id") == set(kept)
+    assert await ids(db, "run_logs", "run_id") == set(kept)
+    assert await db.fetchval("SELECT count(*) FROM taskd.run_logs") == 2 * len(kept)
+    assert await ids(db, "events") == set(new_events)
+    assert not set(old_events) & await ids(db, "events")
+    assert await ids(db, "workers") == {recent_worker, live_worker}
+    assert gone_worker not in await ids(db, "workers")
+
+    # Nothing left past its retention: a second pass deletes nothing; counters add up.
+    assert await maintenance.prune_once(now=NOW) == {"runs": 0, "events": 0, "workers": 0}
+    assert maintenance.pruned == {"runs": 30, "events": 3, "workers": 1}
+
+
+async def test_zero_keeps_everything(db: asyncpg.Connection, store: Store) -> None:
+    runs = {await seed_run(db, "completed", LONG_AGO, LONG_AGO) for _ in range(3)}
+    event = await seed_event(db, LONG_AGO)
+    worker = await seed_worker(db, LONG_AGO)
+
+    maintenance = pruner(store, runs=0, events=0, workers=0)
+    assert await maintenance.prune_once(now=NOW) == {"runs": 0, "events": 0, "workers": 0}
+    assert await ids(db, "runs") == runs
+    assert await ids(db, "events") == {event}
+    assert await ids(db, "workers") == {worker}
+
+    # Each one on its own: runs kept forever, events and workers pruned.
+    maintenance = pruner(store, runs=0)
+    assert await maintenance.prune_once(now=NOW) == {"runs": 0, "events": 1, "workers": 1}
+    assert await ids(db, "runs") == runs
+
+
+async def test_the_pruner_skips_locked_rows_and_never_blocks_a_claim(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    old = [
+        await seed_run(db, "completed", LONG_AGO + timedelta(minutes=i), LONG_AGO)
+        for i in range(30)
+    ]
+    queued = await seed_run(db, "queued", LONG_AGO, None)
+    locked = old[20]
+
+    # Another pruner (a second daemon) is in the middle of a batch: it deleted the 10 oldest
+    # runs and has not committed yet. Another transaction holds one more run (an operator's).
+    other = await store.pool.acquire()
+    try:
+        batch = other.transaction()
+        await batch.start()
+        assert await other.execute(QUERIES["prune_runs"], uuid_at(NOW), NOW, 10) == "DELETE 10"
+        async with db.transaction():
+            await db.execute("SELECT 1 FROM taskd.runs WHERE id = $1 FOR UPDATE", locked)
+            with anyio.fail_after(5):  # waiting on either lock would hang here
+                deleted = await pruner(store, batch=7).prune_once(now=NOW)
+                claimed = await store.run_claim([TASK], None, 10, uuid.uuid4(), 60.0)
+            remaining = await ids(db, "runs")
+        await batch.rollback()
+    finally:
+        await store.pool.release(other)
+
+    assert deleted["runs"] == 30 - 10 - 1
+    assert remaining == {*old[:10], locked, queued}
+    assert [run.id for run in claimed] == [queued]  # the queue went on meanwhile
+    # The other pruner rolled back: its 10 runs came back, and go now with the unlocked one.
+    assert (await pruner(store, batch=7).prune_once(now=NOW))["runs"] == 11
+    assert await ids(db, "runs") == {queued}
+    assert await ids(db, "attempts", "run_id") == {queued}
+    assert await ids(db, "run_logs", "run_id") == {queued}
+
+
+@task(id=TASK)
+async def noop(payload: Any, ctx: Context) -> None:
+    return None
+
+
+async def test_the_daemon_prunes_on_its_interval(
+    client: Client, db: asyncpg.Connection, database: str
+) -> None:
+    from daemon.app import Daemon
+
+    old = {await seed_run(db, "completed", LONG_AGO, LONG_AGO) for _ in range(5)}
+    settings: Settings = settings_for(database)
+    settings.retention.runs = DAY
+    settings.retention.interval = 0.1
+    daemon = Daemon(settings, Registry([noop]), database)
+
+    async def run(*, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        await daemon.run(handle_signals=False, task_status=task_status)
+
+    async with anyio.create_task_group() as group:
+        await group.start(run)
+        try:
+            fresh = await client.trigger(noop)
+
+            async def pruned() -> bool:
+                return not old & await ids(db, "runs")
+
+            await wait_for(pruned)
+            assert daemon.maintenance is not None
+            assert daemon.maintenance.pruned["runs"] == len(old)
+        finally:
+            await daemon.stop()
+    assert fresh in await ids(db, "runs")
