@@ -40,6 +40,9 @@ from daemon.worker.scheduler import SCHEDULES_CHANNEL, Scheduler
 
 log = logging.getLogger("taskd.daemon")
 
+ADMIN_POOL_SIZE = 3
+ADMIN_STATEMENT_TIMEOUT = 10.0  # seconds; a longer admin query answers 503
+
 
 def taskd_version() -> str:
     try:
@@ -98,19 +101,34 @@ class Daemon:
             self.dsn, settings.database, size=1, synchronous_commit=False, reset_session=False
         )
         store = Store(db_pool, claim_pool=claim_pool)
+        # The admin API reads through a small pool of its own, each statement capped: many
+        # operators' requests (or one heavy filter) never take the connections the worker
+        # needs for its claims, outcomes and heartbeats.
+        admin_pool = (
+            await create_pool(
+                self.dsn,
+                settings.database,
+                size=ADMIN_POOL_SIZE,
+                reset_session=False,
+                statement_timeout=ADMIN_STATEMENT_TIMEOUT,
+            )
+            if settings.admin.listen
+            else None
+        )
         telemetry = Telemetry()
         if settings.admin.listen:
             self.metrics = telemetry = Metrics(store, self._counters)
             self.changes.add_listener(self.metrics.on_change)
         client = Client(db_pool, changes=self.changes)
-        self.log_writer = RunLogWriter(store, telemetry)
+        log_writer = self.log_writer = RunLogWriter(store, telemetry)
         try:
             if settings.admin.listen:
                 assert self.metrics is not None
+                assert admin_pool is not None
                 self.admin = AdminServer(
                     AdminState(
-                        store=store,
-                        client=client,
+                        store=Store(admin_pool),
+                        client=Client(admin_pool, changes=self.changes),
                         registry=self.registry,
                         changes=self.changes,
                         metrics=self.metrics,
@@ -159,7 +177,7 @@ class Daemon:
                 changes=self.changes,
                 telemetry=telemetry,
                 services=services,
-                before_outcomes=self.log_writer.flush,
+                before_outcomes=lambda: log_writer.flush(only_current=True),
             )
             self.scheduler = Scheduler(store, self.changes)
             self.listener = Listener(
@@ -233,7 +251,7 @@ class Daemon:
                 if self.admin is not None:
                     with anyio.move_on_after(5):
                         await self.admin.stop()
-                for pool in (claim_pool, db_pool):
+                for pool in (claim_pool, db_pool, *([admin_pool] if admin_pool else [])):
                     with anyio.move_on_after(5) as closing:
                         await pool.close()
                     if closing.cancelled_caught:

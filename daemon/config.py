@@ -175,7 +175,7 @@ class RetentionSettings(_Section):
     """Rows of stopped workers are deleted this long after they stopped."""
     interval: Seconds = Field(60.0, gt=0)
     """How often the pruner looks for rows past their retention."""
-    batch: int = Field(500, ge=1, le=100_000)
+    batch: int = Field(200, ge=1, le=100_000)
     """Rows deleted per statement: small batches keep each transaction short."""
 
 

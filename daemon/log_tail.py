@@ -8,6 +8,7 @@ lines it already printed: a line committed late is printed late, not lost.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections import deque
@@ -19,7 +20,7 @@ import asyncpg
 from daemon.client import Client
 from daemon.config import DatabaseSettings
 from daemon.models import RunLogLine
-from daemon.store.database import connect
+from daemon.store.database import DB_ERRORS, connect
 
 LOG_CHANNEL = "taskd_logs"
 LEVELS = ("debug", "info", "warning", "error")
@@ -97,12 +98,15 @@ class LogTail:
             connection = None  # polling alone still follows
         try:
             while True:
-                await self._read(emit)
-                if until_finished and self._run is not None:
-                    run = await self._client.get_run(self._run)
-                    if run.status.terminal:
-                        await self._read(emit)  # lines stored before the outcome
-                        return
+                try:
+                    await self._read(emit)
+                    if until_finished and self._run is not None:
+                        run = await self._client.get_run(self._run)
+                        if run.status.terminal:
+                            await self._read(emit)  # lines stored before the outcome
+                            return
+                except DB_ERRORS as exc:  # a restart or a blip: keep following
+                    print(f"taskd: database unavailable, retrying: {exc}", file=sys.stderr)
                 with anyio.move_on_after(POLL_INTERVAL):
                     await wake.wait()
                 wake = anyio.Event()

@@ -351,3 +351,21 @@ async def test_the_writer_keeps_the_lines_the_database_takes(client: Client, dat
     stored = await client.list_logs(run=run_id)
     assert [(x.message, x.fields) for x in stored] == [("first", None), ("last", {"n": 1})]
     assert (writer.written, writer.dropped) == (2, 1)
+
+
+@task(id="data.huge")
+async def huge(payload: Any, ctx: Context) -> None:
+    ctx.log.info("x" * 100_000, blob="y" * 100_000, small=1)
+
+
+async def test_a_huge_line_is_stored_capped(client: Client, database: str) -> None:
+    async with daemon_with(database, [huge]):
+        run_id = await client.trigger(huge)
+        await wait_for_run(client, run_id)
+        [line] = await client.list_logs(run=run_id)
+    assert line.message.startswith("x" * 8_000)
+    assert line.message.endswith("[92000 more characters]")
+    assert line.fields is not None
+    assert set(line.fields) == {"truncated", "preview"}
+    assert line.fields["truncated"].endswith("bytes of fields")
+    assert len(line.fields["preview"]) <= 8_192

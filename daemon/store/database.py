@@ -53,6 +53,7 @@ async def create_pool(
     size: int | None = None,
     synchronous_commit: bool = True,
     reset_session: bool = True,
+    statement_timeout: float | None = None,
 ) -> asyncpg.Pool:
     """A pool with taskd's codecs. ``size`` fixes min = max (the claim pool).
 
@@ -69,6 +70,8 @@ async def create_pool(
     server_settings = {"application_name": "taskd"}
     if not synchronous_commit:
         server_settings["synchronous_commit"] = "off"
+    if statement_timeout is not None:
+        server_settings["statement_timeout"] = str(int(statement_timeout * 1000))
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=size or settings.pool_min_size,

@@ -19,7 +19,8 @@ from daemon.telemetry import Telemetry
 
 log = logging.getLogger("taskd.logs")
 
-MAX_BATCH = 2_000
+MAX_BATCH = 500
+MAX_PENDING_BYTES = 32 * 1024 * 1024
 _MAX_BACKOFF = 5.0
 
 
@@ -31,6 +32,7 @@ class RunLogWriter:
         self._telemetry = telemetry or Telemetry()
         self._max_pending = max_pending
         self._pending: list[LogLine] = []
+        self._pending_bytes = 0
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
         self._failures = 0
@@ -38,11 +40,16 @@ class RunLogWriter:
         self.written = 0
 
     def add(self, line: LogLine) -> None:
-        if len(self._pending) >= self._max_pending:
+        size = _size(line)
+        if (
+            len(self._pending) >= self._max_pending
+            or self._pending_bytes + size > MAX_PENDING_BYTES
+        ):
             self.dropped += 1
             self._telemetry.log_lines_dropped(1)
             return
         self._pending.append(line)
+        self._pending_bytes += size
         self._wake.set()
 
     async def run(self) -> None:
@@ -56,12 +63,18 @@ class RunLogWriter:
             else:
                 self._failures = 0
 
-    async def flush(self) -> bool:
+    async def flush(self, *, only_current: bool = False) -> bool:
         """Write every buffered line; False when the database could not take them (they are
-        kept for the next try)."""
+        kept for the next try). ``only_current``: stop after the lines buffered when the call
+        began (the completer's flush, which must end even while tasks keep logging)."""
         async with self._lock:
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            left = len(self._pending) if only_current else None
+            while self._pending and (left is None or left > 0):
+                size = min(MAX_BATCH, left) if left is not None else MAX_BATCH
+                batch, self._pending = self._pending[:size], self._pending[size:]
+                self._pending_bytes -= sum(map(_size, batch))
+                if left is not None:
+                    left -= len(batch)
                 try:
                     await self._store.run_log_insert_many(batch)
                 except DB_ERRORS as exc:
@@ -73,6 +86,7 @@ class RunLogWriter:
                             return False
                         continue
                     self._pending[:0] = batch
+                    self._pending_bytes += sum(map(_size, batch))
                     log.warning("storing %d run log line(s) failed: %s", len(batch), exc)
                     return False
                 self.written += len(batch)
@@ -90,6 +104,7 @@ class RunLogWriter:
             except DB_ERRORS as exc:
                 if not refuses_data(exc):
                     self._pending[:0] = batch[index:]
+                    self._pending_bytes += sum(map(_size, batch[index:]))
                     log.warning("storing %d run log line(s) failed: %s", len(batch) - index, exc)
                     return False
                 log.error("a run log line was refused by the database: %s", exc)
@@ -98,3 +113,7 @@ class RunLogWriter:
                 continue
             self.written += 1
         return True
+
+
+def _size(line: LogLine) -> int:
+    return len(line.message) + (len(line.fields) if line.fields is not None else 0) + 100

@@ -208,23 +208,30 @@ class Maintenance:
 
     async def run(self) -> None:
         """Expire every second; rescue and fail unknown tasks every heartbeat; prune every
-        retention interval."""
-        tick = min(1.0, self._settings.heartbeat, self._retention.interval)
-        since_rescue = float("inf")
-        since_prune = float("inf")
+        retention interval, in a loop of its own (a long backlog of rows to prune must not
+        delay a rescue)."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._prune_loop)
+            tick = min(1.0, self._settings.heartbeat)
+            since_rescue = float("inf")
+            while True:
+                try:
+                    await self.expire_once()
+                    if since_rescue >= self._settings.heartbeat:
+                        since_rescue = 0.0
+                        await self.rescue_once()
+                        await self.fail_unknown_once()
+                except DB_ERRORS as exc:
+                    self._telemetry.db_error("maintenance")
+                    log.error("maintenance failed, retrying: %s", exc)
+                await anyio.sleep(tick)
+                since_rescue += tick
+
+    async def _prune_loop(self) -> None:
         while True:
             try:
-                await self.expire_once()
-                if since_rescue >= self._settings.heartbeat:
-                    since_rescue = 0.0
-                    await self.rescue_once()
-                    await self.fail_unknown_once()
-                if since_prune >= self._retention.interval:
-                    since_prune = 0.0
-                    await self.prune_once()
+                await self.prune_once()
             except DB_ERRORS as exc:
-                self._telemetry.db_error("maintenance")
-                log.error("maintenance failed, retrying: %s", exc)
-            await anyio.sleep(tick)
-            since_rescue += tick
-            since_prune += tick
+                self._telemetry.db_error("prune")
+                log.error("pruning failed, retrying at the next interval: %s", exc)
+            await anyio.sleep(self._retention.interval)

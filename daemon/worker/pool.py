@@ -45,6 +45,7 @@ _MAX_RETRY_TIMERS = 10_000
 FINAL_FLUSH_TIMEOUT = 10.0
 # A cancel request reaches the daemon by NOTIFY at once; this poll is the backstop.
 CANCEL_POLL_INTERVAL = 1.0
+BEFORE_OUTCOMES_TIMEOUT = 2.0
 
 Handback = tuple[uuid.UUID, int]
 
@@ -478,7 +479,10 @@ class WorkerPool:
 
     async def _write_outcomes(self, outcomes: list[Outcome]) -> None:
         if self._before_outcomes is not None:
-            await self._before_outcomes()
+            # Bounded: a database refusing log lines, or tasks logging faster than they are
+            # stored, must not hold back the outcomes (the lines follow a moment later).
+            with anyio.move_on_after(BEFORE_OUTCOMES_TIMEOUT):
+                await self._before_outcomes()
         written = await self._store.run_complete_many(self._worker_id, outcomes)
         self.completed_total += len(written)
         self._wake_for_retries([o for o in outcomes if o.run_id in written])

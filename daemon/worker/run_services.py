@@ -118,8 +118,8 @@ class WorkerRunServices:
                 ctx.attempt,
                 datetime.now(UTC),
                 level_name(level),
-                storable_text(message),
-                encode_fields(fields) if fields else None,
+                _cap_message(storable_text(message)),
+                _cap_fields(encode_fields(fields)) if fields else None,
             )
         )
 
@@ -179,3 +179,22 @@ def encode_fields(fields: dict[str, Any]) -> bytes:
         plain = orjson.loads(encoded) if encoded is not None else fields
         encoded = orjson.dumps(_storable(plain), default=_as_text)
     return encoded
+
+
+# One line is a log line, not a data store: what is stored is capped (stdout keeps it whole),
+# so that a task logging a megabyte per line cannot make batches the database chokes on.
+MAX_MESSAGE_CHARS = 8_000
+MAX_FIELDS_BYTES = 16_384
+
+
+def _cap_message(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[:MAX_MESSAGE_CHARS] + f"… [{len(text) - MAX_MESSAGE_CHARS} more characters]"
+
+
+def _cap_fields(encoded: bytes) -> bytes:
+    if len(encoded) <= MAX_FIELDS_BYTES:
+        return encoded
+    preview = encoded[: MAX_FIELDS_BYTES // 2].decode(errors="ignore")
+    return orjson.dumps({"truncated": f"{len(encoded)} bytes of fields", "preview": preview})
