@@ -90,6 +90,7 @@ class ReadinessFailed(Exception):
 async def metrics(state: AdminState, request: web.Request, query: Any, body: Any) -> web.Response:
     from daemon.admin.metrics import CONTENT_TYPE
 
+    await state.readiness()  # sets taskd_ready: a scrape must not depend on a /readyz call
     text = await state.metrics.render()
     response = web.Response(body=text)
     response.headers["Content-Type"] = CONTENT_TYPE

@@ -32,6 +32,7 @@ from daemon.telemetry import Telemetry
 # The *_created series double the output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+OTHER_TASKS = "(other)"  # the task label of runs of tasks this daemon does not serve
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -104,8 +105,16 @@ class _CallbackCollector(Collector):
 
 
 class Metrics(Telemetry):
-    def __init__(self, store: Store, read_counters: Callable[[], dict[str, float]]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        read_counters: Callable[[], dict[str, float]],
+        known_task: Callable[[str], bool] = lambda task_id: True,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Producers may name any task id, and maintenance expires or fails runs of tasks
+        # this daemon does not serve: those share one label, so the series stay bounded.
+        self._known_task = known_task
         self._store = store
         self._read_counters = read_counters
         self._counters: dict[str, float] = {}
@@ -177,21 +186,20 @@ class Metrics(Telemetry):
 
     def on_change(self, change: RunChange) -> None:
         """A run-change listener (see ChangeHub.add_listener): counts and durations."""
-        key = (change.kind, change.task_id)
+        task_id = change.task_id if self._known_task(change.task_id) else OTHER_TASKS
+        key = (change.kind, task_id)
         child = self._children.get(key)
         if child is None:
             counter = self._run_counters.get(change.kind)
             if counter is None:
                 return
-            child = self._children[key] = counter.labels(change.task_id)
+            child = self._children[key] = counter.labels(task_id)
         child.inc()
         data = change.data
         if data is not None and "duration" in data:
-            histogram = self._duration_children.get(change.task_id)
+            histogram = self._duration_children.get(task_id)
             if histogram is None:
-                histogram = self._duration_children[change.task_id] = self._durations.labels(
-                    change.task_id
-                )
+                histogram = self._duration_children[task_id] = self._durations.labels(task_id)
             histogram.observe(data["duration"])
 
     # exposition ------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def _parameters(path: str, query: type[BaseModel]) -> list[dict[str, Any]]:
             "name": name,
             "in": "query",
             "required": name in required,
-            "schema": _inline(prop, schema.get("$defs", {})),
+            "schema": _not_null(_inline(prop, schema.get("$defs", {}))),
         }
         if "description" in prop:
             parameter["description"] = prop["description"]
@@ -92,6 +92,19 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
     if isinstance(schema, list):
         return [_inline(item, defs) for item in schema]
     return schema
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional query parameter is absent, never null (a query string has no null): its
+    ``anyOf [X, null]`` becomes X."""
+    options = schema.get("anyOf")
+    if not isinstance(options, list):
+        return schema
+    kept = [option for option in options if option != {"type": "null"}]
+    rest = {k: v for k, v in schema.items() if k != "anyOf" and not (k == "default" and v is None)}
+    if len(kept) == 1:
+        return {**kept[0], **rest}
+    return {**rest, "anyOf": kept}
 
 
 def _is_array(schema: dict[str, Any]) -> bool:

@@ -3,31 +3,53 @@ the OpenAPI document is generated from them, so the two cannot drift apart."""
 
 from __future__ import annotations
 
+import math
 import uuid
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from daemon.durations import to_seconds
 from daemon.models import QueueDepth, Run, RunLogLine, RunStatus, Schedule, WorkerInfo
 
+MAX_DELAY_SECONDS = 100 * 365.25 * 86400
+"""The longest delay or ttl a trigger takes (100 years): the run's times must stay within
+what PostgreSQL intervals and Python datetimes hold."""
 
-class _Strict(BaseModel):
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\u0000): PostgreSQL refuses them")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A string that goes to PostgreSQL as text: NUL characters are refused (a 400/422, not a
+database error)."""
+
+
+class _Model(BaseModel):
+    # The attribute docstrings below become the descriptions of the OpenAPI document.
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class _Strict(_Model):
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(_Model):
     error: str
     """One line saying what was wrong."""
     detail: Any = None
     """Field-level problems, for a request that failed validation."""
 
 
-class Liveness(BaseModel):
+class Liveness(_Model):
     status: str = "ok"
 
 
-class Readiness(BaseModel):
+class Readiness(_Model):
     ready: bool
     database: bool
     """A query answered within 2 s."""
@@ -50,11 +72,11 @@ def _split(value: Any) -> Any:
 class RunListQuery(_Strict):
     status: list[RunStatus] | None = None
     """One or more statuses, comma-separated or repeated."""
-    task: str | None = None
-    tag: str | None = None
-    queue: str | None = None
-    schedule: str | None = None
-    event: str | None = None
+    task: Text | None = None
+    tag: Text | None = None
+    queue: Text | None = None
+    schedule: Text | None = None
+    event: Text | None = None
     """An event name: runs that events of this name created."""
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -75,20 +97,20 @@ class RunListQuery(_Strict):
         return value
 
 
-class RunPage(BaseModel):
+class RunPage(_Model):
     runs: list[Run]
     """Newest first."""
     next_cursor: uuid.UUID | None
     """Pass as ``cursor`` for the next page; null on the last page."""
 
 
-class RunLink(BaseModel):
+class RunLink(_Model):
     id: uuid.UUID
     task_id: str
     status: RunStatus
 
 
-class RunDetail(BaseModel):
+class RunDetail(_Model):
     run: Run
     """With its attempts, output, error and metadata."""
     parent: RunLink | None
@@ -102,13 +124,13 @@ class RunDetailQuery(_Strict):
     log_limit: int = Field(1000, ge=0, le=10_000)
 
 
-class CancelResult(BaseModel):
+class CancelResult(_Model):
     id: uuid.UUID
     status: RunStatus
     """canceled, or executing when the run's daemon was asked to cancel it (it ends soon)."""
 
 
-class ReplayResult(BaseModel):
+class ReplayResult(_Model):
     id: uuid.UUID
     replayed_from: uuid.UUID
 
@@ -120,23 +142,64 @@ class TriggerRequest(_Strict):
     run_at: datetime | None = None
     priority: int = Field(0, ge=-(2**31), lt=2**31)
     max_attempts: int | None = Field(None, ge=1, lt=2**31)
-    tags: list[str] = []
-    queue: str | None = Field(None, min_length=1)
+    tags: list[Text] = []
+    queue: Text | None = Field(None, min_length=1)
     ttl: float | str | None = None
     """A run not started within it (counted from now) ends expired."""
 
+    @field_validator("payload")
+    @classmethod
+    def _payload_without_nul(cls, value: Any) -> Any:
+        # jsonb refuses \u0000 in strings and keys; walked without recursion (deep payloads).
+        pending = [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, str):
+                _no_nul(item)
+            elif isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+        return value
 
-class TriggerResult(BaseModel):
+    @field_validator("delay", "ttl")
+    @classmethod
+    def _duration(cls, value: float | str | None) -> float | None:
+        if value is None:
+            return None
+        seconds = to_seconds(value)  # ValueError: not a duration, or negative
+        if not math.isfinite(seconds) or seconds > MAX_DELAY_SECONDS:
+            raise ValueError(
+                f"must be a finite duration of at most {MAX_DELAY_SECONDS:.0f} s (100 years)"
+            )
+        return seconds
+
+    @field_validator("run_at")
+    @classmethod
+    def _run_at(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("must carry a timezone (e.g. 2026-11-23T09:00:00Z)")
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range: must fall within years 1 to 9999 in UTC") from None
+        return value
+
+
+class TriggerResult(_Model):
     id: uuid.UUID
 
 
-class TaskSchedule(BaseModel):
+class TaskSchedule(_Model):
     cron: str
     timezone: str
     catch_up: str
 
 
-class TaskInfo(BaseModel):
+class TaskInfo(_Model):
     id: str
     queue: str
     max_attempts: int
@@ -150,25 +213,25 @@ class TaskInfo(BaseModel):
     updated_at: datetime
 
 
-class TaskList(BaseModel):
+class TaskList(_Model):
     tasks: list[TaskInfo]
 
 
-class QueueList(BaseModel):
+class QueueList(_Model):
     queues: list[QueueDepth]
 
 
-class ScheduleList(BaseModel):
+class ScheduleList(_Model):
     schedules: list[Schedule]
 
 
-class WorkerList(BaseModel):
+class WorkerList(_Model):
     workers: list[WorkerInfo]
 
 
 class StreamQuery(_Strict):
     run: uuid.UUID | None = None
-    task: str | None = None
+    task: Text | None = None
 
 
 class NoQuery(_Strict):

@@ -13,6 +13,7 @@ import hmac
 import logging
 from typing import Any, get_args, get_origin
 
+import asyncpg
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -84,6 +85,12 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         )
     except tuple(_ERROR_STATUS) as exc:
         return error_response(_ERROR_STATUS[type(exc)], str(exc))
+    except asyncpg.DataError as exc:
+        # SQLSTATE class 22: PostgreSQL refused a value of the request (out of range, bad
+        # encoding...) that validation let through. The request's fault, not the database's.
+        log.warning("admin request %s %s: value refused: %s", request.method, request.path, exc)
+        status = 400 if request.method == "GET" else 422
+        return error_response(status, f"a value was refused by the database: {exc}")
     except DB_ERRORS as exc:
         log.warning("admin request %s %s: database error: %s", request.method, request.path, exc)
         return error_response(503, f"database unavailable: {exc}")
@@ -98,7 +105,8 @@ def _auth(token: str, public: set[str]) -> Any:
     @web.middleware
     async def check(request: web.Request, handler: Any) -> web.StreamResponse:
         if token and request.path not in public:
-            given = request.headers.get("Authorization", "").encode()
+            # A header that is not UTF-8 arrives with surrogate escapes: compared, not a 500.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 response = error_response(401, "missing or wrong bearer token")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="taskd"'
@@ -164,7 +172,7 @@ def _endpoint(route: Route) -> Any:
 def _first_problem(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "request"
-    return f"{where}: {first['msg']}"
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def build_app(state: AdminState, version: str) -> web.Application:

@@ -273,6 +273,8 @@ class WorkerPool:
                 attempt=run.attempt,
             )
         run.started = time.monotonic()
+        if self._idle.is_set():
+            self._idle = anyio.Event()
         run_task = loop.create_task(self._execute(run))
         self._running[run.id] = (run, run_task)
         if self._changes.active:
@@ -336,8 +338,9 @@ class WorkerPool:
                 log.warning("cancel check failed: %s", exc)
 
     async def _wait_idle(self) -> None:
+        # One event shared by every waiter (drain and run both wait): it is replaced only
+        # once set, when a run starts again, never under a waiter's feet.
         while self._running:
-            self._idle = anyio.Event()
             await self._idle.wait()
 
     def _hand_back(self, runs: Sequence[ClaimedRun]) -> None:
