@@ -43,6 +43,7 @@ from daemon.store.database import create_pool
 from daemon.store.store import Store
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+MAX_DELAY_SECONDS = 100 * 365.25 * 86_400
 _UNSET: Any = object()  # "not given", where None is a value (clear the payload)
 
 
@@ -141,6 +142,11 @@ class Client:
             raise ValueError("max_attempts must be at least 1")
         if run_at is not None and run_at.tzinfo is None:
             raise ValueError("run_at must be timezone-aware")
+        if run_at is not None and run_at.year >= 9000:
+            raise ValueError("run_at must be before the year 9000")
+        for name, value in (("delay", delay), ("ttl", ttl)):
+            if value is not None and to_seconds(value) > MAX_DELAY_SECONDS:
+                raise ValueError(f"{name} must be at most 100 years")
         limit = await self._payload_limit()
         encoded = [_encode_payload(payload, limit) for payload in payloads]
         if not encoded:

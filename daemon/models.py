@@ -51,8 +51,8 @@ class Attempt(BaseModel):
     error: dict[str, Any] | None = None
 
 
-class Run(BaseModel):
-    """A run as producers and operators see it."""
+class RunSummary(BaseModel):
+    """A run without its payload, output and attempts (listings)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -60,8 +60,6 @@ class Run(BaseModel):
     task_id: str
     queue: str
     status: RunStatus
-    payload: Any
-    output: Any = None
     error: dict[str, Any] | None = None
     priority: int
     run_at: datetime
@@ -86,6 +84,13 @@ class Run(BaseModel):
     """What the task set with ``ctx.set_metadata`` (progress, stage...), kept after it ends."""
     parent_id: uuid.UUID | None = None
     """The run that created this one (child runs)."""
+
+
+class Run(RunSummary):
+    """A run as producers and operators see it."""
+
+    payload: Any
+    output: Any = None
     attempts: list[Attempt] = []
 
 

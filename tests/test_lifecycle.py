@@ -343,3 +343,15 @@ async def test_cli_cancel_replay_and_status(client: Client, database: str, start
     replay = await anyio.to_thread.run_sync(taskd, database, "runs", "replay", str(done.id))
     new_id = uuid.UUID(replay.stdout.strip())
     assert (await client.get_run(new_id)).replayed_from == done.id
+
+
+async def test_times_no_reader_can_decode_are_refused_at_enqueue(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    with pytest.raises(ValueError, match="delay must be at most 100 years"):
+        await client.trigger("anything", {}, delay=1e12)
+    with pytest.raises(ValueError, match="ttl must be at most 100 years"):
+        await client.trigger("anything", {}, ttl="999999999h")
+    with pytest.raises(asyncpg.CheckViolationError, match="runs_times_in_range"):
+        await db.fetchval("SELECT taskd.trigger('anything', '{}', '{\"delay\": 1e12}')")
+    assert await client.list_runs() == []  # nothing was stored, and listing still works

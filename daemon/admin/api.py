@@ -111,6 +111,7 @@ async def list_runs(
         created_before=query.created_before,
         before=query.cursor,
         limit=query.limit + 1,  # one more: is there a next page?
+        summary=True,
     )
     page = runs[: query.limit]
     more = len(runs) > query.limit

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from daemon.durations import to_seconds
-from daemon.models import QueueDepth, Run, RunLogLine, RunStatus, Schedule, WorkerInfo
+from daemon.models import (
+    QueueDepth,
+    Run,
+    RunLogLine,
+    RunStatus,
+    RunSummary,
+    Schedule,
+    WorkerInfo,
+)
 
 MAX_DELAY_SECONDS = 100 * 365.25 * 86400
 """The longest delay or ttl a trigger takes (100 years): the run's times must stay within
@@ -82,7 +90,7 @@ class RunListQuery(_Strict):
     created_before: datetime | None = None
     cursor: uuid.UUID | None = None
     """``next_cursor`` of the previous page."""
-    limit: int = Field(50, ge=1, le=500)
+    limit: int = Field(50, ge=1, le=200)
 
     @field_validator("status", mode="before")
     @classmethod
@@ -98,8 +106,8 @@ class RunListQuery(_Strict):
 
 
 class RunPage(_Model):
-    runs: list[Run]
-    """Newest first."""
+    runs: list[RunSummary]
+    """Newest first, without payload and output (GET /api/runs/{id} has them)."""
     next_cursor: uuid.UUID | None
     """Pass as ``cursor`` for the next page; null on the last page."""
 

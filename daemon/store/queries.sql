@@ -314,6 +314,16 @@ SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.prior
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE true
 
+-- name: run_list_summary
+-- The same, without payload and output (the admin API's listing: pages stay small).
+SELECT r.id, r.task_id, r.queue, r.status, r.error, r.priority, r.run_at,
+       r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
+       r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
+       r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
+       r.metadata, r.parent_id
+  FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
+ WHERE true
+
 -- name: run_children
 SELECT id, task_id, status FROM taskd.runs WHERE parent_id = $1 ORDER BY id LIMIT $2;
 

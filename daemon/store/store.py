@@ -14,7 +14,16 @@ from typing import Any
 import asyncpg
 
 from daemon.ids import uuid_at
-from daemon.models import Attempt, ClaimedRun, Event, LogLine, Outcome, Run, RunStatus
+from daemon.models import (
+    Attempt,
+    ClaimedRun,
+    Event,
+    LogLine,
+    Outcome,
+    Run,
+    RunStatus,
+    RunSummary,
+)
 from daemon.store.queries import QUERIES
 
 
@@ -393,8 +402,10 @@ class Store:
         created_before: datetime | None = None,
         before: uuid.UUID | None = None,
         limit: int = 50,
-    ) -> list[Run]:
-        """Runs newest first, matching every filter given; ``before``: the keyset cursor (the
+        summary: bool = False,
+    ) -> list[Any]:
+        """Runs (RunSummary with ``summary``: no payload, output) newest first, matching every
+        filter given; ``before``: the keyset cursor (the
         last id of the previous page). Ids begin with their creation time, so a created range
         is an id range on the primary key."""
         conditions: list[str] = []
@@ -423,10 +434,12 @@ class Store:
         if before is not None:
             where("r.id < $?", before)
         args.append(limit)
-        sql = "\n   AND ".join([QUERIES["run_list"], *conditions])
+        base = QUERIES["run_list_summary" if summary else "run_list"]
+        sql = "\n   AND ".join([base, *conditions])
         sql += f"\n ORDER BY r.id DESC\n LIMIT ${len(args)}"
         rows = await self.pool.fetch(sql, *args)
-        return [Run(**dict(row)) for row in rows]
+        model = RunSummary if summary else Run
+        return [model(**dict(row)) for row in rows]
 
     async def run_children(self, run_id: uuid.UUID, limit: int = 1000) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(QUERIES["run_children"], run_id, limit)

@@ -57,3 +57,8 @@ AS $$
                    THEN (SELECT count(*) FROM taskd.run_logs l WHERE l.run_id = r.id)
                    ELSE 0 END
 $$;
+
+-- A run's times stay within what every reader can decode (Python's datetime ends at 9999): a
+-- delay of 10^12 seconds must be refused at enqueue, not break every listing that meets it.
+ALTER TABLE taskd.runs ADD CONSTRAINT runs_times_in_range
+    CHECK (run_at < '9000-01-01' AND (expires_at IS NULL OR expires_at < '9000-01-01'));
