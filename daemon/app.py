@@ -120,7 +120,6 @@ class Daemon:
             self.metrics = telemetry = Metrics(
                 store, self._counters, known_task=lambda task_id: task_id in self.registry
             )
-            self.changes.add_listener(self.metrics.on_change)
         client = Client(db_pool, changes=self.changes)
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
         try:

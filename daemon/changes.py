@@ -140,7 +140,9 @@ class ChangeHub:
 
     @property
     def active(self) -> bool:
-        """Whether anyone reads: publishers may skip building changes nobody reads."""
+        """Whether anyone reads: publishers skip building changes nobody reads (the metrics
+        count through Telemetry, in batches, not through this stream: at 20,000 runs a second
+        a change object per transition cost a fifth of the daemon's time)."""
         return bool(self._subscriptions or self._listeners)
 
     @property

@@ -7,10 +7,22 @@ nothing for it.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping, Sequence
+
+from daemon.models import ClaimedRun, Outcome
+
 
 class Telemetry:
-    def claimed(self, count: int) -> None:
-        """A claim returned ``count`` runs."""
+    def claimed(self, runs: Sequence[ClaimedRun]) -> None:
+        """A claim returned these runs (each starts an attempt)."""
+
+    def ended(self, outcomes: Sequence[Outcome], written: Mapping[uuid.UUID, str]) -> None:
+        """A batch of outcomes was written: ``written`` maps the runs whose write won to their
+        new status (completed, failed, canceled, queued for a retry)."""
+
+    def changed(self, kind: str, task_id: str) -> None:
+        """A run changed outside the hot path (maintenance: expired, rescued...)."""
 
     def db_error(self, component: str) -> None:
         """A database call of ``component`` (claim, complete, heartbeat...) failed."""

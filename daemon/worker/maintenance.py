@@ -203,6 +203,7 @@ class Maintenance:
         attempt: int | None,
         data: dict[str, Any] | None,
     ) -> None:
+        self._telemetry.changed(kind.value, task_id)
         if self._changes.active:
             self._changes.publish(RunChange(kind, run_id, task_id, status, attempt, data=data))
 

@@ -243,7 +243,7 @@ class WorkerPool:
                     break
                 self._backlog = len(claimed) == limit or self._wakes != wakes_before
                 self.claimed_total += len(claimed)
-                self._telemetry.claimed(len(claimed))
+                self._telemetry.claimed(claimed)
                 for claimed_run in claimed:
                     self._start(claimed_run, loop)
                 if self._backlog and len(self._running) < self._capacity:
@@ -489,6 +489,7 @@ class WorkerPool:
         written = await self._store.run_complete_many(self._worker_id, outcomes)
         self.completed_total += len(written)
         self._wake_for_retries([o for o in outcomes if o.run_id in written])
+        self._telemetry.ended(outcomes, written)
         if self._changes.active:
             for outcome in outcomes:
                 status = written.get(outcome.run_id)
