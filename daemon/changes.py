@@ -2,9 +2,10 @@
 
 The worker pool (started, attempt failed, completed, failed, canceled, handed back), the
 maintenance loop (expired, rescued), the run context (metadata set) and the daemon's own
-producers (created) publish here after their write committed. Readers subscribe: the metrics
-as a synchronous listener, each ``/api/stream`` client as a bounded subscription. A reader
-that falls behind is dropped, never buffered without bound: the daemon's memory does not
+producers (created) publish here after their write committed. Each ``/api/stream`` client
+reads through a bounded subscription (the metrics count through Telemetry instead, in batches:
+at 20,000 runs a second a change object per transition cost a fifth of the daemon's time, so
+changes are built only while someone subscribes). A reader that falls behind is dropped, never buffered without bound: the daemon's memory does not
 depend on how fast anyone reads.
 """
 
@@ -134,24 +135,17 @@ class ChangeHub:
 
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
-        self._listeners: list[Callable[[RunChange], None]] = []
         self._seq = itertools.count(1)
         self.dropped_total = 0
 
     @property
     def active(self) -> bool:
-        """Whether anyone reads: publishers skip building changes nobody reads (the metrics
-        count through Telemetry, in batches, not through this stream: at 20,000 runs a second
-        a change object per transition cost a fifth of the daemon's time)."""
-        return bool(self._subscriptions or self._listeners)
+        """Whether anyone reads: publishers skip building changes nobody reads."""
+        return bool(self._subscriptions)
 
     @property
     def subscribers(self) -> int:
         return len(self._subscriptions)
-
-    def add_listener(self, listener: Callable[[RunChange], None]) -> None:
-        """Called synchronously for every change (keep it cheap)."""
-        self._listeners.append(listener)
 
     def subscribe(
         self,
@@ -170,11 +164,6 @@ class ChangeHub:
 
     def publish(self, change: RunChange) -> None:
         object.__setattr__(change, "seq", next(self._seq))
-        for listener in self._listeners:
-            try:
-                listener(change)
-            except Exception:  # a reader's bug must not fail the write that published
-                log.exception("run change listener failed")
         for subscription in list(self._subscriptions):
             if subscription.wants(change):
                 subscription.offer(change)
