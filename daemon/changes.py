@@ -3,10 +3,10 @@
 The worker pool (started, attempt failed, completed, failed, canceled, handed back), the
 maintenance loop (expired, rescued), the run context (metadata set) and the daemon's own
 producers (created) publish here after their write committed. Each ``/api/stream`` client
-reads through a bounded subscription (the metrics count through Telemetry instead, in batches:
-at 20,000 runs a second a change object per transition cost a fifth of the daemon's time, so
-changes are built only while someone subscribes). A reader that falls behind is dropped, never buffered without bound: the daemon's memory does not
-depend on how fast anyone reads.
+reads through a bounded subscription; a reader that falls behind is dropped, never buffered
+without bound, so the daemon's memory does not depend on how fast anyone reads. Changes are
+built only while someone subscribes: the metrics count through Telemetry instead, in batches
+(at 20,000 runs a second a change object per transition cost a fifth of the daemon's time).
 """
 
 from __future__ import annotations
