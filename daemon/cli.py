@@ -108,6 +108,8 @@ def cmd_trigger(args: argparse.Namespace) -> None:
             tags=args.tag or (),
             queue=args.queue,
             ttl=args.ttl,
+            idempotency_key=args.idempotency_key,
+            idempotency_ttl=args.idempotency_ttl,
         )
 
     print(_with_client(args, trigger))
@@ -447,6 +449,12 @@ def _parser() -> argparse.ArgumentParser:
     trigger.add_argument("--tag", action="append", help="tag the run (repeatable)")
     trigger.add_argument("--queue", help="override the task's queue")
     trigger.add_argument("--ttl", help="expire the run if it has not started within this: 1h")
+    trigger.add_argument(
+        "--idempotency-key",
+        help="a second trigger of the task with this key (within --idempotency-ttl) creates "
+        "nothing and prints the first run's id",
+    )
+    trigger.add_argument("--idempotency-ttl", default="24h", help="how long the key holds (24h)")
     trigger.set_defaults(handler=cmd_trigger)
 
     runs = commands.add_parser("runs", help="list and inspect runs").add_subparsers(

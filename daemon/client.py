@@ -96,6 +96,8 @@ class Client:
         tags: Sequence[str] = (),
         queue: str | None = None,
         ttl: Duration | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: Duration = "24h",
         connection: asyncpg.Connection | None = None,
     ) -> uuid.UUID:
         """Create a run; return its id.
@@ -103,9 +105,27 @@ class Client:
         ``delay`` ("10s", "5m", seconds) or ``run_at`` (aware datetime) postpone the start;
         ``priority``: higher starts first; ``max_attempts`` overrides the task's retry;
         ``ttl``: a run not started within it (counted from now) ends expired;
+        ``idempotency_key``: a second trigger of this task with the same key within
+        ``idempotency_ttl`` (24 h) creates nothing and returns the first run's id, whatever
+        the number of concurrent callers (a unique key in the database decides);
         ``connection``: enqueue inside that connection's open transaction, so the run exists
         only if the transaction commits.
         """
+        if idempotency_key is not None:
+            return await self._trigger_once(
+                task,
+                payload,
+                idempotency_key,
+                idempotency_ttl,
+                delay=delay,
+                run_at=run_at,
+                priority=priority,
+                max_attempts=max_attempts,
+                tags=tags,
+                queue=queue,
+                ttl=ttl,
+                connection=connection,
+            )
         ids = await self.batch_trigger(
             task,
             [payload],
@@ -136,17 +156,7 @@ class Client:
     ) -> list[uuid.UUID]:
         """Create one run per payload, in one statement and one NOTIFY; ids in order."""
         task_id, default_queue = _task_identity(task)
-        if isinstance(tags, str):
-            raise TypeError("tags must be a list of strings, not a string")
-        if max_attempts is not None and max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if run_at is not None and run_at.tzinfo is None:
-            raise ValueError("run_at must be timezone-aware")
-        if run_at is not None and run_at.year >= 9000:
-            raise ValueError("run_at must be before the year 9000")
-        for name, value in (("delay", delay), ("ttl", ttl)):
-            if value is not None and to_seconds(value) > MAX_DELAY_SECONDS:
-                raise ValueError(f"{name} must be at most 100 years")
+        _check_options(tags, max_attempts, run_at, delay, ttl)
         limit = await self._payload_limit()
         encoded = [_encode_payload(payload, limit) for payload in payloads]
         if not encoded:
@@ -169,6 +179,48 @@ class Client:
             for run_id in ids:
                 self._changes.publish(RunChange(ChangeKind.CREATED, run_id, task_id, "queued"))
         return ids
+
+    async def _trigger_once(
+        self,
+        task: str | TaskDefinition[Any, Any],
+        payload: Any,
+        idempotency_key: str,
+        idempotency_ttl: Duration,
+        *,
+        delay: Duration | None,
+        run_at: datetime | None,
+        priority: int,
+        max_attempts: int | None,
+        tags: Sequence[str],
+        queue: str | None,
+        ttl: Duration | None,
+        connection: asyncpg.Connection | None,
+    ) -> uuid.UUID:
+        """A keyed trigger, through taskd.trigger: the key's row decides, in one statement."""
+        task_id, default_queue = _task_identity(task)
+        if not isinstance(idempotency_key, str) or not idempotency_key:
+            raise ValueError("idempotency_key must be a non-empty string")
+        _check_options(tags, max_attempts, run_at, delay, ttl)
+        options: dict[str, Any] = {
+            "idempotency_key": idempotency_key,
+            "idempotency_ttl": to_seconds(idempotency_ttl),
+            "priority": priority,
+            "tags": list(tags),
+        }
+        for name, value in (
+            ("delay", to_seconds(delay) if delay is not None else None),
+            ("run_at", run_at.isoformat() if run_at is not None else None),
+            ("max_attempts", max_attempts),
+            ("queue", queue or default_queue),
+            ("ttl", to_seconds(ttl) if ttl is not None else None),
+        ):
+            if value is not None:
+                options[name] = value
+        encoded = _encode_payload(payload, await self._payload_limit())
+        run_id = await self._store.run_trigger(
+            task_id, encoded.decode(), orjson.dumps(options).decode(), connection=connection
+        )
+        return run_id
 
     async def send_event(
         self, name: str, payload: Any = None, *, connection: asyncpg.Connection | None = None
@@ -413,6 +465,26 @@ class Client:
             value = await self._store.setting_get("max_payload_bytes")
             self._max_payload_bytes = int(value) if value is not None else DEFAULT_MAX_PAYLOAD_BYTES
         return self._max_payload_bytes
+
+
+def _check_options(
+    tags: Sequence[str],
+    max_attempts: int | None,
+    run_at: datetime | None,
+    delay: Duration | None,
+    ttl: Duration | None,
+) -> None:
+    if isinstance(tags, str):
+        raise TypeError("tags must be a list of strings, not a string")
+    if max_attempts is not None and max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    if run_at is not None and run_at.tzinfo is None:
+        raise ValueError("run_at must be timezone-aware")
+    if run_at is not None and run_at.year >= 9000:
+        raise ValueError("run_at must be before the year 9000")
+    for name, value in (("delay", delay), ("ttl", ttl)):
+        if value is not None and to_seconds(value) > MAX_DELAY_SECONDS:
+            raise ValueError(f"{name} must be at most 100 years")
 
 
 def _catch_up(value: str) -> CatchUp:

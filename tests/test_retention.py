@@ -138,7 +138,7 @@ async def test_prune_deletes_only_what_is_past_its_retention(
     maintenance = pruner(store, batch=7)  # 30 runs: 5 batches (7, 7, 7, 7, 2)
     deleted = await maintenance.prune_once(now=NOW)
 
-    assert deleted == {"runs": len(old), "events": 3, "workers": 1}
+    assert deleted == {"runs": len(old), "events": 3, "workers": 1, "idempotency_keys": 0}
     assert await ids(db, "runs") == set(kept)
     assert await ids(db, "attempts", "run_id") == set(kept)
     assert await ids(db, "run_logs", "run_id") == set(kept)
@@ -149,8 +149,13 @@ async def test_prune_deletes_only_what_is_past_its_retention(
     assert gone_worker not in await ids(db, "workers")
 
     # Nothing left past its retention: a second pass deletes nothing; counters add up.
-    assert await maintenance.prune_once(now=NOW) == {"runs": 0, "events": 0, "workers": 0}
-    assert maintenance.pruned == {"runs": 30, "events": 3, "workers": 1}
+    assert await maintenance.prune_once(now=NOW) == {
+        "runs": 0,
+        "events": 0,
+        "workers": 0,
+        "idempotency_keys": 0,
+    }
+    assert maintenance.pruned == {"runs": 30, "events": 3, "workers": 1, "idempotency_keys": 0}
 
 
 async def test_zero_keeps_everything(db: asyncpg.Connection, store: Store) -> None:
@@ -159,14 +164,24 @@ async def test_zero_keeps_everything(db: asyncpg.Connection, store: Store) -> No
     worker = await seed_worker(db, LONG_AGO)
 
     maintenance = pruner(store, runs=0, events=0, workers=0)
-    assert await maintenance.prune_once(now=NOW) == {"runs": 0, "events": 0, "workers": 0}
+    assert await maintenance.prune_once(now=NOW) == {
+        "runs": 0,
+        "events": 0,
+        "workers": 0,
+        "idempotency_keys": 0,
+    }
     assert await ids(db, "runs") == runs
     assert await ids(db, "events") == {event}
     assert await ids(db, "workers") == {worker}
 
     # Each one on its own: runs kept forever, events and workers pruned.
     maintenance = pruner(store, runs=0)
-    assert await maintenance.prune_once(now=NOW) == {"runs": 0, "events": 1, "workers": 1}
+    assert await maintenance.prune_once(now=NOW) == {
+        "runs": 0,
+        "events": 1,
+        "workers": 1,
+        "idempotency_keys": 0,
+    }
     assert await ids(db, "runs") == runs
 
 

@@ -187,6 +187,8 @@ async def trigger_task(
             tags=body.tags,
             queue=body.queue or (definition.queue.name if definition is not None else None),
             ttl=body.ttl,
+            idempotency_key=body.idempotency_key,
+            idempotency_ttl=body.idempotency_ttl,
         )
     except ValueError as exc:  # a malformed delay or ttl, a naive run_at
         raise RequestInvalid(422, str(exc)) from None

@@ -154,6 +154,11 @@ class TriggerRequest(_Strict):
     queue: Text | None = Field(None, min_length=1)
     ttl: float | str | None = None
     """A run not started within it (counted from now) ends expired."""
+    idempotency_key: Text | None = Field(None, min_length=1)
+    """A second trigger of the task with this key, while it holds, creates nothing and
+    answers the first run's id."""
+    idempotency_ttl: float | str = 86_400.0
+    """How long the key holds (seconds or a duration; 24 h)."""
 
     @field_validator("payload")
     @classmethod
@@ -171,7 +176,7 @@ class TriggerRequest(_Strict):
                 pending.extend(item)
         return value
 
-    @field_validator("delay", "ttl")
+    @field_validator("delay", "ttl", "idempotency_ttl")
     @classmethod
     def _duration(cls, value: float | str | None) -> float | None:
         if value is None:

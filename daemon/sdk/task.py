@@ -118,6 +118,8 @@ class TaskDefinition(Generic[P, R]):
         max_attempts: int | None = None,
         tags: Sequence[str] = (),
         ttl: Duration | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: Duration = "24h",
         connection: Any = None,
     ) -> uuid.UUID:
         """Create a run of this task; returns its id. See ``Client.trigger``."""
@@ -130,6 +132,8 @@ class TaskDefinition(Generic[P, R]):
             max_attempts=max_attempts,
             tags=tags,
             ttl=ttl,
+            idempotency_key=idempotency_key,
+            idempotency_ttl=idempotency_ttl,
             connection=connection,
         )
 

@@ -87,6 +87,11 @@ WITH task AS (
 SELECT pg_notify('taskd_wakeup', queue)
   FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS due;
 
+-- name: run_trigger
+-- One run through taskd.trigger (the idempotency-key path): its id, or the id of the run that
+-- already holds the key.
+SELECT taskd.trigger($1, $2::text::jsonb, $3::text::jsonb);
+
 -- name: run_claim
 -- See taskd.claim_runs in the migrations: a function so that its plan is pinned.
 SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_lines
@@ -398,6 +403,16 @@ WITH doomed AS (
      ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 DELETE FROM taskd.events e USING doomed WHERE e.id = doomed.id;
+
+-- name: prune_idempotency_keys
+-- Keys past their ttl are free to take over already; their rows go in small batches.
+WITH doomed AS (
+    SELECT task_id, idempotency_key FROM taskd.idempotency_keys
+     WHERE expires_at < now() ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM taskd.idempotency_keys k USING doomed
+ WHERE k.task_id = doomed.task_id AND k.idempotency_key = doomed.idempotency_key
+   AND k.expires_at < now();
 
 -- name: prune_workers
 DELETE FROM taskd.workers WHERE stopped_at < $1;

@@ -148,6 +148,21 @@ class Store:
             ttl,
         )
 
+    async def run_trigger(
+        self,
+        task_id: str,
+        payload: str,
+        options: str,
+        *,
+        connection: asyncpg.Connection | None = None,
+    ) -> uuid.UUID:
+        """taskd.trigger: ``payload`` and ``options`` as JSON text; the run's id (with an
+        idempotency key held by an earlier run: that run's id)."""
+        run_id: uuid.UUID = await self._on(connection).fetchval(
+            QUERIES["run_trigger"], task_id, payload, options
+        )
+        return run_id
+
     async def run_claim(
         self,
         task_ids: Sequence[str],
@@ -514,6 +529,9 @@ class Store:
                 QUERIES["prune_events"], created_before, batch, uuid_at(created_before)
             )
         )
+
+    async def prune_idempotency_keys(self, batch: int) -> int:
+        return _count(await self.pool.execute(QUERIES["prune_idempotency_keys"], batch))
 
     async def prune_workers(self, stopped_before: datetime) -> int:
         return _count(await self.pool.execute(QUERIES["prune_workers"], stopped_before))

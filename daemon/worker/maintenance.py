@@ -47,7 +47,12 @@ class Maintenance:
         self._worker_id = worker_id
         self._changes = changes or ChangeHub()
         self._telemetry = telemetry or Telemetry()
-        self.pruned: dict[str, int] = {"runs": 0, "events": 0, "workers": 0}
+        self.pruned: dict[str, int] = {
+            "runs": 0,
+            "events": 0,
+            "workers": 0,
+            "idempotency_keys": 0,
+        }
         # Workers whose lock was free at the previous check. A worker counts as gone when its
         # lock is free twice in a row: after a database restart every daemon re-takes its
         # lock within a second, and must not have its runs taken meanwhile.
@@ -173,7 +178,7 @@ class Maintenance:
         """
         now = now or datetime.now(UTC)
         retention = self._retention
-        deleted = {"runs": 0, "events": 0, "workers": 0}
+        deleted = {"runs": 0, "events": 0, "workers": 0, "idempotency_keys": 0}
         if retention.runs > 0:
             cutoff = now - timedelta(seconds=retention.runs)
             while (count := await self._store.prune_runs(cutoff, retention.batch)) > 0:
@@ -184,6 +189,9 @@ class Maintenance:
             while (count := await self._store.prune_events(cutoff, retention.batch)) > 0:
                 deleted["events"] += count
                 await anyio.lowlevel.checkpoint()
+        while (count := await self._store.prune_idempotency_keys(retention.batch)) > 0:
+            deleted["idempotency_keys"] += count
+            await anyio.lowlevel.checkpoint()
         if retention.workers > 0:
             deleted["workers"] = await self._store.prune_workers(
                 now - timedelta(seconds=retention.workers)
