@@ -9,14 +9,26 @@ from daemon.errors import (
     ConfigError,
     InvalidPayload,
     InvalidRunId,
+    MetadataTooLarge,
     PayloadTooLarge,
     RunFinished,
     RunNotFound,
     ScheduleNotFound,
+    StepNameRepeated,
     TaskdError,
     UnknownTask,
 )
-from daemon.models import Attempt, AttemptOutcome, Event, Health, Run, RunStatus, Schedule
+from daemon.models import (
+    Attempt,
+    AttemptOutcome,
+    Event,
+    Health,
+    Run,
+    RunLogLine,
+    RunStatus,
+    Schedule,
+    Step,
+)
 from daemon.sdk.context import Context
 from daemon.sdk.current import current_client
 from daemon.sdk.retry import Retry
@@ -34,16 +46,20 @@ __all__ = [
     "Health",
     "InvalidPayload",
     "InvalidRunId",
+    "MetadataTooLarge",
     "PayloadTooLarge",
     "Queue",
     "Retry",
     "Run",
     "RunFinished",
+    "RunLogLine",
     "RunNotFound",
     "RunStatus",
     "Schedule",
     "ScheduleNotFound",
     "ScheduledRun",
+    "Step",
+    "StepNameRepeated",
     "TaskDefinition",
     "TaskdError",
     "UnknownTask",

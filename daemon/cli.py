@@ -298,6 +298,26 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     if run.error:
         lines.append(f"error     {run.error.get('type')}: {run.error.get('message')}")
     print("\n".join(lines))
+    if run.steps:
+        print("\nsteps")
+        _table(
+            ("STEP", "STATUS", "TRIES", "RUN ATTEMPT", "DURATION", "RESULT / ERROR"),
+            [
+                (
+                    step.name,
+                    step.status,
+                    str(step.attempts),
+                    str(step.run_attempt),
+                    f"{(step.finished_at - step.started_at).total_seconds():.3f}s",
+                    (
+                        f"{step.error['type']}: {step.error['message']}"
+                        if step.error
+                        else orjson.dumps(step.result).decode()
+                    )[:60],
+                )
+                for step in run.steps
+            ],
+        )
     if run.attempts:
         print("\nattempts")
         _table(

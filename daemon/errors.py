@@ -64,3 +64,9 @@ class MetadataTooLarge(TaskdError, ValueError):
         super().__init__(f"run metadata would be {size} bytes, over the limit of {limit} bytes")
         self.size = size
         self.limit = limit
+
+
+class StepNameRepeated(AbortRun):
+    """Two ``ctx.step`` calls of one run used the same name. Step names identify recorded
+    results, so they must be unique within a run (put an index in a name used in a loop). It
+    fails the run at once: a retry would repeat the same code."""

@@ -51,6 +51,25 @@ class Attempt(BaseModel):
     error: dict[str, Any] | None = None
 
 
+class Step(BaseModel):
+    """A durable step of a run (``ctx.step``): recorded once, never recomputed for the run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    status: str
+    """completed, or failed (its retries exhausted: the attempt failed; the next attempt of
+    the run calls it again)."""
+    result: Any = None
+    error: dict[str, Any] | None = None
+    attempts: int
+    """Calls of the step's function so far (its own retries, over the run's attempts)."""
+    run_attempt: int
+    """The run's attempt that recorded it."""
+    started_at: datetime
+    finished_at: datetime
+
+
 class RunSummary(BaseModel):
     """A run without its payload, output and attempts (listings)."""
 
@@ -92,6 +111,7 @@ class Run(RunSummary):
     payload: Any
     output: Any = None
     attempts: list[Attempt] = []
+    steps: list[Step] = []
 
 
 class Schedule(BaseModel):

@@ -62,3 +62,32 @@ async def slow(payload: Any, ctx: Context) -> dict[str, int]:
     await anyio.sleep(seconds)
     await _effect(ctx)
     return {"attempt": ctx.attempt}
+
+
+# crash.steps: five durable steps, each leaving one row in step_effects when its function is
+# called; step 4 first waits for a row in step_gate (the test kills the daemon meanwhile).
+CREATE_STEP_TABLES = """
+CREATE TABLE IF NOT EXISTS step_effects (run_id uuid, step int, pid int);
+CREATE TABLE IF NOT EXISTS step_gate (open boolean);
+"""
+
+
+async def _step_effect(ctx: Context, step: int) -> int:
+    pool = current_client().pool
+    # the gate is a row another process writes: polled (no in-process event can see it)
+    while step == 4:
+        if await pool.fetchval("SELECT count(*) FROM step_gate"):
+            break
+        await anyio.sleep(0.02)
+    await pool.execute(
+        "INSERT INTO step_effects (run_id, step, pid) VALUES ($1, $2, $3)",
+        ctx.run_id,
+        step,
+        os.getpid(),
+    )
+    return step * 10
+
+
+@task(id="crash.steps", retry=NO_BACKOFF)
+async def five_steps(payload: Any, ctx: Context) -> list[int]:
+    return [await ctx.step(f"step-{n}", _step_effect, ctx, n) for n in range(1, 6)]

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
 from daemon.logs import RunLogger
+from daemon.sdk.retry import Retry
+from daemon.sdk.steps import Steps, StepStore
+
+T = TypeVar("T")
 
 task_logger = logging.getLogger("taskd.task")
 
 
-class RunServices(Protocol):
+class RunServices(StepStore, Protocol):
     """What a context needs from the daemon running it (see daemon.worker.run_services)."""
 
     async def set_metadata(self, ctx: Context, values: dict[str, Any]) -> dict[str, Any]: ...
@@ -34,6 +39,7 @@ class Context:
         "_metadata",
         "_metadata_lock",
         "_services",
+        "_steps",
         "attempt",
         "log_lines",
         "max_attempts",
@@ -70,6 +76,7 @@ class Context:
         self.log_lines = log_lines
         """Log lines stored for this run so far (all attempts): the per-run cap counts them."""
         self._services = services
+        self._steps: Steps | None = None
         self._log: RunLogger | None = None
 
     @property
@@ -112,6 +119,28 @@ class Context:
         # when a task sets metadata from concurrent coroutines.
         async with self._metadata_lock:
             self._metadata = await self._services.set_metadata(self, values)
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[T] | T],
+        *args: Any,
+        retry: Retry | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` once per run and return its JSON result.
+
+        The result is recorded; when the run executes again (a retry, a resume after a wait,
+        a restart after a crash) the recorded result is returned without calling ``fn``. The
+        value returned is the JSON form of the result (a pydantic model comes back as a dict)
+        on the first execution too. ``retry``: the step's own policy (default: one try; the
+        run's retry policy then applies). A step whose tries are exhausted raises its error
+        (the attempt fails) and is called again by the next attempt. Names must be unique in
+        a run: a step in a loop carries an index (``f"fetch-{i}"``).
+        """
+        if self._steps is None:
+            self._steps = Steps(self.run_id, self.attempt, self._services)
+        return await self._steps.run(name, fn, args, kwargs, retry)
 
     @property
     def is_last_attempt(self) -> bool:

@@ -339,6 +339,26 @@ UPDATE taskd.runs SET metadata = coalesce(metadata, '{}') || $4::text::jsonb
  WHERE id = $1 AND status = 'executing' AND worker_id = $2 AND attempt = $3
 RETURNING true;
 
+-- name: step_list
+SELECT name, status, result, error, attempts, run_attempt, started_at, finished_at
+  FROM taskd.steps WHERE run_id = $1 ORDER BY started_at, name;
+
+-- name: step_record
+-- Record a step's outcome, only while the run is this worker's attempt (the completion's
+-- compare-and-set); a completed step is never overwritten.
+INSERT INTO taskd.steps AS s (run_id, name, status, result, error, attempts, run_attempt,
+                              started_at, finished_at)
+SELECT $1, $2, $5, $6::text::jsonb, $7::text::jsonb, $8, $4, $9, now()
+ WHERE EXISTS (SELECT 1 FROM taskd.runs r
+                WHERE r.id = $1 AND r.status = 'executing' AND r.worker_id = $3
+                  AND r.attempt = $4)
+ON CONFLICT (run_id, name) DO UPDATE
+   SET status = excluded.status, result = excluded.result, error = excluded.error,
+       attempts = s.attempts + excluded.attempts, run_attempt = excluded.run_attempt,
+       started_at = excluded.started_at, finished_at = excluded.finished_at
+ WHERE s.status <> 'completed'
+RETURNING true;
+
 -- name: run_log_insert_many
 -- One batch of ctx.log lines, then one NOTIFY for every tail (`taskd logs -f`) to read them.
 WITH inserted AS (
@@ -393,6 +413,8 @@ WITH doomed AS (
     DELETE FROM taskd.attempts a USING doomed WHERE a.run_id = doomed.id
 ), logs AS (
     DELETE FROM taskd.run_logs l USING doomed WHERE l.run_id = doomed.id
+), steps AS (
+    DELETE FROM taskd.steps s USING doomed WHERE s.run_id = doomed.id
 )
 DELETE FROM taskd.runs r USING doomed WHERE r.id = doomed.id;
 

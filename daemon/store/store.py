@@ -23,6 +23,7 @@ from daemon.models import (
     Run,
     RunStatus,
     RunSummary,
+    Step,
 )
 from daemon.store.queries import QUERIES
 
@@ -402,7 +403,45 @@ class Store:
             attempts = (
                 await connection.fetch(QUERIES["attempt_list"], run_id) if with_attempts else []
             )
-        return Run(**dict(row), attempts=[Attempt(**dict(a)) for a in attempts])
+            steps = await connection.fetch(QUERIES["step_list"], run_id) if with_attempts else []
+        return Run(
+            **dict(row),
+            attempts=[Attempt(**dict(a)) for a in attempts],
+            steps=[Step(**dict(s)) for s in steps],
+        )
+
+    # steps ------------------------------------------------------------------------------
+
+    async def step_list(self, run_id: uuid.UUID) -> list[Step]:
+        return [Step(**dict(row)) for row in await self.pool.fetch(QUERIES["step_list"], run_id)]
+
+    async def step_record(
+        self,
+        run_id: uuid.UUID,
+        name: str,
+        worker_id: uuid.UUID,
+        attempt: int,
+        *,
+        status: str,
+        result: str | None,
+        error: str | None,
+        tries: int,
+        started_at: datetime,
+    ) -> bool:
+        """Record a step's outcome; False when the run is no longer this worker's attempt."""
+        written = await self.pool.fetchval(
+            QUERIES["step_record"],
+            run_id,
+            name,
+            worker_id,
+            attempt,
+            status,
+            result,
+            error,
+            tries,
+            started_at,
+        )
+        return bool(written)
 
     async def run_list(
         self,

@@ -13,7 +13,7 @@ import orjson
 from daemon.changes import ChangeHub, ChangeKind, RunChange
 from daemon.errors import MetadataTooLarge
 from daemon.logs import log_event
-from daemon.models import LogLine, RunStatus
+from daemon.models import LogLine, RunStatus, Step
 from daemon.sdk.context import Context
 from daemon.store.store import Store
 from daemon.worker.log_writer import RunLogWriter
@@ -52,6 +52,33 @@ class WorkerRunServices:
         self._max_metadata_bytes = max_metadata_bytes
         self._run_lines = run_lines
         self._run_level = run_level
+
+    async def load_steps(self, run_id: uuid.UUID) -> dict[str, Step]:
+        return {step.name: step for step in await self._store.step_list(run_id)}
+
+    async def record_step(
+        self,
+        run_id: uuid.UUID,
+        name: str,
+        attempt: int,
+        *,
+        status: str,
+        result: str | None,
+        error: str | None,
+        tries: int,
+        started_at: datetime,
+    ) -> bool:
+        return await self._store.step_record(
+            run_id,
+            name,
+            self._worker_id,
+            attempt,
+            status=status,
+            result=result,
+            error=error,
+            tries=tries,
+            started_at=started_at,
+        )
 
     async def set_metadata(self, ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
         merged = {**ctx.metadata, **values}
