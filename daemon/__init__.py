@@ -34,6 +34,7 @@ from daemon.sdk.current import current_client
 from daemon.sdk.retry import Retry
 from daemon.sdk.schedules import ScheduledRun, schedules
 from daemon.sdk.task import Queue, TaskDefinition, task
+from daemon.sdk.wait import wait
 
 __all__ = [
     "AbortRun",
@@ -66,4 +67,5 @@ __all__ = [
     "current_client",
     "schedules",
     "task",
+    "wait",
 ]

@@ -168,6 +168,7 @@ class Daemon:
                 max_metadata_bytes=settings.tasks.max_metadata_bytes,
                 run_lines=settings.log.run_lines,
                 run_level=logging.getLevelName(settings.log.run_level),
+                wait_threshold=settings.worker.wait_threshold,
             )
             self.pool = WorkerPool(
                 store,

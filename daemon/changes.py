@@ -31,6 +31,8 @@ class ChangeKind(enum.StrEnum):
     STARTED = "started"
     ATTEMPT_FAILED = "attempt_failed"  # the run goes back to the queue for a retry
     HANDED_BACK = "handed_back"  # drained at shutdown: queued again, attempt not spent
+    WAITING = "waiting"  # suspended by a wait until its wake-up time (attempt not spent)
+    WOKEN = "woken"  # a waiting run's time came: queued again
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELED = "canceled"

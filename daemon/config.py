@@ -88,6 +88,8 @@ class WorkerSettings(_Section):
     """A run's lease: another daemon hands the run back when it is not renewed in time."""
     heartbeat: Seconds = Field(10.0, gt=0)
     """How often leases are renewed, and gone workers and expired leases looked for."""
+    wait_threshold: Seconds = 5.0
+    """A wait longer than this suspends the run (WAITING, slot freed); shorter ones sleep."""
     unknown_task_timeout: Seconds = 0.0
     """A queued run of a task no live worker serves fails after this long; 0: it waits."""
 

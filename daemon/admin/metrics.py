@@ -48,6 +48,7 @@ _STATUS_COUNTERS = {
     "failed": "failed",
     "canceled": "canceled",
     "queued": "retried",
+    "waiting": "suspended",
 }
 _KIND_COUNTERS = {
     "expired": "expired",
@@ -186,7 +187,15 @@ class Metrics(Telemetry):
                 ["task"],
                 registry=registry,
             )
-            for name in ("started", "completed", "failed", "canceled", "expired", "retried")
+            for name in (
+                "started",
+                "completed",
+                "failed",
+                "canceled",
+                "expired",
+                "retried",
+                "suspended",
+            )
         }
         self._children: dict[tuple[str, str], Any] = {}
         self._durations = _DurationHistogram()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -12,6 +13,7 @@ import anyio
 from daemon.logs import RunLogger
 from daemon.sdk.retry import Retry
 from daemon.sdk.steps import Steps, StepStore
+from daemon.sdk.wait import Suspend, sleep_until
 
 T = TypeVar("T")
 
@@ -20,6 +22,9 @@ task_logger = logging.getLogger("taskd.task")
 
 class RunServices(StepStore, Protocol):
     """What a context needs from the daemon running it (see daemon.worker.run_services)."""
+
+    wait_threshold: float
+    """Waits longer than this (seconds) suspend the run."""
 
     async def set_metadata(self, ctx: Context, values: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -40,6 +45,7 @@ class Context:
         "_metadata_lock",
         "_services",
         "_steps",
+        "_waits",
         "attempt",
         "log_lines",
         "max_attempts",
@@ -48,6 +54,7 @@ class Context:
         "run_id",
         "tags",
         "task_id",
+        "wait_threshold",
     )
 
     def __init__(
@@ -63,6 +70,7 @@ class Context:
         metadata: dict[str, Any] | None = None,
         log_lines: int = 0,
         services: RunServices | None = None,
+        wait_threshold: float = 5.0,
     ) -> None:
         self.run_id = run_id
         self.task_id = task_id
@@ -77,6 +85,9 @@ class Context:
         """Log lines stored for this run so far (all attempts): the per-run cap counts them."""
         self._services = services
         self._steps: Steps | None = None
+        self._waits = 0
+        self.wait_threshold = wait_threshold
+        """Waits longer than this (seconds) suspend the run; shorter ones sleep in its slot."""
         self._log: RunLogger | None = None
 
     @property
@@ -138,9 +149,31 @@ class Context:
         (the attempt fails) and is called again by the next attempt. Names must be unique in
         a run: a step in a loop carries an index (``f"fetch-{i}"``).
         """
+        return await self._steps_of_run().run(name, fn, args, kwargs, retry)
+
+    def _steps_of_run(self) -> Steps:
         if self._steps is None:
             self._steps = Steps(self.run_id, self.attempt, self._services)
-        return await self._steps.run(name, fn, args, kwargs, retry)
+        return self._steps
+
+    async def wait_until(self, wake_at_from: Callable[[datetime], datetime]) -> None:
+        """The engine of ``wait.for_`` and ``wait.until`` (use those)."""
+        self._waits += 1
+        wake_text = await self._steps_of_run().run(
+            f"wait:{self._waits}",
+            lambda: wake_at_from(datetime.now(UTC)).isoformat(),
+            (),
+            {},
+            None,
+        )
+        wake_at = datetime.fromisoformat(wake_text)
+        remaining = (wake_at - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            return
+        if remaining <= self.wait_threshold or self._services is None:
+            await sleep_until(wake_at)
+            return
+        raise Suspend(wake_at)
 
     @property
     def is_last_attempt(self) -> bool:

@@ -98,32 +98,38 @@ SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_l
   FROM taskd.claim_runs($1::text[], $2::text[], $3::int, $4::uuid, $5::float8);
 
 -- name: run_complete_many
--- Write a batch of attempt outcomes. status is the run's next state: completed, failed, or
--- queued (a retry at now() + retry_delay). The attempt row is written with the same CAS.
+-- Write a batch of attempt outcomes. status is the run's next state: completed, failed,
+-- queued (a retry at now() + retry_delay) or waiting (suspended by a wait until now() +
+-- retry_delay: the attempt is not spent and gets no attempts row). The attempt row is written
+-- with the same CAS.
 WITH outcome AS (
     SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::float8[])
         AS o (id, attempt, status, attempt_outcome, output, error, retry_delay)
 ), updated AS (
     UPDATE taskd.runs r
-       -- a cancel requested during the attempt wins over its retry
-       SET status = CASE WHEN o.status = 'queued' AND r.cancel_requested_at IS NOT NULL
+       -- a cancel requested during the attempt wins over its retry or its wait
+       SET status = CASE WHEN o.status IN ('queued', 'waiting')
+                          AND r.cancel_requested_at IS NOT NULL
                          THEN 'canceled' ELSE o.status END,
            output = o.output::jsonb,
-           error = o.error::jsonb,
-           run_at = CASE WHEN o.status = 'queued'
+           error = CASE WHEN o.status = 'waiting' THEN r.error ELSE o.error::jsonb END,
+           run_at = CASE WHEN o.status IN ('queued', 'waiting')
                          THEN now() + make_interval(secs => o.retry_delay) ELSE r.run_at END,
-           finished_at = CASE WHEN o.status = 'queued' AND r.cancel_requested_at IS NULL
+           finished_at = CASE WHEN o.status IN ('queued', 'waiting')
+                               AND r.cancel_requested_at IS NULL
                               THEN NULL ELSE now() END,
+           attempt = CASE WHEN o.status = 'waiting' THEN r.attempt - 1 ELSE r.attempt END,
            worker_id = NULL,
            lease_expires_at = NULL
       FROM outcome o
      WHERE r.id = o.id AND r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
-    RETURNING r.id, r.attempt, r.attempt_started_at, r.queue, r.status
+    RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status
 ), recorded AS (
     INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)
     SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error::jsonb
       FROM updated u JOIN outcome o ON o.id = u.id
+     WHERE o.status <> 'waiting'
 ), notified AS (
     -- a retry due now must wake a daemon like a new run would
     SELECT pg_notify('taskd_wakeup', q.queue)
@@ -219,6 +225,24 @@ RETURNING r.id, r.task_id;
 -- name: task_list_served
 -- Tasks some live worker serves.
 SELECT DISTINCT unnest(tasks) FROM taskd.workers WHERE stopped_at IS NULL;
+
+-- name: run_wake_due
+-- Waiting runs whose wake-up time has come go back to the queue (oldest first, a batch, SKIP
+-- LOCKED), and the daemons serving their queues are woken.
+WITH due AS (
+    SELECT id FROM taskd.runs
+     WHERE status = 'waiting' AND run_at <= now()
+     ORDER BY run_at
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED
+), woken AS (
+    UPDATE taskd.runs r SET status = 'queued'
+      FROM due WHERE r.id = due.id AND r.status = 'waiting'
+    RETURNING r.id, r.task_id, r.queue
+), notified AS (
+    SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
+)
+SELECT woken.id, woken.task_id FROM woken LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
 
 -- name: run_cancel
 SELECT taskd.cancel($1);

@@ -218,6 +218,11 @@ class Store:
         """Queued runs past their ttl end expired: (run id, task id)."""
         return [(row[0], row[1]) for row in await self.pool.fetch(QUERIES["run_expire"], limit)]
 
+    async def run_wake_due(self, limit: int = 1000) -> list[tuple[uuid.UUID, str]]:
+        """Waiting runs whose time has come go back to the queue: (run id, task id)."""
+        rows = await self.pool.fetch(QUERIES["run_wake_due"], limit)
+        return [(row[0], row[1]) for row in rows]
+
     async def run_fail_unknown(
         self, served: Sequence[str], waited_seconds: float, limit: int = 1000
     ) -> list[tuple[uuid.UUID, str]]:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import traceback
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from daemon.logs import log_event
 from daemon.models import AttemptOutcome, ClaimedRun, Outcome, RunStatus
 from daemon.sdk.context import Context, RunServices
 from daemon.sdk.task import TaskDefinition
+from daemon.sdk.wait import Suspend, reset_current_context, set_current_context
 
 log = logging.getLogger("taskd.executor")
 
@@ -78,12 +80,27 @@ async def execute(
     ctx = _context(run, payload, max_attempts, services)
 
     timeout = asyncio.timeout(definition.max_duration)
+    context_token = set_current_context(ctx)
     try:
         if definition.on_start_hook is not None:
             await definition.on_start_hook(payload, ctx)
         async with timeout:
             result = await definition.fn(payload, ctx)
         output = encode_output(result)
+    except Suspend as suspended:
+        # A long wait: the attempt ends without being spent; the run sleeps in the database.
+        delay = max(0.0, (suspended.wake_at - datetime.now(UTC)).total_seconds())
+        log_event(
+            log,
+            logging.DEBUG,
+            f"run suspended until {suspended.wake_at.isoformat()}",
+            run_id=str(run.id),
+            task=run.task_id,
+            attempt=run.attempt,
+        )
+        return Outcome(
+            run.id, run.attempt, RunStatus.WAITING, AttemptOutcome.COMPLETED, None, None, delay
+        )
     except asyncio.CancelledError as exc:
         current = asyncio.current_task()
         if current is None or current.cancelling() == 0:
@@ -105,6 +122,8 @@ async def execute(
         return await _failed_attempt(run, definition, ctx, exceeded, AttemptOutcome.TIMED_OUT)
     except BaseException as exc:
         return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED)
+    finally:
+        reset_current_context(context_token)
 
     if definition.on_success_hook is not None:
         try:
@@ -184,6 +203,7 @@ def _context(
         metadata=run.metadata,
         log_lines=run.log_lines,
         services=services,
+        wait_threshold=services.wait_threshold if services is not None else 5.0,
     )
 
 

@@ -28,6 +28,7 @@ log = logging.getLogger("taskd.maintenance")
 BATCH = 1000
 # Longer than the worker lock's longest reconnect backoff (1 s).
 RECHECK_DELAY = 1.5
+WAKE_INTERVAL = 0.25
 
 
 class Maintenance:
@@ -130,6 +131,17 @@ class Maintenance:
             if len(rescued) < BATCH:
                 return total
 
+    async def wake_due_once(self) -> int:
+        """Waiting runs whose wake-up time has come go back to the queue."""
+        total = 0
+        while True:
+            woken = await self._store.run_wake_due(BATCH)
+            total += len(woken)
+            for run_id, task_id in woken:
+                self._publish(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
+            if len(woken) < BATCH:
+                return total
+
     async def expire_once(self) -> int:
         """Queued runs past their ttl end expired."""
         total = 0
@@ -221,6 +233,7 @@ class Maintenance:
         delay a rescue)."""
         async with anyio.create_task_group() as group:
             group.start_soon(self._prune_loop)
+            group.start_soon(self._wake_loop)
             tick = min(1.0, self._settings.heartbeat)
             since_rescue = float("inf")
             while True:
@@ -235,6 +248,17 @@ class Maintenance:
                     log.error("maintenance failed, retrying: %s", exc)
                 await anyio.sleep(tick)
                 since_rescue += tick
+
+    async def _wake_loop(self) -> None:
+        # A cheap query through a partial index (empty when nothing waits); this interval is
+        # the resume latency of a suspended run.
+        while True:
+            try:
+                await self.wake_due_once()
+            except DB_ERRORS as exc:
+                self._telemetry.db_error("maintenance")
+                log.error("waking waiting runs failed, retrying: %s", exc)
+            await anyio.sleep(WAKE_INTERVAL)
 
     async def _prune_loop(self) -> None:
         while True:

@@ -523,6 +523,7 @@ _OUTCOME_KINDS = {
     "failed": ChangeKind.FAILED,
     "canceled": ChangeKind.CANCELED,
     "queued": ChangeKind.ATTEMPT_FAILED,
+    "waiting": ChangeKind.WAITING,
 }
 
 
@@ -536,6 +537,8 @@ def outcome_change(outcome: Outcome, status: str) -> RunChange:
         data["error"] = {"type": error.get("type"), "message": error.get("message")}
     if status == "queued":
         data["retry_in"] = outcome.retry_delay
+    if status == "waiting":
+        data = {"wake_in": outcome.retry_delay}
     return RunChange(
         _OUTCOME_KINDS.get(status, ChangeKind.FAILED),
         outcome.run_id,

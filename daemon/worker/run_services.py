@@ -44,7 +44,9 @@ class WorkerRunServices:
         max_metadata_bytes: int,
         run_lines: int,
         run_level: int,
+        wait_threshold: float = 5.0,
     ) -> None:
+        self.wait_threshold = wait_threshold
         self._store = store
         self._worker_id = worker_id
         self._changes = changes
