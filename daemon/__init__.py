@@ -16,7 +16,10 @@ from daemon.errors import (
     ScheduleNotFound,
     StepNameRepeated,
     TaskdError,
+    TokenFinished,
+    TokenNotFound,
     UnknownTask,
+    WaitTimeout,
 )
 from daemon.models import (
     Attempt,
@@ -34,7 +37,7 @@ from daemon.sdk.current import current_client
 from daemon.sdk.retry import Retry
 from daemon.sdk.schedules import ScheduledRun, schedules
 from daemon.sdk.task import Queue, TaskDefinition, task
-from daemon.sdk.wait import wait
+from daemon.sdk.wait import WaitToken, wait
 
 __all__ = [
     "AbortRun",
@@ -63,7 +66,11 @@ __all__ = [
     "StepNameRepeated",
     "TaskDefinition",
     "TaskdError",
+    "TokenFinished",
+    "TokenNotFound",
     "UnknownTask",
+    "WaitTimeout",
+    "WaitToken",
     "current_client",
     "schedules",
     "task",

@@ -123,6 +123,15 @@ def cmd_runs_cancel(args: argparse.Namespace) -> None:
         print("cancel requested: the run is executing; its worker cancels it")
 
 
+def cmd_tokens_complete(args: argparse.Namespace) -> None:
+    try:
+        data = orjson.loads(args.data)
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"--data is not valid JSON: {exc}", EXIT_USAGE) from None
+    _with_client(args, lambda client: client.complete_token(args.id, data))
+    print("completed")
+
+
 def cmd_runs_replay(args: argparse.Namespace) -> None:
     print(_with_client(args, lambda client: client.replay(args.id)))
 
@@ -517,6 +526,16 @@ def _parser() -> argparse.ArgumentParser:
         toggle = scheduling.add_parser(name, parents=[common], help=f"{name} a schedule")
         toggle.add_argument("id")
         toggle.set_defaults(handler=lambda a, active=active: cmd_schedules_pause(a, active=active))
+
+    tokens = commands.add_parser("tokens", help="wait tokens").add_subparsers(
+        dest="tokens_command", required=True, metavar="COMMAND"
+    )
+    complete = tokens.add_parser(
+        "complete", parents=[common], help="complete a wait token: its run resumes with the data"
+    )
+    complete.add_argument("id")
+    complete.add_argument("--data", default="null", help="JSON handed to the run (default null)")
+    complete.set_defaults(handler=cmd_tokens_complete)
 
     events = commands.add_parser("events", help="recorded events").add_subparsers(
         dest="events_command", required=True, metavar="COMMAND"

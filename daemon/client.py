@@ -22,6 +22,8 @@ from daemon.errors import (
     RunFinished,
     RunNotFound,
     ScheduleNotFound,
+    TokenFinished,
+    TokenNotFound,
 )
 from daemon.ids import new_run_id, parse_run_id
 from daemon.models import (
@@ -359,6 +361,32 @@ class Client:
             task_id = run.task_id if run is not None else ""
             self._changes.publish(RunChange(ChangeKind.CANCELED, parsed, task_id, "canceled"))
         return RunStatus(status)
+
+    async def complete_token(
+        self,
+        token_id: uuid.UUID | str,
+        data: Any = None,
+        *,
+        connection: asyncpg.Connection | None = None,
+    ) -> None:
+        """Complete a wait token: the run waiting on it (``wait.for_token``) gets ``data`` and
+        resumes. Raises TokenNotFound, or TokenFinished when it was completed or timed out
+        already. ``connection``: inside your own transaction."""
+        try:
+            parsed = uuid.UUID(str(token_id))
+        except ValueError:
+            raise TokenNotFound(f"not a token id: {token_id!r}") from None
+        encoded = _encode_payload(data, await self._payload_limit())
+        try:
+            await self._store.token_complete(parsed, encoded.decode(), connection=connection)
+        except asyncpg.PostgresError as exc:
+            code = getattr(exc, "sqlstate", None)
+            message = str(exc).removeprefix("taskd.complete_token: ")
+            if code == "TD404":
+                raise TokenNotFound(message) from None
+            if code == "TD409":
+                raise TokenFinished(message) from None
+            raise
 
     async def replay(self, run_id: uuid.UUID | str) -> uuid.UUID:
         """Create a new run with the payload and options of ``run_id``; return its id.

@@ -70,3 +70,15 @@ class StepNameRepeated(AbortRun):
     """Two ``ctx.step`` calls of one run used the same name. Step names identify recorded
     results, so they must be unique within a run (put an index in a name used in a loop). It
     fails the run at once: a retry would repeat the same code."""
+
+
+class WaitTimeout(TaskdError):
+    """``wait.for_token``: the token was not completed within its timeout."""
+
+
+class TokenNotFound(TaskdError):
+    """No wait token has the given id."""
+
+
+class TokenFinished(TaskdError):
+    """The wait token was already completed or has timed out."""

@@ -10,10 +10,11 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 
+from daemon.errors import TokenNotFound, WaitTimeout
 from daemon.logs import RunLogger
 from daemon.sdk.retry import Retry
 from daemon.sdk.steps import Steps, StepStore
-from daemon.sdk.wait import Suspend, sleep_until
+from daemon.sdk.wait import Suspend, WaitToken, sleep_until
 
 T = TypeVar("T")
 
@@ -27,6 +28,16 @@ class RunServices(StepStore, Protocol):
     """Waits longer than this (seconds) suspend the run."""
 
     async def set_metadata(self, ctx: Context, values: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def token_create(
+        self, token_id: uuid.UUID, run_id: uuid.UUID, lifetime: float
+    ) -> datetime: ...
+
+    async def token_get(self, token_id: uuid.UUID) -> dict[str, Any] | None: ...
+
+    async def token_seen(self, token_id: uuid.UUID) -> None: ...
+
+    async def token_time_out(self, token_id: uuid.UUID) -> bool: ...
 
     def store_log(self, ctx: Context, level: int, message: str, fields: dict[str, Any]) -> None: ...
 
@@ -45,6 +56,7 @@ class Context:
         "_metadata_lock",
         "_services",
         "_steps",
+        "_tokens",
         "_waits",
         "attempt",
         "log_lines",
@@ -86,6 +98,7 @@ class Context:
         self._services = services
         self._steps: Steps | None = None
         self._waits = 0
+        self._tokens = 0
         self.wait_threshold = wait_threshold
         """Waits longer than this (seconds) suspend the run; shorter ones sleep in its slot."""
         self._log: RunLogger | None = None
@@ -174,6 +187,40 @@ class Context:
             await sleep_until(wake_at)
             return
         raise Suspend(wake_at)
+
+    async def create_token(self, lifetime: float) -> WaitToken:
+        """The engine of ``wait.create_token``."""
+        if self._services is None:
+            raise RuntimeError("wait tokens need a run executed by a taskd daemon")
+        services = self._services
+        self._tokens += 1
+
+        async def create() -> dict[str, str]:
+            token_id = uuid.uuid4()
+            expires_at = await services.token_create(token_id, self.run_id, lifetime)
+            return {"id": str(token_id), "expires_at": expires_at.isoformat()}
+
+        recorded = await self._steps_of_run().run(f"token:{self._tokens}", create, (), {}, None)
+        return WaitToken(uuid.UUID(recorded["id"]), datetime.fromisoformat(recorded["expires_at"]))
+
+    async def wait_for_token(self, token_id: uuid.UUID) -> Any:
+        """The engine of ``wait.for_token``."""
+        if self._services is None:
+            raise RuntimeError("wait tokens need a run executed by a taskd daemon")
+        token = await self._services.token_get(token_id)
+        if token is None:
+            raise TokenNotFound(f"no wait token with id {token_id}")
+        if token["status"] == "completed":
+            await self._services.token_seen(token_id)
+            return token["data"]
+        if token["status"] == "timed_out" or (
+            token["expires_at"] <= datetime.now(UTC)
+            and await self._services.token_time_out(token_id)
+        ):
+            raise WaitTimeout(f"wait token {token_id} was not completed within its timeout")
+        if token["expires_at"] <= datetime.now(UTC):  # completed meanwhile: read it again
+            return await self.wait_for_token(token_id)
+        raise Suspend(token["expires_at"])
 
     @property
     def is_last_attempt(self) -> bool:

@@ -14,10 +14,14 @@ same order on every execution (the rule steps already impose).
 from __future__ import annotations
 
 import contextvars
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+
+from daemon.durations import Duration, to_seconds
 
 if TYPE_CHECKING:
     from daemon.sdk.context import Context
@@ -68,6 +72,24 @@ class Wait:
         if moment.tzinfo is None:
             raise ValueError("wait.until needs a timezone-aware datetime")
         await current_context().wait_until(lambda now: moment)
+
+    async def create_token(self, *, timeout: Duration = "1h") -> WaitToken:  # noqa: ASYNC109
+        """A token that something outside the run completes with ``client.complete_token``,
+        SQL ``taskd.complete_token`` or ``taskd tokens complete``. Created once per run and
+        call site (recorded like a step)."""
+        return await current_context().create_token(to_seconds(timeout))
+
+    async def for_token(self, token: WaitToken | str | uuid.UUID) -> Any:
+        """The data the token was completed with; the run suspends until then (its slot is
+        free). Raises WaitTimeout when the token's timeout passes first."""
+        token_id = token.id if isinstance(token, WaitToken) else uuid.UUID(str(token))
+        return await current_context().wait_for_token(token_id)
+
+
+@dataclass(frozen=True)
+class WaitToken:
+    id: uuid.UUID
+    expires_at: datetime
 
 
 wait = Wait()

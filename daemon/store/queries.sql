@@ -244,6 +244,43 @@ WITH due AS (
 )
 SELECT woken.id, woken.task_id FROM woken LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
 
+-- name: run_wake_completed_tokens
+-- Runs whose token was completed while they were still executing, and that wait now.
+WITH due AS (
+    SELECT r.id FROM taskd.wait_tokens t JOIN taskd.runs r ON r.id = t.run_id
+     WHERE t.unseen AND r.status = 'waiting'
+     LIMIT $1
+       FOR UPDATE OF r SKIP LOCKED
+), woken AS (
+    UPDATE taskd.runs r SET status = 'queued', run_at = now()
+      FROM due WHERE r.id = due.id AND r.status = 'waiting'
+    RETURNING r.id, r.task_id, r.queue
+), notified AS (
+    SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
+)
+SELECT woken.id, woken.task_id FROM woken LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
+
+-- name: token_create
+INSERT INTO taskd.wait_tokens (id, run_id, expires_at)
+VALUES ($1, $2, now() + make_interval(secs => $3))
+RETURNING expires_at;
+
+-- name: token_get
+SELECT id, run_id, status, data, created_at, expires_at, completed_at
+  FROM taskd.wait_tokens WHERE id = $1;
+
+-- name: token_seen
+UPDATE taskd.wait_tokens SET unseen = false WHERE id = $1 AND unseen;
+
+-- name: token_time_out
+-- A pending token past its expiry times out (once).
+UPDATE taskd.wait_tokens SET status = 'timed_out', completed_at = now()
+ WHERE id = $1 AND status = 'pending' AND expires_at <= now()
+RETURNING status;
+
+-- name: token_complete
+SELECT taskd.complete_token($1, $2::text::jsonb);
+
 -- name: run_cancel
 SELECT taskd.cancel($1);
 

@@ -223,6 +223,36 @@ class Store:
         rows = await self.pool.fetch(QUERIES["run_wake_due"], limit)
         return [(row[0], row[1]) for row in rows]
 
+    async def run_wake_completed_tokens(self, limit: int = 1000) -> list[tuple[uuid.UUID, str]]:
+        rows = await self.pool.fetch(QUERIES["run_wake_completed_tokens"], limit)
+        return [(row[0], row[1]) for row in rows]
+
+    # wait tokens ------------------------------------------------------------------------
+
+    async def token_create(
+        self, token_id: uuid.UUID, run_id: uuid.UUID, lifetime: float
+    ) -> datetime:
+        expires_at: datetime = await self.pool.fetchval(
+            QUERIES["token_create"], token_id, run_id, lifetime
+        )
+        return expires_at
+
+    async def token_get(self, token_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(QUERIES["token_get"], token_id)
+        return dict(row) if row is not None else None
+
+    async def token_seen(self, token_id: uuid.UUID) -> None:
+        await self.pool.execute(QUERIES["token_seen"], token_id)
+
+    async def token_time_out(self, token_id: uuid.UUID) -> bool:
+        return await self.pool.fetchval(QUERIES["token_time_out"], token_id) is not None
+
+    async def token_complete(
+        self, token_id: uuid.UUID, data: str, *, connection: asyncpg.Connection | None = None
+    ) -> None:
+        """taskd.complete_token (raises its TD404 / TD409)."""
+        await self._on(connection).fetchval(QUERIES["token_complete"], token_id, data)
+
     async def run_fail_unknown(
         self, served: Sequence[str], waited_seconds: float, limit: int = 1000
     ) -> list[tuple[uuid.UUID, str]]:

@@ -140,7 +140,12 @@ class Maintenance:
             for run_id, task_id in woken:
                 self._publish(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
             if len(woken) < BATCH:
-                return total
+                break
+        # runs whose token was completed while they still executed, and that wait now
+        for run_id, task_id in await self._store.run_wake_completed_tokens(BATCH):
+            total += 1
+            self._publish(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
+        return total
 
     async def expire_once(self) -> int:
         """Queued runs past their ttl end expired."""

@@ -55,6 +55,20 @@ class WorkerRunServices:
         self._run_lines = run_lines
         self._run_level = run_level
 
+    async def token_create(
+        self, token_id: uuid.UUID, run_id: uuid.UUID, lifetime: float
+    ) -> datetime:
+        return await self._store.token_create(token_id, run_id, lifetime)
+
+    async def token_get(self, token_id: uuid.UUID) -> dict[str, Any] | None:
+        return await self._store.token_get(token_id)
+
+    async def token_seen(self, token_id: uuid.UUID) -> None:
+        await self._store.token_seen(token_id)
+
+    async def token_time_out(self, token_id: uuid.UUID) -> bool:
+        return await self._store.token_time_out(token_id)
+
     async def load_steps(self, run_id: uuid.UUID) -> dict[str, Step]:
         return {step.name: step for step in await self._store.step_list(run_id)}
 
