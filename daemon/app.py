@@ -169,6 +169,7 @@ class Daemon:
                 run_lines=settings.log.run_lines,
                 run_level=logging.getLevelName(settings.log.run_level),
                 wait_threshold=settings.worker.wait_threshold,
+                max_payload_bytes=settings.tasks.max_payload_bytes,
             )
             self.pool = WorkerPool(
                 store,

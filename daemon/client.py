@@ -356,6 +356,8 @@ class Client:
             status = await self._store.run_cancel(parsed)
         except asyncpg.PostgresError as exc:
             raise _run_error(exc) from None
+        if status == RunStatus.CANCELED:
+            await self._store.parents_wake([parsed])  # a child's end resumes its parent
         if status == RunStatus.CANCELED and self._changes is not None and self._changes.active:
             run = await self._store.run_get(parsed, with_attempts=False)
             task_id = run.task_id if run is not None else ""
@@ -546,6 +548,11 @@ def _task_identity(task: str | TaskDefinition[Any, Any]) -> tuple[str, str | Non
     if not isinstance(task, str) or not task:
         raise ValueError(f"not a task id: {task!r}")
     return task, None
+
+
+def encode_payload(payload: Any, limit: int) -> bytes:
+    """A payload as JSON bytes, checked against the size limit."""
+    return _encode_payload(payload, limit)
 
 
 def _encode_payload(payload: Any, limit: int) -> bytes:

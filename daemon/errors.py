@@ -82,3 +82,17 @@ class TokenNotFound(TaskdError):
 
 class TokenFinished(TaskdError):
     """The wait token was already completed or has timed out."""
+
+
+class RunFailed(TaskdError):
+    """A child run (``trigger_and_wait``) ended failed, canceled or expired; ``error`` is its
+    error (type, message) and ``run_id`` its id."""
+
+    def __init__(self, run_id: object, status: str, error: dict[str, object] | None) -> None:
+        error = error or {}
+        super().__init__(
+            f"child run {run_id} {status}: {error.get('type', '?')}: {error.get('message', '')}"
+        )
+        self.run_id = run_id
+        self.status = status
+        self.error = error

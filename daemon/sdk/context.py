@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import anyio
 
-from daemon.errors import TokenNotFound, WaitTimeout
+from daemon.errors import RunFailed, StepNameRepeated, TokenNotFound, WaitTimeout
 from daemon.logs import RunLogger
+from daemon.models import RunStatus
 from daemon.sdk.retry import Retry
 from daemon.sdk.steps import Steps, StepStore
 from daemon.sdk.wait import Suspend, WaitToken, sleep_until
 
 T = TypeVar("T")
+
+CHILDREN_RECHECK = 60.0  # seconds: a waiting parent looks at its children at least this often
 
 task_logger = logging.getLogger("taskd.task")
 
@@ -37,6 +40,19 @@ class RunServices(StepStore, Protocol):
 
     async def token_seen(self, token_id: uuid.UUID) -> None: ...
 
+    async def children_create(
+        self,
+        ctx: Context,
+        step_name: str,
+        task_id: str,
+        queue: str | None,
+        payloads: list[Any],
+        tags: list[str],
+        max_attempts: int | None,
+    ) -> list[uuid.UUID]: ...
+
+    async def children_results(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]: ...
+
     async def token_time_out(self, token_id: uuid.UUID) -> bool: ...
 
     def store_log(self, ctx: Context, level: int, message: str, fields: dict[str, Any]) -> None: ...
@@ -51,6 +67,7 @@ class Context:
     """
 
     __slots__ = (
+        "_children",
         "_log",
         "_metadata",
         "_metadata_lock",
@@ -99,6 +116,7 @@ class Context:
         self._steps: Steps | None = None
         self._waits = 0
         self._tokens = 0
+        self._children = 0
         self.wait_threshold = wait_threshold
         """Waits longer than this (seconds) suspend the run; shorter ones sleep in its slot."""
         self._log: RunLogger | None = None
@@ -221,6 +239,53 @@ class Context:
         if token["expires_at"] <= datetime.now(UTC):  # completed meanwhile: read it again
             return await self.wait_for_token(token_id)
         raise Suspend(token["expires_at"])
+
+    async def run_children(
+        self,
+        task_id: str,
+        queue: str | None,
+        payloads: list[Any],
+        tags: list[str],
+        max_attempts: int | None,
+    ) -> list[Any]:
+        """The engine of ``trigger_and_wait`` / ``batch_trigger_and_wait``: each child's
+        output, or a RunFailed for a child that did not complete."""
+        if self._services is None:
+            raise RuntimeError("trigger_and_wait needs a run executed by a taskd daemon")
+        self._children += 1
+        name = f"children:{self._children}"
+        steps = self._steps_of_run()
+        if name in steps.seen:
+            raise StepNameRepeated(f"step name {name!r} used twice in this run")
+        steps.seen.add(name)
+        recorded = (await steps.recorded()).get(name)
+        created_at = datetime.now(UTC)
+        if recorded is not None and recorded.status == "completed":
+            ids = [uuid.UUID(text) for text in recorded.result]
+            created_at = recorded.started_at
+        else:
+            ids = await self._services.children_create(
+                self, name, task_id, queue, payloads, tags, max_attempts
+            )
+        results = await self._services.children_results(ids)
+        if any(not RunStatus(results[i]["status"]).terminal for i in ids if i in results):
+            # Woken when the last child finishes. The recheck is the backstop, for a last
+            # child that finished while this parent was still writing its suspension, or by a
+            # path that wakes no parent (a cancel in SQL): half the time waited so far, from
+            # half a second to CHILDREN_RECHECK, so a parent re-executes O(log) times.
+            waited = (datetime.now(UTC) - created_at).total_seconds()
+            recheck = min(CHILDREN_RECHECK, max(0.5, waited / 2))
+            raise Suspend(datetime.now(UTC) + timedelta(seconds=recheck))
+        outputs: list[Any] = []
+        for child_id in ids:
+            child = results.get(child_id)
+            if child is None:  # pruned: its result is gone
+                outputs.append(RunFailed(child_id, "missing", {"type": "RunMissing"}))
+            elif child["status"] == RunStatus.COMPLETED:
+                outputs.append(child["output"])
+            else:
+                outputs.append(RunFailed(child_id, child["status"], child["error"]))
+        return outputs
 
     @property
     def is_last_attempt(self) -> bool:

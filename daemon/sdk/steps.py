@@ -62,7 +62,7 @@ class Steps:
         self._store = store
         self._recorded: dict[str, Step] | None = None
         self._loading = anyio.Lock()
-        self._seen: set[str] = set()
+        self.seen: set[str] = set()
 
     async def run(
         self,
@@ -74,13 +74,13 @@ class Steps:
     ) -> Any:
         if not isinstance(name, str) or not name:
             raise ValueError("a step needs a non-empty name")
-        if name in self._seen:
+        if name in self.seen:
             raise StepNameRepeated(
                 f"step name {name!r} used twice in this run: step names identify recorded "
                 f"results, so a step called in a loop needs an index in its name "
                 f'(f"{name}-{{i}}")'
             )
-        self._seen.add(name)
+        self.seen.add(name)
         recorded = (await self._load()).get(name)
         if recorded is not None and recorded.status == "completed":
             return recorded.result
@@ -112,6 +112,9 @@ class Steps:
                 raise
             await self._record(name, "completed", encoded.decode(), None, tries, started_at)
             return orjson.loads(encoded)
+
+    async def recorded(self) -> dict[str, Step]:
+        return await self._load()
 
     async def _load(self) -> dict[str, Step]:
         if self._recorded is None:

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import orjson
 from pydantic import BaseModel, TypeAdapter
 
 from daemon.durations import Duration, to_seconds
+from daemon.errors import RunFailed
 from daemon.sdk.context import Context
 from daemon.sdk.current import current_client
 from daemon.sdk.retry import Retry
@@ -161,6 +163,46 @@ class TaskDefinition(Generic[P, R]):
             tags=tags,
             ttl=ttl,
             connection=connection,
+        )
+
+    async def trigger_and_wait(
+        self,
+        payload: P,
+        *,
+        tags: Sequence[str] = (),
+        max_attempts: int | None = None,
+        queue: str | None = None,
+    ) -> R:
+        """From inside a task: run this task as a child and return its output.
+
+        The parent suspends (WAITING, its slot freed) until the child ends, and resumes by
+        executing again: the child is created once per call site, even when the parent is
+        replayed. A child that fails, is canceled or expires raises RunFailed with its error.
+        """
+        [result] = await self.batch_trigger_and_wait(
+            [payload], tags=tags, max_attempts=max_attempts, queue=queue
+        )
+        if isinstance(result, RunFailed):
+            raise result
+        return result
+
+    async def batch_trigger_and_wait(
+        self,
+        payloads: Sequence[P],
+        *,
+        tags: Sequence[str] = (),
+        max_attempts: int | None = None,
+        queue: str | None = None,
+    ) -> list[R | RunFailed]:
+        """From inside a task: one child per payload; once every child has ended, their
+        outputs in order, with a RunFailed (not raised) for each child that did not complete.
+        """
+        from daemon.client import encode_payload  # payloads as JSON values
+        from daemon.sdk.wait import current_context
+
+        values = [orjson.loads(encode_payload(p, 2**62)) for p in payloads]
+        return await current_context().run_children(
+            self.id, queue or self.queue.name, values, list(tags), max_attempts
         )
 
 

@@ -124,7 +124,7 @@ WITH outcome AS (
            lease_expires_at = NULL
       FROM outcome o
      WHERE r.id = o.id AND r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
-    RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status
+    RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status, r.parent_id
 ), recorded AS (
     INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)
     SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error::jsonb
@@ -136,7 +136,8 @@ WITH outcome AS (
       FROM (SELECT DISTINCT queue FROM updated u JOIN outcome o ON o.id = u.id
              WHERE u.status = 'queued' AND o.retry_delay = 0) AS q
 )
-SELECT u.id, u.status FROM updated u LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
+SELECT u.id, u.status, u.parent_id
+  FROM updated u LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
 
 -- name: run_rescue
 -- Hand back executing runs whose lease expired or whose worker is gone ($1). The lost attempt
@@ -419,6 +420,54 @@ ON CONFLICT (run_id, name) DO UPDATE
        started_at = excluded.started_at, finished_at = excluded.finished_at
  WHERE s.status <> 'completed'
 RETURNING true;
+
+-- name: children_create
+-- trigger_and_wait: the children and the step that records their ids, in one statement, under
+-- the parent's compare-and-set ($1 parent, $2 worker, $3 attempt, $4 step name): a parent
+-- that executes again finds the step and creates nothing. Returns the step row it wrote.
+WITH owner AS (
+    SELECT 1 FROM taskd.runs r
+     WHERE r.id = $1 AND r.status = 'executing' AND r.worker_id = $2 AND r.attempt = $3
+), step AS (
+    INSERT INTO taskd.steps (run_id, name, status, result, attempts, run_attempt, started_at,
+                             finished_at)
+    SELECT $1, $4, 'completed', to_jsonb($7::uuid[]), 1, $3, now(), now() FROM owner
+    ON CONFLICT (run_id, name) DO NOTHING
+    RETURNING 1
+), task AS (
+    SELECT queue FROM taskd.tasks WHERE id = $5
+), inserted AS (
+    INSERT INTO taskd.runs (id, task_id, queue, payload, parent_id, tags, max_attempts)
+    SELECT u.id, $5, coalesce($6, (SELECT queue FROM task), 'default'), u.payload::jsonb, $1,
+           $9, $10
+      FROM unnest($7::uuid[], $8::text[]) AS u (id, payload)
+     WHERE EXISTS (SELECT 1 FROM step)
+    RETURNING queue
+), notified AS (
+    SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM inserted) AS q
+)
+SELECT (SELECT count(*) FROM step) AS recorded, (SELECT count(*) FROM notified) AS queues;
+
+-- name: children_results
+SELECT id, task_id, status, output, error FROM taskd.runs WHERE id = ANY($1::uuid[]);
+
+-- name: parents_wake
+-- Waiting parents of these runs whose children have all finished go back to the queue. Run
+-- after the children's outcomes committed, as a statement of its own: of two daemons that
+-- finish a parent's last two children at once, the later one sees both finished.
+WITH woken AS (
+    UPDATE taskd.runs p SET status = 'queued', run_at = now()
+     WHERE p.id IN (SELECT DISTINCT c.parent_id FROM taskd.runs c
+                     WHERE c.id = ANY($1::uuid[]) AND c.parent_id IS NOT NULL)
+       AND p.status = 'waiting'
+       AND NOT EXISTS (SELECT 1 FROM taskd.runs s
+                        WHERE s.parent_id = p.id
+                          AND s.status NOT IN ('completed', 'failed', 'canceled', 'expired'))
+    RETURNING p.id, p.task_id, p.queue
+), notified AS (
+    SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
+)
+SELECT woken.id, woken.task_id FROM woken LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
 
 -- name: run_log_insert_many
 -- One batch of ctx.log lines, then one NOTIFY for every tail (`taskd logs -f`) to read them.

@@ -182,7 +182,7 @@ class Store:
         self, worker_id: uuid.UUID, outcomes: Sequence[Outcome]
     ) -> dict[uuid.UUID, str]:
         """Write outcomes; return {id: new status} for the writes that won (the rest lost a
-        race)."""
+        race). Then wake the waiting parents whose last child this batch finished."""
         rows = await self.pool.fetch(
             QUERIES["run_complete_many"],
             worker_id,
@@ -194,7 +194,50 @@ class Store:
             [o.error.decode() if o.error is not None else None for o in outcomes],
             [o.retry_delay for o in outcomes],
         )
+        finished_children = [
+            row[0] for row in rows if row[2] is not None and RunStatus(row[1]).terminal
+        ]
+        if finished_children:
+            await self.parents_wake(finished_children)
         return {row[0]: row[1] for row in rows}
+
+    async def parents_wake(self, child_ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, str]]:
+        rows = await self.pool.fetch(QUERIES["parents_wake"], list(child_ids))
+        return [(row[0], row[1]) for row in rows]
+
+    async def children_create(
+        self,
+        parent_id: uuid.UUID,
+        worker_id: uuid.UUID,
+        attempt: int,
+        step_name: str,
+        task_id: str,
+        queue: str | None,
+        ids: Sequence[uuid.UUID],
+        payloads: Sequence[bytes],
+        tags: Sequence[str],
+        max_attempts: int | None,
+    ) -> bool:
+        """Create child runs and record them as the parent's step, atomically; False when the
+        parent is no longer this attempt's (nothing was created)."""
+        row = await self.pool.fetchrow(
+            QUERIES["children_create"],
+            parent_id,
+            worker_id,
+            attempt,
+            step_name,
+            task_id,
+            queue,
+            list(ids),
+            [payload.decode() for payload in payloads],
+            list(tags),
+            max_attempts,
+        )
+        return bool(row is not None and row["recorded"])
+
+    async def children_results(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        rows = await self.pool.fetch(QUERIES["children_results"], list(ids))
+        return {row["id"]: dict(row) for row in rows}
 
     async def run_release_many(
         self, worker_id: uuid.UUID, runs: Sequence[tuple[uuid.UUID, int]]

@@ -111,6 +111,7 @@ class Maintenance:
         while True:
             rescued = await self._store.run_rescue(gone, BATCH)
             total += len(rescued)
+            await self._wake_parents([r[0] for r in rescued if r[1] != "queued"])
             for run_id, status, worker, task_id, attempt in rescued:
                 log_event(
                     log,
@@ -153,6 +154,7 @@ class Maintenance:
         while True:
             expired = await self._store.run_expire(BATCH)
             total += len(expired)
+            await self._wake_parents([run_id for run_id, _ in expired])
             for run_id, task_id in expired:
                 log_event(
                     log, logging.INFO, "run expired: not started within its ttl", run_id=str(run_id)
@@ -168,6 +170,7 @@ class Maintenance:
             return 0
         served = await self._store.task_list_served()
         failed = await self._store.run_fail_unknown(served, timeout, BATCH)
+        await self._wake_parents([run_id for run_id, _ in failed])
         for run_id, task_id in failed:
             log_event(
                 log,
@@ -218,6 +221,11 @@ class Maintenance:
         if any(deleted.values()):
             log_event(log, logging.INFO, "pruned rows past their retention", **deleted)
         return deleted
+
+    async def _wake_parents(self, run_ids: Sequence[uuid.UUID]) -> None:
+        """Runs this loop ended may be a waiting parent's last children."""
+        if run_ids:
+            await self._store.parents_wake(run_ids)
 
     def _publish(
         self,

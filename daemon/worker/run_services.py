@@ -11,7 +11,9 @@ from typing import Any
 import orjson
 
 from daemon.changes import ChangeHub, ChangeKind, RunChange
+from daemon.client import encode_payload
 from daemon.errors import MetadataTooLarge
+from daemon.ids import new_run_id
 from daemon.logs import log_event
 from daemon.models import LogLine, RunStatus, Step
 from daemon.sdk.context import Context
@@ -45,8 +47,10 @@ class WorkerRunServices:
         run_lines: int,
         run_level: int,
         wait_threshold: float = 5.0,
+        max_payload_bytes: int = 1_048_576,
     ) -> None:
         self.wait_threshold = wait_threshold
+        self._max_payload_bytes = max_payload_bytes
         self._store = store
         self._worker_id = worker_id
         self._changes = changes
@@ -68,6 +72,37 @@ class WorkerRunServices:
 
     async def token_time_out(self, token_id: uuid.UUID) -> bool:
         return await self._store.token_time_out(token_id)
+
+    async def children_create(
+        self,
+        ctx: Context,
+        step_name: str,
+        task_id: str,
+        queue: str | None,
+        payloads: list[Any],
+        tags: list[str],
+        max_attempts: int | None,
+    ) -> list[uuid.UUID]:
+        encoded = [encode_payload(p, self._max_payload_bytes) for p in payloads]
+        ids = [new_run_id() for _ in encoded]
+        created = await self._store.children_create(
+            ctx.run_id,
+            self._worker_id,
+            ctx.attempt,
+            step_name,
+            task_id,
+            queue,
+            ids,
+            encoded,
+            tags,
+            max_attempts,
+        )
+        if not created:
+            raise RuntimeError("child runs not created: the run is no longer this worker's")
+        return ids
+
+    async def children_results(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        return await self._store.children_results(ids)
 
     async def load_steps(self, run_id: uuid.UUID) -> dict[str, Step]:
         return {step.name: step for step in await self._store.step_list(run_id)}
