@@ -246,12 +246,15 @@ async def test_the_daemon_prunes_on_its_interval(
         try:
             fresh = await client.trigger(noop)
 
+            assert daemon.maintenance is not None
+            maintenance = daemon.maintenance
+
             async def pruned() -> bool:
-                return not old & await ids(db, "runs")
+                # the count is taken when the delete's result is back: after its commit
+                return maintenance.pruned["runs"] == len(old)
 
             await wait_for(pruned)
-            assert daemon.maintenance is not None
-            assert daemon.maintenance.pruned["runs"] == len(old)
+            assert not old & await ids(db, "runs")
         finally:
             await daemon.stop()
     assert fresh in await ids(db, "runs")

@@ -192,32 +192,37 @@ class Maintenance:
     async def prune_once(self, now: datetime | None = None) -> dict[str, int]:
         """Delete what is past its retention, a small batch per statement, until none is left.
 
-        Finished runs (with their attempts and log lines), recorded events, stopped workers.
-        Each batch is its own short transaction that skips locked rows: the queue never waits
-        on the pruner, and two daemons pruning at once split the work.
+        Finished runs (with their attempts, steps and log lines), recorded events, expired
+        idempotency keys, stopped workers. Each batch is its own short transaction that skips
+        locked rows: the queue never waits on the pruner, and two daemons pruning at once
+        split the work. ``pruned`` counts as each batch commits.
         """
         now = now or datetime.now(UTC)
         retention = self._retention
         deleted = {"runs": 0, "events": 0, "workers": 0, "idempotency_keys": 0}
+
+        def done(table: str, count: int) -> None:
+            deleted[table] += count
+            self.pruned[table] += count
+
         if retention.runs > 0:
             cutoff = now - timedelta(seconds=retention.runs)
             while (count := await self._store.prune_runs(cutoff, retention.batch)) > 0:
-                deleted["runs"] += count
-                await anyio.lowlevel.checkpoint()  # let the daemon's other work in between batches
+                done("runs", count)
+                await anyio.lowlevel.checkpoint()  # the daemon's other work between batches
         if retention.events > 0:
             cutoff = now - timedelta(seconds=retention.events)
             while (count := await self._store.prune_events(cutoff, retention.batch)) > 0:
-                deleted["events"] += count
+                done("events", count)
                 await anyio.lowlevel.checkpoint()
         while (count := await self._store.prune_idempotency_keys(retention.batch)) > 0:
-            deleted["idempotency_keys"] += count
+            done("idempotency_keys", count)
             await anyio.lowlevel.checkpoint()
         if retention.workers > 0:
-            deleted["workers"] = await self._store.prune_workers(
-                now - timedelta(seconds=retention.workers)
+            done(
+                "workers",
+                await self._store.prune_workers(now - timedelta(seconds=retention.workers)),
             )
-        for table, count in deleted.items():
-            self.pruned[table] += count
         if any(deleted.values()):
             log_event(log, logging.INFO, "pruned rows past their retention", **deleted)
         return deleted
