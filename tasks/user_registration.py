@@ -1,18 +1,20 @@
-"""The user-registration workflow, started by an event: the events example (seed 003).
+"""The user-registration workflow, started by an event (seed 003).
 
 Any producer records ``user.registered`` (``client.send_event("user.registered", {...})``, or
 ``SELECT taskd.send_event('user.registered', '{...}')`` inside the signup transaction, or a
-bare ``NOTIFY taskd_event``), and taskd starts one ``user-registration`` run for it:
+bare ``NOTIFY taskd_event``), and taskd starts one ``user-registration`` run for it, a durable
+workflow of two steps and a day's wait:
 
-1. send the welcome email through the email API;
-2. schedule the follow-up a day later: a run of ``add-to-mailing-list`` with ``delay="24h"``,
-   which adds the user to the mailing list.
+1. step ``welcome-email``: send the welcome email through the email API;
+2. ``wait.for_(hours=24)``: the run sleeps in PostgreSQL (WAITING), holding no worker slot,
+   across any restart;
+3. step ``mailing-list``: add the user to the mailing list.
 
-Each external call sends an ``Idempotency-Key`` made of the run id and the step name, the same
-on every attempt of that run: when an attempt fails after a request went through (a lost
-response, a crash before completion), the retry repeats the request and an API that honours
-the key does not send a second email. The follow-up is created at most once per registration
-run (see ``schedule_follow_up``).
+When the run executes again (after the wait, a crash, a retry) the recorded steps return at
+once: the email is sent once per registration. Each external call also sends an
+``Idempotency-Key`` made of the run id and the step name, the same on every try: when a try
+fails after its request went through (a lost response), the retry repeats the request and an
+API that honours the key does not deliver twice.
 
 5xx, 408, 425 and 429 answers raise and are retried with backoff (``Retry-After`` sets the
 delay); other 4xx abort the run, since the same request would be refused again.
@@ -29,17 +31,16 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, Field
 
-from daemon import AbortRun, Context, Retry, current_client, task
+from daemon import AbortRun, Context, Retry, task, wait
 
 DEFAULT_EMAIL_API_URL = "https://email.example/v1/send"
 DEFAULT_MAILING_LIST_API_URL = "https://lists.example/v1/members"
-FOLLOW_UP_DELAY = "24h"
+FOLLOW_UP_HOURS = 24
 
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -60,7 +61,7 @@ class RegistrationResult(BaseModel):
     user_id: str
     welcome_email_id: str | None
     """The email API's id for the message, when it returns one."""
-    follow_up_run_id: uuid.UUID
+    subscribed: bool
 
 
 class MailingListResult(BaseModel):
@@ -83,8 +84,26 @@ class ApiError(Exception):
 
 @task(id="user-registration", on_event="user.registered", retry=API_RETRY)
 async def user_registration(payload: UserRegistered, ctx: Context) -> RegistrationResult:
-    """Send the welcome email, then schedule the mailing-list follow-up a day later."""
+    """Welcome email now, mailing list a day later: one durable run."""
     ctx.log.info(f"welcoming {payload.user_id}", user_id=payload.user_id)
+    email_id = await ctx.step("welcome-email", send_welcome_email, payload, ctx)
+    await wait.for_(hours=FOLLOW_UP_HOURS)
+    await ctx.step("mailing-list", subscribe, payload, ctx)
+    ctx.log.info(f"subscribed {payload.user_id}", user_id=payload.user_id)
+    return RegistrationResult(user_id=payload.user_id, welcome_email_id=email_id, subscribed=True)
+
+
+@task(id="add-to-mailing-list", retry=API_RETRY)
+async def add_to_mailing_list(payload: UserRegistered, ctx: Context) -> MailingListResult:
+    """Subscribe a user to the mailing list on its own (an admin's re-subscription, say)."""
+    await subscribe(payload, ctx)
+    return MailingListResult(user_id=payload.user_id, email=payload.email)
+
+
+# the steps --------------------------------------------------------------------------------------
+
+
+async def send_welcome_email(payload: UserRegistered, ctx: Context) -> str | None:
     answer = await post_json(
         os.environ.get("EMAIL_API_URL") or DEFAULT_EMAIL_API_URL,
         {"to": payload.email, "template": "welcome", "data": {"name": payload.name}},
@@ -92,18 +111,11 @@ async def user_registration(payload: UserRegistered, ctx: Context) -> Registrati
         idempotency_key=f"{ctx.run_id}:send-welcome-email",
         ctx=ctx,
     )
-    follow_up = await schedule_follow_up(payload, ctx)
     email_id = answer.get("id") if isinstance(answer, dict) else None
-    return RegistrationResult(
-        user_id=payload.user_id,
-        welcome_email_id=str(email_id) if email_id is not None else None,
-        follow_up_run_id=follow_up,
-    )
+    return str(email_id) if email_id is not None else None
 
 
-@task(id="add-to-mailing-list", retry=API_RETRY)
-async def add_to_mailing_list(payload: UserRegistered, ctx: Context) -> MailingListResult:
-    """Subscribe the user to the mailing list (the registration's follow-up)."""
+async def subscribe(payload: UserRegistered, ctx: Context) -> None:
     await post_json(
         os.environ.get("MAILING_LIST_API_URL") or DEFAULT_MAILING_LIST_API_URL,
         {"email": payload.email, "name": payload.name, "user_id": payload.user_id},
@@ -111,43 +123,6 @@ async def add_to_mailing_list(payload: UserRegistered, ctx: Context) -> MailingL
         idempotency_key=f"{ctx.run_id}:add-to-mailing-list",
         ctx=ctx,
     )
-    ctx.log.info(f"subscribed {payload.user_id}", user_id=payload.user_id)
-    return MailingListResult(user_id=payload.user_id, email=payload.email)
-
-
-# the follow-up ----------------------------------------------------------------------------------
-
-# The follow-up carries a tag naming the registration run. A retried attempt (the previous one
-# created the follow-up, then failed before its completion was recorded) finds it instead of
-# scheduling a second one; the advisory lock makes a superseded attempt still running
-# elsewhere take turns with its successor.
-FIND_FOLLOW_UP = """
-SELECT id FROM taskd.runs WHERE task_id = $1 AND tags @> ARRAY[$2::text] ORDER BY id LIMIT 1
-"""
-
-
-async def schedule_follow_up(payload: UserRegistered, ctx: Context) -> uuid.UUID:
-    """Create the ``add-to-mailing-list`` run due in 24 h, once per registration run.
-
-    This delayed run is the pattern until taskd has a durable ``wait.for_`` (the seed's
-    ``io.wait("wait-for-24-hours")``): then the registration run itself can wait a day
-    without holding a worker, and this step becomes ``await wait.for_(hours=24)`` followed by
-    the mailing-list call.
-    """
-    tag = f"registration:{ctx.run_id}"
-    async with current_client().pool.acquire() as connection, connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", tag)
-        existing: uuid.UUID | None = await connection.fetchval(
-            FIND_FOLLOW_UP, add_to_mailing_list.id, tag
-        )
-        if existing is not None:
-            ctx.log.info("follow-up already scheduled", follow_up_run_id=str(existing))
-            return existing
-        run_id = await add_to_mailing_list.trigger(
-            payload, delay=FOLLOW_UP_DELAY, tags=[tag], connection=connection
-        )
-    ctx.log.info(f"mailing-list follow-up due in {FOLLOW_UP_DELAY}", follow_up_run_id=str(run_id))
-    return run_id
 
 
 # HTTP -------------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import anyio
 
@@ -16,8 +16,6 @@ from daemon.models import RunStatus
 from daemon.sdk.retry import Retry
 from daemon.sdk.steps import Steps, StepStore
 from daemon.sdk.wait import Suspend, WaitToken, sleep_until
-
-T = TypeVar("T")
 
 CHILDREN_RECHECK = 60.0  # seconds: a waiting parent looks at its children at least this often
 
@@ -165,7 +163,7 @@ class Context:
     async def step(
         self,
         name: str,
-        fn: Callable[..., Awaitable[T] | T],
+        fn: Callable[..., Any],
         *args: Any,
         retry: Retry | None = None,
         **kwargs: Any,
@@ -201,9 +199,14 @@ class Context:
         remaining = (wake_at - datetime.now(UTC)).total_seconds()
         if remaining <= 0:
             return
-        if remaining <= self.wait_threshold or self._services is None:
+        if remaining <= self.wait_threshold:
             await sleep_until(wake_at)
             return
+        if self._services is None:
+            raise RuntimeError(
+                "a wait longer than the wait threshold suspends the run: it needs a run "
+                "executed by a taskd daemon"
+            )
         raise Suspend(wake_at)
 
     async def create_token(self, lifetime: float) -> WaitToken:
