@@ -23,3 +23,12 @@ def record_start(payload: Any) -> None:
     if _FD is None:
         _FD = os.open(_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(_FD, f"{payload.get('tag', 'm')} {payload['t']!r} {started!r}\n".encode())
+
+
+def record_resume(wake_at: float) -> None:
+    """Resume phase: one line ``wake_time restart_time`` to BENCH_RESUME_FILE."""
+    started = time.time()
+    path = os.environ.get("BENCH_RESUME_FILE")
+    if path:
+        with open(path, "a") as out:
+            out.write(f"{wake_at!r} {started!r}\n")
