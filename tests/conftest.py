@@ -147,22 +147,42 @@ test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a 
 StartDaemon = Callable[..., Any]
 
 
+@asynccontextmanager
+async def running_daemon(
+    database: str,
+    tasks: Sequence[TaskDefinition[Any, Any]],
+    configure: Callable[[Settings], None] | None = None,
+    **worker: Any,
+) -> AsyncIterator[Daemon]:
+    """One daemon in-process, drained when the block ends; ``configure`` may change any
+    setting (admin, tasks, log...) after the test defaults and ``worker`` ones."""
+    settings = test_settings(database, **worker)
+    if configure is not None:
+        configure(settings)
+    daemon = Daemon(settings, Registry(tasks), database)
+    async with anyio.create_task_group() as group:
+        started: Daemon = await group.start(_run_daemon, daemon)
+        try:
+            yield started
+        finally:
+            await started.stop()
+
+
+def admin_url(daemon: Daemon) -> str:
+    assert daemon.admin is not None and daemon.admin.url is not None
+    return daemon.admin.url
+
+
 @pytest.fixture
 def start_daemon(database: str) -> StartDaemon:
     """``async with start_daemon([tasks], concurrency=3) as daemon:`` runs one in-process."""
 
-    @asynccontextmanager
-    async def start(
-        tasks: Sequence[TaskDefinition[Any, Any]], **worker: Any
-    ) -> AsyncIterator[Daemon]:
-        settings = test_settings(database, **worker)
-        daemon = Daemon(settings, Registry(tasks), database)
-        async with anyio.create_task_group() as group:
-            started: Daemon = await group.start(_run_daemon, daemon)
-            try:
-                yield started
-            finally:
-                await started.stop()
+    def start(
+        tasks: Sequence[TaskDefinition[Any, Any]],
+        configure: Callable[[Settings], None] | None = None,
+        **worker: Any,
+    ) -> Any:
+        return running_daemon(database, tasks, configure, **worker)
 
     return start
 

@@ -28,12 +28,10 @@ from pydantic import BaseModel
 from daemon import Client, Context, Retry, RunStatus, schedules, task
 from daemon.admin.api import ROUTES
 from daemon.app import Daemon
-from daemon.config import load_settings
+from daemon.config import Settings, load_settings
 from daemon.errors import ConfigError
-from daemon.sdk.registry import Registry
 from daemon.sdk.task import TaskDefinition
-from tests.conftest import test_settings as settings_for
-from tests.conftest import wait_for, wait_for_run
+from tests.conftest import admin_url, running_daemon, wait_for, wait_for_run
 
 TOKEN = "s3cret-token"
 
@@ -41,36 +39,22 @@ TOKEN = "s3cret-token"
 # a daemon with admin settings of the test's choosing ----------------------------------------------
 
 
-@asynccontextmanager
-async def admin_daemon(
+def admin_daemon(
     database: str,
     tasks: Sequence[TaskDefinition[Any, Any]] = (),
     *,
     token: str = "",
     max_payload_bytes: int | None = None,
     **worker: Any,
-) -> AsyncIterator[Daemon]:
-    """Like conftest's start_daemon, with admin and [tasks] settings too."""
-    settings = settings_for(database, **worker)
-    settings.admin.token = token
-    if max_payload_bytes is not None:
-        settings.tasks.max_payload_bytes = max_payload_bytes
-    daemon = Daemon(settings, Registry(tasks), database)
+) -> Any:
+    """conftest's running_daemon with a token and a payload limit of the test's choosing."""
 
-    async def run(*, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        await daemon.run(handle_signals=False, task_status=task_status)
+    def configure(settings: Settings) -> None:
+        settings.admin.token = token
+        if max_payload_bytes is not None:
+            settings.tasks.max_payload_bytes = max_payload_bytes
 
-    async with anyio.create_task_group() as group:
-        started: Daemon = await group.start(run)
-        try:
-            yield started
-        finally:
-            await started.stop()
-
-
-def admin_url(daemon: Daemon) -> str:
-    assert daemon.admin is not None and daemon.admin.url is not None
-    return daemon.admin.url
+    return running_daemon(database, tasks, configure, **worker)
 
 
 @dataclass

@@ -15,13 +15,11 @@ import pytest
 from daemon import Client, Context, task
 from daemon.config import RetentionSettings, Settings, WorkerSettings
 from daemon.ids import uuid_at
-from daemon.sdk.registry import Registry
 from daemon.store.database import create_pool
 from daemon.store.queries import QUERIES
 from daemon.store.store import Store
 from daemon.worker.maintenance import Maintenance
-from tests.conftest import test_settings as settings_for
-from tests.conftest import wait_for
+from tests.conftest import StartDaemon, wait_for
 
 DAY = 86_400.0
 NOW = datetime.now(UTC)
@@ -228,33 +226,23 @@ async def noop(payload: Any, ctx: Context) -> None:
 
 
 async def test_the_daemon_prunes_on_its_interval(
-    client: Client, db: asyncpg.Connection, database: str
+    client: Client, db: asyncpg.Connection, start_daemon: StartDaemon
 ) -> None:
-    from daemon.app import Daemon
-
     old = {await seed_run(db, "completed", LONG_AGO, LONG_AGO) for _ in range(5)}
-    settings: Settings = settings_for(database)
-    settings.retention.runs = DAY
-    settings.retention.interval = 0.1
-    daemon = Daemon(settings, Registry([noop]), database)
 
-    async def run(*, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        await daemon.run(handle_signals=False, task_status=task_status)
+    def prune_often(settings: Settings) -> None:
+        settings.retention.runs = DAY
+        settings.retention.interval = 0.1
 
-    async with anyio.create_task_group() as group:
-        await group.start(run)
-        try:
-            fresh = await client.trigger(noop)
+    async with start_daemon([noop], prune_often) as daemon:
+        fresh = await client.trigger(noop)
+        assert daemon.maintenance is not None
+        maintenance = daemon.maintenance
 
-            assert daemon.maintenance is not None
-            maintenance = daemon.maintenance
+        async def pruned() -> bool:
+            # the count is taken when the delete's result is back: after its commit
+            return maintenance.pruned["runs"] == len(old)
 
-            async def pruned() -> bool:
-                # the count is taken when the delete's result is back: after its commit
-                return maintenance.pruned["runs"] == len(old)
-
-            await wait_for(pruned)
-            assert not old & await ids(db, "runs")
-        finally:
-            await daemon.stop()
+        await wait_for(pruned)
+        assert not old & await ids(db, "runs")
     assert fresh in await ids(db, "runs")

@@ -4,62 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import anyio
 import pytest
-from anyio.abc import TaskStatus
 
 from daemon import Client, Context, Retry, RunStatus, task
-from daemon.app import Daemon
 from daemon.config import Settings
 from daemon.errors import MetadataTooLarge
 from daemon.models import LogLine
-from daemon.sdk.registry import Registry
-from daemon.sdk.task import TaskDefinition
 from daemon.store.database import create_pool
 from daemon.store.store import Store
 from daemon.worker.log_writer import RunLogWriter
-from tests.conftest import test_settings as settings_for
-from tests.conftest import wait_for, wait_for_run
+from tests.conftest import admin_url, wait_for, wait_for_run
+from tests.conftest import running_daemon as daemon_with
 
 MAX_METADATA = 200
 QUICK_RETRY = Retry(max_attempts=2, min_delay=0.01, max_delay=0.01, jitter=False)
 
 GATES: dict[str, anyio.Event] = {}
 SEEN: dict[str, Any] = {}
-
-
-@asynccontextmanager
-async def daemon_with(
-    database: str,
-    tasks: Sequence[TaskDefinition[Any, Any]],
-    configure: Callable[[Settings], None] | None = None,
-    **worker: Any,
-) -> AsyncIterator[Daemon]:
-    settings = settings_for(database, **worker)
-    if configure is not None:
-        configure(settings)
-    daemon = Daemon(settings, Registry(tasks), database)
-
-    async def run(*, task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED) -> None:
-        await daemon.run(handle_signals=False, task_status=task_status)
-
-    async with anyio.create_task_group() as group:
-        started: Daemon = await group.start(run)
-        try:
-            yield started
-        finally:
-            await started.stop()
-
-
-def admin_url(daemon: Daemon) -> str:
-    assert daemon.admin is not None and daemon.admin.url is not None
-    return daemon.admin.url
 
 
 # metadata ---------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ import asyncio
 import socket
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +15,10 @@ import orjson
 from anyio.abc import TaskGroup, TaskStatus
 
 from daemon import Client, Context, Retry, RunStatus, task
-from daemon.app import Daemon
 from daemon.changes import ChangeKind, RunChange
 from daemon.config import Settings
-from daemon.sdk.registry import Registry
-from daemon.sdk.task import TaskDefinition
-from tests.conftest import test_settings as settings_for
-from tests.conftest import wait_for, wait_for_run
+from tests.conftest import admin_url, wait_for, wait_for_run
+from tests.conftest import running_daemon as daemon_with
 
 GATES: dict[str, anyio.Event] = {}
 
@@ -45,34 +40,6 @@ async def flaky(payload: Any, ctx: Context) -> dict[str, bool]:
 @task(id="stream.noop")
 async def noop(payload: Any, ctx: Context) -> None:
     return None
-
-
-@asynccontextmanager
-async def daemon_with(
-    database: str,
-    tasks: Sequence[TaskDefinition[Any, Any]],
-    configure: Callable[[Settings], None] | None = None,
-    **worker: Any,
-) -> AsyncIterator[Daemon]:
-    settings = settings_for(database, **worker)
-    if configure is not None:
-        configure(settings)
-    daemon = Daemon(settings, Registry(tasks), database)
-
-    async def run(*, task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED) -> None:
-        await daemon.run(handle_signals=False, task_status=task_status)
-
-    async with anyio.create_task_group() as group:
-        started: Daemon = await group.start(run)
-        try:
-            yield started
-        finally:
-            await started.stop()
-
-
-def admin_url(daemon: Daemon) -> str:
-    assert daemon.admin is not None and daemon.admin.url is not None
-    return daemon.admin.url
 
 
 @dataclass
