@@ -11,6 +11,7 @@ from daemon.errors import (
     InvalidRunId,
     MetadataTooLarge,
     PayloadTooLarge,
+    QueueNotFound,
     RunFailed,
     RunFinished,
     RunNotFound,
@@ -27,6 +28,7 @@ from daemon.models import (
     AttemptOutcome,
     Event,
     Health,
+    QueueDepth,
     Run,
     RunLogLine,
     RunStatus,
@@ -35,9 +37,10 @@ from daemon.models import (
 )
 from daemon.sdk.context import Context
 from daemon.sdk.current import current_client
+from daemon.sdk.queues import Queue, Rate
 from daemon.sdk.retry import Retry
 from daemon.sdk.schedules import ScheduledRun, schedules
-from daemon.sdk.task import Queue, TaskDefinition, task
+from daemon.sdk.task import TaskDefinition, task
 from daemon.sdk.wait import WaitToken, wait
 
 __all__ = [
@@ -54,6 +57,9 @@ __all__ = [
     "MetadataTooLarge",
     "PayloadTooLarge",
     "Queue",
+    "QueueDepth",
+    "QueueNotFound",
+    "Rate",
     "Retry",
     "Run",
     "RunFailed",

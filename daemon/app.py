@@ -147,6 +147,7 @@ class Daemon:
             await store.task_sync(
                 [(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in self.registry]
             )
+            await store.queue_sync([queue.settings() for queue in self.registry.queues()])
             await store.subscription_sync(
                 served.ids, [(event, d.id) for d in self.registry for event in d.events]
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from daemon.durations import Duration, to_seconds
 from daemon.errors import (
     InvalidPayload,
     PayloadTooLarge,
+    QueueNotFound,
     RunFinished,
     RunNotFound,
     ScheduleNotFound,
@@ -39,6 +41,7 @@ from daemon.models import (
 )
 from daemon.sdk.cron import cron_trigger, next_fire_after
 from daemon.sdk.current import reset_current_client, set_current_client
+from daemon.sdk.queues import Rate
 from daemon.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from daemon.sdk.task import TaskDefinition
 from daemon.store.database import create_pool
@@ -46,6 +49,16 @@ from daemon.store.store import Store
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 MAX_DELAY_SECONDS = 100 * 365.25 * 86_400
+MAX_CONCURRENCY_KEY = 200
+
+
+class Unset(enum.Enum):
+    """A keyword not given (where None means "no limit")."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
 _UNSET: Any = object()  # "not given", where None is a value (clear the payload)
 
 
@@ -100,6 +113,7 @@ class Client:
         ttl: Duration | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: Duration = "24h",
+        concurrency_key: str | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> uuid.UUID:
         """Create a run; return its id.
@@ -110,6 +124,8 @@ class Client:
         ``idempotency_key``: a second trigger of this task with the same key within
         ``idempotency_ttl`` (24 h) creates nothing and returns the first run's id, whatever
         the number of concurrent callers (a unique key in the database decides);
+        ``concurrency_key``: runs with one key share their queue's per-key limit (one run at
+        a time per user...), and keys take turns when the queue is busy;
         ``connection``: enqueue inside that connection's open transaction, so the run exists
         only if the transaction commits.
         """
@@ -126,6 +142,7 @@ class Client:
                 tags=tags,
                 queue=queue,
                 ttl=ttl,
+                concurrency_key=concurrency_key,
                 connection=connection,
             )
         ids = await self.batch_trigger(
@@ -138,6 +155,7 @@ class Client:
             tags=tags,
             queue=queue,
             ttl=ttl,
+            concurrency_key=concurrency_key,
             connection=connection,
         )
         return ids[0]
@@ -154,11 +172,12 @@ class Client:
         tags: Sequence[str] = (),
         queue: str | None = None,
         ttl: Duration | None = None,
+        concurrency_key: str | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> list[uuid.UUID]:
         """Create one run per payload, in one statement and one NOTIFY; ids in order."""
         task_id, default_queue = _task_identity(task)
-        _check_options(tags, max_attempts, run_at, delay, ttl)
+        _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
         limit = await self._payload_limit()
         encoded = [_encode_payload(payload, limit) for payload in payloads]
         if not encoded:
@@ -175,6 +194,7 @@ class Client:
             max_attempts=max_attempts,
             tags=tags,
             ttl=to_seconds(ttl) if ttl is not None else None,
+            concurrency_key=concurrency_key,
             connection=connection,
         )
         if self._changes is not None and self._changes.active and connection is None:
@@ -196,13 +216,14 @@ class Client:
         tags: Sequence[str],
         queue: str | None,
         ttl: Duration | None,
+        concurrency_key: str | None,
         connection: asyncpg.Connection | None,
     ) -> uuid.UUID:
         """A keyed trigger, through taskd.trigger: the key's row decides, in one statement."""
         task_id, default_queue = _task_identity(task)
         if not isinstance(idempotency_key, str) or not idempotency_key:
             raise ValueError("idempotency_key must be a non-empty string")
-        _check_options(tags, max_attempts, run_at, delay, ttl)
+        _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
         options: dict[str, Any] = {
             "idempotency_key": idempotency_key,
             "idempotency_ttl": to_seconds(idempotency_ttl),
@@ -215,6 +236,7 @@ class Client:
             ("max_attempts", max_attempts),
             ("queue", queue or default_queue),
             ("ttl", to_seconds(ttl) if ttl is not None else None),
+            ("concurrency_key", concurrency_key),
         ):
             if value is not None:
                 options[name] = value
@@ -475,6 +497,59 @@ class Client:
             )
         return [RunLogLine(**row) for row in rows]
 
+    # queues -------------------------------------------------------------------------------
+
+    async def list_queues(self) -> list[QueueDepth]:
+        """Every queue with runs or settings: depths, runs executing, limits, pause."""
+        return [QueueDepth(**q) for q in await self._store.queue_depths()]
+
+    async def pause_queue(self, name: str) -> None:
+        """Stop starting runs of this queue, on every daemon (within a claim); runs executing
+        finish, queued runs stay queued and nothing is lost."""
+        await self._store.queue_pause(_queue_name(name), True)
+
+    async def resume_queue(self, name: str) -> None:
+        await self._store.queue_pause(_queue_name(name), False)
+
+    async def set_queue_limits(
+        self,
+        name: str,
+        *,
+        concurrency: int | Unset | None = UNSET,
+        concurrency_limit_per_key: int | Unset | None = UNSET,
+        rate_limit: Rate | str | Unset | None = UNSET,
+    ) -> None:
+        """Change a queue's limits at run time, on every daemon from their next claim (None
+        removes a limit; a limit not given stays). They hold until ``reset_queue``, also over
+        what the code declares. Lowering a limit stops no run: new starts wait until the
+        queue is under it."""
+        changes: dict[str, Any] = {}
+        for field_name, value in (
+            ("concurrency", concurrency),
+            ("concurrency_per_key", concurrency_limit_per_key),
+        ):
+            if value is UNSET:
+                continue
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{field_name} must be a whole number >= 1, or None")
+            changes[field_name] = value
+        if not isinstance(rate_limit, Unset):
+            if isinstance(rate_limit, str):
+                rate_limit = Rate.parse(rate_limit)
+            changes["rate"] = (
+                (rate_limit.limit, rate_limit.seconds) if rate_limit is not None else None
+            )
+        if not changes:
+            raise ValueError("give at least one limit to change")
+        await self._store.queue_set_limits(_queue_name(name), changes)
+
+    async def reset_queue(self, name: str) -> None:
+        """Back to the limits the code declares; an error for a queue without settings."""
+        if not await self._store.queue_reset(_queue_name(name)):
+            raise QueueNotFound(f"no queue {name!r} has settings")
+
     async def health(self) -> Health:
         """Live workers, queue depths, the oldest due run, and runs no live worker serves."""
         workers = [WorkerInfo(**w) for w in await self._store.worker_list()]
@@ -503,6 +578,7 @@ def _check_options(
     run_at: datetime | None,
     delay: Duration | None,
     ttl: Duration | None,
+    concurrency_key: str | None = None,
 ) -> None:
     if isinstance(tags, str):
         raise TypeError("tags must be a list of strings, not a string")
@@ -515,6 +591,24 @@ def _check_options(
     for name, value in (("delay", delay), ("ttl", ttl)):
         if value is not None and to_seconds(value) > MAX_DELAY_SECONDS:
             raise ValueError(f"{name} must be at most 100 years")
+    check_concurrency_key(concurrency_key)
+
+
+def check_concurrency_key(key: str | None) -> None:
+    if key is None:
+        return
+    if not isinstance(key, str) or not key:
+        raise ValueError("concurrency_key must be a non-empty string")
+    if len(key) > MAX_CONCURRENCY_KEY or "\x00" in key:
+        raise ValueError(
+            f"concurrency_key must be at most {MAX_CONCURRENCY_KEY} characters, without NUL"
+        )
+
+
+def _queue_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("a queue needs a name")
+    return name
 
 
 def _catch_up(value: str) -> CatchUp:

@@ -36,6 +36,10 @@ class ScheduleNotFound(TaskdError):
     """No schedule has the given id."""
 
 
+class QueueNotFound(TaskdError):
+    """No queue of that name has settings (limits or a pause)."""
+
+
 class InvalidRunId(TaskdError):
     """A string that is not a run id (a UUID) was given where one was expected."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -103,6 +103,8 @@ class RunSummary(BaseModel):
     """What the task set with ``ctx.set_metadata`` (progress, stage...), kept after it ends."""
     parent_id: uuid.UUID | None = None
     """The run that created this one (child runs)."""
+    concurrency_key: str | None = None
+    """Runs of one key share the queue's per-key limit (one at a time per user...)."""
 
 
 class Run(RunSummary):
@@ -170,6 +172,16 @@ class QueueDepth(BaseModel):
     oldest_due: datetime | None
     executing: int = 0
     """Runs of the queue executing now, over all daemons."""
+    paused: bool = False
+    concurrency: int | None = None
+    """Runs of the queue executing at once, over all daemons (None: no limit)."""
+    concurrency_limit_per_key: int | None = None
+    """Runs of one concurrency key executing at once (None: no limit)."""
+    rate_limit: int | None = None
+    """Starts per ``rate_period`` seconds (None: no limit)."""
+    rate_period: float | None = None
+    overridden: bool = False
+    """Limits set by an operator (``taskd queues set``), kept until ``taskd queues reset``."""
 
 
 class UnservedTask(BaseModel):
@@ -204,6 +216,7 @@ class ClaimedRun:
     tags: list[str]
     metadata: dict[str, Any] | None = None
     log_lines: int = 0  # lines earlier attempts stored (the cap is per run)
+    concurrency_key: str = ""
     started: float = 0.0  # time.monotonic() when this daemon started the attempt
     cancel_requested: bool = False  # set by the pool when a cancel arrives for it
     superseded: bool = False  # the run was handed back and claimed again: this attempt is moot
@@ -255,3 +268,34 @@ class RunLogLine(BaseModel):
     level: str
     message: str
     fields: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Claim:
+    """What one claim got: the runs, and whether a queue's limits held due runs back."""
+
+    runs: list[ClaimedRun] = field(default_factory=list)
+    held_back: bool = False
+    """A limit (or another daemon claiming the same limited queue) kept runs from starting:
+    claim again when a slot frees."""
+    retry_in: float | None = None
+    """Seconds until a rate window lets more runs start (or a busy queue is worth a retry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's limits as a task's code declares them."""
+
+    name: str
+    concurrency: int | None = None
+    concurrency_per_key: int | None = None
+    rate_limit: int | None = None
+    rate_period: float | None = None
+
+    def declared(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "concurrency_per_key": self.concurrency_per_key,
+            "rate_limit": self.rate_limit,
+            "rate_period": self.rate_period,
+        }

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from daemon.errors import ConfigError, DuplicateTask, UnknownTask
+from daemon.sdk.queues import Queue
 from daemon.sdk.task import TaskDefinition
 
 
@@ -45,6 +46,23 @@ class Registry:
     @property
     def ids(self) -> list[str]:
         return sorted(self._tasks)
+
+    def queues(self) -> list[Queue]:
+        """The queues the tasks declare, one each; the limits come from the tasks that declare
+        any (a bare name defers to them). Two tasks declaring different limits for one queue
+        is an error: which one holds would depend on import order."""
+        found: dict[str, Queue] = {}
+        for definition in self._tasks.values():
+            queue = definition.queue
+            known = found.get(queue.name)
+            if known is None or (queue.limited and not known.limited):
+                found[queue.name] = queue
+            elif queue.limited and queue != known:
+                raise ConfigError(
+                    f"queue {queue.name!r} is declared with different limits: {known} and "
+                    f"{queue} (task {definition.id!r}); declare the Queue once and share it"
+                )
+        return [found[name] for name in sorted(found)]
 
     @classmethod
     def from_modules(cls, modules: Iterable[str]) -> Registry:

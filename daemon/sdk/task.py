@@ -6,7 +6,6 @@ import inspect
 import typing
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -17,6 +16,7 @@ from daemon.durations import Duration, to_seconds
 from daemon.errors import RunFailed
 from daemon.sdk.context import Context
 from daemon.sdk.current import current_client
+from daemon.sdk.queues import Queue
 from daemon.sdk.retry import Retry
 
 if TYPE_CHECKING:
@@ -31,17 +31,6 @@ StartHook = Callable[[Any, Context], Awaitable[None]]
 SuccessHook = Callable[[Any, Any, Context], Awaitable[None]]
 FailureHook = Callable[[Any, BaseException, int, Context], Awaitable[None]]
 CancelHook = Callable[[Any, Context], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Queue:
-    """A named queue. Daemons can be limited to some queues (``[worker] queues``)."""
-
-    name: str
-
-    def __post_init__(self) -> None:
-        if not self.name or not self.name.strip():
-            raise ValueError("a queue needs a name")
 
 
 class TaskDefinition(Generic[P, R]):

@@ -77,10 +77,10 @@ WITH task AS (
     SELECT queue FROM taskd.tasks WHERE id = $1
 ), inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags,
-                            expires_at)
+                            expires_at, concurrency_key)
     SELECT u.id, $1, coalesce($2, (SELECT queue FROM task), 'default'), u.payload::jsonb, $3,
            coalesce($4, now() + make_interval(secs => $5)), $6, $7,
-           now() + make_interval(secs => $10)
+           now() + make_interval(secs => $10), $11
       FROM unnest($8::uuid[], $9::text[]) AS u (id, payload)
     RETURNING queue, run_at
 )
@@ -94,8 +94,11 @@ SELECT taskd.trigger($1, $2::text::jsonb, $3::text::jsonb);
 
 -- name: run_claim
 -- See taskd.claim_runs in the migrations: a function so that its plan is pinned.
-SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_lines
-  FROM taskd.claim_runs($1::text[], $2::text[], $3::int, $4::uuid, $5::float8);
+-- The last row has no id when the claim held runs back (limits): held_back, retry_in.
+SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_lines,
+       concurrency_key, held_back, retry_in
+  FROM taskd.claim_runs($1::text[], $2::text[], $3::int, $4::uuid, $5::float8, $6::text,
+                        $7::text::jsonb);
 
 -- name: run_complete_many
 -- Write a batch of attempt outcomes. status is the run's next state: completed, failed,
@@ -131,10 +134,14 @@ WITH outcome AS (
       FROM updated u JOIN outcome o ON o.id = u.id
      WHERE o.status <> 'waiting'
 ), notified AS (
-    -- a retry due now must wake a daemon like a new run would
+    -- a retry due now must wake a daemon like a new run would; so must a slot freed in a
+    -- queue with a concurrency limit (another daemon may start the next run now)
     SELECT pg_notify('taskd_wakeup', q.queue)
-      FROM (SELECT DISTINCT queue FROM updated u JOIN outcome o ON o.id = u.id
-             WHERE u.status = 'queued' AND o.retry_delay = 0) AS q
+      FROM (SELECT u.queue FROM updated u JOIN outcome o ON o.id = u.id
+             WHERE u.status = 'queued' AND o.retry_delay = 0
+            UNION
+            SELECT u.queue FROM updated u JOIN taskd.queues lq ON lq.name = u.queue
+             WHERE lq.concurrency IS NOT NULL OR lq.concurrency_per_key IS NOT NULL) AS q
 )
 SELECT u.id, u.status, u.parent_id
   FROM updated u LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
@@ -293,8 +300,8 @@ SELECT id FROM taskd.runs
 -- A new run with the same task, payload, queue, priority, tags and attempt limit.
 WITH inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, priority, max_attempts, tags,
-                            replayed_from)
-    SELECT $2, task_id, queue, payload, priority, max_attempts, tags, id
+                            replayed_from, concurrency_key)
+    SELECT $2, task_id, queue, payload, priority, max_attempts, tags, id, concurrency_key
       FROM taskd.runs WHERE id = $1
     RETURNING id, queue
 )
@@ -307,6 +314,74 @@ SELECT queue,
        min(run_at) FILTER (WHERE run_at <= now()) AS oldest_due
   FROM taskd.runs WHERE status = 'queued'
  GROUP BY queue ORDER BY queue;
+
+-- name: queue_settings
+SELECT name, concurrency, concurrency_per_key, rate_limit, rate_period, paused, overridden,
+       declared, updated_at
+  FROM taskd.queues ORDER BY name;
+
+-- name: queue_sync
+-- The queues this daemon's tasks declare, with the limits in the code. Limits an operator set
+-- (overridden) stay; the code's are kept in declared for `taskd queues reset`.
+INSERT INTO taskd.queues AS q (name, concurrency, concurrency_per_key, rate_limit, rate_period,
+                               declared)
+SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::float8[], $6::jsonb[])
+ON CONFLICT (name) DO UPDATE
+   SET declared = excluded.declared,
+       concurrency = CASE WHEN q.overridden THEN q.concurrency ELSE excluded.concurrency END,
+       concurrency_per_key = CASE WHEN q.overridden THEN q.concurrency_per_key
+                                  ELSE excluded.concurrency_per_key END,
+       rate_limit = CASE WHEN q.overridden THEN q.rate_limit ELSE excluded.rate_limit END,
+       rate_period = CASE WHEN q.overridden THEN q.rate_period ELSE excluded.rate_period END,
+       updated_at = now()
+ WHERE q.declared IS DISTINCT FROM excluded.declared
+    OR (NOT q.overridden
+        AND (q.concurrency, q.concurrency_per_key, q.rate_limit, q.rate_period)
+            IS DISTINCT FROM (excluded.concurrency, excluded.concurrency_per_key,
+                              excluded.rate_limit, excluded.rate_period));
+
+-- name: queue_pause
+-- Pause ($2 true) or resume a queue; a resumed queue wakes the daemons at once.
+WITH changed AS (
+    INSERT INTO taskd.queues AS q (name, paused) VALUES ($1, $2)
+    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+    RETURNING q.name, q.paused
+)
+SELECT changed.name, CASE WHEN NOT changed.paused THEN pg_notify('taskd_wakeup', changed.name) END
+  FROM changed;
+
+-- name: queue_set_limits
+-- An operator's limits: the fields flagged ($3, $5, $8) change, the others stay. They hold
+-- until `taskd queues reset`, whatever the code declares. Wakes the daemons: a raised limit
+-- may let runs start now.
+WITH changed AS (
+    INSERT INTO taskd.queues AS q (name, concurrency, concurrency_per_key, rate_limit,
+                                   rate_period, overridden)
+    VALUES ($1, $2, $4, $6, $7, true)
+    ON CONFLICT (name) DO UPDATE
+       SET concurrency = CASE WHEN $3 THEN excluded.concurrency ELSE q.concurrency END,
+           concurrency_per_key = CASE WHEN $5 THEN excluded.concurrency_per_key
+                                      ELSE q.concurrency_per_key END,
+           rate_limit = CASE WHEN $8 THEN excluded.rate_limit ELSE q.rate_limit END,
+           rate_period = CASE WHEN $8 THEN excluded.rate_period ELSE q.rate_period END,
+           overridden = true, updated_at = now()
+    RETURNING q.name
+)
+SELECT changed.name, pg_notify('taskd_wakeup', changed.name) FROM changed;
+
+-- name: queue_reset
+-- Back to the limits the code declares (as the last daemon that started registered them).
+WITH changed AS (
+    UPDATE taskd.queues q
+       SET concurrency = (q.declared->>'concurrency')::int,
+           concurrency_per_key = (q.declared->>'concurrency_per_key')::int,
+           rate_limit = (q.declared->>'rate_limit')::int,
+           rate_period = (q.declared->>'rate_period')::float8,
+           overridden = false, updated_at = now()
+     WHERE q.name = $1
+    RETURNING q.name
+)
+SELECT changed.name, pg_notify('taskd_wakeup', changed.name) FROM changed;
 
 -- name: queue_executing
 -- Runs executing per queue (through runs_lease_idx: executing runs are the leased ones).
@@ -337,7 +412,7 @@ SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.prior
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
-       r.metadata, r.parent_id
+       r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE r.id = $1;
 
@@ -377,7 +452,7 @@ SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.prior
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
-       r.metadata, r.parent_id
+       r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE true
 
@@ -387,7 +462,7 @@ SELECT r.id, r.task_id, r.queue, r.status, r.error, r.priority, r.run_at,
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
-       r.metadata, r.parent_id
+       r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE true
 
@@ -437,9 +512,10 @@ WITH owner AS (
 ), task AS (
     SELECT queue FROM taskd.tasks WHERE id = $5
 ), inserted AS (
-    INSERT INTO taskd.runs (id, task_id, queue, payload, parent_id, tags, max_attempts)
+    INSERT INTO taskd.runs (id, task_id, queue, payload, parent_id, tags, max_attempts,
+                            concurrency_key)
     SELECT u.id, $5, coalesce($6, (SELECT queue FROM task), 'default'), u.payload::jsonb, $1,
-           $9, $10
+           $9, $10, $11
       FROM unnest($7::uuid[], $8::text[]) AS u (id, payload)
      WHERE EXISTS (SELECT 1 FROM step)
     RETURNING queue

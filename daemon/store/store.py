@@ -12,14 +12,17 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from daemon.ids import uuid_at
 from daemon.models import (
     Attempt,
+    Claim,
     ClaimedRun,
     Event,
     LogLine,
     Outcome,
+    QueueSettings,
     Run,
     RunStatus,
     RunSummary,
@@ -132,6 +135,7 @@ class Store:
         max_attempts: int | None = None,
         tags: Sequence[str] = (),
         ttl: float | None = None,
+        concurrency_key: str | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> None:
         """Insert runs of one task; ``payloads`` are JSON already encoded (size-checked)."""
@@ -147,6 +151,7 @@ class Store:
             ids,
             [payload.decode() for payload in payloads],
             ttl,
+            concurrency_key or "",
         )
 
     async def run_trigger(
@@ -171,12 +176,31 @@ class Store:
         limit: int,
         worker_id: uuid.UUID,
         lease_seconds: float,
-    ) -> list[ClaimedRun]:
-        """Claim up to ``limit`` due runs of these tasks (in these queues; None: all)."""
+        *,
+        queue_after: str | None = None,
+        key_after: dict[str, str] | None = None,
+    ) -> Claim:
+        """Claim up to ``limit`` due runs of these tasks (in these queues; None: all), queue
+        by queue after ``queue_after`` and key by key after ``key_after[queue]``; with what
+        the queues' limits held back."""
         rows = await self.claim_pool.fetch(
-            QUERIES["run_claim"], task_ids, queues, limit, worker_id, lease_seconds
+            QUERIES["run_claim"],
+            task_ids,
+            queues,
+            limit,
+            worker_id,
+            lease_seconds,
+            queue_after,
+            orjson.dumps(key_after or {}).decode(),
         )
-        return [ClaimedRun(*row) for row in rows]
+        claim = Claim()
+        for row in rows:
+            if row[0] is None:
+                claim.held_back = bool(row[10])
+                claim.retry_in = row[11]
+            else:
+                claim.runs.append(ClaimedRun(*row[:10]))
+        return claim
 
     async def run_complete_many(
         self, worker_id: uuid.UUID, outcomes: Sequence[Outcome]
@@ -217,6 +241,7 @@ class Store:
         payloads: Sequence[bytes],
         tags: Sequence[str],
         max_attempts: int | None,
+        concurrency_key: str | None = None,
     ) -> bool:
         """Create child runs and record them as the parent's step, atomically; False when the
         parent is no longer this attempt's (nothing was created)."""
@@ -232,6 +257,7 @@ class Store:
             [payload.decode() for payload in payloads],
             list(tags),
             max_attempts,
+            concurrency_key or "",
         )
         return bool(row is not None and row["recorded"])
 
@@ -322,17 +348,69 @@ class Store:
         return await self.pool.fetchrow(QUERIES["run_replay"], run_id, new_id) is not None
 
     async def queue_depths(self) -> list[dict[str, Any]]:
-        """Per queue: due and delayed queued runs, the oldest due, and runs executing."""
+        """Per queue (with runs, or with settings): due and delayed queued runs, the oldest
+        due, runs executing, and its limits and pause."""
         async with self.pool.acquire() as connection:
             queued = await connection.fetch(QUERIES["queue_depths"])
             executing = dict(await connection.fetch(QUERIES["queue_executing"]))
-        depths = {row["queue"]: {**dict(row), "executing": 0} for row in queued}
-        for queue, count in executing.items():
-            depths.setdefault(
+            settings = await connection.fetch(QUERIES["queue_settings"])
+        depths: dict[str, dict[str, Any]] = {}
+
+        def entry(queue: str) -> dict[str, Any]:
+            return depths.setdefault(
                 queue,
                 {"queue": queue, "due": 0, "delayed": 0, "oldest_due": None, "executing": 0},
-            )["executing"] = count
+            )
+
+        for row in queued:
+            entry(row["queue"]).update(row)
+        for queue, count in executing.items():
+            entry(queue)["executing"] = count
+        for row in settings:
+            entry(row["name"]).update(
+                paused=row["paused"],
+                concurrency=row["concurrency"],
+                concurrency_limit_per_key=row["concurrency_per_key"],
+                rate_limit=row["rate_limit"],
+                rate_period=row["rate_period"],
+                overridden=row["overridden"],
+            )
         return [depths[queue] for queue in sorted(depths)]
+
+    async def queue_sync(self, queues: Sequence[QueueSettings]) -> None:
+        """Record the queues this daemon's tasks declare, with their limits."""
+        if not queues:
+            return
+        await self.pool.execute(
+            QUERIES["queue_sync"],
+            [q.name for q in queues],
+            [q.concurrency for q in queues],
+            [q.concurrency_per_key for q in queues],
+            [q.rate_limit for q in queues],
+            [q.rate_period for q in queues],
+            [orjson.dumps(q.declared()).decode() for q in queues],
+        )
+
+    async def queue_pause(self, name: str, paused: bool) -> None:
+        await self.pool.execute(QUERIES["queue_pause"], name, paused)
+
+    async def queue_set_limits(self, name: str, changes: dict[str, Any]) -> None:
+        """Set some of concurrency, concurrency_per_key, rate (a (limit, period) or None)."""
+        rate = changes.get("rate")
+        await self.pool.execute(
+            QUERIES["queue_set_limits"],
+            name,
+            changes.get("concurrency"),
+            "concurrency" in changes,
+            changes.get("concurrency_per_key"),
+            "concurrency_per_key" in changes,
+            rate[0] if rate is not None else None,
+            rate[1] if rate is not None else None,
+            "rate" in changes,
+        )
+
+    async def queue_reset(self, name: str) -> bool:
+        return await self.pool.fetchval(QUERIES["queue_reset"], name) is not None
 
     async def run_count_unserved(self, served: Sequence[str]) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(QUERIES["run_count_unserved"], list(served))

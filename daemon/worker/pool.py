@@ -39,6 +39,7 @@ log = logging.getLogger("taskd.pool")
 
 _MAX_BACKOFF = 5.0
 _MAX_RETRY_TIMERS = 10_000
+_MAX_KEY_CURSORS = 1_000
 # After the runs have ended at shutdown, how long the completer keeps trying to write what
 # is left while the database is away. Past it the rest is dropped (and logged): those runs
 # are still leased to this worker and are handed back when the lease expires.
@@ -85,6 +86,11 @@ class WorkerPool:
         self._claiming = True
         self._backlog = True  # unknown at start: look
         self._wakes = 0  # counts wake() calls, so one that lands during a claim is not lost
+        # a queue's limits held due runs back at the last claim: claim again when a slot frees
+        self._held_back = False
+        # round-robin cursors: the queue the last claim ended with, and each queue's last key
+        self._queue_after: str | None = None
+        self._key_after: dict[str, str] = {}
         self._claim_wake = anyio.Event()
         self._idle = anyio.Event()
         self._retry_due: list[float] = []
@@ -227,8 +233,14 @@ class WorkerPool:
             if free > 0 and self._backlog and self._task_ids and self._may_claim():
                 limit = min(free, self._settings.claim_batch)
                 try:
-                    claimed = await self._store.run_claim(
-                        self._task_ids, self._queues, limit, self._worker_id, self._settings.lease
+                    claim = await self._store.run_claim(
+                        self._task_ids,
+                        self._queues,
+                        limit,
+                        self._worker_id,
+                        self._settings.lease,
+                        queue_after=self._queue_after,
+                        key_after=self._key_after,
                     )
                 except DB_ERRORS as exc:
                     failures += 1
@@ -238,10 +250,15 @@ class WorkerPool:
                     await anyio.sleep(delay)
                     continue
                 failures = 0
+                claimed = claim.runs
                 if not self._claiming:  # a drain began while the claim was in flight
                     self._hand_back(claimed)
                     break
                 self._backlog = len(claimed) == limit or self._wakes != wakes_before
+                self._held_back = claim.held_back
+                if claim.retry_in is not None:  # a rate window opens then
+                    self._schedule_wake(claim.retry_in)
+                self._advance_cursors(claimed)
                 self.claimed_total += len(claimed)
                 self._telemetry.claimed(claimed)
                 for claimed_run in claimed:
@@ -324,6 +341,8 @@ class WorkerPool:
             self._handbacks.append((run.id, run.attempt))
             self._handback_tasks[run.id] = run.task_id
         self._complete_wake.set()
+        if self._held_back:  # this run's slot may be what a limited queue was waiting for
+            self._backlog = True
         if self._backlog and self._claiming:
             self._claim_wake.set()
         if not self._running:
@@ -362,6 +381,29 @@ class WorkerPool:
             if outcome.status is RunStatus.QUEUED and len(self._retry_due) < _MAX_RETRY_TIMERS:
                 heapq.heappush(self._retry_due, now + outcome.retry_delay)
         self._arm_retry_timer()
+
+    def _schedule_wake(self, delay: float) -> None:
+        if len(self._retry_due) < _MAX_RETRY_TIMERS:
+            heapq.heappush(self._retry_due, time.monotonic() + delay)
+            self._arm_retry_timer()
+
+    def _advance_cursors(self, claimed: list[ClaimedRun]) -> None:
+        """Where the next claim starts: after the last queue served, and in each queue below
+        the last key served (keys come in descending order below the cursor, then wrap around
+        from the top; keys compare byte-wise, as the column's "C" collation does)."""
+        if not claimed:
+            return
+        self._queue_after = claimed[-1].queue
+        served: dict[str, set[str]] = {}
+        for run in claimed:
+            if run.concurrency_key:
+                served.setdefault(run.queue, set()).add(run.concurrency_key)
+        for queue, keys in served.items():
+            old = self._key_after.get(queue)
+            wrapped = [key for key in keys if old is not None and key >= old]
+            self._key_after[queue] = min(wrapped or keys)
+        if len(self._key_after) > _MAX_KEY_CURSORS:  # queues come and go: keep it bounded
+            self._key_after = dict(list(self._key_after.items())[-_MAX_KEY_CURSORS:])
 
     def _arm_retry_timer(self) -> None:
         now = time.monotonic()

@@ -1,0 +1,101 @@
+"""Queue limits hold across daemons: two `taskd run` subprocesses on one database share a queue
+of concurrency 3 with one run at a time per key, and a queue of 20 starts per second."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from daemon import Client
+from tests.conftest import wait_for
+from tests.daemon_process import daemons
+from tests.limit_tasks import CREATE_SPANS
+
+pytestmark = pytest.mark.timeout(90)
+
+MODULES = {"TASKD_TASKS__MODULES": '["tests.limit_tasks"]'}
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one instant (an end at t closes before a start at t opens)."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    open_now = peak = 0
+    for _, step in edges:
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
+async def completed(db: asyncpg.Connection, task_id: str, expected: int) -> bool:
+    done = await db.fetchval(
+        "SELECT count(*) FROM taskd.runs WHERE task_id = $1 AND status = 'completed'", task_id
+    )
+    return bool(done == expected)
+
+
+async def test_queue_and_key_limits_hold_across_two_daemons(
+    database: str, client: Client
+) -> None:
+    db = await asyncpg.connect(database)
+    try:
+        await db.execute(CREATE_SPANS)
+        async with daemons() as group:
+            first = await group.start(database, concurrency=10, **MODULES)
+            second = await group.start(database, concurrency=10, **MODULES)
+            await first.ready()
+            await second.ready()
+            # 300 runs over 10 keys, enqueued in key-sized bursts so that one key's runs are
+            # always ready together (the per-key limit has something to hold back)
+            for key in range(10):
+                await client.batch_trigger(
+                    "limits.keyed", [{"key": f"user-{key}"}] * 30, concurrency_key=f"user-{key}"
+                )
+            await wait_for(lambda: completed(db, "limits.keyed", 300), timeout=60)
+        rows = await db.fetch("SELECT key, worker_pid, started, ended FROM limit_spans")
+    finally:
+        await db.close()
+    assert len(rows) == 300
+    assert max_overlap([(r["started"], r["ended"]) for r in rows]) <= 3
+    for key in {r["key"] for r in rows}:
+        spans = [(r["started"], r["ended"]) for r in rows if r["key"] == key]
+        assert max_overlap(spans) == 1, key
+    # both daemons took part: the limits were shared, not each daemon's own
+    assert {r["worker_pid"] for r in rows} == {first.pid, second.pid}
+
+
+async def test_a_rate_limit_of_20_per_second_holds_over_10_seconds_across_two_daemons(
+    database: str, client: Client
+) -> None:
+    db = await asyncpg.connect(database)
+    try:
+        await db.execute(CREATE_SPANS)
+        async with daemons() as group:
+            first = await group.start(database, concurrency=10, **MODULES)
+            second = await group.start(database, concurrency=10, **MODULES)
+            await first.ready()
+            await second.ready()
+            await client.batch_trigger("limits.rated", [{}] * 200)
+            await wait_for(lambda: completed(db, "limits.rated", 200), timeout=30)
+        # the starts as the claims recorded them (the attempts' start times)
+        starts = [
+            row[0]
+            for row in await db.fetch(
+                "SELECT extract(epoch FROM a.started_at)::float8 FROM taskd.attempts a"
+                " JOIN taskd.runs r ON r.id = a.run_id WHERE r.task_id = 'limits.rated'"
+                " ORDER BY 1"
+            )
+        ]
+        pids = {row[0] for row in await db.fetch("SELECT DISTINCT worker_pid FROM limit_spans")}
+    finally:
+        await db.close()
+    assert len(starts) == 200
+    # every window of one second, wherever it begins, holds at most 20 starts
+    for i, start in enumerate(starts):
+        in_window = sum(1 for later in starts[i:] if later < start + 1.0)
+        assert in_window <= 20, f"{in_window} starts in the second after start {i}"
+    # 200 starts at 20 per second: the first 20 at once, the last ones 9 seconds later at least
+    span = starts[-1] - starts[0]
+    assert span >= 9.0, span
+    # ...and not much more: the limit is a ceiling the daemons keep close to
+    assert span < 12.0, span
+    assert pids == {first.pid, second.pid}
