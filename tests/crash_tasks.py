@@ -91,3 +91,52 @@ async def _step_effect(ctx: Context, step: int) -> int:
 @task(id="crash.steps", retry=NO_BACKOFF)
 async def five_steps(payload: Any, ctx: Context) -> list[int]:
     return [await ctx.step(f"step-{n}", _step_effect, ctx, n) for n in range(1, 6)]
+
+
+# crash.parent / crash.child (tests/test_child_runs_crash.py): the parent records a step
+# ("before", one child_effects row with its pid), then waits on crash.child runs, a batch
+# (payload "batch") or one (payload "single", with an optional "queue" for the child); a child
+# leaves a "started" row, waits for a row in child_gate when its payload says "gated", then a
+# "finished" row, and returns n squared.
+CREATE_CHILD_TABLES = """
+CREATE TABLE IF NOT EXISTS child_effects (run_id uuid, attempt int, kind text, n int, pid int);
+CREATE TABLE IF NOT EXISTS child_gate (open boolean);
+"""
+
+
+async def _child_effect(ctx: Context, kind: str, n: int | None = None) -> int:
+    await current_client().pool.execute(
+        "INSERT INTO child_effects (run_id, attempt, kind, n, pid) VALUES ($1, $2, $3, $4, $5)",
+        ctx.run_id,
+        ctx.attempt,
+        kind,
+        n,
+        os.getpid(),
+    )
+    return os.getpid()
+
+
+@task(id="crash.child", retry=NO_BACKOFF)
+async def gated_child(payload: dict[str, Any], ctx: Context) -> int:
+    n = int(payload["n"])
+    await _child_effect(ctx, "started", n)
+    pool = current_client().pool
+    # like step_gate: a row another process writes, polled
+    while payload.get("gated"):
+        if await pool.fetchval("SELECT count(*) FROM child_gate"):
+            break
+        await anyio.sleep(0.02)
+    await _child_effect(ctx, "finished", n)
+    return n * n
+
+
+@task(id="crash.parent", retry=NO_BACKOFF)
+async def waiting_parent(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    before = await ctx.step("before", _child_effect, ctx, "parent-before")
+    if "single" in payload:
+        child = await gated_child.trigger_and_wait(payload["single"], queue=payload.get("queue"))
+        return {"before": before, "child": child}
+    return {
+        "before": before,
+        "children": await gated_child.batch_trigger_and_wait(payload["batch"]),
+    }
