@@ -21,7 +21,7 @@ import orjson
 from daemon.config import Settings, load_settings
 from daemon.errors import ConfigError, TaskdError, UnknownTask
 from daemon.logs import configure_logging
-from daemon.models import Event, Health, Run, RunStatus, Schedule
+from daemon.models import Event, Health, QueueDepth, Run, RunStatus, Schedule
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -110,6 +110,7 @@ def cmd_trigger(args: argparse.Namespace) -> None:
             ttl=args.ttl,
             idempotency_key=args.idempotency_key,
             idempotency_ttl=args.idempotency_ttl,
+            concurrency_key=args.concurrency_key,
         )
 
     print(_with_client(args, trigger))
@@ -147,6 +148,81 @@ def cmd_events_list(args: argparse.Namespace) -> None:
         ("ID", "NAME", "RUNS", "CREATED"),
         [(str(e.id), e.name, str(e.runs), _when(e.created_at)) for e in events],
     )
+
+
+def cmd_queues_list(args: argparse.Namespace) -> None:
+    queues: list[QueueDepth] = _with_client(args, lambda client: client.list_queues())
+    if args.json:
+        print(orjson.dumps([q.model_dump(mode="json") for q in queues]).decode())
+        return
+    _table(
+        ("QUEUE", "STATE", "DUE", "DELAYED", "EXECUTING", "CONCURRENCY", "PER KEY", "RATE"),
+        [
+            (
+                q.queue,
+                "paused" if q.paused else "active",
+                str(q.due),
+                str(q.delayed),
+                str(q.executing),
+                _limit(q.concurrency) + ("*" if q.overridden else ""),
+                _limit(q.concurrency_limit_per_key),
+                f"{q.rate_limit}/{q.rate_period:g}s" if q.rate_limit and q.rate_period else "-",
+            )
+            for q in queues
+        ],
+    )
+    if any(q.overridden for q in queues):
+        print(
+            "* limits set by an operator (taskd queues set); taskd queues reset restores the code's"
+        )
+
+
+def _limit(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def cmd_queues_pause(args: argparse.Namespace) -> None:
+    _with_client(args, lambda client: client.pause_queue(args.name))
+    print(f"paused {args.name}: no run of it starts until resumed; runs executing finish")
+
+
+def cmd_queues_resume(args: argparse.Namespace) -> None:
+    _with_client(args, lambda client: client.resume_queue(args.name))
+    print(f"resumed {args.name}")
+
+
+def cmd_queues_set(args: argparse.Namespace) -> None:
+    changes: dict[str, Any] = {}
+    for option, keyword in (
+        ("concurrency", "concurrency"),
+        ("per_key", "concurrency_limit_per_key"),
+    ):
+        value = getattr(args, option)
+        if value is not None:
+            changes[keyword] = _optional_int(value, option.replace("_", "-"))
+    if args.rate is not None:
+        changes["rate_limit"] = None if args.rate == "none" else args.rate
+    if not changes:
+        raise CliError("give --concurrency, --per-key or --rate", EXIT_USAGE)
+    _with_client(args, lambda client: client.set_queue_limits(args.name, **changes))
+    print(f"limits of {args.name} set; daemons apply them from their next claim")
+
+
+def _optional_int(value: str, option: str) -> int | None:
+    if value == "none":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise CliError(f"--{option} must be a whole number >= 1, or none", EXIT_USAGE)
+    return number
+
+
+def cmd_queues_reset(args: argparse.Namespace) -> None:
+    _with_client(args, lambda client: client.reset_queue(args.name))
+    print(f"limits of {args.name} are the code's again")
 
 
 def cmd_schedules_list(args: argparse.Namespace) -> None:
@@ -484,6 +560,10 @@ def _parser() -> argparse.ArgumentParser:
         "nothing and prints the first run's id",
     )
     trigger.add_argument("--idempotency-ttl", default="24h", help="how long the key holds (24h)")
+    trigger.add_argument(
+        "--concurrency-key",
+        help="runs with one key share their queue's per-key limit (e.g. one at a time per user)",
+    )
     trigger.set_defaults(handler=cmd_trigger)
 
     runs = commands.add_parser("runs", help="list and inspect runs").add_subparsers(
@@ -526,6 +606,31 @@ def _parser() -> argparse.ArgumentParser:
         toggle = scheduling.add_parser(name, parents=[common], help=f"{name} a schedule")
         toggle.add_argument("id")
         toggle.set_defaults(handler=lambda a, active=active: cmd_schedules_pause(a, active=active))
+
+    queueing = commands.add_parser("queues", help="queues: limits and pause").add_subparsers(
+        dest="queues_command", required=True, metavar="COMMAND"
+    )
+    queue_listing = queueing.add_parser(
+        "list", parents=[common], help="every queue: depths, runs executing, limits"
+    )
+    queue_listing.add_argument("--json", action="store_true")
+    queue_listing.set_defaults(handler=cmd_queues_list)
+    for verb, handler, text in (
+        ("pause", cmd_queues_pause, "stop starting runs of a queue (on every daemon)"),
+        ("resume", cmd_queues_resume, "start runs of a paused queue again"),
+        ("reset", cmd_queues_reset, "back to the limits the code declares"),
+    ):
+        command = queueing.add_parser(verb, parents=[common], help=text)
+        command.add_argument("name")
+        command.set_defaults(handler=handler)
+    setting = queueing.add_parser(
+        "set", parents=[common], help="change a queue's limits at run time (every daemon)"
+    )
+    setting.add_argument("name")
+    setting.add_argument("--concurrency", help="runs executing at once, or none")
+    setting.add_argument("--per-key", help="runs of one concurrency key at once, or none")
+    setting.add_argument("--rate", help="starts per period, e.g. 50/1m, 20/1s, or none")
+    setting.set_defaults(handler=cmd_queues_set)
 
     tokens = commands.add_parser("tokens", help="wait tokens").add_subparsers(
         dest="tokens_command", required=True, metavar="COMMAND"

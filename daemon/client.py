@@ -50,6 +50,7 @@ from daemon.store.store import Store
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 MAX_DELAY_SECONDS = 100 * 365.25 * 86_400
 MAX_CONCURRENCY_KEY = 200
+MAX_QUEUE_NAME = 200
 
 
 class Unset(enum.Enum):
@@ -608,6 +609,8 @@ def check_concurrency_key(key: str | None) -> None:
 def _queue_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError("a queue needs a name")
+    if len(name) > MAX_QUEUE_NAME or "\x00" in name:
+        raise ValueError(f"a queue name has at most {MAX_QUEUE_NAME} characters, without NUL")
     return name
 
 

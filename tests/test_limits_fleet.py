@@ -51,10 +51,15 @@ async def test_queue_and_key_limits_hold_across_two_daemons(
                     "limits.keyed", [{"key": f"user-{key}"}] * 30, concurrency_key=f"user-{key}"
                 )
             await wait_for(lambda: completed(db, "limits.keyed", 300), timeout=60)
-        rows = await db.fetch("SELECT key, worker_pid, started, ended FROM limit_spans")
+        rows = await db.fetch("SELECT run_id, key, worker_pid, started, ended FROM limit_spans")
+        twice = await db.fetch(
+            "SELECT a.run_id, a.attempt, a.outcome, a.error, a.started_at, a.finished_at"
+            " FROM taskd.attempts a WHERE a.run_id IN"
+            " (SELECT run_id FROM limit_spans GROUP BY 1 HAVING count(*) > 1)"
+        )
     finally:
         await db.close()
-    assert len(rows) == 300
+    assert len(rows) == 300, (twice, first.output(), second.output())
     assert max_overlap([(r["started"], r["ended"]) for r in rows]) <= 3
     for key in {r["key"] for r in rows}:
         spans = [(r["started"], r["ended"]) for r in rows if r["key"] == key]

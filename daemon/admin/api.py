@@ -20,6 +20,7 @@ from daemon.admin.schemas import (
     Liveness,
     NoQuery,
     QueueList,
+    QueuePauseResult,
     Readiness,
     ReplayResult,
     RunDetail,
@@ -189,6 +190,7 @@ async def trigger_task(
             ttl=body.ttl,
             idempotency_key=body.idempotency_key,
             idempotency_ttl=body.idempotency_ttl,
+            concurrency_key=body.concurrency_key,
         )
     except ValueError as exc:  # a malformed delay or ttl, a naive run_at
         raise RequestInvalid(422, str(exc)) from None
@@ -223,6 +225,28 @@ async def list_tasks(state: AdminState, request: web.Request, query: Any, body: 
 
 async def list_queues(state: AdminState, request: web.Request, query: Any, body: Any) -> QueueList:
     return QueueList(queues=[QueueDepth(**q) for q in await state.store.queue_depths()])
+
+
+async def pause_queue(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> QueuePauseResult:
+    name = request.match_info["name"]
+    try:
+        await state.client.pause_queue(name)
+    except ValueError as exc:  # an empty or oversized name
+        raise RequestInvalid(422, str(exc)) from None
+    return QueuePauseResult(queue=name, paused=True)
+
+
+async def resume_queue(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> QueuePauseResult:
+    name = request.match_info["name"]
+    try:
+        await state.client.resume_queue(name)
+    except ValueError as exc:  # an empty or oversized name
+        raise RequestInvalid(422, str(exc)) from None
+    return QueuePauseResult(queue=name, paused=False)
 
 
 async def list_schedules(
@@ -325,7 +349,29 @@ ROUTES: list[Route] = [
     Route(
         "GET", "/api/tasks", list_tasks, "Registered tasks and their settings", response=TaskList
     ),
-    Route("GET", "/api/queues", list_queues, "Queue depths over all daemons", response=QueueList),
+    Route(
+        "GET",
+        "/api/queues",
+        list_queues,
+        "Queues over all daemons: depths, runs executing, limits, pause",
+        response=QueueList,
+    ),
+    Route(
+        "POST",
+        "/api/queues/{name}/pause",
+        pause_queue,
+        "Stop starting runs of a queue, on every daemon (runs executing finish)",
+        response=QueuePauseResult,
+        errors={422: "The queue name is empty or over 200 characters"},
+    ),
+    Route(
+        "POST",
+        "/api/queues/{name}/resume",
+        resume_queue,
+        "Start runs of a paused queue again",
+        response=QueuePauseResult,
+        errors={422: "The queue name is empty or over 200 characters"},
+    ),
     Route("GET", "/api/schedules", list_schedules, "Cron schedules", response=ScheduleList),
     Route("GET", "/api/workers", list_workers, "Live workers", response=WorkerList),
     Route(

@@ -159,6 +159,8 @@ class TriggerRequest(_Strict):
     answers the first run's id."""
     idempotency_ttl: float | str = 86_400.0
     """How long the key holds (seconds or a duration; 24 h)."""
+    concurrency_key: Text | None = Field(None, min_length=1, max_length=200)
+    """Runs with one key share their queue's per-key limit; keys take turns."""
 
     @field_validator("payload")
     @classmethod
@@ -232,6 +234,11 @@ class TaskList(_Model):
 
 class QueueList(_Model):
     queues: list[QueueDepth]
+
+
+class QueuePauseResult(_Model):
+    queue: str
+    paused: bool
 
 
 class ScheduleList(_Model):

@@ -47,6 +47,7 @@ class RunServices(StepStore, Protocol):
         payloads: list[Any],
         tags: list[str],
         max_attempts: int | None,
+        concurrency_key: str | None = None,
     ) -> list[uuid.UUID]: ...
 
     async def children_results(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]: ...
@@ -250,6 +251,7 @@ class Context:
         payloads: list[Any],
         tags: list[str],
         max_attempts: int | None,
+        concurrency_key: str | None = None,
     ) -> list[Any]:
         """The engine of ``trigger_and_wait`` / ``batch_trigger_and_wait``: each child's
         output, or a RunFailed for a child that did not complete."""
@@ -268,7 +270,7 @@ class Context:
             created_at = recorded.started_at
         else:
             ids = await self._services.children_create(
-                self, name, task_id, queue, payloads, tags, max_attempts
+                self, name, task_id, queue, payloads, tags, max_attempts, concurrency_key
             )
         results = await self._services.children_results(ids)
         if any(not RunStatus(results[i]["status"]).terminal for i in ids if i in results):

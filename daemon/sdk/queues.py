@@ -16,8 +16,8 @@ class Rate:
     ``Rate(50, per="1m")``."""
 
     limit: int
-    per: Duration = 1.0
-    seconds: float = field(init=False, repr=False, compare=False)
+    per: Duration = field(default=1.0, compare=False)
+    seconds: float = field(init=False, repr=False)  # what compares: "1m" == 60
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:

@@ -111,6 +111,7 @@ class TaskDefinition(Generic[P, R]):
         ttl: Duration | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: Duration = "24h",
+        concurrency_key: str | None = None,
         connection: Any = None,
     ) -> uuid.UUID:
         """Create a run of this task; returns its id. See ``Client.trigger``."""
@@ -125,6 +126,7 @@ class TaskDefinition(Generic[P, R]):
             ttl=ttl,
             idempotency_key=idempotency_key,
             idempotency_ttl=idempotency_ttl,
+            concurrency_key=concurrency_key,
             connection=connection,
         )
 
@@ -139,6 +141,7 @@ class TaskDefinition(Generic[P, R]):
         max_attempts: int | None = None,
         tags: Sequence[str] = (),
         ttl: Duration | None = None,
+        concurrency_key: str | None = None,
         connection: Any = None,
     ) -> list[uuid.UUID]:
         """Create one run per payload in one statement; returns their ids in order."""
@@ -151,6 +154,7 @@ class TaskDefinition(Generic[P, R]):
             max_attempts=max_attempts,
             tags=tags,
             ttl=ttl,
+            concurrency_key=concurrency_key,
             connection=connection,
         )
 
@@ -161,6 +165,7 @@ class TaskDefinition(Generic[P, R]):
         tags: Sequence[str] = (),
         max_attempts: int | None = None,
         queue: str | None = None,
+        concurrency_key: str | None = None,
     ) -> R:
         """From inside a task: run this task as a child and return its output.
 
@@ -169,7 +174,11 @@ class TaskDefinition(Generic[P, R]):
         replayed. A child that fails, is canceled or expires raises RunFailed with its error.
         """
         [result] = await self.batch_trigger_and_wait(
-            [payload], tags=tags, max_attempts=max_attempts, queue=queue
+            [payload],
+            tags=tags,
+            max_attempts=max_attempts,
+            queue=queue,
+            concurrency_key=concurrency_key,
         )
         if isinstance(result, RunFailed):
             raise result
@@ -182,6 +191,7 @@ class TaskDefinition(Generic[P, R]):
         tags: Sequence[str] = (),
         max_attempts: int | None = None,
         queue: str | None = None,
+        concurrency_key: str | None = None,
     ) -> list[R | RunFailed]:
         """From inside a task: one child per payload; once every child has ended, their
         outputs in order, with a RunFailed (not raised) for each child that did not complete.
@@ -191,7 +201,7 @@ class TaskDefinition(Generic[P, R]):
 
         values = [orjson.loads(encode_payload(p, 2**62)) for p in payloads]
         return await current_context().run_children(
-            self.id, queue or self.queue.name, values, list(tags), max_attempts
+            self.id, queue or self.queue.name, values, list(tags), max_attempts, concurrency_key
         )
 
 

@@ -143,8 +143,10 @@ WITH outcome AS (
             SELECT u.queue FROM updated u JOIN taskd.queues lq ON lq.name = u.queue
              WHERE lq.concurrency IS NOT NULL OR lq.concurrency_per_key IS NOT NULL) AS q
 )
+-- The notified CTE runs only if the statement reads it: a CROSS JOIN with its count does (a
+-- LEFT JOIN whose columns nobody reads is removed by the planner, the NOTIFYs with it).
 SELECT u.id, u.status, u.parent_id
-  FROM updated u LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
+  FROM updated u CROSS JOIN (SELECT count(*) FROM notified) AS n;
 
 -- name: run_rescue
 -- Hand back executing runs whose lease expired or whose worker is gone ($1). The lost attempt
@@ -193,7 +195,7 @@ WITH lost AS (
              WHERE rescued.status = 'queued') AS q
 )
 SELECT rescued.id, rescued.status, rescued.lost_worker, rescued.task_id, rescued.attempt
-  FROM rescued LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
+  FROM rescued CROSS JOIN (SELECT count(*) FROM notified) AS n;
 
 -- name: run_expire
 -- Queued runs past their ttl end expired (a run's ttl ends once it starts).
@@ -250,7 +252,7 @@ WITH due AS (
 ), notified AS (
     SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
 )
-SELECT woken.id, woken.task_id FROM woken LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
+SELECT woken.id, woken.task_id FROM woken CROSS JOIN (SELECT count(*) FROM notified) AS n;
 
 -- name: run_wake_completed_tokens
 -- Runs whose token was completed while they were still executing, and that wait now.
@@ -266,7 +268,7 @@ WITH due AS (
 ), notified AS (
     SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
 )
-SELECT woken.id, woken.task_id FROM woken LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
+SELECT woken.id, woken.task_id FROM woken CROSS JOIN (SELECT count(*) FROM notified) AS n;
 
 -- name: token_create
 INSERT INTO taskd.wait_tokens (id, run_id, expires_at)
@@ -543,7 +545,7 @@ WITH woken AS (
 ), notified AS (
     SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
 )
-SELECT woken.id, woken.task_id FROM woken LEFT JOIN (SELECT count(*) FROM notified) AS n ON true;
+SELECT woken.id, woken.task_id FROM woken CROSS JOIN (SELECT count(*) FROM notified) AS n;
 
 -- name: run_log_insert_many
 -- One batch of ctx.log lines, then one NOTIFY for every tail (`taskd logs -f`) to read them.

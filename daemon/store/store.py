@@ -388,7 +388,7 @@ class Store:
             [q.concurrency_per_key for q in queues],
             [q.rate_limit for q in queues],
             [q.rate_period for q in queues],
-            [orjson.dumps(q.declared()).decode() for q in queues],
+            [q.declared() for q in queues],
         )
 
     async def queue_pause(self, name: str, paused: bool) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from daemon.changes import ChangeHub, ChangeKind, RunChange
-from daemon.client import encode_payload
+from daemon.client import check_concurrency_key, encode_payload
 from daemon.errors import MetadataTooLarge
 from daemon.ids import new_run_id
 from daemon.logs import log_event
@@ -82,7 +82,9 @@ class WorkerRunServices:
         payloads: list[Any],
         tags: list[str],
         max_attempts: int | None,
+        concurrency_key: str | None = None,
     ) -> list[uuid.UUID]:
+        check_concurrency_key(concurrency_key)
         encoded = [encode_payload(p, self._max_payload_bytes) for p in payloads]
         ids = [new_run_id() for _ in encoded]
         created = await self._store.children_create(
@@ -96,6 +98,7 @@ class WorkerRunServices:
             encoded,
             tags,
             max_attempts,
+            concurrency_key,
         )
         if not created:
             raise RuntimeError("child runs not created: the run is no longer this worker's")

@@ -7,7 +7,7 @@
 -- without a row has no limits. Limits set by an operator (overridden) stay until reset,
 -- whatever the code declares when daemons restart.
 CREATE TABLE taskd.queues (
-    name                text PRIMARY KEY CHECK (name <> ''),
+    name                text PRIMARY KEY CHECK (name <> '' AND length(name) <= 200),
     concurrency         int CHECK (concurrency >= 1),
     concurrency_per_key int CHECK (concurrency_per_key >= 1),
     rate_limit          int CHECK (rate_limit >= 1),
