@@ -1,0 +1,113 @@
+"""Every statement that makes a run claimable now tells the daemons (NOTIFY taskd_wakeup with
+the run's queue), so that no daemon waits for its poll: a retry due at once, a rescued run, a
+waiting run whose time came, a parent whose children ended, a slot freed in a limited queue.
+
+(A regression test: the NOTIFYs of five of these statements were written in a CTE that the
+planner dropped, and the polls hid it.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import asyncpg
+import pytest
+
+from daemon.models import AttemptOutcome, Outcome, RunStatus
+from daemon.store.database import create_pool
+from daemon.store.store import Store
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Store]:
+    pool = await create_pool(database, size=2)
+    try:
+        yield Store(pool)
+    finally:
+        await pool.close()
+
+
+class Notices:
+    def __init__(self) -> None:
+        self.queues: list[str] = []
+        self.arrived = anyio.Event()
+
+    def __call__(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        self.queues.append(payload)
+        self.arrived.set()
+
+    async def expect(self, queue: str) -> None:
+        with anyio.fail_after(5):
+            while queue not in self.queues:
+                self.arrived = anyio.Event()
+                await self.arrived.wait()
+        self.queues.clear()
+
+
+@pytest.fixture
+async def notices(database: str) -> AsyncIterator[Notices]:
+    connection = await asyncpg.connect(database)
+    found = Notices()
+    await connection.add_listener("taskd_wakeup", found)
+    try:
+        yield found
+    finally:
+        await connection.close()
+
+
+async def executing_run(db: asyncpg.Connection, queue: str, worker: uuid.UUID) -> uuid.UUID:
+    run_id: uuid.UUID = await db.fetchval(
+        "INSERT INTO taskd.runs (task_id, queue, status, attempt, worker_id, lease_expires_at,"
+        " attempt_started_at, started_at) VALUES ('t', $1, 'executing', 1, $2,"
+        " now() + interval '1 minute', now(), now()) RETURNING id",
+        queue,
+        worker,
+    )
+    return run_id
+
+
+async def test_each_statement_that_frees_a_run_wakes_the_daemons(
+    db: asyncpg.Connection, store: Store, notices: Notices
+) -> None:
+    worker = uuid.uuid4()
+
+    # a retry due at once
+    run_id = await executing_run(db, "retries", worker)
+    retry = Outcome(run_id, 1, RunStatus.QUEUED, AttemptOutcome.FAILED, retry_delay=0.0)
+    assert await store.run_complete_many(worker, [retry]) == {run_id: "queued"}
+    await notices.expect("retries")
+
+    # a slot freed in a queue with a concurrency limit
+    await db.execute("INSERT INTO taskd.queues (name, concurrency) VALUES ('limited', 1)")
+    run_id = await executing_run(db, "limited", worker)
+    done = Outcome(run_id, 1, RunStatus.COMPLETED, AttemptOutcome.COMPLETED, output=b"1")
+    assert await store.run_complete_many(worker, [done]) == {run_id: "completed"}
+    await notices.expect("limited")
+
+    # a run whose worker is gone, rescued
+    run_id = await executing_run(db, "rescued", worker)
+    assert [row[0] for row in await store.run_rescue([worker])] == [run_id]
+    await notices.expect("rescued")
+
+    # a waiting run whose time came
+    await db.execute(
+        "INSERT INTO taskd.runs (task_id, queue, status, run_at) VALUES"
+        " ('t', 'woken', 'waiting', now() - interval '1 second')"
+    )
+    assert len(await store.run_wake_due()) == 1
+    await notices.expect("woken")
+
+    # a waiting parent whose last child ended
+    parent = await db.fetchval(
+        "INSERT INTO taskd.runs (task_id, queue, status, run_at) VALUES"
+        " ('t', 'parents', 'waiting', now() + interval '1 hour') RETURNING id"
+    )
+    child = await db.fetchval(
+        "INSERT INTO taskd.runs (task_id, status, parent_id, finished_at) VALUES"
+        " ('t', 'completed', $1, now()) RETURNING id",
+        parent,
+    )
+    assert [row[0] for row in await store.parents_wake([child])] == [parent]
+    await notices.expect("parents")
