@@ -174,32 +174,45 @@ class Client:
         queue: str | None = None,
         ttl: Duration | None = None,
         concurrency_key: str | None = None,
+        idempotency_keys: Sequence[str | None] | None = None,
+        idempotency_ttl: Duration = "24h",
         connection: asyncpg.Connection | None = None,
     ) -> list[uuid.UUID]:
-        """Create one run per payload, in one statement and one NOTIFY; ids in order."""
+        """Create one run per payload, in one statement and one NOTIFY; ids in order.
+
+        ``idempotency_keys``: one per payload (None: no key); a payload whose key an earlier
+        run holds creates nothing and gets that run's id (so does a key repeated in the
+        batch: the id of its first payload's run).
+        """
         task_id, default_queue = _task_identity(task)
         _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
+        keys = check_idempotency_keys(idempotency_keys, len(payloads))
         limit = await self._payload_limit()
         encoded = [_encode_payload(payload, limit) for payload in payloads]
         if not encoded:
             return []
         ids = [new_run_id() for _ in encoded]
-        await self._store.run_insert_many(
-            task_id,
-            ids,
-            encoded,
-            queue=queue or default_queue,
-            priority=priority,
-            run_at=run_at,
-            delay=to_seconds(delay) if delay is not None else 0.0,
-            max_attempts=max_attempts,
-            tags=tags,
-            ttl=to_seconds(ttl) if ttl is not None else None,
-            concurrency_key=concurrency_key,
-            connection=connection,
-        )
+        options: dict[str, Any] = {
+            "queue": queue or default_queue,
+            "priority": priority,
+            "run_at": run_at,
+            "delay": to_seconds(delay) if delay is not None else 0.0,
+            "max_attempts": max_attempts,
+            "tags": tags,
+            "ttl": to_seconds(ttl) if ttl is not None else None,
+            "concurrency_key": concurrency_key,
+            "connection": connection,
+        }
+        created = ids
+        if keys is None:
+            await self._store.run_insert_many(task_id, ids, encoded, **options)
+        else:
+            ids = await self._store.run_insert_many_keyed(
+                task_id, ids, encoded, keys, to_seconds(idempotency_ttl), **options
+            )
+            created = [run_id for run_id, new in zip(ids, created, strict=True) if run_id == new]
         if self._changes is not None and self._changes.active and connection is None:
-            for run_id in ids:
+            for run_id in created:
                 self._changes.publish(RunChange(ChangeKind.CREATED, run_id, task_id, "queued"))
         return ids
 
@@ -593,6 +606,23 @@ def _check_options(
         if value is not None and to_seconds(value) > MAX_DELAY_SECONDS:
             raise ValueError(f"{name} must be at most 100 years")
     check_concurrency_key(concurrency_key)
+
+
+def check_idempotency_keys(
+    keys: Sequence[str | None] | None, count: int
+) -> list[str | None] | None:
+    """One key (or None) per payload; None when no payload has one."""
+    if keys is None:
+        return None
+    if isinstance(keys, str):
+        raise TypeError("idempotency_keys must be a list (one key per payload), not a string")
+    keys = list(keys)
+    if len(keys) != count:
+        raise ValueError(f"{len(keys)} idempotency_keys for {count} payloads: give one each")
+    for key in keys:
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ValueError("each idempotency key must be a non-empty string, or None")
+    return keys if any(key is not None for key in keys) else None
 
 
 def check_concurrency_key(key: str | None) -> None:

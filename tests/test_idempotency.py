@@ -142,3 +142,64 @@ async def test_a_keyed_trigger_takes_every_option(client: Client) -> None:
     assert run.payload == {"x": 1}
     assert run.expires_at is not None and run.run_at > run.created_at
     assert orjson.dumps(run.payload) == b'{"x":1}'
+
+
+async def test_batch_trigger_takes_one_key_per_payload(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    first = await client.trigger(charge, {"n": 0}, idempotency_key="k0")
+    ids = await client.batch_trigger(
+        charge,
+        [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 1}],
+        idempotency_keys=["k0", "k1", None, "k1"],
+    )
+    # k0 was held by the earlier run; k1 repeated in the batch is its first payload's run
+    assert ids[0] == first
+    assert ids[3] == ids[1] and len({ids[0], ids[1], ids[2]}) == 3
+    assert await run_count(db) == 3
+    keyed = await db.fetchval("SELECT idempotency_key FROM taskd.runs WHERE id = $1", ids[1])
+    assert keyed == "k1"
+    with pytest.raises(ValueError, match="one each"):
+        await client.batch_trigger(charge, [{}, {}], idempotency_keys=["a"])
+
+
+async def test_concurrent_batches_sharing_keys_in_any_order_make_one_run_per_key(
+    database: str, db: asyncpg.Connection
+) -> None:
+    keys = [f"order-{n}" for n in range(20)]
+    results: list[list[uuid.UUID]] = []
+
+    async def batch(order: list[str]) -> None:
+        async with Client.connect(database) as own:
+            ids = await own.batch_trigger(charge, [{}] * len(order), idempotency_keys=order)
+            results.append([ids[order.index(key)] for key in keys])
+
+    async with anyio.create_task_group() as group:
+        for n in range(8):  # forwards and backwards: a deadlock would fail a batch
+            group.start_soon(batch, keys if n % 2 else keys[::-1])
+    assert len(results) == 8 and all(r == results[0] for r in results)
+    assert await run_count(db) == 20
+
+
+@task(id="idem.child")
+async def child(payload: dict, ctx: Context) -> str:
+    return f"letter {payload['activity']}"
+
+
+@task(id="idem.parent")
+async def parent(payload: dict, ctx: Context) -> str:
+    return await child.trigger_and_wait(
+        {"activity": payload["activity"]}, idempotency_key=f"letter-{payload['activity']}"
+    )
+
+
+async def test_child_runs_with_one_idempotency_key_are_one_run(
+    client: Client, db: asyncpg.Connection, start_daemon
+) -> None:
+    async with start_daemon([parent, child], concurrency=10):
+        parents = await client.batch_trigger(parent, [{"activity": "a1"}] * 3)
+        for parent_id in parents:
+            run = await wait_for_run(client, parent_id, timeout=20)
+            assert run.output == "letter a1", run
+    # three parents asked for the letter of a1: one child run wrote it
+    assert await run_count(db, "idem.child") == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -48,6 +48,8 @@ class RunServices(StepStore, Protocol):
         tags: list[str],
         max_attempts: int | None,
         concurrency_key: str | None = None,
+        idempotency_keys: Sequence[str | None] | None = None,
+        idempotency_ttl: float = 0.0,
     ) -> list[uuid.UUID]: ...
 
     async def children_results(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]: ...
@@ -252,6 +254,8 @@ class Context:
         tags: list[str],
         max_attempts: int | None,
         concurrency_key: str | None = None,
+        idempotency_keys: Sequence[str | None] | None = None,
+        idempotency_ttl: float = 0.0,
     ) -> list[Any]:
         """The engine of ``trigger_and_wait`` / ``batch_trigger_and_wait``: each child's
         output, or a RunFailed for a child that did not complete."""
@@ -270,7 +274,16 @@ class Context:
             created_at = recorded.started_at
         else:
             ids = await self._services.children_create(
-                self, name, task_id, queue, payloads, tags, max_attempts, concurrency_key
+                self,
+                name,
+                task_id,
+                queue,
+                payloads,
+                tags,
+                max_attempts,
+                concurrency_key,
+                idempotency_keys,
+                idempotency_ttl,
             )
         results = await self._services.children_results(ids)
         if any(not RunStatus(results[i]["status"]).terminal for i in ids if i in results):

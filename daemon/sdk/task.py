@@ -142,6 +142,8 @@ class TaskDefinition(Generic[P, R]):
         tags: Sequence[str] = (),
         ttl: Duration | None = None,
         concurrency_key: str | None = None,
+        idempotency_keys: Sequence[str | None] | None = None,
+        idempotency_ttl: Duration = "24h",
         connection: Any = None,
     ) -> list[uuid.UUID]:
         """Create one run per payload in one statement; returns their ids in order."""
@@ -155,6 +157,8 @@ class TaskDefinition(Generic[P, R]):
             tags=tags,
             ttl=ttl,
             concurrency_key=concurrency_key,
+            idempotency_keys=idempotency_keys,
+            idempotency_ttl=idempotency_ttl,
             connection=connection,
         )
 
@@ -166,6 +170,8 @@ class TaskDefinition(Generic[P, R]):
         max_attempts: int | None = None,
         queue: str | None = None,
         concurrency_key: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: Duration = "24h",
     ) -> R:
         """From inside a task: run this task as a child and return its output.
 
@@ -179,6 +185,8 @@ class TaskDefinition(Generic[P, R]):
             max_attempts=max_attempts,
             queue=queue,
             concurrency_key=concurrency_key,
+            idempotency_keys=[idempotency_key] if idempotency_key is not None else None,
+            idempotency_ttl=idempotency_ttl,
         )
         if isinstance(result, RunFailed):
             raise result
@@ -192,16 +200,31 @@ class TaskDefinition(Generic[P, R]):
         max_attempts: int | None = None,
         queue: str | None = None,
         concurrency_key: str | None = None,
+        idempotency_keys: Sequence[str | None] | None = None,
+        idempotency_ttl: Duration = "24h",
     ) -> list[R | RunFailed]:
         """From inside a task: one child per payload; once every child has ended, their
         outputs in order, with a RunFailed (not raised) for each child that did not complete.
+
+        ``idempotency_keys`` (one per payload, None for none): a child whose key another run
+        of this task holds is not created; that run is waited for instead.
         """
-        from daemon.client import encode_payload  # payloads as JSON values
+        from daemon.client import (
+            check_idempotency_keys,
+            encode_payload,  # payloads as JSON values
+        )
         from daemon.sdk.wait import current_context
 
         values = [orjson.loads(encode_payload(p, 2**62)) for p in payloads]
         return await current_context().run_children(
-            self.id, queue or self.queue.name, values, list(tags), max_attempts, concurrency_key
+            self.id,
+            queue or self.queue.name,
+            values,
+            list(tags),
+            max_attempts,
+            concurrency_key,
+            check_idempotency_keys(idempotency_keys, len(values)),
+            to_seconds(idempotency_ttl),
         )
 
 

@@ -77,15 +77,34 @@ WITH task AS (
     SELECT queue FROM taskd.tasks WHERE id = $1
 ), inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags,
-                            expires_at, concurrency_key)
+                            expires_at, concurrency_key, idempotency_key)
     SELECT u.id, $1, coalesce($2, (SELECT queue FROM task), 'default'), u.payload::jsonb, $3,
            coalesce($4, now() + make_interval(secs => $5)), $6, $7,
-           now() + make_interval(secs => $10), $11
-      FROM unnest($8::uuid[], $9::text[]) AS u (id, payload)
+           now() + make_interval(secs => $10), $11, u.key
+      FROM unnest($8::uuid[], $9::text[], $12::text[]) AS u (id, payload, key)
     RETURNING queue, run_at
 )
 SELECT pg_notify('taskd_wakeup', queue)
   FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS due;
+
+-- name: idempotency_claim_many
+-- The keys of a keyed batch (distinct, sorted: two batches sharing keys take them in one
+-- order, so they wait for each other instead of deadlocking), each for the run id given
+-- with it. Returns the keys this transaction now holds; the others are held by earlier runs.
+INSERT INTO taskd.idempotency_keys AS k (task_id, idempotency_key, run_id, expires_at)
+SELECT $1, u.key, u.id, now() + make_interval(secs => $4)
+  FROM unnest($2::text[], $3::uuid[]) AS u (key, id)
+ ORDER BY u.key
+ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
+   SET run_id = excluded.run_id, expires_at = excluded.expires_at, created_at = now()
+ WHERE k.expires_at <= now()
+RETURNING k.idempotency_key;
+
+-- name: idempotency_lookup
+-- (a statement of its own, after idempotency_claim_many: its snapshot sees the runs that
+-- held a key it waited for)
+SELECT idempotency_key, run_id FROM taskd.idempotency_keys
+ WHERE task_id = $1 AND idempotency_key = ANY($2::text[]);
 
 -- name: run_trigger
 -- One run through taskd.trigger (the idempotency-key path): its id, or the id of the run that
@@ -501,24 +520,26 @@ RETURNING true;
 -- name: children_create
 -- trigger_and_wait: the children and the step that records their ids, in one statement, under
 -- the parent's compare-and-set ($1 parent, $2 worker, $3 attempt, $4 step name): a parent
--- that executes again finds the step and creates nothing. Returns the step row it wrote.
+-- that executes again finds the step and creates nothing. $7, $8, $13: the runs to create
+-- (id, payload, idempotency key); $12: every id the step records, including runs that
+-- already held their idempotency key. Returns whether the step was written.
 WITH owner AS (
     SELECT 1 FROM taskd.runs r
      WHERE r.id = $1 AND r.status = 'executing' AND r.worker_id = $2 AND r.attempt = $3
 ), step AS (
     INSERT INTO taskd.steps (run_id, name, status, result, attempts, run_attempt, started_at,
                              finished_at)
-    SELECT $1, $4, 'completed', to_jsonb($7::uuid[]), 1, $3, now(), now() FROM owner
+    SELECT $1, $4, 'completed', to_jsonb($12::uuid[]), 1, $3, now(), now() FROM owner
     ON CONFLICT (run_id, name) DO NOTHING
     RETURNING 1
 ), task AS (
     SELECT queue FROM taskd.tasks WHERE id = $5
 ), inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, parent_id, tags, max_attempts,
-                            concurrency_key)
+                            concurrency_key, idempotency_key)
     SELECT u.id, $5, coalesce($6, (SELECT queue FROM task), 'default'), u.payload::jsonb, $1,
-           $9, $10, $11
-      FROM unnest($7::uuid[], $8::text[]) AS u (id, payload)
+           $9, $10, $11, u.key
+      FROM unnest($7::uuid[], $8::text[], $13::text[]) AS u (id, payload, key)
      WHERE EXISTS (SELECT 1 FROM step)
     RETURNING queue
 ), notified AS (

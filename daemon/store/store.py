@@ -7,7 +7,8 @@ optional ``connection`` so a producer can enqueue inside its own transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,10 @@ from daemon.models import (
 from daemon.store.queries import QUERIES
 
 
+class _NotRecorded(Exception):
+    """Rolls back a transaction whose compare-and-set found the run no longer ours."""
+
+
 class Store:
     def __init__(self, pool: asyncpg.Pool, *, claim_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
@@ -39,6 +44,19 @@ class Store:
 
     def _on(self, connection: asyncpg.Connection | None) -> asyncpg.Pool | asyncpg.Connection:
         return connection if connection is not None else self.pool
+
+    @asynccontextmanager
+    async def _transaction(
+        self, connection: asyncpg.Connection | None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction on the caller's connection (a savepoint inside theirs), else on a
+        pooled one."""
+        if connection is not None:
+            async with connection.transaction():
+                yield connection
+            return
+        async with self.pool.acquire() as pooled, pooled.transaction():
+            yield pooled
 
     # settings -----------------------------------------------------------------------------
 
@@ -136,9 +154,11 @@ class Store:
         tags: Sequence[str] = (),
         ttl: float | None = None,
         concurrency_key: str | None = None,
+        keys: Sequence[str | None] | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> None:
-        """Insert runs of one task; ``payloads`` are JSON already encoded (size-checked)."""
+        """Insert runs of one task; ``payloads`` are JSON already encoded (size-checked);
+        ``keys``: their idempotency keys, already held (see run_insert_many_keyed)."""
         await self._on(connection).execute(
             QUERIES["run_insert_many"],
             task_id,
@@ -152,7 +172,75 @@ class Store:
             [payload.decode() for payload in payloads],
             ttl,
             concurrency_key or "",
+            list(keys) if keys is not None else [None] * len(ids),
         )
+
+    async def run_insert_many_keyed(
+        self,
+        task_id: str,
+        ids: Sequence[uuid.UUID],
+        payloads: Sequence[bytes],
+        keys: Sequence[str | None],
+        key_ttl: float,
+        *,
+        connection: asyncpg.Connection | None = None,
+        **options: Any,
+    ) -> list[uuid.UUID]:
+        """Insert the runs whose idempotency key is free (or that have none), in one
+        transaction; the ids in order, a key already held giving its run's id."""
+        async with self._transaction(connection) as tx:
+            final, new = await self._hold_keys(tx, task_id, ids, keys, key_ttl)
+            if new:
+                await self.run_insert_many(
+                    task_id,
+                    [ids[i] for i in new],
+                    [payloads[i] for i in new],
+                    keys=[keys[i] for i in new],
+                    connection=tx,
+                    **options,
+                )
+        return final
+
+    async def _hold_keys(
+        self,
+        connection: asyncpg.Connection,
+        task_id: str,
+        ids: Sequence[uuid.UUID],
+        keys: Sequence[str | None],
+        key_ttl: float,
+    ) -> tuple[list[uuid.UUID], list[int]]:
+        """Take the free keys for their runs; (every run's id, with a held key's run id in
+        its place; the indexes of the runs to create). A key repeated in the batch gives the
+        id of its first run."""
+        first: dict[str, int] = {}
+        for index, key in enumerate(keys):
+            if key is not None:
+                first.setdefault(key, index)
+        held: dict[str, uuid.UUID] = {}
+        if first:
+            names = sorted(first)
+            owned = {
+                row[0]
+                for row in await connection.fetch(
+                    QUERIES["idempotency_claim_many"],
+                    task_id,
+                    names,
+                    [ids[first[name]] for name in names],
+                    key_ttl,
+                )
+            }
+            held = {name: ids[first[name]] for name in owned}
+            others = [name for name in names if name not in owned]
+            if others:
+                rows = await connection.fetch(QUERIES["idempotency_lookup"], task_id, others)
+                held.update({row[0]: row[1] for row in rows})
+        final = [ids[i] if key is None else held[key] for i, key in enumerate(keys)]
+        new = [
+            i
+            for i, key in enumerate(keys)
+            if key is None or (first[key] == i and held[key] == ids[i])
+        ]
+        return final, new
 
     async def run_trigger(
         self,
@@ -242,24 +330,58 @@ class Store:
         tags: Sequence[str],
         max_attempts: int | None,
         concurrency_key: str | None = None,
-    ) -> bool:
-        """Create child runs and record them as the parent's step, atomically; False when the
-        parent is no longer this attempt's (nothing was created)."""
-        row = await self.pool.fetchrow(
-            QUERIES["children_create"],
-            parent_id,
-            worker_id,
-            attempt,
-            step_name,
-            task_id,
-            queue,
-            list(ids),
-            [payload.decode() for payload in payloads],
-            list(tags),
-            max_attempts,
-            concurrency_key or "",
-        )
-        return bool(row is not None and row["recorded"])
+        keys: Sequence[str | None] | None = None,
+        key_ttl: float = 0.0,
+    ) -> list[uuid.UUID] | None:
+        """Create child runs and record them as the parent's step, atomically: the ids the
+        step records (a child whose idempotency key another run holds is that run), or None
+        when the parent is no longer this attempt's (nothing was created)."""
+        keys = list(keys) if keys is not None else [None] * len(ids)
+        try:
+            return await self._children_create(
+                parent_id, worker_id, attempt, step_name, task_id, queue, ids, payloads,
+                tags, max_attempts, concurrency_key, keys, key_ttl,
+            )  # fmt: skip
+        except _NotRecorded:
+            return None
+
+    async def _children_create(
+        self,
+        parent_id: uuid.UUID,
+        worker_id: uuid.UUID,
+        attempt: int,
+        step_name: str,
+        task_id: str,
+        queue: str | None,
+        ids: Sequence[uuid.UUID],
+        payloads: Sequence[bytes],
+        tags: Sequence[str],
+        max_attempts: int | None,
+        concurrency_key: str | None,
+        keys: Sequence[str | None],
+        key_ttl: float,
+    ) -> list[uuid.UUID]:
+        async with self._transaction(None) as tx:
+            final, new = await self._hold_keys(tx, task_id, ids, keys, key_ttl)
+            row = await tx.fetchrow(
+                QUERIES["children_create"],
+                parent_id,
+                worker_id,
+                attempt,
+                step_name,
+                task_id,
+                queue,
+                [ids[i] for i in new],
+                [payloads[i].decode() for i in new],
+                list(tags),
+                max_attempts,
+                concurrency_key or "",
+                final,
+                [keys[i] for i in new],
+            )
+            if row is None or not row["recorded"]:
+                raise _NotRecorded  # roll the keys back with the rest
+        return final
 
     async def children_results(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         rows = await self.pool.fetch(QUERIES["children_results"], list(ids))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,6 +84,8 @@ class WorkerRunServices:
         tags: list[str],
         max_attempts: int | None,
         concurrency_key: str | None = None,
+        idempotency_keys: Sequence[str | None] | None = None,
+        idempotency_ttl: float = 0.0,
     ) -> list[uuid.UUID]:
         check_concurrency_key(concurrency_key)
         encoded = [encode_payload(p, self._max_payload_bytes) for p in payloads]
@@ -99,10 +102,12 @@ class WorkerRunServices:
             tags,
             max_attempts,
             concurrency_key,
+            idempotency_keys,
+            idempotency_ttl,
         )
-        if not created:
+        if created is None:
             raise RuntimeError("child runs not created: the run is no longer this worker's")
-        return ids
+        return created
 
     async def children_results(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         return await self._store.children_results(ids)
