@@ -88,12 +88,23 @@ class _DatabaseCollector(Collector):
             "Age of the oldest queued run whose time has come (0 when none)",
             labels=["queue"],
         )
+        paused = GaugeMetricFamily(
+            "taskd_queue_paused", "1 while the queue is paused", labels=["queue"]
+        )
+        limit = GaugeMetricFamily(
+            "taskd_queue_concurrency_limit",
+            "The queue's concurrency limit over all daemons (queues without one: absent)",
+            labels=["queue"],
+        )
         now = snap.read_at or datetime.now(UTC)
         for queue in snap.queues:
             for state in ("due", "delayed", "executing"):
                 depth.add_metric([queue["queue"], state], queue[state])
             due = queue["oldest_due"]
             oldest.add_metric([queue["queue"]], max(0.0, (now - due).total_seconds()) if due else 0)
+            paused.add_metric([queue["queue"]], 1.0 if queue.get("paused") else 0.0)
+            if queue.get("concurrency") is not None:
+                limit.add_metric([queue["queue"]], queue["concurrency"])
         live = GaugeMetricFamily(
             "taskd_table_live_rows", "Live rows per taskd table", labels=["table"]
         )
@@ -105,7 +116,7 @@ class _DatabaseCollector(Collector):
         for table in snap.tables:
             live.add_metric([table["table"]], table["live"])
             dead.add_metric([table["table"]], table["dead"])
-        yield from (depth, oldest, live, dead)
+        yield from (depth, oldest, paused, limit, live, dead)
 
 
 class _DurationHistogram(Collector):
