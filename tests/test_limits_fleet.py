@@ -33,9 +33,7 @@ async def completed(db: asyncpg.Connection, task_id: str, expected: int) -> bool
     return bool(done == expected)
 
 
-async def test_queue_and_key_limits_hold_across_two_daemons(
-    database: str, client: Client
-) -> None:
+async def test_queue_and_key_limits_hold_across_two_daemons(database: str, client: Client) -> None:
     db = await asyncpg.connect(database)
     try:
         await db.execute(CREATE_SPANS)
