@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+from pydantic import BaseModel
 
 from daemon import Client, Context, Retry, RunFailed, RunStatus, task
 from tests.conftest import wait_for, wait_for_run
@@ -111,3 +112,33 @@ async def test_canceling_a_child_or_the_parent(client: Client, start_daemon) -> 
 
         await wait_for(all_canceled)  # executing children were cancelled in their tasks
     assert len(kids) == 2
+
+
+class Letter(BaseModel):
+    activity: str
+    words: int
+
+
+@task(id="kids.letter")
+async def letter(payload: dict[str, Any], ctx: Context) -> Letter:
+    return Letter(activity=payload["activity"], words=120)
+
+
+@task(id="kids.reader")
+async def reader(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    one = await letter.trigger_and_wait({"activity": "a1"})
+    many = await letter.batch_trigger_and_wait([{"activity": "a2"}, {"activity": "a3"}])
+    # the parent gets the child's model back, not the JSON it was stored as
+    return {
+        "types": [type(value).__name__ for value in (one, *many)],
+        "activities": [one.activity, *(m.activity for m in many if isinstance(m, Letter))],
+    }
+
+
+async def test_a_child_returning_a_model_gives_the_parent_that_model(
+    client: Client, start_daemon
+) -> None:
+    async with start_daemon([reader, letter], concurrency=4):
+        run = await wait_for_run(client, await client.trigger(reader, {}), timeout=20)
+    assert run.status is RunStatus.COMPLETED, run
+    assert run.output == {"types": ["Letter"] * 3, "activities": ["a1", "a2", "a3"]}

@@ -62,6 +62,7 @@ class TaskDefinition(Generic[P, R]):
         self.on_failure_hook = on_failure
         self.on_cancel_hook = on_cancel
         self.payload_adapter = _payload_adapter(fn)
+        self.output_adapter = _output_adapter(fn)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", id)
 
@@ -216,7 +217,7 @@ class TaskDefinition(Generic[P, R]):
         from daemon.sdk.wait import current_context
 
         values = [orjson.loads(encode_payload(p, 2**62)) for p in payloads]
-        return await current_context().run_children(
+        results = await current_context().run_children(
             self.id,
             queue or self.queue.name,
             values,
@@ -226,6 +227,12 @@ class TaskDefinition(Generic[P, R]):
             check_idempotency_keys(idempotency_keys, len(values)),
             to_seconds(idempotency_ttl),
         )
+        if self.output_adapter is None:
+            return results
+        # outputs are stored as JSON: the child's return annotation (a pydantic model...)
+        # gives the parent the value the child returned
+        adapter = self.output_adapter
+        return [r if isinstance(r, RunFailed) else adapter.validate_python(r) for r in results]
 
 
 def task(
@@ -280,6 +287,21 @@ def task(
         )
 
     return decorate
+
+
+def _output_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    """A validator for the return annotation (outputs are stored as JSON: a parent gets the
+    child's model back through it), or None when there is none to apply."""
+    try:
+        annotation = typing.get_type_hints(fn).get("return", inspect.Parameter.empty)
+    except Exception:
+        return None
+    if annotation in (inspect.Parameter.empty, Any, object, None, type(None)):
+        return None
+    try:
+        return TypeAdapter(annotation)
+    except Exception:  # a type pydantic cannot validate: the JSON as stored
+        return None
 
 
 def _payload_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
