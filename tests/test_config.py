@@ -39,7 +39,13 @@ def test_the_shipped_config_loads_with_its_documented_values() -> None:
     assert settings.worker.shutdown_grace == 30.0
     assert settings.worker.lease == 60.0
     assert settings.worker.heartbeat == 10.0
-    assert settings.tasks.modules == ["tasks.dump", "tasks.daily_report", "tasks.user_registration"]
+    assert settings.tasks.modules == [
+        "tasks.dump",
+        "tasks.daily_report",
+        "tasks.user_registration",
+        "tasks.data_import",
+        "tasks.run_history",
+    ]
     assert settings.tasks.max_payload_bytes == 1_048_576
     assert settings.log.level == "INFO"
     assert settings.log.format == "auto"

@@ -170,9 +170,9 @@ async def explain_claim(connection: asyncpg.Connection, *args: object) -> list[s
         for statement in statements:
             used = sorted({int(n) for n in re.findall(r"\$(\d+)", statement)})
             # numbered anew: a statement's parameters must be $1..$n
-            renumbered = re.sub(
-                r"\$(\d+)", lambda m: f"${used.index(int(m.group(1))) + 1}", statement
-            )
+            renumbered = statement
+            for new, old in enumerate(used, start=1):
+                renumbered = re.sub(rf"\${old}\b", f"${new}", renumbered)
             rows = await connection.fetch("EXPLAIN " + renumbered, *[args[n - 1] for n in used])
             plans.append("\n".join(r[0] for r in rows))
     return plans

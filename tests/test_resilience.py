@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -16,6 +17,7 @@ import pytest
 from pydantic import BaseModel, field_validator
 
 from daemon import Client, Context, Retry, RunStatus, task
+from daemon.models import Claim
 from daemon.store.store import Store
 from tests.conftest import wait_for, wait_for_run
 
@@ -82,9 +84,9 @@ async def test_a_notify_during_a_claim_is_not_lost(
     claim_returned = anyio.Event()
     release = anyio.Event()
 
-    async def slow_claim(self: Store, *args: object, **kwargs: object) -> object:
+    async def slow_claim(self: Store, *args: Any, **kwargs: Any) -> Claim:
         claimed = await real_claim(self, *args, **kwargs)
-        if claimed and not claim_returned.is_set():
+        if claimed.runs and not claim_returned.is_set():
             claim_returned.set()
             await release.wait()  # the result is on its way back; a NOTIFY lands now
         return claimed
@@ -114,9 +116,9 @@ async def test_runs_claimed_while_a_drain_starts_go_back_to_the_queue(
     in_claim = anyio.Event()
     release = anyio.Event()
 
-    async def gated_claim(self: Store, *args: object, **kwargs: object) -> object:
+    async def gated_claim(self: Store, *args: Any, **kwargs: Any) -> Claim:
         claimed = await real_claim(self, *args, **kwargs)
-        if claimed:
+        if claimed.runs:
             in_claim.set()
             await release.wait()
         return claimed
@@ -264,10 +266,10 @@ async def test_a_cancel_landing_before_the_first_step_cancels_the_run(
     real_claim = Store.run_claim
     pools: list[object] = []
 
-    async def claim_then_cancel(self: Store, *args: object, **kwargs: object) -> object:
+    async def claim_then_cancel(self: Store, *args: Any, **kwargs: Any) -> Claim:
         claimed = await real_claim(self, *args, **kwargs)
         loop = asyncio.get_running_loop()
-        for run in claimed:  # a cancel NOTIFY handled in the same loop iteration as the reply
+        for run in claimed.runs:  # a cancel NOTIFY handled in the loop iteration of the reply
             loop.call_soon(pools[0].cancel, run.id)  # type: ignore[attr-defined]
         return claimed
 

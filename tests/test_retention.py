@@ -212,7 +212,7 @@ async def test_the_pruner_skips_locked_rows_and_never_blocks_a_claim(
 
     assert deleted["runs"] == 30 - 10 - 1
     assert remaining == {*old[:10], locked, queued}
-    assert [run.id for run in claimed] == [queued]  # the queue went on meanwhile
+    assert [run.id for run in claimed.runs] == [queued]  # the queue went on meanwhile
     # The other pruner rolled back: its 10 runs came back, and go now with the unlocked one.
     assert (await pruner(store, batch=7).prune_once(now=NOW))["runs"] == 11
     assert await ids(db, "runs") == {queued}
