@@ -341,9 +341,8 @@ class WorkerPool:
             self._handbacks.append((run.id, run.attempt))
             self._handback_tasks[run.id] = run.task_id
         self._complete_wake.set()
-        if self._held_back:  # this run's slot may be what a limited queue was waiting for
-            self._backlog = True
-        if self._backlog and self._claiming:
+        # (a limited queue's slot frees when the outcome is written, not here: see _flush_once)
+        if self._backlog and self._claiming and not self._held_back:
             self._claim_wake.set()
         if not self._running:
             self._idle.set()
@@ -469,6 +468,11 @@ class WorkerPool:
                         break
         finally:
             self._writing = []
+        if self._held_back and self._claiming:
+            # The written outcomes freed slots of queues whose limits held runs back (their
+            # leases counted until now): claim at once, without waiting for our own NOTIFY.
+            self._backlog = True
+            self._claim_wake.set()
         if outcomes or handbacks:
             self.unwritten += len(outcomes) + len(handbacks)
             log_event(
