@@ -27,6 +27,8 @@ test: $(VENV)/.dev-installed
 bench: $(BIN)/taskd
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/limits.py
+	$(BIN)/python bench/resume.py
 
 clean:
 	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache

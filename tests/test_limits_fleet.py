@@ -89,9 +89,12 @@ async def test_a_rate_limit_of_20_per_second_holds_over_10_seconds_across_two_da
             )
         ]
         pids = {row[0] for row in await db.fetch("SELECT DISTINCT worker_pid FROM limit_spans")}
+        not_completed = await db.fetch(
+            "SELECT run_id, attempt, outcome, error FROM taskd.attempts WHERE outcome <> 'completed'"
+        )
     finally:
         await db.close()
-    assert len(starts) == 200
+    assert len(starts) == 200, (not_completed, first.output()[-3000:], second.output()[-3000:])
     # every window of one second, wherever it begins, holds at most 20 starts
     for i, start in enumerate(starts):
         in_window = sum(1 for later in starts[i:] if later < start + 1.0)

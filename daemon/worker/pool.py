@@ -94,7 +94,8 @@ class WorkerPool:
         self._claim_wake = anyio.Event()
         self._idle = anyio.Event()
         self._retry_due: list[float] = []
-        self._retry_timer: asyncio.TimerHandle | None = None
+        self._retry_timer: asyncio.Handle | None = None
+        self._retry_timer_at = 0.0
         # completer state
         self._outcomes: list[Outcome] = []
         self._handbacks: list[Handback] = []
@@ -413,10 +414,15 @@ class WorkerPool:
             return
         soonest = self._retry_due[0]
         if self._retry_timer is not None:
-            if self._retry_timer.when() <= soonest:
+            if self._retry_timer_at <= soonest:
                 return
             self._retry_timer.cancel()
-        self._retry_timer = asyncio.get_running_loop().call_at(soonest, self._on_retry_timer)
+        # Our own record of when, and call_later: under uvloop a delay below a millisecond
+        # gives a plain Handle, which has no when() (a rate window opening in 0.4 ms did that).
+        self._retry_timer_at = soonest
+        self._retry_timer = asyncio.get_running_loop().call_later(
+            soonest - now, self._on_retry_timer
+        )
 
     def _on_retry_timer(self) -> None:
         self._retry_timer = None

@@ -1,0 +1,28 @@
+"""The claimer's wake-up timers (retries falling due, rate windows opening) under uvloop, the
+loop `taskd run` uses: a delay below a millisecond must wake the claimer, not crash it (uvloop
+answers such a call_later with a plain Handle, which has no when())."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import uvloop
+
+from daemon.config import WorkerSettings
+from daemon.sdk.registry import Registry
+from daemon.worker.pool import WorkerPool
+
+
+def test_wake_timers_of_any_delay_wake_the_claimer_under_uvloop() -> None:
+    async def main() -> int:
+        pool = WorkerPool(None, Registry(), WorkerSettings(), uuid.uuid4())  # type: ignore[arg-type]
+        before = pool._wakes
+        await asyncio.sleep(0)  # a fresh loop iteration: uvloop's clock is up to date
+        # a timer below a millisecond, then others while it is pending: later, then earlier
+        for delay in (0.0003, 0.02, 0.0001, 0.0002):
+            pool._schedule_wake(delay)
+        await asyncio.sleep(0.1)
+        return pool._wakes - before
+
+    assert uvloop.run(main()) == 4
