@@ -90,7 +90,8 @@ async def test_a_rate_limit_of_20_per_second_holds_over_10_seconds_across_two_da
         ]
         pids = {row[0] for row in await db.fetch("SELECT DISTINCT worker_pid FROM limit_spans")}
         not_completed = await db.fetch(
-            "SELECT run_id, attempt, outcome, error FROM taskd.attempts WHERE outcome <> 'completed'"
+            "SELECT run_id, attempt, outcome, error FROM taskd.attempts"
+            " WHERE outcome <> 'completed'"
         )
     finally:
         await db.close()
