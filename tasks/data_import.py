@@ -14,6 +14,12 @@
 5. step ``load-data``: ``POST {WAREHOUSE_API_URL}/tables/{table}/rows`` with an
    ``Idempotency-Key`` made of the run id, the same on every try.
 
+With ``approve_over`` (a row count), a bigger import first waits for an operator: a wait
+token (``wait.create_token``, recorded), step ``request-approval`` (``POST
+{APPROVALS_API_URL}/approvals`` with the token's id), then ``wait.for_token``: the run waits
+without a slot until someone completes the token with ``{"approved": true}`` (CLI, client or
+SQL), up to ``approval_timeout``; rejected or timed out, nothing is loaded.
+
 A failure after a step (the warehouse answering 503, say) retries the run, which executes
 again from the top: the recorded steps return their results without calling the source
 again, the passed wait returns at once, and only the load is tried again.
@@ -35,6 +41,7 @@ Configuration, read from the environment at call time, never at import:
 - ``DATA_SOURCE_API_URL`` (default a placeholder), ``DATA_SOURCE_API_KEY``;
 - ``WAREHOUSE_API_URL`` (default a placeholder), ``WAREHOUSE_API_KEY``;
 - ``ANALYSIS_API_URL`` (default a placeholder), ``ANALYSIS_API_KEY``;
+- ``APPROVALS_API_URL`` (default a placeholder), ``APPROVALS_API_KEY``;
 - ``DATA_IMPORT_RATE_LIMIT_SECONDS``, ``BULK_ANALYSIS_PAUSE_SECONDS``: default waits.
 
 Keys are sent as ``Authorization: Bearer <key>`` when set. 5xx, 408, 425 and 429 answers
@@ -52,11 +59,12 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import BaseModel, Field
 
-from daemon import AbortRun, Context, Queue, Retry, RunFailed, task, wait
+from daemon import AbortRun, Context, Queue, Retry, RunFailed, WaitTimeout, task, wait
 
 DEFAULT_DATA_SOURCE_API_URL = "https://data-source.example/v1"
 DEFAULT_WAREHOUSE_API_URL = "https://warehouse.example/v1"
 DEFAULT_ANALYSIS_API_URL = "https://analysis.example/v1"
+DEFAULT_APPROVALS_API_URL = "https://approvals.example/v1"
 RATE_LIMIT_SECONDS = 5.0  # the seed's wait.for({ seconds: 5 })
 CHUNK_PAUSE_SECONDS = 2.0
 MAX_PAGES = 10_000  # a source whose cursor never ends fails instead of looping forever
@@ -77,6 +85,10 @@ class ImportIn(BaseModel):
     """The warehouse table to load into."""
     wait_seconds: float | None = Field(None, ge=0, le=86_400)
     """The rate-limit window before the load; None: ``DATA_IMPORT_RATE_LIMIT_SECONDS`` or 5."""
+    approve_over: int | None = Field(None, ge=0)
+    """An import of more rows than this waits for an operator's approval (a wait token)."""
+    approval_timeout: float = Field(86_400, gt=0, le=7 * 86_400)
+    """Seconds to wait for the approval; past it nothing is loaded."""
 
 
 class ImportResult(BaseModel):
@@ -86,6 +98,9 @@ class ImportResult(BaseModel):
     records_processed: int
     """Rows the warehouse loaded."""
     records_rejected: int
+    approval: str | None = None
+    """With ``approve_over``: approved, rejected (nothing loaded) or timed out (nothing
+    loaded); None when no approval was needed."""
 
 
 class BulkIn(BaseModel):
@@ -134,6 +149,18 @@ async def data_import_workflow(payload: ImportIn, ctx: Context) -> ImportResult:
         raise AbortRun(f"invalid data source {payload.source_id}: {source.get('error') or '?'}")
     records = await ctx.step("extract-data", extract_records, payload.source_id, ctx)
     transformed = await ctx.step("transform-data", transform_records, payload.source_id, records)
+    approval = None
+    if payload.approve_over is not None and len(transformed["rows"]) > payload.approve_over:
+        approval = await _approval(payload, len(transformed["rows"]), ctx)
+        if approval != "approved":
+            return ImportResult(
+                source_id=payload.source_id,
+                table=payload.table,
+                records_extracted=len(records),
+                records_processed=0,
+                records_rejected=len(transformed["rejected"]),
+                approval=approval,
+            )
     window = _seconds(payload.wait_seconds, "DATA_IMPORT_RATE_LIMIT_SECONDS", RATE_LIMIT_SECONDS)
     await wait.for_(seconds=window)
     loaded = await ctx.step("load-data", load_rows, payload.table, transformed["rows"], ctx)
@@ -144,6 +171,40 @@ async def data_import_workflow(payload: ImportIn, ctx: Context) -> ImportResult:
         records_extracted=len(records),
         records_processed=loaded,
         records_rejected=len(transformed["rejected"]),
+        approval=approval,
+    )
+
+
+async def _approval(payload: ImportIn, rows: int, ctx: Context) -> str:
+    """Ask an operator (the approvals API: a Slack bot, a review queue...) and wait, without
+    a slot, until someone completes the token: `taskd tokens complete <id> --data
+    '{"approved": true}'`, ``client.complete_token`` or ``SELECT taskd.complete_token(...)``."""
+    token = await wait.create_token(timeout=payload.approval_timeout)  # recorded: same on replay
+    await ctx.step("request-approval", request_approval, payload, rows, str(token.id), ctx)
+    try:
+        decision = await wait.for_token(token)
+    except WaitTimeout:
+        ctx.log.warning(f"no approval for {payload.source_id} in time: nothing loaded")
+        return "timed out"
+    approved = isinstance(decision, dict) and decision.get("approved") is True
+    return "approved" if approved else "rejected"
+
+
+async def request_approval(payload: ImportIn, rows: int, token_id: str, ctx: Context) -> None:
+    """POST {APPROVALS_API_URL}/approvals: what to approve and the token that answers it."""
+    await request_json(
+        "POST",
+        f"{_base('APPROVALS_API_URL', DEFAULT_APPROVALS_API_URL)}/approvals",
+        body={
+            "token": token_id,
+            "source_id": payload.source_id,
+            "table": payload.table,
+            "rows": rows,
+            "run_id": str(ctx.run_id),
+        },
+        api_key=os.environ.get("APPROVALS_API_KEY"),
+        idempotency_key=f"{ctx.run_id}:request-approval",
+        ctx=ctx,
     )
 
 

@@ -31,6 +31,7 @@ from daemon import Client, Run, RunStatus
 from tasks.data_import import analyze_item, bulk_analysis, data_import_workflow
 from tasks.run_history import batch_ingest_run_history, generate_run_letter
 from tests.conftest import StartDaemon, wait_for, wait_for_run
+from tests.test_cli import taskd
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -109,7 +110,15 @@ class FakeWorld:
             self.in_flight[api] -= 1
             call.ended = time.monotonic()
 
-    # the data source, the warehouse, the analysis API ----------------------------------------
+    # the data source, the warehouse, the analysis API, the approvals API ---------------------
+
+    async def approval(self, request: web.Request) -> web.Response:
+        body = await request.json()
+
+        async def normal(call: Call) -> Any:
+            return {"queued": True}
+
+        return await self.answer("approvals", body["source_id"], request, normal)
 
     async def source(self, request: web.Request) -> web.Response:
         source_id = request.match_info["source"]
@@ -232,6 +241,7 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeWorld]:
     app.router.add_get("/source/batches/{batch}/items", fake.items)
     app.router.add_post("/warehouse/tables/{table}/rows", fake.load)
     app.router.add_post("/analysis/analyze", fake.analyze)
+    app.router.add_post("/approvals/approvals", fake.approval)
     app.router.add_get("/app/users/{user}/activities", fake.activity_list)
     app.router.add_get("/app/users/{user}/activities/{activity}", fake.activity_get)
     app.router.add_put("/app/users/{user}/activities/{activity}/letter", fake.letter_put)
@@ -246,6 +256,7 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeWorld]:
         "DATA_SOURCE_API_URL": fake.url("/source"),
         "WAREHOUSE_API_URL": fake.url("/warehouse"),
         "ANALYSIS_API_URL": fake.url("/analysis"),
+        "APPROVALS_API_URL": fake.url("/approvals"),
         "ACTIVITIES_API_URL": fake.url("/app"),
         "ANTHROPIC_BASE_URL": fake.url("/anthropic"),
         "ANTHROPIC_API_KEY": "test-key",
@@ -255,7 +266,12 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeWorld]:
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    for name in ("DATA_SOURCE_API_KEY", "WAREHOUSE_API_KEY", "ANALYSIS_API_KEY"):
+    for name in (
+        "DATA_SOURCE_API_KEY",
+        "WAREHOUSE_API_KEY",
+        "ANALYSIS_API_KEY",
+        "APPROVALS_API_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name in ("ACTIVITIES_API_KEY", "ANTHROPIC_MODEL", "BULK_ANALYSIS_PAUSE_SECONDS"):
         monkeypatch.delenv(name, raising=False)
@@ -316,6 +332,7 @@ async def test_data_import_validates_extracts_transforms_waits_and_loads(
         "records_extracted": 7,
         "records_processed": 5,
         "records_rejected": 2,
+        "approval": None,
     }
     steps = steps_of(run)
     assert list(steps) == [
@@ -387,6 +404,44 @@ async def test_data_import_retries_only_the_load_and_suspends_through_a_long_wai
     assert len(world.loaded) == 5
     wake = datetime.fromisoformat(steps["wait:1"].result)
     assert (wake - steps["transform-data"].finished_at).total_seconds() >= 0.6
+
+
+async def test_a_big_import_waits_for_an_operators_approval_through_a_wait_token(
+    database: str, client: Client, start_daemon: StartDaemon, world: FakeWorld
+) -> None:
+    add_source(world)
+    add_source(world, "crm-2")
+    async with start_daemon([data_import_workflow], poll_interval=0.05, wait_threshold=0.1):
+        approved, rejected = [
+            await client.trigger(
+                "data-import-workflow", {"source_id": source, "approve_over": 3, "wait_seconds": 0}
+            )
+            for source in ("crm-1", "crm-2")
+        ]
+
+        async def waiting_for_the_operator() -> bool:
+            runs = [await client.get_run(run_id) for run_id in (approved, rejected)]
+            return all(run.status is RunStatus.WAITING for run in runs)
+
+        # the runs wait for the operator without a slot, once they asked
+        await wait_for(waiting_for_the_operator)
+        assert len(world.of("approvals", 200)) == 2
+        tokens = {call.body["source_id"]: call.body["token"] for call in world.of("approvals")}
+        assert {c.body["rows"] for c in world.of("approvals")} == {5}
+        # the operator answers: once from the CLI, once from Python
+        cli = await taskd(
+            database, "tokens", "complete", tokens["crm-1"], "--data", '{"approved": true}'
+        )
+        assert cli.code == 0, cli
+        await client.complete_token(tokens["crm-2"], {"approved": False})
+        done = [await wait_for_run(client, run_id, timeout=8) for run_id in (approved, rejected)]
+
+    assert [r.output["approval"] for r in done] == ["approved", "rejected"]
+    assert [r.output["records_processed"] for r in done] == [5, 0]
+    # only the approved import reached the warehouse; each asked for approval once
+    assert [c.body["rows"][0]["source_id"] for c in world.of("warehouse")] == ["crm-1"]
+    assert world.keys("approvals") == {"crm-1": 1, "crm-2": 1}
+    assert "token:1" in steps_of(done[0]) and "request-approval" in steps_of(done[0])
 
 
 async def test_an_invalid_source_aborts_the_import_before_extracting(
