@@ -143,3 +143,29 @@ async def test_a_step_of_a_run_no_longer_held_is_not_recorded(
     )
     assert written is False
     assert await db.fetchval("SELECT count(*) FROM taskd.steps") == 0
+
+
+class Throttled(Exception):
+    retry_after = 0.05  # what a 429's Retry-After header says
+
+
+async def throttled_once(key: str) -> str:
+    CALLS[key] = CALLS.get(key, 0) + 1
+    if CALLS[key] == 1:
+        raise Throttled("429 Too Many Requests")
+    return "answered"
+
+
+@task(id="steps.throttled", retry=Retry(max_attempts=1))
+async def throttled(payload: dict[str, Any], ctx: Context) -> str:
+    # a backoff of a minute, unless the server says when to come back
+    policy = Retry(max_attempts=3, min_delay=60, max_delay=60, jitter=False)
+    return await ctx.step("call", throttled_once, payload["key"], retry=policy)
+
+
+async def test_a_steps_retry_honours_the_servers_retry_after(client: Client, start_daemon) -> None:
+    key = str(uuid.uuid4())
+    async with start_daemon([throttled]):
+        run = await wait_for_run(client, await client.trigger(throttled, {"key": key}), timeout=5)
+    assert run.status is RunStatus.COMPLETED and run.output == "answered", run
+    assert CALLS[key] == 2 and run.steps[0].attempts == 2

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+
+MAX_RETRY_AFTER = 7 * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +44,18 @@ class Retry:
         if self.jitter and delay > self.min_delay:
             delay = random.uniform(self.min_delay, delay)
         return delay
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The exception's ``retry_after`` in seconds (a server's Retry-After), capped at a week;
+    None when absent or unusable."""
+    value = getattr(exc, "retry_after", None)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))

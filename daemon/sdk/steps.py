@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from daemon.errors import StepNameRepeated
 from daemon.logs import log_event
 from daemon.models import Step
-from daemon.sdk.retry import Retry
+from daemon.sdk.retry import Retry, retry_after
 
 log = logging.getLogger("taskd.step")
 
@@ -96,7 +96,9 @@ class Steps:
                 encoded = orjson.dumps(value, default=_json_default)
             except Exception as exc:
                 if tries < policy.max_attempts:
-                    delay = policy.delay_after(tries)
+                    # the step sleeps in its slot: a server's retry_after counts, as for runs
+                    honoured = retry_after(exc)
+                    delay = policy.delay_after(tries) if honoured is None else honoured
                     log_event(
                         log,
                         logging.WARNING,

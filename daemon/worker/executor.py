@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +19,7 @@ from daemon.errors import AbortRun
 from daemon.logs import log_event
 from daemon.models import AttemptOutcome, ClaimedRun, Outcome, RunStatus
 from daemon.sdk.context import Context, RunServices
+from daemon.sdk.retry import retry_after
 from daemon.sdk.task import TaskDefinition
 from daemon.sdk.wait import Suspend, reset_current_context, set_current_context
 
@@ -27,7 +27,6 @@ log = logging.getLogger("taskd.executor")
 
 TRACEBACK_LIMIT = 8_000
 # A server asking for more than a week is treated as asking for a week.
-MAX_RETRY_AFTER = 7 * 86_400.0
 
 
 class MaxDurationExceeded(Exception):
@@ -216,7 +215,7 @@ async def _failed_attempt(
 ) -> Outcome:
     if ctx.attempt >= ctx.max_attempts:
         return await _fail_for_good(run, definition, ctx, exc, attempt_outcome)
-    delay = _retry_after(exc)
+    delay = retry_after(exc)
     if delay is None:
         delay = definition.retry.delay_after(ctx.attempt)
     log_event(
@@ -264,17 +263,3 @@ async def _fail_for_good(
         None,
         encode_error(exc, with_traceback=with_traceback),
     )
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """The exception's ``retry_after`` in seconds, capped; None when absent or unusable."""
-    value = getattr(exc, "retry_after", None)
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))
