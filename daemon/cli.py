@@ -306,8 +306,18 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(f"\nqueues: oldest due run waiting {oldest}")
     if health.queues:
         _table(
-            ("QUEUE", "DUE", "DELAYED", "OLDEST DUE"),
-            [(q.queue, str(q.due), str(q.delayed), _when(q.oldest_due)) for q in health.queues],
+            ("QUEUE", "STATE", "DUE", "DELAYED", "EXECUTING", "OLDEST DUE"),
+            [
+                (
+                    q.queue,
+                    "paused" if q.paused else "active",
+                    str(q.due),
+                    str(q.delayed),
+                    str(q.executing) + (f"/{q.concurrency}" if q.concurrency else ""),
+                    _when(q.oldest_due),
+                )
+                for q in health.queues
+            ],
         )
     if health.unserved:
         print("\nqueued runs of tasks no live worker serves")

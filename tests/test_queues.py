@@ -253,6 +253,9 @@ async def test_concurrency_keys_from_sql_and_the_cli_and_queues_from_the_cli_and
         assert listing.code == 0, listing
         rows = {line.split()[0]: line.split() for line in listing.out.splitlines()[1:] if line}
         assert rows["pausable"][1] == "paused"
+        status = await taskd(database, "status")
+        assert status.code == 0, status
+        assert any(line.split()[:2] == ["pausable", "paused"] for line in status.out.splitlines())
         assert rows["per-user"][5:8] == ["2*", "1", "100/60s"]
         bad = await taskd(database, "queues", "set", "per-user", "--concurrency", "0")
         assert bad.code == 2 and "--concurrency" in bad.err, bad
