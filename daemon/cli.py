@@ -215,8 +215,10 @@ def _optional_int(value: str, option: str) -> int | None:
         number = int(value)
     except ValueError:
         number = 0
-    if number < 1:
-        raise CliError(f"--{option} must be a whole number >= 1, or none", EXIT_USAGE)
+    if not 1 <= number <= 2**31 - 1:
+        raise CliError(
+            f"--{option} must be a whole number from 1 to 2147483647, or none", EXIT_USAGE
+        )
     return number
 
 

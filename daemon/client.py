@@ -41,7 +41,7 @@ from daemon.models import (
 )
 from daemon.sdk.cron import cron_trigger, next_fire_after
 from daemon.sdk.current import reset_current_client, set_current_client
-from daemon.sdk.queues import Rate
+from daemon.sdk.queues import Rate, check_limit, check_queue_name
 from daemon.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from daemon.sdk.task import TaskDefinition
 from daemon.store.database import create_pool
@@ -50,7 +50,6 @@ from daemon.store.store import Store
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 MAX_DELAY_SECONDS = 100 * 365.25 * 86_400
 MAX_CONCURRENCY_KEY = 200
-MAX_QUEUE_NAME = 200
 
 
 class Unset(enum.Enum):
@@ -544,10 +543,8 @@ class Client:
         ):
             if value is UNSET:
                 continue
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ValueError(f"{field_name} must be a whole number >= 1, or None")
+            if value is not None:
+                check_limit(field_name, value)
             changes[field_name] = value
         if not isinstance(rate_limit, Unset):
             if isinstance(rate_limit, str):
@@ -637,11 +634,7 @@ def check_concurrency_key(key: str | None) -> None:
 
 
 def _queue_name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("a queue needs a name")
-    if len(name) > MAX_QUEUE_NAME or "\x00" in name:
-        raise ValueError(f"a queue name has at most {MAX_QUEUE_NAME} characters, without NUL")
-    return name
+    return check_queue_name(name)
 
 
 def _catch_up(value: str) -> CatchUp:

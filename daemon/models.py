@@ -280,6 +280,9 @@ class Claim:
     claim again when a slot frees."""
     retry_in: float | None = None
     """Seconds until a rate window lets more runs start (or a busy queue is worth a retry)."""
+    cursors: dict[str, str | None] = field(default_factory=dict)
+    """Per queue, the last concurrency key the claim examined (None: the next claim starts
+    from the top): where the next claim goes on."""
 
 
 @dataclass(frozen=True, slots=True)

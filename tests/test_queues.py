@@ -141,6 +141,18 @@ async def test_keys_take_turns_in_a_busy_queue_without_a_per_key_limit(
     assert order[:6].count("small") == 3, order
 
 
+async def test_keys_with_nothing_to_claim_now_take_no_turn(
+    client: Client, start_daemon: StartDaemon
+) -> None:
+    # the keys above "aaa" hold only a delayed run and a run of a task this daemon does not
+    # serve: neither may keep the queue's one slot from the run that is due
+    await client.trigger(one, {"key": "zzz"}, concurrency_key="zzz", delay="1h")
+    await client.trigger("q.unserved", {}, queue="one-at-once", concurrency_key="yyy")
+    due = await client.trigger(one, {"key": "aaa"}, concurrency_key="aaa")
+    async with start_daemon([one], concurrency=5, poll_interval=NO_POLL):
+        await all_done(client, [due])
+
+
 async def test_a_paused_queue_starts_nothing_until_resumed_and_loses_nothing(
     client: Client, start_daemon: StartDaemon, db: asyncpg.Connection
 ) -> None:
@@ -184,8 +196,9 @@ async def test_limits_changed_at_run_time_apply_to_the_next_claims_and_survive_r
         await client.reset_queue("no-such-queue")
     with pytest.raises(ValueError, match="at least one limit"):
         await client.set_queue_limits("adjustable")
-    with pytest.raises(ValueError, match=">= 1"):
-        await client.set_queue_limits("adjustable", concurrency=0)
+    for bad in (0, 2**31, True):
+        with pytest.raises(ValueError, match="from 1 to"):
+            await client.set_queue_limits("adjustable", concurrency=bad)
 
 
 async def test_a_waiting_run_holds_no_slot_of_its_queue(
@@ -257,8 +270,9 @@ async def test_concurrency_keys_from_sql_and_the_cli_and_queues_from_the_cli_and
         assert status.code == 0, status
         assert any(line.split()[:2] == ["pausable", "paused"] for line in status.out.splitlines())
         assert rows["per-user"][5:8] == ["2*", "1", "100/60s"]
-        bad = await taskd(database, "queues", "set", "per-user", "--concurrency", "0")
-        assert bad.code == 2 and "--concurrency" in bad.err, bad
+        for value in ("0", "3000000000", "x"):
+            bad = await taskd(database, "queues", "set", "per-user", "--concurrency", value)
+            assert bad.code == 2 and "--concurrency" in bad.err, bad
         bad_rate = await taskd(database, "queues", "set", "per-user", "--rate", "fast")
         assert bad_rate.code == 1 and "not a rate" in bad_rate.err, bad_rate
 
@@ -306,6 +320,14 @@ def test_two_tasks_declaring_one_queue_with_different_limits_is_an_error() -> No
 def test_queue_and_rate_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="concurrency"):
         Queue("x", concurrency=0)
+    with pytest.raises(ValueError, match="from 1 to"):
+        Queue("x", concurrency=2**40)
+    with pytest.raises(ValueError, match="at most 200 characters"):
+        Queue("q" * 201)
+    with pytest.raises(ValueError, match="at most 200 characters"):
+        task(id="q.long-queue", queue="q" * 250)
+    with pytest.raises(ValueError, match="from 1 to"):
+        Rate(2**31)
     with pytest.raises(ValueError, match="rate period"):
         Rate(5, per="2d")
     with pytest.raises(ValueError, match="not a rate"):

@@ -8,6 +8,24 @@ from daemon.durations import Duration, to_seconds
 from daemon.models import QueueSettings
 
 MAX_RATE_PERIOD = 86400.0  # a day: starts are remembered for one period
+MAX_LIMIT = 2**31 - 1  # limits are int columns
+MAX_QUEUE_NAME = 200
+
+
+def check_limit(what: str, value: object) -> None:
+    """A limit is a whole number from 1 to 2**31 - 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise ValueError(f"{what} must be a whole number from 1 to {MAX_LIMIT}, not {value!r}")
+
+
+def check_queue_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("a queue needs a name")
+    if len(name) > MAX_QUEUE_NAME or "\x00" in name:
+        raise ValueError(
+            f"a queue name has at most {MAX_QUEUE_NAME} characters, without NUL: {name[:40]!r}..."
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +38,7 @@ class Rate:
     seconds: float = field(init=False, repr=False)  # what compares: "1m" == 60
 
     def __post_init__(self) -> None:
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
-            raise ValueError(f"a rate limit must be a whole number >= 1, not {self.limit!r}")
+        check_limit("a rate limit", self.limit)
         seconds = to_seconds(self.per)
         if not 0 < seconds <= MAX_RATE_PERIOD:
             raise ValueError(f"a rate period must be above 0 and at most 1 day, not {self.per!r}")
@@ -62,16 +79,13 @@ class Queue:
     rate_limit: Rate | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError("a queue needs a name")
+        check_queue_name(self.name)
         for what, value in (
             ("concurrency", self.concurrency),
             ("concurrency_limit_per_key", self.concurrency_limit_per_key),
         ):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ValueError(f"queue {self.name!r}: {what} must be a whole number >= 1")
+            if value is not None:
+                check_limit(f"queue {self.name!r}: {what}", value)
         if self.rate_limit is not None and not isinstance(self.rate_limit, Rate):
             raise ValueError(f"queue {self.name!r}: rate_limit must be a Rate(limit, per=...)")
 

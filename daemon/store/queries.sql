@@ -115,7 +115,7 @@ SELECT taskd.trigger($1, $2::text::jsonb, $3::text::jsonb);
 -- See taskd.claim_runs in the migrations: a function so that its plan is pinned.
 -- The last row has no id when the claim held runs back (limits): held_back, retry_in.
 SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_lines,
-       concurrency_key, held_back, retry_in
+       concurrency_key, held_back, retry_in, cursors
   FROM taskd.claim_runs($1::text[], $2::text[], $3::int, $4::uuid, $5::float8, $6::text,
                         $7::text::jsonb);
 

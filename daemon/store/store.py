@@ -286,6 +286,7 @@ class Store:
             if row[0] is None:
                 claim.held_back = bool(row[10])
                 claim.retry_in = row[11]
+                claim.cursors = row[12] or {}
             else:
                 claim.runs.append(ClaimedRun(*row[:10]))
         return claim

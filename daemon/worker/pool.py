@@ -27,7 +27,7 @@ import orjson
 from daemon.changes import ChangeHub, ChangeKind, RunChange
 from daemon.config import WorkerSettings
 from daemon.logs import log_event
-from daemon.models import ClaimedRun, Outcome, RunStatus
+from daemon.models import Claim, ClaimedRun, Outcome, RunStatus
 from daemon.sdk.context import RunServices
 from daemon.sdk.registry import Registry
 from daemon.store.database import DB_ERRORS, DatabaseError, refuses_data
@@ -259,7 +259,7 @@ class WorkerPool:
                 self._held_back = claim.held_back
                 if claim.retry_in is not None:  # a rate window opens then
                     self._schedule_wake(claim.retry_in)
-                self._advance_cursors(claimed)
+                self._advance_cursors(claim)
                 self.claimed_total += len(claimed)
                 self._telemetry.claimed(claimed)
                 for claimed_run in claimed:
@@ -387,21 +387,16 @@ class WorkerPool:
             heapq.heappush(self._retry_due, time.monotonic() + delay)
             self._arm_retry_timer()
 
-    def _advance_cursors(self, claimed: list[ClaimedRun]) -> None:
+    def _advance_cursors(self, claim: Claim) -> None:
         """Where the next claim starts: after the last queue served, and in each queue below
-        the last key served (keys come in descending order below the cursor, then wrap around
-        from the top; keys compare byte-wise, as the column's "C" collation does)."""
-        if not claimed:
-            return
-        self._queue_after = claimed[-1].queue
-        served: dict[str, set[str]] = {}
-        for run in claimed:
-            if run.concurrency_key:
-                served.setdefault(run.queue, set()).add(run.concurrency_key)
-        for queue, keys in served.items():
-            old = self._key_after.get(queue)
-            wrapped = [key for key in keys if old is not None and key >= old]
-            self._key_after[queue] = min(wrapped or keys)
+        the last key the claim examined (keys go in descending order, then wrap around)."""
+        if claim.runs:
+            self._queue_after = claim.runs[-1].queue
+        for queue, key in claim.cursors.items():
+            if key is None:
+                self._key_after.pop(queue, None)
+            else:
+                self._key_after[queue] = key
         if len(self._key_after) > _MAX_KEY_CURSORS:  # queues come and go: keep it bounded
             self._key_after = dict(list(self._key_after.items())[-_MAX_KEY_CURSORS:])
 

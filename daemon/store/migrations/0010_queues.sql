@@ -59,15 +59,17 @@ CREATE INDEX runs_lease_idx ON taskd.runs (queue, concurrency_key, lease_expires
 --     (at most its own spare capacity), what a key cannot use goes to the others. One key
 --     with 10,000 runs cannot starve the others.
 -- Besides the claimed runs, one row without an id says what was held back: held_back (a limit
--- or a busy queue kept runs from starting) and retry_in (seconds until a rate window opens or
--- a busy queue is worth trying again; NULL: when a slot frees).
+-- or a busy queue kept runs from starting, or keys that had more runs than their share: claim
+-- again), retry_in (seconds until a rate window opens or a busy queue is worth trying again;
+-- NULL: when a slot frees) and cursors (per queue, the last key examined: where the caller's
+-- next claim starts; null: from the top).
 DROP FUNCTION taskd.claim_runs(text[], text[], int, uuid, float8);
 CREATE FUNCTION taskd.claim_runs(task_ids text[], queues text[], max_runs int, worker uuid,
                                  lease_seconds float8, queue_after text DEFAULT NULL,
                                  key_after jsonb DEFAULT '{}')
 RETURNS TABLE (id uuid, task_id text, payload jsonb, attempt int, max_attempts int,
                queue text, tags text[], metadata jsonb, log_lines bigint,
-               concurrency_key text, held_back boolean, retry_in float8)
+               concurrency_key text, held_back boolean, retry_in float8, cursors jsonb)
 LANGUAGE plpgsql VOLATILE
 -- Pinned plans, as before (0001), plus: the picked runs are joined back by primary key one by
 -- one (the planner cannot know how many a LIMIT per key gives and would hash-join them
@@ -88,6 +90,10 @@ DECLARE
     t_start    timestamptz;
     wait_s     float8;
     held       boolean := false;
+    cursors    jsonb := '{}';
+    probes     int;
+    rate_cut   boolean;
+    ready      boolean;
     retry      float8;
     running    jsonb;
     settings   jsonb;
@@ -147,6 +153,7 @@ BEGIN
         allowance := remaining;
         t_start := now();
         running := '{}';
+        rate_cut := false;
         IF limited THEN
             PERFORM FROM taskd.runs r WHERE r.queue = qname AND r.status = 'queued' LIMIT 1;
             CONTINUE WHEN NOT FOUND;
@@ -171,7 +178,8 @@ BEGIN
                    AND s.at <= t_start - make_interval(secs => q.rate_period);
                 SELECT coalesce(sum(s.n), 0) INTO counted FROM taskd.queue_starts s
                  WHERE s.queue = qname;
-                IF q.rate_limit - counted < allowance THEN
+                rate_cut := q.rate_limit - counted < allowance;
+                IF rate_cut THEN
                     allowance := q.rate_limit - counted;
                     -- when the window's oldest starts leave it, enough to start more
                     SELECT extract(epoch FROM min(s.at) + make_interval(secs => q.rate_period)
@@ -201,13 +209,18 @@ BEGIN
         -- the rest take their turn in the next claims. Descending, because each probe then
         -- lands on the end of a key's range, among its newest runs: the front is where the
         -- entries of runs claimed since the last vacuum pile up, dead.
+        -- A key counts only with a run to claim now (not only delayed runs, or runs of tasks
+        -- this daemon does not serve): otherwise its share would be lost, and the keys after
+        -- it never reached. At most 1,000 probes per claim: the cursor goes on from there.
         keys := '{}';
         spare := '{}';
         k := key_after->>qname;
         first_key := k;
         wrapped := k IS NULL;
+        probes := 0;
         LOOP
-            EXIT WHEN cardinality(keys) >= allowance;
+            EXIT WHEN cardinality(keys) >= allowance OR probes >= 1000;
+            probes := probes + 1;
             IF k IS NULL THEN
                 SELECT r.concurrency_key INTO k FROM taskd.runs r
                  WHERE r.queue = qname AND r.status = 'queued'
@@ -224,14 +237,27 @@ BEGIN
                 CONTINUE;
             END IF;
             EXIT WHEN wrapped AND first_key IS NOT NULL AND k < first_key;
+            cursors := cursors || jsonb_build_object(qname, nullif(k, ''));
             IF k = '' OR q.concurrency_per_key IS NULL OR NOT limited THEN
                 spare_k := allowance;
             ELSE
                 spare_k := q.concurrency_per_key - coalesce((running->>k)::int, 0);
             END IF;
-            IF spare_k > 0 THEN
-                keys := keys || k;
+            IF spare_k > 0 AND k = '' THEN
+                keys := keys || k;  -- runs without a key: the pick finds out
                 spare := spare || spare_k;
+            ELSIF spare_k > 0 THEN
+                SELECT true INTO ready FROM taskd.runs r
+                 WHERE r.queue = qname AND r.concurrency_key = k
+                   AND r.status = 'queued' AND r.run_at <= now()
+                   AND r.task_id = ANY(task_ids)
+                   AND (r.expires_at IS NULL OR r.expires_at > now() OR r.started_at IS NOT NULL)
+                   AND r.cancel_requested_at IS NULL
+                 LIMIT 1;
+                IF FOUND THEN
+                    keys := keys || k;
+                    spare := spare || spare_k;
+                END IF;
             ELSE
                 held := true;
             END IF;
@@ -293,7 +319,7 @@ BEGIN
                   CASE WHEN r.attempt > 1
                        THEN (SELECT count(*) FROM taskd.run_logs l WHERE l.run_id = r.id)
                        ELSE 0 END,
-                  r.concurrency_key, NULL::boolean, NULL::float8;
+                  r.concurrency_key, NULL::boolean, NULL::float8, NULL::jsonb;
         GET DIAGNOSTICS n_claimed = ROW_COUNT;
         remaining := remaining - n_claimed;
         IF limited AND n_claimed > 0 AND q.rate_limit IS NOT NULL THEN
@@ -302,11 +328,21 @@ BEGIN
         IF limited AND n_claimed >= allowance AND allowance < remaining + n_claimed THEN
             held := true;  -- the limit, not the backlog, ended this queue's share
         END IF;
+        IF cardinality(keys) > 1 AND n_claimed > 0 AND n_claimed < allowance THEN
+            -- a key had fewer runs than its share; others may have more: claim again now
+            held := true;
+            retry := 0;
+        END IF;
+        IF rate_cut AND n_claimed > 0 AND retry IS NULL THEN
+            -- this claim opened the window: it closes one period from now
+            held := true;
+            retry := q.rate_period;
+        END IF;
     END LOOP;
-    IF held THEN
+    IF held OR cursors <> '{}' THEN
         RETURN QUERY SELECT NULL::uuid, NULL::text, NULL::jsonb, NULL::int, NULL::int,
                             NULL::text, NULL::text[], NULL::jsonb, NULL::bigint, NULL::text,
-                            true, retry;
+                            held, retry, cursors;
     END IF;
 END
 $$;
