@@ -230,23 +230,21 @@ async def list_queues(state: AdminState, request: web.Request, query: Any, body:
 async def pause_queue(
     state: AdminState, request: web.Request, query: Any, body: Any
 ) -> QueuePauseResult:
-    name = request.match_info["name"]
-    try:
-        await state.client.pause_queue(name)
-    except ValueError as exc:  # an empty or oversized name
-        raise RequestInvalid(422, str(exc)) from None
-    return QueuePauseResult(queue=name, paused=True)
+    return await _set_paused(state, request.match_info["name"], True)
 
 
 async def resume_queue(
     state: AdminState, request: web.Request, query: Any, body: Any
 ) -> QueuePauseResult:
-    name = request.match_info["name"]
+    return await _set_paused(state, request.match_info["name"], False)
+
+
+async def _set_paused(state: AdminState, name: str, paused: bool) -> QueuePauseResult:
     try:
-        await state.client.resume_queue(name)
+        await (state.client.pause_queue if paused else state.client.resume_queue)(name)
     except ValueError as exc:  # an empty or oversized name
         raise RequestInvalid(422, str(exc)) from None
-    return QueuePauseResult(queue=name, paused=False)
+    return QueuePauseResult(queue=name, paused=paused)
 
 
 async def list_schedules(
