@@ -339,49 +339,28 @@ class Store:
         when the parent is no longer this attempt's (nothing was created)."""
         keys = list(keys) if keys is not None else [None] * len(ids)
         try:
-            return await self._children_create(
-                parent_id, worker_id, attempt, step_name, task_id, queue, ids, payloads,
-                tags, max_attempts, concurrency_key, keys, key_ttl,
-            )  # fmt: skip
+            async with self._transaction(None) as tx:
+                final, new = await self._hold_keys(tx, task_id, ids, keys, key_ttl)
+                row = await tx.fetchrow(
+                    QUERIES["children_create"],
+                    parent_id,
+                    worker_id,
+                    attempt,
+                    step_name,
+                    task_id,
+                    queue,
+                    [ids[i] for i in new],
+                    [payloads[i].decode() for i in new],
+                    list(tags),
+                    max_attempts,
+                    concurrency_key or "",
+                    final,
+                    [keys[i] for i in new],
+                )
+                if row is None or not row["recorded"]:
+                    raise _NotRecorded  # roll the keys back with the rest
         except _NotRecorded:
             return None
-
-    async def _children_create(
-        self,
-        parent_id: uuid.UUID,
-        worker_id: uuid.UUID,
-        attempt: int,
-        step_name: str,
-        task_id: str,
-        queue: str | None,
-        ids: Sequence[uuid.UUID],
-        payloads: Sequence[bytes],
-        tags: Sequence[str],
-        max_attempts: int | None,
-        concurrency_key: str | None,
-        keys: Sequence[str | None],
-        key_ttl: float,
-    ) -> list[uuid.UUID]:
-        async with self._transaction(None) as tx:
-            final, new = await self._hold_keys(tx, task_id, ids, keys, key_ttl)
-            row = await tx.fetchrow(
-                QUERIES["children_create"],
-                parent_id,
-                worker_id,
-                attempt,
-                step_name,
-                task_id,
-                queue,
-                [ids[i] for i in new],
-                [payloads[i].decode() for i in new],
-                list(tags),
-                max_attempts,
-                concurrency_key or "",
-                final,
-                [keys[i] for i in new],
-            )
-            if row is None or not row["recorded"]:
-                raise _NotRecorded  # roll the keys back with the rest
         return final
 
     async def children_results(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
