@@ -96,9 +96,25 @@ class Daemon:
     ) -> None:
         settings = self.settings
         await migrate(self.dsn, settings)
-        db_pool = await create_pool(self.dsn, settings.database)
+        # Every worker statement is bounded: a lock held by a transaction outside taskd (an
+        # application's open `SELECT taskd.cancel(id)`) fails the one call that needs it after
+        # lock_timeout instead of stalling the heartbeat, the completer or the claims.
+        lock_timeout = settings.database.lock_timeout
+        statement_timeout = settings.database.statement_timeout
+        db_pool = await create_pool(
+            self.dsn,
+            settings.database,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+        )
         claim_pool = await create_pool(
-            self.dsn, settings.database, size=1, synchronous_commit=False, reset_session=False
+            self.dsn,
+            settings.database,
+            size=1,
+            synchronous_commit=False,
+            reset_session=False,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
         )
         store = Store(db_pool, claim_pool=claim_pool)
         # The admin API reads through a small pool of its own, each statement capped: many
@@ -363,8 +379,12 @@ class Daemon:
             await anyio.sleep(interval)
             try:
                 held = self.pool.leases() if self.pool is not None else []
+                # Bounded: a late renewal is useless once the lease is gone; the next try is.
                 alive = await store.worker_heartbeat(
-                    self.worker_id, self.settings.worker.lease, held
+                    self.worker_id,
+                    self.settings.worker.lease,
+                    held,
+                    timeout=self.settings.worker.lease / 2,
                 )
             except DB_ERRORS as exc:
                 log.error("heartbeat failed: %s", exc)

@@ -71,6 +71,20 @@ class DatabaseSettings(_Section):
     statement_cache_size: int = Field(1024, ge=0)
     """0 when the pool goes through PgBouncer in transaction mode."""
     connect_timeout: Seconds = 10.0
+    lock_timeout: Seconds = Field(5.0, gt=0)
+    """Longest wait of a daemon statement for a lock another transaction holds (a run's row
+    locked by an application's open transaction): past it the statement fails and is retried."""
+    statement_timeout: Seconds = Field(300.0, gt=0)
+    """Longest any statement of the worker may run; a guard, far above any normal statement."""
+
+    @model_validator(mode="after")
+    def _lock_wait_within_statement(self) -> DatabaseSettings:
+        if self.lock_timeout > self.statement_timeout:
+            raise ValueError(
+                f"lock_timeout ({self.lock_timeout:g}s) must not exceed statement_timeout "
+                f"({self.statement_timeout:g}s)"
+            )
+        return self
 
 
 class WorkerSettings(_Section):

@@ -54,6 +54,7 @@ async def create_pool(
     synchronous_commit: bool = True,
     reset_session: bool = True,
     statement_timeout: float | None = None,
+    lock_timeout: float | None = None,
 ) -> asyncpg.Pool:
     """A pool with taskd's codecs. ``size`` fixes min = max (the claim pool).
 
@@ -71,7 +72,9 @@ async def create_pool(
     if not synchronous_commit:
         server_settings["synchronous_commit"] = "off"
     if statement_timeout is not None:
-        server_settings["statement_timeout"] = str(int(statement_timeout * 1000))
+        server_settings["statement_timeout"] = str(max(1, int(statement_timeout * 1000)))
+    if lock_timeout is not None:
+        server_settings["lock_timeout"] = str(max(1, int(lock_timeout * 1000)))
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=size or settings.pool_min_size,

@@ -56,12 +56,21 @@ SELECT w.id, w.host, w.pid, w.version, w.concurrency, w.queues, w.tasks, w.start
 -- name: worker_heartbeat
 -- One statement per daemon per interval, whatever the number of runs it holds ($3, $4: their
 -- ids and attempts). Returns whether the worker was declared gone meanwhile (stopped_at set
--- by another daemon's rescuer): it must then stop, its runs belong to others.
-WITH renewed AS (
+-- by another daemon's rescuer): it must then stop, its runs belong to others; no row when
+-- the worker row is gone altogether (pruned, deleted), which means the same.
+-- A run whose row another transaction holds (an application's open taskd.cancel) is skipped,
+-- never waited for: one held row must not stop the renewal of the others. Rows are locked in
+-- id order, like every other writer of runs.
+WITH held AS (
+    SELECT r.id
+      FROM taskd.runs r JOIN unnest($3::uuid[], $4::int[]) AS h (id, attempt)
+        ON r.id = h.id AND r.attempt = h.attempt
+     WHERE r.worker_id = $1 AND r.status = 'executing'
+     ORDER BY r.id
+       FOR NO KEY UPDATE OF r SKIP LOCKED
+), renewed AS (
     UPDATE taskd.runs r SET lease_expires_at = now() + make_interval(secs => $2)
-      FROM unnest($3::uuid[], $4::int[]) AS h (id, attempt)
-     WHERE r.id = h.id AND r.attempt = h.attempt AND r.worker_id = $1
-       AND r.status = 'executing'
+      FROM held WHERE r.id = held.id
 )
 UPDATE taskd.workers SET heartbeat_at = now() WHERE id = $1
 RETURNING stopped_at IS NOT NULL AS gone;
@@ -123,15 +132,22 @@ SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_l
 -- Write a batch of attempt outcomes. status is the run's next state: completed, failed,
 -- queued (a retry at now() + retry_delay) or waiting (suspended by a wait until now() +
 -- retry_delay: the attempt is not spent and gets no attempts row). The attempt row is written
--- with the same CAS.
+-- with the same CAS. A run whose row another transaction holds is skipped, not waited for:
+-- it comes back as a row with no status (still this worker's, its outcome to be written
+-- again later), so one held run never stops the outcomes of the others.
 WITH outcome AS (
     SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::float8[])
         AS o (id, attempt, status, attempt_outcome, output, error, retry_delay)
+), locked AS (
+    SELECT r.id FROM taskd.runs r JOIN outcome o ON o.id = r.id
+     WHERE r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
+     ORDER BY r.id
+       FOR NO KEY UPDATE OF r SKIP LOCKED
 ), updated AS (
     UPDATE taskd.runs r
-       -- a cancel requested during the attempt wins over its retry or its wait
-       SET status = CASE WHEN o.status IN ('queued', 'waiting')
+       -- a cancel requested during the attempt wins over its retry, its wait or its failure
+       SET status = CASE WHEN o.status IN ('queued', 'waiting', 'failed')
                           AND r.cancel_requested_at IS NOT NULL
                          THEN 'canceled' ELSE o.status END,
            output = o.output::jsonb,
@@ -144,9 +160,16 @@ WITH outcome AS (
            attempt = CASE WHEN o.status = 'waiting' THEN r.attempt - 1 ELSE r.attempt END,
            worker_id = NULL,
            lease_expires_at = NULL
-      FROM outcome o
+      FROM outcome o JOIN locked ON locked.id = o.id
      WHERE r.id = o.id AND r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
     RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status, r.parent_id
+), skipped AS (
+    -- (this statement's snapshot: a run held by an open transaction still reads as ours)
+    SELECT o.id FROM outcome o
+     WHERE o.id NOT IN (SELECT id FROM locked)
+       AND EXISTS (SELECT 1 FROM taskd.runs r
+                    WHERE r.id = o.id AND r.status = 'executing' AND r.worker_id = $1
+                      AND r.attempt = o.attempt)
 ), recorded AS (
     INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)
     SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error::jsonb
@@ -165,7 +188,9 @@ WITH outcome AS (
 -- The notified CTE runs only if the statement reads it: a CROSS JOIN with its count does (a
 -- LEFT JOIN whose columns nobody reads is removed by the planner, the NOTIFYs with it).
 SELECT u.id, u.status, u.parent_id
-  FROM updated u CROSS JOIN (SELECT count(*) FROM notified) AS n;
+  FROM updated u CROSS JOIN (SELECT count(*) FROM notified) AS n
+UNION ALL
+SELECT s.id, NULL, NULL FROM skipped s;
 
 -- name: run_rescue
 -- Hand back executing runs whose lease expired or whose worker is gone ($1). The lost attempt
@@ -554,14 +579,22 @@ SELECT id, task_id, status, output, error FROM taskd.runs WHERE id = ANY($1::uui
 -- Waiting parents of these runs whose children have all finished go back to the queue. Run
 -- after the children's outcomes committed, as a statement of its own: of two daemons that
 -- finish a parent's last two children at once, the later one sees both finished.
-WITH woken AS (
-    UPDATE taskd.runs p SET status = 'queued', run_at = now()
+-- A parent whose row another transaction holds is skipped, not waited for: the one that holds
+-- it (the other daemon waking it) wakes it, or the parent's own recheck does
+-- (CHILDREN_RECHECK).
+WITH ready AS (
+    SELECT p.id FROM taskd.runs p
      WHERE p.id IN (SELECT DISTINCT c.parent_id FROM taskd.runs c
                      WHERE c.id = ANY($1::uuid[]) AND c.parent_id IS NOT NULL)
        AND p.status = 'waiting'
        AND NOT EXISTS (SELECT 1 FROM taskd.runs s
                         WHERE s.parent_id = p.id
                           AND s.status NOT IN ('completed', 'failed', 'canceled', 'expired'))
+     ORDER BY p.id
+       FOR NO KEY UPDATE OF p SKIP LOCKED
+), woken AS (
+    UPDATE taskd.runs p SET status = 'queued', run_at = now()
+      FROM ready WHERE p.id = ready.id AND p.status = 'waiting'
     RETURNING p.id, p.task_id, p.queue
 ), notified AS (
     SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q

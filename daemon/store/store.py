@@ -6,6 +6,7 @@ optional ``connection`` so a producer can enqueue inside its own transaction.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,7 +30,10 @@ from daemon.models import (
     RunSummary,
     Step,
 )
+from daemon.store.database import DB_ERRORS
 from daemon.store.queries import QUERIES
+
+log = logging.getLogger("taskd.store")
 
 
 class _NotRecorded(Exception):
@@ -122,18 +126,24 @@ class Store:
         return [dict(row) for row in await self.pool.fetch(QUERIES["worker_list"])]
 
     async def worker_heartbeat(
-        self, worker_id: uuid.UUID, lease_seconds: float, leases: Sequence[tuple[uuid.UUID, int]]
+        self,
+        worker_id: uuid.UUID,
+        lease_seconds: float,
+        leases: Sequence[tuple[uuid.UUID, int]],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (asyncpg cancels the statement itself)
     ) -> bool:
         """Mark the worker alive and extend its leases ((run id, attempt) pairs).
 
-        Returns False when the worker was declared gone by another daemon meanwhile.
+        Returns False when the worker was declared gone by another daemon meanwhile, or when
+        its row no longer exists (pruned or deleted: nobody can see or reconcile it).
         """
         ids = [run_id for run_id, _ in leases]
         attempts = [attempt for _, attempt in leases]
         gone = await self.pool.fetchval(
-            QUERIES["worker_heartbeat"], worker_id, lease_seconds, ids, attempts
+            QUERIES["worker_heartbeat"], worker_id, lease_seconds, ids, attempts, timeout=timeout
         )
-        return not gone
+        return gone is False
 
     async def worker_stop(self, worker_id: uuid.UUID) -> None:
         await self.pool.execute(QUERIES["worker_stop"], worker_id)
@@ -292,10 +302,15 @@ class Store:
         return claim
 
     async def run_complete_many(
-        self, worker_id: uuid.UUID, outcomes: Sequence[Outcome]
+        self,
+        worker_id: uuid.UUID,
+        outcomes: Sequence[Outcome],
+        locked: set[uuid.UUID] | None = None,
     ) -> dict[uuid.UUID, str]:
         """Write outcomes; return {id: new status} for the writes that won (the rest lost a
-        race). Then wake the waiting parents whose last child this batch finished."""
+        race, or are added to ``locked``: runs still this worker's whose row another
+        transaction holds, to be written later). Then wake the waiting parents whose last
+        child this batch finished."""
         rows = await self.pool.fetch(
             QUERIES["run_complete_many"],
             worker_id,
@@ -307,11 +322,21 @@ class Store:
             [o.error.decode() if o.error is not None else None for o in outcomes],
             [o.retry_delay for o in outcomes],
         )
+        if locked is not None:
+            locked.update(row[0] for row in rows if row[1] is None)
+        rows = [row for row in rows if row[1] is not None]
         finished_children = [
             row[0] for row in rows if row[2] is not None and RunStatus(row[1]).terminal
         ]
         if finished_children:
-            await self.parents_wake(finished_children)
+            try:
+                await self.parents_wake(finished_children)
+            except DB_ERRORS as exc:
+                # The outcomes are committed: a failure here must not have them written again.
+                # The parents' own recheck (CHILDREN_RECHECK) wakes them.
+                log.warning(
+                    "waking the parents of %d run(s) failed: %s", len(finished_children), exc
+                )
         return {row[0]: row[1] for row in rows}
 
     async def parents_wake(self, child_ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, str]]:

@@ -47,6 +47,8 @@ FINAL_FLUSH_TIMEOUT = 10.0
 # A cancel request reaches the daemon by NOTIFY at once; this poll is the backstop.
 CANCEL_POLL_INTERVAL = 1.0
 BEFORE_OUTCOMES_TIMEOUT = 2.0
+# How soon the outcome of a run whose row another transaction holds is written again.
+LOCKED_RETRY = 0.25
 
 Handback = tuple[uuid.UUID, int]
 
@@ -98,6 +100,9 @@ class WorkerPool:
         self._retry_timer_at = 0.0
         # completer state
         self._outcomes: list[Outcome] = []
+        # outcomes of runs whose row another transaction holds (an application's open
+        # taskd.cancel): retried every LOCKED_RETRY, without holding back the others
+        self._locked: list[Outcome] = []
         self._handbacks: list[Handback] = []
         self._writing: list[Handback] = []
         self._handback_tasks: dict[uuid.UUID, str] = {}  # task ids, for the change stream
@@ -127,6 +132,7 @@ class WorkerPool:
         return [
             *((run.id, run.attempt) for run, _ in self._running.values() if not run.superseded),
             *((o.run_id, o.attempt) for o in self._outcomes),
+            *((o.run_id, o.attempt) for o in self._locked),
             *self._handbacks,
             *self._writing,
         ]
@@ -214,8 +220,8 @@ class WorkerPool:
         for run, run_task in list(self._running.values()):
             run.superseded = True
             run_task.cancel()
-        dropped = len(self._outcomes) + len(self._handbacks)
-        self._outcomes, self._handbacks = [], []
+        dropped = len(self._outcomes) + len(self._locked) + len(self._handbacks)
+        self._outcomes, self._locked, self._handbacks = [], [], []
         log.error(
             "this worker was declared gone: abandoned %d running and %d unwritten run(s), "
             "which other daemons own now",
@@ -428,6 +434,9 @@ class WorkerPool:
     async def _complete_loop(self) -> None:
         while True:
             if not self._outcomes and not self._handbacks:
+                if self._locked:
+                    await self._retry_locked()
+                    continue
                 if self._closing:
                     return
                 self._complete_wake = anyio.Event()
@@ -435,8 +444,31 @@ class WorkerPool:
                 continue
             await self._flush_once()
 
+    async def _retry_locked(self) -> None:
+        """Write the held runs' outcomes again after a moment (sooner with the next batch);
+        at shutdown, give up on them at the flush deadline: their lease hands them back."""
+        if self._closing and self._flush_deadline is not None:
+            if time.monotonic() >= self._flush_deadline:
+                locked, self._locked = self._locked, []
+                self.unwritten += len(locked)
+                log_event(
+                    log,
+                    logging.ERROR,
+                    f"{len(locked)} outcome(s) not written at shutdown: another transaction "
+                    "still holds their run's row; those runs return to the queue when their "
+                    "lease expires",
+                    run_ids=[str(o.run_id) for o in locked],
+                )
+                return
+        self._complete_wake = anyio.Event()
+        with anyio.move_on_after(LOCKED_RETRY):
+            await self._complete_wake.wait()
+        self._outcomes.extend(self._locked)
+        self._locked = []
+
     async def _flush_once(self) -> None:
-        # Sorted by id: every writer (completer, heartbeat) locks runs in one order.
+        # Sorted by id, like the rows the heartbeat and the completer lock (in id order, SKIP
+        # LOCKED: neither waits for the other, nor for a foreign transaction).
         outcomes = sorted(self._outcomes, key=lambda o: o.run_id)
         handbacks = sorted(self._handbacks)
         self._outcomes, self._handbacks = [], []
@@ -533,7 +565,11 @@ class WorkerPool:
             # stored, must not hold back the outcomes (the lines follow a moment later).
             with anyio.move_on_after(BEFORE_OUTCOMES_TIMEOUT):
                 await self._before_outcomes()
-        written = await self._store.run_complete_many(self._worker_id, outcomes)
+        locked: set[uuid.UUID] = set()
+        written = await self._store.run_complete_many(self._worker_id, outcomes, locked)
+        if locked:
+            self._locked.extend(o for o in outcomes if o.run_id in locked)
+            outcomes = [o for o in outcomes if o.run_id not in locked]
         self.completed_total += len(written)
         self._wake_for_retries([o for o in outcomes if o.run_id in written])
         self._telemetry.ended(outcomes, written)
