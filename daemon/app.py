@@ -293,13 +293,15 @@ class Daemon:
             except DB_ERRORS:
                 pass
         listener = self.listener is not None and self.listener.up
-        ready = database and listener and self.reconciled and not self._stopping
+        worker_lock = self.lock is not None and self.lock.held
+        ready = database and listener and worker_lock and self.reconciled and not self._stopping
         if self.metrics is not None:
             self.metrics.ready.set(1 if ready else 0)
         return Readiness(
             ready=ready,
             database=database,
             listener=listener,
+            worker_lock=worker_lock,
             reconciled=self.reconciled,
             draining=self._stopping,
         )

@@ -200,6 +200,7 @@ async def test_healthz_and_readyz_when_ready(database: str) -> None:
             "ready": True,
             "database": True,
             "listener": True,
+            "worker_lock": True,
             "reconciled": True,
             "draining": False,
         }

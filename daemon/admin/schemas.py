@@ -63,6 +63,8 @@ class Readiness(_Model):
     """A query answered within 2 s."""
     listener: bool
     """The LISTEN connection is up."""
+    worker_lock: bool
+    """The worker's advisory lock is held (without it the daemon claims nothing)."""
     reconciled: bool
     """The startup reconciliation has run."""
     draining: bool

@@ -75,7 +75,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except ReadinessFailed as exc:
         failed = [
             name
-            for name in ("database", "listener", "reconciled")
+            for name in ("database", "listener", "worker_lock", "reconciled")
             if not getattr(exc.readiness, name)
         ]
         if exc.readiness.draining:

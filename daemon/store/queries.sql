@@ -24,8 +24,36 @@ INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks, l
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
 
 -- name: worker_lock
--- On the worker's own session, for its whole life (released when the session ends).
-SELECT pg_advisory_lock($1);
+-- On the worker's own session, for its whole life (released when the session ends). Polled,
+-- never waited for: a blocking pg_advisory_lock would wait, unseen by the session's probe,
+-- behind whoever holds the key.
+SELECT pg_try_advisory_lock($1);
+
+-- name: worker_lock_free_orphans
+-- The key is random per process start, so a taskd session of our own role that holds it is
+-- this daemon's own earlier lock session, orphaned (its client vanished in a partition and
+-- the server has not noticed yet): terminated, so the lock can be taken again. Any other
+-- holder is left alone (the lock is retaken when it lets go). Returns the pids signalled.
+-- (MATERIALIZED: the terminate runs only on rows that passed every condition.)
+WITH orphan AS MATERIALIZED (
+    SELECT l.pid
+      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND l.classid::bigint = (($1::bigint >> 32) & 4294967295)
+       AND l.objid::bigint = ($1::bigint & 4294967295)
+       AND l.pid <> pg_backend_pid()
+       AND a.application_name = 'taskd' AND a.usename = current_user
+)
+SELECT pid FROM orphan WHERE pg_terminate_backend(pid);
+
+-- name: session_keepalives
+-- On each dedicated session (LISTEN, worker lock, event relay): the server notices a client
+-- gone in a partition within about 20 s, instead of the OS default of two hours, and
+-- releases what the session held (the worker lock above all).
+SELECT set_config('tcp_keepalives_idle', '5', false),
+       set_config('tcp_keepalives_interval', '5', false),
+       set_config('tcp_keepalives_count', '3', false);
 
 -- name: worker_list_unlocked
 -- Workers not known to be stopped whose advisory lock no session holds: their process (or

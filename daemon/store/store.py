@@ -108,9 +108,18 @@ class Store:
             lock_key,
         )
 
-    async def worker_lock(self, connection: asyncpg.Connection, lock_key: int) -> None:
-        """Take the worker's session lock on ``connection`` (a dedicated one, never pooled)."""
-        await connection.execute(QUERIES["worker_lock"], lock_key)
+    async def worker_lock(self, connection: asyncpg.Connection, lock_key: int) -> bool:
+        """Try to take the worker's session lock on ``connection`` (a dedicated one, never
+        pooled); False when another session holds the key."""
+        return bool(await connection.fetchval(QUERIES["worker_lock"], lock_key))
+
+    async def worker_lock_free_orphans(
+        self, connection: asyncpg.Connection, lock_key: int
+    ) -> list[int]:
+        """Terminate this daemon's own orphaned sessions that still hold ``lock_key``."""
+        return [
+            row[0] for row in await connection.fetch(QUERIES["worker_lock_free_orphans"], lock_key)
+        ]
 
     async def worker_list_unlocked(self, worker_id: uuid.UUID) -> list[dict[str, Any]]:
         """Other workers, not known to be stopped, whose lock nobody holds."""

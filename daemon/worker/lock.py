@@ -7,6 +7,7 @@ restarted, the connection dropped) the lock is taken again.
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import anyio
@@ -15,7 +16,11 @@ from anyio.abc import TaskStatus
 
 from daemon.config import DatabaseSettings
 from daemon.store.store import Store
-from daemon.worker.session import DedicatedSession
+from daemon.worker.session import PROBE_TIMEOUT, DedicatedSession
+
+log = logging.getLogger("taskd.lock")
+# How often a held key is looked at again while the lock is not ours.
+LOCK_RETRY = 0.5
 
 
 def new_lock_key() -> int:
@@ -38,4 +43,28 @@ class WorkerLock:
         await self._session.run(task_status=task_status)
 
     async def _take(self, connection: asyncpg.Connection) -> None:
-        await self._store.worker_lock(connection, self.key)
+        """Poll until this session holds the key (never a blocking wait, which no probe sees).
+
+        A holder that is this daemon's own orphaned session is terminated at once; any other
+        is waited out, with the daemon not claiming and /readyz answering 503 meanwhile.
+        """
+        reported = False
+        while True:
+            # each poll bounded: a connection that died silently shows here, and reconnects
+            with anyio.fail_after(PROBE_TIMEOUT):
+                if await self._store.worker_lock(connection, self.key):
+                    break
+                orphans = await self._store.worker_lock_free_orphans(connection, self.key)
+            if orphans:
+                log.warning(
+                    "worker lock held by this daemon's own orphaned session(s) %s: terminated",
+                    orphans,
+                )
+            elif not reported:
+                log.error("worker lock held by another session; not claiming until it is free")
+            reported = True
+            # right after terminating our orphan, look again at once: while the key is free,
+            # other daemons may count this worker as gone
+            await anyio.sleep(0.05 if orphans else LOCK_RETRY)
+        if reported:
+            log.info("worker lock taken again")

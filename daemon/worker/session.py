@@ -16,6 +16,7 @@ from anyio.abc import TaskStatus
 
 from daemon.config import DatabaseSettings
 from daemon.store.database import DB_ERRORS, connect
+from daemon.store.queries import QUERIES
 
 PROBE_INTERVAL = 15.0
 PROBE_TIMEOUT = 5.0
@@ -54,6 +55,7 @@ class DedicatedSession:
                 connection = await connect(self._dsn, self._settings)
                 lost = anyio.Event()
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await connection.fetchval(QUERIES["session_keepalives"], timeout=PROBE_TIMEOUT)
                 await self._on_connect(connection)
                 self.up = True
                 if started:
