@@ -127,30 +127,34 @@ class Daemon:
                 size=ADMIN_POOL_SIZE,
                 reset_session=False,
                 statement_timeout=ADMIN_STATEMENT_TIMEOUT,
+                # what pg_stat_activity shows: an operator's reads apart from the worker's
+                application_name="taskd-admin",
             )
             if settings.admin.listen
             else None
         )
+        # Every operator read (the API, /metrics, /readyz) goes through the admin pool.
+        admin_store = Store(admin_pool) if admin_pool is not None else None
         telemetry = Telemetry()
-        if settings.admin.listen:
+        if admin_store is not None:
             self.metrics = telemetry = Metrics(
-                store, self._counters, known_task=lambda task_id: task_id in self.registry
+                admin_store, self._counters, known_task=lambda task_id: task_id in self.registry
             )
         client = Client(db_pool, changes=self.changes)
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
         try:
             if settings.admin.listen:
                 assert self.metrics is not None
-                assert admin_pool is not None
+                assert admin_pool is not None and admin_store is not None
                 self.admin = AdminServer(
                     AdminState(
-                        store=Store(admin_pool),
+                        store=admin_store,
                         client=Client(admin_pool, changes=self.changes),
                         registry=self.registry,
                         changes=self.changes,
                         metrics=self.metrics,
                         settings=settings.admin,
-                        readiness=lambda: self._readiness(store),
+                        readiness=lambda: self._readiness(admin_store),
                         max_payload_bytes=settings.tasks.max_payload_bytes,
                     ),
                     taskd_version(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 import uuid
 from collections import Counter as Counter_
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -189,6 +191,8 @@ class Metrics(Telemetry):
         self._read_counters = read_counters
         self._counters: dict[str, float] = {}
         self._snapshot = DatabaseSnapshot()
+        self._snapshot_at = -math.inf  # time.monotonic() of the last database read
+        self._reading = anyio.Lock()
         registry = self.registry
         self._run_counters = {
             name: Counter(
@@ -284,9 +288,17 @@ class Metrics(Telemetry):
     # exposition ------------------------------------------------------------------------------
 
     async def render(self) -> bytes:
-        """The exposition text, after reading the database figures once."""
-        queues = await self._store.queue_depths()
-        tables = await self._store.table_stats()
-        self._snapshot = DatabaseSnapshot(queues, tables, datetime.now(UTC))
+        """The exposition text. The database figures are read by one scrape at a time (on
+        the admin pool, under its statement timeout); scrapes that arrive meanwhile share the
+        next read, begun after they arrived, so any number of concurrent scrapers costs two
+        reads at most and none sees figures older than its own request."""
+        requested = time.monotonic()
+        async with self._reading:
+            if self._snapshot_at < requested:
+                began = time.monotonic()
+                queues = await self._store.queue_depths()
+                tables = await self._store.table_stats()
+                self._snapshot = DatabaseSnapshot(queues, tables, datetime.now(UTC))
+                self._snapshot_at = began
         self._counters = self._read_counters()  # also sets the pool and loop gauges
         return generate_latest(self.registry)

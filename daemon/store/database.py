@@ -55,6 +55,7 @@ async def create_pool(
     reset_session: bool = True,
     statement_timeout: float | None = None,
     lock_timeout: float | None = None,
+    application_name: str = "taskd",
 ) -> asyncpg.Pool:
     """A pool with taskd's codecs. ``size`` fixes min = max (the claim pool).
 
@@ -68,7 +69,7 @@ async def create_pool(
     rolled back by asyncpg.
     """
     settings = settings or DatabaseSettings()
-    server_settings = {"application_name": "taskd"}
+    server_settings = {"application_name": application_name}
     if not synchronous_commit:
         server_settings["synchronous_commit"] = "off"
     if statement_timeout is not None:
