@@ -24,6 +24,7 @@ async def test_a_foreign_row_lock_past_the_lease_costs_only_that_run(
     client: Client, db: asyncpg.Connection, database: str, start_daemon: Any
 ) -> None:
     executions: Counter[uuid.UUID] = Counter()
+    ended: set[uuid.UUID] = set()
     gates = {"held": anyio.Event(), "second": anyio.Event(), "many": anyio.Event()}
 
     @task(id="locks.work")
@@ -32,6 +33,7 @@ async def test_a_foreign_row_lock_past_the_lease_costs_only_that_run(
         gate = gates.get(payload["gate"])
         if gate is not None:
             await gate.wait()
+        ended.add(ctx.run_id)
         return "done"
 
     locker = await asyncpg.connect(database)
@@ -67,7 +69,7 @@ async def test_a_foreign_row_lock_past_the_lease_costs_only_that_run(
             # `second` ends while its row is locked: its outcome waits, no other run's does,
             # and the daemon keeps claiming.
             gates["second"].set()
-            await wait_for(lambda: _true(executions[second] == 1))
+            await wait_for(lambda: _true(second in ended))
             fresh = await client.batch_trigger(work, [{"gate": "none"}] * 10)
             for run_id in fresh:
                 await wait_for_run(client, run_id, FINISHED)

@@ -103,6 +103,7 @@ class WorkerPool:
         # outcomes of runs whose row another transaction holds (an application's open
         # taskd.cancel): retried every LOCKED_RETRY, without holding back the others
         self._locked: list[Outcome] = []
+        self._locked_due = 0.0
         self._handbacks: list[Handback] = []
         self._writing: list[Handback] = []
         self._handback_tasks: dict[uuid.UUID, str] = {}  # task ids, for the change stream
@@ -433,9 +434,13 @@ class WorkerPool:
 
     async def _complete_loop(self) -> None:
         while True:
+            if self._locked and time.monotonic() >= self._locked_due:
+                # with the next batch, even under a steady flow of outcomes
+                self._outcomes.extend(self._locked)
+                self._locked = []
             if not self._outcomes and not self._handbacks:
                 if self._locked:
-                    await self._retry_locked()
+                    await self._wait_for_locked()
                     continue
                 if self._closing:
                     return
@@ -444,9 +449,9 @@ class WorkerPool:
                 continue
             await self._flush_once()
 
-    async def _retry_locked(self) -> None:
-        """Write the held runs' outcomes again after a moment (sooner with the next batch);
-        at shutdown, give up on them at the flush deadline: their lease hands them back."""
+    async def _wait_for_locked(self) -> None:
+        """Until the held runs' outcomes are due again (or other outcomes come); at shutdown,
+        give up on them at the flush deadline: their lease hands them back."""
         if self._closing and self._flush_deadline is not None:
             if time.monotonic() >= self._flush_deadline:
                 locked, self._locked = self._locked, []
@@ -461,10 +466,8 @@ class WorkerPool:
                 )
                 return
         self._complete_wake = anyio.Event()
-        with anyio.move_on_after(LOCKED_RETRY):
+        with anyio.move_on_after(max(0.0, self._locked_due - time.monotonic())):
             await self._complete_wake.wait()
-        self._outcomes.extend(self._locked)
-        self._locked = []
 
     async def _flush_once(self) -> None:
         # Sorted by id, like the rows the heartbeat and the completer lock (in id order, SKIP
@@ -569,6 +572,7 @@ class WorkerPool:
         written = await self._store.run_complete_many(self._worker_id, outcomes, locked)
         if locked:
             self._locked.extend(o for o in outcomes if o.run_id in locked)
+            self._locked_due = time.monotonic() + LOCKED_RETRY
             outcomes = [o for o in outcomes if o.run_id not in locked]
         self.completed_total += len(written)
         self._wake_for_retries([o for o in outcomes if o.run_id in written])
