@@ -13,8 +13,11 @@ from typing import Any
 
 import anyio
 import asyncpg
+import pytest
 
 from daemon import Client, Context, RunStatus, task
+from daemon.config import load_settings
+from daemon.errors import ConfigError
 from tests.conftest import wait_for, wait_for_run
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED)
@@ -118,3 +121,19 @@ async def test_a_foreign_row_lock_past_the_lease_costs_only_that_run(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_the_lock_and_statement_timeouts_are_validated_config_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = load_settings(None).database
+    assert (defaults.lock_timeout, defaults.statement_timeout) == (5.0, 300.0)
+    monkeypatch.setenv("TASKD_DATABASE__LOCK_TIMEOUT", "2s")
+    monkeypatch.setenv("TASKD_DATABASE__STATEMENT_TIMEOUT", "1m")
+    assert load_settings(None).database.lock_timeout == 2.0
+    monkeypatch.setenv("TASKD_DATABASE__LOCK_TIMEOUT", "0")
+    with pytest.raises(ConfigError, match=r"database\.lock_timeout .*greater than 0"):
+        load_settings(None)
+    monkeypatch.setenv("TASKD_DATABASE__LOCK_TIMEOUT", "2m")
+    with pytest.raises(ConfigError, match=r"lock_timeout \(120s\) must not exceed"):
+        load_settings(None)
