@@ -137,3 +137,17 @@ def test_the_lock_and_statement_timeouts_are_validated_config_keys(
     monkeypatch.setenv("TASKD_DATABASE__LOCK_TIMEOUT", "2m")
     with pytest.raises(ConfigError, match=r"lock_timeout \(120s\) must not exceed"):
         load_settings(None)
+
+
+async def test_a_daemon_whose_worker_row_is_gone_stops_like_a_declared_gone_one(
+    db: asyncpg.Connection, start_daemon: Any
+) -> None:
+    @task(id="locks.idle")
+    async def idle(payload: None, ctx: Context) -> None:
+        return None
+
+    async with start_daemon([idle], lease=1.5, heartbeat=0.2) as daemon:
+        # pruned a day after a stop, or deleted by hand: nobody can see or reconcile the
+        # worker any more, so it must not go on claiming under that id (L10)
+        await db.execute("DELETE FROM taskd.workers WHERE id = $1", daemon.worker_id)
+        await wait_for(lambda: _true(daemon.declared_gone))
