@@ -18,6 +18,8 @@ from daemon.ids import new_run_id
 from daemon.logs import log_event
 from daemon.models import LogLine, RunStatus, Step
 from daemon.sdk.context import Context
+from daemon.storable import NotStorable, has_nul
+from daemon.store.database import DatabaseError, refuses_data
 from daemon.store.store import Store
 from daemon.worker.log_writer import RunLogWriter
 
@@ -49,8 +51,10 @@ class WorkerRunServices:
         run_level: int,
         wait_threshold: float = 5.0,
         max_payload_bytes: int = 1_048_576,
+        max_output_bytes: int = 1_048_576,
     ) -> None:
         self.wait_threshold = wait_threshold
+        self.max_output_bytes = max_output_bytes
         self._max_payload_bytes = max_payload_bytes
         self._store = store
         self._worker_id = worker_id
@@ -127,17 +131,22 @@ class WorkerRunServices:
         tries: int,
         started_at: datetime,
     ) -> bool:
-        return await self._store.step_record(
-            run_id,
-            name,
-            self._worker_id,
-            attempt,
-            status=status,
-            result=result,
-            error=error,
-            tries=tries,
-            started_at=started_at,
-        )
+        try:
+            return await self._store.step_record(
+                run_id,
+                name,
+                self._worker_id,
+                attempt,
+                status=status,
+                result=result,
+                error=error,
+                tries=tries,
+                started_at=started_at,
+            )
+        except DatabaseError as exc:
+            if refuses_data(exc):  # the same write can never succeed: say so, not retry
+                raise NotStorable(f"the database refused it: {exc}") from None
+            raise
 
     async def set_metadata(self, ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
         merged = {**ctx.metadata, **values}
@@ -148,7 +157,7 @@ class WorkerRunServices:
             raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
         if len(encoded) > self._max_metadata_bytes:
             raise MetadataTooLarge(len(encoded), self._max_metadata_bytes)
-        if b"\\u0000" in patch and _has_nul(orjson.loads(patch)):
+        if b"\\u0000" in patch and has_nul(orjson.loads(patch)):
             # PostgreSQL's jsonb refuses it: say so here, not with a database error.
             raise ValueError("metadata cannot hold the NUL character (\\x00): jsonb refuses it")
         written = await self._store.run_set_metadata(
@@ -208,16 +217,6 @@ class WorkerRunServices:
                 _cap_fields(encode_fields(fields)) if fields else None,
             )
         )
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
