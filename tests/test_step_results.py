@@ -22,6 +22,7 @@ import pytest
 
 from daemon import Client, Context, Retry, RunStatus, task
 from daemon.config import Settings
+from daemon.errors import InvalidPayload
 from tests.conftest import wait_for, wait_for_run
 
 QUICK = Retry(max_attempts=3, min_delay=0, max_delay=0, jitter=False)
@@ -300,3 +301,87 @@ async def test_a_write_under_the_run_waits_for_a_concurrent_change_of_its_owner(
 
         await wait_for(returned)
         assert await observer.fetchval(written, run_id) == 0, "written for a run not its own"
+
+
+async def test_an_outcome_the_database_refuses_fails_only_its_run_with_a_clear_error(
+    client: Client, start_daemon: Any, db: asyncpg.Connection
+) -> None:
+    # Outputs are checked before the write, so a refusal stands in for what no check
+    # foresees: the refused batch is written one by one and only that run fails.
+    await db.execute(
+        """
+        CREATE FUNCTION public.refuse_output() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.output = '"refuse me"'::jsonb THEN
+                RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_output BEFORE UPDATE ON taskd.runs
+            FOR EACH ROW EXECUTE FUNCTION public.refuse_output();
+        """
+    )
+
+    @task(id="results.refused")
+    async def refused(payload: int, ctx: Context) -> str:
+        return "refuse me" if payload == 3 else "fine"
+
+    async with start_daemon([refused], concurrency=20):
+        ids = await client.batch_trigger(refused, list(range(10)))
+        runs = [await wait_for_run(client, run_id) for run_id in ids]
+    assert [r.status for r in runs] == ["completed"] * 3 + ["failed"] + ["completed"] * 6
+    error = runs[3].error
+    assert error is not None and error["type"] == "OutcomeNotStored", error
+    assert (
+        "outcome could not be stored, the database refused it: refused by the test"
+        in (error["message"])
+    )
+
+
+async def test_a_step_record_the_database_cannot_take_now_is_retried_not_the_step(
+    client: Client, start_daemon: Any, db: asyncpg.Connection
+) -> None:
+    # The first write of the step's record fails as a lock timeout would (a sequence, not a
+    # table: the error rolls a table's change back).
+    await db.execute(
+        """
+        CREATE SEQUENCE public.step_writes;
+        CREATE FUNCTION public.busy_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('public.step_writes') = 1 THEN
+                RAISE EXCEPTION 'busy' USING ERRCODE = '55P03';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER busy_once BEFORE INSERT ON taskd.steps
+            FOR EACH ROW EXECUTE FUNCTION public.busy_once();
+        """
+    )
+    CALLS.clear()
+
+    @task(id="results.record-retried", retry=QUICK)
+    async def recorded(payload: None, ctx: Context) -> str:
+        def charge() -> str:
+            CALLS.append("charged")
+            return "receipt-1"
+
+        return str(await ctx.step("charge", charge))
+
+    async with start_daemon([recorded]):
+        run = await wait_for_run(client, await client.trigger(recorded))
+    assert CALLS == ["charged"]
+    assert run.status is RunStatus.COMPLETED and run.attempt == 1, run.attempts
+    assert run.output == "receipt-1" and [s.result for s in run.steps] == ["receipt-1"]
+    assert await db.fetchval("SELECT last_value FROM public.step_writes") == 2
+
+
+async def test_payloads_and_token_data_with_nul_are_refused_with_a_clear_error(
+    client: Client,
+) -> None:
+    with pytest.raises(InvalidPayload, match="NUL"):
+        await client.trigger("results.anything", {"note": ["a\x00b"]})
+    with pytest.raises(InvalidPayload, match="surrogates"):
+        await client.trigger("results.anything", os.fsdecode(b"\xff"))
+    with pytest.raises(InvalidPayload, match="NUL"):
+        await client.complete_token(uuid.uuid4(), {"k\x00": 1})
+    assert await client.list_runs() == []

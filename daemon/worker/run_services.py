@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import orjson
 
 from daemon.changes import ChangeHub, ChangeKind, RunChange
@@ -19,11 +21,16 @@ from daemon.logs import log_event
 from daemon.models import LogLine, RunStatus, Step
 from daemon.sdk.context import Context
 from daemon.storable import NotStorable, has_nul
-from daemon.store.database import DatabaseError, refuses_data
+from daemon.store.database import DB_ERRORS, DatabaseError, refuses_data
 from daemon.store.store import Store
 from daemon.worker.log_writer import RunLogWriter
 
 log = logging.getLogger("taskd.run")
+
+# How long a step's record is retried while the database is away or the run's row is locked
+# (a lock wait is bounded by the pool's lock_timeout): the step's function has returned, and
+# an attempt failed here would call it again.
+STEP_RECORD_PATIENCE = 30.0
 
 
 def level_name(level: int) -> str:
@@ -131,22 +138,40 @@ class WorkerRunServices:
         tries: int,
         started_at: datetime,
     ) -> bool:
-        try:
-            return await self._store.step_record(
-                run_id,
-                name,
-                self._worker_id,
-                attempt,
-                status=status,
-                result=result,
-                error=error,
-                tries=tries,
-                started_at=started_at,
-            )
-        except DatabaseError as exc:
-            if refuses_data(exc):  # the same write can never succeed: say so, not retry
-                raise NotStorable(f"the database refused it: {exc}") from None
-            raise
+        deadline = time.monotonic() + STEP_RECORD_PATIENCE
+        failures = 0
+        while True:
+            try:
+                return await self._store.step_record(
+                    run_id,
+                    name,
+                    self._worker_id,
+                    attempt,
+                    status=status,
+                    result=result,
+                    error=error,
+                    tries=tries,
+                    started_at=started_at,
+                )
+            except DB_ERRORS as exc:
+                if isinstance(exc, DatabaseError) and refuses_data(exc):
+                    # the same write can never succeed: the step fails the run for good
+                    raise NotStorable(f"the database refused it: {exc}") from None
+                failures += 1
+                delay = min(2.0, 0.05 * 2**failures)
+                if time.monotonic() + delay > deadline:
+                    raise
+                # A retry is safe: the write is a compare-and-set that never overwrites a
+                # completed step, and a run lost meanwhile makes it write nothing.
+                log_event(
+                    log,
+                    logging.WARNING,
+                    f"step {name!r} not recorded yet, retrying in {delay:.2g}s: "
+                    f"{type(exc).__name__}: {exc}",
+                    run_id=str(run_id),
+                    step=name,
+                )
+                await anyio.sleep(delay)
 
     async def set_metadata(self, ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
         merged = {**ctx.metadata, **values}
