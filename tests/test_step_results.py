@@ -137,6 +137,11 @@ async def returning(payload: str, ctx: Context) -> Any:
     return UNSTORABLE[payload]
 
 
+@returning.on_failure
+async def returning_failed(payload: str, error: BaseException, attempts: int, ctx: Context) -> None:
+    CALLS.append(f"on_failure-{payload}")
+
+
 async def test_an_output_that_cannot_be_stored_fails_the_run_once_and_alone(
     client: Client, start_daemon: Any
 ) -> None:
@@ -151,7 +156,9 @@ async def test_an_output_that_cannot_be_stored_fails_the_run_once_and_alone(
         good = await client.batch_trigger(fine, [None] * 10)
         runs = {kind: await wait_for_run(client, run_id) for kind, run_id in bad.items()}
         others = [await wait_for_run(client, run_id) for run_id in good]
-    assert sorted(CALLS) == sorted(UNSTORABLE), "a returned task function is not called again"
+    assert sorted(CALLS) == sorted([*UNSTORABLE, *(f"on_failure-{k}" for k in UNSTORABLE)]), (
+        "a returned task function is not called again; the dead-letter hook runs"
+    )
     for kind, run in runs.items():
         assert run.status is RunStatus.FAILED and run.attempt == 1, (kind, run.attempts)
         assert run.error is not None and run.error["type"] == "OutcomeNotStored", run.error
