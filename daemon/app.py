@@ -191,6 +191,7 @@ class Daemon:
                 run_level=logging.getLevelName(settings.log.run_level),
                 wait_threshold=settings.worker.wait_threshold,
                 max_payload_bytes=settings.tasks.max_payload_bytes,
+                max_output_bytes=settings.tasks.max_output_bytes,
             )
             self.pool = WorkerPool(
                 store,

@@ -44,6 +44,7 @@ from daemon.sdk.current import reset_current_client, set_current_client
 from daemon.sdk.queues import Rate, check_limit, check_queue_name
 from daemon.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from daemon.sdk.task import TaskDefinition
+from daemon.storable import has_nul
 from daemon.store.database import create_pool
 from daemon.store.store import Store
 
@@ -684,4 +685,7 @@ def _encode_payload(payload: Any, limit: int) -> bytes:
         raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
     if len(encoded) > limit:
         raise PayloadTooLarge(len(encoded), limit)
+    if b"\\u0000" in encoded and has_nul(orjson.loads(encoded)):
+        # a clear error here, not the database's "unsupported Unicode escape sequence"
+        raise InvalidPayload("payload holds the NUL character (\\x00), which jsonb refuses")
     return encoded

@@ -125,6 +125,9 @@ class TasksSettings(_Section):
     """Payloads larger than this (as JSON) are refused at enqueue."""
     max_metadata_bytes: int = Field(65_536, ge=2)
     """A run's metadata (``ctx.set_metadata``), as JSON, may not grow past this."""
+    max_output_bytes: int = Field(1_048_576, ge=1)
+    """A step's result (``ctx.step``) or a run's output, as JSON, may not be larger than this:
+    one that is fails the run for good (the function that returned it is not called again)."""
 
 
 class LogSettings(_Section):

@@ -76,6 +76,19 @@ class StepNameRepeated(AbortRun):
     fails the run at once: a retry would repeat the same code."""
 
 
+class StepResultNotStored(AbortRun):
+    """A step's function returned a value that cannot be stored: not JSON-serialisable (a
+    ``Decimal``, ``bytes``, a ``set``...), a string holding NUL or a lone surrogate, or over
+    ``[tasks] max_output_bytes``. The function has run (its side effect happened), so it is
+    not called again for the run: the run fails for good. Caught by the task, it is raised
+    again, without the call, wherever the run reaches the step again."""
+
+
+class OutcomeNotStored(AbortRun):
+    """A run's output cannot be stored (see StepResultNotStored for the reasons): the run
+    fails for good rather than running its function again."""
+
+
 class WaitTimeout(TaskdError):
     """``wait.for_token``: the token was not completed within its timeout."""
 

@@ -59,7 +59,8 @@ class Step(BaseModel):
     name: str
     status: str
     """completed, or failed (its retries exhausted: the attempt failed; the next attempt of
-    the run calls it again)."""
+    the run calls it again). A step whose function returned a value that could not be stored
+    is failed with error type StepResultNotStored and is never called again."""
     result: Any = None
     error: dict[str, Any] | None = None
     attempts: int

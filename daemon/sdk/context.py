@@ -178,8 +178,10 @@ class Context:
         value returned is the JSON form of the result (a pydantic model comes back as a dict)
         on the first execution too. ``retry``: the step's own policy (default: one try; the
         run's retry policy then applies). A step whose tries are exhausted raises its error
-        (the attempt fails) and is called again by the next attempt. Names must be unique in
-        a run: a step in a loop carries an index (``f"fetch-{i}"``).
+        (the attempt fails) and is called again by the next attempt. A result that cannot
+        be stored (not JSON, a NUL in a string, over ``[tasks] max_output_bytes``) raises
+        StepResultNotStored: the run fails for good and ``fn`` is never called again. Names
+        must be unique in a run: a step in a loop carries an index (``f"fetch-{i}"``).
         """
         return await self._steps_of_run().run(name, fn, args, kwargs, retry)
 

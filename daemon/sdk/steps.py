@@ -20,16 +20,23 @@ import anyio
 import orjson
 from pydantic import BaseModel
 
-from daemon.errors import StepNameRepeated
+from daemon.errors import StepNameRepeated, StepResultNotStored
 from daemon.logs import log_event
 from daemon.models import Step
 from daemon.sdk.retry import Retry, retry_after
+from daemon.storable import NotStorable, encode_storable, escaped_text
 
 log = logging.getLogger("taskd.step")
 
 
+DEFAULT_MAX_RESULT_BYTES = 1_048_576
+
+
 class StepStore(Protocol):
-    """What steps need from the daemon (see daemon.worker.run_services)."""
+    """What steps need from the daemon (see daemon.worker.run_services). ``record_step``
+    raises NotStorable when the database refuses the result itself."""
+
+    max_output_bytes: int
 
     async def load_steps(self, run_id: uuid.UUID) -> dict[str, Step]: ...
 
@@ -84,6 +91,9 @@ class Steps:
         recorded = (await self._load()).get(name)
         if recorded is not None and recorded.status == "completed":
             return recorded.result
+        if recorded is not None and _not_stored(recorded):
+            # Its function returned once already: the task caught the error and went on.
+            raise StepResultNotStored((recorded.error or {}).get("message", ""))
         policy = retry or Retry(max_attempts=1)
         started_at = datetime.now(UTC)
         tries = 0
@@ -93,7 +103,6 @@ class Steps:
                 value = fn(*args, **kwargs)
                 if inspect.isawaitable(value):
                     value = await value
-                encoded = orjson.dumps(value, default=_json_default)
             except Exception as exc:
                 if tries < policy.max_attempts:
                     # the step sleeps in its slot: a server's retry_after counts, as for runs
@@ -109,11 +118,23 @@ class Steps:
                     )
                     await anyio.sleep(delay)
                     continue
-                error = orjson.dumps({"type": type(exc).__name__, "message": str(exc)})
-                await self._record(name, "failed", None, error.decode(), tries, started_at)
+                await self._record(name, "failed", None, _error(exc), tries, started_at)
                 raise
+            break
+        # The function has returned: its side effect (a charge, an email) happened, so
+        # whatever becomes of its result, it is not called again for this run.
+        limit = self._store.max_output_bytes if self._store else DEFAULT_MAX_RESULT_BYTES
+        try:
+            encoded = encode_storable(value, _json_default, limit, "max_output_bytes")
             await self._record(name, "completed", encoded.decode(), None, tries, started_at)
-            return orjson.loads(encoded)
+        except NotStorable as exc:
+            error = StepResultNotStored(
+                f"step {name!r} returned a value that cannot be stored ({exc}); the step is "
+                "not called again and the run fails"
+            )
+            await self._record_not_stored(name, error, tries, started_at)
+            raise error from None
+        return orjson.loads(encoded)
 
     async def recorded(self) -> dict[str, Step]:
         return await self._load()
@@ -126,6 +147,23 @@ class Steps:
                         await self._store.load_steps(self._run_id) if self._store else {}
                     )
         return self._recorded
+
+    async def _record_not_stored(
+        self, name: str, error: StepResultNotStored, tries: int, started_at: datetime
+    ) -> None:
+        """Record the step as failed for good, so that no later execution of the run calls
+        it (a task may catch the error, and fail or wait after it). Best effort: the run
+        fails for good anyway."""
+        try:
+            await self._record(name, "failed", None, _error(error), tries, started_at)
+        except Exception as exc:
+            log_event(
+                log,
+                logging.WARNING,
+                f"step {name!r} could not be recorded as not stored: {type(exc).__name__}",
+                run_id=str(self._run_id),
+                step=name,
+            )
 
     async def _record(
         self,
@@ -156,3 +194,18 @@ class Steps:
                 run_id=str(self._run_id),
                 step=name,
             )
+
+
+def _error(exc: BaseException) -> str:
+    """A failed step's error as JSON; its text escaped so that jsonb takes it (a NUL in a
+    parser's message must not turn a failure the run retries into one it cannot store)."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{type(exc).__name__}: str() raised>"
+    error = {"type": escaped_text(type(exc).__name__), "message": escaped_text(message)}
+    return orjson.dumps(error).decode()
+
+
+def _not_stored(step: Step) -> bool:
+    return step.status == "failed" and (step.error or {}).get("type") == "StepResultNotStored"

@@ -556,13 +556,17 @@ SELECT name, status, result, error, attempts, run_attempt, started_at, finished_
 
 -- name: step_record
 -- Record a step's outcome, only while the run is this worker's attempt (the completion's
--- compare-and-set); a completed step is never overwritten.
+-- compare-and-set); a completed step is never overwritten. FOR SHARE makes the check a true
+-- compare-and-set: a rescue or cancel changing the run right now is waited for and the row
+-- checked again (a plain read would see the statement's snapshot and record the step of a
+-- run already taken from this worker); steps of one run still record side by side.
 INSERT INTO taskd.steps AS s (run_id, name, status, result, error, attempts, run_attempt,
                               started_at, finished_at)
 SELECT $1, $2, $5, $6::text::jsonb, $7::text::jsonb, $8, $4, $9, now()
  WHERE EXISTS (SELECT 1 FROM taskd.runs r
                 WHERE r.id = $1 AND r.status = 'executing' AND r.worker_id = $3
-                  AND r.attempt = $4)
+                  AND r.attempt = $4
+                  FOR SHARE)
 ON CONFLICT (run_id, name) DO UPDATE
    SET status = excluded.status, result = excluded.result, error = excluded.error,
        attempts = s.attempts + excluded.attempts, run_attempt = excluded.run_attempt,
@@ -577,8 +581,11 @@ RETURNING true;
 -- (id, payload, idempotency key); $12: every id the step records, including runs that
 -- already held their idempotency key. Returns whether the step was written.
 WITH owner AS (
+    -- FOR SHARE: waits for a concurrent change of the parent and checks it again (see
+    -- step_record)
     SELECT 1 FROM taskd.runs r
      WHERE r.id = $1 AND r.status = 'executing' AND r.worker_id = $2 AND r.attempt = $3
+       FOR SHARE
 ), step AS (
     INSERT INTO taskd.steps (run_id, name, status, result, attempts, run_attempt, started_at,
                              finished_at)

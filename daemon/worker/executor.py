@@ -15,17 +15,19 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from daemon.errors import AbortRun
+from daemon.errors import AbortRun, OutcomeNotStored
 from daemon.logs import log_event
 from daemon.models import AttemptOutcome, ClaimedRun, Outcome, RunStatus
 from daemon.sdk.context import Context, RunServices
 from daemon.sdk.retry import retry_after
 from daemon.sdk.task import TaskDefinition
 from daemon.sdk.wait import Suspend, reset_current_context, set_current_context
+from daemon.storable import NotStorable, encode_storable, escaped_text
 
 log = logging.getLogger("taskd.executor")
 
 TRACEBACK_LIMIT = 8_000
+DEFAULT_MAX_OUTPUT_BYTES = 1_048_576  # [tasks] max_output_bytes
 # A server asking for more than a week is treated as asking for a week.
 
 
@@ -42,14 +44,22 @@ def describe(exc: BaseException) -> str:
 
 
 def encode_error(exc: BaseException, *, with_traceback: bool = True) -> bytes:
-    """The JSON stored as an attempt's (and run's) error."""
+    """The JSON stored as an attempt's (and run's) error. Its text is escaped (NUL, lone
+    surrogates): a parser's message quoting bad input must be stored like any other, not
+    turn a failure the run retries into an outcome the database refuses."""
     text = None
     if with_traceback and exc.__traceback__ is not None:
         try:
-            text = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
+            text = escaped_text("".join(traceback.format_exception(exc)))[-TRACEBACK_LIMIT:]
         except Exception:
             text = None
-    return orjson.dumps({"type": type(exc).__name__, "message": describe(exc), "traceback": text})
+    return orjson.dumps(
+        {
+            "type": escaped_text(type(exc).__name__),
+            "message": escaped_text(describe(exc)),
+            "traceback": text,
+        }
+    )
 
 
 def _to_json_value(value: Any) -> Any:
@@ -58,8 +68,15 @@ def _to_json_value(value: Any) -> Any:
     raise TypeError(f"output of type {type(value).__name__} is not JSON-serialisable")
 
 
-def encode_output(value: Any) -> bytes:
-    return orjson.dumps(value, default=_to_json_value)
+def encode_output(value: Any, limit: int = DEFAULT_MAX_OUTPUT_BYTES) -> bytes:
+    """The output as JSON for the run, or OutcomeNotStored (an AbortRun: the function has
+    returned, and running it again would repeat its work for the same verdict)."""
+    try:
+        return encode_storable(value, _to_json_value, limit, "max_output_bytes")
+    except NotStorable as exc:
+        raise OutcomeNotStored(
+            f"the run's output could not be stored ({exc}); the run fails without running again"
+        ) from None
 
 
 async def execute(
@@ -85,7 +102,7 @@ async def execute(
             await definition.on_start_hook(payload, ctx)
         async with timeout:
             result = await definition.fn(payload, ctx)
-        output = encode_output(result)
+        output = encode_output(result, _output_limit(services))
     except Suspend as suspended:
         # A long wait: the attempt ends without being spent; the run sleeps in the database.
         delay = max(0.0, (suspended.wake_at - datetime.now(UTC)).total_seconds())
@@ -146,7 +163,9 @@ async def execute(
 
 def unstorable(outcome: Outcome, exc: BaseException) -> Outcome:
     """The outcome to write instead of one the database refused (e.g. an output it rejects)."""
-    message = f"the outcome could not be stored: {describe(exc)}".replace("\x00", "")
+    message = escaped_text(
+        f"the run's outcome could not be stored, the database refused it: {describe(exc)}"
+    )
     error = orjson.dumps({"type": "OutcomeNotStored", "message": message})
     return Outcome(
         outcome.run_id,
@@ -168,7 +187,7 @@ def canceled_before_start(run: ClaimedRun) -> Outcome:
 def crashed(run: ClaimedRun, exc: BaseException) -> Outcome:
     """The outcome of an attempt whose handling itself failed (a defect, not the task's)."""
     error = orjson.dumps(
-        {"type": "ExecutorError", "message": f"{type(exc).__name__}: {describe(exc)}"}
+        {"type": "ExecutorError", "message": escaped_text(f"{type(exc).__name__}: {describe(exc)}")}
     )
     return Outcome(run.id, run.attempt, RunStatus.FAILED, AttemptOutcome.FAILED, None, error)
 
@@ -186,6 +205,10 @@ async def _canceled(run: ClaimedRun, definition: TaskDefinition[Any, Any], ctx: 
             ctx.log.exception("on_cancel hook raised")
     error = orjson.dumps({"type": "Canceled", "message": "canceled by request"})
     return Outcome(run.id, run.attempt, RunStatus.CANCELED, AttemptOutcome.CANCELED, None, error)
+
+
+def _output_limit(services: RunServices | None) -> int:
+    return services.max_output_bytes if services is not None else DEFAULT_MAX_OUTPUT_BYTES
 
 
 def _context(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import orjson
 
 from daemon.changes import ChangeHub, ChangeKind, RunChange
@@ -18,10 +20,17 @@ from daemon.ids import new_run_id
 from daemon.logs import log_event
 from daemon.models import LogLine, RunStatus, Step
 from daemon.sdk.context import Context
+from daemon.storable import NotStorable, has_nul
+from daemon.store.database import DB_ERRORS, DatabaseError, refuses_data
 from daemon.store.store import Store
 from daemon.worker.log_writer import RunLogWriter
 
 log = logging.getLogger("taskd.run")
+
+# How long a step's record is retried while the database is away or the run's row is locked
+# (a lock wait is bounded by the pool's lock_timeout): the step's function has returned, and
+# an attempt failed here would call it again.
+STEP_RECORD_PATIENCE = 30.0
 
 
 def level_name(level: int) -> str:
@@ -49,8 +58,10 @@ class WorkerRunServices:
         run_level: int,
         wait_threshold: float = 5.0,
         max_payload_bytes: int = 1_048_576,
+        max_output_bytes: int = 1_048_576,
     ) -> None:
         self.wait_threshold = wait_threshold
+        self.max_output_bytes = max_output_bytes
         self._max_payload_bytes = max_payload_bytes
         self._store = store
         self._worker_id = worker_id
@@ -127,17 +138,40 @@ class WorkerRunServices:
         tries: int,
         started_at: datetime,
     ) -> bool:
-        return await self._store.step_record(
-            run_id,
-            name,
-            self._worker_id,
-            attempt,
-            status=status,
-            result=result,
-            error=error,
-            tries=tries,
-            started_at=started_at,
-        )
+        deadline = time.monotonic() + STEP_RECORD_PATIENCE
+        failures = 0
+        while True:
+            try:
+                return await self._store.step_record(
+                    run_id,
+                    name,
+                    self._worker_id,
+                    attempt,
+                    status=status,
+                    result=result,
+                    error=error,
+                    tries=tries,
+                    started_at=started_at,
+                )
+            except DB_ERRORS as exc:
+                if isinstance(exc, DatabaseError) and refuses_data(exc):
+                    # the same write can never succeed: the step fails the run for good
+                    raise NotStorable(f"the database refused it: {exc}") from None
+                failures += 1
+                delay = min(2.0, 0.05 * 2**failures)
+                if time.monotonic() + delay > deadline:
+                    raise
+                # A retry is safe: the write is a compare-and-set that never overwrites a
+                # completed step, and a run lost meanwhile makes it write nothing.
+                log_event(
+                    log,
+                    logging.WARNING,
+                    f"step {name!r} not recorded yet, retrying in {delay:.2g}s: "
+                    f"{type(exc).__name__}: {exc}",
+                    run_id=str(run_id),
+                    step=name,
+                )
+                await anyio.sleep(delay)
 
     async def set_metadata(self, ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
         merged = {**ctx.metadata, **values}
@@ -148,7 +182,7 @@ class WorkerRunServices:
             raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
         if len(encoded) > self._max_metadata_bytes:
             raise MetadataTooLarge(len(encoded), self._max_metadata_bytes)
-        if b"\\u0000" in patch and _has_nul(orjson.loads(patch)):
+        if b"\\u0000" in patch and has_nul(orjson.loads(patch)):
             # PostgreSQL's jsonb refuses it: say so here, not with a database error.
             raise ValueError("metadata cannot hold the NUL character (\\x00): jsonb refuses it")
         written = await self._store.run_set_metadata(
@@ -208,16 +242,6 @@ class WorkerRunServices:
                 _cap_fields(encode_fields(fields)) if fields else None,
             )
         )
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
