@@ -18,6 +18,7 @@ from daemon.sdk.steps import Steps, StepStore
 from daemon.sdk.wait import Suspend, WaitToken, sleep_until
 
 CHILDREN_RECHECK = 60.0  # seconds: a waiting parent looks at its children at least this often
+TOKEN_RECHECK = 1.0  # seconds: a run looks again at a token another transaction is completing
 
 task_logger = logging.getLogger("taskd.task")
 
@@ -34,9 +35,9 @@ class RunServices(StepStore, Protocol):
         self, token_id: uuid.UUID, run_id: uuid.UUID, lifetime: float
     ) -> datetime: ...
 
-    async def token_get(self, token_id: uuid.UUID) -> dict[str, Any] | None: ...
-
-    async def token_seen(self, token_id: uuid.UUID) -> None: ...
+    async def token_await(
+        self, token_id: uuid.UUID, run_id: uuid.UUID
+    ) -> dict[str, Any] | None: ...
 
     async def children_create(
         self,
@@ -233,20 +234,33 @@ class Context:
         """The engine of ``wait.for_token``."""
         if self._services is None:
             raise RuntimeError("wait tokens need a run executed by a taskd daemon")
-        token = await self._services.token_get(token_id)
-        if token is None:
-            raise TokenNotFound(f"no wait token with id {token_id}")
+        services = self._services
+        timed_out = WaitTimeout(f"wait token {token_id} was not completed within its timeout")
+
+        async def read() -> dict[str, Any]:
+            token = await services.token_await(token_id, self.run_id)
+            if token is None:
+                raise TokenNotFound(f"no wait token with id {token_id}")
+            return token
+
+        # Timeouts are the database's: this daemon's clock may be ahead of it or behind.
+        token = await read()
+        left = (token["expires_at"] - token["now"]).total_seconds()
+        if token["status"] == "pending" and left <= 0 and not token["held"]:
+            if await services.token_time_out(token_id):
+                raise timed_out
+            token = await read()  # completed meanwhile, or being completed: its state now
+            left = (token["expires_at"] - token["now"]).total_seconds()
         if token["status"] == "completed":
-            await self._services.token_seen(token_id)
             return token["data"]
-        if token["status"] == "timed_out" or (
-            token["expires_at"] <= datetime.now(UTC)
-            and await self._services.token_time_out(token_id)
-        ):
-            raise WaitTimeout(f"wait token {token_id} was not completed within its timeout")
-        if token["expires_at"] <= datetime.now(UTC):  # completed meanwhile: read it again
-            return await self.wait_for_token(token_id)
-        raise Suspend(token["expires_at"])
+        if token["status"] == "timed_out":
+            raise timed_out
+        if token["held"] or left <= 0:
+            # Another transaction is completing it (it may still roll back), or the database's
+            # clock went back: look again soon, without holding the slot or waiting on a lock.
+            left = min(left, TOKEN_RECHECK) if left > 0 else TOKEN_RECHECK
+        # The wake-up is handed over as a time on this daemon's clock: "left" from now.
+        raise Suspend(datetime.now(UTC) + timedelta(seconds=left))
 
     async def run_children(
         self,

@@ -327,12 +327,24 @@ WITH due AS (
 SELECT woken.id, woken.task_id FROM woken CROSS JOIN (SELECT count(*) FROM notified) AS n;
 
 -- name: run_wake_completed_tokens
--- Runs whose token was completed while they were still executing, and that wait now.
+-- Runs whose token was completed while they were still executing, and that wait now on that
+-- token (awaited: it reached wait.for_token on it). A run waiting on something else (a timer,
+-- children) sleeps on: it reads the data when it reaches for_token.
 WITH due AS (
     SELECT r.id FROM taskd.wait_tokens t JOIN taskd.runs r ON r.id = t.run_id
-     WHERE t.unseen AND r.status = 'waiting'
+     WHERE t.unseen AND t.awaited AND r.status = 'waiting'
      LIMIT $1
        FOR UPDATE OF r SKIP LOCKED
+), finished AS (
+    -- unseen tokens whose run finished without reading them: nothing ever will
+    SELECT t.id FROM taskd.wait_tokens t
+     WHERE t.unseen
+       AND NOT EXISTS (SELECT FROM taskd.runs r
+                        WHERE r.id = t.run_id AND r.status IN ('queued', 'executing', 'waiting'))
+     LIMIT $1
+       FOR UPDATE OF t SKIP LOCKED
+), cleared AS (
+    UPDATE taskd.wait_tokens t SET unseen = false FROM finished WHERE t.id = finished.id
 ), woken AS (
     UPDATE taskd.runs r SET status = 'queued', run_at = now()
       FROM due WHERE r.id = due.id AND r.status = 'waiting'
@@ -347,17 +359,31 @@ INSERT INTO taskd.wait_tokens (id, run_id, expires_at)
 VALUES ($1, $2, now() + make_interval(secs => $3))
 RETURNING expires_at;
 
--- name: token_get
-SELECT id, run_id, status, data, created_at, expires_at, completed_at
-  FROM taskd.wait_tokens WHERE id = $1;
-
--- name: token_seen
-UPDATE taskd.wait_tokens SET unseen = false WHERE id = $1 AND unseen;
+-- name: token_await
+-- wait.for_token ($2: the run) reads its token. Its own run marks it awaited (a completion
+-- then queues the run if it waits, or the wake loop does once it waits), and takes completed
+-- data as seen. A token another transaction holds (a completion not yet committed) is read as
+-- last committed, not waited for: held. now: the database's clock, which times tokens out.
+WITH locked AS (
+    SELECT t.id FROM taskd.wait_tokens t WHERE t.id = $1 FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE taskd.wait_tokens t
+       SET awaited = t.awaited OR t.run_id = $2,
+           unseen = t.unseen AND NOT (t.status = 'completed' AND t.run_id = $2)
+      FROM locked WHERE t.id = locked.id
+    RETURNING t.status, t.data, t.expires_at
+)
+SELECT m.status, m.data, m.expires_at, false AS held, now() AS now FROM marked m
+UNION ALL
+SELECT t.status, t.data, t.expires_at, true, now() FROM taskd.wait_tokens t
+ WHERE t.id = $1 AND NOT EXISTS (SELECT FROM locked);
 
 -- name: token_time_out
--- A pending token past its expiry times out (once).
+-- A pending token past its expiry times out (once). A token another transaction holds (being
+-- completed) is skipped: its run reads it again.
 UPDATE taskd.wait_tokens SET status = 'timed_out', completed_at = now()
- WHERE id = $1 AND status = 'pending' AND expires_at <= now()
+ WHERE id = (SELECT t.id FROM taskd.wait_tokens t WHERE t.id = $1 FOR UPDATE SKIP LOCKED)
+   AND status = 'pending' AND expires_at <= now()
 RETURNING status;
 
 -- name: token_complete
@@ -469,13 +495,13 @@ SELECT task_id, count(*) AS queued, min(created_at) AS oldest
 
 -- name: run_release_many
 -- Hand runs back to the queue without spending an attempt (drain, shutdown); a run whose
--- cancel was requested meanwhile ends canceled instead.
+-- cancel was requested meanwhile ends canceled instead. started_at stays: a started run's
+-- ttl is over (it never expires), and its stored log lines count against the per-run cap.
 UPDATE taskd.runs r
    SET status = CASE WHEN r.cancel_requested_at IS NULL THEN 'queued' ELSE 'canceled' END,
        finished_at = CASE WHEN r.cancel_requested_at IS NULL THEN NULL ELSE now() END,
        attempt = r.attempt - 1, worker_id = NULL, lease_expires_at = NULL,
-       attempt_started_at = NULL,
-       started_at = CASE WHEN r.attempt = 1 THEN NULL ELSE r.started_at END
+       attempt_started_at = NULL
   FROM unnest($2::uuid[], $3::int[]) AS h (id, attempt)
  WHERE r.id = h.id AND r.status = 'executing' AND r.worker_id = $1 AND r.attempt = h.attempt
 RETURNING r.id;
@@ -678,7 +704,8 @@ SELECT l.id, l.run_id, l.task_id, l.attempt, l.at, l.level, l.message, l.fields
 -- name: prune_runs
 -- Finished runs older than the retention, oldest first, in one small batch: along the
 -- primary key (ids begin with their creation time, $1 is the id of the cutoff moment), with
--- their attempts and log lines. SKIP LOCKED: never waits on a run something else holds.
+-- their attempts, log lines, steps and wait tokens. SKIP LOCKED: never waits on a run
+-- something else holds.
 WITH doomed AS (
     SELECT id FROM taskd.runs
      WHERE id < $1 AND finished_at < $2
@@ -692,6 +719,8 @@ WITH doomed AS (
     DELETE FROM taskd.run_logs l USING doomed WHERE l.run_id = doomed.id
 ), steps AS (
     DELETE FROM taskd.steps s USING doomed WHERE s.run_id = doomed.id
+), tokens AS (
+    DELETE FROM taskd.wait_tokens t USING doomed WHERE t.run_id = doomed.id
 )
 DELETE FROM taskd.runs r USING doomed WHERE r.id = doomed.id;
 

@@ -442,12 +442,11 @@ class Store:
         )
         return expires_at
 
-    async def token_get(self, token_id: uuid.UUID) -> dict[str, Any] | None:
-        row = await self.pool.fetchrow(QUERIES["token_get"], token_id)
+    async def token_await(self, token_id: uuid.UUID, run_id: uuid.UUID) -> dict[str, Any] | None:
+        """The token as ``run_id`` waits on it (marked awaited by its own run): status, data,
+        expires_at, held (another transaction is completing it), now (the database's)."""
+        row = await self.pool.fetchrow(QUERIES["token_await"], token_id, run_id)
         return dict(row) if row is not None else None
-
-    async def token_seen(self, token_id: uuid.UUID) -> None:
-        await self.pool.execute(QUERIES["token_seen"], token_id)
 
     async def token_time_out(self, token_id: uuid.UUID) -> bool:
         return await self.pool.fetchval(QUERIES["token_time_out"], token_id) is not None

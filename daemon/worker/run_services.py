@@ -76,11 +76,8 @@ class WorkerRunServices:
     ) -> datetime:
         return await self._store.token_create(token_id, run_id, lifetime)
 
-    async def token_get(self, token_id: uuid.UUID) -> dict[str, Any] | None:
-        return await self._store.token_get(token_id)
-
-    async def token_seen(self, token_id: uuid.UUID) -> None:
-        await self._store.token_seen(token_id)
+    async def token_await(self, token_id: uuid.UUID, run_id: uuid.UUID) -> dict[str, Any] | None:
+        return await self._store.token_await(token_id, run_id)
 
     async def token_time_out(self, token_id: uuid.UUID) -> bool:
         return await self._store.token_time_out(token_id)
