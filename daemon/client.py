@@ -300,8 +300,10 @@ class Client:
         ``dedup_key`` makes creation idempotent: creating again with the same key updates the
         existing schedule instead of adding one (as Trigger.dev's deduplicationKey).
         ``external_id`` is yours (a user id, say) and reaches every run's payload, as does
-        ``payload``. ``catch_up``: what to do with fire times missed while no daemon ran:
-        ``latest`` (one run), ``all`` (one per time, at most 100), ``none``.
+        ``payload``. ``catch_up``: what to do with fire times missed (more than 60 s late:
+        no daemon ran, or the schedule was paused): ``latest`` (one run), ``all`` (one per
+        time, the latest 100), ``none``; a fire time at most 60 s late always fires. A bad
+        cron or timezone, or a cron that never fires (``0 0 30 2 *``), is a ValueError.
         """
         task_id = _task_identity(task)[0]
         ScheduleSpec(cron, timezone, _catch_up(catch_up))  # validates
