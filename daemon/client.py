@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -10,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import anyio
+import anyio.lowlevel
 import asyncpg
 import orjson
 from pydantic import BaseModel
@@ -39,7 +42,7 @@ from daemon.models import (
     UnservedTask,
     WorkerInfo,
 )
-from daemon.sdk.cron import cron_trigger, next_fire_after
+from daemon.sdk.cron import upcoming_fire
 from daemon.sdk.current import reset_current_client, set_current_client
 from daemon.sdk.queues import Rate, check_limit, check_queue_name
 from daemon.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
@@ -298,8 +301,10 @@ class Client:
         ``dedup_key`` makes creation idempotent: creating again with the same key updates the
         existing schedule instead of adding one (as Trigger.dev's deduplicationKey).
         ``external_id`` is yours (a user id, say) and reaches every run's payload, as does
-        ``payload``. ``catch_up``: what to do with fire times missed while no daemon ran:
-        ``latest`` (one run), ``all`` (one per time, at most 100), ``none``.
+        ``payload``. ``catch_up``: what to do with fire times missed (more than 60 s late:
+        no daemon ran, or the schedule was paused): ``latest`` (one run), ``all`` (one per
+        time, the latest 100), ``none``; a fire time at most 60 s late always fires. A bad
+        cron or timezone, or a cron that never fires (``0 0 30 2 *``), is a ValueError.
         """
         task_id = _task_identity(task)[0]
         ScheduleSpec(cron, timezone, _catch_up(catch_up))  # validates
@@ -375,7 +380,16 @@ class Client:
         self, *, task: str | TaskDefinition[Any, Any] | None = None, active: bool | None = None
     ) -> list[Schedule]:
         task_id = _task_identity(task)[0] if task is not None else None
-        return [_schedule(row) for row in await self._store.schedule_list(task_id, active)]
+        rows = await self._store.schedule_list(task_id, active)
+        found = []
+        slice_start = time.perf_counter()
+        for row in rows:
+            # served by the admin API on the daemon's loop: give it back every few ms
+            if time.perf_counter() - slice_start > 0.002:
+                await anyio.lowlevel.checkpoint()
+                slice_start = time.perf_counter()
+            found.append(_schedule(row))
+        return found
 
     async def cancel(self, run_id: uuid.UUID | str) -> RunStatus:
         """Cancel a run.
@@ -647,7 +661,10 @@ def _catch_up(value: str) -> CatchUp:
 def _schedule(row: dict[str, Any]) -> Schedule:
     next_at = None
     if row["active"]:
-        upcoming = next_fire_after(cron_trigger(row["cron"], row["timezone"]), datetime.now(UTC))
+        try:
+            upcoming = upcoming_fire(row["cron"], row["timezone"], datetime.now(UTC))
+        except ValueError:  # a cron that never fires, written before taskd refused them
+            upcoming = None
         next_at = upcoming.astimezone(ZoneInfo(row["timezone"])) if upcoming else None
     return Schedule(**row, next_fire_at=next_at)
 

@@ -61,9 +61,11 @@ class Schedules:
         """Declare a task fired by ``cron`` in ``timezone`` (UTC by default).
 
         The schedule's id is the task's id; removing it from the code deactivates it when a
-        daemon starts. ``catch_up`` decides what happens to fire times missed while every
-        daemon was down: ``latest`` (one run, for the most recent), ``all`` (one per missed
-        time, at most 100), ``none``. Other keywords are ``@task``'s.
+        daemon starts. ``catch_up`` decides what happens to fire times missed (more than 60 s
+        late: every daemon was down, or the schedule was paused): ``latest`` (one run, for the
+        most recent), ``all`` (one per missed time, the latest 100), ``none``; a fire time at
+        most 60 s late always fires. A cron that never fires (``0 0 30 2 *``) is refused here
+        with a ValueError, as a bad cron or timezone is. Other keywords are ``@task``'s.
         """
         spec = ScheduleSpec(cron, timezone, catch_up)
         make = task(id=id, **options)

@@ -759,6 +759,11 @@ SELECT s.id, s.task_id, s.cron, s.timezone, s.payload, s.external_id, s.dedup_ke
  WHERE ($1::text IS NULL OR s.task_id = $1) AND ($2::boolean IS NULL OR s.active = $2)
  ORDER BY s.id;
 
+-- name: schedule_active
+-- What the scheduler reads at every tick: only the columns it uses (no last_run_id lookup).
+SELECT id, task_id, cron, timezone, payload, external_id, catch_up, last_fired_at, created_at
+  FROM taskd.schedules WHERE active;
+
 -- name: schedule_get
 SELECT s.id, s.task_id, s.cron, s.timezone, s.payload, s.external_id, s.dedup_key, s.catch_up,
        s.declared, s.active, s.last_fired_at, s.created_at, s.updated_at,

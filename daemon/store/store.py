@@ -587,6 +587,11 @@ class Store:
         rows = await self.pool.fetch(QUERIES["schedule_list"], task_id, active)
         return [dict(row) for row in rows]
 
+    async def schedule_active(self) -> list[asyncpg.Record]:
+        """Active schedules, as records: a tick over many schedules builds no dicts."""
+        rows: list[asyncpg.Record] = await self.pool.fetch(QUERIES["schedule_active"])
+        return rows
+
     async def schedule_get(self, schedule_id: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(QUERIES["schedule_get"], schedule_id)
         return dict(row) if row is not None else None
