@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from typing import Any, get_args, get_origin
 
 import asyncpg
@@ -30,6 +31,7 @@ from daemon.errors import (
     RunFinished,
     RunNotFound,
     ScheduleNotFound,
+    TaskdError,
     UnknownTask,
 )
 from daemon.store.database import DB_ERRORS
@@ -195,6 +197,10 @@ def build_app(state: AdminState, version: str) -> web.Application:
     return app
 
 
+class AdminListenFailed(TaskdError):
+    """``[admin] listen`` cannot be bound (the port is taken, the address is not local)."""
+
+
 class AdminServer:
     """Binds ``[admin] listen`` and serves until ``stop``."""
 
@@ -212,7 +218,18 @@ class AdminServer:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            # Not a database problem, whatever errno says: name the key and the address.
+            await self._runner.cleanup()
+            self._runner = None
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            errno = f"[Errno {exc.errno}] " if exc.errno else ""
+            raise AdminListenFailed(
+                f"cannot open the admin endpoint on {self._state.settings.listen} "
+                f"(admin.listen): {errno}{reason}"
+            ) from None
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         bound_port = sockets[0].getsockname()[1] if sockets else port
