@@ -112,7 +112,10 @@ class Api:
 
 @asynccontextmanager
 async def api_of(daemon: Daemon, token: str | None = None) -> AsyncIterator[Api]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # every POST as JSON, as the endpoint requires of a request that changes state
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     async with aiohttp.ClientSession(headers=headers) as http:
         yield Api(http, admin_url(daemon))
 
