@@ -349,7 +349,7 @@ class Daemon:
             log.warning("malformed cancel notification ignored: %.100r", payload)
             return
         if self.pool is not None:
-            self.pool.cancel(run_id)
+            self.pool.cancel_hint(run_id)  # a hint: any role may NOTIFY; the database decides
 
     def _on_listener_reconnect(self) -> None:
         # wake-ups sent while the listener was away are lost: claim now (lost cancel requests

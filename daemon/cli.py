@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
     # so the journal shows which task's synchronous code blocked the loop.
     faulthandler.enable()
     registry = Registry.from_modules(settings.tasks.modules)
-    code = _run_guarded(lambda: run_daemon(settings, registry))
+    code = _run_guarded(lambda: run_daemon(settings, registry), settings.database.url or None)
     if code:
         sys.exit(code)
 
@@ -73,7 +73,9 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
     configure_logging("WARNING", "text")
-    applied = _run_async(lambda: migrate(resolve_dsn(settings), settings))
+    applied = _run_async(
+        lambda: migrate(resolve_dsn(settings), settings), settings.database.url or None
+    )
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
@@ -455,7 +457,7 @@ def cmd_logs(args: argparse.Namespace) -> None:
             if args.follow:
                 await tail.follow(emit, dsn, settings.database, until_finished=run_id is not None)
 
-    _run_async(main)
+    _run_async(main, settings.database.url or None)
 
 
 def _print_log_text(line: Any) -> None:
@@ -484,23 +486,30 @@ def _when_ms(value: datetime) -> str:
 # helpers --------------------------------------------------------------------------------------
 
 
-def _run_async(make: Callable[[], Awaitable[Any]]) -> Any:
+def _run_async(make: Callable[[], Awaitable[Any]], dsn: str | None = None) -> Any:
     async def main() -> Any:
         return await make()
 
-    return _run_guarded(lambda: asyncio.run(main()))
+    return _run_guarded(lambda: asyncio.run(main()), dsn)
 
 
-def _run_guarded(call: Callable[[], Any]) -> Any:
-    """Call, turning database and connection failures into one-line CliErrors."""
+def _run_guarded(call: Callable[[], Any], dsn: str | None = None) -> Any:
+    """Call, turning database and connection failures into one-line CliErrors that say
+    which database (``dsn``) could not be reached."""
     try:
         return call()
     except (TaskdError, CliError):
         raise
-    except Exception as exc:
+    except Exception as raised:
         from daemon.store.database import DatabaseError, describe_connection_error
 
-        described = describe_connection_error(exc)
+        # A failure inside the daemon's task group arrives wrapped in an exception group.
+        exc: BaseException = raised
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if isinstance(exc, TaskdError | CliError):
+            raise exc from None
+        described = describe_connection_error(exc, dsn)
         if described:
             raise CliError(described) from None
         if isinstance(exc, DatabaseError):
@@ -519,7 +528,7 @@ def _with_client(args: argparse.Namespace, use: Callable[[Any], Awaitable[Any]])
         async with Client.connect(resolve_dsn(settings), settings.database) as client:
             return await use(client)
 
-    return _run_async(main)
+    return _run_async(main, settings.database.url or None)
 
 
 def _when(value: datetime | None) -> str:

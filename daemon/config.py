@@ -86,6 +86,32 @@ class DatabaseSettings(_Section):
             )
         return self
 
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        # What asyncpg would refuse at connect, refused here so the error names the key.
+        if not value:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("postgresql", "postgres"):
+            raise ValueError("expected postgresql://user@host:port/database")
+        hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+        for spec in hosts.split(","):
+            after_address = spec.rpartition("]")[2] if spec.startswith("[") else spec
+            _, colon, port = after_address.partition(":")
+            if colon and port and not port.isdigit():
+                raise ValueError(f"port {port!r} is not a number")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> DatabaseSettings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(
+                f"database.pool_min_size ({self.pool_min_size}) must not be greater than "
+                f"database.pool_max_size ({self.pool_max_size})"
+            )
+        return self
+
 
 class WorkerSettings(_Section):
     concurrency: int = Field(100, ge=1, le=100_000)
@@ -265,16 +291,26 @@ def _check_environment_sections() -> None:
                 )
 
 
+# Values never echoed in an error line: a database URL may carry a password.
+_SECRETS = frozenset({"database.url", "admin.token"})
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line for the first error: ``worker.concurrency (TASKD_WORKER__CONCURRENCY): ...``."""
     first = exc.errors()[0]
     loc = [str(part) for part in first["loc"]]
     key = ".".join(loc) if loc else "config"
     env = ENV_PREFIX + ENV_DELIMITER.join(part.upper() for part in loc)
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
-    elif "input" in first and first["type"] not in ("missing",) and loc:
+    elif (
+        "input" in first
+        and first["type"] not in ("missing",)
+        and loc
+        and key not in _SECRETS
+        and not isinstance(first["input"], dict)  # a whole section: the message names the keys
+    ):
         message = f"{message} (got {first['input']!r})"
     problems = len(exc.errors())
     more = (

@@ -282,7 +282,7 @@ async def test_concurrency_keys_from_sql_and_the_cli_and_queues_from_the_cli_and
                 exposition = await response.text()
             assert 'taskd_queue_paused{queue="pausable"} 1.0' in exposition
             assert 'taskd_queue_concurrency_limit{queue="per-user"} 2.0' in exposition
-            async with http.post(f"{url}/api/queues/pausable/resume") as response:
+            async with http.post(f"{url}/api/queues/pausable/resume", json={}) as response:
                 assert response.status == 200
                 assert await response.json() == {"queue": "pausable", "paused": False}
             async with http.get(f"{url}/api/queues") as response:

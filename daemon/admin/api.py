@@ -15,6 +15,9 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from daemon.admin.schemas import (
+    MAX_CHILDREN,
+    MAX_LIST_ITEMS,
+    MAX_STEPS,
     CancelResult,
     ErrorBody,
     Liveness,
@@ -123,20 +126,28 @@ async def get_run(
     state: AdminState, request: web.Request, query: RunDetailQuery, body: Any
 ) -> RunDetail:
     run_id = _run_id(request)
-    run = await state.store.run_get(run_id)
+    # one more than shown of each list: is there more?
+    run = await state.store.run_get(run_id, step_limit=MAX_STEPS + 1)
     if run is None:
         raise RunNotFound(f"no run with id {run_id}")
+    steps_truncated = len(run.steps) > MAX_STEPS
+    if steps_truncated:
+        run = run.model_copy(update={"steps": run.steps[:MAX_STEPS]})
     parent = None
     if run.parent_id is not None:
         parent_run = await state.store.run_get(run.parent_id, with_attempts=False)
         if parent_run is not None:
             parent = RunLink(id=parent_run.id, task_id=parent_run.task_id, status=parent_run.status)
-    children = [RunLink(**row) for row in await state.store.run_children(run_id)]
+    children = [
+        RunLink(**row) for row in await state.store.run_children(run_id, limit=MAX_CHILDREN + 1)
+    ]
     lines = await state.store.run_log_list(run_id=run_id, limit=query.log_limit + 1)
     return RunDetail(
         run=run,
+        steps_truncated=steps_truncated,
         parent=parent,
-        children=children,
+        children=children[:MAX_CHILDREN],
+        children_truncated=len(children) > MAX_CHILDREN,
         logs=[RunLogLine(**line) for line in lines[: query.log_limit]],
         logs_truncated=len(lines) > query.log_limit,
     )
@@ -220,11 +231,15 @@ async def list_tasks(state: AdminState, request: web.Request, query: Any, body: 
                 updated_at=row["updated_at"],
             )
         )
-    return TaskList(tasks=tasks)
+    return TaskList(tasks=tasks[:MAX_LIST_ITEMS], truncated=len(tasks) > MAX_LIST_ITEMS)
 
 
 async def list_queues(state: AdminState, request: web.Request, query: Any, body: Any) -> QueueList:
-    return QueueList(queues=[QueueDepth(**q) for q in await state.store.queue_depths()])
+    queues = await state.store.queue_depths()
+    return QueueList(
+        queues=[QueueDepth(**q) for q in queues[:MAX_LIST_ITEMS]],
+        truncated=len(queues) > MAX_LIST_ITEMS,
+    )
 
 
 async def pause_queue(
@@ -250,7 +265,10 @@ async def _set_paused(state: AdminState, name: str, paused: bool) -> QueuePauseR
 async def list_schedules(
     state: AdminState, request: web.Request, query: Any, body: Any
 ) -> ScheduleList:
-    return ScheduleList(schedules=await state.client.list_schedules())
+    schedules = await state.client.list_schedules()
+    return ScheduleList(
+        schedules=schedules[:MAX_LIST_ITEMS], truncated=len(schedules) > MAX_LIST_ITEMS
+    )
 
 
 async def list_workers(

@@ -34,6 +34,14 @@ def openapi_document(version: str) -> dict[str, Any]:
         if not route.public:
             operation["security"] = [{"bearer": []}]
             operation["responses"]["401"] = _error("Missing or wrong bearer token (when set)")
+        # the browser guard of an endpoint without a token (server.py)
+        operation["responses"]["403"] = _error(
+            "No token set, and the Host or Origin is not this endpoint (DNS rebinding, CSRF)"
+        )
+        if route.method != "GET":
+            operation["responses"]["415"] = _error(
+                "No token set, and the Content-Type is not application/json"
+            )
         if route.body is not None:
             operation["requestBody"] = {
                 "required": True,

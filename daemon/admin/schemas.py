@@ -21,6 +21,15 @@ from daemon.models import (
     WorkerInfo,
 )
 
+MAX_LOG_LINES = 1000
+"""Most log lines one run detail carries (``log_limit``)."""
+MAX_CHILDREN = 1000
+"""Most child runs one run detail lists."""
+MAX_STEPS = 1000
+"""Most steps one run detail carries."""
+MAX_LIST_ITEMS = 1000
+"""Most entries of an unpaginated list (tasks, queues, schedules)."""
+
 MAX_DELAY_SECONDS = 100 * 365.25 * 86400
 """The longest delay or ttl a trigger takes (100 years): the run's times must stay within
 what PostgreSQL intervals and Python datetimes hold."""
@@ -122,16 +131,22 @@ class RunLink(_Model):
 
 class RunDetail(_Model):
     run: Run
-    """With its attempts, output, error and metadata."""
+    """With its attempts, output, error, metadata and its first 1,000 steps."""
+    steps_truncated: bool
+    """The run has more steps than ``run.steps`` lists."""
     parent: RunLink | None
     children: list[RunLink]
+    """The first 1,000 children, oldest first."""
+    children_truncated: bool
+    """The run has more children than listed."""
     logs: list[RunLogLine]
     """The run's stored ctx.log lines, oldest first (at most ``log_limit``)."""
     logs_truncated: bool
 
 
 class RunDetailQuery(_Strict):
-    log_limit: int = Field(1000, ge=0, le=10_000)
+    log_limit: int = Field(MAX_LOG_LINES, ge=0, le=MAX_LOG_LINES)
+    """Most log lines in the answer (at most 1,000: a run's lines are up to 24 KiB each)."""
 
 
 class CancelResult(_Model):
@@ -232,10 +247,16 @@ class TaskInfo(_Model):
 
 class TaskList(_Model):
     tasks: list[TaskInfo]
+    """At most 1,000, by id."""
+    truncated: bool = False
+    """There are more than listed."""
 
 
 class QueueList(_Model):
     queues: list[QueueDepth]
+    """At most 1,000, by name."""
+    truncated: bool = False
+    """There are more than listed."""
 
 
 class QueuePauseResult(_Model):
@@ -245,6 +266,9 @@ class QueuePauseResult(_Model):
 
 class ScheduleList(_Model):
     schedules: list[Schedule]
+    """At most 1,000, by id."""
+    truncated: bool = False
+    """There are more than listed."""
 
 
 class WorkerList(_Model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from typing import Any, get_args, get_origin
 
 import asyncpg
@@ -30,6 +31,7 @@ from daemon.errors import (
     RunFinished,
     RunNotFound,
     ScheduleNotFound,
+    TaskdError,
     UnknownTask,
 )
 from daemon.store.database import DB_ERRORS
@@ -117,6 +119,64 @@ def _auth(token: str, public: set[str]) -> Any:
     return check
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _browser_guard(listen_host: str) -> Any:
+    """Without a token, the endpoint only answers requests addressed to itself.
+
+    A web page open in the operator's browser can reach a loopback port. Two attacks follow,
+    and this refuses both:
+
+    * DNS rebinding: a name of the attacker's re-resolves to 127.0.0.1, so the page reads the
+      API as its own origin; its requests carry ``Host: evil.example``. Only the bound
+      address and localhost (the name, with the port the request came in on, or none) pass.
+    * CSRF: a form post or a ``no-cors`` fetch changes state without reading the answer. Its
+      Content-Type can only be one a form sends (never ``application/json``, which needs a
+      CORS preflight this server never grants), and browsers send ``Origin`` on every POST.
+      So a state-changing request needs ``Content-Type: application/json`` and no Origin
+      but the endpoint's own.
+    """
+    names = _LOOPBACK_NAMES | {listen_host.lower()}
+
+    def own(host: str, port: int) -> bool:
+        """``host`` (a Host header, or an Origin without its scheme) names this endpoint."""
+        host = host.lower()
+        if host.startswith("["):  # [::1]:8787
+            name, _, after = host[1:].partition("]")
+            given_port = after.removeprefix(":") if after.startswith(":") or not after else "-"
+        else:
+            name, _, given_port = host.partition(":")
+        return name in names and given_port in ("", str(port))
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sockname[1] if sockname else 0
+        host = request.headers.get("Host", "")
+        if not own(host, port):
+            return error_response(
+                403, f"Host {host[:100]!r} is not this endpoint (DNS rebinding refused)"
+            )
+        if request.method not in _SAFE_METHODS:
+            origin = request.headers.get("Origin")
+            if origin is not None and not (
+                origin.startswith("http://") and own(origin.removeprefix("http://"), port)
+            ):
+                return error_response(
+                    403, f"cross-origin request from {origin[:100]!r} refused (CSRF)"
+                )
+            if request.content_type != "application/json":
+                return error_response(
+                    415, "a request that changes state needs Content-Type: application/json"
+                )
+        result: web.StreamResponse = await handler(request)
+        return result
+
+    return check
+
+
 def _query_values(request: web.Request, model: type[BaseModel]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in request.query:
@@ -179,8 +239,15 @@ def build_app(state: AdminState, version: str) -> web.Application:
     public = {route.path for route in ROUTES if route.public}
     # Bodies carry one payload plus a few options: room for twice the payload limit (JSON
     # escaping), then PayloadTooLarge (413) judges the payload itself.
+    # With a token, the token is the guard: a browser never attaches it on its own (CSRF)
+    # and a rebinding page does not know it; without one, the endpoint is on loopback.
+    guard = (
+        _auth(state.settings.token, public)
+        if state.settings.token
+        else _browser_guard(admin_address(state.settings.listen)[0])
+    )
     app = web.Application(
-        middlewares=[_errors, _auth(state.settings.token, public)],
+        middlewares=[_errors, guard],
         client_max_size=2 * state.max_payload_bytes + 65_536,
     )
     app[_STATE] = state
@@ -193,6 +260,10 @@ def build_app(state: AdminState, version: str) -> web.Application:
 
     app.router.add_get("/api/openapi.json", openapi)
     return app
+
+
+class AdminListenFailed(TaskdError):
+    """``[admin] listen`` cannot be bound (the port is taken, the address is not local)."""
 
 
 class AdminServer:
@@ -212,7 +283,18 @@ class AdminServer:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            # Not a database problem, whatever errno says: name the key and the address.
+            await self._runner.cleanup()
+            self._runner = None
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            errno = f"[Errno {exc.errno}] " if exc.errno else ""
+            raise AdminListenFailed(
+                f"cannot open the admin endpoint on {self._state.settings.listen} "
+                f"(admin.listen): {errno}{reason}"
+            ) from None
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         bound_port = sockets[0].getsockname()[1] if sockets else port

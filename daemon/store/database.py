@@ -93,19 +93,34 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     return None
 
 
-def describe_connection_error(exc: BaseException) -> str | None:
-    """One line for an error that means the database could not be reached, else None."""
+def describe_connection_error(exc: BaseException, dsn: str | None = None) -> str | None:
+    """One line for an error that means the database could not be reached, else None.
+
+    With ``dsn``, the line says which database (host, port and name; never the user or
+    password)."""
+    database = f"the database at {dsn_location(dsn)}" if dsn else "the database"
     if isinstance(exc, OSError | socket.gaierror | TimeoutError):
-        return f"cannot reach the database: {exc}"
+        return f"cannot reach {database}: {exc}"
     if isinstance(
         exc, asyncpg.InvalidCatalogNameError | asyncpg.InvalidAuthorizationSpecificationError
     ):
-        return f"cannot connect to the database: {exc}"
+        return f"cannot connect to {database}: {exc}"
     if isinstance(exc, asyncpg.InvalidPasswordError):
-        return f"cannot connect to the database: {exc}"
+        return f"cannot connect to {database}: {exc}"
     if isinstance(exc, asyncpg.CannotConnectNowError | asyncpg.ConnectionDoesNotExistError):
-        return f"database unavailable: {exc}"
+        return f"database unavailable ({dsn_location(dsn) if dsn else 'database.url'}): {exc}"
     return None
+
+
+def dsn_location(dsn: str) -> str:
+    """``postgresql://u:secret@db:5432/app`` -> ``db:5432/app``: where, without credentials."""
+    rest = dsn.partition("://")[2]
+    address, _, query = rest.partition("?")
+    hosts, slash, name = address.rpartition("@")[2].partition("/")
+    if not hosts:  # a Unix socket: ?host=/run/postgresql
+        socket_dir = next((p[5:] for p in query.split("&") if p.startswith("host=")), "default")
+        return f"{name or '(default database)'} (socket {socket_dir})"
+    return f"{hosts}{slash}{name}"
 
 
 def refuses_data(exc: BaseException) -> bool:

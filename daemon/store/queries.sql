@@ -580,6 +580,11 @@ RETURNING true;
 SELECT name, status, result, error, attempts, run_attempt, started_at, finished_at
   FROM taskd.steps WHERE run_id = $1 ORDER BY started_at, name;
 
+-- name: step_list_first
+-- step_list, its first $2 rows (NULL: all of them).
+SELECT name, status, result, error, attempts, run_attempt, started_at, finished_at
+  FROM taskd.steps WHERE run_id = $1 ORDER BY started_at, name LIMIT $2;
+
 -- name: step_record
 -- Record a step's outcome, only while the run is this worker's attempt (the completion's
 -- compare-and-set); a completed step is never overwritten. FOR SHARE makes the check a true

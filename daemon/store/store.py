@@ -691,7 +691,10 @@ class Store:
     async def schedule_skip_to(self, schedule_id: str, fire_time: datetime) -> None:
         await self.pool.execute(QUERIES["schedule_skip_to"], schedule_id, fire_time)
 
-    async def run_get(self, run_id: uuid.UUID, *, with_attempts: bool = True) -> Run | None:
+    async def run_get(
+        self, run_id: uuid.UUID, *, with_attempts: bool = True, step_limit: int | None = None
+    ) -> Run | None:
+        """The run with its attempts and (at most ``step_limit``) steps."""
         async with self.pool.acquire() as connection:
             row = await connection.fetchrow(QUERIES["run_get"], run_id)
             if row is None:
@@ -699,7 +702,11 @@ class Store:
             attempts = (
                 await connection.fetch(QUERIES["attempt_list"], run_id) if with_attempts else []
             )
-            steps = await connection.fetch(QUERIES["step_list"], run_id) if with_attempts else []
+            steps = (
+                await connection.fetch(QUERIES["step_list_first"], run_id, step_limit)
+                if with_attempts
+                else []
+            )
         return Run(
             **dict(row),
             attempts=[Attempt(**dict(a)) for a in attempts],

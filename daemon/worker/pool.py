@@ -44,7 +44,8 @@ _MAX_KEY_CURSORS = 1_000
 # is left while the database is away. Past it the rest is dropped (and logged): those runs
 # are still leased to this worker and are handed back when the lease expires.
 FINAL_FLUSH_TIMEOUT = 10.0
-# A cancel request reaches the daemon by NOTIFY at once; this poll is the backstop.
+# A cancel request reaches the daemon by NOTIFY at once (checked in the database before the
+# run is cancelled); this poll is the backstop for a lost NOTIFY.
 CANCEL_POLL_INTERVAL = 1.0
 BEFORE_OUTCOMES_TIMEOUT = 2.0
 # How soon the outcome of a run whose row another transaction holds is written again.
@@ -108,6 +109,9 @@ class WorkerPool:
         self._writing: list[Handback] = []
         self._handback_tasks: dict[uuid.UUID, str] = {}  # task ids, for the change stream
         self._complete_wake = anyio.Event()
+        # cancel hints (NOTIFY payloads) not yet checked in the database
+        self._cancel_hints: set[uuid.UUID] = set()
+        self._cancel_wake = anyio.Event()
         self._closing = False
         self._flush_deadline: float | None = None
         self.claimed_total = 0
@@ -138,8 +142,18 @@ class WorkerPool:
             *self._writing,
         ]
 
+    def cancel_hint(self, run_id: uuid.UUID) -> None:
+        """A NOTIFY says ``run_id``'s cancel was requested. Any role that can connect can send
+        one (NOTIFY checks no privilege), so the run is cancelled only once the database
+        confirms the request; the hints that arrive meanwhile are checked in one query."""
+        entry = self._running.get(run_id)
+        if entry is not None and not entry[0].cancel_requested:
+            self._cancel_hints.add(run_id)
+            self._cancel_wake.set()
+
     def cancel(self, run_id: uuid.UUID) -> bool:
-        """Cancel a run this daemon executes (a cancel request); False if it has none."""
+        """Cancel a run this daemon executes (a cancel request the database confirmed);
+        False if it has none."""
         entry = self._running.get(run_id)
         if entry is None:
             return False
@@ -150,10 +164,11 @@ class WorkerPool:
             run_task.cancel()
         return True
 
-    async def check_cancels(self) -> None:
-        """Cancel the runs whose cancel was requested (the backstop for a lost NOTIFY)."""
-        if self._running:
-            for run_id in await self._store.run_list_cancel_requested(list(self._running)):
+    async def check_cancels(self, run_ids: Sequence[uuid.UUID] | None = None) -> None:
+        """Cancel the runs (``run_ids``, else all running) whose cancel the database has."""
+        candidates = list(self._running) if run_ids is None else run_ids
+        if candidates:
+            for run_id in await self._store.run_list_cancel_requested(candidates):
                 self.cancel(run_id)
 
     def wake(self) -> None:
@@ -356,11 +371,22 @@ class WorkerPool:
             self._idle.set()
 
     async def _cancel_poll_loop(self) -> None:
+        """Checks the hints as they come (one query in flight; hints arriving meanwhile wait
+        for the next), and every run this daemon executes each CANCEL_POLL_INTERVAL."""
+        next_poll = time.monotonic() + CANCEL_POLL_INTERVAL
         while True:
-            await anyio.sleep(CANCEL_POLL_INTERVAL)
+            with anyio.move_on_after(max(0.0, next_poll - time.monotonic())):
+                await self._cancel_wake.wait()
+            self._cancel_wake = anyio.Event()  # before taking the hints: none is lost
+            hints = [run_id for run_id in self._cancel_hints if run_id in self._running]
+            self._cancel_hints.clear()
+            polling = time.monotonic() >= next_poll
+            if polling:
+                next_poll = time.monotonic() + CANCEL_POLL_INTERVAL
             try:
-                await self.check_cancels()
+                await self.check_cancels(None if polling else hints)
             except DB_ERRORS as exc:
+                # a hint lost here is found by the next poll
                 log.warning("cancel check failed: %s", exc)
 
     async def _wait_idle(self) -> None:
