@@ -161,6 +161,10 @@ class WorkerInfo(BaseModel):
     started_at: datetime
     heartbeat_at: datetime
     executing: int
+    last_report: dict[str, Any] | None = None
+    """What the worker's start-up reconciliation, or its last rescue that found something,
+    found: counts per kind (handed_back, failed, canceled, expired, unknown_task), per task, and
+    the first run ids of each kind."""
 
 
 class QueueDepth(BaseModel):
