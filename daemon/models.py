@@ -150,6 +150,23 @@ class Event(BaseModel):
     created_at: datetime
 
 
+class WorkerReport(BaseModel):
+    """What a worker's start-up reconciliation (``trigger`` startup), or its last rescue that
+    found something (``rescue``), found. ``counts`` per kind: handed_back (runs of gone workers,
+    or with an expired lease, back in the queue), failed (the same, attempts used up), canceled
+    (the same, a cancel requested), expired (not started within their ttl), unknown_task (no
+    daemon served their task within unknown_task_timeout). Counts are exact; ``by_task`` keeps
+    the 20 tasks with the most runs of each kind, ``run_ids`` the first 20 ids of each kind."""
+
+    at: datetime
+    trigger: str
+    gone_workers: list[str]
+    gone_worker_count: int
+    counts: dict[str, int]
+    by_task: dict[str, dict[str, int]]
+    run_ids: dict[str, list[str]]
+
+
 class WorkerInfo(BaseModel):
     id: uuid.UUID
     host: str
@@ -161,10 +178,7 @@ class WorkerInfo(BaseModel):
     started_at: datetime
     heartbeat_at: datetime
     executing: int
-    last_report: dict[str, Any] | None = None
-    """What the worker's start-up reconciliation, or its last rescue that found something,
-    found: counts per kind (handed_back, failed, canceled, expired, unknown_task), per task, and
-    the first run ids of each kind."""
+    last_report: WorkerReport | None = None
 
 
 class QueueDepth(BaseModel):
