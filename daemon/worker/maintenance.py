@@ -97,7 +97,7 @@ class Maintenance:
             await self._store.worker_mark_gone(ids)
         self._report.gone_workers = [f"{w['id']} ({w['host']}:{w['pid']})" for w in gone]
         await self._publish_report(
-            f"reconciled: rescued {rescued} run(s) from {len(ids)} gone worker(s)",
+            "reconciled",
             rescued=rescued,
             workers=[str(i) for i in ids],
             hosts=sorted({f"{w['host']}:{w['pid']}" for w in gone}),
@@ -106,13 +106,16 @@ class Maintenance:
 
     async def rescue_once(self) -> int:
         """Hand back runs whose lease expired or whose worker is gone; return how many."""
-        unlocked = {w["id"] for w in await self._store.worker_list_unlocked(self._worker_id)}
+        found = {w["id"]: w for w in await self._store.worker_list_unlocked(self._worker_id)}
+        unlocked = set(found)
         gone = unlocked & self._suspects
         self._suspects = unlocked - gone
         rescued = await self._rescue(sorted(gone))
         if gone:
             await self._store.worker_mark_gone(sorted(gone))
-            self._report.gone_workers = [str(i) for i in sorted(gone)]
+            self._report.gone_workers = [
+                f"{i} ({found[i]['host']}:{found[i]['pid']})" for i in sorted(gone)
+            ]
         if not self._report.empty:
             await self._publish_report("rescue", rescued=rescued)
         return rescued
@@ -122,7 +125,13 @@ class Maintenance:
         report, self._report = self._report, Report("rescue")
         failed = report.counts["failed"] or report.counts["unknown_task"]
         level = logging.WARNING if report.gone_workers or failed else logging.INFO
-        log_event(log, level, f"{msg}: {report.summary()}", **extra, **report.fields())
+        log_event(
+            log,
+            level,
+            f"{msg}: {report.summary()} from {len(report.gone_workers)} gone worker(s)",
+            **extra,
+            **report.fields(),
+        )
         self.last_report = report
         try:
             await self._store.worker_report(self._worker_id, orjson.dumps(report.stored()))
@@ -301,9 +310,10 @@ class Maintenance:
             self._changes.publish(RunChange(kind, run_id, task_id, status, attempt, data=data))
 
     async def run(self) -> None:
-        """Expire every second; rescue and fail unknown tasks every heartbeat; prune every
-        retention interval, in a loop of its own (a long backlog of rows to prune must not
-        delay a rescue)."""
+        """Expire every second; fail unknown tasks, rescue (and report what these found) and
+        retire subscriptions every heartbeat; prune every retention interval, and run owed
+        on_failure hooks, each in a loop of its own (a long backlog of rows to prune, or a slow
+        hook, must not delay a rescue)."""
         async with anyio.create_task_group() as group:
             group.start_soon(self._prune_loop)
             group.start_soon(self._wake_loop)

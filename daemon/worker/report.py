@@ -50,8 +50,7 @@ class Report:
 
     def summary(self) -> str:
         parts = [f"{self.counts[k]} {k.replace('_', ' ')}" for k in KINDS if self.counts[k]]
-        found = ", ".join(parts) if parts else "nothing to hand back"
-        return f"{found} ({len(self.gone_workers)} gone worker(s))"
+        return ", ".join(parts) if parts else "nothing found"
 
     def fields(self) -> dict[str, Any]:
         """The structured fields of the log line (also the stored report, with ``at``)."""
