@@ -156,7 +156,8 @@ class WorkerReport(BaseModel):
     or with an expired lease, back in the queue), failed (the same, attempts used up), canceled
     (the same, a cancel requested), expired (not started within their ttl), unknown_task (no
     daemon served their task within unknown_task_timeout). Counts are exact; ``by_task`` keeps
-    the 20 tasks with the most runs of each kind, ``run_ids`` the first 20 ids of each kind."""
+    the 20 tasks with the most runs of each kind, ``run_ids`` the first 20 ids of each kind
+    (per task)."""
 
     at: datetime
     trigger: str
@@ -164,7 +165,7 @@ class WorkerReport(BaseModel):
     gone_worker_count: int
     counts: dict[str, int]
     by_task: dict[str, dict[str, int]]
-    run_ids: dict[str, list[str]]
+    run_ids: dict[str, dict[str, list[str]]]
 
 
 class WorkerInfo(BaseModel):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import asyncpg
 import orjson
 
 from daemon import Client, Context, task
+from daemon.worker.report import MAX_IDS, MAX_TASKS, Report
 from tests.conftest import admin_url, wait_for
 from tests.daemon_process import daemons
 from tests.failure_hook_tasks import CREATE_HOOK_CALLS
@@ -65,7 +67,7 @@ async def test_startup_after_a_sigkill_reports_the_runs_it_handed_back(
             "unknown_task": 0,
         }
         assert line["by_task"] == {"handed_back": {"hook.slow": 5}}
-        assert sorted(line["run_ids"]["handed_back"]) == sorted(str(i) for i in ids)
+        assert sorted(line["run_ids"]["handed_back"]["hook.slow"]) == sorted(str(i) for i in ids)
         assert line["gone_worker_count"] == 1 and first.worker_id in line["gone_workers"][0]
         assert "5 handed back" in line["msg"]
 
@@ -93,7 +95,7 @@ async def test_startup_after_a_sigkill_reports_the_runs_it_handed_back(
             body: dict[str, Any] = await response.json()
         [listed] = [w for w in body["workers"] if w["id"] == second.worker_id]
         assert listed["last_report"]["counts"]["handed_back"] == 5
-        assert sorted(listed["last_report"]["run_ids"]["handed_back"]) == sorted(
+        assert sorted(listed["last_report"]["run_ids"]["handed_back"]["hook.slow"]) == sorted(
             str(i) for i in ids
         )
 
@@ -131,7 +133,7 @@ async def test_a_rescue_that_finds_something_replaces_the_report(
         report = await wait_for(reported, timeout=10)
         assert report["counts"]["expired"] == 1
         assert report["by_task"] == {"expired": {"report.nobody": 1}}
-        assert report["run_ids"] == {"expired": [str(run_id)]}
+        assert report["run_ids"] == {"expired": {"report.nobody": [str(run_id)]}}
 
         async with (
             aiohttp.ClientSession() as http,
@@ -140,3 +142,16 @@ async def test_a_rescue_that_finds_something_replaces_the_report(
             body = await response.json()
         [listed] = [w for w in body["workers"] if w["id"] == str(daemon.worker_id)]
         assert listed["last_report"]["counts"]["expired"] == 1
+
+
+def test_a_report_stays_small_whatever_it_found() -> None:
+    report = Report("rescue")
+    for n in range(5000):
+        report.add("handed_back", uuid.uuid4(), f"task-{n % 100}")
+    fields = report.fields()
+    assert fields["counts"]["handed_back"] == 5000  # exact
+    assert sum(len(ids) for ids in fields["run_ids"]["handed_back"].values()) == MAX_IDS
+    per_task = fields["by_task"]["handed_back"]
+    assert len(per_task) == MAX_TASKS + 1 and sum(per_task.values()) == 5000
+    assert per_task["(other tasks)"] == 5000 - 50 * MAX_TASKS
+    assert len(orjson.dumps(report.stored())) < 4096

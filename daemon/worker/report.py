@@ -2,8 +2,8 @@
 found. It becomes one log line with counts and the worker's ``last_report`` (taskd status,
 /api/workers).
 
-Counts are exact; the run ids (the first ``MAX_IDS`` of each kind) and the tasks (the
-``MAX_TASKS`` with the most runs of each kind) are capped, so a rescue of a million runs
+Counts are exact; the run ids (the first ``MAX_IDS`` of each kind, per task) and the tasks
+(the ``MAX_TASKS`` with the most runs of each kind) are capped, so a rescue of a million runs
 still writes a small row and a short line.
 """
 
@@ -35,14 +35,14 @@ class Report:
     gone_workers: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     by_task: dict[str, Counter[str]] = field(default_factory=dict)
-    run_ids: dict[str, list[str]] = field(default_factory=dict)
+    run_ids: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """Per kind, per task: the first run ids (MAX_IDS of each kind in all)."""
 
     def add(self, kind: str, run_id: uuid.UUID, task_id: str) -> None:
         self.counts[kind] += 1
         self.by_task.setdefault(kind, Counter())[task_id] += 1
-        ids = self.run_ids.setdefault(kind, [])
-        if len(ids) < MAX_IDS:
-            ids.append(str(run_id))
+        if self.counts[kind] <= MAX_IDS:
+            self.run_ids.setdefault(kind, {}).setdefault(task_id, []).append(str(run_id))
 
     @property
     def empty(self) -> bool:
