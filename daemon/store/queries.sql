@@ -156,7 +156,8 @@ WITH outcome AS (
     -- a failure the executor did not decide (an outcome the database refused, replaced by
     -- this one) has not run the task's on_failure hook: it is owed (see failure_hook_claim)
     INSERT INTO taskd.failure_hooks (run_id, task_id)
-    SELECT r.id, r.task_id FROM updated u JOIN outcome o ON o.id = u.id JOIN taskd.runs r ON r.id = u.id
+    SELECT r.id, r.task_id
+      FROM updated u JOIN outcome o ON o.id = u.id JOIN taskd.runs r ON r.id = u.id
      WHERE u.status = 'failed' AND o.status = 'failed'
        AND (o.error::jsonb ->> 'type') IN ('OutcomeNotStored', 'ExecutorError')
     ON CONFLICT DO NOTHING
@@ -253,21 +254,16 @@ RETURNING r.id, r.task_id;
 -- a worker that served it): a deploy's gap between the old daemon's stop and the new one's
 -- start fails nothing, and a delayed run waits for its time first. Each failed run's task gets
 -- its on_failure hook (failure_hooks) from a daemon that serves it, if one ever does.
-WITH live AS (
-    SELECT DISTINCT unnest(tasks) AS task_id FROM taskd.workers WHERE stopped_at IS NULL
-), served_until AS (
-    SELECT s.task_id, max(s.at) AS at
-      FROM (SELECT unnest(tasks) AS task_id, stopped_at AS at
-              FROM taskd.workers WHERE stopped_at IS NOT NULL
-            UNION ALL
-            SELECT id, last_served_at FROM taskd.tasks WHERE last_served_at IS NOT NULL) AS s
-     GROUP BY s.task_id
+WITH service AS MATERIALIZED (
+    SELECT task_id, live, served_until FROM taskd.task_service
 ), stale AS (
-    SELECT r.id, greatest(r.run_at, u.at) AS since
-      FROM taskd.runs r LEFT JOIN served_until u ON u.task_id = r.task_id
+    SELECT r.id, greatest(r.run_at, s.served_until) AS since
+      FROM taskd.runs r LEFT JOIN service s ON s.task_id = r.task_id
      WHERE r.status = 'queued' AND r.run_at <= now() - make_interval(secs => $1)
-       AND NOT EXISTS (SELECT 1 FROM live WHERE live.task_id = r.task_id)
-       AND (u.at IS NULL OR u.at <= now() - make_interval(secs => $1))
+       -- (the served tasks as an array: the scan drops their runs before any join)
+       AND r.task_id <> ALL (ARRAY(SELECT task_id FROM service WHERE live))
+       AND s.live IS NOT TRUE
+       AND (s.served_until IS NULL OR s.served_until <= now() - make_interval(secs => $1))
      LIMIT $2
        FOR UPDATE OF r SKIP LOCKED
 ), failed AS (
@@ -535,20 +531,10 @@ DELETE FROM taskd.subscriptions WHERE task_id = ANY($1::text[]);
 -- Subscriptions of tasks that no live worker serves and that none has served for $1 seconds
 -- (their code was removed): an event no longer creates runs nobody will run. A daemon that
 -- serves the task again subscribes it again at its start (subscription_sync).
-WITH live AS (
-    SELECT DISTINCT unnest(tasks) AS task_id FROM taskd.workers WHERE stopped_at IS NULL
-), served_until AS (
-    SELECT s.task_id, max(s.at) AS at
-      FROM (SELECT unnest(tasks) AS task_id, stopped_at AS at
-              FROM taskd.workers WHERE stopped_at IS NOT NULL
-            UNION ALL
-            SELECT id, last_served_at FROM taskd.tasks WHERE last_served_at IS NOT NULL) AS s
-     GROUP BY s.task_id
-)
 DELETE FROM taskd.subscriptions s
- WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.task_id = s.task_id)
-   AND NOT EXISTS (SELECT 1 FROM served_until u
-                    WHERE u.task_id = s.task_id AND u.at > now() - make_interval(secs => $1))
+ WHERE NOT EXISTS (SELECT 1 FROM taskd.task_service t
+                    WHERE t.task_id = s.task_id
+                      AND (t.live OR t.served_until > now() - make_interval(secs => $1)))
 RETURNING s.event_name, s.task_id;
 
 -- name: subscription_list

@@ -7,6 +7,18 @@
 -- stopped lists it; it became unserved at the latest stop of the rows that list it, or at this.
 ALTER TABLE taskd.tasks ADD COLUMN last_served_at timestamptz;
 
+-- Whether some live worker serves a task, and when the last one that served it stopped (NULL:
+-- none ever did, as far as the rows kept say). One row per task some worker row lists or
+-- whose last_served_at is known; a task in neither was never served.
+CREATE VIEW taskd.task_service AS
+SELECT s.task_id, bool_or(s.live) AS live, max(s.stopped_at) AS served_until
+  FROM (SELECT unnest(w.tasks) AS task_id, w.stopped_at IS NULL AS live, w.stopped_at
+          FROM taskd.workers w
+        UNION ALL
+        SELECT t.id, false, t.last_served_at FROM taskd.tasks t
+         WHERE t.last_served_at IS NOT NULL) AS s
+ GROUP BY s.task_id;
+
 -- What the worker's last reconciliation (at its start) or rescue found: counts per kind and per
 -- task, and the first run ids of each kind (bounded; see daemon/worker/report.py).
 ALTER TABLE taskd.workers ADD COLUMN last_report jsonb;
