@@ -36,10 +36,17 @@ async def status_of(db: asyncpg.Connection, run_id: uuid.UUID) -> str:
 
 
 async def skip_back(db: asyncpg.Connection, task_id: str, seconds: float) -> None:
-    """The workers that served ``task_id`` stopped ``seconds`` earlier than they did."""
+    """The workers that served ``task_id`` registered it and stopped ``seconds`` earlier than
+    they did."""
     await db.execute(
         "UPDATE taskd.workers SET stopped_at = stopped_at - make_interval(secs => $2)"
         " WHERE $1 = ANY(tasks) AND stopped_at IS NOT NULL",
+        task_id,
+        seconds,
+    )
+    await db.execute(
+        "UPDATE taskd.tasks SET updated_at = updated_at - make_interval(secs => $2),"
+        " last_served_at = last_served_at - make_interval(secs => $2) WHERE id = $1",
         task_id,
         seconds,
     )
@@ -83,8 +90,8 @@ async def test_a_deploy_gap_fails_no_run_of_the_briefly_unserved_task(
         # Unserved for longer than the timeout: the due run fails, the delayed one waits for
         # its time (then for the timeout again).
         await db.execute(
-            "UPDATE taskd.tasks SET last_served_at = now() - interval '2 minutes'"
-            " WHERE id = 'gap.t'"
+            "UPDATE taskd.tasks SET last_served_at = now() - interval '2 minutes',"
+            " updated_at = now() - interval '3 minutes' WHERE id = 'gap.t'"
         )
         await b.maintenance.fail_unknown_once()  # (or the daemon's own tick, meanwhile)
         run = await wait_for_run(client, due, (RunStatus.FAILED,), timeout=5)
@@ -150,3 +157,26 @@ async def test_subscriptions_of_a_task_no_daemon_serves_any_more_are_retired(
             await db.fetchval("SELECT count(*) FROM taskd.subscriptions WHERE task_id = 'gap.t'")
             == 1
         )
+
+
+async def test_a_task_being_registered_keeps_its_subscription(
+    db: asyncpg.Connection, start_daemon
+) -> None:
+    # A daemon starting with a new task writes the task and its subscriptions before its
+    # worker row: another daemon's maintenance in between must not take them for removed.
+    async with start_daemon([other], heartbeat=0.5, lease=2) as daemon:
+        assert daemon.maintenance is not None
+        await db.execute(
+            "INSERT INTO taskd.tasks (id, queue, max_attempts) VALUES ('gap.new', 'default', 3)"
+        )
+        await db.execute(
+            "INSERT INTO taskd.subscriptions (event_name, task_id) VALUES ('gap.new', 'gap.new')"
+        )
+        assert await daemon.maintenance.retire_subscriptions_once() == []
+        await db.execute(  # and once its registration is old, with no worker ever serving it
+            "UPDATE taskd.tasks SET updated_at = now() - make_interval(secs => $1)"
+            " WHERE id = 'gap.new'",
+            RETIRE_SUBSCRIPTIONS_AFTER + 1,
+        )
+        await daemon.maintenance.retire_subscriptions_once()  # (or its own tick, meanwhile)
+        assert await db.fetchval("SELECT count(*) FROM taskd.subscriptions") == 0

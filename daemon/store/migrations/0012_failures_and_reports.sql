@@ -7,16 +7,18 @@
 -- stopped lists it; it became unserved at the latest stop of the rows that list it, or at this.
 ALTER TABLE taskd.tasks ADD COLUMN last_served_at timestamptz;
 
--- Whether some live worker serves a task, and when the last one that served it stopped (NULL:
--- none ever did, as far as the rows kept say). One row per task some worker row lists or
--- whose last_served_at is known; a task in neither was never served.
+-- Whether some live worker serves a task, and until when it was last served (NULL: never, as
+-- far as the rows kept say): the latest stop of a worker that listed it, the stops folded into
+-- last_served_at, or its last registration (task_sync sets updated_at just before the daemon
+-- subscribes it to events and registers its worker row: a task that is being registered is
+-- not unserved). One row per task that a worker row lists or taskd.tasks holds.
 CREATE VIEW taskd.task_service AS
-SELECT s.task_id, bool_or(s.live) AS live, max(s.stopped_at) AS served_until
-  FROM (SELECT unnest(w.tasks) AS task_id, w.stopped_at IS NULL AS live, w.stopped_at
+SELECT s.task_id, bool_or(s.live) AS live, max(s.served_until) AS served_until
+  FROM (SELECT unnest(w.tasks) AS task_id, w.stopped_at IS NULL AS live,
+               w.stopped_at AS served_until
           FROM taskd.workers w
         UNION ALL
-        SELECT t.id, false, t.last_served_at FROM taskd.tasks t
-         WHERE t.last_served_at IS NOT NULL) AS s
+        SELECT t.id, false, greatest(t.last_served_at, t.updated_at) FROM taskd.tasks t) AS s
  GROUP BY s.task_id;
 
 -- What the worker's last reconciliation (at its start) or rescue found: counts per kind and per
