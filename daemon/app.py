@@ -30,6 +30,7 @@ from daemon.store.migrations import apply_migrations
 from daemon.store.store import Store
 from daemon.telemetry import Telemetry
 from daemon.worker.event_relay import EventRelay
+from daemon.worker.failure_hooks import FailureHooks
 from daemon.worker.listener import CANCEL_CHANNEL, WAKEUP_CHANNEL, Listener
 from daemon.worker.lock import WorkerLock, new_lock_key
 from daemon.worker.log_writer import RunLogWriter
@@ -222,6 +223,7 @@ class Daemon:
                 retention=settings.retention,
                 changes=self.changes,
                 telemetry=telemetry,
+                hooks=FailureHooks(store, self.registry, self.worker_id, services),
             )
             async with anyio.create_task_group() as group:
                 # The lock before the worker row: a row without its lock reads as a gone worker.

@@ -21,7 +21,7 @@ import orjson
 from daemon.config import Settings, load_settings
 from daemon.errors import ConfigError, TaskdError, UnknownTask
 from daemon.logs import configure_logging
-from daemon.models import Event, Health, QueueDepth, Run, RunStatus, Schedule
+from daemon.models import Event, Health, QueueDepth, Run, RunStatus, Schedule, WorkerReport
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -283,6 +283,19 @@ def cmd_schedules_pause(args: argparse.Namespace, *, active: bool) -> None:
     print(f"{found.id} {'active' if found.active else 'paused'}")
 
 
+def _report_line(report: WorkerReport) -> str:
+    """One worker's last report: when, what triggered it, counts, and per task."""
+    found = [f"{n} {kind.replace('_', ' ')}" for kind, n in report.counts.items() if n]
+    tasks = "; ".join(
+        f"{kind.replace('_', ' ')}: " + ", ".join(f"{task} {n}" for task, n in per_task.items())
+        for kind, per_task in report.by_task.items()
+    )
+    return (
+        f"{report.trigger} {_when(report.at)}: {', '.join(found) or 'nothing found'}"
+        f" ({report.gone_worker_count} gone worker(s))" + (f" [{tasks}]" if tasks else "")
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     health: Health = _with_client(args, lambda client: client.health())
     if args.json:
@@ -306,6 +319,11 @@ def cmd_status(args: argparse.Namespace) -> None:
                 for w in health.workers
             ],
         )
+        reports = [(w.id, w.last_report) for w in health.workers if w.last_report]
+        if reports:
+            print("\nlast reconciliation report of each worker")
+            for worker_id, report in reports:
+                print(f"{worker_id}  {_report_line(report)}")
     oldest = f"{(now - health.oldest_due).total_seconds():.1f}s" if health.oldest_due else "none"
     print(f"\nqueues: oldest due run waiting {oldest}")
     if health.queues:

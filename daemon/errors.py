@@ -60,6 +60,18 @@ class AbortRun(Exception):
     """Raise inside a task to fail the run now, without any further retry."""
 
 
+class FailedOutsideAttempt(TaskdError):
+    """What ``on_failure`` receives for a run that failed outside its attempt's code: its
+    worker was lost on the last attempt (``type`` WorkerLost), no daemon served its task
+    within ``unknown_task_timeout`` (UnknownTask), or its outcome could not be stored
+    (OutcomeNotStored). ``type`` and ``message`` are the run's stored error."""
+
+    def __init__(self, type: str, message: str) -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+
+
 class MetadataTooLarge(TaskdError, ValueError):
     """``ctx.set_metadata`` would grow the run's metadata past ``[tasks] max_metadata_bytes``;
     nothing was stored."""

@@ -151,6 +151,24 @@ class Event(BaseModel):
     created_at: datetime
 
 
+class WorkerReport(BaseModel):
+    """What a worker's start-up reconciliation (``trigger`` startup), or its last rescue that
+    found something (``rescue``), found. ``counts`` per kind: handed_back (runs of gone workers,
+    or with an expired lease, back in the queue), failed (the same, attempts used up), canceled
+    (the same, a cancel requested), expired (not started within their ttl), unknown_task (no
+    daemon served their task within unknown_task_timeout). Counts are exact; ``by_task`` keeps
+    the 20 tasks with the most runs of each kind, ``run_ids`` the first 20 ids of each kind
+    (per task)."""
+
+    at: datetime
+    trigger: str
+    gone_workers: list[str]
+    gone_worker_count: int
+    counts: dict[str, int]
+    by_task: dict[str, dict[str, int]]
+    run_ids: dict[str, dict[str, list[str]]]
+
+
 class WorkerInfo(BaseModel):
     id: uuid.UUID
     host: str
@@ -162,6 +180,7 @@ class WorkerInfo(BaseModel):
     started_at: datetime
     heartbeat_at: datetime
     executing: int
+    last_report: WorkerReport | None = None
 
 
 class QueueDepth(BaseModel):

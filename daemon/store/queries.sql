@@ -74,7 +74,7 @@ UPDATE taskd.workers SET stopped_at = now() WHERE id = ANY($1::uuid[]) AND stopp
 
 -- name: worker_list
 SELECT w.id, w.host, w.pid, w.version, w.concurrency, w.queues, w.tasks, w.started_at,
-       w.heartbeat_at, w.stopped_at,
+       w.heartbeat_at, w.stopped_at, w.last_report,
        (SELECT count(*) FROM taskd.runs r
          WHERE r.lease_expires_at IS NOT NULL AND r.worker_id = w.id) AS executing
   FROM taskd.workers w
@@ -203,6 +203,15 @@ WITH outcome AS (
     SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error::jsonb
       FROM updated u JOIN outcome o ON o.id = u.id
      WHERE o.status <> 'waiting'
+), hooked AS (
+    -- a failure the executor did not decide (an outcome the database refused, replaced by
+    -- this one) has not run the task's on_failure hook: it is owed (see failure_hook_claim)
+    INSERT INTO taskd.failure_hooks (run_id, task_id)
+    SELECT r.id, r.task_id
+      FROM updated u JOIN outcome o ON o.id = u.id JOIN taskd.runs r ON r.id = u.id
+     WHERE u.status = 'failed' AND o.status = 'failed'
+       AND (o.error::jsonb ->> 'type') IN ('OutcomeNotStored', 'ExecutorError')
+    ON CONFLICT DO NOTHING
 ), notified AS (
     -- a retry due now must wake a daemon like a new run would; so must a slot freed in a
     -- queue with a concurrency limit (another daemon may start the next run now)
@@ -261,6 +270,11 @@ WITH lost AS (
     SELECT lost.id, lost.attempt, lost.worker_id, coalesce(lost.attempt_started_at, now()), now(),
            'lost', lost.error
       FROM lost JOIN rescued ON rescued.id = lost.id
+), hooked AS (
+    -- attempts used up: the task's on_failure hook is owed (see failure_hook_claim)
+    INSERT INTO taskd.failure_hooks (run_id, task_id)
+    SELECT id, task_id FROM rescued WHERE status = 'failed'
+    ON CONFLICT DO NOTHING
 ), notified AS (
     SELECT pg_notify('taskd_wakeup', q.queue)
       FROM (SELECT DISTINCT lost.queue FROM lost JOIN rescued ON rescued.id = lost.id
@@ -288,25 +302,83 @@ UPDATE taskd.runs r
 RETURNING r.id, r.task_id;
 
 -- name: run_fail_unknown
--- Queued runs of tasks no live worker serves, waiting longer than $2 seconds, fail.
-WITH stale AS (
-    SELECT id FROM taskd.runs
-     WHERE status = 'queued' AND task_id <> ALL($1::text[])
-       AND created_at < now() - make_interval(secs => $2)
-     LIMIT $3
-       FOR UPDATE SKIP LOCKED
+-- Due queued runs of tasks no live worker serves fail once they have waited $1 seconds, counted
+-- from the later of their run_at and the moment their task became unserved (the latest stop of
+-- a worker that served it): a deploy's gap between the old daemon's stop and the new one's
+-- start fails nothing, and a delayed run waits for its time first. Each failed run's task gets
+-- its on_failure hook (failure_hooks) from a daemon that serves it, if one ever does.
+WITH service AS MATERIALIZED (
+    SELECT task_id, live, served_until FROM taskd.task_service
+), stale AS (
+    SELECT r.id, greatest(r.run_at, s.served_until) AS since
+      FROM taskd.runs r LEFT JOIN service s ON s.task_id = r.task_id
+     WHERE r.status = 'queued' AND r.run_at <= now() - make_interval(secs => $1)
+       -- (the served tasks as an array: the scan drops their runs before any join)
+       AND r.task_id <> ALL (ARRAY(SELECT task_id FROM service WHERE live))
+       AND s.live IS NOT TRUE
+       AND (s.served_until IS NULL OR s.served_until <= now() - make_interval(secs => $1))
+     LIMIT $2
+       FOR UPDATE OF r SKIP LOCKED
+), failed AS (
+    UPDATE taskd.runs r
+       SET status = 'failed', finished_at = now(),
+           error = jsonb_build_object('type', 'UnknownTask',
+               'message', format('no worker serves task %L (waited %s s)', r.task_id,
+                                 round(extract(epoch FROM now() - stale.since))))
+      FROM stale
+     WHERE r.id = stale.id AND r.status = 'queued'
+    RETURNING r.id, r.task_id
+), hooked AS (
+    INSERT INTO taskd.failure_hooks (run_id, task_id) SELECT id, task_id FROM failed
+    ON CONFLICT DO NOTHING
 )
-UPDATE taskd.runs r
-   SET status = 'failed', finished_at = now(),
-       error = jsonb_build_object('type', 'UnknownTask',
-           'message', format('no worker serves task %L (waited %s s)', r.task_id, $2))
-  FROM stale
- WHERE r.id = stale.id AND r.status = 'queued'
-RETURNING r.id, r.task_id;
+SELECT id, task_id FROM failed;
 
 -- name: task_list_served
 -- Tasks some live worker serves.
 SELECT DISTINCT unnest(tasks) FROM taskd.workers WHERE stopped_at IS NULL;
+
+-- name: failure_hook_claim
+-- Runs owed their task's on_failure hook, of the tasks this worker serves ($2), that nobody is
+-- running the hook of: unclaimed, or claimed by a worker that has stopped or was declared gone
+-- (its hook may have been cut short: it runs again, at least once in all). Oldest first.
+WITH picked AS (
+    SELECT h.run_id FROM taskd.failure_hooks h
+     WHERE h.task_id = ANY($2::text[])
+       AND (h.claimed_by IS NULL
+            OR NOT EXISTS (SELECT 1 FROM taskd.workers w
+                            WHERE w.id = h.claimed_by AND w.stopped_at IS NULL))
+     ORDER BY h.created_at
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE taskd.failure_hooks h SET claimed_by = $1, claimed_at = now()
+      FROM picked WHERE h.run_id = picked.run_id
+    RETURNING h.run_id, h.task_id
+)
+SELECT c.run_id, c.task_id, r.payload, r.attempt,
+       coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.queue, r.tags, r.metadata,
+       r.error, r.status
+  FROM claimed c
+  LEFT JOIN taskd.runs r ON r.id = c.run_id
+  LEFT JOIN taskd.tasks t ON t.id = c.task_id;
+
+-- name: failure_hook_done
+DELETE FROM taskd.failure_hooks WHERE run_id = ANY($1::uuid[]) AND claimed_by = $2;
+
+-- name: failure_hook_prune
+-- Owed hooks of runs the retention deleted (a task no daemon served again meanwhile).
+WITH doomed AS (
+    SELECT h.run_id FROM taskd.failure_hooks h
+     WHERE NOT EXISTS (SELECT 1 FROM taskd.runs r WHERE r.id = h.run_id)
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED
+)
+DELETE FROM taskd.failure_hooks h USING doomed WHERE h.run_id = doomed.run_id;
+
+-- name: worker_report
+-- What this worker's reconciliation or rescue found (see daemon/worker/report.py).
+UPDATE taskd.workers SET last_report = $2::text::jsonb WHERE id = $1;
 
 -- name: run_wake_due
 -- Waiting runs whose wake-up time has come go back to the queue (oldest first, a batch, SKIP
@@ -534,6 +606,16 @@ SELECT id, name, payload, runs, created_at FROM taskd.events
 -- the given pairs; a name removed from the code stops starting the task)
 DELETE FROM taskd.subscriptions WHERE task_id = ANY($1::text[]);
 
+-- name: subscription_retire_unserved
+-- Subscriptions of tasks that no live worker serves and that none has served for $1 seconds
+-- (their code was removed): an event no longer creates runs nobody will run. A daemon that
+-- serves the task again subscribes it again at its start (subscription_sync).
+DELETE FROM taskd.subscriptions s
+ WHERE NOT EXISTS (SELECT 1 FROM taskd.task_service t
+                    WHERE t.task_id = s.task_id
+                      AND (t.live OR t.served_until > now() - make_interval(secs => $1)))
+RETURNING s.event_name, s.task_id;
+
 -- name: subscription_list
 SELECT task_id, array_agg(event_name ORDER BY event_name) AS events
   FROM taskd.subscriptions GROUP BY task_id;
@@ -748,7 +830,22 @@ DELETE FROM taskd.idempotency_keys k USING doomed
    AND k.expires_at < now();
 
 -- name: prune_workers
-DELETE FROM taskd.workers WHERE stopped_at < $1;
+-- The stop time of a pruned worker is kept in its tasks' last_served_at: the unknown-task
+-- timeout counts from when a task became unserved, after its workers' rows are gone too.
+-- Tasks rows are locked in id order: two daemons pruning at once cannot deadlock on them.
+WITH pruned AS (
+    DELETE FROM taskd.workers WHERE stopped_at < $1 RETURNING tasks, stopped_at
+), last AS (
+    SELECT t.id, max(p.stopped_at) AS at FROM pruned p, unnest(p.tasks) AS t (id) GROUP BY t.id
+), locked AS (
+    SELECT t.id, last.at FROM taskd.tasks t JOIN last ON last.id = t.id
+     ORDER BY t.id
+       FOR UPDATE OF t
+), stamped AS (
+    UPDATE taskd.tasks t SET last_served_at = greatest(t.last_served_at, locked.at)
+      FROM locked WHERE t.id = locked.id
+)
+SELECT count(*) FROM pruned;
 
 -- name: table_stats
 -- Live and dead rows of taskd's tables (dead rows are bloat waiting for vacuum).

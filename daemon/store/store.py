@@ -458,12 +458,37 @@ class Store:
         await self._on(connection).fetchval(QUERIES["token_complete"], token_id, data)
 
     async def run_fail_unknown(
-        self, served: Sequence[str], waited_seconds: float, limit: int = 1000
+        self, waited_seconds: float, limit: int = 1000
     ) -> list[tuple[uuid.UUID, str]]:
-        rows = await self.pool.fetch(
-            QUERIES["run_fail_unknown"], list(served), waited_seconds, limit
-        )
+        """Fail due runs of tasks unserved for ``waited_seconds``: (run id, task id)."""
+        rows = await self.pool.fetch(QUERIES["run_fail_unknown"], waited_seconds, limit)
         return [(row[0], row[1]) for row in rows]
+
+    async def subscription_retire_unserved(self, unserved_for: float) -> list[tuple[str, str]]:
+        """Delete subscriptions of tasks no live worker has served for ``unserved_for``
+        seconds: (event name, task id)."""
+        rows = await self.pool.fetch(QUERIES["subscription_retire_unserved"], unserved_for)
+        return [(row[0], row[1]) for row in rows]
+
+    async def failure_hook_claim(
+        self, worker_id: uuid.UUID, task_ids: Sequence[str], limit: int
+    ) -> list[dict[str, Any]]:
+        """Claim owed on_failure hooks of these tasks (with their runs' data; None fields
+        when the run was pruned)."""
+        rows = await self.pool.fetch(
+            QUERIES["failure_hook_claim"], worker_id, list(task_ids), limit
+        )
+        return [dict(row) for row in rows]
+
+    async def failure_hook_done(self, run_ids: Sequence[uuid.UUID], worker_id: uuid.UUID) -> None:
+        await self.pool.execute(QUERIES["failure_hook_done"], list(run_ids), worker_id)
+
+    async def failure_hook_prune(self, limit: int) -> int:
+        return _count(await self.pool.execute(QUERIES["failure_hook_prune"], limit))
+
+    async def worker_report(self, worker_id: uuid.UUID, report: bytes) -> None:
+        """Record the worker's last reconciliation report (JSON)."""
+        await self.pool.execute(QUERIES["worker_report"], worker_id, report.decode())
 
     async def task_list_served(self) -> list[str]:
         """Task ids that some live worker serves."""
@@ -876,7 +901,8 @@ class Store:
         return _count(await self.pool.execute(QUERIES["prune_idempotency_keys"], batch))
 
     async def prune_workers(self, stopped_before: datetime) -> int:
-        return _count(await self.pool.execute(QUERIES["prune_workers"], stopped_before))
+        count: int = await self.pool.fetchval(QUERIES["prune_workers"], stopped_before)
+        return count
 
     async def table_stats(self) -> list[dict[str, Any]]:
         return [dict(row) for row in await self.pool.fetch(QUERIES["table_stats"])]

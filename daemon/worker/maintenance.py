@@ -1,4 +1,5 @@
-"""Housekeeping every daemon does for the whole fleet: rescue, expiry, unknown tasks, pruning.
+"""Housekeeping every daemon does for the whole fleet: rescue, expiry, unknown tasks, pruning,
+retired subscriptions, and the on_failure hooks of runs failed outside an attempt.
 
 Each chore is a ``*_once`` method a test can call directly; ``run`` calls them on a cadence.
 All of them write in small batches with ``FOR UPDATE SKIP LOCKED``, so several daemons doing
@@ -15,6 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import orjson
 
 from daemon.changes import ChangeHub, ChangeKind, RunChange
 from daemon.config import RetentionSettings, WorkerSettings
@@ -22,6 +24,8 @@ from daemon.logs import log_event
 from daemon.store.database import DB_ERRORS
 from daemon.store.store import Store
 from daemon.telemetry import Telemetry
+from daemon.worker.failure_hooks import FailureHooks
+from daemon.worker.report import RESCUED_KINDS, Report
 
 log = logging.getLogger("taskd.maintenance")
 
@@ -29,6 +33,10 @@ BATCH = 1000
 # Longer than the worker lock's longest reconnect backoff (1 s).
 RECHECK_DELAY = 1.5
 WAKE_INTERVAL = 0.25
+RETIRE_SUBSCRIPTIONS_AFTER = 3600.0
+"""Seconds a task must have gone unserved (no live worker lists it) before its event
+subscriptions are deleted: long enough that a deploy, or an outage of the daemons that serve
+it, loses no event; short enough that a task removed from the code stops collecting runs."""
 
 
 class Maintenance:
@@ -41,6 +49,7 @@ class Maintenance:
         retention: RetentionSettings | None = None,
         changes: ChangeHub | None = None,
         telemetry: Telemetry | None = None,
+        hooks: FailureHooks | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -58,6 +67,11 @@ class Maintenance:
         # lock is free twice in a row: after a database restart every daemon re-takes its
         # lock within a second, and must not have its runs taken meanwhile.
         self._suspects: set[uuid.UUID] = set()
+        self._hooks = hooks
+        self._hooks_due = anyio.Event()
+        # What this daemon's chores found since the last report (see report.py).
+        self._report = Report("rescue")
+        self.last_report: Report | None = None
 
     async def reconcile(self) -> int:
         """At startup, before serving: hand back every run of a provably gone worker.
@@ -77,13 +91,13 @@ class Maintenance:
                 if w["id"] in first
             ]
         ids = [worker["id"] for worker in gone]
+        self._report = Report("startup")
         rescued = await self._rescue(ids)
         if ids:
             await self._store.worker_mark_gone(ids)
-        log_event(
-            log,
-            logging.INFO,
-            f"reconciled: rescued {rescued} run(s) from {len(ids)} gone worker(s)",
+        self._report.gone_workers = [f"{w['id']} ({w['host']}:{w['pid']})" for w in gone]
+        await self._publish_report(
+            "reconciled",
             rescued=rescued,
             workers=[str(i) for i in ids],
             hosts=sorted({f"{w['host']}:{w['pid']}" for w in gone}),
@@ -92,19 +106,37 @@ class Maintenance:
 
     async def rescue_once(self) -> int:
         """Hand back runs whose lease expired or whose worker is gone; return how many."""
-        unlocked = {w["id"] for w in await self._store.worker_list_unlocked(self._worker_id)}
+        found = {w["id"]: w for w in await self._store.worker_list_unlocked(self._worker_id)}
+        unlocked = set(found)
         gone = unlocked & self._suspects
         self._suspects = unlocked - gone
         rescued = await self._rescue(sorted(gone))
         if gone:
             await self._store.worker_mark_gone(sorted(gone))
-            log_event(
-                log,
-                logging.WARNING,
-                f"workers gone: rescued {rescued} run(s)",
-                workers=[str(i) for i in sorted(gone)],
-            )
+            self._report.gone_workers = [
+                f"{i} ({found[i]['host']}:{found[i]['pid']})" for i in sorted(gone)
+            ]
+        if not self._report.empty:
+            await self._publish_report("rescue", rescued=rescued)
         return rescued
+
+    async def _publish_report(self, msg: str, **extra: object) -> None:
+        """One log line with what was found since the last report, and the worker's row."""
+        report, self._report = self._report, Report("rescue")
+        failed = report.counts["failed"] or report.counts["unknown_task"]
+        level = logging.WARNING if report.gone_workers or failed else logging.INFO
+        log_event(
+            log,
+            level,
+            f"{msg}: {report.summary()} from {len(report.gone_workers)} gone worker(s)",
+            **extra,
+            **report.fields(),
+        )
+        self.last_report = report
+        try:
+            await self._store.worker_report(self._worker_id, orjson.dumps(report.stored()))
+        except DB_ERRORS as exc:  # the log line has it; the next report overwrites this one
+            log.warning("could not record the reconciliation report: %s", exc)
 
     async def _rescue(self, gone: Sequence[uuid.UUID]) -> int:
         total = 0
@@ -113,13 +145,17 @@ class Maintenance:
             total += len(rescued)
             await self._wake_parents([r[0] for r in rescued if r[1] != "queued"])
             for run_id, status, worker, task_id, attempt in rescued:
+                # the report's line names them (counts, the first ids); this one is for debugging
                 log_event(
                     log,
-                    logging.WARNING,
+                    logging.DEBUG,
                     f"run lost with its worker, now {status}",
                     run_id=str(run_id),
                     worker_id=str(worker),
                 )
+                self._report.add(RESCUED_KINDS.get(status, status), run_id, task_id)
+                if status == "failed":
+                    self._hooks_due.set()
                 kind = {"queued": ChangeKind.ATTEMPT_FAILED, "canceled": ChangeKind.CANCELED}
                 self._publish(
                     kind.get(status, ChangeKind.FAILED),
@@ -157,20 +193,26 @@ class Maintenance:
             await self._wake_parents([run_id for run_id, _ in expired])
             for run_id, task_id in expired:
                 log_event(
-                    log, logging.INFO, "run expired: not started within its ttl", run_id=str(run_id)
+                    log,
+                    logging.DEBUG,
+                    "run expired: not started within its ttl",
+                    run_id=str(run_id),
                 )
+                self._report.add("expired", run_id, task_id)
                 self._publish(ChangeKind.EXPIRED, run_id, task_id, "expired", None, None)
             if len(expired) < BATCH:
                 return total
 
     async def fail_unknown_once(self) -> int:
-        """Fail runs of tasks no live worker serves, once they waited unknown_task_timeout."""
+        """Fail due runs of tasks no live worker serves, once they waited unknown_task_timeout
+        since they were due and since their task became unserved."""
         timeout = self._settings.unknown_task_timeout
         if timeout <= 0:
             return 0
-        served = await self._store.task_list_served()
-        failed = await self._store.run_fail_unknown(served, timeout, BATCH)
+        failed = await self._store.run_fail_unknown(timeout, BATCH)
         await self._wake_parents([run_id for run_id, _ in failed])
+        if failed:
+            self._hooks_due.set()
         for run_id, task_id in failed:
             log_event(
                 log,
@@ -179,6 +221,7 @@ class Maintenance:
                 run_id=str(run_id),
                 task=task_id,
             )
+            self._report.add("unknown_task", run_id, task_id)
             self._publish(
                 ChangeKind.FAILED,
                 run_id,
@@ -188,6 +231,25 @@ class Maintenance:
                 {"error": {"type": "UnknownTask"}},
             )
         return len(failed)
+
+    async def retire_subscriptions_once(self) -> list[tuple[str, str]]:
+        """Delete the event subscriptions of tasks no live worker has served for
+        RETIRE_SUBSCRIPTIONS_AFTER: (event name, task id) of each."""
+        retired = await self._store.subscription_retire_unserved(RETIRE_SUBSCRIPTIONS_AFTER)
+        for event_name, task_id in retired:
+            log_event(
+                log,
+                logging.WARNING,
+                f"subscription of task {task_id!r} to {event_name!r} retired: no live worker "
+                f"has served the task for {RETIRE_SUBSCRIPTIONS_AFTER:g}s",
+                task=task_id,
+                event=event_name,
+            )
+        return retired
+
+    async def run_failure_hooks_once(self) -> int:
+        """Run the owed on_failure hooks of the tasks this daemon serves; how many."""
+        return await self._hooks.run_once() if self._hooks is not None else 0
 
     async def prune_once(self, now: datetime | None = None) -> dict[str, int]:
         """Delete what is past its retention, a small batch per statement, until none is left.
@@ -218,6 +280,8 @@ class Maintenance:
         while (count := await self._store.prune_idempotency_keys(retention.batch)) > 0:
             done("idempotency_keys", count)
             await anyio.lowlevel.checkpoint()
+        while (count := await self._store.failure_hook_prune(retention.batch)) > 0:
+            await anyio.lowlevel.checkpoint()
         if retention.workers > 0:
             done(
                 "workers",
@@ -246,12 +310,15 @@ class Maintenance:
             self._changes.publish(RunChange(kind, run_id, task_id, status, attempt, data=data))
 
     async def run(self) -> None:
-        """Expire every second; rescue and fail unknown tasks every heartbeat; prune every
-        retention interval, in a loop of its own (a long backlog of rows to prune must not
-        delay a rescue)."""
+        """Expire every second; fail unknown tasks, rescue (and report what these found) and
+        retire subscriptions every heartbeat; prune every retention interval, and run owed
+        on_failure hooks, each in a loop of its own (a long backlog of rows to prune, or a slow
+        hook, must not delay a rescue)."""
         async with anyio.create_task_group() as group:
             group.start_soon(self._prune_loop)
             group.start_soon(self._wake_loop)
+            if self._hooks is not None:
+                group.start_soon(self._hook_loop)
             tick = min(1.0, self._settings.heartbeat)
             since_rescue = float("inf")
             while True:
@@ -259,8 +326,9 @@ class Maintenance:
                     await self.expire_once()
                     if since_rescue >= self._settings.heartbeat:
                         since_rescue = 0.0
-                        await self.rescue_once()
                         await self.fail_unknown_once()
+                        await self.rescue_once()  # reports what these chores found
+                        await self.retire_subscriptions_once()
                 except DB_ERRORS as exc:
                     self._telemetry.db_error("maintenance")
                     log.error("maintenance failed, retrying: %s", exc)
@@ -277,6 +345,19 @@ class Maintenance:
                 self._telemetry.db_error("maintenance")
                 log.error("waking waiting runs failed, retrying: %s", exc)
             await anyio.sleep(WAKE_INTERVAL)
+
+    async def _hook_loop(self) -> None:
+        # A loop of its own: a slow hook must not delay a rescue. Every heartbeat, and at once
+        # when this daemon's rescue or unknown-task chore failed runs.
+        while True:
+            self._hooks_due = anyio.Event()
+            try:
+                await self.run_failure_hooks_once()
+            except DB_ERRORS as exc:
+                self._telemetry.db_error("maintenance")
+                log.error("running on_failure hooks failed, retrying: %s", exc)
+            with anyio.move_on_after(self._settings.heartbeat):
+                await self._hooks_due.wait()
 
     async def _prune_loop(self) -> None:
         while True:
