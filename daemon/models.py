@@ -258,6 +258,9 @@ class Outcome:
     error: bytes | None = None
     retry_delay: float = 0.0
     replaces_refused: bool = False  # written instead of an outcome the database refused
+    # a failure the executor did not decide (so on_failure has not run): a daemon serving the
+    # task runs the hook later (taskd.failure_hooks)
+    owes_failure_hook: bool = False
     task_id: str = ""  # set by the pool, for the run-change stream and metrics
     duration: float | None = None  # the attempt's wall time in seconds (set by the pool)
 

@@ -143,7 +143,7 @@ async def returning_failed(payload: str, error: BaseException, attempts: int, ct
 
 
 async def test_an_output_that_cannot_be_stored_fails_the_run_once_and_alone(
-    client: Client, start_daemon: Any
+    client: Client, db: Any, start_daemon: Any
 ) -> None:
     CALLS.clear()
 
@@ -164,6 +164,8 @@ async def test_an_output_that_cannot_be_stored_fails_the_run_once_and_alone(
         assert run.error is not None and run.error["type"] == "OutcomeNotStored", run.error
         assert "output" in run.error["message"] and REASON[kind] in run.error["message"], run.error
     assert all(r.status is RunStatus.COMPLETED and r.output == "fine" for r in others)
+    # the executor ran on_failure itself: no second run of the hook is owed
+    assert await db.fetchval("SELECT count(*) FROM taskd.failure_hooks") == 0
 
 
 # error messages ---------------------------------------------------------------------------

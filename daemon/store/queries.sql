@@ -165,8 +165,8 @@ SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_l
 -- again later), so one held run never stops the outcomes of the others.
 WITH outcome AS (
     SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::float8[])
-        AS o (id, attempt, status, attempt_outcome, output, error, retry_delay)
+                         $7::text[], $8::float8[], $9::boolean[])
+        AS o (id, attempt, status, attempt_outcome, output, error, retry_delay, owes_hook)
 ), locked AS (
     SELECT r.id FROM taskd.runs r JOIN outcome o ON o.id = r.id
      WHERE r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
@@ -205,12 +205,12 @@ WITH outcome AS (
      WHERE o.status <> 'waiting'
 ), hooked AS (
     -- a failure the executor did not decide (an outcome the database refused, replaced by
-    -- this one) has not run the task's on_failure hook: it is owed (see failure_hook_claim)
+    -- this one; an executor defect) has not run the task's on_failure hook: it is owed (see
+    -- failure_hook_claim). An output the executor refused ran the hook already.
     INSERT INTO taskd.failure_hooks (run_id, task_id)
     SELECT r.id, r.task_id
       FROM updated u JOIN outcome o ON o.id = u.id JOIN taskd.runs r ON r.id = u.id
-     WHERE u.status = 'failed' AND o.status = 'failed'
-       AND (o.error::jsonb ->> 'type') IN ('OutcomeNotStored', 'ExecutorError')
+     WHERE u.status = 'failed' AND o.status = 'failed' AND o.owes_hook
     ON CONFLICT DO NOTHING
 ), notified AS (
     -- a retry due now must wake a daemon like a new run would; so must a slot freed in a

@@ -330,6 +330,7 @@ class Store:
             [o.output.decode() if o.output is not None else None for o in outcomes],
             [o.error.decode() if o.error is not None else None for o in outcomes],
             [o.retry_delay for o in outcomes],
+            [o.owes_failure_hook for o in outcomes],
         )
         if locked is not None:
             locked.update(row[0] for row in rows if row[1] is None)

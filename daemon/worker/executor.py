@@ -175,6 +175,7 @@ def unstorable(outcome: Outcome, exc: BaseException) -> Outcome:
         None,
         error,
         replaces_refused=True,
+        owes_failure_hook=True,
     )
 
 
@@ -189,7 +190,15 @@ def crashed(run: ClaimedRun, exc: BaseException) -> Outcome:
     error = orjson.dumps(
         {"type": "ExecutorError", "message": escaped_text(f"{type(exc).__name__}: {describe(exc)}")}
     )
-    return Outcome(run.id, run.attempt, RunStatus.FAILED, AttemptOutcome.FAILED, None, error)
+    return Outcome(
+        run.id,
+        run.attempt,
+        RunStatus.FAILED,
+        AttemptOutcome.FAILED,
+        None,
+        error,
+        owes_failure_hook=True,
+    )
 
 
 async def _canceled(run: ClaimedRun, definition: TaskDefinition[Any, Any], ctx: Context) -> Outcome:
