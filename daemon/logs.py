@@ -6,6 +6,7 @@ through ``ctx.log`` (a RunLogger) and its lines carry those three automatically.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
@@ -35,7 +36,12 @@ class JsonFormatter(logging.Formatter):
         line.update(_fields(record))
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except orjson.JSONEncodeError:
+            # a lone surrogate (an OS error quoting undecodable bytes) is not UTF-8: the
+            # standard library escapes it (\udcff) where orjson refuses, and the line survives
+            return json.dumps(line, default=str)
 
 
 class TextFormatter(logging.Formatter):
