@@ -202,12 +202,12 @@ async def test_limits_changed_at_run_time_apply_to_the_next_claims_and_survive_r
 
 
 async def test_a_waiting_run_holds_no_slot_of_its_queue(
-    client: Client, start_daemon: StartDaemon
+    client: Client, start_daemon: StartDaemon, db: asyncpg.Connection
 ) -> None:
     async with start_daemon(
         [sleeper, one], concurrency=5, wait_threshold=0.2, poll_interval=NO_POLL
     ):
-        waiting = await client.trigger(sleeper, {"seconds": 1.5})
+        waiting = await client.trigger(sleeper, {"seconds": 60})
 
         async def suspended() -> bool:
             return (await client.get_run(waiting)).status is RunStatus.WAITING
@@ -217,6 +217,13 @@ async def test_a_waiting_run_holds_no_slot_of_its_queue(
         other = await client.trigger(one, {})
         await all_done(client, [other])
         assert (await client.get_run(waiting)).status is RunStatus.WAITING
+        # the rest of the minute is skipped: the wake-up time (the run's and its wait's) is now
+        await db.execute("UPDATE taskd.runs SET run_at = now() WHERE id = $1", waiting)
+        await db.execute(
+            "UPDATE taskd.steps SET result = to_jsonb((now() - interval '1 second')::text)"
+            " WHERE run_id = $1 AND name = 'wait:1'",
+            waiting,
+        )
         run = await wait_for_run(client, waiting, timeout=10)
     assert run.status is RunStatus.COMPLETED and run.output == "woke"
 
