@@ -78,6 +78,22 @@ async def hold(payload: Any, ctx: Context) -> None:
     await anyio.sleep(3600)
 
 
+# crash.gated: waits for a row in crash_gate (another process writes it: polled), then
+# writes its effect; its runs stay executing for as long as a test needs them to.
+CREATE_GATE = "CREATE TABLE IF NOT EXISTS crash_gate (open boolean)"
+
+
+@task(id="crash.gated", retry=NO_BACKOFF)
+async def gated(payload: Any, ctx: Context) -> dict[str, int]:
+    pool = current_client().pool
+    while True:
+        if await pool.fetchval("SELECT count(*) FROM crash_gate"):
+            break
+        await anyio.sleep(0.02)
+    await _effect(ctx)
+    return {"attempt": ctx.attempt}
+
+
 @task(id="crash.slow", retry=NO_BACKOFF)
 async def slow(payload: Any, ctx: Context) -> dict[str, int]:
     seconds = payload.get("seconds", 2.0) if isinstance(payload, dict) else 2.0
