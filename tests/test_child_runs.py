@@ -55,8 +55,11 @@ async def test_batch_trigger_and_wait_returns_outputs_and_failures_in_order(
     assert done.status is RunStatus.COMPLETED
     assert done.output == [4, "failed: ValueError", 16, 25]
     children = await children_of(client, run_id)
-    assert len(children) == 4  # once, although the parent executed twice
-    assert PARENT_EXECUTIONS[str(run_id)] == 2
+    # once, although the parent executed at least twice: when it created them, and when the
+    # last one woke it; on a busy machine its backstop recheck (0.5 s after suspending) may
+    # come first and add executions, each of which finds the children already created
+    assert len(children) == 4
+    assert PARENT_EXECUTIONS[str(run_id)] >= 2
     assert [s.name for s in done.steps] == ["children:1"]
 
 

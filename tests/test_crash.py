@@ -41,7 +41,13 @@ import pytest
 from daemon import Client, RunStatus
 from daemon.errors import RunFinished
 from tests.conftest import wait_for
-from tests.daemon_process import DaemonProcess, count_runs, create_effects_table, daemons
+from tests.daemon_process import (
+    DaemonProcess,
+    count_runs,
+    create_effects_table,
+    daemons,
+    settle,
+)
 
 WORK = 1_800
 FAILING = 100
@@ -106,24 +112,6 @@ def executing_on(
 
 async def sleep_until(moment: float) -> None:
     await anyio.sleep(max(0.0, moment - time.time()))
-
-
-async def settle(db: asyncpg.Connection) -> None:
-    """Wait until no taskd session is in the middle of a statement or a transaction.
-
-    A SIGKILLed client's backend finishes the statement it was running (and commits it)
-    before it notices: count what a dead worker held only once that has happened. Only the
-    daemons' connections carry application_name 'taskd' here (the test's client is idle).
-    """
-
-    async def quiet() -> bool:
-        busy = await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = 'taskd' AND state NOT IN ('idle')"
-        )
-        return busy == 0
-
-    await wait_for(quiet, timeout=10, interval=0.01)
 
 
 async def test_sigkill_at_random_moments_every_run_ends_once_in_its_state(
