@@ -174,6 +174,64 @@ async def test_postgres_restart_under_load() -> None:
     )
 
 
+async def test_a_stop_while_postgres_is_down_exits_1_and_leaves_the_run_leased() -> None:
+    """README: a daemon that stops while the database is unreachable keeps trying to write for
+    10 s after its runs end, then exits with code 1; those runs stay leased to it. A real
+    `taskd run`, its PostgreSQL stopped under it, then a SIGTERM."""
+    async with own_postgres() as server, daemons() as group:
+        dsn: str = server.get_uri()
+        connection = await connect(dsn)
+        try:
+            await apply_migrations(connection)
+        finally:
+            await connection.close()
+        daemon = await group.start(dsn, concurrency=2, shutdown_grace="0.5s")
+        await daemon.ready()
+        async with Client.connect(dsn) as client:
+            run_id = await client.trigger("crash.hold", {})
+        db = await asyncpg.connect(dsn)
+        try:
+
+            async def executing() -> bool:
+                status = await db.fetchval("SELECT status FROM taskd.runs WHERE id = $1", run_id)
+                return bool(status == "executing")
+
+            await wait_for(executing, timeout=10)
+        finally:
+            await db.close()
+
+        await anyio.to_thread.run_sync(server._stop)
+        daemon.process.send_signal(signal.SIGTERM)
+        # the drain (0.5 s) cancels the run; its hand-back cannot be written
+        drained = await daemon.wait_for_record(
+            lambda r: r["msg"].startswith("draining"), timeout=10
+        )
+        code = await daemon.stop(None, timeout=60)
+        exited = time.time()
+        assert code == 1, daemon.output()
+        given_up = daemon.find(lambda r: "database unreachable at shutdown" in r["msg"])
+        assert len(given_up) == 1, daemon.output()
+        assert str(run_id) in given_up[0].get("run_ids", []), given_up
+        # it kept trying for 10 s after the run ended (the drain's grace)
+        assert exited - datetime.fromisoformat(drained["ts"]).timestamp() >= 10.0
+
+        await anyio.to_thread.run_sync(server.ensure_postgres_running)
+        db = await asyncpg.connect(dsn)
+        try:
+            row = await db.fetchrow(
+                "SELECT status, worker_id, attempt FROM taskd.runs WHERE id = $1",
+                run_id,
+            )
+        finally:
+            await db.close()
+        # leased to the exited worker: the rescue (or its restart's reconciliation) takes it
+        assert (row["status"], str(row["worker_id"]), row["attempt"]) == (
+            "executing",
+            daemon.worker_id,
+            1,
+        ), row
+
+
 def _after(record: dict[str, Any], moment: float) -> bool:
     """The log record is from ``moment`` (wall clock) or later."""
     return datetime.fromisoformat(record["ts"]).timestamp() >= moment - 0.005
