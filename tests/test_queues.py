@@ -157,12 +157,22 @@ async def test_a_paused_queue_starts_nothing_until_resumed_and_loses_nothing(
     client: Client, start_daemon: StartDaemon, db: asyncpg.Connection
 ) -> None:
     await client.pause_queue("pausable")
-    async with start_daemon([plain, elsewhere], concurrency=5, poll_interval=NO_POLL):
+    async with (
+        start_daemon([plain, elsewhere], concurrency=5, poll_interval=NO_POLL) as first,
+        start_daemon([plain, elsewhere], concurrency=5, poll_interval=NO_POLL) as second,
+    ):
         paused_ids = await client.batch_trigger(plain, [{}] * 3)
-        # a run of another queue, triggered after them, is claimed and completes: the claims
-        # that took it passed over the paused queue
-        other = await client.trigger(elsewhere, {})
-        await all_done(client, [other])
+        # runs of another queue, triggered after them, are claimed and complete on both
+        # daemons: the claims that took them passed over the paused queue, on every daemon
+        others: list[Any] = []
+
+        async def both_claimed() -> bool:
+            others.append(await client.trigger(elsewhere, {}))
+            await all_done(client, others[-1:])
+            workers = {(await client.get_run(o)).attempts[-1].worker_id for o in others}
+            return workers == {first.worker_id, second.worker_id}
+
+        await wait_for(both_claimed, timeout=20)
         statuses = {(await client.get_run(i)).status for i in paused_ids}
         assert statuses == {RunStatus.QUEUED}
         [listed] = [q for q in await client.list_queues() if q.queue == "pausable"]
