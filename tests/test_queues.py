@@ -17,7 +17,7 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, Queue, QueueNotFound, Rate, RunStatus, task, wait
+from daemon import Client, Context, Queue, QueueNotFound, Rate, Retry, RunStatus, task, wait
 from daemon.sdk.registry import Registry
 from tests.conftest import StartDaemon, admin_url, wait_for, wait_for_run
 from tests.test_cli import taskd
@@ -80,6 +80,25 @@ async def plain(payload: dict[str, Any], ctx: Context) -> None:
 @task(id="q.elsewhere")
 async def elsewhere(payload: dict[str, Any], ctx: Context) -> None:
     await _record(payload, 0.001)
+
+
+TWO_PER_SECOND = Queue("two-per-second", rate_limit=Rate(2, per="1s"))
+entries: list[float] = []
+
+
+@task(id="q.retried", queue=TWO_PER_SECOND, retry=Retry(max_attempts=2, min_delay=0))
+async def retried(payload: dict[str, Any], ctx: Context) -> int:
+    entries.append(time.monotonic())
+    if ctx.attempt == 1:
+        raise ConnectionError("at once again, if the rate allows")
+    return ctx.attempt
+
+
+@task(id="q.resumed", queue=TWO_PER_SECOND)
+async def resumed(payload: dict[str, Any], ctx: Context) -> str:
+    entries.append(time.monotonic())
+    await wait.for_(seconds=0.3)
+    return "resumed"
 
 
 @task(id="q.sleeper", queue=ONE_AT_ONCE)
@@ -236,6 +255,24 @@ async def test_a_waiting_run_holds_no_slot_of_its_queue(
         )
         run = await wait_for_run(client, waiting, timeout=10)
     assert run.status is RunStatus.COMPLETED and run.output == "woke"
+
+
+@pytest.mark.parametrize("kind", ["retries", "resumes"])
+async def test_retries_and_resumes_after_a_wait_are_starts_for_the_rate(
+    client: Client, start_daemon: StartDaemon, db: asyncpg.Connection, kind: str
+) -> None:
+    entries.clear()
+    definition = retried if kind == "retries" else resumed
+    async with start_daemon(
+        [definition], concurrency=10, poll_interval=NO_POLL, wait_threshold=0.1
+    ):
+        ids = await client.batch_trigger(definition, [{}, {}])
+        await all_done(client, ids)
+    # four starts at two per second: the two second starts (the retries, or the resumes, due
+    # at once or 0.3 s later) waited for the next window (the slack: the entries are the
+    # functions' own clock, a little after their claims)
+    assert len(entries) == 4
+    assert entries[2] - entries[0] >= 0.8, [round(e - entries[0], 3) for e in entries]
 
 
 async def test_a_rate_limit_caps_starts_in_every_window(
