@@ -15,7 +15,7 @@ import anyio
 import orjson
 from anyio.abc import TaskGroup, TaskStatus
 
-from daemon import Client, Context, Retry, RunStatus, task
+from daemon import Client, Context, Retry, RunStatus, task, wait
 from daemon.changes import ChangeKind, RunChange
 from daemon.config import Settings
 from tests.conftest import admin_url, wait_for, wait_for_run
@@ -179,6 +179,36 @@ async def test_stream_delivers_a_runs_whole_life_in_order(client: Client, databa
     # The task filter leaves the other task's runs out; the unfiltered stream has them.
     assert all(e.data["task_id"] == "stream.flaky" for e in of_task.events)
     assert [e.kind for e in everything.of_run(blocking)] == ["started", "completed"]
+
+
+@task(id="stream.waiter")
+async def waiter(payload: Any, ctx: Context) -> str:
+    await wait.for_(seconds=0.3)
+    return "awake"
+
+
+async def test_a_suspended_run_streams_waiting_then_woken(client: Client, database: str) -> None:
+    async with (
+        daemon_with(database, [waiter], wait_threshold=0.1) as daemon,
+        aiohttp.ClientSession() as http,
+        anyio.create_task_group() as group,
+    ):
+        everything = await open_reader(group, http, f"{admin_url(daemon)}/api/stream")
+        run_id = await client.trigger(waiter)
+        events = await everything.wait_for_kind(run_id, "completed")
+        group.cancel_scope.cancel()
+    # (triggered by another client: its "created" is that client's, not this daemon's)
+    kinds = ["started", "waiting", "woken", "started", "completed"]
+    assert [e.kind for e in events] == kinds
+    assert_in_stream_order(events)
+    waiting = events[1].data
+    assert waiting["status"] == "waiting" and 0 < waiting["data"]["wake_in"] <= 0.3
+    assert events[2].data["status"] == "queued"
+    assert daemon.metrics is not None
+    suspended = daemon.metrics.registry.get_sample_value(
+        "taskd_runs_suspended_total", {"task": "stream.waiter"}
+    )
+    assert suspended == 1
 
 
 async def test_canceling_a_queued_run_streams_canceled(database: str) -> None:
