@@ -6,7 +6,8 @@ effect: ``(run_id, attempt, worker_pid, at)``.
 
 ``crash.work``: a short run (5-40 ms, random). ``crash.slow``: a long one (``seconds`` in the
 payload, 2 s by default); it writes its effect after the sleep, so an attempt interrupted by a
-kill or a drain leaves none.
+kill or a drain leaves none. ``crash.fail``: like ``crash.work``, then raises (two attempts).
+``crash.hold``: sleeps until canceled.
 
 No backoff between attempts: a rescued run is due again at once, so what the tests time is the
 engine's rescue, not a retry delay.
@@ -52,6 +53,43 @@ async def _effect(ctx: Context) -> None:
 @task(id="crash.work", retry=NO_BACKOFF)
 async def work(payload: Any, ctx: Context) -> dict[str, int]:
     await anyio.sleep(_random.uniform(0.005, 0.040))
+    await _effect(ctx)
+    return {"attempt": ctx.attempt}
+
+
+# crash.fail: always raises after its side effect, two attempts (a kill may spend one).
+# crash.hold: sleeps until it is canceled (tests/test_crash.py cancels it).
+TWO_ATTEMPTS = Retry(max_attempts=2, min_delay=0, max_delay=0, jitter=False)
+
+
+class AlwaysFails(Exception):
+    pass
+
+
+@task(id="crash.fail", retry=TWO_ATTEMPTS)
+async def fail(payload: Any, ctx: Context) -> None:
+    await anyio.sleep(_random.uniform(0.005, 0.040))
+    await _effect(ctx)
+    raise AlwaysFails(f"attempt {ctx.attempt} fails, as every one does")
+
+
+@task(id="crash.hold", retry=NO_BACKOFF)
+async def hold(payload: Any, ctx: Context) -> None:
+    await anyio.sleep(3600)
+
+
+# crash.gated: waits for a row in crash_gate (another process writes it: polled), then
+# writes its effect; its runs stay executing for as long as a test needs them to.
+CREATE_GATE = "CREATE TABLE IF NOT EXISTS crash_gate (open boolean)"
+
+
+@task(id="crash.gated", retry=NO_BACKOFF)
+async def gated(payload: Any, ctx: Context) -> dict[str, int]:
+    pool = current_client().pool
+    while True:
+        if await pool.fetchval("SELECT count(*) FROM crash_gate"):
+            break
+        await anyio.sleep(0.02)
     await _effect(ctx)
     return {"attempt": ctx.attempt}
 

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,31 @@ class DaemonProcess:
         with anyio.fail_after(10):
             await self.process.wait()
 
+    async def kill_when(
+        self, db: asyncpg.Connection, condition: Callable[[], Awaitable[bool]], timeout: float = 20
+    ) -> None:
+        """SIGKILL the daemon at a moment ``condition`` holds, however slow the machine.
+
+        Checking, then killing, races the daemon (it may move on in between): the daemon is
+        frozen (SIGSTOP) first, its statements in flight are let finish (``settle``), and the
+        condition is checked on what it left; if it does not hold yet the daemon goes on
+        (SIGCONT) and the check is tried again.
+        """
+
+        async def frozen_in_the_state() -> bool:
+            self.process.send_signal(signal.SIGSTOP)
+            await settle(db)
+            if await condition():
+                return True
+            self.process.send_signal(signal.SIGCONT)
+            return False
+
+        try:
+            await wait_for(frozen_in_the_state, timeout=timeout, interval=0.02)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.output()}") from None
+        await self.kill()
+
     async def stop(self, signum: int | None = signal.SIGTERM, timeout: float = 30) -> int:
         """Send ``signum`` (None: already sent); return the exit code once the process ends."""
         if signum is not None and self.alive:
@@ -204,6 +229,27 @@ async def create_effects_table(dsn: str) -> None:
         await connection.execute(CREATE_EFFECTS)
     finally:
         await connection.close()
+
+
+async def settle(db: asyncpg.Connection, timeout: float = 10) -> None:
+    """Wait until no daemon's statement is running on the server.
+
+    A SIGKILLed (or SIGSTOPped) client's backend finishes the statement it was running, and
+    commits it, before it notices: what a dead or frozen daemon left is known only once that
+    has happened. A transaction left open between statements is not waited for: it commits
+    nothing until its client goes on, and rolls back when its client dies. Only connections
+    with application_name 'taskd' count (the daemons', and a test's own taskd Client, idle
+    while the test waits here).
+    """
+
+    async def quiet() -> bool:
+        busy = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'taskd' AND state = 'active'"
+        )
+        return busy == 0
+
+    await wait_for(quiet, timeout=timeout, interval=0.005)
 
 
 async def count_runs(connection: asyncpg.Connection) -> dict[str, int]:

@@ -55,8 +55,11 @@ async def test_batch_trigger_and_wait_returns_outputs_and_failures_in_order(
     assert done.status is RunStatus.COMPLETED
     assert done.output == [4, "failed: ValueError", 16, 25]
     children = await children_of(client, run_id)
-    assert len(children) == 4  # once, although the parent executed twice
-    assert PARENT_EXECUTIONS[str(run_id)] == 2
+    # once, although the parent executed at least twice: when it created them, and when the
+    # last one woke it; on a busy machine its backstop recheck (0.5 s after suspending) may
+    # come first and add executions, each of which finds the children already created
+    assert len(children) == 4
+    assert PARENT_EXECUTIONS[str(run_id)] >= 2
     assert [s.name for s in done.steps] == ["children:1"]
 
 
@@ -112,6 +115,49 @@ async def test_canceling_a_child_or_the_parent(client: Client, start_daemon) -> 
 
         await wait_for(all_canceled)  # executing children were cancelled in their tasks
     assert len(kids) == 2
+
+
+@task(id="kids.grand")
+async def grand(payload: dict[str, Any], ctx: Context) -> Any:
+    return await parent.trigger_and_wait(payload)
+
+
+@task(id="kids.keyed")
+async def keyed(payload: dict[str, Any], ctx: Context) -> Any:
+    return await square.trigger_and_wait(payload, idempotency_key=payload["key"])
+
+
+async def test_a_cancel_reaches_grandchildren_but_not_a_run_the_parent_only_waits_on(
+    client: Client, start_daemon
+) -> None:
+    GATES["never"] = anyio.Event()  # never set: the squares wait until canceled
+    # a producer's run holding the key a parent asks its child for: the parent waits on it,
+    # but it is not the parent's child
+    shared = await client.trigger(
+        "kids.square", {"n": 9, "gate": "never"}, idempotency_key="shared-9"
+    )
+    async with start_daemon([grand, parent, square, keyed], concurrency=6):
+        top = await client.trigger("kids.grand", {"single": {"n": 2, "gate": "never"}})
+        [mid] = await wait_for(lambda: runs_under(client, "kids.parent", top))
+        [leaf] = await wait_for(lambda: runs_under(client, "kids.square", mid.id))
+        waiter = await client.trigger("kids.keyed", {"n": 9, "gate": "never", "key": "shared-9"})
+        for run_id in (top, mid.id, waiter):
+            await wait_for(lambda run_id=run_id: _status(client, run_id, RunStatus.WAITING))
+        await wait_for(lambda: _status(client, leaf.id, RunStatus.EXECUTING))
+        await wait_for(lambda: _status(client, shared, RunStatus.EXECUTING))
+
+        assert await client.cancel(top) is RunStatus.CANCELED
+        for run_id in (mid.id, leaf.id):  # recursively, the executing grandchild in its task
+            await wait_for(lambda run_id=run_id: _status(client, run_id, RunStatus.CANCELED))
+        assert await client.cancel(waiter) is RunStatus.CANCELED
+        assert (await client.get_run(shared)).status is RunStatus.EXECUTING
+        assert await runs_under(client, "kids.square", waiter) == []
+        assert await client.cancel(shared) is RunStatus.EXECUTING
+        await wait_for(lambda: _status(client, shared, RunStatus.CANCELED))
+
+
+async def runs_under(client: Client, task_id: str, parent_id: Any) -> list[Any]:
+    return [run for run in await client.list_runs(task=task_id) if run.parent_id == parent_id]
 
 
 class Letter(BaseModel):

@@ -15,12 +15,9 @@ from tests.conftest import wait_for, wait_for_run
 from tests.crash_tasks import CREATE_CHILD_TABLES
 from tests.daemon_process import Daemons, daemons
 
-# The parent is `waiting` and will not be queued by its recheck for at least 200 ms: the kill
-# that follows the check lands while it is suspended, not while it executes again.
-PARENT_SUSPENDED = """
-SELECT status = 'waiting' AND run_at > now() + interval '200 ms'
-  FROM taskd.runs WHERE id = $1
-"""
+# The parent is `waiting` (checked on a frozen daemon, see DaemonProcess.kill_when: its
+# recheck, 0.5 s after it suspended, cannot queue it between the check and the kill).
+PARENT_SUSPENDED = "SELECT status = 'waiting' FROM taskd.runs WHERE id = $1"
 
 
 async def _children(db: asyncpg.Connection, parent_id: uuid.UUID) -> list[asyncpg.Record]:
@@ -83,7 +80,7 @@ async def test_a_parent_killed_while_waiting_on_a_batch_completes_after_a_restar
                 return started == 3 and bool(await db.fetchval(PARENT_SUSPENDED, parent_id))
 
             await _until(suspended_with_children_at_the_gate, db, group)
-            await first.kill()
+            await first.kill_when(db, suspended_with_children_at_the_gate)
             # what the dead daemon left: the parent suspended, its three children executing
             parent_status = await db.fetchval(
                 "SELECT status FROM taskd.runs WHERE id = $1", parent_id
@@ -156,7 +153,7 @@ async def test_a_parent_killed_while_its_child_is_still_queued_completes_after_a
                 )
 
             await _until(suspended_with_a_queued_child, db, group)
-            await first.kill()
+            await first.kill_when(db, suspended_with_a_queued_child)
             assert (
                 await db.fetchval("SELECT status FROM taskd.runs WHERE id = $1", parent_id)
                 == "waiting"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import orjson
 import pytest
 
 from daemon import Client, Context, task
+from daemon.config import Settings
 from tests.conftest import wait_for, wait_for_run
 
 
@@ -84,19 +87,30 @@ async def test_a_bare_notify_becomes_one_event_with_two_daemons(
 
 
 async def test_malformed_notify_payloads_are_dropped_and_the_daemon_serves_on(
-    client: Client, db: asyncpg.Connection, start_daemon
+    client: Client,
+    db: asyncpg.Connection,
+    start_daemon,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with start_daemon([welcome]) as daemon:
+    caplog.set_level(logging.WARNING, logger="taskd.events")
+
+    def small_payloads(settings: Settings) -> None:
+        # a NOTIFY carries at most 8,000 bytes: a limit below that is what one can exceed
+        settings.tasks.max_payload_bytes = 1_000
+
+    async with start_daemon([welcome], small_payloads) as daemon:
         await wait_for(lambda: _one_leader(daemon))
-        big = orjson.dumps({"name": "user.registered", "payload": {"x": "y" * 2_000_000}})
-        for bad in [
-            "{not json",
-            '"a string"',
-            '{"payload": {}}',
-            '{"name": ""}',
-            '{"name": "x", "extra": 1}',
-            big.decode()[:7900],
-        ]:
+        big = orjson.dumps({"name": "user.registered", "payload": {"x": "y" * 2_000}})
+        assert len(big) < 7_900, "a valid NOTIFY, only its payload is too big"
+        reasons = [
+            ("{not json", "not JSON"),
+            ('"a string"', "not a JSON object"),
+            ('{"payload": {}}', 'no "name"'),
+            ('{"name": ""}', 'no "name"'),
+            ('{"name": "x", "extra": 1}', "unknown key(s) ['extra']"),
+            (big.decode(), "over the limit of 1000"),
+        ]
+        for bad, _ in reasons:
             await db.execute("SELECT pg_notify('taskd_event', $1)", bad)
         await db.execute(
             "SELECT pg_notify('taskd_event', $1)",
@@ -106,6 +120,10 @@ async def test_malformed_notify_payloads_are_dropped_and_the_daemon_serves_on(
         run = await wait_for_run(client, runs[0].id)
         assert daemon.event_relay is not None and daemon.event_relay.dropped == 6
     assert run.output == "welcome ok" and len(await client.list_events()) == 1
+    logged = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(logged) == len(reasons), logged
+    for message, (_, reason) in zip(logged, reasons, strict=True):
+        assert reason in message, (message, reason)
 
 
 async def test_event_errors_are_clear(client: Client, db: asyncpg.Connection) -> None:

@@ -76,6 +76,10 @@ class FakeWorld:
     activities: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Per user, newest first; a saved letter lands in the activity's ``letter``."""
     loaded: list[dict[str, Any]] = field(default_factory=list)
+    gather: dict[str, int] = field(default_factory=dict)
+    """Per API: its first calls are held until this many are in flight at once (at most
+    10 s), so that a test can show a limit is reached however slow the machine is."""
+    _gathered: dict[str, anyio.Event] = field(default_factory=dict)
     _load_answers: dict[str, Any] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
@@ -97,6 +101,12 @@ class FakeWorld:
         self.in_flight[api] += 1
         self.peak[api] = max(self.peak[api], self.in_flight[api])
         try:
+            if api in self.gather:
+                gathered = self._gathered.setdefault(api, anyio.Event())
+                if self.in_flight[api] >= self.gather[api]:
+                    gathered.set()
+                with anyio.move_on_after(10):
+                    await gathered.wait()
             await anyio.sleep(self.latency.get(api, 0.0))
             pending = self.script.get(f"{api}:{key}")
             if pending:
@@ -622,6 +632,7 @@ async def test_premium_letters_go_10_per_batch_and_at_most_5_at_once_across_two_
     add_history(world, "u-ada", 23)
     add_history(world, "u-bob", 14)
     world.latency["anthropic"] = 0.15
+    world.gather["anthropic"] = 5  # the limit must be reached, not only respected
     async with (
         start_daemon(RUN_HISTORY, poll_interval=0.05, concurrency=20) as first,
         start_daemon(RUN_HISTORY, poll_interval=0.05, concurrency=20) as second,

@@ -7,6 +7,7 @@ do the same with real SIGKILLs.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from daemon.store.database import create_pool
 from daemon.store.store import Store
 from daemon.worker.maintenance import Maintenance
 from tests.conftest import ROOT, wait_for, wait_for_run
+from tests.daemon_process import create_effects_table, daemons
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.EXPIRED)
 
@@ -62,21 +64,36 @@ async def test_cancel_a_queued_or_delayed_run(client: Client, start_daemon) -> N
 
 async def test_cancel_an_executing_run_within_a_second(client: Client, start_daemon) -> None:
     started, canceled = anyio.Event(), []
-    sleeper = sleeper_task(started, canceled)
+    interrupted: list[float] = []
+
+    async def on_cancel(payload: object, ctx: Context) -> None:
+        canceled.append((payload, ctx.attempt))
+
+    @task(id="sleeper", on_cancel=on_cancel)
+    async def sleeper(payload: object, ctx: Context) -> None:
+        started.set()
+        try:
+            await anyio.sleep(60)
+        finally:
+            interrupted.append(time.monotonic())
+
     async with start_daemon([sleeper]):
         run_id = await client.trigger(sleeper, {"n": 1})
         await started.wait()
         requested = time.monotonic()
         assert await client.cancel(run_id) is RunStatus.EXECUTING
-        run = await wait_for_run(client, run_id, FINISHED, timeout=2)
-        took = time.monotonic() - requested
+        run = await wait_for_run(client, run_id, FINISHED, timeout=5)
     assert run.status is RunStatus.CANCELED, "canceled, not failed"
-    assert took < 1.0
+    # From the request to the task's own cancellation, without the outcome write or this
+    # test's polling: the README's promise. The NOTIFY takes milliseconds, so a busy machine
+    # leaves a wide margin; the poll fallback (every second) alone could reach it.
+    took = interrupted[0] - requested
+    assert took < 1.0, f"cancelled {took:.2f} s after the request"
     assert canceled == [({"n": 1}, 1)], "on_cancel ran once"
     assert [a.outcome for a in run.attempts] == ["canceled"]
 
 
-async def test_cancel_from_sql_reaches_the_other_daemon(
+async def test_cancel_from_sql_reaches_the_daemon_running_it(
     client: Client, db: asyncpg.Connection, start_daemon
 ) -> None:
     started, canceled = anyio.Event(), []
@@ -86,8 +103,34 @@ async def test_cancel_from_sql_reaches_the_other_daemon(
         await started.wait()
         assert (await client.get_run(run_id)).worker_id == runner.worker_id != other.worker_id
         assert await db.fetchval("SELECT taskd.cancel($1)", run_id) == "executing"
-        run = await wait_for_run(client, run_id, FINISHED, timeout=2)
+        run = await wait_for_run(client, run_id, FINISHED, timeout=5)
     assert run.status is RunStatus.CANCELED and len(canceled) == 1
+
+
+async def test_cancel_reaches_a_daemon_in_another_process(
+    client: Client, db: asyncpg.Connection, database: str
+) -> None:
+    """The runner is a real `taskd run`: the request crosses processes only through the
+    database (its row and its NOTIFY)."""
+    await create_effects_table(database)
+    async with daemons() as group:
+        daemon = await group.start(database, concurrency=2)
+        await daemon.ready()
+        run_id = await client.trigger("crash.hold", {})
+
+        async def executing() -> bool:
+            row = await db.fetchrow(
+                "SELECT status, worker_id FROM taskd.runs WHERE id = $1", run_id
+            )
+            return row["status"] == "executing" and str(row["worker_id"]) == daemon.worker_id
+
+        await wait_for(executing)
+        assert await db.fetchval("SELECT taskd.cancel($1)", run_id) == "executing"
+        run = await wait_for_run(client, run_id, FINISHED, timeout=10)
+        assert daemon.alive, daemon.output()
+        assert await daemon.stop() == 0, daemon.output()
+    assert run.status is RunStatus.CANCELED
+    assert [(a.outcome, str(a.worker_id)) for a in run.attempts] == [("canceled", daemon.worker_id)]
 
 
 async def test_a_lost_cancel_notify_is_covered_by_polling(
@@ -282,19 +325,28 @@ async def test_tasks_raising_base_exceptions_do_not_stop_the_daemon(
 
 
 async def test_a_task_that_blocks_the_loop_delays_others_but_loses_nothing(
-    client: Client, start_daemon
+    client: Client, start_daemon, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="taskd.loop")
+
     @task(id="blocker")
     async def blocker(payload: None, ctx: Context) -> str:
-        time.sleep(1.0)  # noqa: ASYNC251 - the point: blocking code inside a task
+        # Blocks across seven heartbeats (0.2 s) but less than the lease (3 s): the heartbeat
+        # renews as soon as the loop is back. Then it outlives its claim's lease by 1.5 s
+        # (the rescuer looks every heartbeat): only renewals keep it.
+        time.sleep(1.5)  # noqa: ASYNC251 - the point: blocking code inside a task
+        await anyio.sleep(3.0)
         return "unblocked"
 
-    async with start_daemon([blocker, echo]):
+    async with start_daemon([blocker, echo], heartbeat=0.2, lease=3.0):
         blocked = await client.trigger(blocker)
         others = await client.batch_trigger(echo, list(range(20)))
         runs = [await wait_for_run(client, run_id) for run_id in [blocked, *others]]
     assert [r.status for r in runs] == [RunStatus.COMPLETED] * 21
     assert all(len(r.attempts) == 1 for r in runs), "no lease was lost while the loop was blocked"
+    assert any("event loop blocked for" in r.getMessage() for r in caplog.records), (
+        "the blocked loop is logged"
+    )
 
 
 async def test_runs_of_unknown_tasks_are_visible_then_fail_after_the_timeout(

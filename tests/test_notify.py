@@ -20,6 +20,7 @@ import pytest
 
 from daemon.config import Settings
 from daemon.notify import SystemdNotifier
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "taskd.service"
@@ -151,13 +152,17 @@ async def test_run_watchdog_feeds_the_watchdog_and_sends_status(
     counter = iter(range(1000))
     async with anyio.create_task_group() as group:
         group.start_soon(notifier.run_watchdog, lambda: f"status {next(counter)}", 0.2)
+        # ...and a tick measured a lag near zero: the lag is the lateness of a wake-up, not
+        # the tick itself (a condition a busy machine meets sooner or later, not a bound)
         messages = await collect_until(
-            systemd_socket, lambda m: m.count("WATCHDOG=1") >= 4 and "STATUS=status 1" in m
+            systemd_socket,
+            lambda m: (
+                m.count("WATCHDOG=1") >= 4 and "STATUS=status 1" in m and notifier.last_lag < 0.05
+            ),
         )
         group.cancel_scope.cancel()
     assert messages.count("WATCHDOG=1") >= 4, messages
     assert set(messages) - {"WATCHDOG=1"} >= {"STATUS=status 0", "STATUS=status 1"}, messages
-    assert notifier.max_lag < 0.5
     notifier.close()
 
 
@@ -189,12 +194,26 @@ async def test_a_blocked_loop_misses_the_watchdog_and_is_reported(
 
 async def test_lag_is_measured_without_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    notifier = SystemdNotifier.from_environment()
+
+    class Counting(SystemdNotifier):
+        ticks = 0
+
+        def _record_lag(self, lag: float, threshold: float) -> None:
+            self.ticks += 1
+            super()._record_lag(lag, threshold)
+
+    notifier = Counting.from_environment()
+    assert isinstance(notifier, Counting)
+
+    async def ticked(more_than: int) -> bool:
+        return notifier.ticks > more_than
+
     async with anyio.create_task_group() as group:
         group.start_soon(notifier.run_watchdog)
-        await anyio.sleep(0.05)
+        await wait_for(lambda: ticked(0))  # the watchdog loop runs
+        before = notifier.ticks
         time.sleep(0.5)  # noqa: ASYNC251
-        await anyio.sleep(0.05)
+        await wait_for(lambda: ticked(before))  # and ticked after the block
         group.cancel_scope.cancel()
     assert notifier.max_lag >= 0.25
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import pytest
 
 from daemon import Client
 from tests.conftest import ROOT, wait_for, wait_for_run
@@ -124,7 +125,10 @@ async def slow(payload, ctx):
 """
 
 
-async def test_a_second_sigint_cancels_at_once(database: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_second_signal_cancels_at_once(
+    database: str, tmp_path: Path, signum: signal.Signals
+) -> None:
     (tmp_path / "slow_tasks.py").write_text(SLOW_TASKS)
     env = {
         **os.environ,
@@ -143,14 +147,15 @@ async def test_a_second_sigint_cancels_at_once(database: str, tmp_path: Path) ->
             await wait_for(lambda: _workers(client), timeout=20)
             run_id = await client.trigger("drain.slow", {})
             await wait_for(lambda: _executing(client, run_id), timeout=10)
-            process.send_signal(signal.SIGINT)
-            await _read_until(process, b"received SIGINT: draining")
-            assert process.returncode is None, "the first SIGINT drains: the run keeps running"
+            process.send_signal(signum)
+            await _read_until(process, f"received {signum.name}: draining".encode())
+            assert process.returncode is None, "the first signal drains: the run keeps running"
             stopped_at = time.monotonic()
-            process.send_signal(signal.SIGINT)
-            with anyio.fail_after(10):
+            process.send_signal(signum)
+            with anyio.fail_after(30):
                 code = await process.wait()
-            assert code == 0 and time.monotonic() - stopped_at < 5
+            # far sooner than the grace (60 s): the bound leaves a busy machine 20 s
+            assert code == 0 and time.monotonic() - stopped_at < 20
             run = await client.get_run(run_id)
         assert run.status == "queued" and run.attempt == 0, "handed back, attempt not spent"
     finally:

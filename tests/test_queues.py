@@ -17,7 +17,7 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, Queue, QueueNotFound, Rate, RunStatus, task, wait
+from daemon import Client, Context, Queue, QueueNotFound, Rate, Retry, RunStatus, task, wait
 from daemon.sdk.registry import Registry
 from tests.conftest import StartDaemon, admin_url, wait_for, wait_for_run
 from tests.test_cli import taskd
@@ -80,6 +80,25 @@ async def plain(payload: dict[str, Any], ctx: Context) -> None:
 @task(id="q.elsewhere")
 async def elsewhere(payload: dict[str, Any], ctx: Context) -> None:
     await _record(payload, 0.001)
+
+
+TWO_PER_SECOND = Queue("two-per-second", rate_limit=Rate(2, per="1s"))
+entries: list[float] = []
+
+
+@task(id="q.retried", queue=TWO_PER_SECOND, retry=Retry(max_attempts=2, min_delay=0))
+async def retried(payload: dict[str, Any], ctx: Context) -> int:
+    entries.append(time.monotonic())
+    if ctx.attempt == 1:
+        raise ConnectionError("at once again, if the rate allows")
+    return ctx.attempt
+
+
+@task(id="q.resumed", queue=TWO_PER_SECOND)
+async def resumed(payload: dict[str, Any], ctx: Context) -> str:
+    entries.append(time.monotonic())
+    await wait.for_(seconds=0.3)
+    return "resumed"
 
 
 @task(id="q.sleeper", queue=ONE_AT_ONCE)
@@ -157,12 +176,22 @@ async def test_a_paused_queue_starts_nothing_until_resumed_and_loses_nothing(
     client: Client, start_daemon: StartDaemon, db: asyncpg.Connection
 ) -> None:
     await client.pause_queue("pausable")
-    async with start_daemon([plain, elsewhere], concurrency=5, poll_interval=NO_POLL):
+    async with (
+        start_daemon([plain, elsewhere], concurrency=5, poll_interval=NO_POLL) as first,
+        start_daemon([plain, elsewhere], concurrency=5, poll_interval=NO_POLL) as second,
+    ):
         paused_ids = await client.batch_trigger(plain, [{}] * 3)
-        # a run of another queue, triggered after them, is claimed and completes: the claims
-        # that took it passed over the paused queue
-        other = await client.trigger(elsewhere, {})
-        await all_done(client, [other])
+        # runs of another queue, triggered after them, are claimed and complete on both
+        # daemons: the claims that took them passed over the paused queue, on every daemon
+        others: list[Any] = []
+
+        async def both_claimed() -> bool:
+            others.append(await client.trigger(elsewhere, {}))
+            await all_done(client, others[-1:])
+            workers = {(await client.get_run(o)).attempts[-1].worker_id for o in others}
+            return workers == {first.worker_id, second.worker_id}
+
+        await wait_for(both_claimed, timeout=20)
         statuses = {(await client.get_run(i)).status for i in paused_ids}
         assert statuses == {RunStatus.QUEUED}
         [listed] = [q for q in await client.list_queues() if q.queue == "pausable"]
@@ -202,12 +231,12 @@ async def test_limits_changed_at_run_time_apply_to_the_next_claims_and_survive_r
 
 
 async def test_a_waiting_run_holds_no_slot_of_its_queue(
-    client: Client, start_daemon: StartDaemon
+    client: Client, start_daemon: StartDaemon, db: asyncpg.Connection
 ) -> None:
     async with start_daemon(
         [sleeper, one], concurrency=5, wait_threshold=0.2, poll_interval=NO_POLL
     ):
-        waiting = await client.trigger(sleeper, {"seconds": 1.5})
+        waiting = await client.trigger(sleeper, {"seconds": 60})
 
         async def suspended() -> bool:
             return (await client.get_run(waiting)).status is RunStatus.WAITING
@@ -217,8 +246,33 @@ async def test_a_waiting_run_holds_no_slot_of_its_queue(
         other = await client.trigger(one, {})
         await all_done(client, [other])
         assert (await client.get_run(waiting)).status is RunStatus.WAITING
+        # the rest of the minute is skipped: the wake-up time (the run's and its wait's) is now
+        await db.execute("UPDATE taskd.runs SET run_at = now() WHERE id = $1", waiting)
+        await db.execute(
+            "UPDATE taskd.steps SET result = to_jsonb((now() - interval '1 second')::text)"
+            " WHERE run_id = $1 AND name = 'wait:1'",
+            waiting,
+        )
         run = await wait_for_run(client, waiting, timeout=10)
     assert run.status is RunStatus.COMPLETED and run.output == "woke"
+
+
+@pytest.mark.parametrize("kind", ["retries", "resumes"])
+async def test_retries_and_resumes_after_a_wait_are_starts_for_the_rate(
+    client: Client, start_daemon: StartDaemon, db: asyncpg.Connection, kind: str
+) -> None:
+    entries.clear()
+    definition = retried if kind == "retries" else resumed
+    async with start_daemon(
+        [definition], concurrency=10, poll_interval=NO_POLL, wait_threshold=0.1
+    ):
+        ids = await client.batch_trigger(definition, [{}, {}])
+        await all_done(client, ids)
+    # four starts at two per second: the two second starts (the retries, or the resumes, due
+    # at once or 0.3 s later) waited for the next window (the slack: the entries are the
+    # functions' own clock, a little after their claims)
+    assert len(entries) == 4
+    assert entries[2] - entries[0] >= 0.8, [round(e - entries[0], 3) for e in entries]
 
 
 async def test_a_rate_limit_caps_starts_in_every_window(

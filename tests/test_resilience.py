@@ -341,6 +341,13 @@ async def test_a_worker_without_its_lock_stops_claiming_and_stops_when_declared_
         assert all(r.status is RunStatus.COMPLETED for r in runs)
         assert [r.attempts[-1].worker_id for r in runs] == [a.worker_id, a.worker_id]
         assert [e for e in executions if e[0] == second] == [(second, 1)], "claimed by a only"
+        # b's attempt was taken from it (lost) and run again by a; b, declared gone, abandoned
+        # it without writing anything
+        assert [(x.outcome, x.worker_id) for x in runs[0].attempts] == [
+            ("lost", b.worker_id),
+            ("completed", a.worker_id),
+        ]
+        assert b.pool is not None and b.pool.completed_total == 0
 
 
 async def _lock_lost(daemon: object) -> bool:

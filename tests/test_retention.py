@@ -156,6 +156,44 @@ async def test_prune_deletes_only_what_is_past_its_retention(
     assert maintenance.pruned == {"runs": 30, "events": 3, "workers": 1, "idempotency_keys": 0}
 
 
+async def test_runs_with_ids_that_are_not_uuidv7_are_never_pruned(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    """README: a run inserted by hand with another kind of id is never pruned, however
+    old; a version-4 id may sort below the cutoff's UUIDv7 (its first bits are random)."""
+    hand_made = [
+        uuid.UUID("00000000-0000-4000-8000-000000000001"),  # sorts below every UUIDv7 of now
+        uuid.UUID("01000000-89ab-4def-8123-456789abcdef"),
+        uuid.UUID("fedcba98-7654-4321-8fed-cba987654321"),  # sorts above them
+    ]
+    for run_id in hand_made:
+        await db.execute(
+            "INSERT INTO taskd.runs (id, task_id, status, created_at, run_at, attempt,"
+            " started_at, finished_at) VALUES ($1, $2, 'completed', $3, $3, 1, $3, $3)",
+            run_id,
+            TASK,
+            LONG_AGO,
+        )
+    v7 = await seed_run(db, "completed", LONG_AGO, LONG_AGO)
+    deleted = await pruner(store).prune_once(now=NOW)
+    assert await ids(db, "runs") == set(hand_made)
+    assert deleted["runs"] == 1
+    assert v7 not in await ids(db, "runs")
+
+
+async def test_expired_idempotency_keys_are_pruned(db: asyncpg.Connection, store: Store) -> None:
+    run_id = await seed_run(db, "completed", LONG_AGO, LONG_AGO)
+    await db.executemany(
+        "INSERT INTO taskd.idempotency_keys (task_id, idempotency_key, run_id, expires_at)"
+        " VALUES ($1, $2, $3, now() + $4::text::interval)",
+        [(TASK, "expired", run_id, "-1 hour"), (TASK, "live", run_id, "1 hour")],
+    )
+    deleted = await pruner(store, runs=0).prune_once(now=NOW)
+    assert deleted["idempotency_keys"] == 1
+    keys = await db.fetch("SELECT idempotency_key FROM taskd.idempotency_keys")
+    assert [row[0] for row in keys] == ["live"]
+
+
 async def test_zero_keeps_everything(db: asyncpg.Connection, store: Store) -> None:
     runs = {await seed_run(db, "completed", LONG_AGO, LONG_AGO) for _ in range(3)}
     event = await seed_event(db, LONG_AGO)

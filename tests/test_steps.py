@@ -123,26 +123,42 @@ async def test_step_names_must_be_unique_in_a_run(client: Client, start_daemon) 
 
 
 async def test_a_step_of_a_run_no_longer_held_is_not_recorded(
-    client: Client, db: asyncpg.Connection, start_daemon
+    client: Client, db: asyncpg.Connection
 ) -> None:
-    # the compare-and-set: a worker that lost its run cannot record steps for it
+    # the compare-and-set: a worker that lost its run cannot record steps for it. The run is
+    # claimed by one worker, handed back (as for a worker found gone) and claimed by another.
     from daemon.store.store import Store
 
     store = Store(client.pool)
     run_id = await client.trigger("steps.loop", {"items": [], "name": "x"})
-    written = await store.step_record(
-        run_id,
-        "late",
-        uuid.uuid4(),
-        1,
-        status="completed",
-        result="1",
-        error=None,
-        tries=1,
-        started_at=await db.fetchval("SELECT now()"),
-    )
-    assert written is False
-    assert await db.fetchval("SELECT count(*) FROM taskd.steps") == 0
+    first, second = uuid.uuid4(), uuid.uuid4()
+
+    async def record(name: str, worker: uuid.UUID, attempt: int) -> bool:
+        return await store.step_record(
+            run_id,
+            name,
+            worker,
+            attempt,
+            status="completed",
+            result="1",
+            error=None,
+            tries=1,
+            started_at=await db.fetchval("SELECT now()"),
+        )
+
+    assert not await record("unclaimed", first, 1), "a queued run records nothing"
+    claimed = await store.run_claim(["steps.loop"], None, 1, first, 60)
+    assert [(r.id, r.attempt) for r in claimed.runs] == [(run_id, 1)]
+    assert await record("before", first, 1)
+    assert [r[0] for r in await store.run_rescue([first])] == [run_id]
+    claimed = await store.run_claim(["steps.loop"], None, 1, second, 60)
+    assert [(r.id, r.attempt) for r in claimed.runs] == [(run_id, 2)]
+
+    assert not await record("late", first, 1), "the worker that lost the run"
+    assert not await record("stale", second, 1), "an earlier attempt's number"
+    assert await record("current", second, 2)
+    names = {row[0] for row in await db.fetch("SELECT name FROM taskd.steps")}
+    assert names == {"before", "current"}
 
 
 class Throttled(Exception):

@@ -27,9 +27,34 @@ async def welcome(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"executions": count(f"exec:{ctx.run_id}")}
 
 
+@task(id="waits.short")
+async def short(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    entered = count(f"entered:{ctx.run_id}")  # a suspended run enters its function again
+    await wait.for_(seconds=payload["seconds"])
+    return {"entered": entered}
+
+
 @task(id="waits.quick")
 async def quick(payload: Any, ctx: Context) -> str:
     return "quick"
+
+
+def suspensions(daemon: Any, task_id: str) -> float:
+    """The daemon's taskd_runs_suspended_total for this task."""
+    value = daemon.metrics.registry.get_sample_value(
+        "taskd_runs_suspended_total", {"task": task_id}
+    )
+    return value or 0.0
+
+
+async def skip_wait(db: asyncpg.Connection, run_id: Any) -> None:
+    """Move a waiting run's wake-up time (the run's and its wait step's) to now."""
+    await db.execute("UPDATE taskd.runs SET run_at = now() WHERE id = $1;", run_id)
+    await db.execute(
+        "UPDATE taskd.steps SET result = to_jsonb((now() - interval '1 second')::text)"
+        " WHERE run_id = $1 AND name = 'wait:1'",
+        run_id,
+    )
 
 
 async def status_of(client: Client, run_id: Any, status: RunStatus) -> bool:
@@ -40,17 +65,21 @@ async def test_a_long_wait_frees_the_slot_and_resumes_after_it(
     client: Client, db: asyncpg.Connection, start_daemon
 ) -> None:
     CALLS.clear()
-    async with start_daemon([welcome, quick], concurrency=1, wait_threshold=0.2):
-        run_id = await client.trigger("waits.welcome", {"seconds": 1.5})
+    async with start_daemon([welcome, quick], concurrency=1, wait_threshold=0.2) as daemon:
+        run_id = await client.trigger("waits.welcome", {"seconds": 60})
         await wait_for(lambda: status_of(client, run_id, RunStatus.WAITING))
         waiting = await client.get_run(run_id)
-        assert waiting.run_at > datetime.now(UTC) + timedelta(seconds=0.5)  # the wake-up time
+        assert waiting.run_at > datetime.now(UTC) + timedelta(seconds=50)  # the wake-up time
         assert waiting.worker_id is None and waiting.attempt == 0  # not spent
         # the only slot is free: other work runs meanwhile
         other = await client.trigger("waits.quick", {})
         assert (await wait_for_run(client, other)).output == "quick"
         assert (await client.get_run(run_id)).status is RunStatus.WAITING
+        # the rest of the minute is skipped, not waited for: the wake-up time (the run's and
+        # the wait's recorded one) moves to now, as the clock would have
+        await skip_wait(db, run_id)
         done = await wait_for_run(client, run_id, timeout=10)
+        assert suspensions(daemon, "waits.welcome") == 1
     assert done.status is RunStatus.COMPLETED and done.attempt == 1
     # the email step ran once; the code after the wait ran once, on the resumed execution
     assert CALLS[f"email:{run_id}"] == 1 and CALLS[f"list:{run_id}"] == 1
@@ -61,11 +90,15 @@ async def test_a_long_wait_frees_the_slot_and_resumes_after_it(
 
 async def test_a_short_wait_sleeps_in_its_slot(client: Client, start_daemon) -> None:
     CALLS.clear()
-    async with start_daemon([welcome], wait_threshold=5):
-        run_id = await client.trigger("waits.welcome", {"seconds": 0.3})
-        await wait_for(lambda: status_of(client, run_id, RunStatus.EXECUTING))
+    async with start_daemon([short], wait_threshold=5) as daemon:
+        run_id = await client.trigger("waits.short", {"seconds": 0.3})
         done = await wait_for_run(client, run_id)
+        suspended = suspensions(daemon, "waits.short")
     assert done.status is RunStatus.COMPLETED
+    # never suspended: one execution of the function, no suspension counted
+    assert CALLS[f"entered:{run_id}"] == 1 and done.output == {"entered": 1}
+    assert suspended == 0
+    assert [s.name for s in done.steps] == ["wait:1"]
     assert done.finished_at is not None and done.started_at is not None
     assert (done.finished_at - done.started_at).total_seconds() >= 0.3
 
@@ -81,12 +114,7 @@ async def test_a_two_day_wait_survives_a_restart(
     # moved for this run: its wake-up time and the wait's recorded one).
     waiting = await client.get_run(run_id)
     assert waiting.run_at - datetime.now(UTC) > timedelta(days=1, hours=23)
-    await db.execute("UPDATE taskd.runs SET run_at = now() WHERE id = $1;", run_id)
-    await db.execute(
-        "UPDATE taskd.steps SET result = to_jsonb((now() - interval '1 second')::text)"
-        " WHERE run_id = $1 AND name = 'wait:1'",
-        run_id,
-    )
+    await skip_wait(db, run_id)
     async with start_daemon([welcome], wait_threshold=1):  # a new daemon resumes it
         done = await wait_for_run(client, run_id, timeout=10)
     assert done.status is RunStatus.COMPLETED

@@ -792,10 +792,11 @@ SELECT l.id, l.run_id, l.task_id, l.attempt, l.at, l.level, l.message, l.fields
 -- Finished runs older than the retention, oldest first, in one small batch: along the
 -- primary key (ids begin with their creation time, $1 is the id of the cutoff moment), with
 -- their attempts, log lines, steps and wait tokens. SKIP LOCKED: never waits on a run
--- something else holds.
+-- something else holds. Only UUIDv7 ids tell their creation time: a hand-made id of another
+-- version may sort below the cutoff whatever its age, and is never pruned.
 WITH doomed AS (
     SELECT id FROM taskd.runs
-     WHERE id < $1 AND finished_at < $2
+     WHERE id < $1 AND finished_at < $2 AND get_byte(uuid_send(id), 6) >> 4 = 7
        AND status IN ('completed', 'failed', 'canceled', 'expired')
      ORDER BY id
      LIMIT $3
