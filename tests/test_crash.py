@@ -31,7 +31,9 @@ from tests.daemon_process import (
     wait_all_completed,
 )
 
-RUNS = 4_000
+# Claims begin alongside the reconciliation (1.5 s before READY after a kill), so each
+# incarnation drains for about 2 s: enough runs that every kill finds a busy daemon.
+RUNS = 12_000
 KILLS = 5
 CONCURRENCY = 20
 MAX_ATTEMPTS = 20  # at most one attempt per kill is lost: kills cannot use them up
