@@ -81,7 +81,7 @@ async def seed_gone_worker_runs(connection: asyncpg.Connection, runs: int) -> li
 
 
 class Recorder:
-    """Every statement sent on a taskd connection while ``recording`` is set."""
+    """Every statement sent on the taskd connections opened while ``recording`` is set."""
 
     def __init__(self) -> None:
         self.recording = False
@@ -99,7 +99,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
 
     async def init_connection(connection: asyncpg.Connection) -> None:
         await set_up(connection)
-        connection.add_query_logger(recorder.log)
+        if recorder.recording:  # the daemon's connections, not the test's own
+            connection.add_query_logger(recorder.log)
 
     monkeypatch.setattr(store_database, "init_connection", init_connection)
     yield recorder
