@@ -14,9 +14,9 @@ round a new `taskd run` process with the shipped defaults (admin endpoint on, on
 * unanalyzed: the same history without statistics (autovacuum off on those two tables), as
   right after a bulk load, a restore or a major-version upgrade: the planner's worst case.
 * crash: a daemon drains a backlog of thousands of runs (0.2 s each, concurrency 100), is
-  SIGKILLed mid-drain (0.5-2 s after it started running), and a new one is spawned at once:
-  from that spawn to the first run (rescued or queued) starting. The backlog is topped up to
-  --backlog before every kill.
+  SIGKILLed mid-drain (0.5-2 s after its first run started and the backlog was topped up to
+  --backlog), and a new one is spawned at once: from that spawn to the first run (rescued or
+  queued) starting.
 * rescue: no backlog at all: 100 long runs execute when the daemon is SIGKILLed; from the new
   daemon's spawn to the first of them starting again (the worst case of a crash: only the
   dead daemon's own runs are left, and they are rescued).
@@ -284,8 +284,9 @@ class Bench:
         return figures
 
     async def crashes(self, repeat: int, backlog: int, sleep: float) -> list[tuple[float, float]]:
-        """SIGKILL mid-drain, spawn at once; ``repeat`` times. Each kill lands 0.5-2 s after
-        the killed daemon's first run started (spread so it hits claims and outcome writes)."""
+        """SIGKILL mid-drain, spawn at once; ``repeat`` times. Each kill lands 0.5-2 s after the
+        killed daemon's first run started and the backlog was topped up (a random moment, so
+        that kills hit claims, executions and outcome writes alike)."""
         figures = []
         options: dict[str, Any] = {"max_attempts": 1000}  # lost attempts are not the point
         await self.trigger(backlog, {"sleep": sleep}, **options)
