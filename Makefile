@@ -29,6 +29,7 @@ bench: $(BIN)/taskd
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/resume.py
+	$(BIN)/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache

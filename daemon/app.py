@@ -8,15 +8,11 @@ import signal
 import socket
 import uuid
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from daemon.admin.metrics import Metrics
-from daemon.admin.schemas import Readiness
-from daemon.admin.server import AdminServer
-from daemon.admin.state import AdminState
 from daemon.changes import ChangeHub
 from daemon.client import Client
 from daemon.config import Settings
@@ -38,6 +34,11 @@ from daemon.worker.maintenance import Maintenance
 from daemon.worker.pool import WorkerPool
 from daemon.worker.run_services import WorkerRunServices
 from daemon.worker.scheduler import SCHEDULES_CHANNEL, Scheduler
+
+if TYPE_CHECKING:
+    from daemon.admin.metrics import Metrics
+    from daemon.admin.schemas import Readiness
+    from daemon.admin.server import AdminServer
 
 log = logging.getLogger("taskd.daemon")
 
@@ -138,6 +139,10 @@ class Daemon:
         admin_store = Store(admin_pool) if admin_pool is not None else None
         telemetry = Telemetry()
         if admin_store is not None:
+            # The admin endpoint's parts (prometheus-client here, aiohttp and the API's models
+            # below) are imported where they are built: a daemon without it never loads them.
+            from daemon.admin.metrics import Metrics
+
             self.metrics = telemetry = Metrics(
                 admin_store, self._counters, known_task=lambda task_id: task_id in self.registry
             )
@@ -145,6 +150,9 @@ class Daemon:
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
         try:
             if settings.admin.listen:
+                from daemon.admin.server import AdminServer
+                from daemon.admin.state import AdminState
+
                 assert self.metrics is not None
                 assert admin_pool is not None and admin_store is not None
                 self.admin = AdminServer(
@@ -238,12 +246,20 @@ class Daemon:
                     tasks=served.ids,
                     lock_key=self.lock.key,
                 )
-                await self.maintenance.reconcile()
-                self.reconciled = True
-                await self._retire_undeclared_schedules(store)
-                await group.start(self.listener.run)
+                if handle_signals:  # before the first claim: from here on a SIGTERM drains
+                    await group.start(self._watch_signals)
                 group.start_soon(self._heartbeat, store)
                 group.start_soon(self.log_writer.run)
+                # Claims start now, alongside the reconciliation, whose second look at the
+                # gone workers comes 1.5 s after its first: queued runs need not wait for it,
+                # and the runs it hands back are claimed as soon as it has.
+                drained = anyio.Event()
+                group.start_soon(self._serve, drained)
+                await self.maintenance.reconcile()
+                self.reconciled = True
+                self.pool.wake()  # for the runs handed back (the listener, not up yet, missed it)
+                await self._retire_undeclared_schedules(store)
+                await group.start(self.listener.run)
                 group.start_soon(self.maintenance.run)
                 self.event_relay = EventRelay(
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes
@@ -251,8 +267,6 @@ class Daemon:
                 group.start_soon(self.event_relay.run)
                 group.start_soon(self.scheduler.run)
                 group.start_soon(self.notifier.run_watchdog, self.status_line)
-                if handle_signals:  # before ready: a SIGTERM right after READY must drain
-                    await group.start(self._watch_signals)
                 log_event(
                     log,
                     logging.INFO,
@@ -263,7 +277,7 @@ class Daemon:
                 )
                 self.notifier.ready(self.status_line())
                 task_status.started(self)
-                await self.pool.run()
+                await drained.wait()
                 with anyio.move_on_after(5):
                     await self.log_writer.flush()  # the last lines of the drained runs
                 group.cancel_scope.cancel()
@@ -284,6 +298,14 @@ class Daemon:
                     if closing.cancelled_caught:
                         pool.terminate()
 
+    async def _serve(self, drained: anyio.Event) -> None:
+        """The worker pool, until it has drained; ``drained`` is set then."""
+        assert self.pool is not None
+        try:
+            await self.pool.run()
+        finally:
+            drained.set()
+
     async def _retire_undeclared_schedules(self, store: Store) -> None:
         """Schedules declared in code that the code no longer declares are deactivated."""
         undeclared = [d.id for d in self.registry if d.schedule is None]
@@ -292,6 +314,8 @@ class Daemon:
             log.info("schedule %s deactivated: no longer declared in code", schedule_id)
 
     async def _readiness(self, store: Store) -> Readiness:
+        from daemon.admin.schemas import Readiness  # loaded with the admin endpoint, its caller
+
         database = False
         with anyio.move_on_after(2):
             try:

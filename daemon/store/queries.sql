@@ -248,7 +248,10 @@ WITH lost AS (
       LEFT JOIN taskd.workers w ON w.id = r.worker_id
      WHERE r.lease_expires_at IS NOT NULL
        AND (r.lease_expires_at < now() OR r.worker_id = ANY($1::uuid[]))
-     ORDER BY r.id
+     -- In runs_lease_idx's order, so that the plan walks the leased runs only, even on a table
+     -- without statistics (a bulk load, a restore, an upgrade: id order then read the whole
+     -- history through the primary key, at every start-up and every rescue).
+     ORDER BY r.queue, r.concurrency_key, r.lease_expires_at
      LIMIT $2
        FOR UPDATE OF r SKIP LOCKED
 ), rescued AS (
@@ -263,7 +266,9 @@ WITH lost AS (
            worker_id = NULL,
            lease_expires_at = NULL
       FROM lost
-     WHERE r.id = lost.id AND r.status = 'executing' AND r.attempt = lost.attempt
+     -- the ids as an array too: looked up by primary key, never a hash join over the table
+     WHERE r.id = lost.id AND r.id = ANY(ARRAY(SELECT lost.id FROM lost))
+       AND r.status = 'executing' AND r.attempt = lost.attempt
     RETURNING r.id, r.status, lost.worker_id AS lost_worker, r.task_id, r.attempt
 ), recorded AS (
     INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)

@@ -1,0 +1,52 @@
+"""Start-up order: queued runs start without waiting for the reconciliation, READY still follows
+it (it waits 1.5 s for a second look at a gone worker, which a restart after a crash always
+finds: its own previous incarnation)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import anyio
+import pytest
+
+from daemon import Client, Context, RunStatus, task
+from daemon.app import Daemon
+from daemon.sdk.registry import Registry
+from daemon.worker.maintenance import Maintenance
+from tests.conftest import test_settings, wait_for, wait_for_run
+
+
+@task(id="order.echo")
+async def echo(payload: Any, ctx: Context) -> Any:
+    return payload
+
+
+async def test_queued_runs_start_while_the_reconciliation_is_under_way(
+    database: str, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reconciliation is held until the test lets it go: no timing involved.
+    release = anyio.Event()
+    reconcile = Maintenance.reconcile
+
+    async def held(self: Maintenance) -> Any:
+        await release.wait()
+        return await reconcile(self)
+
+    monkeypatch.setattr(Maintenance, "reconcile", held)
+    run_id = await client.trigger(echo, "queued before the start")
+    daemon = Daemon(test_settings(database), Registry([echo]), database)
+
+    async def reconciled() -> bool:
+        return daemon.reconciled
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(functools.partial(daemon.run, handle_signals=False))
+        try:
+            run = await wait_for_run(client, run_id, timeout=20)
+            assert run.status is RunStatus.COMPLETED
+            assert not daemon.reconciled, "the run should not have waited for it"
+        finally:
+            release.set()
+        await wait_for(reconciled)
+        await daemon.stop()  # the daemon's run returns once drained, and the group with it
