@@ -30,6 +30,7 @@ bench: $(BIN)/taskd
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/resume.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/cron.py
 
 clean:
 	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache
