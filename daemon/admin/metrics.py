@@ -59,6 +59,8 @@ _KIND_COUNTERS = {
     "attempt_failed": "retried",
 }
 OTHER_TASKS = "(other)"  # the task label of runs of tasks this daemon does not serve
+OTHER_QUEUES = "(other)"  # the queue label summing the queues past MAX_QUEUE_SERIES
+MAX_QUEUE_SERIES = 100
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -72,6 +74,33 @@ class DatabaseSnapshot:
     queues: list[dict[str, Any]] = field(default_factory=list)
     tables: list[dict[str, Any]] = field(default_factory=list)
     read_at: datetime | None = None
+
+
+def _bounded_queues(queues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most MAX_QUEUE_SERIES queues get their own label: producers choose queue names, and
+    each name would be a new series in every scrape forever. Queues with settings (declared
+    in code, paused or limited by an operator) come first, then the busiest; the rest are
+    summed into one OTHER_QUEUES entry."""
+    if len(queues) <= MAX_QUEUE_SERIES:
+        return queues
+    ranked = sorted(
+        queues,
+        key=lambda q: (
+            "paused" not in q,  # a row in taskd.queues: declared or set by an operator
+            -(q["due"] + q["delayed"] + q["executing"]),
+            q["queue"],
+        ),
+    )
+    kept, rest = ranked[: MAX_QUEUE_SERIES - 1], ranked[MAX_QUEUE_SERIES - 1 :]
+    dues = [q["oldest_due"] for q in rest if q["oldest_due"] is not None]
+    other = {
+        "queue": OTHER_QUEUES,
+        "due": sum(q["due"] for q in rest),
+        "delayed": sum(q["delayed"] for q in rest),
+        "executing": sum(q["executing"] for q in rest),
+        "oldest_due": min(dues) if dues else None,
+    }
+    return [*kept, other]
 
 
 class _DatabaseCollector(Collector):
@@ -99,7 +128,7 @@ class _DatabaseCollector(Collector):
             labels=["queue"],
         )
         now = snap.read_at or datetime.now(UTC)
-        for queue in snap.queues:
+        for queue in _bounded_queues(snap.queues):
             for state in ("due", "delayed", "executing"):
                 depth.add_metric([queue["queue"], state], queue[state])
             due = queue["oldest_due"]
