@@ -168,7 +168,7 @@ WITH outcome AS (
                          $7::text[], $8::float8[], $9::boolean[])
         AS o (id, attempt, status, attempt_outcome, output, error, retry_delay, owes_hook)
 ), locked AS (
-    SELECT r.id FROM taskd.runs r JOIN outcome o ON o.id = r.id
+    SELECT r.id, r.ctid FROM taskd.runs r JOIN outcome o ON o.id = r.id
      WHERE r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
      ORDER BY r.id
        FOR NO KEY UPDATE OF r SKIP LOCKED
@@ -189,15 +189,22 @@ WITH outcome AS (
            worker_id = NULL,
            lease_expires_at = NULL
       FROM outcome o JOIN locked ON locked.id = o.id
-     WHERE r.id = o.id AND r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
+     -- the locked row itself (a TID scan: no second descent of the primary key); the
+     -- compare-and-set is repeated for clarity, the lock already guarantees it
+     WHERE r.ctid = locked.ctid AND r.id = o.id AND r.status = 'executing' AND r.worker_id = $1
+       AND r.attempt = o.attempt
     RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status, r.parent_id
+), unlocked AS MATERIALIZED (
+    -- (materialized: the ownership probe below then runs only for the few outcomes not
+    -- locked, usually none, not for the whole batch)
+    SELECT o.id, o.attempt FROM outcome o
+     WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.id = o.id)
 ), skipped AS (
     -- (this statement's snapshot: a run held by an open transaction still reads as ours)
-    SELECT o.id FROM outcome o
-     WHERE o.id NOT IN (SELECT id FROM locked)
-       AND EXISTS (SELECT 1 FROM taskd.runs r
-                    WHERE r.id = o.id AND r.status = 'executing' AND r.worker_id = $1
-                      AND r.attempt = o.attempt)
+    SELECT u.id FROM unlocked u
+     WHERE EXISTS (SELECT 1 FROM taskd.runs r
+                    WHERE r.id = u.id AND r.status = 'executing' AND r.worker_id = $1
+                      AND r.attempt = u.attempt)
 ), recorded AS (
     INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)
     SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error::jsonb
