@@ -136,8 +136,10 @@ def refuses_data(exc: BaseException) -> bool:
 
 
 # Everything a database call can raise when the database or the connection fails: worth
-# retrying later. InternalClientError is asyncpg's error for a connection cut in the middle
-# of an operation ("cannot switch to state ..."); it derives from neither of the others.
+# retrying later. InternalClientError ("cannot switch to state N; another operation (2) is in
+# progress") is asyncpg's error for a statement on a connection the server has just
+# terminated (a restart, pg_terminate_backend) before asyncpg has read the end of its stream
+# (MagicStack/asyncpg#784, #1069); it derives from neither of the others.
 DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,

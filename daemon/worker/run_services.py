@@ -6,9 +6,9 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import orjson
@@ -26,10 +26,12 @@ from daemon.store.store import Store
 from daemon.worker.log_writer import RunLogWriter
 
 log = logging.getLogger("taskd.run")
+T = TypeVar("T")
 
 # How long a step's record is retried while the database is away or the run's row is locked
 # (a lock wait is bounded by the pool's lock_timeout): the step's function has returned, and
-# an attempt failed here would call it again.
+# an attempt failed here would call it again. Step loads and metadata writes are retried as
+# long: a connection lost under them is no failure of the task's code.
 STEP_RECORD_PATIENCE = 30.0
 
 
@@ -121,7 +123,8 @@ class WorkerRunServices:
         return await self._store.children_results(ids)
 
     async def load_steps(self, run_id: uuid.UUID) -> dict[str, Step]:
-        return {step.name: step for step in await self._store.step_list(run_id)}
+        steps = await self._patiently("steps not loaded", run_id, self._store.step_list, run_id)
+        return {step.name: step for step in steps}
 
     async def record_step(
         self,
@@ -182,8 +185,15 @@ class WorkerRunServices:
         if b"\\u0000" in patch and has_nul(orjson.loads(patch)):
             # PostgreSQL's jsonb refuses it: say so here, not with a database error.
             raise ValueError("metadata cannot hold the NUL character (\\x00): jsonb refuses it")
-        written = await self._store.run_set_metadata(
-            ctx.run_id, self._worker_id, ctx.attempt, patch.decode()
+        # A retry is safe: merging the same keys again stores the same object.
+        written = await self._patiently(
+            "metadata not stored",
+            ctx.run_id,
+            self._store.run_set_metadata,
+            ctx.run_id,
+            self._worker_id,
+            ctx.attempt,
+            patch.decode(),
         )
         if not written:
             # The run is no longer this attempt's (canceled, or rescued after a lost lease):
@@ -208,6 +218,36 @@ class WorkerRunServices:
                 )
             )
         return merged
+
+    async def _patiently(
+        self,
+        what: str,
+        run_id: uuid.UUID,
+        call: Callable[..., Awaitable[T]],
+        *args: Any,
+    ) -> T:
+        """``call(*args)``, again while the database is away (the connection cut, the server
+        restarting, a lock wait timed out) for up to STEP_RECORD_PATIENCE. For idempotent
+        calls only. Data the database refuses is raised at once."""
+        deadline = time.monotonic() + STEP_RECORD_PATIENCE
+        failures = 0
+        while True:
+            try:
+                return await call(*args)
+            except DB_ERRORS as exc:
+                if isinstance(exc, DatabaseError) and refuses_data(exc):
+                    raise
+                failures += 1
+                delay = min(2.0, 0.05 * 2**failures)
+                if time.monotonic() + delay > deadline:
+                    raise
+                log_event(
+                    log,
+                    logging.WARNING,
+                    f"{what} yet, retrying in {delay:.2g}s: {type(exc).__name__}: {exc}",
+                    run_id=str(run_id),
+                )
+                await anyio.sleep(delay)
 
     def store_log(self, ctx: Context, level: int, message: str, fields: dict[str, Any]) -> None:
         if level < self._run_level or self._run_lines == 0:
