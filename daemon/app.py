@@ -25,6 +25,7 @@ from daemon.store.database import DB_ERRORS, connect, create_pool
 from daemon.store.migrations import apply_migrations
 from daemon.store.store import Store
 from daemon.telemetry import Telemetry
+from daemon.worker import process_identity
 from daemon.worker.event_relay import EventRelay
 from daemon.worker.failure_hooks import FailureHooks
 from daemon.worker.listener import CANCEL_CHANNEL, WAKEUP_CHANNEL, Listener
@@ -232,6 +233,7 @@ class Daemon:
                 changes=self.changes,
                 telemetry=telemetry,
                 hooks=FailureHooks(store, self.registry, self.worker_id, services),
+                handed_back=self.pool.wake,  # the listener is not up during the reconciliation
             )
             async with anyio.create_task_group() as group:
                 # The lock before the worker row: a row without its lock reads as a gone worker.
@@ -245,14 +247,16 @@ class Daemon:
                     queues=settings.worker.queues,
                     tasks=served.ids,
                     lock_key=self.lock.key,
+                    # lets a successor on this machine prove this process gone (maintenance.py)
+                    process=identity.stored() if (identity := process_identity.current()) else None,
                 )
                 if handle_signals:  # before the first claim: from here on a SIGTERM drains
                     await group.start(self._watch_signals)
                 group.start_soon(self._heartbeat, store)
                 group.start_soon(self.log_writer.run)
                 # Claims start now, alongside the reconciliation, whose second look at the
-                # gone workers comes 1.5 s after its first: queued runs need not wait for it,
-                # and the runs it hands back are claimed as soon as it has.
+                # gone workers it cannot prove exited comes 1.5 s after its first: queued runs
+                # need not wait for it, and the runs it hands back are claimed as soon as it has.
                 drained = anyio.Event()
                 group.start_soon(self._serve, drained)
                 await self.maintenance.reconcile()

@@ -20,8 +20,8 @@ ON CONFLICT (id) DO UPDATE
 SELECT id, queue, max_attempts, settings, updated_at FROM taskd.tasks ORDER BY id;
 
 -- name: worker_register
-INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks, lock_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks, lock_key, process)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb);
 
 -- name: worker_lock
 -- On the worker's own session, for its whole life (released when the session ends). Polled,
@@ -58,8 +58,8 @@ SELECT set_config('tcp_keepalives_idle', '5', false),
 -- name: worker_list_unlocked
 -- Workers not known to be stopped whose advisory lock no session holds: their process (or
 -- its connection) is gone. A bigint advisory key shows in pg_locks as classid (high 32 bits)
--- and objid (low 32 bits) with objsubid 1.
-SELECT w.id, w.host, w.pid
+-- and objid (low 32 bits) with objsubid 1. process: its process identity, when recorded.
+SELECT w.id, w.host, w.pid, w.process
   FROM taskd.workers w
  WHERE w.stopped_at IS NULL AND w.id <> $1
    AND NOT EXISTS (

@@ -95,7 +95,9 @@ class Store:
         queues: Sequence[str],
         tasks: Sequence[str],
         lock_key: int,
+        process: dict[str, Any] | None = None,
     ) -> None:
+        """``process``: the process identity (daemon/worker/process_identity.py), if known."""
         await self.pool.execute(
             QUERIES["worker_register"],
             worker_id,
@@ -106,6 +108,7 @@ class Store:
             list(queues),
             list(tasks),
             lock_key,
+            process,
         )
 
     async def worker_lock(self, connection: asyncpg.Connection, lock_key: int) -> bool:
@@ -122,7 +125,8 @@ class Store:
         ]
 
     async def worker_list_unlocked(self, worker_id: uuid.UUID) -> list[dict[str, Any]]:
-        """Other workers, not known to be stopped, whose lock nobody holds."""
+        """Other workers, not known to be stopped, whose lock nobody holds (id, host, pid,
+        process identity or None)."""
         return [
             dict(row) for row in await self.pool.fetch(QUERIES["worker_list_unlocked"], worker_id)
         ]

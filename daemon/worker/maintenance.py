@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,13 +24,15 @@ from daemon.logs import log_event
 from daemon.store.database import DB_ERRORS
 from daemon.store.store import Store
 from daemon.telemetry import Telemetry
+from daemon.worker import process_identity
 from daemon.worker.failure_hooks import FailureHooks
 from daemon.worker.report import RESCUED_KINDS, Report
 
 log = logging.getLogger("taskd.maintenance")
 
 BATCH = 1000
-# Longer than the worker lock's longest reconnect backoff (1 s).
+# Longer than the worker lock's longest reconnect backoff (1 s). Only the start-up
+# reconciliation waits it, and only for workers whose exit it cannot prove.
 RECHECK_DELAY = 1.5
 WAKE_INTERVAL = 0.25
 RETIRE_SUBSCRIPTIONS_AFTER = 3600.0
@@ -50,6 +52,7 @@ class Maintenance:
         changes: ChangeHub | None = None,
         telemetry: Telemetry | None = None,
         hooks: FailureHooks | None = None,
+        handed_back: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -68,6 +71,9 @@ class Maintenance:
         # lock within a second, and must not have its runs taken meanwhile.
         self._suspects: set[uuid.UUID] = set()
         self._hooks = hooks
+        # Called when the start-up reconciliation handed runs back (it comes before the
+        # listener, which would otherwise bring the wake-up).
+        self._handed_back = handed_back
         self._hooks_due = anyio.Event()
         # What this daemon's chores found since the last report (see report.py).
         self._report = Report("rescue")
@@ -77,31 +83,47 @@ class Maintenance:
         """At startup, before serving: hand back every run of a provably gone worker.
 
         A previous incarnation of this daemon, killed a moment ago, has no lock, and its
-        runs must resume now, not after their lease. A live worker whose lock connection
-        just dropped re-takes its lock within a second: two checks that far apart tell
-        the two apart.
+        runs must resume now, not after their lease. A free lock alone proves little: a live
+        worker whose lock connection just dropped re-takes its lock within a second. So a
+        worker whose process this daemon can prove has exited (same machine and pid
+        namespace: process_identity.py) is handed back at once; any other counts as gone
+        only if its lock is still free RECHECK_DELAY later. One report covers both.
         """
-        first = {w["id"] for w in await self._store.worker_list_unlocked(self._worker_id)}
-        gone = []
-        if first:
+        self._report = Report("startup")
+        here = process_identity.current()
+        first = await self._store.worker_list_unlocked(self._worker_id)
+        exited = [w for w in first if _has_exited(w, here)]
+        rescued = await self._hand_back(exited)
+        suspects = {w["id"] for w in first} - {w["id"] for w in exited}
+        rechecked = []
+        if suspects:
             await anyio.sleep(RECHECK_DELAY)
-            gone = [
+            rechecked = [
                 w
                 for w in await self._store.worker_list_unlocked(self._worker_id)
-                if w["id"] in first
+                if w["id"] in suspects
             ]
-        ids = [worker["id"] for worker in gone]
-        self._report = Report("startup")
-        rescued = await self._rescue(ids)
-        if ids:
-            await self._store.worker_mark_gone(ids)
+            rescued += await self._hand_back(rechecked)
+        gone = exited + rechecked
         self._report.gone_workers = [f"{w['id']} ({w['host']}:{w['pid']})" for w in gone]
         await self._publish_report(
             "reconciled",
             rescued=rescued,
-            workers=[str(i) for i in ids],
+            workers=[str(w["id"]) for w in gone],
+            exited=[str(w["id"]) for w in exited],
             hosts=sorted({f"{w['host']}:{w['pid']}" for w in gone}),
         )
+        return rescued
+
+    async def _hand_back(self, gone: Sequence[dict[str, Any]]) -> int:
+        """Rescue the runs of these gone workers (and any with an expired lease), mark the
+        workers gone, and wake the claims for what came back."""
+        ids = [worker["id"] for worker in gone]
+        rescued = await self._rescue(ids)
+        if ids:
+            await self._store.worker_mark_gone(ids)
+        if rescued and self._handed_back is not None:
+            self._handed_back()
         return rescued
 
     async def rescue_once(self) -> int:
@@ -367,3 +389,9 @@ class Maintenance:
                 self._telemetry.db_error("prune")
                 log.error("pruning failed, retrying at the next interval: %s", exc)
             await anyio.sleep(self._retention.interval)
+
+
+def _has_exited(worker: dict[str, Any], here: process_identity.ProcessIdentity | None) -> bool:
+    """Whether the worker row's recorded process provably exited (no identity: no proof)."""
+    recorded = process_identity.ProcessIdentity.from_stored(worker.get("process"))
+    return recorded is not None and process_identity.has_exited(recorded, here)
