@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -83,18 +84,19 @@ async def _until_zombie(pid: int) -> None:
 
 
 async def seed(
-    db: asyncpg.Connection, process: ProcessIdentity | None
+    db: asyncpg.Connection, process: ProcessIdentity | None, host: str | None = None
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """A worker row (its lock held by nobody) with this process identity, and a run it
     executes with an hour of lease left."""
     worker_id = uuid.uuid4()
     await db.execute(
         "INSERT INTO taskd.workers (id, host, pid, version, concurrency, tasks, lock_key, process)"
-        " VALUES ($1, 'seeded-host', $2, 'test', 10, '{fast.echo}', $3, $4::text::jsonb)",
+        " VALUES ($1, $5, $2, 'test', 10, '{fast.echo}', $3, $4::text::jsonb)",
         worker_id,
         process.pid if process else 4242,
         int.from_bytes(uuid.uuid4().bytes[:7], "big"),
         orjson.dumps(process.stored()).decode() if process else None,
+        host or socket.gethostname(),
     )
     run_id = await db.fetchval(
         "INSERT INTO taskd.runs (id, task_id, payload, status, attempt, worker_id,"
@@ -129,6 +131,8 @@ async def test_runs_of_workers_whose_process_exited_resume_before_the_second_loo
         "another pid namespace": await seed(
             db, dataclasses.replace(exited, pid_namespace="pid:[1]")
         ),
+        # a machine resumed from the same live snapshot shares the boot id; not the name
+        "another host": await seed(db, exited, host="another-host"),
     }
     # The second look never comes while this test runs.
     monkeypatch.setattr(maintenance, "RECHECK_DELAY", 1e9)

@@ -9,6 +9,7 @@ the same chore at once neither block nor double-process a run.
 from __future__ import annotations
 
 import logging
+import socket
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -392,6 +393,13 @@ class Maintenance:
 
 
 def _has_exited(worker: dict[str, Any], here: process_identity.ProcessIdentity | None) -> bool:
-    """Whether the worker row's recorded process provably exited (no identity: no proof)."""
+    """Whether the worker row's recorded process provably exited (no identity: no proof).
+
+    The host name must match too: two machines resumed from one live snapshot share a boot id
+    (and the initial pid namespace), and only their names may tell them apart."""
     recorded = process_identity.ProcessIdentity.from_stored(worker.get("process"))
-    return recorded is not None and process_identity.has_exited(recorded, here)
+    return (
+        recorded is not None
+        and worker.get("host") == socket.gethostname()
+        and process_identity.has_exited(recorded, here)
+    )
