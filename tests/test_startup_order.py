@@ -1,6 +1,6 @@
 """Start-up order: queued runs start without waiting for the reconciliation, READY still follows
-it (it waits 1.5 s for a second look at a gone worker, which a restart after a crash always
-finds: its own previous incarnation)."""
+it (it may wait 1.5 s for a second look at a gone worker whose exit it cannot prove: one of
+another machine, or a row without a recorded process)."""
 
 from __future__ import annotations
 
