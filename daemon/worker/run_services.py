@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -138,11 +139,14 @@ class WorkerRunServices:
         tries: int,
         started_at: datetime,
     ) -> bool:
-        deadline = time.monotonic() + STEP_RECORD_PATIENCE
-        failures = 0
-        while True:
-            try:
-                return await self._store.step_record(
+        # A retry is safe: the write is a compare-and-set that never overwrites a completed
+        # step, and a run lost meanwhile makes it write nothing.
+        try:
+            return await self._patiently(
+                f"step {name!r} not recorded",
+                run_id,
+                functools.partial(
+                    self._store.step_record,
                     run_id,
                     name,
                     self._worker_id,
@@ -152,26 +156,13 @@ class WorkerRunServices:
                     error=error,
                     tries=tries,
                     started_at=started_at,
-                )
-            except DB_ERRORS as exc:
-                if isinstance(exc, DatabaseError) and refuses_data(exc):
-                    # the same write can never succeed: the step fails the run for good
-                    raise NotStorable(f"the database refused it: {exc}") from None
-                failures += 1
-                delay = min(2.0, 0.05 * 2**failures)
-                if time.monotonic() + delay > deadline:
-                    raise
-                # A retry is safe: the write is a compare-and-set that never overwrites a
-                # completed step, and a run lost meanwhile makes it write nothing.
-                log_event(
-                    log,
-                    logging.WARNING,
-                    f"step {name!r} not recorded yet, retrying in {delay:.2g}s: "
-                    f"{type(exc).__name__}: {exc}",
-                    run_id=str(run_id),
-                    step=name,
-                )
-                await anyio.sleep(delay)
+                ),
+            )
+        except DatabaseError as exc:
+            if refuses_data(exc):
+                # the same write can never succeed: the step fails the run for good
+                raise NotStorable(f"the database refused it: {exc}") from None
+            raise
 
     async def set_metadata(self, ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
         merged = {**ctx.metadata, **values}
