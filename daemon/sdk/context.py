@@ -53,9 +53,11 @@ class RunServices(StepStore, Protocol):
         idempotency_ttl: float = 0.0,
     ) -> list[uuid.UUID]: ...
 
-    async def children_results(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]: ...
+    async def children_results(
+        self, run_id: uuid.UUID, ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, dict[str, Any]]: ...
 
-    async def token_time_out(self, token_id: uuid.UUID) -> bool: ...
+    async def token_time_out(self, token_id: uuid.UUID, run_id: uuid.UUID) -> bool: ...
 
     def store_log(self, ctx: Context, level: int, message: str, fields: dict[str, Any]) -> None: ...
 
@@ -247,7 +249,7 @@ class Context:
         token = await read()
         left = (token["expires_at"] - token["now"]).total_seconds()
         if token["status"] == "pending" and left <= 0 and not token["held"]:
-            if await services.token_time_out(token_id):
+            if await services.token_time_out(token_id, self.run_id):
                 raise timed_out
             token = await read()  # completed meanwhile, or being completed: its state now
             left = (token["expires_at"] - token["now"]).total_seconds()
@@ -301,7 +303,7 @@ class Context:
                 idempotency_keys,
                 idempotency_ttl,
             )
-        results = await self._services.children_results(ids)
+        results = await self._services.children_results(self.run_id, ids)
         if any(not RunStatus(results[i]["status"]).terminal for i in ids if i in results):
             # Woken when the last child finishes. The recheck is the backstop, for a last
             # child that finished while this parent was still writing its suspension, or by a

@@ -439,9 +439,15 @@ WITH due AS (
 SELECT woken.id, woken.task_id FROM woken CROSS JOIN (SELECT count(*) FROM notified) AS n;
 
 -- name: token_create
+-- A retry of a creation whose commit went unknown (the connection lost) finds the first
+-- try's token (same id): nothing is returned, and token_expiry reads it.
 INSERT INTO taskd.wait_tokens (id, run_id, expires_at)
 VALUES ($1, $2, now() + make_interval(secs => $3))
+ON CONFLICT (id) DO NOTHING
 RETURNING expires_at;
+
+-- name: token_expiry
+SELECT expires_at FROM taskd.wait_tokens WHERE id = $1 AND run_id = $2;
 
 -- name: token_await
 -- wait.for_token ($2: the run) reads its token. Its own run marks it awaited (a completion
@@ -731,6 +737,11 @@ WITH owner AS (
     SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM inserted) AS q
 )
 SELECT (SELECT count(*) FROM step) AS recorded, (SELECT count(*) FROM notified) AS queues;
+
+-- name: children_recorded
+-- The ids a children step records, when this attempt wrote it: a retry of children_create
+-- whose first try committed unseen (the connection lost) finds its own ids here.
+SELECT result FROM taskd.steps WHERE run_id = $1 AND name = $2 AND run_attempt = $3;
 
 -- name: children_results
 SELECT id, task_id, status, output, error FROM taskd.runs WHERE id = ANY($1::uuid[]);

@@ -375,8 +375,12 @@ class Store:
     ) -> list[uuid.UUID] | None:
         """Create child runs and record them as the parent's step, atomically: the ids the
         step records (a child whose idempotency key another run holds is that run), or None
-        when the parent is no longer this attempt's (nothing was created)."""
+        when the parent is no longer this attempt's (nothing was created).
+
+        A retry with the same ids, after a first try whose commit went unknown (the
+        connection lost), returns them: this attempt's step already records them."""
         keys = list(keys) if keys is not None else [None] * len(ids)
+        mine = False
         try:
             async with self._transaction(None) as tx:
                 final, new = await self._hold_keys(tx, task_id, ids, keys, key_ttl)
@@ -397,9 +401,15 @@ class Store:
                     [keys[i] for i in new],
                 )
                 if row is None or not row["recorded"]:
+                    # A statement of its own: it sees a first try that committed while this
+                    # one waited on the step's row (the statement above does not).
+                    earlier = await tx.fetchval(
+                        QUERIES["children_recorded"], parent_id, step_name, attempt
+                    )
+                    mine = earlier == [str(i) for i in final]
                     raise _NotRecorded  # roll the keys back with the rest
         except _NotRecorded:
-            return None
+            return final if mine else None
         return final
 
     async def children_results(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
@@ -442,9 +452,15 @@ class Store:
     async def token_create(
         self, token_id: uuid.UUID, run_id: uuid.UUID, lifetime: float
     ) -> datetime:
-        expires_at: datetime = await self.pool.fetchval(
+        """The token's expiry. A retry with the same id, after a first try whose commit went
+        unknown (the connection lost), finds the first try's token."""
+        expires_at: datetime | None = await self.pool.fetchval(
             QUERIES["token_create"], token_id, run_id, lifetime
         )
+        if expires_at is None:
+            expires_at = await self.pool.fetchval(QUERIES["token_expiry"], token_id, run_id)
+            if expires_at is None:
+                raise RuntimeError(f"wait token {token_id} exists for another run")
         return expires_at
 
     async def token_await(self, token_id: uuid.UUID, run_id: uuid.UUID) -> dict[str, Any] | None:

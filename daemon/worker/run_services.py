@@ -77,13 +77,28 @@ class WorkerRunServices:
     async def token_create(
         self, token_id: uuid.UUID, run_id: uuid.UUID, lifetime: float
     ) -> datetime:
-        return await self._store.token_create(token_id, run_id, lifetime)
+        # A retry is safe: it has the same id, and finds the token a first try made.
+        return await self._patiently(
+            "wait token not created",
+            run_id,
+            self._store.token_create,
+            token_id,
+            run_id,
+            lifetime,
+        )
 
     async def token_await(self, token_id: uuid.UUID, run_id: uuid.UUID) -> dict[str, Any] | None:
-        return await self._store.token_await(token_id, run_id)
+        # A retry is safe: marking the token awaited and its data seen again changes nothing.
+        return await self._patiently(
+            "wait token not read", run_id, self._store.token_await, token_id, run_id
+        )
 
-    async def token_time_out(self, token_id: uuid.UUID) -> bool:
-        return await self._store.token_time_out(token_id)
+    async def token_time_out(self, token_id: uuid.UUID, run_id: uuid.UUID) -> bool:
+        # A retry after a first try that timed the token out returns False: the caller then
+        # reads the token, timed out.
+        return await self._patiently(
+            "wait token not timed out", run_id, self._store.token_time_out, token_id
+        )
 
     async def children_create(
         self,
@@ -101,7 +116,12 @@ class WorkerRunServices:
         check_concurrency_key(concurrency_key)
         encoded = [encode_payload(p, self._max_payload_bytes) for p in payloads]
         ids = [new_run_id() for _ in encoded]
-        created = await self._store.children_create(
+        # A retry is safe: it has the same ids, and the statement is a compare-and-set under
+        # the step's name; a first try that committed unseen is found by its ids.
+        created = await self._patiently(
+            "child runs not created",
+            ctx.run_id,
+            self._store.children_create,
             ctx.run_id,
             self._worker_id,
             ctx.attempt,
@@ -120,8 +140,12 @@ class WorkerRunServices:
             raise RuntimeError("child runs not created: the run is no longer this worker's")
         return created
 
-    async def children_results(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
-        return await self._store.children_results(ids)
+    async def children_results(
+        self, run_id: uuid.UUID, ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, dict[str, Any]]:
+        return await self._patiently(
+            "child runs not read", run_id, self._store.children_results, ids
+        )
 
     async def load_steps(self, run_id: uuid.UUID) -> dict[str, Step]:
         steps = await self._patiently("steps not loaded", run_id, self._store.step_list, run_id)
