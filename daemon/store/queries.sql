@@ -747,9 +747,14 @@ WITH ready AS (
      WHERE p.id IN (SELECT DISTINCT c.parent_id FROM taskd.runs c
                      WHERE c.id = ANY($1::uuid[]) AND c.parent_id IS NOT NULL)
        AND p.status = 'waiting'
+       -- The parent's unfinished children only (runs_unfinished_children_idx): a fan-out of
+       -- n children finishing in batches must not walk the finished ones at every batch.
+       -- OFFSET 0 keeps this a probe per parent that stops at the first child found: as an
+       -- anti join the planner may choose to scan the whole table instead.
        AND NOT EXISTS (SELECT 1 FROM taskd.runs s
                         WHERE s.parent_id = p.id
-                          AND s.status NOT IN ('completed', 'failed', 'canceled', 'expired'))
+                          AND s.status NOT IN ('completed', 'failed', 'canceled', 'expired')
+                       OFFSET 0)
      ORDER BY p.id
        FOR NO KEY UPDATE OF p SKIP LOCKED
 ), woken AS (
