@@ -237,7 +237,8 @@ async def test_the_pruner_skips_locked_rows_and_never_blocks_a_claim(
     try:
         batch = other.transaction()
         await batch.start()
-        assert await other.execute(QUERIES["prune_runs"], uuid_at(NOW), NOW, 10) == "DELETE 10"
+        pruning = await other.execute(QUERIES["prune_runs"], uuid_at(NOW), NOW, 10, None)
+        assert pruning == "DELETE 10"
         async with db.transaction():
             await db.execute("SELECT 1 FROM taskd.runs WHERE id = $1 FOR UPDATE", locked)
             with anyio.fail_after(5):  # waiting on either lock would hang here

@@ -758,9 +758,14 @@ WITH ready AS (
      WHERE p.id IN (SELECT DISTINCT c.parent_id FROM taskd.runs c
                      WHERE c.id = ANY($1::uuid[]) AND c.parent_id IS NOT NULL)
        AND p.status = 'waiting'
+       -- The parent's unfinished children only (runs_unfinished_children_idx): a fan-out of
+       -- n children finishing in batches must not walk the finished ones at every batch.
+       -- OFFSET 0 keeps this a probe per parent that stops at the first child found: as an
+       -- anti join the planner may choose to scan the whole table instead.
        AND NOT EXISTS (SELECT 1 FROM taskd.runs s
                         WHERE s.parent_id = p.id
-                          AND s.status NOT IN ('completed', 'failed', 'canceled', 'expired'))
+                          AND s.status NOT IN ('completed', 'failed', 'canceled', 'expired')
+                       OFFSET 0)
      ORDER BY p.id
        FOR NO KEY UPDATE OF p SKIP LOCKED
 ), woken AS (
@@ -817,13 +822,23 @@ SELECT l.id, l.run_id, l.task_id, l.attempt, l.at, l.level, l.message, l.fields
 -- their attempts, log lines, steps and wait tokens. SKIP LOCKED: never waits on a run
 -- something else holds. Only UUIDv7 ids tell their creation time: a hand-made id of another
 -- version may sort below the cutoff whatever its age, and is never pruned.
+-- $4: the last id the pass deleted (NULL at its start; returned ids give it). Each batch
+-- starts after the last one, so the old runs that are not finished (queued runs of a task no
+-- daemon serves, a paused queue, a long wait) are read once per pass, not once per batch; a
+-- run skipped as locked waits for the next pass.
+-- A child whose parent has not finished stays, however old: the parent reads the outcomes
+-- of its children when it resumes (trigger_and_wait), and may wait longer than the retention.
 WITH doomed AS (
-    SELECT id FROM taskd.runs
-     WHERE id < $1 AND finished_at < $2 AND get_byte(uuid_send(id), 6) >> 4 = 7
+    SELECT id FROM taskd.runs r
+     WHERE id < $1 AND id > coalesce($4, '00000000-0000-0000-0000-000000000000'::uuid)
+       AND finished_at < $2 AND get_byte(uuid_send(id), 6) >> 4 = 7
        AND status IN ('completed', 'failed', 'canceled', 'expired')
+       AND NOT EXISTS (SELECT 1 FROM taskd.runs p
+                        WHERE p.id = r.parent_id
+                          AND p.status NOT IN ('completed', 'failed', 'canceled', 'expired'))
      ORDER BY id
      LIMIT $3
-       FOR UPDATE SKIP LOCKED
+       FOR UPDATE OF r SKIP LOCKED
 ), attempts AS (
     DELETE FROM taskd.attempts a USING doomed WHERE a.run_id = doomed.id
 ), logs AS (
@@ -833,7 +848,7 @@ WITH doomed AS (
 ), tokens AS (
     DELETE FROM taskd.wait_tokens t USING doomed WHERE t.run_id = doomed.id
 )
-DELETE FROM taskd.runs r USING doomed WHERE r.id = doomed.id;
+DELETE FROM taskd.runs r USING doomed WHERE r.id = doomed.id RETURNING r.id;
 
 -- name: prune_events
 WITH doomed AS (

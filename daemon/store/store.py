@@ -904,12 +904,16 @@ class Store:
 
     # retention --------------------------------------------------------------------------
 
-    async def prune_runs(self, finished_before: datetime, batch: int) -> int:
-        """Delete one batch of runs finished before the cutoff; how many were deleted."""
-        status = await self.pool.execute(
-            QUERIES["prune_runs"], uuid_at(finished_before), finished_before, batch
+    async def prune_runs(
+        self, finished_before: datetime, batch: int, after: uuid.UUID | None = None
+    ) -> tuple[int, uuid.UUID | None]:
+        """Delete one batch of runs finished before the cutoff, the first ones after ``after``
+        (the previous batch's return, None to start a pass); how many were deleted, and the
+        last id deleted (None if none) to pass to the next batch."""
+        rows = await self.pool.fetch(
+            QUERIES["prune_runs"], uuid_at(finished_before), finished_before, batch, after
         )
-        return _count(status)
+        return len(rows), max((row[0] for row in rows), default=None)
 
     async def prune_events(self, created_before: datetime, batch: int) -> int:
         return _count(

@@ -292,8 +292,14 @@ class Maintenance:
 
         if retention.runs > 0:
             cutoff = now - timedelta(seconds=retention.runs)
-            while (count := await self._store.prune_runs(cutoff, retention.batch)) > 0:
+            after: uuid.UUID | None = None
+            while True:
+                # Each batch starts after the previous one's last run: the old runs that stay
+                # (not finished, or a child of a parent not finished) are read once per pass.
+                count, after = await self._store.prune_runs(cutoff, retention.batch, after)
                 done("runs", count)
+                if count < retention.batch:  # the batch read up to the cutoff
+                    break
                 await anyio.lowlevel.checkpoint()  # the daemon's other work between batches
         if retention.events > 0:
             cutoff = now - timedelta(seconds=retention.events)
