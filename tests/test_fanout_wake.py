@@ -2,7 +2,7 @@
 
 parents_wake runs after every completion batch. Not a timing test: its plan is run under
 ``EXPLAIN (ANALYZE)`` (rolled back) when most of a parent's children have finished, and the
-rows it visits in taskd.runs are counted. Before migration 0015 it walked every finished
+rows it visits in taskd.runs are counted. Before migration 0014 it walked every finished
 child at each batch (or the whole table), O(n^2 / batch) over the fan-out.
 """
 
