@@ -198,12 +198,18 @@ async def test_a_suspended_run_streams_waiting_then_woken(client: Client, databa
         events = await everything.wait_for_kind(run_id, "completed")
         group.cancel_scope.cancel()
     # (triggered by another client: its "created" is that client's, not this daemon's)
-    kinds = ["started", "waiting", "woken", "started", "completed"]
-    assert [e.kind for e in events] == kinds
+    # The wake loop publishes "woken" after its commit, and the claim that its NOTIFY wakes
+    # publishes "started" after its own: on a loaded machine the claim can come first (README).
+    kinds = [e.kind for e in events]
+    assert kinds in (
+        ["started", "waiting", "woken", "started", "completed"],
+        ["started", "waiting", "started", "woken", "completed"],
+    ), kinds
     assert_in_stream_order(events)
     waiting = events[1].data
     assert waiting["status"] == "waiting" and 0 < waiting["data"]["wake_in"] <= 0.3
-    assert events[2].data["status"] == "queued"
+    [woken] = [e for e in events if e.kind == "woken"]
+    assert woken.data["status"] == "queued"
     assert daemon.metrics is not None
     suspended = daemon.metrics.registry.get_sample_value(
         "taskd_runs_suspended_total", {"task": "stream.waiter"}
