@@ -229,6 +229,8 @@ async def test_canceling_a_queued_run_streams_canceled(database: str) -> None:
         async with http.post(f"{base}/api/tasks/stream.noop/trigger", json=body) as response:
             run_id = uuid.UUID((await response.json())["id"])
         of_run = await open_reader(group, http, f"{base}/api/stream?run={run_id}")
+        # the stream answers before it reads its snapshot: cancel once the snapshot is out
+        await of_run.wait_for_kind(run_id, "snapshot")
         async with http.post(f"{base}/api/runs/{run_id}/cancel", json={}) as response:
             assert response.status == 200
             assert (await response.json())["status"] == "canceled"
