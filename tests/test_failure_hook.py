@@ -172,3 +172,39 @@ async def test_a_hook_cut_short_by_its_daemon_s_death_runs_again(
     assert [h[:3] for h in HOOKED] == [(runs[0], "WorkerLost", 1)]
     left = await db.fetch("SELECT run_id, claimed_by FROM taskd.failure_hooks")
     assert [(r["run_id"], r["claimed_by"]) for r in left] == [(runs[1], live)]
+
+
+EXITS: list[uuid.UUID] = []
+
+
+async def exit_in_hook(payload: Any, error: BaseException, attempts: int, ctx: Context) -> None:
+    EXITS.append(ctx.run_id)
+    raise SystemExit(3)  # a hook calling sys.exit(): logged, the daemon keeps running
+
+
+@task(id="hook.exits", retry=Retry(max_attempts=3), on_failure=exit_in_hook)
+async def exits(payload: dict, ctx: Context) -> dict:
+    return {"verdict": "refused"}
+
+
+@task(id="hook.after")
+async def after(payload: dict, ctx: Context) -> str:
+    return "still serving"
+
+
+async def test_a_hook_raising_systemexit_is_logged_and_the_daemon_goes_on(
+    client: Client, db: asyncpg.Connection, start_daemon
+) -> None:
+    EXITS.clear()
+    await db.execute(
+        "ALTER TABLE taskd.runs ADD CONSTRAINT test_refuses CHECK "
+        "(output IS NULL OR output->>'verdict' IS DISTINCT FROM 'refused')"
+    )
+    async with start_daemon([exits, after], heartbeat=0.5, lease=2):
+        run_id = await client.trigger("hook.exits", {})
+        await wait_for_run(client, run_id, (RunStatus.FAILED,), timeout=10)
+        await wait_for(lambda: _true(EXITS), timeout=10)
+        await wait_for(lambda: _no_pending(db), timeout=10)
+        later = await client.trigger("hook.after", {})
+        assert (await wait_for_run(client, later, timeout=10)).output == "still serving"
+    assert EXITS == [run_id]

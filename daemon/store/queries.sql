@@ -168,7 +168,7 @@ WITH outcome AS (
                          $7::text[], $8::float8[], $9::boolean[])
         AS o (id, attempt, status, attempt_outcome, output, error, retry_delay, owes_hook)
 ), locked AS (
-    SELECT r.id, r.ctid FROM taskd.runs r JOIN outcome o ON o.id = r.id
+    SELECT r.id FROM taskd.runs r JOIN outcome o ON o.id = r.id
      WHERE r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
      ORDER BY r.id
        FOR NO KEY UPDATE OF r SKIP LOCKED
@@ -189,10 +189,10 @@ WITH outcome AS (
            worker_id = NULL,
            lease_expires_at = NULL
       FROM outcome o JOIN locked ON locked.id = o.id
-     -- the locked row itself (a TID scan: no second descent of the primary key); the
-     -- compare-and-set is repeated for clarity, the lock already guarantees it
-     WHERE r.ctid = locked.ctid AND r.id = o.id AND r.status = 'executing' AND r.worker_id = $1
-       AND r.attempt = o.attempt
+     -- by id, not by the ctid the lock returned: a row updated and committed after this
+     -- statement's snapshot (a heartbeat, a cancel request) is locked in its newest version,
+     -- which the snapshot cannot see; the UPDATE finds the old one and follows it there
+     WHERE r.id = o.id AND r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
     RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status, r.parent_id
 ), unlocked AS MATERIALIZED (
     -- (materialized: the ownership probe below then runs only for the few outcomes not

@@ -12,6 +12,7 @@ is taken again once that worker is known to be gone: the hook runs at least once
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -98,7 +99,12 @@ class FailureHooks:
         with anyio.move_on_after(HOOK_TIMEOUT) as scope:
             try:
                 await hook(payload, exc, attempt, ctx)
-            except Exception:  # the run has failed either way
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the time limit or a shutdown: the row is claimed again later
+                ctx.log.exception("on_failure hook raised CancelledError itself")
+            except BaseException:  # SystemExit, KeyboardInterrupt...: the run has failed anyway
                 ctx.log.exception("on_failure hook raised")
         if scope.cancelled_caught:
             ctx.log.error(f"on_failure hook cancelled after {HOOK_TIMEOUT:g}s")

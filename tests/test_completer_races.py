@@ -1,0 +1,92 @@
+"""The completer's statement against rows changed after its snapshot (review of issue 12).
+
+The completer locks the outcome rows with SKIP LOCKED, then updates them. A row that another
+transaction updated and committed after the statement's snapshot, before the lock reached it
+(the daemon's own heartbeat renewing that lease, a cancel request, a metadata write), is
+locked in its newest version: the update must still apply there, not miss it and drop the
+outcome (which left the run executing until its lease expired, then ran it again).
+
+To put the commit exactly in that window, the test runs the real statement with one gate
+added at its start: an advisory lock the test holds, taken after the statement's snapshot.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+import asyncpg
+
+from daemon.models import AttemptOutcome, Outcome, RunStatus
+from daemon.store.database import create_pool
+from daemon.store.queries import QUERIES
+from daemon.store.store import Store
+from tests.conftest import wait_for
+
+GATE = 7_300_001
+OUTCOME_CTE = "WITH outcome AS (\n    SELECT * FROM unnest("
+
+
+def gated_statement() -> str:
+    sql = QUERIES["run_complete_many"]
+    assert sql.count(OUTCOME_CTE) == 1, "the statement's first CTE changed: update the gate"
+    # the gate: read with the outcomes, so after the snapshot and before any row is locked
+    return sql.replace(
+        OUTCOME_CTE,
+        "WITH gate AS MATERIALIZED (SELECT pg_advisory_lock(7300001)),\n"
+        "outcome AS (\n    SELECT o.* FROM gate, unnest(",
+    )
+
+
+async def test_an_outcome_is_written_when_its_row_changed_after_the_statements_snapshot(
+    database: str, db: asyncpg.Connection
+) -> None:
+    worker = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO taskd.workers (id, host, pid, version, concurrency, tasks, lock_key)"
+        " VALUES ($1, 'h', 1, 'test', 1, '{t}', 1)",
+        worker,
+    )
+    run_id = await db.fetchval(
+        "INSERT INTO taskd.runs (id, task_id, status, attempt, worker_id, lease_expires_at,"
+        " attempt_started_at, started_at) VALUES (taskd.new_run_id(), 't', 'executing', 1, $1,"
+        " now() + interval '1 minute', now(), now()) RETURNING id",
+        worker,
+    )
+    pool = await create_pool(database)
+    holder = await asyncpg.connect(database)
+    try:
+        store = Store(pool)
+        await holder.execute("SELECT pg_advisory_lock($1)", GATE)
+        outcome = Outcome(
+            run_id, 1, RunStatus.COMPLETED, AttemptOutcome.COMPLETED, output=b'{"ok": true}'
+        )
+        written: dict[uuid.UUID, str] = {}
+
+        async def complete() -> None:
+            original = QUERIES["run_complete_many"]
+            QUERIES["run_complete_many"] = gated_statement()
+            try:
+                written.update(await store.run_complete_many(worker, [outcome], set()))
+            finally:
+                QUERIES["run_complete_many"] = original
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(complete)
+            # the statement has its snapshot and waits at the gate
+            await wait_for(
+                lambda: db.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND objid = $1",
+                    GATE,
+                )
+            )
+            # what the daemon's heartbeat does to the run meanwhile, committed
+            await store.worker_heartbeat(worker, 60, [(run_id, 1)])
+            await holder.execute("SELECT pg_advisory_unlock($1)", GATE)
+        row = await db.fetchrow("SELECT status, worker_id FROM taskd.runs WHERE id = $1", run_id)
+        assert written == {run_id: "completed"}, written
+        assert (row["status"], row["worker_id"]) == ("completed", None)
+    finally:
+        await holder.close()
+        await pool.close()
