@@ -71,10 +71,11 @@ class DatabaseSettings(_Section):
     statement_cache_size: int = Field(1024, ge=0)
     """0 when the pool goes through PgBouncer in transaction mode."""
     connect_timeout: Seconds = 10.0
-    lock_timeout: Seconds = Field(5.0, gt=0)
+    # PostgreSQL takes at most 2^31-1 ms (24.8 days) for either
+    lock_timeout: Seconds = Field(5.0, gt=0, le=2_147_483)
     """Longest wait of a daemon statement for a lock another transaction holds (a run's row
     locked by an application's open transaction): past it the statement fails and is retried."""
-    statement_timeout: Seconds = Field(300.0, gt=0)
+    statement_timeout: Seconds = Field(300.0, gt=0, le=2_147_483)
     """Longest any statement of the worker may run; a guard, far above any normal statement."""
 
     @model_validator(mode="after")
@@ -95,12 +96,14 @@ class DatabaseSettings(_Section):
         scheme, sep, rest = value.partition("://")
         if not sep or scheme not in ("postgresql", "postgres"):
             raise ValueError("expected postgresql://user@host:port/database")
-        hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+        # the credentials end at the last "@" (a password may hold "/", "?" or ":"): cut
+        # them off first, so that no error can quote them
+        hosts = rest.rpartition("@")[2].split("/", 1)[0].split("?", 1)[0]
         for spec in hosts.split(","):
             after_address = spec.rpartition("]")[2] if spec.startswith("[") else spec
             _, colon, port = after_address.partition(":")
             if colon and port and not port.isdigit():
-                raise ValueError(f"port {port!r} is not a number")
+                raise ValueError(f"port {port!r} of host {spec.split(':')[0]!r} is not a number")
         return value
 
     @model_validator(mode="after")

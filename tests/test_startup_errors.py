@@ -12,7 +12,10 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from pydantic import ValidationError
 
+from daemon.config import DatabaseSettings, Settings, describe_validation_error
+from daemon.store.database import dsn_location
 from tests.test_cli import one_line_failure, taskd, taskd_all
 
 NO_TASKS = {"TASKD_TASKS__MODULES": "[]"}
@@ -61,3 +64,26 @@ async def test_database_and_config_failures_name_their_cause(database: str) -> N
     ]
     assert [p for p in problems if p] == []
     assert "taskd@" not in results["unreachable"].err, "user and password stay out of the line"
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://app:hunter2?x@db:notaport/app", "postgresql://app:hun/ter2@db:xx/app"]
+)
+def test_a_url_error_never_quotes_the_password(url: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings.model_validate({"database": {"url": url}})
+    message = describe_validation_error(refused.value)  # the line `taskd` prints
+    assert message.startswith("config error: database.url (TASKD_DATABASE__URL): "), message
+    assert "is not a number" in message and "hunter2" not in message and "ter2" not in message
+
+
+def test_a_password_with_url_characters_is_no_port_and_stays_out_of_the_location() -> None:
+    url = "postgresql://app:hunter2?x/y@db:5432/app"
+    assert DatabaseSettings(url=url).url == url
+    assert dsn_location(url) == "db:5432/app"
+
+
+def test_timeouts_beyond_what_postgresql_takes_are_refused() -> None:
+    for key in ("lock_timeout", "statement_timeout"):
+        with pytest.raises(ValidationError, match=key):
+            DatabaseSettings(**{key: "30d"})

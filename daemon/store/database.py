@@ -115,8 +115,9 @@ def describe_connection_error(exc: BaseException, dsn: str | None = None) -> str
 def dsn_location(dsn: str) -> str:
     """``postgresql://u:secret@db:5432/app`` -> ``db:5432/app``: where, without credentials."""
     rest = dsn.partition("://")[2]
-    address, _, query = rest.partition("?")
-    hosts, slash, name = address.rpartition("@")[2].partition("/")
+    # the credentials end at the last "@" (a password may hold "/", "?" or ":"): cut first
+    address, _, query = rest.rpartition("@")[2].partition("?")
+    hosts, slash, name = address.partition("/")
     if not hosts:  # a Unix socket: ?host=/run/postgresql
         socket_dir = next((p[5:] for p in query.split("&") if p.startswith("host=")), "default")
         return f"{name or '(default database)'} (socket {socket_dir})"

@@ -10,6 +10,12 @@
 --     drains included (claim_runs).
 
 ALTER TABLE taskd.wait_tokens ADD COLUMN awaited boolean NOT NULL DEFAULT false;
+-- Runs the previous version suspended in wait.for_token: their pending tokens are awaited, or
+-- completing them would leave the run asleep until the timeout. (A run waiting on a timer or
+-- on children with a pending token gets one early replay at most when it is completed.)
+UPDATE taskd.wait_tokens t SET awaited = true
+  FROM taskd.runs r
+ WHERE r.id = t.run_id AND r.status = 'waiting' AND t.status = 'pending';
 
 -- Tokens of runs pruned before: nothing can read them any more.
 DELETE FROM taskd.wait_tokens t WHERE NOT EXISTS (SELECT FROM taskd.runs r WHERE r.id = t.run_id);
