@@ -261,7 +261,6 @@ class Daemon:
                 group.start_soon(self._serve, drained)
                 await self.maintenance.reconcile()
                 self.reconciled = True
-                self.pool.wake()  # for the runs handed back (the listener, not up yet, missed it)
                 await self._retire_undeclared_schedules(store)
                 await group.start(self.listener.run)
                 group.start_soon(self.maintenance.run)

@@ -193,7 +193,7 @@ WITH outcome AS (
      -- statement's snapshot (a heartbeat, a cancel request) is locked in its newest version,
      -- which the snapshot cannot see; the UPDATE finds the old one and follows it there
      WHERE r.id = o.id AND r.status = 'executing' AND r.worker_id = $1 AND r.attempt = o.attempt
-    RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status, r.parent_id
+    RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status, r.parent_id, r.task_id
 ), unlocked AS MATERIALIZED (
     -- (materialized: the ownership probe below then runs only for the few outcomes not
     -- locked, usually none, not for the whole batch)
@@ -215,8 +215,8 @@ WITH outcome AS (
     -- this one; an executor defect) has not run the task's on_failure hook: it is owed (see
     -- failure_hook_claim). An output the executor refused ran the hook already.
     INSERT INTO taskd.failure_hooks (run_id, task_id)
-    SELECT r.id, r.task_id
-      FROM updated u JOIN outcome o ON o.id = u.id JOIN taskd.runs r ON r.id = u.id
+    SELECT u.id, u.task_id
+      FROM updated u JOIN outcome o ON o.id = u.id
      WHERE u.status = 'failed' AND o.status = 'failed' AND o.owes_hook
     ON CONFLICT DO NOTHING
 ), notified AS (
