@@ -224,6 +224,11 @@ BEGIN
                            AND r.concurrency_key <> ''
                          GROUP BY r.concurrency_key) AS c;
             END IF;
+            -- the attempts start now, after the counts: a slot they found free was released
+            -- by an outcome committed before their snapshots, so no run's end is stamped
+            -- after the start of the run that took its slot (stamped at the lock, a start
+            -- could precede the end of a run whose outcome committed just after)
+            t_start := clock_timestamp();
         END IF;
 
         -- the keys with queued runs, in descending key order after the caller's cursor,
