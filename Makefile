@@ -21,7 +21,7 @@ run: $(BIN)/taskd
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check daemon tasks tests bench
 	$(BIN)/ruff format --check daemon tasks tests bench
-	$(BIN)/mypy daemon tasks
+	$(BIN)/mypy daemon/taskd tasks
 	$(BIN)/pytest -q
 
 bench: $(BIN)/taskd

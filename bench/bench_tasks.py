@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bench._record import record_resume, record_start
-from daemon import Context, task, wait
+from taskd import Context, task, wait
 
 
 @task(id="bench.noop")

@@ -70,12 +70,12 @@ async def timed(action: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
 async def main(dsn: str, schedules: int, repeat: int) -> None:
     import asyncpg
 
-    from daemon import Client
-    from daemon.sdk.cron import cron_trigger, due_fire_times, next_fire_after
-    from daemon.store.database import create_pool
-    from daemon.store.migrations import apply_migrations
-    from daemon.store.store import Store
-    from daemon.worker.scheduler import Scheduler
+    from taskd import Client
+    from taskd.sdk.cron import cron_trigger, due_fire_times, next_fire_after
+    from taskd.store.database import create_pool
+    from taskd.store.migrations import apply_migrations
+    from taskd.store.store import Store
+    from taskd.worker.scheduler import Scheduler
 
     conn = await asyncpg.connect(dsn)
     try:

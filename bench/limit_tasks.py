@@ -8,7 +8,7 @@ it drains.
 
 from __future__ import annotations
 
-from daemon import Context, Queue, task
+from taskd import Context, Queue, task
 
 # The case: a queue limit and a per-key limit (the runs are spread over 100 keys).
 LIMITED = Queue("bench-limited", concurrency=100, concurrency_limit_per_key=2)

@@ -185,7 +185,7 @@ async def reset(conn: Any) -> None:
 
 
 async def enqueue(dsn: str, variant: Variant, runs: int, keys: int) -> None:
-    from daemon import Client
+    from taskd import Client
 
     task = variant.definition()
     async with Client.connect(dsn) as client:
@@ -373,7 +373,7 @@ async def drain(
 async def bench(dsn: str, variants: list[Variant], args: argparse.Namespace, logdir: Path) -> Any:
     import asyncpg
 
-    from daemon.store.migrations import apply_migrations
+    from taskd.store.migrations import apply_migrations
 
     out = Results()
     conn = await asyncpg.connect(dsn)

@@ -31,8 +31,8 @@ LEAD = 6.0  # seconds between the triggers and the common wake-up moment
 async def one_round(dsn: str, runs: int, workdir: Path) -> list[float]:
     import asyncpg
 
-    from daemon import Client
-    from daemon.store.migrations import apply_migrations
+    from taskd import Client
+    from taskd.store.migrations import apply_migrations
 
     conn = await asyncpg.connect(dsn)
     try:
@@ -73,7 +73,7 @@ async def one_round(dsn: str, runs: int, workdir: Path) -> list[float]:
 
 
 async def wait_ready(client: object) -> None:
-    from daemon import Client
+    from taskd import Client
 
     assert isinstance(client, Client)
     for _ in range(300):
@@ -84,7 +84,7 @@ async def wait_ready(client: object) -> None:
 
 
 async def count_waiting(client: object, runs: int, until: float) -> int:
-    from daemon import Client
+    from taskd import Client
 
     assert isinstance(client, Client)
     count = 0

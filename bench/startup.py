@@ -194,7 +194,7 @@ class Bench:
     async def setup(self) -> None:
         import asyncpg
 
-        from daemon.store.migrations import apply_migrations
+        from taskd.store.migrations import apply_migrations
 
         connection = await asyncpg.connect(self.dsn)
         try:
@@ -231,7 +231,7 @@ class Bench:
         raise TimeoutError
 
     async def trigger(self, count: int, payload: dict[str, Any], **options: Any) -> None:
-        from daemon import Client
+        from taskd import Client
 
         async with Client.connect(self.dsn) as client:
             for start in range(0, count, 1000):

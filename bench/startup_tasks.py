@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 
-from daemon import Context, ScheduledRun, schedules, task
+from taskd import Context, ScheduledRun, schedules, task
 
 _RECORD_FD: int | None = None
 

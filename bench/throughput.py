@@ -308,7 +308,7 @@ class Taskd(System):
     async def install(self, dsn: str) -> None:
         import asyncpg
 
-        from daemon.store.migrations import apply_migrations
+        from taskd.store.migrations import apply_migrations
 
         conn = await asyncpg.connect(dsn)
         try:
@@ -318,7 +318,7 @@ class Taskd(System):
 
     @contextlib.asynccontextmanager
     async def producer(self, dsn: str) -> AsyncIterator[Producer]:
-        from daemon import Client
+        from taskd import Client
 
         async with Client.connect(dsn) as client:
             yield TaskdProducer(client)

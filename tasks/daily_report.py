@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from pydantic import BaseModel
 
-from daemon import AbortRun, Context, Retry, ScheduledRun, current_client, schedules
+from taskd import AbortRun, Context, Retry, ScheduledRun, current_client, schedules
 
 WINDOW = timedelta(days=1)
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)

@@ -59,7 +59,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import BaseModel, Field
 
-from daemon import AbortRun, Context, Queue, Retry, RunFailed, WaitTimeout, task, wait
+from taskd import AbortRun, Context, Queue, Retry, RunFailed, WaitTimeout, task, wait
 
 DEFAULT_DATA_SOURCE_API_URL = "https://data-source.example/v1"
 DEFAULT_WAREHOUSE_API_URL = "https://warehouse.example/v1"

@@ -34,7 +34,7 @@ import asyncpg
 import orjson
 from pydantic import BaseModel, Field
 
-from daemon import AbortRun, Context, Retry, current_client, task
+from taskd import AbortRun, Context, Retry, current_client, task
 
 DEFAULT_API_URL = "https://api.pulsefinder.example"
 API_KEY_HEADER = "X-API-Key"

@@ -57,7 +57,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import BaseModel, Field
 
-from daemon import AbortRun, Context, Queue, Retry, RunFailed, task, wait
+from taskd import AbortRun, Context, Queue, Retry, RunFailed, task, wait
 
 DEFAULT_ACTIVITIES_API_URL = "https://app.example/api"
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"

@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, Field
 
-from daemon import AbortRun, Context, Retry, task, wait
+from taskd import AbortRun, Context, Retry, task, wait
 
 DEFAULT_EMAIL_API_URL = "https://email.example/v1/send"
 DEFAULT_MAILING_LIST_API_URL = "https://lists.example/v1/members"

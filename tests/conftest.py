@@ -24,13 +24,13 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, RunStatus, TaskDefinition
-from daemon.app import Daemon
-from daemon.config import Settings, load_settings
-from daemon.models import Run
-from daemon.sdk.registry import Registry
-from daemon.store.database import connect
-from daemon.store.migrations import apply_migrations
+from taskd import Client, RunStatus, TaskDefinition
+from taskd.app import Daemon
+from taskd.config import Settings, load_settings
+from taskd.models import Run
+from taskd.sdk.registry import Registry
+from taskd.store.database import connect
+from taskd.store.migrations import apply_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "taskd_template"

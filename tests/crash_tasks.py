@@ -21,8 +21,8 @@ from typing import Any
 
 import anyio
 
-from daemon import Context, Retry, task
-from daemon.sdk.current import current_client
+from taskd import Context, Retry, task
+from taskd.sdk.current import current_client
 
 CREATE_EFFECTS = """
 CREATE TABLE IF NOT EXISTS crash_effects (

@@ -16,8 +16,8 @@ from typing import Any
 
 import anyio
 
-from daemon import Context, Queue, Rate, task
-from daemon.sdk.current import current_client
+from taskd import Context, Queue, Rate, task
+from taskd.sdk.current import current_client
 
 CREATE_SPANS = """
 CREATE TABLE IF NOT EXISTS limit_spans (

@@ -25,12 +25,12 @@ import schemathesis
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from daemon import Client, Context, Retry, RunStatus, schedules, task
-from daemon.admin.api import ROUTES
-from daemon.app import Daemon
-from daemon.config import Settings, load_settings
-from daemon.errors import ConfigError
-from daemon.sdk.task import TaskDefinition
+from taskd import Client, Context, Retry, RunStatus, schedules, task
+from taskd.admin.api import ROUTES
+from taskd.app import Daemon
+from taskd.config import Settings, load_settings
+from taskd.errors import ConfigError
+from taskd.sdk.task import TaskDefinition
 from tests.conftest import admin_url, running_daemon, wait_for, wait_for_run
 
 TOKEN = "s3cret-token"

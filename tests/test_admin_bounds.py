@@ -12,7 +12,7 @@ import uuid
 import aiohttp
 import asyncpg
 
-from daemon import Context, task
+from taskd import Context, task
 from tests.conftest import admin_url, running_daemon
 
 

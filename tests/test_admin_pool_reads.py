@@ -13,8 +13,8 @@ import aiohttp
 import anyio
 import asyncpg
 
-from daemon import Context, task
-from daemon.store.queries import QUERIES
+from taskd import Context, task
+from taskd.store.queries import QUERIES
 from tests.conftest import admin_url, wait_for
 
 

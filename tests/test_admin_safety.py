@@ -13,8 +13,8 @@ import asyncio
 import json
 from typing import Any
 
-from daemon import Client, Context, task
-from daemon.config import Settings
+from taskd import Client, Context, task
+from taskd.config import Settings
 from tests.conftest import admin_url, running_daemon
 
 

@@ -42,7 +42,7 @@ from schemathesis.core.result import Err
 from schemathesis.engine import Status, events, from_schema
 from schemathesis.generation import GenerationMode
 
-from daemon import Context, Retry, task
+from taskd import Context, Retry, task
 from tests.test_admin_api import TOKEN, admin_daemon, admin_url
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -16,7 +16,7 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, RunStatus, task
+from taskd import Client, Context, RunStatus, task
 from tests.conftest import wait_for_run
 
 STARTED: dict[str, anyio.Event] = {}
@@ -51,7 +51,7 @@ async def test_a_bare_notify_cannot_cancel_a_run(
     client: Client, db: asyncpg.Connection, nobody: asyncpg.Connection, start_daemon, monkeypatch
 ) -> None:
     # No cancel poll during the test: a run canceled below was canceled by its NOTIFY.
-    monkeypatch.setattr("daemon.worker.pool.CANCEL_POLL_INTERVAL", 3600.0)
+    monkeypatch.setattr("taskd.worker.pool.CANCEL_POLL_INTERVAL", 3600.0)
     for name in ("victim", "real"):
         STARTED[name], GO[name] = anyio.Event(), anyio.Event()
     async with start_daemon([hold]):

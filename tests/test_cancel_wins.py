@@ -7,8 +7,8 @@ from typing import Any
 import anyio
 import asyncpg
 
-from daemon import Client, Context, Retry, RunStatus, task
-from daemon.store.queries import QUERIES
+from taskd import Client, Context, Retry, RunStatus, task
+from taskd.store.queries import QUERIES
 from tests.conftest import wait_for, wait_for_run
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED)

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 
-from daemon import Client, Context, Retry, RunFailed, RunStatus, task
+from taskd import Client, Context, Retry, RunFailed, RunStatus, task
 from tests.conftest import wait_for, wait_for_run
 
 GATES: dict[str, anyio.Event] = {}

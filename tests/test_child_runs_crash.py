@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from daemon import Client, RunStatus
+from taskd import Client, RunStatus
 from tests.conftest import wait_for, wait_for_run
 from tests.crash_tasks import CREATE_CHILD_TABLES
 from tests.daemon_process import Daemons, daemons

@@ -14,7 +14,7 @@ import anyio
 import asyncpg
 import orjson
 
-from daemon import Client, Context, Retry, RunStatus, task
+from taskd import Client, Context, Retry, RunStatus, task
 from tests.conftest import ROOT, wait_for_run
 
 TASKD = Path(sys.executable).parent / "taskd"
@@ -284,7 +284,7 @@ def write_module(folder: Path, name: str, source: str) -> None:
 
 
 DUPLICATE = """
-from daemon import task
+from taskd import task
 
 
 @task(id="same.id")
@@ -335,7 +335,7 @@ async def test_a_task_module_that_cannot_be_imported_stops_startup(
 
 async def test_a_closed_pipe_is_not_a_traceback(database: str, start_daemon) -> None:
     async with start_daemon([]):
-        shell = f"TASKD_DATABASE__URL='{database}' {sys.executable} -m daemon status | head -1"
+        shell = f"TASKD_DATABASE__URL='{database}' {sys.executable} -m taskd status | head -1"
         result = await anyio.to_thread.run_sync(
             lambda: subprocess.run(
                 ["bash", "-c", shell], cwd=ROOT, capture_output=True, text=True, timeout=60

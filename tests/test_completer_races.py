@@ -17,10 +17,10 @@ import uuid
 import anyio
 import asyncpg
 
-from daemon.models import AttemptOutcome, Outcome, RunStatus
-from daemon.store.database import create_pool
-from daemon.store.queries import QUERIES
-from daemon.store.store import Store
+from taskd.models import AttemptOutcome, Outcome, RunStatus
+from taskd.store.database import create_pool
+from taskd.store.queries import QUERIES
+from taskd.store.store import Store
 from tests.conftest import wait_for
 
 GATE = 7_300_001

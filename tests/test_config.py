@@ -9,8 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.config import load_settings
-from daemon.errors import ConfigError
+from taskd.config import load_settings
+from taskd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKD = Path(sys.executable).parent / "taskd"

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from daemon import Client, Context, Retry, RunStatus, task
+from taskd import Client, Context, Retry, RunStatus, task
 from tests.conftest import wait_for, wait_for_run
 
 RUNS = 20

@@ -12,8 +12,8 @@ from typing import Any
 import anyio
 import asyncpg
 
-from daemon import Client, Context, Retry, RunStatus, task, wait
-from daemon.store.store import Store
+from taskd import Client, Context, Retry, RunStatus, task, wait
+from taskd.store.store import Store
 from tests.conftest import wait_for, wait_for_run
 
 NO_BACKOFF = Retry(max_attempts=5, min_delay=0, max_delay=0, jitter=False)

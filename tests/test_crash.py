@@ -38,8 +38,8 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, RunStatus
-from daemon.errors import RunFinished
+from taskd import Client, RunStatus
+from taskd.errors import RunFinished
 from tests.conftest import wait_for
 from tests.daemon_process import (
     DaemonProcess,

@@ -21,12 +21,12 @@ import asyncpg
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon import Client, Context, ScheduledRun, schedules, task
-from daemon.logs import FIELDS_ATTR
-from daemon.sdk.cron import cron_trigger
-from daemon.store.database import create_pool
-from daemon.store.store import Store
-from daemon.worker.scheduler import Scheduler
+from taskd import Client, Context, ScheduledRun, schedules, task
+from taskd.logs import FIELDS_ATTR
+from taskd.sdk.cron import cron_trigger
+from taskd.store.database import create_pool
+from taskd.store.store import Store
+from taskd.worker.scheduler import Scheduler
 from tests.conftest import wait_for
 
 

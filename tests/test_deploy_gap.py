@@ -14,9 +14,9 @@ import uuid
 
 import asyncpg
 
-from daemon import Client, Context, RunStatus, task
-from daemon.store.store import Store
-from daemon.worker.maintenance import RETIRE_SUBSCRIPTIONS_AFTER
+from taskd import Client, Context, RunStatus, task
+from taskd.store.store import Store
+from taskd.worker.maintenance import RETIRE_SUBSCRIPTIONS_AFTER
 from tests.conftest import wait_for, wait_for_run
 
 

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from daemon import Client, RunStatus
+from taskd import Client, RunStatus
 from tasks import dump
 from tasks.dump import player_dump, team_dump
 from tests.conftest import StartDaemon, wait_for_run

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from pydantic import BaseModel
 
-from daemon import AbortRun, Client, Context, PayloadTooLarge, Retry, RunStatus, task
+from taskd import AbortRun, Client, Context, PayloadTooLarge, Retry, RunStatus, task
 from tests.conftest import wait_for, wait_for_run
 
 

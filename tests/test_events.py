@@ -8,8 +8,8 @@ import asyncpg
 import orjson
 import pytest
 
-from daemon import Client, Context, task
-from daemon.config import Settings
+from taskd import Client, Context, task
+from taskd.config import Settings
 from tests.conftest import wait_for, wait_for_run
 
 

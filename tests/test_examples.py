@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from daemon import Client, Run, RunStatus
+from taskd import Client, Run, RunStatus
 from tasks.daily_report import daily_report
 from tasks.user_registration import add_to_mailing_list, user_registration
 from tests.conftest import StartDaemon, wait_for, wait_for_run

@@ -27,7 +27,7 @@ import anyio
 import pytest
 from aiohttp import web
 
-from daemon import Client, Run, RunStatus
+from taskd import Client, Run, RunStatus
 from tasks.data_import import analyze_item, bulk_analysis, data_import_workflow
 from tasks.run_history import batch_ingest_run_history, generate_run_letter
 from tests.conftest import StartDaemon, wait_for, wait_for_run

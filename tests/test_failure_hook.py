@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from daemon import Client, Context, Retry, RunStatus, task
-from daemon.errors import FailedOutsideAttempt
+from taskd import Client, Context, Retry, RunStatus, task
+from taskd.errors import FailedOutsideAttempt
 from tests.conftest import wait_for, wait_for_run
 from tests.daemon_process import daemons
 from tests.failure_hook_tasks import CREATE_HOOK_CALLS

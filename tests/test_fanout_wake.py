@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.store.queries import QUERIES
+from taskd.store.queries import QUERIES
 
 CHILDREN = 5_000
 LEFT = 100  # children not finished yet

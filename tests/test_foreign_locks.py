@@ -15,9 +15,9 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, RunStatus, task
-from daemon.config import load_settings
-from daemon.errors import ConfigError
+from taskd import Client, Context, RunStatus, task
+from taskd.config import load_settings
+from taskd.errors import ConfigError
 from tests.conftest import wait_for, wait_for_run
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED)

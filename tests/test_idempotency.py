@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
-from daemon import Client, Context, task
+from taskd import Client, Context, task
 from tests.conftest import wait_for, wait_for_run
 from tests.test_cli import taskd
 

@@ -17,11 +17,11 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, Retry, RunFinished, RunNotFound, RunStatus, task
-from daemon.config import WorkerSettings
-from daemon.store.database import create_pool
-from daemon.store.store import Store
-from daemon.worker.maintenance import Maintenance
+from taskd import Client, Context, Retry, RunFinished, RunNotFound, RunStatus, task
+from taskd.config import WorkerSettings
+from taskd.store.database import create_pool
+from taskd.store.store import Store
+from taskd.worker.maintenance import Maintenance
 from tests.conftest import ROOT, wait_for, wait_for_run
 from tests.daemon_process import create_effects_table, daemons
 
@@ -368,7 +368,7 @@ async def test_runs_of_unknown_tasks_are_visible_then_fail_after_the_timeout(
 def taskd(database: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"TASKD_DATABASE__URL": database, "PATH": "/usr/bin:/bin"}
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "taskd", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from daemon import Client
+from taskd import Client
 from tests.conftest import wait_for
 from tests.daemon_process import daemons
 from tests.limit_tasks import CREATE_SPANS

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 
-from daemon.logs import JsonFormatter
+from taskd.logs import JsonFormatter
 
 
 def test_a_json_log_line_with_a_lone_surrogate_is_written_escaped() -> None:

@@ -17,7 +17,7 @@ import anyio
 import asyncpg
 from anyio.abc import ByteReceiveStream, Process
 
-from daemon import Client, RunStatus
+from taskd import Client, RunStatus
 from tests.conftest import wait_for, wait_for_run
 
 TASKD = Path(sys.executable).parent / "taskd"
@@ -25,7 +25,7 @@ TASKD = Path(sys.executable).parent / "taskd"
 TASK_MODULE = """
 import anyio
 
-from daemon import task
+from taskd import task
 
 
 @task(id="logs.hello")

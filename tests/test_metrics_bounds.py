@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from daemon import Context, Queue, task
-from daemon.admin.metrics import MAX_QUEUE_SERIES, OTHER_QUEUES
+from taskd import Context, Queue, task
+from taskd.admin.metrics import MAX_QUEUE_SERIES, OTHER_QUEUES
 from tests.conftest import admin_url
 
 

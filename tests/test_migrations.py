@@ -12,10 +12,10 @@ from pathlib import Path
 import anyio
 import asyncpg
 
-from daemon.ids import new_run_id
-from daemon.store.database import connect
-from daemon.store.migrations import apply_migrations, shipped_migrations
-from daemon.store.queries import QUERIES
+from taskd.ids import new_run_id
+from taskd.store.database import connect
+from taskd.store.migrations import apply_migrations, shipped_migrations
+from taskd.store.queries import QUERIES
 
 TASKD = Path(sys.executable).parent / "taskd"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")

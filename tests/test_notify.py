@@ -18,8 +18,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.config import Settings
-from daemon.notify import SystemdNotifier
+from taskd.config import Settings
+from taskd.notify import SystemdNotifier
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,12 +16,12 @@ import anyio
 import anyio.abc
 import pytest
 
-from daemon import Client
+from taskd import Client
 from tests.conftest import ROOT, wait_for, wait_for_run
 
 TASKS = """
 import time
-from daemon import task
+from taskd import task
 
 @task(id="notify.block")
 async def block(payload, ctx):
@@ -75,7 +75,7 @@ async def test_the_daemon_notifies_systemd(database: str, tmp_path: Path) -> Non
     }
     env.pop("WATCHDOG_PID", None)
     process = await anyio.open_process(
-        [sys.executable, "-m", "daemon", "run"], cwd=tmp_path, env=env
+        [sys.executable, "-m", "taskd", "run"], cwd=tmp_path, env=env
     )
     try:
         await wait_for(lambda: _has(receiver, "READY=1"), timeout=20)
@@ -117,7 +117,7 @@ async def _count(receiver: Receiver, prefix: str, n: int) -> bool:
 
 SLOW_TASKS = """
 import anyio
-from daemon import task
+from taskd import task
 
 @task(id="drain.slow")
 async def slow(payload, ctx):
@@ -140,7 +140,7 @@ async def test_a_second_signal_cancels_at_once(
     }
     env.pop("NOTIFY_SOCKET", None)
     process = await anyio.open_process(
-        [sys.executable, "-m", "daemon", "run"], cwd=tmp_path, env=env
+        [sys.executable, "-m", "taskd", "run"], cwd=tmp_path, env=env
     )
     try:
         async with Client.connect(database) as client:

@@ -19,10 +19,10 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, RunStatus, task
-from daemon.models import AttemptOutcome, Outcome
-from daemon.store.database import create_pool
-from daemon.store.store import Store
+from taskd import Client, Context, RunStatus, task
+from taskd.models import AttemptOutcome, Outcome
+from taskd.store.database import create_pool
+from taskd.store.store import Store
 from tests.conftest import StartDaemon, wait_for, wait_for_run
 
 gates: dict[int, anyio.Event] = {}

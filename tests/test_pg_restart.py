@@ -21,9 +21,9 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client
-from daemon.store.database import connect
-from daemon.store.migrations import apply_migrations
+from taskd import Client
+from taskd.store.database import connect
+from taskd.store.migrations import apply_migrations
 from tests.conftest import wait_for
 from tests.daemon_process import (
     check_completed_once,

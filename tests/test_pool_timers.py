@@ -9,9 +9,9 @@ import uuid
 
 import uvloop
 
-from daemon.config import WorkerSettings
-from daemon.sdk.registry import Registry
-from daemon.worker.pool import WorkerPool
+from taskd.config import WorkerSettings
+from taskd.sdk.registry import Registry
+from taskd.worker.pool import WorkerPool
 
 
 def test_wake_timers_of_any_delay_wake_the_claimer_under_uvloop() -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from daemon import Client
-from daemon.store.database import connect
-from daemon.store.migrations import apply_migrations, shipped_migrations
+from taskd import Client
+from taskd.store.database import connect
+from taskd.store.migrations import apply_migrations, shipped_migrations
 
 
 async def test_sql_producers_cannot_create_a_run_in_a_queue_pause_refuses(

@@ -17,8 +17,8 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, Queue, QueueNotFound, Rate, Retry, RunStatus, task, wait
-from daemon.sdk.registry import Registry
+from taskd import Client, Context, Queue, QueueNotFound, Rate, Retry, RunStatus, task, wait
+from taskd.sdk.registry import Registry
 from tests.conftest import StartDaemon, admin_url, wait_for, wait_for_run
 from tests.test_cli import taskd
 from tests.test_limits_fleet import max_overlap

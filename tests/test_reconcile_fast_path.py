@@ -26,12 +26,12 @@ import asyncpg
 import orjson
 import pytest
 
-from daemon import Client, Context, RunStatus, task
-from daemon.app import Daemon
-from daemon.logs import FIELDS_ATTR
-from daemon.sdk.registry import Registry
-from daemon.worker import maintenance, process_identity
-from daemon.worker.process_identity import ProcessIdentity
+from taskd import Client, Context, RunStatus, task
+from taskd.app import Daemon
+from taskd.logs import FIELDS_ATTR
+from taskd.sdk.registry import Registry
+from taskd.worker import maintenance, process_identity
+from taskd.worker.process_identity import ProcessIdentity
 from tests.conftest import test_settings, wait_for, wait_for_run
 
 HERE = process_identity.current()

@@ -16,8 +16,8 @@ import anyio
 import asyncpg
 import orjson
 
-from daemon import Client, Context, task
-from daemon.worker.report import MAX_IDS, MAX_TASKS, Report
+from taskd import Client, Context, task
+from taskd.worker.report import MAX_IDS, MAX_TASKS, Report
 from tests.conftest import admin_url, wait_for
 from tests.daemon_process import daemons
 from tests.failure_hook_tasks import CREATE_HOOK_CALLS

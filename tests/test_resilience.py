@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 from pydantic import BaseModel, field_validator
 
-from daemon import Client, Context, Retry, RunStatus, task
-from daemon.models import Claim
-from daemon.store.store import Store
+from taskd import Client, Context, Retry, RunStatus, task
+from taskd.models import Claim
+from taskd.store.store import Store
 from tests.conftest import wait_for, wait_for_run
 
 
@@ -149,7 +149,7 @@ async def _claiming_stopped(daemon: object) -> bool:
 async def test_shutdown_ends_when_the_database_is_gone(
     client: Client, database: str, server_dsn: str, start_daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("daemon.worker.pool.FINAL_FLUSH_TIMEOUT", 1.0)
+    monkeypatch.setattr("taskd.worker.pool.FINAL_FLUSH_TIMEOUT", 1.0)
     gate = anyio.Event()
     running = anyio.Event()
 

@@ -12,13 +12,13 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, task
-from daemon.config import RetentionSettings, Settings, WorkerSettings
-from daemon.ids import uuid_at
-from daemon.store.database import create_pool
-from daemon.store.queries import QUERIES
-from daemon.store.store import Store
-from daemon.worker.maintenance import Maintenance
+from taskd import Client, Context, task
+from taskd.config import RetentionSettings, Settings, WorkerSettings
+from taskd.ids import uuid_at
+from taskd.store.database import create_pool
+from taskd.store.queries import QUERIES
+from taskd.store.store import Store
+from taskd.worker.maintenance import Maintenance
 from tests.conftest import StartDaemon, wait_for
 
 DAY = 86_400.0

@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from daemon.config import RetentionSettings, WorkerSettings
-from daemon.ids import uuid_at
-from daemon.store.database import create_pool
-from daemon.store.store import Store
-from daemon.worker.maintenance import Maintenance
+from taskd.config import RetentionSettings, WorkerSettings
+from taskd.ids import uuid_at
+from taskd.store.database import create_pool
+from taskd.store.store import Store
+from taskd.worker.maintenance import Maintenance
 
 DAY = 86_400.0
 NOW = datetime.now(UTC)

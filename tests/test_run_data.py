@@ -11,13 +11,13 @@ import aiohttp
 import anyio
 import pytest
 
-from daemon import Client, Context, Retry, RunStatus, task
-from daemon.config import Settings
-from daemon.errors import MetadataTooLarge
-from daemon.models import LogLine
-from daemon.store.database import create_pool
-from daemon.store.store import Store
-from daemon.worker.log_writer import RunLogWriter
+from taskd import Client, Context, Retry, RunStatus, task
+from taskd.config import Settings
+from taskd.errors import MetadataTooLarge
+from taskd.models import LogLine
+from taskd.store.database import create_pool
+from taskd.store.store import Store
+from taskd.worker.log_writer import RunLogWriter
 from tests.conftest import admin_url, wait_for, wait_for_run
 from tests.conftest import running_daemon as daemon_with
 

@@ -13,11 +13,11 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, RunStatus, ScheduledRun, ScheduleNotFound, schedules, task
-from daemon.sdk.cron import cron_trigger, fire_times_after, next_fire_after
-from daemon.store.database import create_pool
-from daemon.store.store import Store
-from daemon.worker.scheduler import Scheduler
+from taskd import Client, Context, RunStatus, ScheduledRun, ScheduleNotFound, schedules, task
+from taskd.sdk.cron import cron_trigger, fire_times_after, next_fire_after
+from taskd.store.database import create_pool
+from taskd.store.store import Store
+from taskd.worker.scheduler import Scheduler
 from tests.conftest import ROOT, wait_for, wait_for_run
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -230,7 +230,7 @@ async def test_cli_lists_and_pauses_schedules(client: Client, database: str, sta
 
 def _taskd(database: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "taskd", *args],
         cwd=ROOT,
         env={"TASKD_DATABASE__URL": database, "PATH": "/usr/bin:/bin"},
         capture_output=True,

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 from pydantic import ValidationError
 
-from daemon.config import DatabaseSettings, Settings, describe_validation_error
-from daemon.store.database import dsn_location
+from taskd.config import DatabaseSettings, Settings, describe_validation_error
+from taskd.store.database import dsn_location
 from tests.test_cli import one_line_failure, taskd, taskd_all
 
 NO_TASKS = {"TASKD_TASKS__MODULES": "[]"}

@@ -10,10 +10,10 @@ from typing import Any
 import anyio
 import pytest
 
-from daemon import Client, Context, RunStatus, task
-from daemon.app import Daemon
-from daemon.sdk.registry import Registry
-from daemon.worker.maintenance import Maintenance
+from taskd import Client, Context, RunStatus, task
+from taskd.app import Daemon
+from taskd.sdk.registry import Registry
+from taskd.worker.maintenance import Maintenance
 from tests.conftest import test_settings, wait_for, wait_for_run
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon import Context, task
-from daemon.store import database as store_database
-from daemon.store.database import connect
+from taskd import Context, task
+from taskd.store import database as store_database
+from taskd.store.database import connect
 
 HISTORY = 50_000
 # A statement may visit the few live rows start-up is about (the gone worker's runs), never

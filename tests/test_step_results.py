@@ -20,9 +20,9 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import Client, Context, Retry, RunStatus, task
-from daemon.config import Settings
-from daemon.errors import InvalidPayload
+from taskd import Client, Context, Retry, RunStatus, task
+from taskd.config import Settings
+from taskd.errors import InvalidPayload
 from tests.conftest import wait_for, wait_for_run
 
 QUICK = Retry(max_attempts=3, min_delay=0, max_delay=0, jitter=False)

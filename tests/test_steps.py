@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from daemon import Client, Context, Retry, RunStatus, task
+from taskd import Client, Context, Retry, RunStatus, task
 from tests.conftest import wait_for_run
 
 CALLS: dict[str, int] = {}
@@ -127,7 +127,7 @@ async def test_a_step_of_a_run_no_longer_held_is_not_recorded(
 ) -> None:
     # the compare-and-set: a worker that lost its run cannot record steps for it. The run is
     # claimed by one worker, handed back (as for a worker found gone) and claimed by another.
-    from daemon.store.store import Store
+    from taskd.store.store import Store
 
     store = Store(client.pool)
     run_id = await client.trigger("steps.loop", {"items": [], "name": "x"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from daemon import Client, RunStatus
+from taskd import Client, RunStatus
 from tests.conftest import wait_for, wait_for_run
 from tests.crash_tasks import CREATE_STEP_TABLES
 from tests.daemon_process import daemons

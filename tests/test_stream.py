@@ -15,9 +15,9 @@ import anyio
 import orjson
 from anyio.abc import TaskGroup, TaskStatus
 
-from daemon import Client, Context, Retry, RunStatus, task, wait
-from daemon.changes import ChangeKind, RunChange
-from daemon.config import Settings
+from taskd import Client, Context, Retry, RunStatus, task, wait
+from taskd.changes import ChangeKind, RunChange
+from taskd.config import Settings
 from tests.conftest import admin_url, wait_for, wait_for_run
 from tests.conftest import running_daemon as daemon_with
 

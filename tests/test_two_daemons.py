@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon import Client
+from taskd import Client
 from tests.conftest import wait_for
 from tests.crash_tasks import CREATE_GATE
 from tests.daemon_process import (

@@ -7,8 +7,8 @@ tokens, or completing one would leave its run asleep until the token's timeout.
 
 from __future__ import annotations
 
-from daemon.store.database import connect
-from daemon.store.migrations import apply_migrations, shipped_migrations
+from taskd.store.database import connect
+from taskd.store.migrations import apply_migrations, shipped_migrations
 
 
 async def test_a_run_suspended_on_a_token_before_the_upgrade_wakes_when_it_is_completed(

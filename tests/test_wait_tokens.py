@@ -9,7 +9,7 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import (
+from taskd import (
     Client,
     Context,
     RunStatus,

@@ -8,7 +8,7 @@ from typing import Any
 import anyio.lowlevel
 import asyncpg
 
-from daemon import Client, Context, RunStatus, task, wait
+from taskd import Client, Context, RunStatus, task, wait
 from tests.conftest import wait_for, wait_for_run
 
 CALLS: dict[str, int] = {}

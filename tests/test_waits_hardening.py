@@ -16,7 +16,7 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon import (
+from taskd import (
     Client,
     Context,
     PayloadTooLarge,
@@ -26,12 +26,12 @@ from daemon import (
     task,
     wait,
 )
-from daemon.config import Settings
-from daemon.sdk import context as context_module
-from daemon.sdk.context import Context as ContextClass
-from daemon.store.database import create_pool
-from daemon.store.store import Store
-from daemon.worker import executor as executor_module
+from taskd.config import Settings
+from taskd.sdk import context as context_module
+from taskd.sdk.context import Context as ContextClass
+from taskd.store.database import create_pool
+from taskd.store.store import Store
+from taskd.worker import executor as executor_module
 from tests.conftest import wait_for, wait_for_run
 from tests.test_retention import LONG_AGO, NOW, pruner, seed_run
 

@@ -15,9 +15,9 @@ import anyio
 import asyncpg
 import pytest
 
-from daemon.models import AttemptOutcome, Outcome, RunStatus
-from daemon.store.database import create_pool
-from daemon.store.store import Store
+from taskd.models import AttemptOutcome, Outcome, RunStatus
+from taskd.store.database import create_pool
+from taskd.store.store import Store
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from daemon import Client, Context, RunStatus, task
-from daemon.app import Daemon
+from taskd import Client, Context, RunStatus, task
+from taskd.app import Daemon
 from tests.conftest import admin_url, wait_for, wait_for_run
 
 LOCK_HOLDER = """

@@ -1,0 +1,90 @@
+"""taskd: durable background tasks for Python teams that run their own PostgreSQL.
+
+The task SDK and the client are the public surface; everything else is the engine.
+"""
+
+from taskd.client import Client
+from taskd.errors import (
+    AbortRun,
+    ConfigError,
+    InvalidPayload,
+    InvalidRunId,
+    MetadataTooLarge,
+    OutcomeNotStored,
+    PayloadTooLarge,
+    QueueNotFound,
+    RunFailed,
+    RunFinished,
+    RunNotFound,
+    ScheduleNotFound,
+    StepNameRepeated,
+    StepResultNotStored,
+    TaskdError,
+    TokenFinished,
+    TokenNotFound,
+    UnknownTask,
+    WaitTimeout,
+)
+from taskd.models import (
+    Attempt,
+    AttemptOutcome,
+    Event,
+    Health,
+    QueueDepth,
+    Run,
+    RunLogLine,
+    RunStatus,
+    Schedule,
+    Step,
+)
+from taskd.sdk.context import Context
+from taskd.sdk.current import current_client
+from taskd.sdk.queues import Queue, Rate
+from taskd.sdk.retry import Retry
+from taskd.sdk.schedules import ScheduledRun, schedules
+from taskd.sdk.task import TaskDefinition, task
+from taskd.sdk.wait import WaitToken, wait
+
+__all__ = [
+    "AbortRun",
+    "Attempt",
+    "AttemptOutcome",
+    "Client",
+    "ConfigError",
+    "Context",
+    "Event",
+    "Health",
+    "InvalidPayload",
+    "InvalidRunId",
+    "MetadataTooLarge",
+    "OutcomeNotStored",
+    "PayloadTooLarge",
+    "Queue",
+    "QueueDepth",
+    "QueueNotFound",
+    "Rate",
+    "Retry",
+    "Run",
+    "RunFailed",
+    "RunFinished",
+    "RunLogLine",
+    "RunNotFound",
+    "RunStatus",
+    "Schedule",
+    "ScheduleNotFound",
+    "ScheduledRun",
+    "Step",
+    "StepNameRepeated",
+    "StepResultNotStored",
+    "TaskDefinition",
+    "TaskdError",
+    "TokenFinished",
+    "TokenNotFound",
+    "UnknownTask",
+    "WaitTimeout",
+    "WaitToken",
+    "current_client",
+    "schedules",
+    "task",
+    "wait",
+]

@@ -1,0 +1,404 @@
+"""The admin API: one table of routes, each with its query, body and response models.
+
+The server (server.py) validates every request against its route's models before the handler
+runs, and the OpenAPI document (openapi.py) is generated from the same table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from taskd.admin.schemas import (
+    MAX_CHILDREN,
+    MAX_LIST_ITEMS,
+    MAX_STEPS,
+    CancelResult,
+    ErrorBody,
+    Liveness,
+    NoQuery,
+    QueueList,
+    QueuePauseResult,
+    Readiness,
+    ReplayResult,
+    RunDetail,
+    RunDetailQuery,
+    RunLink,
+    RunListQuery,
+    RunPage,
+    ScheduleList,
+    StreamQuery,
+    TaskInfo,
+    TaskList,
+    TaskSchedule,
+    TriggerRequest,
+    TriggerResult,
+    WorkerList,
+)
+from taskd.admin.state import AdminState
+from taskd.errors import RunNotFound, UnknownTask
+from taskd.models import QueueDepth, RunLogLine, WorkerInfo
+
+Handler = Callable[[AdminState, web.Request, Any, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    query: type[BaseModel] = NoQuery
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: dict[int, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    public: bool = False  # reachable without the token
+
+
+class RequestInvalid(Exception):
+    """A request that does not fit its route's models: 400 (query) or 422 (body)."""
+
+    def __init__(self, status: int, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+# handlers -----------------------------------------------------------------------------------
+
+
+async def healthz(state: AdminState, request: web.Request, query: Any, body: Any) -> Liveness:
+    return Liveness()
+
+
+async def readyz(state: AdminState, request: web.Request, query: Any, body: Any) -> Readiness:
+    readiness = await state.readiness()
+    if not readiness.ready:
+        raise ReadinessFailed(readiness)
+    return readiness
+
+
+class ReadinessFailed(Exception):
+    def __init__(self, readiness: Readiness) -> None:
+        super().__init__("not ready")
+        self.readiness = readiness
+
+
+async def metrics(state: AdminState, request: web.Request, query: Any, body: Any) -> web.Response:
+    from taskd.admin.metrics import CONTENT_TYPE
+
+    await state.readiness()  # sets taskd_ready: a scrape must not depend on a /readyz call
+    text = await state.metrics.render()
+    response = web.Response(body=text)
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+async def list_runs(
+    state: AdminState, request: web.Request, query: RunListQuery, body: Any
+) -> RunPage:
+    runs = await state.store.run_list(
+        statuses=query.status,
+        task_id=query.task,
+        tag=query.tag,
+        queue=query.queue,
+        event=query.event,
+        schedule_id=query.schedule,
+        created_after=query.created_after,
+        created_before=query.created_before,
+        before=query.cursor,
+        limit=query.limit + 1,  # one more: is there a next page?
+        summary=True,
+    )
+    page = runs[: query.limit]
+    more = len(runs) > query.limit
+    return RunPage(runs=page, next_cursor=page[-1].id if more else None)
+
+
+async def get_run(
+    state: AdminState, request: web.Request, query: RunDetailQuery, body: Any
+) -> RunDetail:
+    run_id = _run_id(request)
+    # one more than shown of each list: is there more?
+    run = await state.store.run_get(run_id, step_limit=MAX_STEPS + 1)
+    if run is None:
+        raise RunNotFound(f"no run with id {run_id}")
+    steps_truncated = len(run.steps) > MAX_STEPS
+    if steps_truncated:
+        run = run.model_copy(update={"steps": run.steps[:MAX_STEPS]})
+    parent = None
+    if run.parent_id is not None:
+        parent_run = await state.store.run_get(run.parent_id, with_attempts=False)
+        if parent_run is not None:
+            parent = RunLink(id=parent_run.id, task_id=parent_run.task_id, status=parent_run.status)
+    children = [
+        RunLink(**row) for row in await state.store.run_children(run_id, limit=MAX_CHILDREN + 1)
+    ]
+    lines = await state.store.run_log_list(run_id=run_id, limit=query.log_limit + 1)
+    return RunDetail(
+        run=run,
+        steps_truncated=steps_truncated,
+        parent=parent,
+        children=children[:MAX_CHILDREN],
+        children_truncated=len(children) > MAX_CHILDREN,
+        logs=[RunLogLine(**line) for line in lines[: query.log_limit]],
+        logs_truncated=len(lines) > query.log_limit,
+    )
+
+
+async def cancel_run(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> CancelResult:
+    run_id = _run_id(request)
+    status = await state.client.cancel(run_id)
+    return CancelResult(id=run_id, status=status)
+
+
+async def replay_run(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> ReplayResult:
+    run_id = _run_id(request)
+    new_id = await state.client.replay(run_id)
+    return ReplayResult(id=new_id, replayed_from=run_id)
+
+
+async def trigger_task(
+    state: AdminState, request: web.Request, query: Any, body: TriggerRequest
+) -> TriggerResult:
+    task_id = request.match_info["id"]
+    definition = state.registry.get(task_id) if task_id in state.registry else None
+    if definition is None and task_id not in {row["id"] for row in await state.store.task_list()}:
+        raise UnknownTask(f"no task with id {task_id!r} is registered")
+    payload = body.payload
+    if definition is not None:
+        try:
+            definition.parse_payload(payload)
+        except ValidationError as exc:
+            raise RequestInvalid(
+                422,
+                f"payload does not fit task {task_id!r}",
+                exc.errors(include_url=False, include_context=False),
+            ) from None
+        except Exception as exc:  # a validator of the task's own that raised something else
+            raise RequestInvalid(422, f"payload does not fit task {task_id!r}: {exc}") from None
+    try:
+        run_id = await state.client.trigger(
+            task_id,
+            payload,
+            delay=body.delay,
+            run_at=body.run_at,
+            priority=body.priority,
+            max_attempts=body.max_attempts,
+            tags=body.tags,
+            queue=body.queue or (definition.queue.name if definition is not None else None),
+            ttl=body.ttl,
+            idempotency_key=body.idempotency_key,
+            idempotency_ttl=body.idempotency_ttl,
+            concurrency_key=body.concurrency_key,
+        )
+    except ValueError as exc:  # a malformed delay or ttl, a naive run_at
+        raise RequestInvalid(422, str(exc)) from None
+    return TriggerResult(id=run_id)
+
+
+async def list_tasks(state: AdminState, request: web.Request, query: Any, body: Any) -> TaskList:
+    subscriptions = await state.store.subscription_list()
+    tasks = []
+    for row in await state.store.task_list():
+        definition = state.registry.get(row["id"]) if row["id"] in state.registry else None
+        settings = row["settings"] or {}
+        schedule = None
+        if definition is not None and definition.schedule is not None:
+            spec = definition.schedule
+            schedule = TaskSchedule(cron=spec.cron, timezone=spec.timezone, catch_up=spec.catch_up)
+        tasks.append(
+            TaskInfo(
+                id=row["id"],
+                queue=row["queue"],
+                max_attempts=row["max_attempts"],
+                retry=settings.get("retry"),
+                max_duration=settings.get("max_duration"),
+                schedule=schedule,
+                events=sorted(subscriptions.get(row["id"], [])),
+                served_here=definition is not None,
+                updated_at=row["updated_at"],
+            )
+        )
+    return TaskList(tasks=tasks[:MAX_LIST_ITEMS], truncated=len(tasks) > MAX_LIST_ITEMS)
+
+
+async def list_queues(state: AdminState, request: web.Request, query: Any, body: Any) -> QueueList:
+    queues = await state.store.queue_depths()
+    return QueueList(
+        queues=[QueueDepth(**q) for q in queues[:MAX_LIST_ITEMS]],
+        truncated=len(queues) > MAX_LIST_ITEMS,
+    )
+
+
+async def pause_queue(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> QueuePauseResult:
+    return await _set_paused(state, request.match_info["name"], True)
+
+
+async def resume_queue(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> QueuePauseResult:
+    return await _set_paused(state, request.match_info["name"], False)
+
+
+async def _set_paused(state: AdminState, name: str, paused: bool) -> QueuePauseResult:
+    try:
+        await (state.client.pause_queue if paused else state.client.resume_queue)(name)
+    except ValueError as exc:  # an empty or oversized name
+        raise RequestInvalid(422, str(exc)) from None
+    return QueuePauseResult(queue=name, paused=paused)
+
+
+async def list_schedules(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> ScheduleList:
+    schedules = await state.client.list_schedules()
+    return ScheduleList(
+        schedules=schedules[:MAX_LIST_ITEMS], truncated=len(schedules) > MAX_LIST_ITEMS
+    )
+
+
+async def list_workers(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> WorkerList:
+    return WorkerList(workers=[WorkerInfo(**w) for w in await state.store.worker_list()])
+
+
+async def stream(
+    state: AdminState, request: web.Request, query: StreamQuery, body: Any
+) -> web.StreamResponse:
+    from taskd.admin.stream import serve_stream
+
+    return await serve_stream(state, request, query)
+
+
+def _run_id(request: web.Request) -> uuid.UUID:
+    text = request.match_info["id"]
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise RunNotFound(f"no run with id {text!r} (not a run id)") from None
+
+
+_NOT_FOUND = {404: "No run with this id"}
+
+ROUTES: list[Route] = [
+    Route("GET", "/healthz", healthz, "The process is alive", response=Liveness, public=True),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "Database reachable, LISTEN up, reconciliation done",
+        response=Readiness,
+        errors={503: "Not ready (the body says which check failed)"},
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics",
+        content_type="text/plain",
+    ),
+    Route(
+        "GET",
+        "/api/runs",
+        list_runs,
+        "Runs, newest first, filtered; keyset pagination through next_cursor",
+        query=RunListQuery,
+        response=RunPage,
+        errors={400: "A filter is not valid"},
+    ),
+    Route(
+        "GET",
+        "/api/runs/{id}",
+        get_run,
+        "One run: attempts, error, output, metadata, parent and children, log lines",
+        query=RunDetailQuery,
+        response=RunDetail,
+        errors={400: "A parameter is not valid", **_NOT_FOUND},
+    ),
+    Route(
+        "POST",
+        "/api/runs/{id}/cancel",
+        cancel_run,
+        "Cancel a run (a queued one at once, an executing one through its daemon)",
+        response=CancelResult,
+        errors={**_NOT_FOUND, 409: "The run has already finished"},
+    ),
+    Route(
+        "POST",
+        "/api/runs/{id}/replay",
+        replay_run,
+        "A new run with the same task, payload and options",
+        response=ReplayResult,
+        status=201,
+        errors=_NOT_FOUND,
+    ),
+    Route(
+        "POST",
+        "/api/tasks/{id}/trigger",
+        trigger_task,
+        "Create a run of a task (the options of client.trigger)",
+        body=TriggerRequest,
+        response=TriggerResult,
+        status=201,
+        errors={
+            400: "The body is not JSON",
+            404: "No task with this id is registered",
+            413: "The payload is over [tasks] max_payload_bytes",
+            422: "The options or the payload do not fit (the task's payload model)",
+        },
+    ),
+    Route(
+        "GET", "/api/tasks", list_tasks, "Registered tasks and their settings", response=TaskList
+    ),
+    Route(
+        "GET",
+        "/api/queues",
+        list_queues,
+        "Queues over all daemons: depths, runs executing, limits, pause",
+        response=QueueList,
+    ),
+    Route(
+        "POST",
+        "/api/queues/{name}/pause",
+        pause_queue,
+        "Stop starting runs of a queue, on every daemon (runs executing finish)",
+        response=QueuePauseResult,
+        errors={422: "The queue name is empty or over 200 characters"},
+    ),
+    Route(
+        "POST",
+        "/api/queues/{name}/resume",
+        resume_queue,
+        "Start runs of a paused queue again",
+        response=QueuePauseResult,
+        errors={422: "The queue name is empty or over 200 characters"},
+    ),
+    Route("GET", "/api/schedules", list_schedules, "Cron schedules", response=ScheduleList),
+    Route("GET", "/api/workers", list_workers, "Live workers", response=WorkerList),
+    Route(
+        "GET",
+        "/api/stream",
+        stream,
+        "Server-sent events of run changes (all runs, ?run=ID or ?task=ID)",
+        query=StreamQuery,
+        content_type="text/event-stream",
+        errors={400: "A parameter is not valid"},
+    ),
+]
+
+__all__ = ["ROUTES", "ErrorBody", "ReadinessFailed", "RequestInvalid", "Route"]

@@ -1,0 +1,284 @@
+"""The admin API's request and response models (pydantic): the handlers validate with them and
+the OpenAPI document is generated from them, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from taskd.durations import to_seconds
+from taskd.models import (
+    QueueDepth,
+    Run,
+    RunLogLine,
+    RunStatus,
+    RunSummary,
+    Schedule,
+    WorkerInfo,
+)
+
+MAX_LOG_LINES = 1000
+"""Most log lines one run detail carries (``log_limit``)."""
+MAX_CHILDREN = 1000
+"""Most child runs one run detail lists."""
+MAX_STEPS = 1000
+"""Most steps one run detail carries."""
+MAX_LIST_ITEMS = 1000
+"""Most entries of an unpaginated list (tasks, queues, schedules)."""
+
+MAX_DELAY_SECONDS = 100 * 365.25 * 86400
+"""The longest delay or ttl a trigger takes (100 years): the run's times must stay within
+what PostgreSQL intervals and Python datetimes hold."""
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\u0000): PostgreSQL refuses them")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A string that goes to PostgreSQL as text: NUL characters are refused (a 400/422, not a
+database error)."""
+
+
+class _Model(BaseModel):
+    # The attribute docstrings below become the descriptions of the OpenAPI document.
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class _Strict(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Model):
+    error: str
+    """One line saying what was wrong."""
+    detail: Any = None
+    """Field-level problems, for a request that failed validation."""
+
+
+class Liveness(_Model):
+    status: str = "ok"
+
+
+class Readiness(_Model):
+    ready: bool
+    database: bool
+    """A query answered within 2 s."""
+    listener: bool
+    """The LISTEN connection is up."""
+    worker_lock: bool
+    """The worker's advisory lock is held (without it the daemon claims nothing)."""
+    reconciled: bool
+    """The startup reconciliation has run."""
+    draining: bool
+
+
+def _split(value: Any) -> Any:
+    """``status=queued,failed`` and ``status=queued&status=failed`` mean the same."""
+    if isinstance(value, str):
+        return [part for part in value.split(",") if part]
+    if isinstance(value, list):
+        return [part for item in value for part in str(item).split(",") if part]
+    return value
+
+
+class RunListQuery(_Strict):
+    status: list[RunStatus] | None = None
+    """One or more statuses, comma-separated or repeated."""
+    task: Text | None = None
+    tag: Text | None = None
+    queue: Text | None = None
+    schedule: Text | None = None
+    event: Text | None = None
+    """An event name: runs that events of this name created."""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    cursor: uuid.UUID | None = None
+    """``next_cursor`` of the previous page."""
+    limit: int = Field(50, ge=1, le=200)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _split_status(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a timezone (e.g. 2026-11-23T09:00:00Z)")
+        return value
+
+
+class RunPage(_Model):
+    runs: list[RunSummary]
+    """Newest first, without payload and output (GET /api/runs/{id} has them)."""
+    next_cursor: uuid.UUID | None
+    """Pass as ``cursor`` for the next page; null on the last page."""
+
+
+class RunLink(_Model):
+    id: uuid.UUID
+    task_id: str
+    status: RunStatus
+
+
+class RunDetail(_Model):
+    run: Run
+    """With its attempts, output, error, metadata and its first 1,000 steps."""
+    steps_truncated: bool
+    """The run has more steps than ``run.steps`` lists."""
+    parent: RunLink | None
+    children: list[RunLink]
+    """The first 1,000 children, oldest first."""
+    children_truncated: bool
+    """The run has more children than listed."""
+    logs: list[RunLogLine]
+    """The run's stored ctx.log lines, oldest first (at most ``log_limit``)."""
+    logs_truncated: bool
+
+
+class RunDetailQuery(_Strict):
+    log_limit: int = Field(MAX_LOG_LINES, ge=0, le=MAX_LOG_LINES)
+    """Most log lines in the answer (at most 1,000: a run's lines are up to 24 KiB each)."""
+
+
+class CancelResult(_Model):
+    id: uuid.UUID
+    status: RunStatus
+    """canceled, or executing when the run's daemon was asked to cancel it (it ends soon)."""
+
+
+class ReplayResult(_Model):
+    id: uuid.UUID
+    replayed_from: uuid.UUID
+
+
+class TriggerRequest(_Strict):
+    payload: Any = None
+    delay: float | str | None = None
+    """Seconds, or a duration such as "10s", "5m", "1h30m"."""
+    run_at: datetime | None = None
+    priority: int = Field(0, ge=-(2**31), lt=2**31)
+    max_attempts: int | None = Field(None, ge=1, lt=2**31)
+    tags: list[Text] = []
+    queue: Text | None = Field(None, min_length=1)
+    ttl: float | str | None = None
+    """A run not started within it (counted from now) ends expired."""
+    idempotency_key: Text | None = Field(None, min_length=1)
+    """A second trigger of the task with this key, while it holds, creates nothing and
+    answers the first run's id."""
+    idempotency_ttl: float | str = 86_400.0
+    """How long the key holds (seconds or a duration; 24 h)."""
+    concurrency_key: Text | None = Field(None, min_length=1, max_length=200)
+    """Runs with one key share their queue's per-key limit; keys take turns."""
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_without_nul(cls, value: Any) -> Any:
+        # jsonb refuses \u0000 in strings and keys; walked without recursion (deep payloads).
+        pending = [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, str):
+                _no_nul(item)
+            elif isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+        return value
+
+    @field_validator("delay", "ttl", "idempotency_ttl")
+    @classmethod
+    def _duration(cls, value: float | str | None) -> float | None:
+        if value is None:
+            return None
+        seconds = to_seconds(value)  # ValueError: not a duration, or negative
+        if not math.isfinite(seconds) or seconds > MAX_DELAY_SECONDS:
+            raise ValueError(
+                f"must be a finite duration of at most {MAX_DELAY_SECONDS:.0f} s (100 years)"
+            )
+        return seconds
+
+    @field_validator("run_at")
+    @classmethod
+    def _run_at(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("must carry a timezone (e.g. 2026-11-23T09:00:00Z)")
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range: must fall within years 1 to 9999 in UTC") from None
+        return value
+
+
+class TriggerResult(_Model):
+    id: uuid.UUID
+
+
+class TaskSchedule(_Model):
+    cron: str
+    timezone: str
+    catch_up: str
+
+
+class TaskInfo(_Model):
+    id: str
+    queue: str
+    max_attempts: int
+    retry: dict[str, Any] | None
+    max_duration: float | None
+    schedule: TaskSchedule | None
+    events: list[str]
+    """Event names that start this task."""
+    served_here: bool
+    """Registered in this daemon (else only known from another daemon's registration)."""
+    updated_at: datetime
+
+
+class TaskList(_Model):
+    tasks: list[TaskInfo]
+    """At most 1,000, by id."""
+    truncated: bool = False
+    """There are more than listed."""
+
+
+class QueueList(_Model):
+    queues: list[QueueDepth]
+    """At most 1,000, by name."""
+    truncated: bool = False
+    """There are more than listed."""
+
+
+class QueuePauseResult(_Model):
+    queue: str
+    paused: bool
+
+
+class ScheduleList(_Model):
+    schedules: list[Schedule]
+    """At most 1,000, by id."""
+    truncated: bool = False
+    """There are more than listed."""
+
+
+class WorkerList(_Model):
+    workers: list[WorkerInfo]
+
+
+class StreamQuery(_Strict):
+    run: uuid.UUID | None = None
+    task: Text | None = None
+
+
+class NoQuery(_Strict):
+    pass

@@ -1,0 +1,469 @@
+"""Wiring: builds the daemon's parts from Settings and runs them in one anyio task group."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import uuid
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from taskd.changes import ChangeHub
+from taskd.client import Client
+from taskd.config import Settings
+from taskd.embedded import embedded_dsn
+from taskd.logs import log_event
+from taskd.notify import SystemdNotifier
+from taskd.sdk.current import set_current_client
+from taskd.sdk.registry import Registry
+from taskd.store.database import DB_ERRORS, connect, create_pool
+from taskd.store.migrations import apply_migrations
+from taskd.store.store import Store
+from taskd.telemetry import Telemetry
+from taskd.worker import process_identity
+from taskd.worker.event_relay import EventRelay
+from taskd.worker.failure_hooks import FailureHooks
+from taskd.worker.listener import CANCEL_CHANNEL, WAKEUP_CHANNEL, Listener
+from taskd.worker.lock import WorkerLock, new_lock_key
+from taskd.worker.log_writer import RunLogWriter
+from taskd.worker.maintenance import Maintenance
+from taskd.worker.pool import WorkerPool
+from taskd.worker.run_services import WorkerRunServices
+from taskd.worker.scheduler import SCHEDULES_CHANNEL, Scheduler
+
+if TYPE_CHECKING:
+    from taskd.admin.metrics import Metrics
+    from taskd.admin.schemas import Readiness
+    from taskd.admin.server import AdminServer
+
+log = logging.getLogger("taskd.daemon")
+
+ADMIN_POOL_SIZE = 3
+ADMIN_STATEMENT_TIMEOUT = 10.0  # seconds; a longer admin query answers 503
+
+
+def taskd_version() -> str:
+    try:
+        return metadata.version("taskd")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def resolve_dsn(settings: Settings) -> str:
+    """The configured database, or the embedded server when the url is empty."""
+    return settings.database.url or embedded_dsn(settings.database.data_dir)
+
+
+async def migrate(dsn: str, settings: Settings) -> list[str]:
+    connection = await connect(dsn, settings.database)
+    try:
+        applied = await apply_migrations(connection)
+    finally:
+        await connection.close()
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+class Daemon:
+    """One taskd process: listener, worker pool, heartbeat; drains on SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings, registry: Registry, dsn: str) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.dsn = dsn
+        self.worker_id = uuid.uuid4()
+        self.pool: WorkerPool | None = None
+        self.listener: Listener | None = None
+        self.lock: WorkerLock | None = None
+        self.maintenance: Maintenance | None = None
+        self.event_relay: EventRelay | None = None
+        self.scheduler: Scheduler | None = None
+        self._stopping = False
+        self.declared_gone = False
+        self.reconciled = False
+        self.notifier = SystemdNotifier.from_environment()
+        self.changes = ChangeHub()
+        self.metrics: Metrics | None = None
+        self.admin: AdminServer | None = None
+        self.log_writer: RunLogWriter | None = None
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = True,
+        task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        settings = self.settings
+        await migrate(self.dsn, settings)
+        # Every worker statement is bounded: a lock held by a transaction outside taskd (an
+        # application's open `SELECT taskd.cancel(id)`) fails the one call that needs it after
+        # lock_timeout instead of stalling the heartbeat, the completer or the claims.
+        lock_timeout = settings.database.lock_timeout
+        statement_timeout = settings.database.statement_timeout
+        db_pool = await create_pool(
+            self.dsn,
+            settings.database,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+        )
+        claim_pool = await create_pool(
+            self.dsn,
+            settings.database,
+            size=1,
+            synchronous_commit=False,
+            reset_session=False,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+        )
+        store = Store(db_pool, claim_pool=claim_pool)
+        # The admin API reads through a small pool of its own, each statement capped: many
+        # operators' requests (or one heavy filter) never take the connections the worker
+        # needs for its claims, outcomes and heartbeats.
+        admin_pool = (
+            await create_pool(
+                self.dsn,
+                settings.database,
+                size=ADMIN_POOL_SIZE,
+                reset_session=False,
+                statement_timeout=ADMIN_STATEMENT_TIMEOUT,
+                # what pg_stat_activity shows: an operator's reads apart from the worker's
+                application_name="taskd-admin",
+            )
+            if settings.admin.listen
+            else None
+        )
+        # Every operator read (the API, /metrics, /readyz) goes through the admin pool.
+        admin_store = Store(admin_pool) if admin_pool is not None else None
+        telemetry = Telemetry()
+        if admin_store is not None:
+            # The admin endpoint's parts (prometheus-client here, aiohttp and the API's models
+            # below) are imported where they are built: a daemon without it never loads them.
+            from taskd.admin.metrics import Metrics
+
+            self.metrics = telemetry = Metrics(
+                admin_store, self._counters, known_task=lambda task_id: task_id in self.registry
+            )
+        client = Client(db_pool, changes=self.changes)
+        log_writer = self.log_writer = RunLogWriter(store, telemetry)
+        try:
+            if settings.admin.listen:
+                from taskd.admin.server import AdminServer
+                from taskd.admin.state import AdminState
+
+                assert self.metrics is not None
+                assert admin_pool is not None and admin_store is not None
+                self.admin = AdminServer(
+                    AdminState(
+                        store=admin_store,
+                        client=Client(admin_pool, changes=self.changes),
+                        registry=self.registry,
+                        changes=self.changes,
+                        metrics=self.metrics,
+                        settings=settings.admin,
+                        readiness=lambda: self._readiness(admin_store),
+                        max_payload_bytes=settings.tasks.max_payload_bytes,
+                    ),
+                    taskd_version(),
+                )
+                await self.admin.start()
+            await store.setting_put("max_payload_bytes", settings.tasks.max_payload_bytes)
+            # Every registered task is served; [worker] queues restricts the claim by the
+            # run's queue (which a trigger may override), not by the task's default queue.
+            served = self.registry
+            await store.task_sync(
+                [(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in self.registry]
+            )
+            await store.queue_sync([queue.settings() for queue in self.registry.queues()])
+            await store.subscription_sync(
+                served.ids, [(event, d.id) for d in self.registry for event in d.events]
+            )
+            declared = [d for d in self.registry if d.schedule is not None]
+            await store.schedule_declare(
+                [
+                    (d.id, d.schedule.cron, d.schedule.timezone, d.schedule.catch_up)
+                    for d in declared
+                ]
+            )
+            set_current_client(client)
+            self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
+            lock = self.lock
+            services = WorkerRunServices(
+                store,
+                self.worker_id,
+                self.changes,
+                self.log_writer,
+                max_metadata_bytes=settings.tasks.max_metadata_bytes,
+                run_lines=settings.log.run_lines,
+                run_level=logging.getLevelName(settings.log.run_level),
+                wait_threshold=settings.worker.wait_threshold,
+                max_payload_bytes=settings.tasks.max_payload_bytes,
+                max_output_bytes=settings.tasks.max_output_bytes,
+            )
+            self.pool = WorkerPool(
+                store,
+                served,
+                settings.worker,
+                self.worker_id,
+                may_claim=lambda: lock.held,
+                changes=self.changes,
+                telemetry=telemetry,
+                services=services,
+                before_outcomes=lambda: log_writer.flush(only_current=True),
+            )
+            self.scheduler = Scheduler(store, self.changes)
+            self.listener = Listener(
+                self.dsn,
+                settings.database,
+                {
+                    WAKEUP_CHANNEL: self._on_wake,
+                    CANCEL_CHANNEL: self._on_cancel,
+                    SCHEDULES_CHANNEL: self.scheduler.changed,
+                },
+                on_reconnect=self._on_listener_reconnect,
+            )
+            self.maintenance = Maintenance(
+                store,
+                settings.worker,
+                self.worker_id,
+                retention=settings.retention,
+                changes=self.changes,
+                telemetry=telemetry,
+                hooks=FailureHooks(store, self.registry, self.worker_id, services),
+                handed_back=self.pool.wake,  # the listener is not up during the reconciliation
+            )
+            async with anyio.create_task_group() as group:
+                # The lock before the worker row: a row without its lock reads as a gone worker.
+                await group.start(self.lock.run)
+                await store.worker_register(
+                    self.worker_id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    version=taskd_version(),
+                    concurrency=settings.worker.concurrency,
+                    queues=settings.worker.queues,
+                    tasks=served.ids,
+                    lock_key=self.lock.key,
+                    # lets a successor on this machine prove this process gone (maintenance.py)
+                    process=identity.stored() if (identity := process_identity.current()) else None,
+                )
+                if handle_signals:  # before the first claim: from here on a SIGTERM drains
+                    await group.start(self._watch_signals)
+                group.start_soon(self._heartbeat, store)
+                group.start_soon(self.log_writer.run)
+                # Claims start now, alongside the reconciliation, whose second look at the
+                # gone workers it cannot prove exited comes 1.5 s after its first: queued runs
+                # need not wait for it, and the runs it hands back are claimed as soon as it has.
+                drained = anyio.Event()
+                group.start_soon(self._serve, drained)
+                await self.maintenance.reconcile()
+                self.reconciled = True
+                await self._retire_undeclared_schedules(store)
+                await group.start(self.listener.run)
+                group.start_soon(self.maintenance.run)
+                self.event_relay = EventRelay(
+                    self.dsn, settings.database, store, settings.tasks.max_payload_bytes
+                )
+                group.start_soon(self.event_relay.run)
+                group.start_soon(self.scheduler.run)
+                group.start_soon(self.notifier.run_watchdog, self.status_line)
+                log_event(
+                    log,
+                    logging.INFO,
+                    f"taskd ready: {len(served)} task(s), concurrency "
+                    f"{settings.worker.concurrency}",
+                    worker_id=str(self.worker_id),
+                    tasks=served.ids,
+                )
+                self.notifier.ready(self.status_line())
+                task_status.started(self)
+                await drained.wait()
+                with anyio.move_on_after(5):
+                    await self.log_writer.flush()  # the last lines of the drained runs
+                group.cancel_scope.cancel()
+            try:
+                with anyio.fail_after(5):
+                    await store.worker_stop(self.worker_id)
+            except DB_ERRORS as exc:
+                log.warning("could not record the worker's stop: %s", exc)
+            log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self.admin is not None:
+                    with anyio.move_on_after(5):
+                        await self.admin.stop()
+                for pool in (claim_pool, db_pool, *([admin_pool] if admin_pool else [])):
+                    with anyio.move_on_after(5) as closing:
+                        await pool.close()
+                    if closing.cancelled_caught:
+                        pool.terminate()
+
+    async def _serve(self, drained: anyio.Event) -> None:
+        """The worker pool, until it has drained; ``drained`` is set then."""
+        assert self.pool is not None
+        try:
+            await self.pool.run()
+        finally:
+            drained.set()
+
+    async def _retire_undeclared_schedules(self, store: Store) -> None:
+        """Schedules declared in code that the code no longer declares are deactivated."""
+        undeclared = [d.id for d in self.registry if d.schedule is None]
+        served = await store.task_list_served()
+        for schedule_id in await store.schedule_retire_declared(undeclared, served):
+            log.info("schedule %s deactivated: no longer declared in code", schedule_id)
+
+    async def _readiness(self, store: Store) -> Readiness:
+        from taskd.admin.schemas import Readiness  # loaded with the admin endpoint, its caller
+
+        database = False
+        with anyio.move_on_after(2):
+            try:
+                await store.pool.fetchval("SELECT 1")
+                database = True
+            except DB_ERRORS:
+                pass
+        listener = self.listener is not None and self.listener.up
+        worker_lock = self.lock is not None and self.lock.held
+        ready = database and listener and worker_lock and self.reconciled and not self._stopping
+        if self.metrics is not None:
+            self.metrics.ready.set(1 if ready else 0)
+        return Readiness(
+            ready=ready,
+            database=database,
+            listener=listener,
+            worker_lock=worker_lock,
+            reconciled=self.reconciled,
+            draining=self._stopping,
+        )
+
+    def _counters(self) -> dict[str, float]:
+        """Counters the parts keep themselves, for the metrics (read at scrape time)."""
+        if self.metrics is not None:
+            if self.pool is not None:
+                self.metrics.pool_in_use.set(self.pool.in_use)
+                self.metrics.pool_limit.set(self.pool.capacity)
+            self.metrics.loop_lag.set(self.notifier.max_lag)
+        return {
+            "listener_reconnects": self.listener.reconnects if self.listener is not None else 0,
+            "stream_clients_dropped": self.changes.dropped_total,
+            "run_log_lines_dropped": self.log_writer.dropped if self.log_writer else 0,
+            "pruned_runs": self.maintenance.pruned["runs"] if self.maintenance else 0,
+        }
+
+    def status_line(self) -> str:
+        """Live counts for systemd's STATUS= (shown by `systemctl status taskd`)."""
+        if self.pool is None:
+            return "starting"
+        listener = "up" if self.listener is not None and self.listener.up else "DOWN"
+        lock = "held" if self.lock is not None and self.lock.held else "LOST"
+        return (
+            f"{self.pool.in_use}/{self.pool.capacity} running, "
+            f"{self.pool.completed_total} done; listener {listener}, worker lock {lock}, "
+            f"loop lag max {self.notifier.max_lag * 1000:.0f} ms"
+        )
+
+    def _on_wake(self, queue: str) -> None:
+        # a queue this daemon serves; other queues' enqueues are not its business
+        if self.pool is not None and self.pool.serves_queue(queue):
+            self.pool.wake()
+
+    def _on_cancel(self, payload: str) -> None:
+        try:
+            run_id = uuid.UUID(payload)
+        except ValueError:
+            log.warning("malformed cancel notification ignored: %.100r", payload)
+            return
+        if self.pool is not None:
+            self.pool.cancel_hint(run_id)  # a hint: any role may NOTIFY; the database decides
+
+    def _on_listener_reconnect(self) -> None:
+        # wake-ups sent while the listener was away are lost: claim now (lost cancel requests
+        # are found by the pool's cancel poll within a second)
+        if self.pool is not None:
+            self.pool.wake()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: stop claiming, let attempts finish within ``grace``, hand back the rest."""
+        if self.pool is None or self._stopping:
+            return
+        self._stopping = True
+        log.info("stopping: no new claims")
+        self.notifier.stopping(f"draining: {self.status_line()}")
+        await self.pool.drain(self.settings.worker.shutdown_grace if grace is None else grace)
+
+    async def _watch_signals(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async with anyio.create_task_group() as group:
+                async for signum in signals:
+                    if not self._stopping:
+                        log.info("received %s: draining", signal.Signals(signum).name)
+                        group.start_soon(self.stop)
+                    elif self.pool is not None:
+                        log.info("received %s again: cancelling now", signal.Signals(signum).name)
+                        self.pool.cancel_all()
+
+    async def _heartbeat(self, store: Store) -> None:
+        interval = self.settings.worker.heartbeat
+        while True:
+            await anyio.sleep(interval)
+            try:
+                held = self.pool.leases() if self.pool is not None else []
+                # Bounded: a late renewal is useless once the lease is gone; the next try is.
+                alive = await store.worker_heartbeat(
+                    self.worker_id,
+                    self.settings.worker.lease,
+                    held,
+                    timeout=self.settings.worker.lease / 2,
+                )
+            except DB_ERRORS as exc:
+                log.error("heartbeat failed: %s", exc)
+                continue
+            if not alive and self.pool is not None:
+                # Another daemon found this worker's lock free twice and handed its runs
+                # back: they are others' now. Stop at once; systemd restarts us (exit 1).
+                self.declared_gone = True
+                self.pool.abandon()
+                return
+
+
+def _describe(definition: Any) -> dict[str, Any]:
+    retry = definition.retry
+    return {
+        "retry": {
+            "max_attempts": retry.max_attempts,
+            "min_delay": retry.min_delay,
+            "max_delay": retry.max_delay,
+            "factor": retry.factor,
+            "jitter": retry.jitter,
+        },
+        "max_duration": definition.max_duration,
+    }
+
+
+def run_daemon(settings: Settings, registry: Registry) -> int:
+    """Entry point of `taskd run`: uvloop when available, then the daemon until it drains.
+
+    Returns the exit code: 0, or 1 when outcomes could not be written before exiting.
+    """
+    dsn = resolve_dsn(settings)
+    daemon = Daemon(settings, registry, dsn)
+    backend_options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401
+
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    anyio.run(daemon.run, backend="asyncio", backend_options=backend_options)
+    unwritten = daemon.pool is not None and daemon.pool.unwritten
+    return 1 if unwritten or daemon.declared_gone else 0
+
+
+__all__ = ["Daemon", "migrate", "resolve_dsn", "run_daemon"]

@@ -1,0 +1,746 @@
+"""`taskd`: run the daemon, migrate, trigger runs and read them.
+
+Every failure is one line on stderr and a non-zero exit: 2 for bad configuration or usage,
+1 for everything else (unknown task, bad id, unreachable database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from taskd.config import Settings, load_settings
+from taskd.errors import ConfigError, TaskdError, UnknownTask
+from taskd.logs import configure_logging
+from taskd.models import Event, Health, QueueDepth, Run, RunStatus, Schedule, WorkerReport
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _config_path(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    if os.environ.get("TASKD_CONFIG"):
+        return Path(os.environ["TASKD_CONFIG"])
+    default = Path("config.toml")
+    return default if default.is_file() else None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(_config_path(args.config))
+
+
+# commands -------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
+    from taskd.app import run_daemon
+    from taskd.sdk.registry import Registry
+
+    settings = _settings(args)
+    if dev:
+        settings.database.url = ""
+        if settings.log.format == "auto":
+            settings.log.format = "text"
+    configure_logging(settings.log.level, settings.log.format)
+    # systemd's watchdog kills a blocked daemon with SIGABRT: print every thread's stack first,
+    # so the journal shows which task's synchronous code blocked the loop.
+    faulthandler.enable()
+    registry = Registry.from_modules(settings.tasks.modules)
+    code = _run_guarded(lambda: run_daemon(settings, registry), settings.database.url or None)
+    if code:
+        sys.exit(code)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from taskd.app import migrate, resolve_dsn
+
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+    applied = _run_async(
+        lambda: migrate(resolve_dsn(settings), settings), settings.database.url or None
+    )
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+def cmd_trigger(args: argparse.Namespace) -> None:
+    try:
+        payload = orjson.loads(args.payload)
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"--payload is not valid JSON: {exc}", EXIT_USAGE) from None
+    run_at = None
+    if args.run_at:
+        try:
+            run_at = datetime.fromisoformat(args.run_at)
+        except ValueError:
+            raise CliError(
+                f"--run-at is not an ISO 8601 time: {args.run_at!r}", EXIT_USAGE
+            ) from None
+        if run_at.tzinfo is None:
+            raise CliError("--run-at needs a timezone, e.g. 2026-01-01T09:00:00+00:00", EXIT_USAGE)
+
+    async def trigger(client: Any) -> Any:
+        known = {row["id"] for row in await client._store.task_list()}
+        if args.task not in known:
+            listing = ", ".join(sorted(known)) or "none yet: start a daemon first"
+            raise UnknownTask(f"unknown task {args.task!r} (registered: {listing})")
+        return await client.trigger(
+            args.task,
+            payload,
+            delay=args.delay,
+            run_at=run_at,
+            priority=args.priority,
+            max_attempts=args.max_attempts,
+            tags=args.tag or (),
+            queue=args.queue,
+            ttl=args.ttl,
+            idempotency_key=args.idempotency_key,
+            idempotency_ttl=args.idempotency_ttl,
+            concurrency_key=args.concurrency_key,
+        )
+
+    print(_with_client(args, trigger))
+
+
+def cmd_runs_cancel(args: argparse.Namespace) -> None:
+    status: RunStatus = _with_client(args, lambda client: client.cancel(args.id))
+    if status is RunStatus.CANCELED:
+        print("canceled")
+    else:
+        print("cancel requested: the run is executing; its worker cancels it")
+
+
+def cmd_tokens_complete(args: argparse.Namespace) -> None:
+    try:
+        data = orjson.loads(args.data)
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"--data is not valid JSON: {exc}", EXIT_USAGE) from None
+    _with_client(args, lambda client: client.complete_token(args.id, data))
+    print("completed")
+
+
+def cmd_runs_replay(args: argparse.Namespace) -> None:
+    print(_with_client(args, lambda client: client.replay(args.id)))
+
+
+def cmd_events_list(args: argparse.Namespace) -> None:
+    events: list[Event] = _with_client(
+        args, lambda client: client.list_events(name=args.name, limit=args.limit)
+    )
+    if args.json:
+        print(orjson.dumps([e.model_dump(mode="json") for e in events]).decode())
+        return
+    _table(
+        ("ID", "NAME", "RUNS", "CREATED"),
+        [(str(e.id), e.name, str(e.runs), _when(e.created_at)) for e in events],
+    )
+
+
+def cmd_queues_list(args: argparse.Namespace) -> None:
+    queues: list[QueueDepth] = _with_client(args, lambda client: client.list_queues())
+    if args.json:
+        print(orjson.dumps([q.model_dump(mode="json") for q in queues]).decode())
+        return
+    _table(
+        ("QUEUE", "STATE", "DUE", "DELAYED", "EXECUTING", "CONCURRENCY", "PER KEY", "RATE"),
+        [
+            (
+                q.queue,
+                "paused" if q.paused else "active",
+                str(q.due),
+                str(q.delayed),
+                str(q.executing),
+                _limit(q.concurrency) + ("*" if q.overridden else ""),
+                _limit(q.concurrency_limit_per_key),
+                f"{q.rate_limit}/{q.rate_period:g}s" if q.rate_limit and q.rate_period else "-",
+            )
+            for q in queues
+        ],
+    )
+    if any(q.overridden for q in queues):
+        print(
+            "* limits set by an operator (taskd queues set); taskd queues reset restores the code's"
+        )
+
+
+def _limit(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def cmd_queues_pause(args: argparse.Namespace) -> None:
+    _with_client(args, lambda client: client.pause_queue(args.name))
+    print(f"paused {args.name}: no run of it starts until resumed; runs executing finish")
+
+
+def cmd_queues_resume(args: argparse.Namespace) -> None:
+    _with_client(args, lambda client: client.resume_queue(args.name))
+    print(f"resumed {args.name}")
+
+
+def cmd_queues_set(args: argparse.Namespace) -> None:
+    changes: dict[str, Any] = {}
+    for option, keyword in (
+        ("concurrency", "concurrency"),
+        ("per_key", "concurrency_limit_per_key"),
+    ):
+        value = getattr(args, option)
+        if value is not None:
+            changes[keyword] = _optional_int(value, option.replace("_", "-"))
+    if args.rate is not None:
+        changes["rate_limit"] = None if args.rate == "none" else args.rate
+    if not changes:
+        raise CliError("give --concurrency, --per-key or --rate", EXIT_USAGE)
+    _with_client(args, lambda client: client.set_queue_limits(args.name, **changes))
+    print(f"limits of {args.name} set; daemons apply them from their next claim")
+
+
+def _optional_int(value: str, option: str) -> int | None:
+    if value == "none":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 2**31 - 1:
+        raise CliError(
+            f"--{option} must be a whole number from 1 to 2147483647, or none", EXIT_USAGE
+        )
+    return number
+
+
+def cmd_queues_reset(args: argparse.Namespace) -> None:
+    _with_client(args, lambda client: client.reset_queue(args.name))
+    print(f"limits of {args.name} are the code's again")
+
+
+def cmd_schedules_list(args: argparse.Namespace) -> None:
+    found: list[Schedule] = _with_client(args, lambda client: client.list_schedules())
+    if args.json:
+        print(orjson.dumps([s.model_dump(mode="json") for s in found]).decode())
+        return
+    _table(
+        ("ID", "TASK", "CRON", "TIMEZONE", "STATUS", "NEXT (LOCAL)", "NEXT (UTC)", "LAST FIRED"),
+        [
+            (
+                s.id,
+                s.task_id,
+                s.cron,
+                s.timezone,
+                "active" if s.active else "paused",
+                s.next_fire_at.strftime("%Y-%m-%d %H:%M:%S %Z") if s.next_fire_at else "-",
+                s.next_fire_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+                if s.next_fire_at
+                else "-",
+                _when(s.last_fired_at),
+            )
+            for s in found
+        ],
+    )
+
+
+def cmd_schedules_show(args: argparse.Namespace) -> None:
+    found: Schedule = _with_client(args, lambda client: client.get_schedule(args.id))
+    if args.json:
+        print(orjson.dumps(found.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+        return
+    source = "declared in code" if found.declared else "created through the API"
+    for label, value in (
+        ("schedule", found.id),
+        ("task", found.task_id),
+        ("cron", f"{found.cron}   timezone {found.timezone}   catch-up {found.catch_up}"),
+        ("status", f"{'active' if found.active else 'paused'} ({source})"),
+        ("next", f"{found.next_fire_at.isoformat() if found.next_fire_at else '-'}"),
+        ("last", f"{_when(found.last_fired_at)}   run {found.last_run_id or '-'}"),
+        ("external", found.external_id or "-"),
+        ("dedup key", found.dedup_key or "-"),
+    ):
+        print(f"{label:<10}{value}")
+
+
+def cmd_schedules_pause(args: argparse.Namespace, *, active: bool) -> None:
+    found: Schedule = _with_client(
+        args,
+        lambda client: (
+            client.activate_schedule(args.id) if active else client.deactivate_schedule(args.id)
+        ),
+    )
+    print(f"{found.id} {'active' if found.active else 'paused'}")
+
+
+def _report_line(report: WorkerReport) -> str:
+    """One worker's last report: when, what triggered it, counts, and per task."""
+    found = [f"{n} {kind.replace('_', ' ')}" for kind, n in report.counts.items() if n]
+    tasks = "; ".join(
+        f"{kind.replace('_', ' ')}: " + ", ".join(f"{task} {n}" for task, n in per_task.items())
+        for kind, per_task in report.by_task.items()
+    )
+    return (
+        f"{report.trigger} {_when(report.at)}: {', '.join(found) or 'nothing found'}"
+        f" ({report.gone_worker_count} gone worker(s))" + (f" [{tasks}]" if tasks else "")
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    health: Health = _with_client(args, lambda client: client.health())
+    if args.json:
+        print(orjson.dumps(health.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+        return
+    now = datetime.now(UTC)
+    print(f"workers: {len(health.workers)} live, {health.executing} run(s) executing")
+    if health.workers:
+        _table(
+            ("WORKER", "HOST", "PID", "VERSION", "UP SINCE", "HEARTBEAT", "EXECUTING"),
+            [
+                (
+                    str(w.id),
+                    w.host,
+                    str(w.pid),
+                    w.version,
+                    _when(w.started_at),
+                    f"{(now - w.heartbeat_at).total_seconds():.0f}s ago",
+                    f"{w.executing}/{w.concurrency}",
+                )
+                for w in health.workers
+            ],
+        )
+        reports = [(w.id, w.last_report) for w in health.workers if w.last_report]
+        if reports:
+            print("\nlast reconciliation report of each worker")
+            for worker_id, report in reports:
+                print(f"{worker_id}  {_report_line(report)}")
+    oldest = f"{(now - health.oldest_due).total_seconds():.1f}s" if health.oldest_due else "none"
+    print(f"\nqueues: oldest due run waiting {oldest}")
+    if health.queues:
+        _table(
+            ("QUEUE", "STATE", "DUE", "DELAYED", "EXECUTING", "OLDEST DUE"),
+            [
+                (
+                    q.queue,
+                    "paused" if q.paused else "active",
+                    str(q.due),
+                    str(q.delayed),
+                    str(q.executing) + (f"/{q.concurrency}" if q.concurrency else ""),
+                    _when(q.oldest_due),
+                )
+                for q in health.queues
+            ],
+        )
+    if health.unserved:
+        print("\nqueued runs of tasks no live worker serves")
+        _table(
+            ("TASK", "QUEUED", "OLDEST"),
+            [(u.task_id, str(u.queued), _when(u.oldest)) for u in health.unserved],
+        )
+
+
+def cmd_runs_list(args: argparse.Namespace) -> None:
+    statuses = [RunStatus(s) for s in args.status] if args.status else None
+    runs: list[Run] = _with_client(
+        args,
+        lambda client: client.list_runs(
+            status=statuses,
+            task=args.task,
+            event=args.event,
+            schedule=args.schedule,
+            tag=args.tag,
+            queue=args.queue,
+            limit=args.limit,
+        ),
+    )
+    if args.json:
+        print(
+            orjson.dumps([r.model_dump(mode="json", exclude={"attempts"}) for r in runs]).decode()
+        )
+        return
+    rows = [
+        (
+            str(r.id),
+            r.task_id,
+            r.status.value.upper(),
+            f"{r.attempt}",
+            _when(r.created_at),
+            _when(r.finished_at),
+        )
+        for r in runs
+    ]
+    _table(("ID", "TASK", "STATUS", "ATTEMPT", "CREATED", "FINISHED"), rows)
+
+
+def cmd_runs_show(args: argparse.Namespace) -> None:
+    run: Run = _with_client(args, lambda client: client.get_run(args.id))
+    if args.json:
+        print(orjson.dumps(run.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+        return
+    max_attempts = run.max_attempts if run.max_attempts is not None else "? (unknown task)"
+    lines = [
+        f"run       {run.id}",
+        f"task      {run.task_id}   queue {run.queue}   priority {run.priority}",
+        f"status    {run.status.value.upper()}   attempt {run.attempt} of {max_attempts}",
+        f"created   {_when(run.created_at)}   run at {_when(run.run_at)}",
+        f"started   {_when(run.started_at)}   finished {_when(run.finished_at)}",
+    ]
+    if run.tags:
+        lines.append(f"tags      {', '.join(run.tags)}")
+    if run.expires_at:
+        lines.append(f"expires   {_when(run.expires_at)} (ttl: if not started by then)")
+    if run.cancel_requested_at and run.status is RunStatus.EXECUTING:
+        lines.append(f"cancel    requested {_when(run.cancel_requested_at)}")
+    if run.replayed_from:
+        lines.append(f"replays   {run.replayed_from}")
+    if run.event_id:
+        lines.append(f"event     {run.event_id}")
+    lines.append(f"payload   {orjson.dumps(run.payload).decode()}")
+    if run.output is not None:
+        lines.append(f"output    {orjson.dumps(run.output).decode()}")
+    if run.metadata:
+        lines.append(f"metadata  {orjson.dumps(run.metadata).decode()}")
+    if run.parent_id:
+        lines.append(f"parent    {run.parent_id}")
+    if run.error:
+        lines.append(f"error     {run.error.get('type')}: {run.error.get('message')}")
+    print("\n".join(lines))
+    if run.steps:
+        print("\nsteps")
+        _table(
+            ("STEP", "STATUS", "TRIES", "RUN ATTEMPT", "DURATION", "RESULT / ERROR"),
+            [
+                (
+                    step.name,
+                    step.status,
+                    str(step.attempts),
+                    str(step.run_attempt),
+                    f"{(step.finished_at - step.started_at).total_seconds():.3f}s",
+                    (
+                        f"{step.error['type']}: {step.error['message']}"
+                        if step.error
+                        else orjson.dumps(step.result).decode()
+                    )[:60],
+                )
+                for step in run.steps
+            ],
+        )
+    if run.attempts:
+        print("\nattempts")
+        _table(
+            ("#", "OUTCOME", "STARTED", "FINISHED", "DURATION", "ERROR"),
+            [
+                (
+                    str(a.attempt),
+                    a.outcome.value,
+                    _when(a.started_at),
+                    _when(a.finished_at),
+                    f"{(a.finished_at - a.started_at).total_seconds():.3f}s",
+                    f"{a.error['type']}: {a.error['message']}"[:80] if a.error else "",
+                )
+                for a in run.attempts
+            ],
+        )
+
+
+def cmd_logs(args: argparse.Namespace) -> None:
+    from taskd.app import resolve_dsn
+    from taskd.client import Client
+    from taskd.ids import parse_run_id
+    from taskd.log_tail import LogTail, levels_from
+
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+    levels = levels_from(args.level)
+    run_id = parse_run_id(args.run) if args.run else None
+    dsn = resolve_dsn(settings)
+    emit = _print_log_json if args.json else _print_log_text
+
+    async def main() -> None:
+        async with Client.connect(dsn, settings.database) as client:
+            if run_id is not None:
+                await client.get_run(run_id)  # RunNotFound: one line, exit 1
+            tail = LogTail(client, run=run_id, task=args.task, levels=levels)
+            await tail.backlog(emit, args.lines)
+            if args.follow:
+                await tail.follow(emit, dsn, settings.database, until_finished=run_id is not None)
+
+    _run_async(main, settings.database.url or None)
+
+
+def _print_log_text(line: Any) -> None:
+    fields = " ".join(
+        f"{key}={value}" for key, value in (line.fields or {}).items() if key != "exc"
+    )
+    text = (
+        f"{_when_ms(line.at)} {line.level.upper():<7} {line.task_id} "
+        f"{line.run_id}#{line.attempt}  {line.message}"
+    )
+    if fields:
+        text += f"  {fields}"
+    print(text, flush=True)
+    if line.fields and "exc" in line.fields:
+        print(str(line.fields["exc"]).rstrip(), flush=True)
+
+
+def _print_log_json(line: Any) -> None:
+    print(orjson.dumps(line.model_dump(mode="json")).decode(), flush=True)
+
+
+def _when_ms(value: datetime) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+# helpers --------------------------------------------------------------------------------------
+
+
+def _run_async(make: Callable[[], Awaitable[Any]], dsn: str | None = None) -> Any:
+    async def main() -> Any:
+        return await make()
+
+    return _run_guarded(lambda: asyncio.run(main()), dsn)
+
+
+def _run_guarded(call: Callable[[], Any], dsn: str | None = None) -> Any:
+    """Call, turning database and connection failures into one-line CliErrors that say
+    which database (``dsn``) could not be reached."""
+    try:
+        return call()
+    except (TaskdError, CliError):
+        raise
+    except Exception as raised:
+        from taskd.store.database import DatabaseError, describe_connection_error
+
+        # A failure inside the daemon's task group arrives wrapped in an exception group.
+        exc: BaseException = raised
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if isinstance(exc, TaskdError | CliError):
+            raise exc from None
+        described = describe_connection_error(exc, dsn)
+        if described:
+            raise CliError(described) from None
+        if isinstance(exc, DatabaseError):
+            raise CliError(f"database error: {exc}") from None
+        raise
+
+
+def _with_client(args: argparse.Namespace, use: Callable[[Any], Awaitable[Any]]) -> Any:
+    from taskd.app import resolve_dsn
+    from taskd.client import Client
+
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+
+    async def main() -> Any:
+        async with Client.connect(resolve_dsn(settings), settings.database) as client:
+            return await use(client)
+
+    return _run_async(main, settings.database.url or None)
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    for line in (header, *rows):
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskd", description="Durable background tasks on PostgreSQL."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: ./config.toml, or $TASKD_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "run", parents=[common], help="run the daemon in the foreground"
+    ).set_defaults(handler=cmd_run)
+    commands.add_parser(
+        "dev", parents=[common], help="run the daemon on the embedded PostgreSQL (no setup)"
+    ).set_defaults(handler=lambda a: cmd_run(a, dev=True))
+    commands.add_parser("migrate", parents=[common], help="apply schema migrations").set_defaults(
+        handler=cmd_migrate
+    )
+
+    trigger = commands.add_parser("trigger", parents=[common], help="create a run; prints its id")
+    trigger.add_argument("task", help="task id")
+    trigger.add_argument("--payload", default="{}", help="JSON payload (default {})")
+    trigger.add_argument("--delay", help="start after this long: 10s, 5m, 1h")
+    trigger.add_argument("--run-at", help="start at this ISO 8601 time (with timezone)")
+    trigger.add_argument("--priority", type=int, default=0, help="higher starts first")
+    trigger.add_argument("--max-attempts", type=int, help="override the task's retry attempts")
+    trigger.add_argument("--tag", action="append", help="tag the run (repeatable)")
+    trigger.add_argument("--queue", help="override the task's queue")
+    trigger.add_argument("--ttl", help="expire the run if it has not started within this: 1h")
+    trigger.add_argument(
+        "--idempotency-key",
+        help="a second trigger of the task with this key (within --idempotency-ttl) creates "
+        "nothing and prints the first run's id",
+    )
+    trigger.add_argument("--idempotency-ttl", default="24h", help="how long the key holds (24h)")
+    trigger.add_argument(
+        "--concurrency-key",
+        help="runs with one key share their queue's per-key limit (e.g. one at a time per user)",
+    )
+    trigger.set_defaults(handler=cmd_trigger)
+
+    runs = commands.add_parser("runs", help="list and inspect runs").add_subparsers(
+        dest="runs_command", required=True, metavar="COMMAND"
+    )
+    listing = runs.add_parser("list", parents=[common], help="runs, newest first")
+    listing.add_argument(
+        "--status", action="append", choices=[s.value for s in RunStatus], help="repeatable"
+    )
+    listing.add_argument("--task")
+    listing.add_argument("--event", help="runs created by events of this name")
+    listing.add_argument("--schedule", help="runs fired by this schedule")
+    listing.add_argument("--tag", help="runs carrying this tag")
+    listing.add_argument("--queue")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_runs_list)
+    show = runs.add_parser("show", parents=[common], help="one run with its attempts")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_runs_show)
+    cancel = runs.add_parser("cancel", parents=[common], help="cancel a queued or running run")
+    cancel.add_argument("id")
+    cancel.set_defaults(handler=cmd_runs_cancel)
+    replay = runs.add_parser("replay", parents=[common], help="run again with the same payload")
+    replay.add_argument("id")
+    replay.set_defaults(handler=cmd_runs_replay)
+
+    scheduling = commands.add_parser("schedules", help="cron schedules").add_subparsers(
+        dest="schedules_command", required=True, metavar="COMMAND"
+    )
+    schedule_listing = scheduling.add_parser("list", parents=[common], help="every schedule")
+    schedule_listing.add_argument("--json", action="store_true")
+    schedule_listing.set_defaults(handler=cmd_schedules_list)
+    schedule_show = scheduling.add_parser("show", parents=[common], help="one schedule")
+    schedule_show.add_argument("id")
+    schedule_show.add_argument("--json", action="store_true")
+    schedule_show.set_defaults(handler=cmd_schedules_show)
+    for name, active in (("pause", False), ("resume", True)):
+        toggle = scheduling.add_parser(name, parents=[common], help=f"{name} a schedule")
+        toggle.add_argument("id")
+        toggle.set_defaults(handler=lambda a, active=active: cmd_schedules_pause(a, active=active))
+
+    queueing = commands.add_parser("queues", help="queues: limits and pause").add_subparsers(
+        dest="queues_command", required=True, metavar="COMMAND"
+    )
+    queue_listing = queueing.add_parser(
+        "list", parents=[common], help="every queue: depths, runs executing, limits"
+    )
+    queue_listing.add_argument("--json", action="store_true")
+    queue_listing.set_defaults(handler=cmd_queues_list)
+    for verb, handler, text in (
+        ("pause", cmd_queues_pause, "stop starting runs of a queue (on every daemon)"),
+        ("resume", cmd_queues_resume, "start runs of a paused queue again"),
+        ("reset", cmd_queues_reset, "back to the limits the code declares"),
+    ):
+        command = queueing.add_parser(verb, parents=[common], help=text)
+        command.add_argument("name")
+        command.set_defaults(handler=handler)
+    setting = queueing.add_parser(
+        "set", parents=[common], help="change a queue's limits at run time (every daemon)"
+    )
+    setting.add_argument("name")
+    setting.add_argument("--concurrency", help="runs executing at once, or none")
+    setting.add_argument("--per-key", help="runs of one concurrency key at once, or none")
+    setting.add_argument("--rate", help="starts per period, e.g. 50/1m, 20/1s, or none")
+    setting.set_defaults(handler=cmd_queues_set)
+
+    tokens = commands.add_parser("tokens", help="wait tokens").add_subparsers(
+        dest="tokens_command", required=True, metavar="COMMAND"
+    )
+    complete = tokens.add_parser(
+        "complete", parents=[common], help="complete a wait token: its run resumes with the data"
+    )
+    complete.add_argument("id")
+    complete.add_argument("--data", default="null", help="JSON handed to the run (default null)")
+    complete.set_defaults(handler=cmd_tokens_complete)
+
+    events = commands.add_parser("events", help="recorded events").add_subparsers(
+        dest="events_command", required=True, metavar="COMMAND"
+    )
+    event_listing = events.add_parser("list", parents=[common], help="events, newest first")
+    event_listing.add_argument("--name")
+    event_listing.add_argument("--limit", type=int, default=50)
+    event_listing.add_argument("--json", action="store_true")
+    event_listing.set_defaults(handler=cmd_events_list)
+
+    logs = commands.add_parser(
+        "logs",
+        parents=[common],
+        help="stored ctx.log lines of runs; -f follows new ones",
+        description="Print the lines tasks logged through ctx.log (stored with their runs). "
+        "With --run: that run's lines; otherwise the newest --lines. -f keeps printing new "
+        "lines as any daemon stores them (with --run, until that run has finished).",
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--run", help="one run's lines")
+    logs.add_argument("--task", help="lines of this task's runs")
+    logs.add_argument("--level", help="least level shown: debug, info, warning, error")
+    logs.add_argument(
+        "--lines",
+        type=int,
+        help="print this many of the newest lines first (default 100; --run: all)",
+    )
+    logs.add_argument("--json", action="store_true", help="one JSON object per line")
+    logs.set_defaults(handler=cmd_logs)
+
+    status = commands.add_parser(
+        "status", parents=[common], help="workers, queue depths, the oldest waiting run"
+    )
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except CliError as exc:
+        _fail(str(exc), exc.code)
+    except (TaskdError, ValueError) as exc:
+        _fail(str(exc), EXIT_ERROR)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # `taskd runs list | head`: the reader left; stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"taskd: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

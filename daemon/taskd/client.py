@@ -1,0 +1,708 @@
+"""The Python producer: trigger runs (optionally inside your own transaction) and read them."""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import anyio
+import anyio.lowlevel
+import asyncpg
+import orjson
+from pydantic import BaseModel
+
+from taskd.changes import ChangeHub, ChangeKind, RunChange
+from taskd.config import DatabaseSettings
+from taskd.durations import Duration, to_seconds
+from taskd.errors import (
+    InvalidPayload,
+    PayloadTooLarge,
+    QueueNotFound,
+    RunFinished,
+    RunNotFound,
+    ScheduleNotFound,
+    TokenFinished,
+    TokenNotFound,
+)
+from taskd.ids import new_run_id, parse_run_id
+from taskd.models import (
+    Event,
+    Health,
+    QueueDepth,
+    Run,
+    RunLogLine,
+    RunStatus,
+    Schedule,
+    UnservedTask,
+    WorkerInfo,
+)
+from taskd.sdk.cron import upcoming_fire
+from taskd.sdk.current import reset_current_client, set_current_client
+from taskd.sdk.queues import Rate, check_limit, check_queue_name
+from taskd.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
+from taskd.sdk.task import TaskDefinition
+from taskd.storable import has_nul
+from taskd.store.database import create_pool
+from taskd.store.store import Store
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+MAX_DELAY_SECONDS = 100 * 365.25 * 86_400
+MAX_CONCURRENCY_KEY = 200
+
+
+class Unset(enum.Enum):
+    """A keyword not given (where None means "no limit")."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+_UNSET: Any = object()  # "not given", where None is a value (clear the payload)
+
+
+class Client:
+    """Triggers and reads runs through an asyncpg pool.
+
+    ``async with Client.connect(dsn) as client`` owns its pool (which does not reset session
+    state between calls: leave no SET or LISTEN on ``client.pool``'s connections);
+    ``Client(pool)`` borrows yours.
+    Inside ``Client.connect`` the client is also the default for typed handles
+    (``my_task.trigger(payload)``).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, changes: ChangeHub | None = None) -> None:
+        self._store = Store(pool)
+        self._max_payload_bytes: int | None = None
+        # Inside a daemon: runs this client creates or cancels are published to its stream
+        # (not those enqueued in a caller's transaction, which may still roll back).
+        self._changes = changes
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, dsn: str, settings: DatabaseSettings | None = None
+    ) -> AsyncIterator[Client]:
+        pool = await create_pool(dsn, settings, reset_session=False)
+        client = cls(pool)
+        token = set_current_client(client)
+        try:
+            yield client
+        finally:
+            reset_current_client(token)
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._store.pool
+
+    # producing ------------------------------------------------------------------------------
+
+    async def trigger(
+        self,
+        task: str | TaskDefinition[Any, Any],
+        payload: Any = None,
+        *,
+        delay: Duration | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        tags: Sequence[str] = (),
+        queue: str | None = None,
+        ttl: Duration | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: Duration = "24h",
+        concurrency_key: str | None = None,
+        connection: asyncpg.Connection | None = None,
+    ) -> uuid.UUID:
+        """Create a run; return its id.
+
+        ``delay`` ("10s", "5m", seconds) or ``run_at`` (aware datetime) postpone the start;
+        ``priority``: higher starts first; ``max_attempts`` overrides the task's retry;
+        ``ttl``: a run not started within it (counted from now) ends expired;
+        ``idempotency_key``: a second trigger of this task with the same key within
+        ``idempotency_ttl`` (24 h) creates nothing and returns the first run's id, whatever
+        the number of concurrent callers (a unique key in the database decides);
+        ``concurrency_key``: runs with one key share their queue's per-key limit (one run at
+        a time per user...), and keys take turns when the queue is busy;
+        ``connection``: enqueue inside that connection's open transaction, so the run exists
+        only if the transaction commits.
+        """
+        if idempotency_key is not None:
+            return await self._trigger_once(
+                task,
+                payload,
+                idempotency_key,
+                idempotency_ttl,
+                delay=delay,
+                run_at=run_at,
+                priority=priority,
+                max_attempts=max_attempts,
+                tags=tags,
+                queue=queue,
+                ttl=ttl,
+                concurrency_key=concurrency_key,
+                connection=connection,
+            )
+        ids = await self.batch_trigger(
+            task,
+            [payload],
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            max_attempts=max_attempts,
+            tags=tags,
+            queue=queue,
+            ttl=ttl,
+            concurrency_key=concurrency_key,
+            connection=connection,
+        )
+        return ids[0]
+
+    async def batch_trigger(
+        self,
+        task: str | TaskDefinition[Any, Any],
+        payloads: Sequence[Any],
+        *,
+        delay: Duration | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        tags: Sequence[str] = (),
+        queue: str | None = None,
+        ttl: Duration | None = None,
+        concurrency_key: str | None = None,
+        idempotency_keys: Sequence[str | None] | None = None,
+        idempotency_ttl: Duration = "24h",
+        connection: asyncpg.Connection | None = None,
+    ) -> list[uuid.UUID]:
+        """Create one run per payload, in one statement and one NOTIFY; ids in order.
+
+        ``idempotency_keys``: one per payload (None: no key); a payload whose key an earlier
+        run holds creates nothing and gets that run's id (so does a key repeated in the
+        batch: the id of its first payload's run).
+        """
+        task_id, default_queue = _task_identity(task)
+        _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
+        keys = check_idempotency_keys(idempotency_keys, len(payloads))
+        limit = await self._payload_limit()
+        encoded = [_encode_payload(payload, limit) for payload in payloads]
+        if not encoded:
+            return []
+        ids = [new_run_id() for _ in encoded]
+        options: dict[str, Any] = {
+            "queue": queue or default_queue,
+            "priority": priority,
+            "run_at": run_at,
+            "delay": to_seconds(delay) if delay is not None else 0.0,
+            "max_attempts": max_attempts,
+            "tags": tags,
+            "ttl": to_seconds(ttl) if ttl is not None else None,
+            "concurrency_key": concurrency_key,
+            "connection": connection,
+        }
+        created = ids
+        if keys is None:
+            await self._store.run_insert_many(task_id, ids, encoded, **options)
+        else:
+            ids = await self._store.run_insert_many_keyed(
+                task_id, ids, encoded, keys, to_seconds(idempotency_ttl), **options
+            )
+            created = [run_id for run_id, new in zip(ids, created, strict=True) if run_id == new]
+        if self._changes is not None and self._changes.active and connection is None:
+            for run_id in created:
+                self._changes.publish(RunChange(ChangeKind.CREATED, run_id, task_id, "queued"))
+        return ids
+
+    async def _trigger_once(
+        self,
+        task: str | TaskDefinition[Any, Any],
+        payload: Any,
+        idempotency_key: str,
+        idempotency_ttl: Duration,
+        *,
+        delay: Duration | None,
+        run_at: datetime | None,
+        priority: int,
+        max_attempts: int | None,
+        tags: Sequence[str],
+        queue: str | None,
+        ttl: Duration | None,
+        concurrency_key: str | None,
+        connection: asyncpg.Connection | None,
+    ) -> uuid.UUID:
+        """A keyed trigger, through taskd.trigger: the key's row decides, in one statement."""
+        task_id, default_queue = _task_identity(task)
+        if not isinstance(idempotency_key, str) or not idempotency_key:
+            raise ValueError("idempotency_key must be a non-empty string")
+        _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
+        options: dict[str, Any] = {
+            "idempotency_key": idempotency_key,
+            "idempotency_ttl": to_seconds(idempotency_ttl),
+            "priority": priority,
+            "tags": list(tags),
+        }
+        for name, value in (
+            ("delay", to_seconds(delay) if delay is not None else None),
+            ("run_at", run_at.isoformat() if run_at is not None else None),
+            ("max_attempts", max_attempts),
+            ("queue", queue or default_queue),
+            ("ttl", to_seconds(ttl) if ttl is not None else None),
+            ("concurrency_key", concurrency_key),
+        ):
+            if value is not None:
+                options[name] = value
+        encoded = _encode_payload(payload, await self._payload_limit())
+        run_id = await self._store.run_trigger(
+            task_id, encoded.decode(), orjson.dumps(options).decode(), connection=connection
+        )
+        return run_id
+
+    async def send_event(
+        self, name: str, payload: Any = None, *, connection: asyncpg.Connection | None = None
+    ) -> uuid.UUID:
+        """Record an event and start one run of every task subscribed to ``name``.
+
+        Like ``trigger``, ``connection`` puts it in your own transaction. An event no task
+        subscribes to is recorded all the same. Returns the event's id (each run it created
+        carries it as ``event_id``).
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("an event needs a non-empty name")
+        encoded = _encode_payload(
+            payload if payload is not None else {}, await self._payload_limit()
+        )
+        return await self._store.event_send(name, encoded.decode(), connection=connection)
+
+    async def list_events(self, *, name: str | None = None, limit: int = 50) -> list[Event]:
+        """Recorded events, newest first."""
+        return await self._store.event_list(name, limit)
+
+    # schedules --------------------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        task: str | TaskDefinition[Any, Any],
+        cron: str,
+        *,
+        timezone: str = "UTC",
+        external_id: str | None = None,
+        dedup_key: str | None = None,
+        payload: Any = None,
+        catch_up: str = "latest",
+    ) -> Schedule:
+        """Create a cron schedule for a task; every daemon picks it up within a second.
+
+        ``dedup_key`` makes creation idempotent: creating again with the same key updates the
+        existing schedule instead of adding one (as Trigger.dev's deduplicationKey).
+        ``external_id`` is yours (a user id, say) and reaches every run's payload, as does
+        ``payload``. ``catch_up``: what to do with fire times missed (more than 60 s late:
+        no daemon ran, or the schedule was paused): ``latest`` (one run), ``all`` (one per
+        time, the latest 100), ``none``; a fire time at most 60 s late always fires. A bad
+        cron or timezone, or a cron that never fires (``0 0 30 2 *``), is a ValueError.
+        """
+        task_id = _task_identity(task)[0]
+        ScheduleSpec(cron, timezone, _catch_up(catch_up))  # validates
+        encoded = _encode_payload(payload, await self._payload_limit()).decode()
+        schedule_id = await self._store.schedule_upsert(
+            f"sched_{new_run_id().hex}",
+            task_id=task_id,
+            cron=cron,
+            timezone=timezone,
+            payload=encoded,
+            external_id=external_id,
+            dedup_key=dedup_key,
+            catch_up=catch_up,
+        )
+        return await self.get_schedule(schedule_id)
+
+    async def update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        payload: Any = _UNSET,
+        external_id: Any = _UNSET,
+        catch_up: str | None = None,
+    ) -> Schedule:
+        """Change a schedule's cron, timezone, payload, external id or catch-up policy."""
+        current = await self.get_schedule(schedule_id)
+        ScheduleSpec(
+            cron or current.cron,
+            timezone or current.timezone,
+            _catch_up(catch_up or current.catch_up),
+        )
+        new_payload = (
+            (True, _encode_payload(payload, await self._payload_limit()).decode())
+            if payload is not _UNSET
+            else (False, None)
+        )
+        new_external = (True, external_id) if external_id is not _UNSET else (False, None)
+        await self._store.schedule_update(
+            schedule_id,
+            cron=cron,
+            timezone=timezone,
+            payload=new_payload,
+            external_id=new_external,
+            catch_up=catch_up,
+        )
+        return await self.get_schedule(schedule_id)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        if not await self._store.schedule_delete(schedule_id):
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+
+    async def activate_schedule(self, schedule_id: str) -> Schedule:
+        """Resume a paused schedule (missed times follow its catch-up policy)."""
+        if not await self._store.schedule_set_active(schedule_id, True):
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+        return await self.get_schedule(schedule_id)
+
+    async def deactivate_schedule(self, schedule_id: str) -> Schedule:
+        """Pause a schedule: it fires nothing until activated again."""
+        if not await self._store.schedule_set_active(schedule_id, False):
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+        return await self.get_schedule(schedule_id)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        row = await self._store.schedule_get(schedule_id)
+        if row is None:
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+        return _schedule(row)
+
+    async def list_schedules(
+        self, *, task: str | TaskDefinition[Any, Any] | None = None, active: bool | None = None
+    ) -> list[Schedule]:
+        task_id = _task_identity(task)[0] if task is not None else None
+        rows = await self._store.schedule_list(task_id, active)
+        found = []
+        slice_start = time.perf_counter()
+        for row in rows:
+            # served by the admin API on the daemon's loop: give it back every few ms
+            if time.perf_counter() - slice_start > 0.002:
+                await anyio.lowlevel.checkpoint()
+                slice_start = time.perf_counter()
+            found.append(_schedule(row))
+        return found
+
+    async def cancel(self, run_id: uuid.UUID | str) -> RunStatus:
+        """Cancel a run.
+
+        A run that has not started (queued, delayed, retrying) is CANCELED at once and never
+        starts; the return value is CANCELED. For an executing run, its daemon is notified
+        and cancels the attempt (its ``on_cancel`` hook runs, the run ends CANCELED); the
+        return value is EXECUTING: poll ``get_run`` to see it end. A run that completes
+        before the request reaches it stays completed. Raises RunNotFound, or RunFinished
+        for a run that has already finished.
+        """
+        parsed = parse_run_id(run_id)
+        try:
+            status = await self._store.run_cancel(parsed)
+        except asyncpg.PostgresError as exc:
+            raise _run_error(exc) from None
+        if status == RunStatus.CANCELED:
+            await self._store.parents_wake([parsed])  # a child's end resumes its parent
+        if status == RunStatus.CANCELED and self._changes is not None and self._changes.active:
+            run = await self._store.run_get(parsed, with_attempts=False)
+            task_id = run.task_id if run is not None else ""
+            self._changes.publish(RunChange(ChangeKind.CANCELED, parsed, task_id, "canceled"))
+        return RunStatus(status)
+
+    async def complete_token(
+        self,
+        token_id: uuid.UUID | str,
+        data: Any = None,
+        *,
+        connection: asyncpg.Connection | None = None,
+    ) -> None:
+        """Complete a wait token: the run waiting on it (``wait.for_token``) gets ``data`` and
+        resumes. Raises TokenNotFound, or TokenFinished when it was completed or timed out
+        already. ``connection``: inside your own transaction."""
+        try:
+            parsed = uuid.UUID(str(token_id))
+        except ValueError:
+            raise TokenNotFound(f"not a token id: {token_id!r}") from None
+        encoded = _encode_payload(data, await self._payload_limit())
+        try:
+            await self._store.token_complete(parsed, encoded.decode(), connection=connection)
+        except asyncpg.PostgresError as exc:
+            code = getattr(exc, "sqlstate", None)
+            message = str(exc).removeprefix("taskd.complete_token: ")
+            if code == "TD404":
+                raise TokenNotFound(message) from None
+            if code == "TD409":
+                raise TokenFinished(message) from None
+            raise
+
+    async def replay(self, run_id: uuid.UUID | str) -> uuid.UUID:
+        """Create a new run with the payload and options of ``run_id``; return its id.
+
+        The new run's ``replayed_from`` names the original. Any run can be replayed.
+        """
+        original = parse_run_id(run_id)
+        new_id = new_run_id()
+        if not await self._store.run_replay(original, new_id):
+            raise RunNotFound(f"no run with id {original}")
+        if self._changes is not None and self._changes.active:
+            run = await self._store.run_get(new_id, with_attempts=False)
+            task_id = run.task_id if run is not None else ""
+            self._changes.publish(RunChange(ChangeKind.CREATED, new_id, task_id, "queued"))
+        return new_id
+
+    # reading ----------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: uuid.UUID | str) -> Run:
+        """The run with its attempts; raises RunNotFound."""
+        run = await self._store.run_get(parse_run_id(run_id))
+        if run is None:
+            raise RunNotFound(f"no run with id {run_id}")
+        return run
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | str | Sequence[RunStatus | str] | None = None,
+        task: str | TaskDefinition[Any, Any] | None = None,
+        event: str | None = None,
+        schedule: str | None = None,
+        tag: str | None = None,
+        queue: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        before: uuid.UUID | str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Runs newest first, matching every filter given; page with
+        ``before=<last id of the previous page>``."""
+        if isinstance(status, str | RunStatus):
+            statuses = [RunStatus(status)]
+        elif status is not None:
+            statuses = [RunStatus(s) for s in status]
+        else:
+            statuses = None
+        task_id = _task_identity(task)[0] if task is not None else None
+        return await self._store.run_list(
+            statuses=statuses,
+            task_id=task_id,
+            event=event,
+            schedule_id=schedule,
+            tag=tag,
+            queue=queue,
+            created_after=created_after,
+            created_before=created_before,
+            before=parse_run_id(before) if before is not None else None,
+            limit=limit,
+        )
+
+    async def list_logs(
+        self,
+        *,
+        run: uuid.UUID | str | None = None,
+        task: str | TaskDefinition[Any, Any] | None = None,
+        levels: Sequence[str] | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        newest: bool = False,
+    ) -> list[RunLogLine]:
+        """Stored ``ctx.log`` lines, oldest first (``taskd logs``): those with an id above
+        ``after``, or with ``newest`` the last ``limit`` lines."""
+        run_id = parse_run_id(run) if run is not None else None
+        task_id = _task_identity(task)[0] if task is not None else None
+        level_list = list(levels) if levels is not None else None
+        if newest:
+            rows = await self._store.run_log_recent(
+                run_id=run_id, task_id=task_id, levels=level_list, limit=limit
+            )
+        else:
+            rows = await self._store.run_log_list(
+                after=after, run_id=run_id, task_id=task_id, levels=level_list, limit=limit
+            )
+        return [RunLogLine(**row) for row in rows]
+
+    # queues -------------------------------------------------------------------------------
+
+    async def list_queues(self) -> list[QueueDepth]:
+        """Every queue with runs or settings: depths, runs executing, limits, pause."""
+        return [QueueDepth(**q) for q in await self._store.queue_depths()]
+
+    async def pause_queue(self, name: str) -> None:
+        """Stop starting runs of this queue, on every daemon (within a claim); runs executing
+        finish, queued runs stay queued and nothing is lost."""
+        await self._store.queue_pause(_queue_name(name), True)
+
+    async def resume_queue(self, name: str) -> None:
+        await self._store.queue_pause(_queue_name(name), False)
+
+    async def set_queue_limits(
+        self,
+        name: str,
+        *,
+        concurrency: int | Unset | None = UNSET,
+        concurrency_limit_per_key: int | Unset | None = UNSET,
+        rate_limit: Rate | str | Unset | None = UNSET,
+    ) -> None:
+        """Change a queue's limits at run time, on every daemon from their next claim (None
+        removes a limit; a limit not given stays). They hold until ``reset_queue``, also over
+        what the code declares. Lowering a limit stops no run: new starts wait until the
+        queue is under it."""
+        changes: dict[str, Any] = {}
+        for field_name, value in (
+            ("concurrency", concurrency),
+            ("concurrency_per_key", concurrency_limit_per_key),
+        ):
+            if value is UNSET:
+                continue
+            if value is not None:
+                check_limit(field_name, value)
+            changes[field_name] = value
+        if not isinstance(rate_limit, Unset):
+            if isinstance(rate_limit, str):
+                rate_limit = Rate.parse(rate_limit)
+            changes["rate"] = (
+                (rate_limit.limit, rate_limit.seconds) if rate_limit is not None else None
+            )
+        if not changes:
+            raise ValueError("give at least one limit to change")
+        await self._store.queue_set_limits(_queue_name(name), changes)
+
+    async def reset_queue(self, name: str) -> None:
+        """Back to the limits the code declares; an error for a queue without settings."""
+        if not await self._store.queue_reset(_queue_name(name)):
+            raise QueueNotFound(f"no queue {name!r} has settings")
+
+    async def health(self) -> Health:
+        """Live workers, queue depths, the oldest due run, and runs no live worker serves."""
+        workers = [WorkerInfo(**w) for w in await self._store.worker_list()]
+        queues = [QueueDepth(**q) for q in await self._store.queue_depths()]
+        served = sorted({task for worker in workers for task in worker.tasks})
+        unserved = [UnservedTask(**u) for u in await self._store.run_count_unserved(served)]
+        due = [q.oldest_due for q in queues if q.oldest_due is not None]
+        return Health(
+            workers=workers,
+            queues=queues,
+            unserved=unserved,
+            executing=sum(w.executing for w in workers),
+            oldest_due=min(due) if due else None,
+        )
+
+    async def _payload_limit(self) -> int:
+        if self._max_payload_bytes is None:
+            value = await self._store.setting_get("max_payload_bytes")
+            self._max_payload_bytes = int(value) if value is not None else DEFAULT_MAX_PAYLOAD_BYTES
+        return self._max_payload_bytes
+
+
+def _check_options(
+    tags: Sequence[str],
+    max_attempts: int | None,
+    run_at: datetime | None,
+    delay: Duration | None,
+    ttl: Duration | None,
+    concurrency_key: str | None = None,
+) -> None:
+    if isinstance(tags, str):
+        raise TypeError("tags must be a list of strings, not a string")
+    if max_attempts is not None and max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    if run_at is not None and run_at.tzinfo is None:
+        raise ValueError("run_at must be timezone-aware")
+    if run_at is not None and run_at.year >= 9000:
+        raise ValueError("run_at must be before the year 9000")
+    for name, value in (("delay", delay), ("ttl", ttl)):
+        if value is not None and to_seconds(value) > MAX_DELAY_SECONDS:
+            raise ValueError(f"{name} must be at most 100 years")
+    check_concurrency_key(concurrency_key)
+
+
+def check_idempotency_keys(
+    keys: Sequence[str | None] | None, count: int
+) -> list[str | None] | None:
+    """One key (or None) per payload; None when no payload has one."""
+    if keys is None:
+        return None
+    if isinstance(keys, str):
+        raise TypeError("idempotency_keys must be a list (one key per payload), not a string")
+    keys = list(keys)
+    if len(keys) != count:
+        raise ValueError(f"{len(keys)} idempotency_keys for {count} payloads: give one each")
+    for key in keys:
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ValueError("each idempotency key must be a non-empty string, or None")
+    return keys if any(key is not None for key in keys) else None
+
+
+def check_concurrency_key(key: str | None) -> None:
+    if key is None:
+        return
+    if not isinstance(key, str) or not key:
+        raise ValueError("concurrency_key must be a non-empty string")
+    if len(key) > MAX_CONCURRENCY_KEY or "\x00" in key:
+        raise ValueError(
+            f"concurrency_key must be at most {MAX_CONCURRENCY_KEY} characters, without NUL"
+        )
+
+
+def _queue_name(name: str) -> str:
+    return check_queue_name(name)
+
+
+def _catch_up(value: str) -> CatchUp:
+    if value not in CATCH_UP_POLICIES:
+        raise ValueError(f"catch_up must be one of {CATCH_UP_POLICIES}, not {value!r}")
+    return value
+
+
+def _schedule(row: dict[str, Any]) -> Schedule:
+    next_at = None
+    if row["active"]:
+        try:
+            upcoming = upcoming_fire(row["cron"], row["timezone"], datetime.now(UTC))
+        except ValueError:  # a cron that never fires, written before taskd refused them
+            upcoming = None
+        next_at = upcoming.astimezone(ZoneInfo(row["timezone"])) if upcoming else None
+    return Schedule(**row, next_fire_at=next_at)
+
+
+def _run_error(exc: BaseException) -> Exception:
+    """Map taskd.cancel's SQLSTATEs (TD404, TD409) to the client's errors."""
+    message = str(exc).removeprefix("taskd.cancel: ")
+    code = getattr(exc, "sqlstate", None)
+    if code == "TD404":
+        return RunNotFound(message)
+    if code == "TD409":
+        return RunFinished(message)
+    return exc if isinstance(exc, Exception) else RuntimeError(message)
+
+
+def _task_identity(task: str | TaskDefinition[Any, Any]) -> tuple[str, str | None]:
+    if isinstance(task, TaskDefinition):
+        return task.id, task.queue.name
+    if not isinstance(task, str) or not task:
+        raise ValueError(f"not a task id: {task!r}")
+    return task, None
+
+
+def encode_payload(payload: Any, limit: int) -> bytes:
+    """A payload as JSON bytes, checked against the size limit."""
+    return _encode_payload(payload, limit)
+
+
+def _encode_payload(payload: Any, limit: int) -> bytes:
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump(mode="json")
+    try:
+        encoded = orjson.dumps(payload)
+    except TypeError as exc:
+        raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+    if len(encoded) > limit:
+        raise PayloadTooLarge(len(encoded), limit)
+    if b"\\u0000" in encoded and has_nul(orjson.loads(encoded)):
+        # a clear error here, not the database's "unsupported Unicode escape sequence"
+        raise InvalidPayload("payload holds the NUL character (\\x00), which jsonb refuses")
+    return encoded

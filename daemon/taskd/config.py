@@ -1,0 +1,322 @@
+"""Configuration: ``config.toml`` overridden by ``TASKD_SECTION__KEY`` environment variables.
+
+pydantic-settings does the parsing; this module only declares the keys, their defaults and
+their limits, and turns a validation failure into one line that names the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from taskd.durations import to_seconds
+from taskd.errors import ConfigError
+
+ENV_PREFIX = "TASKD_"
+ENV_DELIMITER = "__"
+
+Seconds = Annotated[float, BeforeValidator(to_seconds), Field(ge=0)]
+
+
+def _string_list(value: Any) -> Any:
+    """Lists from the environment: JSON (``["a", "b"]``) or comma-separated (``a,b``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# NoDecode: pydantic-settings would otherwise insist on JSON and fail with a message that
+# names the section, not the variable.
+StringList = Annotated[list[str], NoDecode, BeforeValidator(_string_list)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    """PostgreSQL DSN. Empty: the embedded server under ``data_dir`` (started on demand)."""
+    data_dir: Path = Path(".taskd/pgdata")
+    pool_min_size: int = Field(2, ge=1)
+    pool_max_size: int = Field(10, ge=2)
+    statement_cache_size: int = Field(1024, ge=0)
+    """0 when the pool goes through PgBouncer in transaction mode."""
+    connect_timeout: Seconds = 10.0
+    # PostgreSQL takes at most 2^31-1 ms (24.8 days) for either
+    lock_timeout: Seconds = Field(5.0, gt=0, le=2_147_483)
+    """Longest wait of a daemon statement for a lock another transaction holds (a run's row
+    locked by an application's open transaction): past it the statement fails and is retried."""
+    statement_timeout: Seconds = Field(300.0, gt=0, le=2_147_483)
+    """Longest any statement of the worker may run; a guard, far above any normal statement."""
+
+    @model_validator(mode="after")
+    def _lock_wait_within_statement(self) -> DatabaseSettings:
+        if self.lock_timeout > self.statement_timeout:
+            raise ValueError(
+                f"lock_timeout ({self.lock_timeout:g}s) must not exceed statement_timeout "
+                f"({self.statement_timeout:g}s)"
+            )
+        return self
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        # What asyncpg would refuse at connect, refused here so the error names the key.
+        if not value:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("postgresql", "postgres"):
+            raise ValueError("expected postgresql://user@host:port/database")
+        # the credentials end at the last "@" (a password may hold "/", "?" or ":"): cut
+        # them off first, so that no error can quote them
+        hosts = rest.rpartition("@")[2].split("/", 1)[0].split("?", 1)[0]
+        for spec in hosts.split(","):
+            after_address = spec.rpartition("]")[2] if spec.startswith("[") else spec
+            _, colon, port = after_address.partition(":")
+            if colon and port and not port.isdigit():
+                raise ValueError(f"port {port!r} of host {spec.split(':')[0]!r} is not a number")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> DatabaseSettings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(
+                f"database.pool_min_size ({self.pool_min_size}) must not be greater than "
+                f"database.pool_max_size ({self.pool_max_size})"
+            )
+        return self
+
+
+class WorkerSettings(_Section):
+    concurrency: int = Field(100, ge=1, le=100_000)
+    """Most runs this daemon executes at once."""
+    queues: StringList = Field(default_factory=list)
+    """Queues this daemon claims from; empty means every queue."""
+    poll_interval: Seconds = Field(1.0, gt=0)
+    """Claim this often even without a notification (the backstop for a lost NOTIFY)."""
+    claim_batch: int = Field(1000, ge=1)
+    """Most runs claimed by one query."""
+    shutdown_grace: Seconds = 30.0
+    """On SIGTERM/SIGINT, how long running attempts may finish before they are handed back."""
+    lease: Seconds = Field(60.0, gt=0)
+    """A run's lease: another daemon hands the run back when it is not renewed in time."""
+    heartbeat: Seconds = Field(10.0, gt=0)
+    """How often leases are renewed, and gone workers and expired leases looked for."""
+    wait_threshold: Seconds = 5.0
+    """A wait longer than this suspends the run (WAITING, slot freed); shorter ones sleep."""
+    unknown_task_timeout: Seconds = 0.0
+    """A queued run of a task no live worker serves fails after this long; 0: it waits."""
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> WorkerSettings:
+        if self.lease < 3 * self.heartbeat:
+            raise ValueError(
+                f"lease ({self.lease:g}s) must be at least 3 heartbeats ({self.heartbeat:g}s each)"
+            )
+        return self
+
+
+class TasksSettings(_Section):
+    modules: StringList = Field(
+        default_factory=lambda: ["tasks.dump", "tasks.daily_report", "tasks.user_registration"]
+    )
+    """Python modules imported at startup; every ``@task`` in them is registered."""
+    max_payload_bytes: int = Field(1_048_576, ge=1)
+    """Payloads larger than this (as JSON) are refused at enqueue."""
+    max_metadata_bytes: int = Field(65_536, ge=2)
+    """A run's metadata (``ctx.set_metadata``), as JSON, may not grow past this."""
+    max_output_bytes: int = Field(1_048_576, ge=1)
+    """A step's result (``ctx.step``) or a run's output, as JSON, may not be larger than this:
+    one that is fails the run for good (the function that returned it is not called again)."""
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "text"] = "auto"
+    """auto: text on a terminal, JSON lines otherwise (journald)."""
+    run_lines: int = Field(1000, ge=0)
+    """Most ``ctx.log`` lines stored per run (over all its attempts); 0 stores none. Lines
+    past the cap still go to stdout; the run gets one line saying how many were left out."""
+    run_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least level of the ``ctx.log`` lines stored with their run."""
+
+
+class AdminSettings(_Section):
+    listen: str = "127.0.0.1:8787"
+    """host:port of the admin HTTP endpoint (port 0: any free port); empty turns it off."""
+    token: str = Field("", validate_default=True)
+    """Bearer token every request but /healthz must carry. Required to bind anything but
+    loopback. A secret: set it with TASKD_ADMIN__TOKEN, not in the file."""
+    stream_buffer: int = Field(1000, ge=1)
+    """Run changes buffered per /api/stream client; a client that falls this far behind is
+    disconnected (it reconnects and re-reads what it missed from /api/runs)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value.strip():
+            admin_address(value)
+        return value.strip()
+
+    @field_validator("token")
+    @classmethod
+    def _token_off_loopback(cls, value: str, info: ValidationInfo) -> str:
+        listen = info.data.get("listen")
+        if listen and not value and not is_loopback(admin_address(listen)[0]):
+            raise ValueError(f"required when admin.listen ({listen}) is not a loopback address")
+        return value
+
+
+def admin_address(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:8787"`` / ``"[::1]:8787"`` -> (host, port); ValueError when malformed."""
+    host, sep, port_text = listen.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8787")
+    return host.strip("[]"), int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+class RetentionSettings(_Section):
+    runs: Seconds = 30 * 86_400.0
+    """Finished runs (with their attempts and log lines) are deleted this long after they
+    finished; 0 keeps them forever."""
+    events: Seconds = 30 * 86_400.0
+    """Recorded events are deleted this long after they were sent; 0 keeps them."""
+    workers: Seconds = 86_400.0
+    """Rows of stopped workers are deleted this long after they stopped."""
+    interval: Seconds = Field(60.0, gt=0)
+    """How often the pruner looks for rows past their retention."""
+    batch: int = Field(200, ge=1, le=100_000)
+    """Rows deleted per statement: small batches keep each transaction short."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    tasks: TasksSettings = Field(default_factory=TasksSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load ``path`` (TOML; none means defaults only), then the environment, then ``overrides``.
+
+    Raises ConfigError with one line naming the first bad key.
+    """
+    toml_path = Path(path) if path is not None else None
+    if toml_path is not None:
+        if not toml_path.is_file():
+            raise ConfigError(f"config file not found: {toml_path}")
+        try:
+            tomllib.loads(toml_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{toml_path}: not valid TOML: {exc}") from None
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if toml_path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return tuple(sources)
+
+    _check_environment_sections()
+    try:
+        loaded = _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    return Settings.model_validate(loaded.model_dump())
+
+
+def _check_environment_sections() -> None:
+    """``TASKD_WROKER__CONCURRENCY`` is a typo, not a variable to ignore silently."""
+    sections = set(Settings.model_fields)
+    for name in os.environ:
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and ENV_DELIMITER in upper:
+            section = upper[len(ENV_PREFIX) :].split(ENV_DELIMITER, 1)[0].lower()
+            if section not in sections:
+                known = ", ".join(sorted(sections))
+                raise ConfigError(
+                    f"config error: {name}: unknown section {section!r} (sections: {known})"
+                )
+
+
+# Values never echoed in an error line: a database URL may carry a password.
+_SECRETS = frozenset({"database.url", "admin.token"})
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line for the first error: ``worker.concurrency (TASKD_WORKER__CONCURRENCY): ...``."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join(loc) if loc else "config"
+    env = ENV_PREFIX + ENV_DELIMITER.join(part.upper() for part in loc)
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif (
+        "input" in first
+        and first["type"] not in ("missing",)
+        and loc
+        and key not in _SECRETS
+        and not isinstance(first["input"], dict)  # a whole section: the message names the keys
+    ):
+        message = f"{message} (got {first['input']!r})"
+    problems = len(exc.errors())
+    more = (
+        f" (and {problems - 1} more problem{'s' if problems > 2 else ''})" if problems > 1 else ""
+    )
+    return f"config error: {key} ({env}): {message}{more}"

@@ -1,0 +1,153 @@
+"""Connections to PostgreSQL: orjson codecs for json/jsonb, pools, and one-line error text."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import asyncpg
+import orjson
+
+from taskd.config import DatabaseSettings
+
+
+def encode_json(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)
+
+
+def decode_json(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+async def init_connection(connection: asyncpg.Connection) -> None:
+    """Install the binary jsonb/json codecs (orjson) on a new connection."""
+    await connection.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=encode_json, decoder=decode_json, format="binary"
+    )
+    await connection.set_type_codec(
+        "json",
+        schema="pg_catalog",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        format="text",
+    )
+
+
+async def connect(dsn: str, settings: DatabaseSettings | None = None) -> asyncpg.Connection:
+    """A dedicated connection (LISTEN, advisory locks): never taken from a pool."""
+    settings = settings or DatabaseSettings()
+    connection: asyncpg.Connection = await asyncpg.connect(
+        dsn,
+        timeout=settings.connect_timeout,
+        statement_cache_size=settings.statement_cache_size,
+        server_settings={"application_name": "taskd"},
+    )
+    await init_connection(connection)
+    return connection
+
+
+async def create_pool(
+    dsn: str,
+    settings: DatabaseSettings | None = None,
+    *,
+    size: int | None = None,
+    synchronous_commit: bool = True,
+    reset_session: bool = True,
+    statement_timeout: float | None = None,
+    lock_timeout: float | None = None,
+    application_name: str = "taskd",
+) -> asyncpg.Pool:
+    """A pool with taskd's codecs. ``size`` fixes min = max (the claim pool).
+
+    ``synchronous_commit=False`` is for the claim only: a claim the server forgets in a crash
+    leaves its run QUEUED, which the at-least-once guarantee already covers, and WAL order
+    makes any later (synchronous) completion durable together with its claim.
+
+    ``reset_session=False`` skips asyncpg's reset query on every release (a round trip per
+    call: a third of a single trigger's time). For pools whose connections only run taskd's
+    own statements, which leave no session state behind; open transactions are still
+    rolled back by asyncpg.
+    """
+    settings = settings or DatabaseSettings()
+    server_settings = {"application_name": application_name}
+    if not synchronous_commit:
+        server_settings["synchronous_commit"] = "off"
+    if statement_timeout is not None:
+        server_settings["statement_timeout"] = str(max(1, int(statement_timeout * 1000)))
+    if lock_timeout is not None:
+        server_settings["lock_timeout"] = str(max(1, int(lock_timeout * 1000)))
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=size or settings.pool_min_size,
+        max_size=size or settings.pool_max_size,
+        timeout=settings.connect_timeout,
+        statement_cache_size=settings.statement_cache_size,
+        init=init_connection,
+        server_settings=server_settings,
+        reset=None if reset_session else _keep_session,
+    )
+    return pool
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    return None
+
+
+def describe_connection_error(exc: BaseException, dsn: str | None = None) -> str | None:
+    """One line for an error that means the database could not be reached, else None.
+
+    With ``dsn``, the line says which database (host, port and name; never the user or
+    password)."""
+    database = f"the database at {dsn_location(dsn)}" if dsn else "the database"
+    if isinstance(exc, OSError | socket.gaierror | TimeoutError):
+        return f"cannot reach {database}: {exc}"
+    if isinstance(
+        exc, asyncpg.InvalidCatalogNameError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        return f"cannot connect to {database}: {exc}"
+    if isinstance(exc, asyncpg.InvalidPasswordError):
+        return f"cannot connect to {database}: {exc}"
+    if isinstance(exc, asyncpg.CannotConnectNowError | asyncpg.ConnectionDoesNotExistError):
+        return f"database unavailable ({dsn_location(dsn) if dsn else 'database.url'}): {exc}"
+    return None
+
+
+def dsn_location(dsn: str) -> str:
+    """``postgresql://u:secret@db:5432/app`` -> ``db:5432/app``: where, without credentials."""
+    rest = dsn.partition("://")[2]
+    # the credentials end at the last "@" (a password may hold "/", "?" or ":"): cut first
+    address, _, query = rest.rpartition("@")[2].partition("?")
+    hosts, slash, name = address.partition("/")
+    if not hosts:  # a Unix socket: ?host=/run/postgresql
+        socket_dir = next((p[5:] for p in query.split("&") if p.startswith("host=")), "default")
+        return f"{name or '(default database)'} (socket {socket_dir})"
+    return f"{hosts}{slash}{name}"
+
+
+def refuses_data(exc: BaseException) -> bool:
+    """True when the database refused the data itself, so retrying the same write cannot help.
+
+    Only these SQLSTATE classes: 22 data exception (e.g. ``\\u0000`` in jsonb), 23 integrity
+    constraint violation, 54 program limit exceeded. Anything else (a connection lost, a server
+    shutting down, a database not accepting connections, a deadlock) is worth retrying.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc.sqlstate or "")[:2] in {"22", "23", "54"}
+    return False
+
+
+# Everything a database call can raise when the database or the connection fails: worth
+# retrying later. InternalClientError ("cannot switch to state N; another operation (2) is in
+# progress") is asyncpg's error for a statement on a connection the server has just
+# terminated (a restart, pg_terminate_backend) before asyncpg has read the end of its stream
+# (MagicStack/asyncpg#784, #1069); it derives from neither of the others.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+DatabaseError = asyncpg.PostgresError
+InterfaceError = asyncpg.InterfaceError
