@@ -15,14 +15,11 @@ import anyio
 import anyio.lowlevel
 import asyncpg
 import orjson
-from pydantic import BaseModel
 
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.config import DatabaseSettings
 from taskd.durations import Duration, to_seconds
 from taskd.errors import (
-    InvalidPayload,
-    PayloadTooLarge,
     QueueNotFound,
     RunFinished,
     RunNotFound,
@@ -42,18 +39,17 @@ from taskd.models import (
     UnservedTask,
     WorkerInfo,
 )
+from taskd.payloads import check_concurrency_key, check_idempotency_keys, encode_payload
 from taskd.sdk.cron import upcoming_fire
 from taskd.sdk.current import reset_current_client, set_current_client
 from taskd.sdk.queues import Rate, check_limit, check_queue_name
 from taskd.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from taskd.sdk.task import TaskDefinition
-from taskd.storable import has_nul
 from taskd.store.database import create_pool
 from taskd.store.store import Store
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 MAX_DELAY_SECONDS = 100 * 365.25 * 86_400
-MAX_CONCURRENCY_KEY = 200
 
 
 class Unset(enum.Enum):
@@ -191,7 +187,7 @@ class Client:
         _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
         keys = check_idempotency_keys(idempotency_keys, len(payloads))
         limit = await self._payload_limit()
-        encoded = [_encode_payload(payload, limit) for payload in payloads]
+        encoded = [encode_payload(payload, limit) for payload in payloads]
         if not encoded:
             return []
         ids = [new_run_id() for _ in encoded]
@@ -257,7 +253,7 @@ class Client:
         ):
             if value is not None:
                 options[name] = value
-        encoded = _encode_payload(payload, await self._payload_limit())
+        encoded = encode_payload(payload, await self._payload_limit())
         run_id = await self._store.run_trigger(
             task_id, encoded.decode(), orjson.dumps(options).decode(), connection=connection
         )
@@ -274,7 +270,7 @@ class Client:
         """
         if not isinstance(name, str) or not name.strip():
             raise ValueError("an event needs a non-empty name")
-        encoded = _encode_payload(
+        encoded = encode_payload(
             payload if payload is not None else {}, await self._payload_limit()
         )
         return await self._store.event_send(name, encoded.decode(), connection=connection)
@@ -308,7 +304,7 @@ class Client:
         """
         task_id = _task_identity(task)[0]
         ScheduleSpec(cron, timezone, _catch_up(catch_up))  # validates
-        encoded = _encode_payload(payload, await self._payload_limit()).decode()
+        encoded = encode_payload(payload, await self._payload_limit()).decode()
         schedule_id = await self._store.schedule_upsert(
             f"sched_{new_run_id().hex}",
             task_id=task_id,
@@ -339,7 +335,7 @@ class Client:
             _catch_up(catch_up or current.catch_up),
         )
         new_payload = (
-            (True, _encode_payload(payload, await self._payload_limit()).decode())
+            (True, encode_payload(payload, await self._payload_limit()).decode())
             if payload is not _UNSET
             else (False, None)
         )
@@ -428,7 +424,7 @@ class Client:
             parsed = uuid.UUID(str(token_id))
         except ValueError:
             raise TokenNotFound(f"not a token id: {token_id!r}") from None
-        encoded = _encode_payload(data, await self._payload_limit())
+        encoded = encode_payload(data, await self._payload_limit())
         try:
             await self._store.token_complete(parsed, encoded.decode(), connection=connection)
         except asyncpg.PostgresError as exc:
@@ -620,34 +616,6 @@ def _check_options(
     check_concurrency_key(concurrency_key)
 
 
-def check_idempotency_keys(
-    keys: Sequence[str | None] | None, count: int
-) -> list[str | None] | None:
-    """One key (or None) per payload; None when no payload has one."""
-    if keys is None:
-        return None
-    if isinstance(keys, str):
-        raise TypeError("idempotency_keys must be a list (one key per payload), not a string")
-    keys = list(keys)
-    if len(keys) != count:
-        raise ValueError(f"{len(keys)} idempotency_keys for {count} payloads: give one each")
-    for key in keys:
-        if key is not None and (not isinstance(key, str) or not key):
-            raise ValueError("each idempotency key must be a non-empty string, or None")
-    return keys if any(key is not None for key in keys) else None
-
-
-def check_concurrency_key(key: str | None) -> None:
-    if key is None:
-        return
-    if not isinstance(key, str) or not key:
-        raise ValueError("concurrency_key must be a non-empty string")
-    if len(key) > MAX_CONCURRENCY_KEY or "\x00" in key:
-        raise ValueError(
-            f"concurrency_key must be at most {MAX_CONCURRENCY_KEY} characters, without NUL"
-        )
-
-
 def _queue_name(name: str) -> str:
     return check_queue_name(name)
 
@@ -686,23 +654,3 @@ def _task_identity(task: str | TaskDefinition[Any, Any]) -> tuple[str, str | Non
     if not isinstance(task, str) or not task:
         raise ValueError(f"not a task id: {task!r}")
     return task, None
-
-
-def encode_payload(payload: Any, limit: int) -> bytes:
-    """A payload as JSON bytes, checked against the size limit."""
-    return _encode_payload(payload, limit)
-
-
-def _encode_payload(payload: Any, limit: int) -> bytes:
-    if isinstance(payload, BaseModel):
-        payload = payload.model_dump(mode="json")
-    try:
-        encoded = orjson.dumps(payload)
-    except TypeError as exc:
-        raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
-    if len(encoded) > limit:
-        raise PayloadTooLarge(len(encoded), limit)
-    if b"\\u0000" in encoded and has_nul(orjson.loads(encoded)):
-        # a clear error here, not the database's "unsupported Unicode escape sequence"
-        raise InvalidPayload("payload holds the NUL character (\\x00), which jsonb refuses")
-    return encoded

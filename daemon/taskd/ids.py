@@ -8,6 +8,8 @@ import time
 import uuid
 from datetime import datetime
 
+from taskd.errors import InvalidRunId
+
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
@@ -49,8 +51,6 @@ def uuid_at(moment: datetime) -> uuid.UUID:
 
 def parse_run_id(text: str | uuid.UUID) -> uuid.UUID:
     """Parse a run id given by a user; raise InvalidRunId with a clear message."""
-    from taskd.errors import InvalidRunId
-
     if isinstance(text, uuid.UUID):
         return text
     try:

@@ -1,7 +1,10 @@
-"""The client that typed handles (``my_task.trigger(...)``) use when none is passed.
+"""What the code running now works with: the current client and, inside a task, its context.
 
-``Client.connect(...)`` sets it for the code inside its ``async with``; the daemon sets its own
-for the tasks it runs, so a task can trigger another without wiring a client through.
+``Client.connect(...)`` sets the client for the code inside its ``async with``; the daemon sets
+its own for the tasks it runs, so a task can trigger another without wiring a client through.
+The executor sets the context for the attempt it runs, which ``wait`` and a task's
+``trigger_and_wait`` use. Both variables live here, at the bottom of the SDK, so that the modules
+reading them import neither the client nor the context (which import them).
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from taskd.errors import NoClient
 
 if TYPE_CHECKING:
     from taskd.client import Client
+    from taskd.sdk.context import Context
 
 _current: contextvars.ContextVar[Client | None] = contextvars.ContextVar(
     "taskd_client", default=None
+)
+_current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
+    "taskd_context", default=None
 )
 
 
@@ -34,3 +41,18 @@ def set_current_client(client: Client | None) -> contextvars.Token[Client | None
 
 def reset_current_client(token: contextvars.Token[Client | None]) -> None:
     _current.reset(token)
+
+
+def current_context() -> Context:
+    ctx = _current_context.get()
+    if ctx is None:
+        raise RuntimeError("wait.for_ / wait.until are for code running inside a taskd task")
+    return ctx
+
+
+def set_current_context(ctx: Context | None) -> contextvars.Token[Context | None]:
+    return _current_context.set(ctx)
+
+
+def reset_current_context(token: contextvars.Token[Context | None]) -> None:
+    _current_context.reset(token)

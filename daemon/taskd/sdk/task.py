@@ -14,8 +14,9 @@ from pydantic import BaseModel, TypeAdapter
 
 from taskd.durations import Duration, to_seconds
 from taskd.errors import RunFailed
+from taskd.payloads import check_idempotency_keys, encode_payload
 from taskd.sdk.context import Context
-from taskd.sdk.current import current_client
+from taskd.sdk.current import current_client, current_context
 from taskd.sdk.queues import Queue
 from taskd.sdk.retry import Retry
 
@@ -210,13 +211,7 @@ class TaskDefinition(Generic[P, R]):
         ``idempotency_keys`` (one per payload, None for none): a child whose key another run
         of this task holds is not created; that run is waited for instead.
         """
-        from taskd.client import (
-            check_idempotency_keys,
-            encode_payload,  # payloads as JSON values
-        )
-        from taskd.sdk.wait import current_context
-
-        values = [orjson.loads(encode_payload(p, 2**62)) for p in payloads]
+        values = [orjson.loads(encode_payload(p, 2**62)) for p in payloads]  # as JSON values
         results = await current_context().run_children(
             self.id,
             queue or self.queue.name,

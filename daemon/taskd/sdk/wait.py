@@ -13,37 +13,15 @@ same order on every execution (the rule steps already impose).
 
 from __future__ import annotations
 
-import contextvars
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from taskd.durations import Duration, to_seconds
-
-if TYPE_CHECKING:
-    from taskd.sdk.context import Context
-
-_current: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
-    "taskd_context", default=None
-)
-
-
-def set_current_context(ctx: Context | None) -> contextvars.Token[Context | None]:
-    return _current.set(ctx)
-
-
-def reset_current_context(token: contextvars.Token[Context | None]) -> None:
-    _current.reset(token)
-
-
-def current_context() -> Context:
-    ctx = _current.get()
-    if ctx is None:
-        raise RuntimeError("wait.for_ / wait.until are for code running inside a taskd task")
-    return ctx
+from taskd.sdk.current import current_context
 
 
 class Suspend(BaseException):

@@ -19,9 +19,10 @@ from taskd.errors import AbortRun, OutcomeNotStored
 from taskd.logs import log_event
 from taskd.models import AttemptOutcome, ClaimedRun, Outcome, RunStatus
 from taskd.sdk.context import Context, RunServices
+from taskd.sdk.current import reset_current_context, set_current_context
 from taskd.sdk.retry import retry_after
 from taskd.sdk.task import TaskDefinition
-from taskd.sdk.wait import Suspend, reset_current_context, set_current_context
+from taskd.sdk.wait import Suspend
 from taskd.storable import NotStorable, encode_storable, escaped_text
 
 log = logging.getLogger("taskd.executor")

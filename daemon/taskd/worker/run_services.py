@@ -15,11 +15,11 @@ import anyio
 import orjson
 
 from taskd.changes import ChangeHub, ChangeKind, RunChange
-from taskd.client import check_concurrency_key, encode_payload
 from taskd.errors import MetadataTooLarge
 from taskd.ids import new_run_id
 from taskd.logs import log_event
 from taskd.models import LogLine, RunStatus, Step
+from taskd.payloads import check_concurrency_key, encode_payload
 from taskd.sdk.context import Context
 from taskd.storable import NotStorable, has_nul
 from taskd.store.database import DB_ERRORS, DatabaseError, refuses_data
