@@ -22,6 +22,7 @@ test: $(VENV)/.dev-installed
 	$(BIN)/ruff check daemon tasks tests bench
 	$(BIN)/ruff format --check daemon tasks tests bench
 	$(BIN)/mypy daemon/taskd tasks
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 bench: $(BIN)/taskd
@@ -33,4 +34,4 @@ bench: $(BIN)/taskd
 	$(BIN)/python bench/cron.py
 
 clean:
-	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
