@@ -1,0 +1,1092 @@
+-- taskd's schema: what applying every migration in store/migrations/ to an empty database
+-- gives, as pg_dump --schema-only prints it from PostgreSQL 18.
+-- Generated: do not edit.
+-- Change the schema with a new numbered migration, then regenerate this file with
+--     .venv/bin/python -m taskd.store.schema_dump
+-- The why of each table, index and function is in the migration that made it.
+
+--
+-- Name: taskd; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA taskd;
+
+--
+-- Name: cancel(uuid); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.cancel(run_id uuid) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    result text := taskd.cancel_without_wake(run_id);
+    q      text;
+BEGIN
+    IF result = 'canceled' THEN
+        UPDATE taskd.runs p SET status = 'queued', run_at = now()
+         WHERE p.id = (SELECT w.id FROM taskd.runs w
+                        WHERE w.id = (SELECT c.parent_id FROM taskd.runs c WHERE c.id = run_id)
+                          AND w.status = 'waiting'
+                          -- the unfinished children only (runs_unfinished_children_idx)
+                          AND NOT EXISTS (SELECT 1 FROM taskd.runs s
+                                           WHERE s.parent_id = w.id
+                                             AND s.status NOT IN ('completed', 'failed',
+                                                                  'canceled', 'expired')
+                                          OFFSET 0)
+                          FOR NO KEY UPDATE SKIP LOCKED)
+           AND p.status = 'waiting'
+        RETURNING p.queue INTO q;
+        IF q IS NOT NULL THEN
+            PERFORM pg_notify('taskd_wakeup', q);
+        END IF;
+    END IF;
+    RETURN result;
+END
+$$;
+
+--
+-- Name: cancel_without_wake(uuid); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.cancel_without_wake(run_id uuid) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    current text;
+    child   uuid;
+    result  text;
+BEGIN
+    SELECT r.status INTO current FROM taskd.runs r WHERE r.id = run_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'taskd.cancel: no run with id %', run_id USING ERRCODE = 'TD404';
+    END IF;
+    IF current IN ('completed', 'failed', 'canceled', 'expired') THEN
+        RAISE EXCEPTION 'taskd.cancel: run % has already finished (%)', run_id, current
+            USING ERRCODE = 'TD409';
+    END IF;
+    IF current = 'executing' THEN
+        UPDATE taskd.runs r SET cancel_requested_at = coalesce(r.cancel_requested_at, now())
+         WHERE r.id = run_id;
+        PERFORM pg_notify('taskd_cancel', run_id::text);
+        result := 'executing';
+    ELSE
+        UPDATE taskd.runs r
+           SET status = 'canceled', finished_at = now(), cancel_requested_at = now(),
+               error = jsonb_build_object('type', 'Canceled',
+                                          'message', 'canceled while ' || current
+                                                     || ', before its next attempt')
+         WHERE r.id = run_id;
+        result := 'canceled';
+    END IF;
+    FOR child IN SELECT c.id FROM taskd.runs c
+                  WHERE c.parent_id = run_id
+                    AND c.status NOT IN ('completed', 'failed', 'canceled', 'expired')
+                  ORDER BY c.id LOOP
+        PERFORM taskd.cancel(child);
+    END LOOP;
+    RETURN result;
+END
+$$;
+
+--
+-- Name: FUNCTION cancel_without_wake(run_id uuid); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.cancel_without_wake(run_id uuid) IS 'The state change of taskd.cancel, without waking the parent: call taskd.cancel.';
+
+--
+-- Name: claim_runs(text[], text[], integer, uuid, double precision, text, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.claim_runs(task_ids text[], queues text[], max_runs integer, worker uuid, lease_seconds double precision, queue_after text DEFAULT NULL::text, key_after jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(id uuid, task_id text, payload jsonb, attempt integer, max_attempts integer, queue text, tags text[], metadata jsonb, log_lines bigint, concurrency_key text, held_back boolean, retry_in double precision, cursors jsonb)
+    LANGUAGE plpgsql
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    SET enable_sort TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+DECLARE
+    remaining  int := max_runs;
+    names      text[];
+    qname      text;
+    q          taskd.queues;
+    limited    boolean;
+    allowance  int;
+    counted    bigint;
+    t_start    timestamptz;
+    wait_s     float8;
+    held       boolean := false;
+    cursors    jsonb := '{}';
+    probes     int;
+    rate_cut   boolean;
+    ready      boolean;
+    retry      float8;
+    running    jsonb;
+    settings   jsonb;
+    keys       text[];
+    spare      int[];
+    shares     int[];
+    k          text;
+    first_key  text;
+    wrapped    boolean;
+    spare_k    int;
+    given      int;
+    lvl        int;
+    n_claimed  int;
+    i          int;
+BEGIN
+    IF remaining <= 0 THEN
+        RETURN;
+    END IF;
+    -- The queues to look at, in round-robin order (after the one the caller's last claim
+    -- ended with), and their settings, in one statement: every statement counts here, a
+    -- claim of one run being what a run triggered at idle waits for.
+    WITH RECURSIVE found(name) AS (
+        -- every queue with queued runs: a loose scan of runs_claim_idx, one probe per queue
+        (SELECT r.queue FROM taskd.runs r WHERE r.status = 'queued' AND queues IS NULL
+          ORDER BY r.queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT r.queue FROM taskd.runs r
+                 WHERE r.status = 'queued' AND r.queue > found.name
+                 ORDER BY r.queue LIMIT 1)
+          FROM found WHERE found.name IS NOT NULL
+    ), named AS (
+        SELECT found.name FROM found WHERE found.name IS NOT NULL
+        UNION
+        SELECT u FROM unnest(queues) AS u
+    )
+    SELECT array_agg(n.name ORDER BY (queue_after IS NOT NULL AND n.name <= queue_after),
+                     n.name),
+           (SELECT jsonb_object_agg(qq.name, to_jsonb(qq)) FROM taskd.queues qq
+             WHERE qq.name IN (SELECT named.name FROM named))
+      INTO names, settings
+      FROM named n;
+    IF names IS NULL THEN
+        RETURN;
+    END IF;
+
+    FOREACH qname IN ARRAY names LOOP
+        EXIT WHEN remaining <= 0;
+        IF settings IS NOT NULL AND settings ? qname THEN
+            q := jsonb_populate_record(NULL::taskd.queues, settings->qname);
+            CONTINUE WHEN q.paused;
+            limited := q.concurrency IS NOT NULL OR q.concurrency_per_key IS NOT NULL
+                       OR q.rate_limit IS NOT NULL;
+        ELSE
+            q := NULL;
+            limited := false;
+        END IF;
+        allowance := remaining;
+        t_start := now();
+        running := '{}';
+        rate_cut := false;
+        IF limited THEN
+            PERFORM FROM taskd.runs r WHERE r.queue = qname AND r.status = 'queued' LIMIT 1;
+            CONTINUE WHEN NOT FOUND;
+            SELECT * INTO q FROM taskd.queues qq WHERE qq.name = qname FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND THEN
+                held := true;
+                retry := least(coalesce(retry, 0.01), 0.01);
+                CONTINUE;
+            END IF;
+            -- re-read under the lock: an operator may have changed it since
+            CONTINUE WHEN q.paused;
+            -- each statement below sees every claim committed before the lock was granted
+            t_start := clock_timestamp();
+            IF q.concurrency IS NOT NULL THEN
+                SELECT count(*) INTO counted FROM taskd.runs r
+                 WHERE r.queue = qname AND r.lease_expires_at IS NOT NULL;
+                allowance := least(allowance, q.concurrency - counted);
+            END IF;
+            IF q.rate_limit IS NOT NULL THEN
+                DELETE FROM taskd.queue_starts s
+                 WHERE s.queue = qname
+                   AND s.at <= t_start - make_interval(secs => q.rate_period);
+                SELECT coalesce(sum(s.n), 0) INTO counted FROM taskd.queue_starts s
+                 WHERE s.queue = qname;
+                rate_cut := q.rate_limit - counted < allowance;
+                IF rate_cut THEN
+                    allowance := q.rate_limit - counted;
+                    -- when the window's oldest starts leave it, enough to start more
+                    SELECT extract(epoch FROM min(s.at) + make_interval(secs => q.rate_period)
+                                              - t_start)
+                      INTO wait_s FROM taskd.queue_starts s WHERE s.queue = qname;
+                    IF wait_s IS NOT NULL THEN
+                        held := true;
+                        retry := least(coalesce(retry, wait_s), greatest(wait_s, 0.001));
+                    END IF;
+                END IF;
+            END IF;
+            IF allowance <= 0 THEN
+                held := true;
+                CONTINUE;
+            END IF;
+            IF q.concurrency_per_key IS NOT NULL THEN
+                SELECT coalesce(jsonb_object_agg(c.key, c.n), '{}') INTO running
+                  FROM (SELECT r.concurrency_key AS key, count(*) AS n FROM taskd.runs r
+                         WHERE r.queue = qname AND r.lease_expires_at IS NOT NULL
+                           AND r.concurrency_key <> ''
+                         GROUP BY r.concurrency_key) AS c;
+            END IF;
+            -- the attempts start now, after the counts: a slot they found free was released
+            -- by an outcome committed before their snapshots, so no run's end is stamped
+            -- after the start of the run that took its slot (stamped at the lock, a start
+            -- could precede the end of a run whose outcome committed just after)
+            t_start := clock_timestamp();
+        END IF;
+
+        -- the keys with queued runs, in descending key order after the caller's cursor,
+        -- wrapping; each with its spare capacity. Enough keys to give each one run, no more:
+        -- the rest take their turn in the next claims. Descending, because each probe then
+        -- lands on the end of a key's range, among its newest runs: the front is where the
+        -- entries of runs claimed since the last vacuum pile up, dead.
+        -- A key counts only with a run to claim now (not only delayed runs, or runs of tasks
+        -- this daemon does not serve): otherwise its share would be lost, and the keys after
+        -- it never reached. At most 1,000 probes per claim: the cursor goes on from there.
+        keys := '{}';
+        spare := '{}';
+        k := key_after->>qname;
+        first_key := k;
+        wrapped := k IS NULL;
+        probes := 0;
+        LOOP
+            EXIT WHEN cardinality(keys) >= allowance OR probes >= 1000;
+            probes := probes + 1;
+            IF k IS NULL THEN
+                SELECT r.concurrency_key INTO k FROM taskd.runs r
+                 WHERE r.queue = qname AND r.status = 'queued'
+                 ORDER BY r.queue DESC, r.concurrency_key DESC LIMIT 1;
+            ELSE
+                SELECT r.concurrency_key INTO k FROM taskd.runs r
+                 WHERE r.queue = qname AND r.status = 'queued' AND r.concurrency_key < k
+                 ORDER BY r.queue DESC, r.concurrency_key DESC LIMIT 1;
+            END IF;
+            IF NOT FOUND THEN
+                k := NULL;
+                EXIT WHEN wrapped;
+                wrapped := true;
+                CONTINUE;
+            END IF;
+            EXIT WHEN wrapped AND first_key IS NOT NULL AND k < first_key;
+            cursors := cursors || jsonb_build_object(qname, nullif(k, ''));
+            IF k = '' OR q.concurrency_per_key IS NULL OR NOT limited THEN
+                spare_k := allowance;
+            ELSE
+                spare_k := q.concurrency_per_key - coalesce((running->>k)::int, 0);
+            END IF;
+            IF spare_k > 0 AND k = '' THEN
+                keys := keys || k;  -- runs without a key: the pick finds out
+                spare := spare || spare_k;
+            ELSIF spare_k > 0 THEN
+                SELECT true INTO ready FROM taskd.runs r
+                 WHERE r.queue = qname AND r.concurrency_key = k
+                   AND r.status = 'queued' AND r.run_at <= now()
+                   AND r.task_id = ANY(task_ids)
+                   AND (r.expires_at IS NULL OR r.expires_at > now() OR r.started_at IS NOT NULL)
+                   AND r.cancel_requested_at IS NULL
+                 LIMIT 1;
+                IF FOUND THEN
+                    keys := keys || k;
+                    spare := spare || spare_k;
+                END IF;
+            ELSE
+                held := true;
+            END IF;
+            EXIT WHEN wrapped AND first_key IS NOT NULL AND k = first_key;
+            IF k = '' THEN  -- the lowest key: nothing below it, wrap at once
+                EXIT WHEN wrapped;
+                wrapped := true;
+                k := NULL;
+            END IF;
+        END LOOP;
+        CONTINUE WHEN cardinality(keys) = 0;
+
+        -- equal shares, capped by each key's spare capacity (water-filling)
+        IF cardinality(keys) = 1 THEN
+            shares := ARRAY[least(spare[1], allowance)];
+        ELSE
+            shares := array_fill(0, ARRAY[cardinality(keys)]);
+            given := 0;
+            lvl := 0;
+            LOOP
+                lvl := lvl + 1;
+                n_claimed := given;
+                FOR i IN 1 .. cardinality(keys) LOOP
+                    EXIT WHEN given >= allowance;
+                    IF spare[i] >= lvl THEN
+                        shares[i] := lvl;
+                        given := given + 1;
+                    END IF;
+                END LOOP;
+                -- everything given, or every key at its spare capacity
+                EXIT WHEN given >= allowance OR given = n_claimed;
+            END LOOP;
+        END IF;
+
+        RETURN QUERY
+        WITH picked AS (
+            SELECT p.id, p.started_at
+              FROM unnest(keys, shares) AS s (key, n),
+                   LATERAL (SELECT r.id, r.started_at FROM taskd.runs r
+                             WHERE r.queue = qname AND r.concurrency_key = s.key
+                               AND r.status = 'queued' AND r.run_at <= now()
+                               AND r.task_id = ANY(task_ids)
+                               AND (r.expires_at IS NULL OR r.expires_at > now()
+                                    OR r.started_at IS NOT NULL)
+                               AND r.cancel_requested_at IS NULL
+                             ORDER BY r.priority DESC, r.run_at, r.id
+                             LIMIT s.n
+                               FOR UPDATE SKIP LOCKED) AS p
+             WHERE s.n > 0
+        )
+        UPDATE taskd.runs r
+           SET status = 'executing', attempt = r.attempt + 1, worker_id = worker,
+               lease_expires_at = now() + make_interval(secs => lease_seconds),
+               attempt_started_at = t_start, started_at = coalesce(r.started_at, t_start)
+          FROM picked
+         WHERE r.id = picked.id
+        RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags,
+                  r.metadata,
+                  CASE WHEN picked.started_at IS NOT NULL
+                       THEN (SELECT count(*) FROM taskd.run_logs l WHERE l.run_id = r.id)
+                       ELSE 0 END,
+                  r.concurrency_key, NULL::boolean, NULL::float8, NULL::jsonb;
+        GET DIAGNOSTICS n_claimed = ROW_COUNT;
+        remaining := remaining - n_claimed;
+        IF limited AND n_claimed > 0 AND q.rate_limit IS NOT NULL THEN
+            INSERT INTO taskd.queue_starts (queue, at, n) VALUES (qname, t_start, n_claimed);
+        END IF;
+        IF limited AND n_claimed >= allowance AND allowance < remaining + n_claimed THEN
+            held := true;  -- the limit, not the backlog, ended this queue's share
+        END IF;
+        IF cardinality(keys) > 1 AND n_claimed > 0 AND n_claimed < allowance THEN
+            -- a key had fewer runs than its share; others may have more: claim again now
+            held := true;
+            retry := 0;
+        END IF;
+        IF rate_cut AND n_claimed > 0 AND retry IS NULL THEN
+            -- this claim opened the window: it closes one period from now
+            held := true;
+            retry := q.rate_period;
+        END IF;
+    END LOOP;
+    IF held OR cursors <> '{}' THEN
+        RETURN QUERY SELECT NULL::uuid, NULL::text, NULL::jsonb, NULL::int, NULL::int,
+                            NULL::text, NULL::text[], NULL::jsonb, NULL::bigint, NULL::text,
+                            held, retry, cursors;
+    END IF;
+END
+$$;
+
+--
+-- Name: complete_token(uuid, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.complete_token(token_id uuid, token_data jsonb DEFAULT 'null'::jsonb) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    token   taskd.wait_tokens%ROWTYPE;
+    limit_b bigint := (SELECT value::text::bigint FROM taskd.settings WHERE key = 'max_payload_bytes');
+    size_b  bigint := octet_length(coalesce(token_data, 'null'::jsonb)::text);
+    q       text;
+    live    boolean;
+BEGIN
+    IF size_b > limit_b THEN
+        RAISE EXCEPTION 'taskd.complete_token: token data is % bytes, over the limit of % bytes',
+            size_b, limit_b USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    SELECT * INTO token FROM taskd.wait_tokens t WHERE t.id = token_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'taskd.complete_token: no token with id %', token_id USING ERRCODE = 'TD404';
+    END IF;
+    IF token.status <> 'pending' THEN
+        RAISE EXCEPTION 'taskd.complete_token: token % is already %', token_id, token.status
+            USING ERRCODE = 'TD409';
+    END IF;
+    -- The moment of the call, not of the caller's transaction start. The token itself is
+    -- marked timed_out by its run when it replays (this refusal rolls back with the caller).
+    IF token.expires_at <= clock_timestamp() THEN
+        RAISE EXCEPTION 'taskd.complete_token: token % is already timed_out (its timeout passed at %)',
+            token_id, token.expires_at USING ERRCODE = 'TD409';
+    END IF;
+    IF token.awaited THEN
+        UPDATE taskd.runs r SET status = 'queued', run_at = now()
+         WHERE r.id = token.run_id AND r.status = 'waiting'
+        RETURNING r.queue INTO q;
+    END IF;
+    IF q IS NULL THEN
+        -- not woken now: its run reads the data when it reaches for_token, or, if it is about
+        -- to suspend on this token, the wake loop queues it (unseen). A finished run never will.
+        SELECT r.status IN ('queued', 'executing', 'waiting') INTO live
+          FROM taskd.runs r WHERE r.id = token.run_id;
+    END IF;
+    UPDATE taskd.wait_tokens t
+       SET status = 'completed', data = coalesce(token_data, 'null'::jsonb),
+           completed_at = now(), unseen = coalesce(live, false)
+     WHERE t.id = token_id;
+    IF q IS NOT NULL THEN
+        PERFORM pg_notify('taskd_wakeup', q);
+    END IF;
+    RETURN 'completed';
+END
+$$;
+
+--
+-- Name: new_run_id(); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.new_run_id() RETURNS uuid
+    LANGUAGE sql
+    AS $$SELECT uuidv7()$$;
+
+--
+-- Name: send_event(text, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.send_event(event_name text, event_payload jsonb DEFAULT '{}'::jsonb) RETURNS uuid
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    new_id  uuid := taskd.new_run_id();
+    limit_b bigint := (SELECT value::text::bigint FROM taskd.settings WHERE key = 'max_payload_bytes');
+    size_b  bigint := octet_length(coalesce(event_payload, 'null'::jsonb)::text);
+    created int;
+    q       text;
+BEGIN
+    IF event_name IS NULL OR btrim(event_name) = '' THEN
+        RAISE EXCEPTION 'taskd.send_event: the event name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF size_b > limit_b THEN
+        RAISE EXCEPTION 'taskd.send_event: payload is % bytes, over the limit of % bytes',
+            size_b, limit_b USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    INSERT INTO taskd.events (id, name, payload)
+    VALUES (new_id, event_name, coalesce(event_payload, 'null'::jsonb));
+    INSERT INTO taskd.runs (id, task_id, queue, payload, event_id)
+    SELECT taskd.new_run_id(), s.task_id, coalesce(t.queue, 'default'),
+           coalesce(event_payload, 'null'::jsonb), new_id
+      FROM taskd.subscriptions s LEFT JOIN taskd.tasks t ON t.id = s.task_id
+     WHERE s.event_name = send_event.event_name
+     ORDER BY s.task_id;
+    GET DIAGNOSTICS created = ROW_COUNT;
+    IF created > 0 THEN
+        UPDATE taskd.events SET runs = created WHERE id = new_id;
+        FOR q IN SELECT DISTINCT r.queue FROM taskd.runs r WHERE r.event_id = new_id LOOP
+            PERFORM pg_notify('taskd_wakeup', q);
+        END LOOP;
+    END IF;
+    RETURN new_id;
+END
+$$;
+
+--
+-- Name: trigger(text, jsonb, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.trigger(task_id text, payload jsonb DEFAULT '{}'::jsonb, options jsonb DEFAULT '{}'::jsonb) RETURNS uuid
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    run_id   uuid := taskd.new_run_id();
+    limit_b  bigint := (SELECT value::text::bigint FROM taskd.settings WHERE key = 'max_payload_bytes');
+    size_b   bigint := octet_length(coalesce(payload, 'null'::jsonb)::text);
+    unknown  text;
+    start_at timestamptz := now();
+    q        text;
+    idem_key text := options->>'idempotency_key';
+    idem_ttl interval := interval '24 hours';
+    owned    boolean;
+    existing uuid;
+BEGIN
+    IF task_id IS NULL OR task_id = '' THEN
+        RAISE EXCEPTION 'taskd.trigger: task_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF size_b > limit_b THEN
+        RAISE EXCEPTION 'taskd.trigger: payload is % bytes, over the limit of % bytes', size_b, limit_b
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    options := coalesce(options, '{}');
+    IF jsonb_typeof(options) <> 'object' THEN
+        RAISE EXCEPTION 'taskd.trigger: options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(options) AS k
+     WHERE k NOT IN ('delay', 'run_at', 'priority', 'max_attempts', 'tags', 'queue', 'ttl',
+                     'idempotency_key', 'idempotency_ttl', 'concurrency_key');
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'taskd.trigger: unknown option(s): %', unknown USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF options ? 'run_at' THEN
+        start_at := (options->>'run_at')::timestamptz;
+    ELSIF options ? 'delay' THEN
+        start_at := now() + CASE jsonb_typeof(options->'delay')
+            WHEN 'number' THEN make_interval(secs => (options->>'delay')::float8)
+            ELSE (options->>'delay')::interval END;
+    END IF;
+    idem_key := options->>'idempotency_key';
+    IF idem_key IS NOT NULL THEN
+        IF idem_key = '' THEN
+            RAISE EXCEPTION 'taskd.trigger: idempotency_key must not be empty'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF options ? 'idempotency_ttl' THEN
+            idem_ttl := CASE jsonb_typeof(options->'idempotency_ttl')
+                WHEN 'number' THEN make_interval(secs => (options->>'idempotency_ttl')::float8)
+                ELSE (options->>'idempotency_ttl')::interval END;
+        END IF;
+        -- The key's row is the lock: a concurrent trigger with the same key waits here for
+        -- this transaction, then finds the key taken. An expired key is taken over.
+        INSERT INTO taskd.idempotency_keys AS k (task_id, idempotency_key, run_id, expires_at)
+        VALUES (trigger.task_id, idem_key, run_id, now() + idem_ttl)
+        ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
+           SET run_id = excluded.run_id, expires_at = excluded.expires_at, created_at = now()
+         WHERE k.expires_at <= now()
+        RETURNING true INTO owned;
+        IF owned IS NULL THEN
+            -- a statement of its own: its snapshot sees the other transaction's commit
+            SELECT k.run_id INTO existing FROM taskd.idempotency_keys k
+             WHERE k.task_id = trigger.task_id AND k.idempotency_key = idem_key;
+            RETURN existing;
+        END IF;
+    END IF;
+    q := coalesce(options->>'queue', (SELECT t.queue FROM taskd.tasks t WHERE t.id = task_id), 'default');
+    INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags,
+                            expires_at, idempotency_key, concurrency_key)
+    VALUES (run_id, task_id, q, coalesce(payload, 'null'::jsonb),
+            coalesce((options->>'priority')::int, 0), start_at,
+            (options->>'max_attempts')::int,
+            coalesce(ARRAY(SELECT jsonb_array_elements_text(options->'tags')), '{}'),
+            CASE WHEN options ? 'ttl' THEN now() + CASE jsonb_typeof(options->'ttl')
+                WHEN 'number' THEN make_interval(secs => (options->>'ttl')::float8)
+                ELSE (options->>'ttl')::interval END END,
+            idem_key, coalesce(options->>'concurrency_key', ''));
+    PERFORM pg_notify('taskd_wakeup', q);
+    RETURN run_id;
+END
+$$;
+
+--
+-- Name: attempts; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.attempts (
+    run_id uuid NOT NULL,
+    attempt integer NOT NULL,
+    worker_id uuid,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone NOT NULL,
+    outcome text NOT NULL,
+    error jsonb,
+    CONSTRAINT attempts_outcome_check CHECK ((outcome = ANY (ARRAY['completed'::text, 'failed'::text, 'timed_out'::text, 'canceled'::text, 'lost'::text])))
+);
+
+--
+-- Name: events; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.events (
+    id uuid NOT NULL,
+    name text NOT NULL,
+    payload jsonb DEFAULT 'null'::jsonb NOT NULL,
+    runs integer DEFAULT 0 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT events_name_check CHECK ((name <> ''::text))
+);
+
+--
+-- Name: failure_hooks; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.failure_hooks (
+    run_id uuid NOT NULL,
+    task_id text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    claimed_by uuid,
+    claimed_at timestamp with time zone
+);
+
+--
+-- Name: idempotency_keys; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.idempotency_keys (
+    task_id text NOT NULL,
+    idempotency_key text NOT NULL,
+    run_id uuid NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: migrations; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: queue_starts; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.queue_starts (
+    queue text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    n integer NOT NULL
+);
+
+--
+-- Name: queues; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.queues (
+    name text NOT NULL,
+    concurrency integer,
+    concurrency_per_key integer,
+    rate_limit integer,
+    rate_period double precision,
+    paused boolean DEFAULT false NOT NULL,
+    declared jsonb DEFAULT '{}'::jsonb NOT NULL,
+    overridden boolean DEFAULT false NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT queues_check CHECK (((rate_limit IS NULL) = (rate_period IS NULL))),
+    CONSTRAINT queues_concurrency_check CHECK ((concurrency >= 1)),
+    CONSTRAINT queues_concurrency_per_key_check CHECK ((concurrency_per_key >= 1)),
+    CONSTRAINT queues_name_check CHECK (((name <> ''::text) AND (length(name) <= 200))),
+    CONSTRAINT queues_rate_limit_check CHECK ((rate_limit >= 1)),
+    CONSTRAINT queues_rate_period_check CHECK (((rate_period > (0)::double precision) AND (rate_period <= (86400)::double precision)))
+);
+
+--
+-- Name: run_id_counter; Type: SEQUENCE; Schema: taskd; Owner: -
+--
+
+CREATE SEQUENCE taskd.run_id_counter
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    MAXVALUE 4398046511103
+    CACHE 1
+    CYCLE;
+
+--
+-- Name: run_logs; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.run_logs (
+    id bigint NOT NULL,
+    run_id uuid NOT NULL,
+    task_id text NOT NULL,
+    attempt integer NOT NULL,
+    at timestamp with time zone NOT NULL,
+    level text NOT NULL,
+    message text NOT NULL,
+    fields jsonb,
+    CONSTRAINT run_logs_level_check CHECK ((level = ANY (ARRAY['debug'::text, 'info'::text, 'warning'::text, 'error'::text])))
+);
+
+--
+-- Name: run_logs_id_seq; Type: SEQUENCE; Schema: taskd; Owner: -
+--
+
+ALTER TABLE taskd.run_logs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME taskd.run_logs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: runs; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.runs (
+    id uuid DEFAULT taskd.new_run_id() NOT NULL,
+    task_id text NOT NULL,
+    queue text DEFAULT 'default'::text NOT NULL,
+    status text DEFAULT 'queued'::text NOT NULL,
+    payload jsonb DEFAULT 'null'::jsonb NOT NULL,
+    output jsonb,
+    error jsonb,
+    priority integer DEFAULT 0 NOT NULL,
+    run_at timestamp with time zone DEFAULT now() NOT NULL,
+    attempt integer DEFAULT 0 NOT NULL,
+    max_attempts integer,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    attempt_started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    worker_id uuid,
+    lease_expires_at timestamp with time zone,
+    expires_at timestamp with time zone,
+    cancel_requested_at timestamp with time zone,
+    replayed_from uuid,
+    event_id uuid,
+    schedule_id text,
+    scheduled_for timestamp with time zone,
+    metadata jsonb,
+    parent_id uuid,
+    idempotency_key text,
+    concurrency_key text DEFAULT ''::text NOT NULL COLLATE pg_catalog."C",
+    CONSTRAINT runs_concurrency_key_check CHECK ((length(concurrency_key) <= 200)),
+    CONSTRAINT runs_max_attempts_check CHECK (((max_attempts IS NULL) OR (max_attempts >= 1))),
+    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'executing'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'canceled'::text, 'expired'::text]))),
+    CONSTRAINT runs_task_id_check CHECK ((task_id <> ''::text)),
+    CONSTRAINT runs_times_in_range CHECK (((run_at < '9000-01-01 00:00:00+00'::timestamp with time zone) AND ((expires_at IS NULL) OR (expires_at < '9000-01-01 00:00:00+00'::timestamp with time zone))))
+)
+WITH (fillfactor='80', autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_limit='2000');
+
+--
+-- Name: schedules; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.schedules (
+    id text NOT NULL,
+    task_id text NOT NULL,
+    cron text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    payload jsonb,
+    external_id text,
+    dedup_key text,
+    catch_up text DEFAULT 'latest'::text NOT NULL,
+    declared boolean DEFAULT false NOT NULL,
+    active boolean DEFAULT true NOT NULL,
+    last_fired_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schedules_catch_up_check CHECK ((catch_up = ANY (ARRAY['latest'::text, 'all'::text, 'none'::text])))
+);
+
+--
+-- Name: settings; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.settings (
+    key text NOT NULL,
+    value jsonb NOT NULL
+);
+
+--
+-- Name: steps; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.steps (
+    run_id uuid NOT NULL,
+    name text NOT NULL,
+    status text NOT NULL,
+    result jsonb,
+    error jsonb,
+    attempts integer NOT NULL,
+    run_attempt integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone NOT NULL,
+    CONSTRAINT steps_status_check CHECK ((status = ANY (ARRAY['completed'::text, 'failed'::text])))
+);
+
+--
+-- Name: subscriptions; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.subscriptions (
+    event_name text NOT NULL,
+    task_id text NOT NULL
+);
+
+--
+-- Name: tasks; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.tasks (
+    id text NOT NULL,
+    queue text NOT NULL,
+    max_attempts integer NOT NULL,
+    settings jsonb DEFAULT '{}'::jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_served_at timestamp with time zone
+);
+
+--
+-- Name: workers; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.workers (
+    id uuid NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    version text NOT NULL,
+    concurrency integer NOT NULL,
+    queues text[] DEFAULT '{}'::text[] NOT NULL,
+    tasks text[] DEFAULT '{}'::text[] NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    heartbeat_at timestamp with time zone DEFAULT now() NOT NULL,
+    stopped_at timestamp with time zone,
+    lock_key bigint NOT NULL,
+    last_report jsonb,
+    process jsonb
+);
+
+--
+-- Name: task_service; Type: VIEW; Schema: taskd; Owner: -
+--
+
+CREATE VIEW taskd.task_service AS
+ SELECT task_id,
+    bool_or(live) AS live,
+    max(served_until) AS served_until
+   FROM ( SELECT unnest(w.tasks) AS task_id,
+            (w.stopped_at IS NULL) AS live,
+            w.stopped_at AS served_until
+           FROM taskd.workers w
+        UNION ALL
+         SELECT t.id,
+            false,
+            GREATEST(t.last_served_at, t.updated_at) AS "greatest"
+           FROM taskd.tasks t) s
+  GROUP BY task_id;
+
+--
+-- Name: wait_tokens; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.wait_tokens (
+    id uuid NOT NULL,
+    run_id uuid NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    data jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    completed_at timestamp with time zone,
+    unseen boolean DEFAULT false NOT NULL,
+    awaited boolean DEFAULT false NOT NULL,
+    CONSTRAINT wait_tokens_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'completed'::text, 'timed_out'::text])))
+);
+
+--
+-- Name: attempts attempts_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.attempts
+    ADD CONSTRAINT attempts_pkey PRIMARY KEY (run_id, attempt);
+
+--
+-- Name: events events_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY (id);
+
+--
+-- Name: failure_hooks failure_hooks_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.failure_hooks
+    ADD CONSTRAINT failure_hooks_pkey PRIMARY KEY (run_id);
+
+--
+-- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (task_id, idempotency_key);
+
+--
+-- Name: migrations migrations_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.migrations
+    ADD CONSTRAINT migrations_pkey PRIMARY KEY (version);
+
+--
+-- Name: queues queues_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+
+--
+-- Name: run_logs run_logs_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.run_logs
+    ADD CONSTRAINT run_logs_pkey PRIMARY KEY (id);
+
+--
+-- Name: runs runs_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.runs
+    ADD CONSTRAINT runs_pkey PRIMARY KEY (id);
+
+--
+-- Name: runs runs_queue_name_length; Type: CHECK CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE taskd.runs
+    ADD CONSTRAINT runs_queue_name_length CHECK (((queue <> ''::text) AND (length(queue) <= 200))) NOT VALID;
+
+--
+-- Name: schedules schedules_dedup_key_key; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.schedules
+    ADD CONSTRAINT schedules_dedup_key_key UNIQUE (dedup_key);
+
+--
+-- Name: schedules schedules_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (id);
+
+--
+-- Name: settings settings_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.settings
+    ADD CONSTRAINT settings_pkey PRIMARY KEY (key);
+
+--
+-- Name: steps steps_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.steps
+    ADD CONSTRAINT steps_pkey PRIMARY KEY (run_id, name);
+
+--
+-- Name: subscriptions subscriptions_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.subscriptions
+    ADD CONSTRAINT subscriptions_pkey PRIMARY KEY (event_name, task_id);
+
+--
+-- Name: tasks tasks_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.tasks
+    ADD CONSTRAINT tasks_pkey PRIMARY KEY (id);
+
+--
+-- Name: wait_tokens wait_tokens_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.wait_tokens
+    ADD CONSTRAINT wait_tokens_pkey PRIMARY KEY (id);
+
+--
+-- Name: workers workers_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.workers
+    ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+
+--
+-- Name: events_name_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX events_name_idx ON taskd.events USING btree (name, id DESC);
+
+--
+-- Name: idempotency_keys_expiry_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX idempotency_keys_expiry_idx ON taskd.idempotency_keys USING btree (expires_at);
+
+--
+-- Name: queue_starts_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX queue_starts_idx ON taskd.queue_starts USING btree (queue, at);
+
+--
+-- Name: run_logs_run_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX run_logs_run_idx ON taskd.run_logs USING btree (run_id, id);
+
+--
+-- Name: runs_claim_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_claim_idx ON taskd.runs USING btree (queue, concurrency_key, priority DESC, run_at, id) WHERE (status = 'queued'::text);
+
+--
+-- Name: runs_event_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_event_idx ON taskd.runs USING btree (event_id) WHERE (event_id IS NOT NULL);
+
+--
+-- Name: runs_expiry_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_expiry_idx ON taskd.runs USING btree (expires_at) WHERE ((status = 'queued'::text) AND (expires_at IS NOT NULL));
+
+--
+-- Name: runs_lease_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_lease_idx ON taskd.runs USING btree (queue, concurrency_key, lease_expires_at) WHERE (lease_expires_at IS NOT NULL);
+
+--
+-- Name: runs_parent_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_parent_idx ON taskd.runs USING btree (parent_id, id) WHERE (parent_id IS NOT NULL);
+
+--
+-- Name: runs_schedule_fire_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE UNIQUE INDEX runs_schedule_fire_idx ON taskd.runs USING btree (schedule_id, scheduled_for) WHERE (schedule_id IS NOT NULL);
+
+--
+-- Name: runs_tags_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_tags_idx ON taskd.runs USING gin (tags) WHERE (tags <> '{}'::text[]);
+
+--
+-- Name: runs_task_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_task_idx ON taskd.runs USING btree (task_id, id DESC);
+
+--
+-- Name: runs_unfinished_children_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_unfinished_children_idx ON taskd.runs USING btree (parent_id) WHERE ((parent_id IS NOT NULL) AND (status <> ALL (ARRAY['completed'::text, 'failed'::text, 'canceled'::text, 'expired'::text])));
+
+--
+-- Name: runs_waiting_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_waiting_idx ON taskd.runs USING btree (run_at) WHERE (status = 'waiting'::text);
+
+--
+-- Name: schedules_task_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX schedules_task_idx ON taskd.schedules USING btree (task_id);
+
+--
+-- Name: wait_tokens_run_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX wait_tokens_run_idx ON taskd.wait_tokens USING btree (run_id);
+
+--
+-- Name: wait_tokens_unseen_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX wait_tokens_unseen_idx ON taskd.wait_tokens USING btree (run_id) WHERE unseen;
