@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from taskd.store.queries import QUERIES
+from taskd.store.waits import SQL as WAIT_SQL
 
 CHILDREN = 5_000
 LEFT = 100  # children not finished yet
@@ -90,7 +90,7 @@ async def test_parents_wake_visits_only_the_unfinished_children(
         await db.execute("ANALYZE taskd.runs")
     batch = finished[-BATCH:]  # the batch that just finished
 
-    plan = await explain(db, QUERIES["parents_wake"], batch)
+    plan = await explain(db, WAIT_SQL["wake_parents"], batch)
 
     visited = rows_visited(plan)
     assert visited <= MOST_ROWS_VISITED, (
@@ -98,12 +98,12 @@ async def test_parents_wake_visits_only_the_unfinished_children(
         f"{len(finished)} children finished and {LEFT} left"
     )
     # Still the right answer: not woken while children are left, woken by the last batch.
-    assert await db.fetch(QUERIES["parents_wake"], batch) == []
+    assert await db.fetch(WAIT_SQL["wake_parents"], batch) == []
     left = await db.fetch(
         "UPDATE taskd.runs SET status = 'completed', finished_at = now() "
         "WHERE parent_id = $1 AND status = 'queued' RETURNING id",
         parent,
     )
-    woken = await db.fetch(QUERIES["parents_wake"], [row[0] for row in left])
+    woken = await db.fetch(WAIT_SQL["wake_parents"], [row[0] for row in left])
     assert [row[0] for row in woken] == [parent]
     assert await db.fetchval("SELECT status FROM taskd.runs WHERE id = $1", parent) == "queued"

@@ -41,7 +41,7 @@ def test_the_wheel_installs_exactly_one_top_level_package(wheel: zipfile.ZipFile
 def test_the_wheel_carries_its_sql_and_type_marker(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     assert "taskd/py.typed" in names
-    assert "taskd/store/queries.sql" in names
+    assert "taskd/store/runs.sql" in names
     folder = "taskd/store/migrations/"
     migrations = sorted(Path(n).name for n in names if n.startswith(folder) and n.endswith(".sql"))
     on_disk = sorted(p.name for p in (ROOT / "daemon/taskd/store/migrations").glob("*.sql"))
