@@ -1,6 +1,6 @@
 """A large fan-out: waking a parent costs the children left, not the children finished.
 
-parents_wake runs after every completion batch. Not a timing test: its plan is run under
+waits.wake_parents runs after every completion batch. Not a timing test: its plan is run under
 ``EXPLAIN (ANALYZE)`` (rolled back) when most of a parent's children have finished, and the
 rows it visits in taskd.runs are counted. Before migration 0014 it walked every finished
 child at each batch (or the whole table), O(n^2 / batch) over the fan-out.
@@ -94,7 +94,7 @@ async def test_parents_wake_visits_only_the_unfinished_children(
 
     visited = rows_visited(plan)
     assert visited <= MOST_ROWS_VISITED, (
-        f"parents_wake visited {visited} rows of taskd.runs for a batch of {BATCH} with "
+        f"waits.wake_parents visited {visited} rows of taskd.runs for a batch of {BATCH} with "
         f"{len(finished)} children finished and {LEFT} left"
     )
     # Still the right answer: not woken while children are left, woken by the last batch.
