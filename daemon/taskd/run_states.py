@@ -3,7 +3,7 @@
 The writes themselves are SQL (daemon/taskd/store/*.sql and the functions of the schema),
 each a compare-and-set on the status it leaves; this table is what they may do, in one
 place. tests/test_run_states.py drives runs through a daemon and checks every status change
-the database saw against it. ``python -m taskd.run_states`` prints it.
+the database saw against it. ``describe()`` gives it as text (the README's).
 """
 
 from __future__ import annotations
@@ -136,7 +136,3 @@ def describe() -> str:
         lines.append(f"{move:<{width}}  {t.room:<19}  {', '.join(t.verbs)}: {t.when}")
     lines.append(f"final (no way out): {', '.join(sorted(FINAL))}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(describe())
