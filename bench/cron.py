@@ -98,7 +98,7 @@ async def main(dsn: str, schedules: int, repeat: int) -> None:
         now = datetime.now(UTC)
         cold = await timed(lambda: scheduler.tick(now=now))
         warm = [await timed(lambda: scheduler.tick(now=now)) for _ in range(repeat)]
-        fetch = [await timed(store.schedule_active) for _ in range(repeat)]
+        fetch = [await timed(store.schedules.active) for _ in range(repeat)]
         print(f"{schedules} schedules, {len(CRONS)} distinct crons, none due:")
         print(f"  tick, cold:           {cold[0]:8.1f} ms   loop held at most {cold[1]:6.1f} ms")
         print(

@@ -14,7 +14,7 @@ import anyio
 import asyncpg
 
 from taskd import Context, task
-from taskd.store.queries import QUERIES
+from taskd.store.queues import SQL as QUEUE_SQL
 from tests.conftest import admin_url, wait_for
 
 
@@ -48,7 +48,7 @@ async def test_metrics_read_the_database_on_the_admin_pool(
                     lambda: db.fetch(
                         "SELECT application_name FROM pg_stat_activity"
                         " WHERE wait_event_type = 'Lock' AND query = $1",
-                        QUERIES["queue_settings"],
+                        QUEUE_SQL["settings"],
                     )
                 )
                 assert [row["application_name"] for row in waiting] == ["taskd-admin"]

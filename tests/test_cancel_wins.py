@@ -8,7 +8,7 @@ import anyio
 import asyncpg
 
 from taskd import Client, Context, Retry, RunStatus, task
-from taskd.store.queries import QUERIES
+from taskd.store.runs import SQL as RUN_SQL
 from tests.conftest import wait_for, wait_for_run
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED)
@@ -58,7 +58,7 @@ async def test_a_cancel_requested_before_a_drain_hands_the_run_back_canceled(
                     lambda: db.fetchval(
                         "SELECT count(*) > 0 FROM pg_stat_activity"
                         " WHERE wait_event_type = 'Lock' AND query = $1",
-                        QUERIES["run_release_many"],
+                        RUN_SQL["release_many"],
                     )
                 )
                 await tx.commit()

@@ -19,7 +19,7 @@ import asyncpg
 
 from taskd.models import AttemptOutcome, Outcome, RunStatus
 from taskd.store.database import create_pool
-from taskd.store.queries import QUERIES
+from taskd.store.runs import SQL as RUN_SQL
 from taskd.store.store import Store
 from tests.conftest import wait_for
 
@@ -28,7 +28,7 @@ OUTCOME_CTE = "WITH outcome AS (\n    SELECT * FROM unnest("
 
 
 def gated_statement() -> str:
-    sql = QUERIES["run_complete_many"]
+    sql = RUN_SQL["complete_many"]
     assert sql.count(OUTCOME_CTE) == 1, "the statement's first CTE changed: update the gate"
     # the gate: read with the outcomes, so after the snapshot and before any row is locked
     return sql.replace(
@@ -64,12 +64,12 @@ async def test_an_outcome_is_written_when_its_row_changed_after_the_statements_s
         written: dict[uuid.UUID, str] = {}
 
         async def complete() -> None:
-            original = QUERIES["run_complete_many"]
-            QUERIES["run_complete_many"] = gated_statement()
+            original = RUN_SQL["complete_many"]
+            RUN_SQL["complete_many"] = gated_statement()
             try:
-                written.update(await store.run_complete_many(worker, [outcome], set()))
+                written.update(await store.runs.complete_many(worker, [outcome], set()))
             finally:
-                QUERIES["run_complete_many"] = original
+                RUN_SQL["complete_many"] = original
 
         async with anyio.create_task_group() as group:
             group.start_soon(complete)
@@ -82,7 +82,7 @@ async def test_an_outcome_is_written_when_its_row_changed_after_the_statements_s
                 )
             )
             # what the daemon's heartbeat does to the run meanwhile, committed
-            await store.worker_heartbeat(worker, 60, [(run_id, 1)])
+            await store.workers.heartbeat(worker, 60, [(run_id, 1)])
             await holder.execute("SELECT pg_advisory_unlock($1)", GATE)
         row = await db.fetchrow("SELECT status, worker_id FROM taskd.runs WHERE id = $1", run_id)
         assert written == {run_id: "completed"}, written

@@ -14,6 +14,7 @@ import asyncpg
 
 from taskd import Client, Context, Retry, RunStatus, task, wait
 from taskd.store.store import Store
+from taskd.store.waits import ChildRuns
 from tests.conftest import wait_for, wait_for_run
 
 NO_BACKOFF = Retry(max_attempts=5, min_delay=0, max_delay=0, jitter=False)
@@ -189,8 +190,8 @@ async def test_a_token_creation_retried_after_its_commit_finds_the_first_token(
     store = Store(client.pool)
     run_id = await client.trigger("lossw.token", {})
     token_id = uuid.uuid4()
-    first = await store.token_create(token_id, run_id, 3600)
-    again = await store.token_create(token_id, run_id, 7200)
+    first = await store.tokens.create(token_id, run_id, 3600)
+    again = await store.tokens.create(token_id, run_id, 7200)
     assert again == first
     assert await db.fetchval("SELECT count(*) FROM taskd.wait_tokens") == 1
 
@@ -206,8 +207,8 @@ async def test_a_children_creation_retried_after_its_commit_finds_its_children(
     async def create(
         worker_id: uuid.UUID, ids: list[uuid.UUID], name: str = "children:9"
     ) -> list[uuid.UUID] | None:
-        return await store.children_create(
-            run_id, worker_id, 1, name, "lossw.leaf", None, ids, [b"1", b"2"], [], None
+        return await store.waits.create_children(
+            ChildRuns(run_id, worker_id, 1, name, "lossw.leaf", None, ids, [b"1", b"2"], [], None)
         )
 
     async with start_daemon([parent]):

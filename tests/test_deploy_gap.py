@@ -76,7 +76,9 @@ async def test_a_deploy_gap_fails_no_run_of_the_briefly_unserved_task(
         assert await status_of(db, due) == "queued"
 
         # Even after the stopped worker's row is pruned, the moment T became unserved is kept.
-        assert await Store(client.pool).prune_workers(await db.fetchval("SELECT now()")) >= 1
+        assert (
+            await Store(client.pool).retention.prune_workers(await db.fetchval("SELECT now()")) >= 1
+        )
         assert (
             await db.fetchval("SELECT count(*) FROM taskd.workers WHERE 'gap.t' = ANY(tasks)") == 0
         )

@@ -1,6 +1,6 @@
 """A large fan-out: waking a parent costs the children left, not the children finished.
 
-parents_wake runs after every completion batch. Not a timing test: its plan is run under
+waits.wake_parents runs after every completion batch. Not a timing test: its plan is run under
 ``EXPLAIN (ANALYZE)`` (rolled back) when most of a parent's children have finished, and the
 rows it visits in taskd.runs are counted. Before migration 0014 it walked every finished
 child at each batch (or the whole table), O(n^2 / batch) over the fan-out.
@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from taskd.store.queries import QUERIES
+from taskd.store.waits import SQL as WAIT_SQL
 
 CHILDREN = 5_000
 LEFT = 100  # children not finished yet
@@ -90,20 +90,20 @@ async def test_parents_wake_visits_only_the_unfinished_children(
         await db.execute("ANALYZE taskd.runs")
     batch = finished[-BATCH:]  # the batch that just finished
 
-    plan = await explain(db, QUERIES["parents_wake"], batch)
+    plan = await explain(db, WAIT_SQL["wake_parents"], batch)
 
     visited = rows_visited(plan)
     assert visited <= MOST_ROWS_VISITED, (
-        f"parents_wake visited {visited} rows of taskd.runs for a batch of {BATCH} with "
+        f"waits.wake_parents visited {visited} rows of taskd.runs for a batch of {BATCH} with "
         f"{len(finished)} children finished and {LEFT} left"
     )
     # Still the right answer: not woken while children are left, woken by the last batch.
-    assert await db.fetch(QUERIES["parents_wake"], batch) == []
+    assert await db.fetch(WAIT_SQL["wake_parents"], batch) == []
     left = await db.fetch(
         "UPDATE taskd.runs SET status = 'completed', finished_at = now() "
         "WHERE parent_id = $1 AND status = 'queued' RETURNING id",
         parent,
     )
-    woken = await db.fetch(QUERIES["parents_wake"], [row[0] for row in left])
+    woken = await db.fetch(WAIT_SQL["wake_parents"], [row[0] for row in left])
     assert [row[0] for row in woken] == [parent]
     assert await db.fetchval("SELECT status FROM taskd.runs WHERE id = $1", parent) == "queued"

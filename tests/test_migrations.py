@@ -15,7 +15,7 @@ import asyncpg
 from taskd.ids import new_run_id
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations, shipped_migrations
-from taskd.store.queries import QUERIES
+from taskd.store.runs import SQL as RUN_SQL
 
 TASKD = Path(sys.executable).parent / "taskd"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -206,7 +206,7 @@ async def test_the_claim_uses_the_partial_index_whatever_the_history(database: s
 
         # and the claim itself takes exactly the queued runs
         args = (["noop"], None, 100, uuid.uuid4(), 60.0, None, "{}")
-        claimed = await connection.fetch(QUERIES["run_claim"], *args)
+        claimed = await connection.fetch(RUN_SQL["claim"], *args)
         assert len([row for row in claimed if row["id"] is not None]) == 5
     finally:
         await connection.close()

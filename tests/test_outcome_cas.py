@@ -23,6 +23,7 @@ from taskd import Client, Context, RunStatus, task
 from taskd.models import AttemptOutcome, Outcome
 from taskd.store.database import create_pool
 from taskd.store.store import Store
+from taskd.store.workers import WorkerRegistration
 from tests.conftest import StartDaemon, wait_for, wait_for_run
 
 gates: dict[int, anyio.Event] = {}
@@ -67,7 +68,7 @@ async def test_an_outcome_written_after_the_run_was_rescued_and_reclaimed_is_not
 
         pool = await create_pool(database)
         try:
-            handed_back = await Store(pool).run_rescue([a.worker_id])
+            handed_back = await Store(pool).runs.rescue([a.worker_id])
         finally:
             await pool.close()
         assert [(r[0], r[1], r[4]) for r in handed_back] == [(run_id, "queued", 1)]
@@ -126,25 +127,27 @@ async def test_the_outcome_of_an_earlier_attempt_of_the_same_worker_is_not_appli
     pool = await create_pool(database)
     try:
         store = Store(pool)
-        await store.worker_register(
-            worker,
-            host="test",
-            pid=1,
-            version="test",
-            concurrency=1,
-            queues=["default"],
-            tasks=["cas.block"],
-            lock_key=4242,
+        await store.workers.register(
+            WorkerRegistration(
+                worker,
+                host="test",
+                pid=1,
+                version="test",
+                concurrency=1,
+                queues=["default"],
+                tasks=["cas.block"],
+                lock_key=4242,
+            )
         )
-        claimed = await store.run_claim(["cas.block"], None, 1, worker, 60)
+        claimed = await store.runs.claim(["cas.block"], None, 1, worker, 60)
         assert [(r.id, r.attempt) for r in claimed.runs] == [(run_id, 1)]
         # attempt 1 is lost (its lease expired), and the same worker claims attempt 2
         await db.execute(
             "UPDATE taskd.runs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
             run_id,
         )
-        assert [r[0] for r in await store.run_rescue([])] == [run_id]
-        claimed = await store.run_claim(["cas.block"], None, 1, worker, 60)
+        assert [r[0] for r in await store.runs.rescue([])] == [run_id]
+        claimed = await store.runs.claim(["cas.block"], None, 1, worker, 60)
         assert [(r.id, r.attempt) for r in claimed.runs] == [(run_id, 2)]
 
         stale = Outcome(
@@ -155,7 +158,7 @@ async def test_the_outcome_of_an_earlier_attempt_of_the_same_worker_is_not_appli
             output=b'{"stale": true}' if status == RunStatus.COMPLETED else None,
             error=None if status == RunStatus.COMPLETED else b'{"type": "Stale"}',
         )
-        assert await store.run_complete_many(worker, [stale]) == {}
+        assert await store.runs.complete_many(worker, [stale]) == {}
         row = await db.fetchrow(
             "SELECT status, attempt, worker_id FROM taskd.runs WHERE id = $1", run_id
         )
@@ -163,9 +166,9 @@ async def test_the_outcome_of_an_earlier_attempt_of_the_same_worker_is_not_appli
         assert [a[:2] for a in await attempts(db, run_id)] == [(1, "lost")]
 
         current = Outcome(run_id, 2, RunStatus.COMPLETED, AttemptOutcome.COMPLETED, output=b"2")
-        assert await store.run_complete_many(worker, [current]) == {run_id: "completed"}
+        assert await store.runs.complete_many(worker, [current]) == {run_id: "completed"}
         # written once: the same outcome again is a lost race too
-        assert await store.run_complete_many(worker, [current]) == {}
+        assert await store.runs.complete_many(worker, [current]) == {}
     finally:
         await pool.close()
     run = await client.get_run(run_id)

@@ -3,6 +3,7 @@ and the `taskd` command pointing into it. The repository's own task modules (tas
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,14 +13,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+NOT_SOURCES = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".taskd", ".*_cache")
+
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    # from a copy of the sources: setuptools reuses an in-tree build/ folder, whose stale files
+    # (a module or migration deleted since) would end up in the wheel
+    source = tmp_path_factory.mktemp("source") / "taskd"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)],
         check=True,
         capture_output=True,
         timeout=280,
@@ -41,7 +48,8 @@ def test_the_wheel_installs_exactly_one_top_level_package(wheel: zipfile.ZipFile
 def test_the_wheel_carries_its_sql_and_type_marker(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     assert "taskd/py.typed" in names
-    assert "taskd/store/queries.sql" in names
+    assert "taskd/store/runs.sql" in names
+    assert "taskd/store/schema.sql" in names
     folder = "taskd/store/migrations/"
     migrations = sorted(Path(n).name for n in names if n.startswith(folder) and n.endswith(".sql"))
     on_disk = sorted(p.name for p in (ROOT / "daemon/taskd/store/migrations").glob("*.sql"))

@@ -18,7 +18,8 @@ from pydantic import BaseModel, field_validator
 
 from taskd import Client, Context, Retry, RunStatus, task
 from taskd.models import Claim
-from taskd.store.store import Store
+from taskd.store.runs import RunStore
+from taskd.store.workers import WorkerStore
 from tests.conftest import wait_for, wait_for_run
 
 
@@ -80,18 +81,18 @@ def test_retry_forever_policies_do_not_overflow() -> None:
 async def test_a_notify_during_a_claim_is_not_lost(
     client: Client, start_daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_claim = Store.run_claim
+    real_claim = RunStore.claim
     claim_returned = anyio.Event()
     release = anyio.Event()
 
-    async def slow_claim(self: Store, *args: Any, **kwargs: Any) -> Claim:
+    async def slow_claim(self: RunStore, *args: Any, **kwargs: Any) -> Claim:
         claimed = await real_claim(self, *args, **kwargs)
         if claimed.runs and not claim_returned.is_set():
             claim_returned.set()
             await release.wait()  # the result is on its way back; a NOTIFY lands now
         return claimed
 
-    monkeypatch.setattr(Store, "run_claim", slow_claim)
+    monkeypatch.setattr(RunStore, "claim", slow_claim)
     async with start_daemon([echo], poll_interval=30) as daemon:
         first = await client.trigger(echo, "first")
         await claim_returned.wait()
@@ -112,11 +113,11 @@ async def _heard_since(daemon: object, before: float | None) -> bool:
 async def test_runs_claimed_while_a_drain_starts_go_back_to_the_queue(
     client: Client, start_daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_claim = Store.run_claim
+    real_claim = RunStore.claim
     in_claim = anyio.Event()
     release = anyio.Event()
 
-    async def gated_claim(self: Store, *args: Any, **kwargs: Any) -> Claim:
+    async def gated_claim(self: RunStore, *args: Any, **kwargs: Any) -> Claim:
         claimed = await real_claim(self, *args, **kwargs)
         if claimed.runs:
             in_claim.set()
@@ -130,7 +131,7 @@ async def test_runs_claimed_while_a_drain_starts_go_back_to_the_queue(
         started.append(ctx.attempt)
         await anyio.sleep(60)
 
-    monkeypatch.setattr(Store, "run_claim", gated_claim)
+    monkeypatch.setattr(RunStore, "claim", gated_claim)
     async with anyio.create_task_group() as group, start_daemon([never_started]) as daemon:
         run_id = await client.trigger(never_started)
         await in_claim.wait()  # the run is EXECUTING in the database, not yet in the pool
@@ -263,17 +264,17 @@ async def test_a_cancel_landing_before_the_first_step_cancels_the_run(
     async def never_steps(payload: None, ctx: Context) -> None:
         started.append(1)
 
-    real_claim = Store.run_claim
+    real_claim = RunStore.claim
     pools: list[object] = []
 
-    async def claim_then_cancel(self: Store, *args: Any, **kwargs: Any) -> Claim:
+    async def claim_then_cancel(self: RunStore, *args: Any, **kwargs: Any) -> Claim:
         claimed = await real_claim(self, *args, **kwargs)
         loop = asyncio.get_running_loop()
         for run in claimed.runs:  # a cancel NOTIFY handled in the loop iteration of the reply
             loop.call_soon(pools[0].cancel, run.id)  # type: ignore[attr-defined]
         return claimed
 
-    monkeypatch.setattr(Store, "run_claim", claim_then_cancel)
+    monkeypatch.setattr(RunStore, "claim", claim_then_cancel)
     async with start_daemon([never_steps], poll_interval=0.05) as daemon:
         pools.append(daemon.pool)
         run = await wait_for_run(client, await client.trigger(never_steps), FINISHED, timeout=5)
@@ -296,14 +297,14 @@ async def test_a_run_claimed_again_here_supersedes_its_stale_attempt(
         await anyio.sleep(30)  # outlives its lease while the heartbeats fail
         return "stale"
 
-    real_heartbeat = Store.worker_heartbeat
+    real_heartbeat = WorkerStore.heartbeat
 
-    async def failing_until_reclaimed(self: Store, *args: object, **kwargs: object) -> bool:
+    async def failing_until_reclaimed(self: RunStore, *args: object, **kwargs: object) -> bool:
         if not second_started.is_set():
             raise OSError("heartbeat cannot reach the database")
         return await real_heartbeat(self, *args, **kwargs)
 
-    monkeypatch.setattr(Store, "worker_heartbeat", failing_until_reclaimed)
+    monkeypatch.setattr(WorkerStore, "heartbeat", failing_until_reclaimed)
     async with start_daemon([outlives_lease], heartbeat=0.2, lease=1, poll_interval=0.05):
         run = await wait_for_run(client, await client.trigger(outlives_lease), timeout=15)
     assert run.status is RunStatus.COMPLETED and run.output == "done 2"

@@ -16,7 +16,7 @@ from taskd import Client, Context, task
 from taskd.config import RetentionSettings, Settings, WorkerSettings
 from taskd.ids import uuid_at
 from taskd.store.database import create_pool
-from taskd.store.queries import QUERIES
+from taskd.store.retention import SQL as RETENTION_SQL
 from taskd.store.store import Store
 from taskd.worker.maintenance import Maintenance
 from tests.conftest import StartDaemon, wait_for
@@ -237,13 +237,13 @@ async def test_the_pruner_skips_locked_rows_and_never_blocks_a_claim(
     try:
         batch = other.transaction()
         await batch.start()
-        pruning = await other.execute(QUERIES["prune_runs"], uuid_at(NOW), NOW, 10, None)
+        pruning = await other.execute(RETENTION_SQL["prune_runs"], uuid_at(NOW), NOW, 10, None)
         assert pruning == "DELETE 10"
         async with db.transaction():
             await db.execute("SELECT 1 FROM taskd.runs WHERE id = $1 FOR UPDATE", locked)
             with anyio.fail_after(5):  # waiting on either lock would hang here
                 deleted = await pruner(store, batch=7).prune_once(now=NOW)
-                claimed = await store.run_claim([TASK], None, 10, uuid.uuid4(), 60.0)
+                claimed = await store.runs.claim([TASK], None, 10, uuid.uuid4(), 60.0)
             remaining = await ids(db, "runs")
         await batch.rollback()
     finally:

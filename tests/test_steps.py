@@ -127,6 +127,7 @@ async def test_a_step_of_a_run_no_longer_held_is_not_recorded(
 ) -> None:
     # the compare-and-set: a worker that lost its run cannot record steps for it. The run is
     # claimed by one worker, handed back (as for a worker found gone) and claimed by another.
+    from taskd.store.steps import StepOutcome
     from taskd.store.store import Store
 
     store = Store(client.pool)
@@ -134,24 +135,26 @@ async def test_a_step_of_a_run_no_longer_held_is_not_recorded(
     first, second = uuid.uuid4(), uuid.uuid4()
 
     async def record(name: str, worker: uuid.UUID, attempt: int) -> bool:
-        return await store.step_record(
-            run_id,
-            name,
-            worker,
-            attempt,
-            status="completed",
-            result="1",
-            error=None,
-            tries=1,
-            started_at=await db.fetchval("SELECT now()"),
+        return await store.steps.record(
+            StepOutcome(
+                run_id,
+                name,
+                worker,
+                attempt,
+                status="completed",
+                result="1",
+                error=None,
+                tries=1,
+                started_at=await db.fetchval("SELECT now()"),
+            )
         )
 
     assert not await record("unclaimed", first, 1), "a queued run records nothing"
-    claimed = await store.run_claim(["steps.loop"], None, 1, first, 60)
+    claimed = await store.runs.claim(["steps.loop"], None, 1, first, 60)
     assert [(r.id, r.attempt) for r in claimed.runs] == [(run_id, 1)]
     assert await record("before", first, 1)
-    assert [r[0] for r in await store.run_rescue([first])] == [run_id]
-    claimed = await store.run_claim(["steps.loop"], None, 1, second, 60)
+    assert [r[0] for r in await store.runs.rescue([first])] == [run_id]
+    claimed = await store.runs.claim(["steps.loop"], None, 1, second, 60)
     assert [(r.id, r.attempt) for r in claimed.runs] == [(run_id, 2)]
 
     assert not await record("late", first, 1), "the worker that lost the run"

@@ -76,19 +76,19 @@ async def test_each_statement_that_frees_a_run_wakes_the_daemons(
     # a retry due at once
     run_id = await executing_run(db, "retries", worker)
     retry = Outcome(run_id, 1, RunStatus.QUEUED, AttemptOutcome.FAILED, retry_delay=0.0)
-    assert await store.run_complete_many(worker, [retry]) == {run_id: "queued"}
+    assert await store.runs.complete_many(worker, [retry]) == {run_id: "queued"}
     await notices.expect("retries")
 
     # a slot freed in a queue with a concurrency limit
     await db.execute("INSERT INTO taskd.queues (name, concurrency) VALUES ('limited', 1)")
     run_id = await executing_run(db, "limited", worker)
     done = Outcome(run_id, 1, RunStatus.COMPLETED, AttemptOutcome.COMPLETED, output=b"1")
-    assert await store.run_complete_many(worker, [done]) == {run_id: "completed"}
+    assert await store.runs.complete_many(worker, [done]) == {run_id: "completed"}
     await notices.expect("limited")
 
     # a run whose worker is gone, rescued
     run_id = await executing_run(db, "rescued", worker)
-    assert [row[0] for row in await store.run_rescue([worker])] == [run_id]
+    assert [row[0] for row in await store.runs.rescue([worker])] == [run_id]
     await notices.expect("rescued")
 
     # a waiting run whose time came
@@ -96,7 +96,7 @@ async def test_each_statement_that_frees_a_run_wakes_the_daemons(
         "INSERT INTO taskd.runs (task_id, queue, status, run_at) VALUES"
         " ('t', 'woken', 'waiting', now() - interval '1 second')"
     )
-    assert len(await store.run_wake_due()) == 1
+    assert len(await store.waits.wake_due()) == 1
     await notices.expect("woken")
 
     # a waiting parent whose last child ended
@@ -109,5 +109,5 @@ async def test_each_statement_that_frees_a_run_wakes_the_daemons(
         " ('t', 'completed', $1, now()) RETURNING id",
         parent,
     )
-    assert [row[0] for row in await store.parents_wake([child])] == [parent]
+    assert [row[0] for row in await store.waits.wake_parents([child])] == [parent]
     await notices.expect("parents")

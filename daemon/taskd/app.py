@@ -23,7 +23,10 @@ from taskd.sdk.current import set_current_client
 from taskd.sdk.registry import Registry
 from taskd.store.database import DB_ERRORS, connect, create_pool
 from taskd.store.migrations import apply_migrations
+from taskd.store.schedules import DeclaredSchedule
 from taskd.store.store import Store
+from taskd.store.tasks import TaskRegistration
+from taskd.store.workers import WorkerRegistration
 from taskd.telemetry import Telemetry
 from taskd.worker import process_identity
 from taskd.worker.event_relay import EventRelay
@@ -170,21 +173,26 @@ class Daemon:
                     taskd_version(),
                 )
                 await self.admin.start()
-            await store.setting_put("max_payload_bytes", settings.tasks.max_payload_bytes)
+            await store.settings.put("max_payload_bytes", settings.tasks.max_payload_bytes)
             # Every registered task is served; [worker] queues restricts the claim by the
             # run's queue (which a trigger may override), not by the task's default queue.
             served = self.registry
-            await store.task_sync(
-                [(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in self.registry]
+            await store.tasks.sync(
+                [
+                    TaskRegistration(d.id, d.queue.name, d.retry.max_attempts, _describe(d))
+                    for d in self.registry
+                ]
             )
-            await store.queue_sync([queue.settings() for queue in self.registry.queues()])
-            await store.subscription_sync(
+            await store.queues.sync([queue.settings() for queue in self.registry.queues()])
+            await store.events.sync_subscriptions(
                 served.ids, [(event, d.id) for d in self.registry for event in d.events]
             )
             declared = [d for d in self.registry if d.schedule is not None]
-            await store.schedule_declare(
+            await store.schedules.declare(
                 [
-                    (d.id, d.schedule.cron, d.schedule.timezone, d.schedule.catch_up)
+                    DeclaredSchedule(
+                        d.id, d.schedule.cron, d.schedule.timezone, d.schedule.catch_up
+                    )
                     for d in declared
                 ]
             )
@@ -238,17 +246,22 @@ class Daemon:
             async with anyio.create_task_group() as group:
                 # The lock before the worker row: a row without its lock reads as a gone worker.
                 await group.start(self.lock.run)
-                await store.worker_register(
-                    self.worker_id,
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    version=taskd_version(),
-                    concurrency=settings.worker.concurrency,
-                    queues=settings.worker.queues,
-                    tasks=served.ids,
-                    lock_key=self.lock.key,
-                    # lets a successor on this machine prove this process gone (maintenance.py)
-                    process=identity.stored() if (identity := process_identity.current()) else None,
+                await store.workers.register(
+                    WorkerRegistration(
+                        self.worker_id,
+                        host=socket.gethostname(),
+                        pid=os.getpid(),
+                        version=taskd_version(),
+                        concurrency=settings.worker.concurrency,
+                        queues=settings.worker.queues,
+                        tasks=served.ids,
+                        lock_key=self.lock.key,
+                        # lets a successor on this machine prove this process gone
+                        # (maintenance.py)
+                        process=(
+                            identity.stored() if (identity := process_identity.current()) else None
+                        ),
+                    )
                 )
                 if handle_signals:  # before the first claim: from here on a SIGTERM drains
                     await group.start(self._watch_signals)
@@ -286,7 +299,7 @@ class Daemon:
                 group.cancel_scope.cancel()
             try:
                 with anyio.fail_after(5):
-                    await store.worker_stop(self.worker_id)
+                    await store.workers.stop(self.worker_id)
             except DB_ERRORS as exc:
                 log.warning("could not record the worker's stop: %s", exc)
             log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
@@ -312,8 +325,8 @@ class Daemon:
     async def _retire_undeclared_schedules(self, store: Store) -> None:
         """Schedules declared in code that the code no longer declares are deactivated."""
         undeclared = [d.id for d in self.registry if d.schedule is None]
-        served = await store.task_list_served()
-        for schedule_id in await store.schedule_retire_declared(undeclared, served):
+        served = await store.tasks.list_served()
+        for schedule_id in await store.schedules.retire_declared(undeclared, served):
             log.info("schedule %s deactivated: no longer declared in code", schedule_id)
 
     async def _readiness(self, store: Store) -> Readiness:
@@ -416,7 +429,7 @@ class Daemon:
             try:
                 held = self.pool.leases() if self.pool is not None else []
                 # Bounded: a late renewal is useless once the lease is gone; the next try is.
-                alive = await store.worker_heartbeat(
+                alive = await store.workers.heartbeat(
                     self.worker_id,
                     self.settings.worker.lease,
                     held,

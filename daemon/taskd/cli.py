@@ -96,7 +96,7 @@ def cmd_trigger(args: argparse.Namespace) -> None:
             raise CliError("--run-at needs a timezone, e.g. 2026-01-01T09:00:00+00:00", EXIT_USAGE)
 
     async def trigger(client: Any) -> Any:
-        known = {row["id"] for row in await client._store.task_list()}
+        known = {row["id"] for row in await client._store.tasks.list()}
         if args.task not in known:
             listing = ", ".join(sorted(known)) or "none yet: start a daemon first"
             raise UnknownTask(f"unknown task {args.task!r} (registered: {listing})")

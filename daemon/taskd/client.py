@@ -46,6 +46,8 @@ from taskd.sdk.queues import Rate, check_limit, check_queue_name
 from taskd.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from taskd.sdk.task import TaskDefinition
 from taskd.store.database import create_pool
+from taskd.store.runs import NewRuns, RunFilter
+from taskd.store.schedules import KEEP, NewSchedule, ScheduleChanges
 from taskd.store.store import Store
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
@@ -191,23 +193,26 @@ class Client:
         if not encoded:
             return []
         ids = [new_run_id() for _ in encoded]
-        options: dict[str, Any] = {
-            "queue": queue or default_queue,
-            "priority": priority,
-            "run_at": run_at,
-            "delay": to_seconds(delay) if delay is not None else 0.0,
-            "max_attempts": max_attempts,
-            "tags": tags,
-            "ttl": to_seconds(ttl) if ttl is not None else None,
-            "concurrency_key": concurrency_key,
-            "connection": connection,
-        }
+        runs = NewRuns(
+            task_id,
+            ids,
+            encoded,
+            queue=queue or default_queue,
+            priority=priority,
+            run_at=run_at,
+            delay=to_seconds(delay) if delay is not None else 0.0,
+            max_attempts=max_attempts,
+            tags=tags,
+            ttl=to_seconds(ttl) if ttl is not None else None,
+            concurrency_key=concurrency_key,
+            keys=keys,
+        )
         created = ids
         if keys is None:
-            await self._store.run_insert_many(task_id, ids, encoded, **options)
+            await self._store.runs.insert_many(runs, connection=connection)
         else:
-            ids = await self._store.run_insert_many_keyed(
-                task_id, ids, encoded, keys, to_seconds(idempotency_ttl), **options
+            ids = await self._store.runs.insert_many_keyed(
+                runs, to_seconds(idempotency_ttl), connection=connection
             )
             created = [run_id for run_id, new in zip(ids, created, strict=True) if run_id == new]
         if self._changes is not None and self._changes.active and connection is None:
@@ -254,7 +259,7 @@ class Client:
             if value is not None:
                 options[name] = value
         encoded = encode_payload(payload, await self._payload_limit())
-        run_id = await self._store.run_trigger(
+        run_id = await self._store.runs.trigger(
             task_id, encoded.decode(), orjson.dumps(options).decode(), connection=connection
         )
         return run_id
@@ -273,11 +278,11 @@ class Client:
         encoded = encode_payload(
             payload if payload is not None else {}, await self._payload_limit()
         )
-        return await self._store.event_send(name, encoded.decode(), connection=connection)
+        return await self._store.events.send(name, encoded.decode(), connection=connection)
 
     async def list_events(self, *, name: str | None = None, limit: int = 50) -> list[Event]:
         """Recorded events, newest first."""
-        return await self._store.event_list(name, limit)
+        return await self._store.events.list(name, limit)
 
     # schedules --------------------------------------------------------------------------------
 
@@ -305,15 +310,17 @@ class Client:
         task_id = _task_identity(task)[0]
         ScheduleSpec(cron, timezone, _catch_up(catch_up))  # validates
         encoded = encode_payload(payload, await self._payload_limit()).decode()
-        schedule_id = await self._store.schedule_upsert(
-            f"sched_{new_run_id().hex}",
-            task_id=task_id,
-            cron=cron,
-            timezone=timezone,
-            payload=encoded,
-            external_id=external_id,
-            dedup_key=dedup_key,
-            catch_up=catch_up,
+        schedule_id = await self._store.schedules.upsert(
+            NewSchedule(
+                f"sched_{new_run_id().hex}",
+                task_id=task_id,
+                cron=cron,
+                timezone=timezone,
+                payload=encoded,
+                external_id=external_id,
+                dedup_key=dedup_key,
+                catch_up=catch_up,
+            )
         )
         return await self.get_schedule(schedule_id)
 
@@ -335,39 +342,40 @@ class Client:
             _catch_up(catch_up or current.catch_up),
         )
         new_payload = (
-            (True, encode_payload(payload, await self._payload_limit()).decode())
+            encode_payload(payload, await self._payload_limit()).decode()
             if payload is not _UNSET
-            else (False, None)
+            else KEEP
         )
-        new_external = (True, external_id) if external_id is not _UNSET else (False, None)
-        await self._store.schedule_update(
+        await self._store.schedules.update(
             schedule_id,
-            cron=cron,
-            timezone=timezone,
-            payload=new_payload,
-            external_id=new_external,
-            catch_up=catch_up,
+            ScheduleChanges(
+                cron=cron,
+                timezone=timezone,
+                catch_up=catch_up,
+                payload=new_payload,
+                external_id=external_id if external_id is not _UNSET else KEEP,
+            ),
         )
         return await self.get_schedule(schedule_id)
 
     async def delete_schedule(self, schedule_id: str) -> None:
-        if not await self._store.schedule_delete(schedule_id):
+        if not await self._store.schedules.delete(schedule_id):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
 
     async def activate_schedule(self, schedule_id: str) -> Schedule:
         """Resume a paused schedule (missed times follow its catch-up policy)."""
-        if not await self._store.schedule_set_active(schedule_id, True):
+        if not await self._store.schedules.set_active(schedule_id, True):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         return await self.get_schedule(schedule_id)
 
     async def deactivate_schedule(self, schedule_id: str) -> Schedule:
         """Pause a schedule: it fires nothing until activated again."""
-        if not await self._store.schedule_set_active(schedule_id, False):
+        if not await self._store.schedules.set_active(schedule_id, False):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         return await self.get_schedule(schedule_id)
 
     async def get_schedule(self, schedule_id: str) -> Schedule:
-        row = await self._store.schedule_get(schedule_id)
+        row = await self._store.schedules.get(schedule_id)
         if row is None:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         return _schedule(row)
@@ -376,7 +384,7 @@ class Client:
         self, *, task: str | TaskDefinition[Any, Any] | None = None, active: bool | None = None
     ) -> list[Schedule]:
         task_id = _task_identity(task)[0] if task is not None else None
-        rows = await self._store.schedule_list(task_id, active)
+        rows = await self._store.schedules.list(task_id, active)
         found = []
         slice_start = time.perf_counter()
         for row in rows:
@@ -399,13 +407,11 @@ class Client:
         """
         parsed = parse_run_id(run_id)
         try:
-            status = await self._store.run_cancel(parsed)
+            status = await self._store.runs.cancel(parsed)
         except asyncpg.PostgresError as exc:
             raise _run_error(exc) from None
-        if status == RunStatus.CANCELED:
-            await self._store.parents_wake([parsed])  # a child's end resumes its parent
         if status == RunStatus.CANCELED and self._changes is not None and self._changes.active:
-            run = await self._store.run_get(parsed, with_attempts=False)
+            run = await self._store.runs.get(parsed, with_attempts=False)
             task_id = run.task_id if run is not None else ""
             self._changes.publish(RunChange(ChangeKind.CANCELED, parsed, task_id, "canceled"))
         return RunStatus(status)
@@ -426,7 +432,7 @@ class Client:
             raise TokenNotFound(f"not a token id: {token_id!r}") from None
         encoded = encode_payload(data, await self._payload_limit())
         try:
-            await self._store.token_complete(parsed, encoded.decode(), connection=connection)
+            await self._store.tokens.complete(parsed, encoded.decode(), connection=connection)
         except asyncpg.PostgresError as exc:
             code = getattr(exc, "sqlstate", None)
             message = str(exc).removeprefix("taskd.complete_token: ")
@@ -443,10 +449,10 @@ class Client:
         """
         original = parse_run_id(run_id)
         new_id = new_run_id()
-        if not await self._store.run_replay(original, new_id):
+        if not await self._store.runs.replay(original, new_id):
             raise RunNotFound(f"no run with id {original}")
         if self._changes is not None and self._changes.active:
-            run = await self._store.run_get(new_id, with_attempts=False)
+            run = await self._store.runs.get(new_id, with_attempts=False)
             task_id = run.task_id if run is not None else ""
             self._changes.publish(RunChange(ChangeKind.CREATED, new_id, task_id, "queued"))
         return new_id
@@ -455,7 +461,7 @@ class Client:
 
     async def get_run(self, run_id: uuid.UUID | str) -> Run:
         """The run with its attempts; raises RunNotFound."""
-        run = await self._store.run_get(parse_run_id(run_id))
+        run = await self._store.runs.get(parse_run_id(run_id))
         if run is None:
             raise RunNotFound(f"no run with id {run_id}")
         return run
@@ -483,15 +489,17 @@ class Client:
         else:
             statuses = None
         task_id = _task_identity(task)[0] if task is not None else None
-        return await self._store.run_list(
-            statuses=statuses,
-            task_id=task_id,
-            event=event,
-            schedule_id=schedule,
-            tag=tag,
-            queue=queue,
-            created_after=created_after,
-            created_before=created_before,
+        return await self._store.runs.list(
+            RunFilter(
+                statuses=statuses,
+                task_id=task_id,
+                event=event,
+                schedule_id=schedule,
+                tag=tag,
+                queue=queue,
+                created_after=created_after,
+                created_before=created_before,
+            ),
             before=parse_run_id(before) if before is not None else None,
             limit=limit,
         )
@@ -512,11 +520,11 @@ class Client:
         task_id = _task_identity(task)[0] if task is not None else None
         level_list = list(levels) if levels is not None else None
         if newest:
-            rows = await self._store.run_log_recent(
+            rows = await self._store.logs.recent(
                 run_id=run_id, task_id=task_id, levels=level_list, limit=limit
             )
         else:
-            rows = await self._store.run_log_list(
+            rows = await self._store.logs.list(
                 after=after, run_id=run_id, task_id=task_id, levels=level_list, limit=limit
             )
         return [RunLogLine(**row) for row in rows]
@@ -525,15 +533,15 @@ class Client:
 
     async def list_queues(self) -> list[QueueDepth]:
         """Every queue with runs or settings: depths, runs executing, limits, pause."""
-        return [QueueDepth(**q) for q in await self._store.queue_depths()]
+        return [QueueDepth(**q) for q in await self._store.queues.depths()]
 
     async def pause_queue(self, name: str) -> None:
         """Stop starting runs of this queue, on every daemon (within a claim); runs executing
         finish, queued runs stay queued and nothing is lost."""
-        await self._store.queue_pause(_queue_name(name), True)
+        await self._store.queues.pause(_queue_name(name), True)
 
     async def resume_queue(self, name: str) -> None:
-        await self._store.queue_pause(_queue_name(name), False)
+        await self._store.queues.pause(_queue_name(name), False)
 
     async def set_queue_limits(
         self,
@@ -565,19 +573,19 @@ class Client:
             )
         if not changes:
             raise ValueError("give at least one limit to change")
-        await self._store.queue_set_limits(_queue_name(name), changes)
+        await self._store.queues.set_limits(_queue_name(name), changes)
 
     async def reset_queue(self, name: str) -> None:
         """Back to the limits the code declares; an error for a queue without settings."""
-        if not await self._store.queue_reset(_queue_name(name)):
+        if not await self._store.queues.reset(_queue_name(name)):
             raise QueueNotFound(f"no queue {name!r} has settings")
 
     async def health(self) -> Health:
         """Live workers, queue depths, the oldest due run, and runs no live worker serves."""
-        workers = [WorkerInfo(**w) for w in await self._store.worker_list()]
-        queues = [QueueDepth(**q) for q in await self._store.queue_depths()]
+        workers = [WorkerInfo(**w) for w in await self._store.workers.list()]
+        queues = [QueueDepth(**q) for q in await self._store.queues.depths()]
         served = sorted({task for worker in workers for task in worker.tasks})
-        unserved = [UnservedTask(**u) for u in await self._store.run_count_unserved(served)]
+        unserved = [UnservedTask(**u) for u in await self._store.runs.count_unserved(served)]
         due = [q.oldest_due for q in queues if q.oldest_due is not None]
         return Health(
             workers=workers,
@@ -589,7 +597,7 @@ class Client:
 
     async def _payload_limit(self) -> int:
         if self._max_payload_bytes is None:
-            value = await self._store.setting_get("max_payload_bytes")
+            value = await self._store.settings.get("max_payload_bytes")
             self._max_payload_bytes = int(value) if value is not None else DEFAULT_MAX_PAYLOAD_BYTES
         return self._max_payload_bytes
 

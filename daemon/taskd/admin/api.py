@@ -43,6 +43,7 @@ from taskd.admin.schemas import (
 from taskd.admin.state import AdminState
 from taskd.errors import RunNotFound, UnknownTask
 from taskd.models import QueueDepth, RunLogLine, WorkerInfo
+from taskd.store.runs import RunFilter
 
 Handler = Callable[[AdminState, web.Request, Any, Any], Awaitable[Any]]
 
@@ -104,15 +105,17 @@ async def metrics(state: AdminState, request: web.Request, query: Any, body: Any
 async def list_runs(
     state: AdminState, request: web.Request, query: RunListQuery, body: Any
 ) -> RunPage:
-    runs = await state.store.run_list(
-        statuses=query.status,
-        task_id=query.task,
-        tag=query.tag,
-        queue=query.queue,
-        event=query.event,
-        schedule_id=query.schedule,
-        created_after=query.created_after,
-        created_before=query.created_before,
+    runs = await state.store.runs.list(
+        RunFilter(
+            statuses=query.status,
+            task_id=query.task,
+            tag=query.tag,
+            queue=query.queue,
+            event=query.event,
+            schedule_id=query.schedule,
+            created_after=query.created_after,
+            created_before=query.created_before,
+        ),
         before=query.cursor,
         limit=query.limit + 1,  # one more: is there a next page?
         summary=True,
@@ -127,7 +130,7 @@ async def get_run(
 ) -> RunDetail:
     run_id = _run_id(request)
     # one more than shown of each list: is there more?
-    run = await state.store.run_get(run_id, step_limit=MAX_STEPS + 1)
+    run = await state.store.runs.get(run_id, step_limit=MAX_STEPS + 1)
     if run is None:
         raise RunNotFound(f"no run with id {run_id}")
     steps_truncated = len(run.steps) > MAX_STEPS
@@ -135,13 +138,13 @@ async def get_run(
         run = run.model_copy(update={"steps": run.steps[:MAX_STEPS]})
     parent = None
     if run.parent_id is not None:
-        parent_run = await state.store.run_get(run.parent_id, with_attempts=False)
+        parent_run = await state.store.runs.get(run.parent_id, with_attempts=False)
         if parent_run is not None:
             parent = RunLink(id=parent_run.id, task_id=parent_run.task_id, status=parent_run.status)
     children = [
-        RunLink(**row) for row in await state.store.run_children(run_id, limit=MAX_CHILDREN + 1)
+        RunLink(**row) for row in await state.store.runs.children(run_id, limit=MAX_CHILDREN + 1)
     ]
-    lines = await state.store.run_log_list(run_id=run_id, limit=query.log_limit + 1)
+    lines = await state.store.logs.list(run_id=run_id, limit=query.log_limit + 1)
     return RunDetail(
         run=run,
         steps_truncated=steps_truncated,
@@ -174,7 +177,7 @@ async def trigger_task(
 ) -> TriggerResult:
     task_id = request.match_info["id"]
     definition = state.registry.get(task_id) if task_id in state.registry else None
-    if definition is None and task_id not in {row["id"] for row in await state.store.task_list()}:
+    if definition is None and task_id not in {row["id"] for row in await state.store.tasks.list()}:
         raise UnknownTask(f"no task with id {task_id!r} is registered")
     payload = body.payload
     if definition is not None:
@@ -209,9 +212,9 @@ async def trigger_task(
 
 
 async def list_tasks(state: AdminState, request: web.Request, query: Any, body: Any) -> TaskList:
-    subscriptions = await state.store.subscription_list()
+    subscriptions = await state.store.events.subscriptions()
     tasks = []
-    for row in await state.store.task_list():
+    for row in await state.store.tasks.list():
         definition = state.registry.get(row["id"]) if row["id"] in state.registry else None
         settings = row["settings"] or {}
         schedule = None
@@ -235,7 +238,7 @@ async def list_tasks(state: AdminState, request: web.Request, query: Any, body: 
 
 
 async def list_queues(state: AdminState, request: web.Request, query: Any, body: Any) -> QueueList:
-    queues = await state.store.queue_depths()
+    queues = await state.store.queues.depths()
     return QueueList(
         queues=[QueueDepth(**q) for q in queues[:MAX_LIST_ITEMS]],
         truncated=len(queues) > MAX_LIST_ITEMS,
@@ -274,7 +277,7 @@ async def list_schedules(
 async def list_workers(
     state: AdminState, request: web.Request, query: Any, body: Any
 ) -> WorkerList:
-    return WorkerList(workers=[WorkerInfo(**w) for w in await state.store.worker_list()])
+    return WorkerList(workers=[WorkerInfo(**w) for w in await state.store.workers.list()])
 
 
 async def stream(

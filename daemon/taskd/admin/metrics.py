@@ -325,8 +325,8 @@ class Metrics(Telemetry):
         async with self._reading:
             if self._snapshot_at < requested:
                 began = time.monotonic()
-                queues = await self._store.queue_depths()
-                tables = await self._store.table_stats()
+                queues = await self._store.queues.depths()
+                tables = await self._store.retention.table_stats()
                 self._snapshot = DatabaseSnapshot(queues, tables, datetime.now(UTC))
                 self._snapshot_at = began
         self._counters = self._read_counters()  # also sets the pool and loop gauges

@@ -63,7 +63,7 @@ async def serve_stream(
         await response.write(b"retry: 2000\n: connected\n\n")
         if query.run is not None:
             # The run as it is now, sent after subscribing: no change falls in between.
-            run = await state.store.run_get(query.run, with_attempts=False)
+            run = await state.store.runs.get(query.run, with_attempts=False)
             if run is not None:
                 await response.write(
                     b"event: snapshot\ndata: %s\n\n" % run.model_dump_json().encode()

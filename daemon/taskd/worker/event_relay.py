@@ -99,7 +99,7 @@ class EventRelay:
 
     async def _send(self, name: str, payload: str) -> None:
         try:
-            event_id = await self._store.event_send(name, payload)
+            event_id = await self._store.events.send(name, payload)
         except DB_ERRORS as exc:
             self.dropped += 1
             log_event(log, logging.ERROR, f"NOTIFY event {name!r} lost: {exc}", event=name)

@@ -53,14 +53,14 @@ class FailureHooks:
         every served task's rows are taken: a row of a task without a hook is simply done."""
         total = 0
         while True:
-            rows = await self._store.failure_hook_claim(self._worker_id, self._registry.ids, BATCH)
+            rows = await self._store.failure_hooks.claim(self._worker_id, self._registry.ids, BATCH)
             if not rows:
                 return total
             total += len(rows)
             async with anyio.create_task_group() as group:
                 for row in rows:
                     group.start_soon(self._run_hook, row)
-            await self._store.failure_hook_done([row["run_id"] for row in rows], self._worker_id)
+            await self._store.failure_hooks.done([row["run_id"] for row in rows], self._worker_id)
             if len(rows) < BATCH:
                 return total
 

@@ -52,9 +52,9 @@ class WorkerLock:
         while True:
             # each poll bounded: a connection that died silently shows here, and reconnects
             with anyio.fail_after(PROBE_TIMEOUT):
-                if await self._store.worker_lock(connection, self.key):
+                if await self._store.workers.lock(connection, self.key):
                     break
-                orphans = await self._store.worker_lock_free_orphans(connection, self.key)
+                orphans = await self._store.workers.free_orphan_locks(connection, self.key)
             if orphans:
                 log.warning(
                     "worker lock held by this daemon's own orphaned session(s) %s: terminated",

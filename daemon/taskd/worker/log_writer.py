@@ -76,7 +76,7 @@ class RunLogWriter:
                 if left is not None:
                     left -= len(batch)
                 try:
-                    await self._store.run_log_insert_many(batch)
+                    await self._store.logs.insert_many(batch)
                 except DB_ERRORS as exc:
                     self._telemetry.db_error("run_logs")
                     if refuses_data(exc):
@@ -100,7 +100,7 @@ class RunLogWriter:
             return True
         for index, line in enumerate(batch):
             try:
-                await self._store.run_log_insert_many([line])
+                await self._store.logs.insert_many([line])
             except DB_ERRORS as exc:
                 if not refuses_data(exc):
                     self._pending[:0] = batch[index:]

@@ -92,7 +92,7 @@ class Maintenance:
         """
         self._report = Report("startup")
         here = process_identity.current()
-        first = await self._store.worker_list_unlocked(self._worker_id)
+        first = await self._store.workers.list_unlocked(self._worker_id)
         exited = [w for w in first if _has_exited(w, here)]
         rescued = await self._hand_back(exited)
         suspects = {w["id"] for w in first} - {w["id"] for w in exited}
@@ -101,7 +101,7 @@ class Maintenance:
             await anyio.sleep(RECHECK_DELAY)
             rechecked = [
                 w
-                for w in await self._store.worker_list_unlocked(self._worker_id)
+                for w in await self._store.workers.list_unlocked(self._worker_id)
                 if w["id"] in suspects
             ]
             rescued += await self._hand_back(rechecked)
@@ -122,20 +122,20 @@ class Maintenance:
         ids = [worker["id"] for worker in gone]
         rescued = await self._rescue(ids)
         if ids:
-            await self._store.worker_mark_gone(ids)
+            await self._store.workers.mark_gone(ids)
         if rescued and self._handed_back is not None:
             self._handed_back()
         return rescued
 
     async def rescue_once(self) -> int:
         """Hand back runs whose lease expired or whose worker is gone; return how many."""
-        found = {w["id"]: w for w in await self._store.worker_list_unlocked(self._worker_id)}
+        found = {w["id"]: w for w in await self._store.workers.list_unlocked(self._worker_id)}
         unlocked = set(found)
         gone = unlocked & self._suspects
         self._suspects = unlocked - gone
         rescued = await self._rescue(sorted(gone))
         if gone:
-            await self._store.worker_mark_gone(sorted(gone))
+            await self._store.workers.mark_gone(sorted(gone))
             self._report.gone_workers = [
                 f"{i} ({found[i]['host']}:{found[i]['pid']})" for i in sorted(gone)
             ]
@@ -157,16 +157,15 @@ class Maintenance:
         )
         self.last_report = report
         try:
-            await self._store.worker_report(self._worker_id, orjson.dumps(report.stored()))
+            await self._store.workers.report(self._worker_id, orjson.dumps(report.stored()))
         except DB_ERRORS as exc:  # the log line has it; the next report overwrites this one
             log.warning("could not record the reconciliation report: %s", exc)
 
     async def _rescue(self, gone: Sequence[uuid.UUID]) -> int:
         total = 0
         while True:
-            rescued = await self._store.run_rescue(gone, BATCH)
+            rescued = await self._store.runs.rescue(gone, BATCH)
             total += len(rescued)
-            await self._wake_parents([r[0] for r in rescued if r[1] != "queued"])
             for run_id, status, worker, task_id, attempt in rescued:
                 # the report's line names them (counts, the first ids); this one is for debugging
                 log_event(
@@ -195,14 +194,14 @@ class Maintenance:
         """Waiting runs whose wake-up time has come go back to the queue."""
         total = 0
         while True:
-            woken = await self._store.run_wake_due(BATCH)
+            woken = await self._store.waits.wake_due(BATCH)
             total += len(woken)
             for run_id, task_id in woken:
                 self._publish(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
             if len(woken) < BATCH:
                 break
         # runs whose token was completed while they still executed, and that wait now
-        for run_id, task_id in await self._store.run_wake_completed_tokens(BATCH):
+        for run_id, task_id in await self._store.waits.wake_completed_tokens(BATCH):
             total += 1
             self._publish(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
         return total
@@ -211,9 +210,8 @@ class Maintenance:
         """Queued runs past their ttl end expired."""
         total = 0
         while True:
-            expired = await self._store.run_expire(BATCH)
+            expired = await self._store.runs.expire(BATCH)
             total += len(expired)
-            await self._wake_parents([run_id for run_id, _ in expired])
             for run_id, task_id in expired:
                 log_event(
                     log,
@@ -232,8 +230,7 @@ class Maintenance:
         timeout = self._settings.unknown_task_timeout
         if timeout <= 0:
             return 0
-        failed = await self._store.run_fail_unknown(timeout, BATCH)
-        await self._wake_parents([run_id for run_id, _ in failed])
+        failed = await self._store.runs.fail_unknown(timeout, BATCH)
         if failed:
             self._hooks_due.set()
         for run_id, task_id in failed:
@@ -258,7 +255,7 @@ class Maintenance:
     async def retire_subscriptions_once(self) -> list[tuple[str, str]]:
         """Delete the event subscriptions of tasks no live worker has served for
         RETIRE_SUBSCRIPTIONS_AFTER: (event name, task id) of each."""
-        retired = await self._store.subscription_retire_unserved(RETIRE_SUBSCRIPTIONS_AFTER)
+        retired = await self._store.events.retire_subscriptions(RETIRE_SUBSCRIPTIONS_AFTER)
         for event_name, task_id in retired:
             log_event(
                 log,
@@ -296,34 +293,33 @@ class Maintenance:
             while True:
                 # Each batch starts after the previous one's last run: the old runs that stay
                 # (not finished, or a child of a parent not finished) are read once per pass.
-                count, after = await self._store.prune_runs(cutoff, retention.batch, after)
+                count, after = await self._store.retention.prune_runs(
+                    cutoff, retention.batch, after
+                )
                 done("runs", count)
                 if count < retention.batch:  # the batch read up to the cutoff
                     break
                 await anyio.lowlevel.checkpoint()  # the daemon's other work between batches
         if retention.events > 0:
             cutoff = now - timedelta(seconds=retention.events)
-            while (count := await self._store.prune_events(cutoff, retention.batch)) > 0:
+            while (count := await self._store.retention.prune_events(cutoff, retention.batch)) > 0:
                 done("events", count)
                 await anyio.lowlevel.checkpoint()
-        while (count := await self._store.prune_idempotency_keys(retention.batch)) > 0:
+        while (count := await self._store.retention.prune_idempotency_keys(retention.batch)) > 0:
             done("idempotency_keys", count)
             await anyio.lowlevel.checkpoint()
-        while (count := await self._store.failure_hook_prune(retention.batch)) > 0:
+        while (count := await self._store.retention.prune_failure_hooks(retention.batch)) > 0:
             await anyio.lowlevel.checkpoint()
         if retention.workers > 0:
             done(
                 "workers",
-                await self._store.prune_workers(now - timedelta(seconds=retention.workers)),
+                await self._store.retention.prune_workers(
+                    now - timedelta(seconds=retention.workers)
+                ),
             )
         if any(deleted.values()):
             log_event(log, logging.INFO, "pruned rows past their retention", **deleted)
         return deleted
-
-    async def _wake_parents(self, run_ids: Sequence[uuid.UUID]) -> None:
-        """Runs this loop ended may be a waiting parent's last children."""
-        if run_ids:
-            await self._store.parents_wake(run_ids)
 
     def _publish(
         self,

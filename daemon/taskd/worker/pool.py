@@ -168,7 +168,7 @@ class WorkerPool:
         """Cancel the runs (``run_ids``, else all running) whose cancel the database has."""
         candidates = list(self._running) if run_ids is None else run_ids
         if candidates:
-            for run_id in await self._store.run_list_cancel_requested(candidates):
+            for run_id in await self._store.runs.list_cancel_requested(candidates):
                 self.cancel(run_id)
 
     def wake(self) -> None:
@@ -256,7 +256,7 @@ class WorkerPool:
             if free > 0 and self._backlog and self._task_ids and self._may_claim():
                 limit = min(free, self._settings.claim_batch)
                 try:
-                    claim = await self._store.run_claim(
+                    claim = await self._store.runs.claim(
                         self._task_ids,
                         self._queues,
                         limit,
@@ -595,7 +595,7 @@ class WorkerPool:
             with anyio.move_on_after(BEFORE_OUTCOMES_TIMEOUT):
                 await self._before_outcomes()
         locked: set[uuid.UUID] = set()
-        written = await self._store.run_complete_many(self._worker_id, outcomes, locked)
+        written = await self._store.runs.complete_many(self._worker_id, outcomes, locked)
         if locked:
             self._locked.extend(o for o in outcomes if o.run_id in locked)
             self._locked_due = time.monotonic() + LOCKED_RETRY
@@ -621,7 +621,7 @@ class WorkerPool:
                     )
 
     async def _write_handbacks(self, handbacks: list[Handback]) -> None:
-        released = await self._store.run_release_many(self._worker_id, handbacks)
+        released = await self._store.runs.release_many(self._worker_id, handbacks)
         log.info("handed %d run(s) back to the queue", len(released))
         for run_id, attempt in handbacks:
             task_id = self._handback_tasks.pop(run_id, "")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
@@ -23,7 +22,9 @@ from taskd.payloads import check_concurrency_key, encode_payload
 from taskd.sdk.context import Context
 from taskd.storable import NotStorable, has_nul
 from taskd.store.database import DB_ERRORS, DatabaseError, refuses_data
+from taskd.store.steps import StepOutcome
 from taskd.store.store import Store
+from taskd.store.waits import ChildRuns
 from taskd.worker.log_writer import RunLogWriter
 
 log = logging.getLogger("taskd.run")
@@ -81,7 +82,7 @@ class WorkerRunServices:
         return await self._patiently(
             "wait token not created",
             run_id,
-            self._store.token_create,
+            self._store.tokens.create,
             token_id,
             run_id,
             lifetime,
@@ -90,14 +91,14 @@ class WorkerRunServices:
     async def token_await(self, token_id: uuid.UUID, run_id: uuid.UUID) -> dict[str, Any] | None:
         # A retry is safe: marking the token awaited and its data seen again changes nothing.
         return await self._patiently(
-            "wait token not read", run_id, self._store.token_await, token_id, run_id
+            "wait token not read", run_id, self._store.tokens.mark_awaited, token_id, run_id
         )
 
     async def token_time_out(self, token_id: uuid.UUID, run_id: uuid.UUID) -> bool:
         # A retry after a first try that timed the token out returns False: the caller then
         # reads the token, timed out.
         return await self._patiently(
-            "wait token not timed out", run_id, self._store.token_time_out, token_id
+            "wait token not timed out", run_id, self._store.tokens.time_out, token_id
         )
 
     async def children_create(
@@ -121,20 +122,22 @@ class WorkerRunServices:
         created = await self._patiently(
             "child runs not created",
             ctx.run_id,
-            self._store.children_create,
-            ctx.run_id,
-            self._worker_id,
-            ctx.attempt,
-            step_name,
-            task_id,
-            queue,
-            ids,
-            encoded,
-            tags,
-            max_attempts,
-            concurrency_key,
-            idempotency_keys,
-            idempotency_ttl,
+            self._store.waits.create_children,
+            ChildRuns(
+                ctx.run_id,
+                self._worker_id,
+                ctx.attempt,
+                step_name,
+                task_id,
+                queue,
+                ids,
+                encoded,
+                tags,
+                max_attempts,
+                concurrency_key,
+                idempotency_keys,
+                idempotency_ttl,
+            ),
         )
         if created is None:
             raise RuntimeError("child runs not created: the run is no longer this worker's")
@@ -144,11 +147,11 @@ class WorkerRunServices:
         self, run_id: uuid.UUID, ids: list[uuid.UUID]
     ) -> dict[uuid.UUID, dict[str, Any]]:
         return await self._patiently(
-            "child runs not read", run_id, self._store.children_results, ids
+            "child runs not read", run_id, self._store.waits.children_results, ids
         )
 
     async def load_steps(self, run_id: uuid.UUID) -> dict[str, Step]:
-        steps = await self._patiently("steps not loaded", run_id, self._store.step_list, run_id)
+        steps = await self._patiently("steps not loaded", run_id, self._store.steps.list, run_id)
         return {step.name: step for step in steps}
 
     async def record_step(
@@ -169,8 +172,8 @@ class WorkerRunServices:
             return await self._patiently(
                 f"step {name!r} not recorded",
                 run_id,
-                functools.partial(
-                    self._store.step_record,
+                self._store.steps.record,
+                StepOutcome(
                     run_id,
                     name,
                     self._worker_id,
@@ -204,7 +207,7 @@ class WorkerRunServices:
         written = await self._patiently(
             "metadata not stored",
             ctx.run_id,
-            self._store.run_set_metadata,
+            self._store.runs.set_metadata,
             ctx.run_id,
             self._worker_id,
             ctx.attempt,

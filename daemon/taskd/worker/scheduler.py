@@ -86,7 +86,7 @@ class Scheduler:
         """Fire what is due at ``now``; return the next fire time of any active schedule."""
         now = now or datetime.now(UTC)
         soonest: datetime | None = None
-        schedules = await self._store.schedule_active()
+        schedules = await self._store.schedules.active()
         await anyio.lowlevel.checkpoint()  # reading many rows took a slice of the loop already
         slice_start = time.perf_counter()
         for schedule in schedules:
@@ -163,7 +163,7 @@ class Scheduler:
                 until=due.last_missed.isoformat(),
             )
             if policy == "none":
-                await self._store.schedule_skip_to(schedule["id"], due.last_missed)
+                await self._store.schedules.skip_to(schedule["id"], due.last_missed)
         previous = schedule["last_fired_at"]
         zone = ZoneInfo(schedule["timezone"])
         for fire_time in due.times:
@@ -176,7 +176,7 @@ class Scheduler:
                 "payload": schedule["payload"],
             }
             run_id = new_run_id()
-            if await self._store.schedule_fire(
+            if await self._store.schedules.fire(
                 schedule["id"], fire_time, run_id, orjson.dumps(payload).decode()
             ):
                 self.fired += 1

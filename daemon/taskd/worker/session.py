@@ -16,7 +16,7 @@ from anyio.abc import TaskStatus
 
 from taskd.config import DatabaseSettings
 from taskd.store.database import DB_ERRORS, connect
-from taskd.store.queries import QUERIES
+from taskd.store.workers import SQL as WORKER_SQL
 
 PROBE_INTERVAL = 15.0
 PROBE_TIMEOUT = 5.0
@@ -55,7 +55,7 @@ class DedicatedSession:
                 connection = await connect(self._dsn, self._settings)
                 lost = anyio.Event()
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await connection.fetchval(QUERIES["session_keepalives"], timeout=PROBE_TIMEOUT)
+                await connection.fetchval(WORKER_SQL["session_keepalives"], timeout=PROBE_TIMEOUT)
                 await self._on_connect(connection)
                 self.up = True
                 if started:

@@ -1,0 +1,375 @@
+"""Runs: their creation, the claim, the outcomes, the hand-backs (release, rescue), expiry,
+cancel, and the reads. See daemon/taskd/run_states.py for which verb moves a run where.
+
+A verb that finishes a run wakes its waiting parent itself (waits.wake_parents, a statement
+of its own after the verb's commit): no caller has to remember it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from taskd.ids import uuid_at
+from taskd.models import Claim, ClaimedRun, Outcome, Run, RunStatus, RunSummary
+from taskd.run_states import Room, check
+from taskd.store.attempts import AttemptStore
+from taskd.store.database import DB_ERRORS
+from taskd.store.idempotency import hold_keys
+from taskd.store.queries import load
+from taskd.store.steps import StepStore
+from taskd.store.waits import WaitStore
+
+SQL = load("runs")
+
+log = logging.getLogger("taskd.store")
+
+
+@dataclass(frozen=True, slots=True)
+class NewRuns:
+    """Runs of one task to create; ``payloads`` are JSON already encoded (size-checked),
+    ``keys`` their idempotency keys (None: none)."""
+
+    task_id: str
+    ids: Sequence[uuid.UUID]
+    payloads: Sequence[bytes]
+    queue: str | None = None
+    priority: int = 0
+    run_at: datetime | None = None
+    delay: float = 0.0
+    max_attempts: int | None = None
+    tags: Sequence[str] = ()
+    ttl: float | None = None
+    concurrency_key: str | None = None
+    keys: Sequence[str | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """What a listing matches: every filter given (None: any)."""
+
+    statuses: Sequence[RunStatus] | None = None
+    task_id: str | None = None
+    tag: str | None = None
+    queue: str | None = None
+    event: str | None = None
+    schedule_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class RunStore:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        claim_pool: asyncpg.Pool,
+        *,
+        attempts: AttemptStore,
+        steps: StepStore,
+        waits: WaitStore,
+    ) -> None:
+        self.pool = pool
+        # Claims may go through a pool of their own (asynchronous commit; see create_pool).
+        self.claim_pool = claim_pool
+        self._attempts = attempts
+        self._steps = steps
+        self._waits = waits
+
+    # creation -----------------------------------------------------------------------------
+
+    async def insert_many(
+        self, runs: NewRuns, *, connection: asyncpg.Connection | None = None
+    ) -> None:
+        """Insert runs of one task (their keys, if any, already held: see insert_many_keyed)."""
+        on = connection if connection is not None else self.pool
+        await on.execute(
+            SQL["insert_many"],
+            runs.task_id,
+            runs.queue,
+            runs.priority,
+            runs.run_at,
+            runs.delay,
+            runs.max_attempts,
+            list(runs.tags),
+            runs.ids,
+            [payload.decode() for payload in runs.payloads],
+            runs.ttl,
+            runs.concurrency_key or "",
+            list(runs.keys) if runs.keys is not None else [None] * len(runs.ids),
+        )
+
+    async def insert_many_keyed(
+        self, runs: NewRuns, key_ttl: float, *, connection: asyncpg.Connection | None = None
+    ) -> list[uuid.UUID]:
+        """Insert the runs whose idempotency key is free (or that have none), in one
+        transaction; the ids in order, a key already held giving its run's id."""
+        keys = runs.keys if runs.keys is not None else [None] * len(runs.ids)
+        if connection is not None:
+            async with connection.transaction():
+                return await self._insert_keyed(connection, runs, keys, key_ttl)
+        async with self.pool.acquire() as pooled, pooled.transaction():
+            return await self._insert_keyed(pooled, runs, keys, key_ttl)
+
+    async def _insert_keyed(
+        self,
+        tx: asyncpg.Connection,
+        runs: NewRuns,
+        keys: Sequence[str | None],
+        key_ttl: float,
+    ) -> list[uuid.UUID]:
+        final, new = await hold_keys(tx, runs.task_id, runs.ids, keys, key_ttl)
+        if new:
+            chosen = dataclasses.replace(
+                runs,
+                ids=[runs.ids[i] for i in new],
+                payloads=[runs.payloads[i] for i in new],
+                keys=[keys[i] for i in new],
+            )
+            await self.insert_many(chosen, connection=tx)
+        return final
+
+    async def trigger(
+        self,
+        task_id: str,
+        payload: str,
+        options: str,
+        *,
+        connection: asyncpg.Connection | None = None,
+    ) -> uuid.UUID:
+        """taskd.trigger: ``payload`` and ``options`` as JSON text; the run's id (with an
+        idempotency key held by an earlier run: that run's id)."""
+        on = connection if connection is not None else self.pool
+        run_id: uuid.UUID = await on.fetchval(SQL["trigger"], task_id, payload, options)
+        return run_id
+
+    async def replay(self, run_id: uuid.UUID, new_id: uuid.UUID) -> bool:
+        """Create ``new_id`` as a copy of ``run_id``; False when ``run_id`` does not exist."""
+        return await self.pool.fetchrow(SQL["replay"], run_id, new_id) is not None
+
+    # the claimer and the completer --------------------------------------------------------
+
+    async def claim(
+        self,
+        task_ids: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        worker_id: uuid.UUID,
+        lease_seconds: float,
+        *,
+        queue_after: str | None = None,
+        key_after: dict[str, str] | None = None,
+    ) -> Claim:
+        """Claim up to ``limit`` due runs of these tasks (in these queues; None: all), queue
+        by queue after ``queue_after`` and key by key after ``key_after[queue]``; with what
+        the queues' limits held back."""
+        rows = await self.claim_pool.fetch(
+            SQL["claim"],
+            task_ids,
+            queues,
+            limit,
+            worker_id,
+            lease_seconds,
+            queue_after,
+            orjson.dumps(key_after or {}).decode(),
+        )
+        claim = Claim()
+        for row in rows:
+            if row[0] is None:
+                claim.held_back = bool(row[10])
+                claim.retry_in = row[11]
+                claim.cursors = row[12] or {}
+            else:
+                claim.runs.append(ClaimedRun(*row[:10]))
+        return claim
+
+    async def complete_many(
+        self,
+        worker_id: uuid.UUID,
+        outcomes: Sequence[Outcome],
+        locked: set[uuid.UUID] | None = None,
+    ) -> dict[uuid.UUID, str]:
+        """Write outcomes; return {id: new status} for the writes that won (the rest lost a
+        race, or are added to ``locked``: runs still this worker's whose row another
+        transaction holds, to be written later). Then wake the waiting parents whose last
+        child this batch finished."""
+        for o in outcomes:
+            check(Room.COMPLETER, RunStatus.EXECUTING, o.status)
+        rows = await self.pool.fetch(
+            SQL["complete_many"],
+            worker_id,
+            [o.run_id for o in outcomes],
+            [o.attempt for o in outcomes],
+            [o.status.value for o in outcomes],
+            [o.attempt_outcome.value for o in outcomes],
+            [o.output.decode() if o.output is not None else None for o in outcomes],
+            [o.error.decode() if o.error is not None else None for o in outcomes],
+            [o.retry_delay for o in outcomes],
+            [o.owes_failure_hook for o in outcomes],
+        )
+        if locked is not None:
+            locked.update(row[0] for row in rows if row[1] is None)
+        rows = [row for row in rows if row[1] is not None]
+        await self._wake_parents_after_commit(
+            [row[0] for row in rows if row[2] is not None and RunStatus(row[1]).terminal]
+        )
+        return {row[0]: row[1] for row in rows}
+
+    async def release_many(
+        self, worker_id: uuid.UUID, runs: Sequence[tuple[uuid.UUID, int]]
+    ) -> set[uuid.UUID]:
+        """Hand (run id, attempt) back to the queue without spending the attempt (a run
+        asked to cancel ends canceled, and wakes its parent)."""
+        if not runs:
+            return set()
+        ids, attempts = zip(*runs, strict=True)
+        rows = await self.pool.fetch(SQL["release_many"], worker_id, ids, attempts)
+        await self._wake_parents_after_commit(
+            [row[0] for row in rows if row[2] is not None and RunStatus(row[1]).terminal]
+        )
+        return {row[0] for row in rows}
+
+    async def _wake_parents_after_commit(self, finished_children: list[uuid.UUID]) -> None:
+        if not finished_children:
+            return
+        try:
+            await self._waits.wake_parents(finished_children)
+        except DB_ERRORS as exc:
+            # The outcomes are committed: a failure here must not have them written again.
+            # The parents' own recheck (CHILDREN_RECHECK) wakes them.
+            log.warning("waking the parents of %d run(s) failed: %s", len(finished_children), exc)
+
+    async def set_metadata(
+        self, run_id: uuid.UUID, worker_id: uuid.UUID, attempt: int, patch: str
+    ) -> bool:
+        """Merge ``patch`` (a JSON object) into the run's metadata; False when the run is no
+        longer this worker's attempt (rescued or canceled meanwhile)."""
+        written = await self.pool.fetchval(SQL["set_metadata"], run_id, worker_id, attempt, patch)
+        return bool(written)
+
+    async def list_cancel_requested(self, run_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        rows = await self.pool.fetch(SQL["list_cancel_requested"], list(run_ids))
+        return [row[0] for row in rows]
+
+    # the chores that end runs outside an attempt --------------------------------------------
+    # (each wakes the waiting parents of the runs it finished; a failure to wake them is
+    # raised, as the chore's own failure would be: the chore runs again)
+
+    async def rescue(
+        self, gone_workers: Sequence[uuid.UUID], limit: int = 1000
+    ) -> list[tuple[uuid.UUID, str, uuid.UUID, str, int]]:
+        """Hand back runs with an expired lease or a gone worker:
+        (run id, new status, lost worker, task id, attempt)."""
+        rows = await self.pool.fetch(SQL["rescue"], list(gone_workers), limit)
+        rescued = [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
+        await self._wake_parents([r[0] for r in rescued if RunStatus(r[1]).terminal])
+        return rescued
+
+    async def expire(self, limit: int = 1000) -> list[tuple[uuid.UUID, str]]:
+        """Queued runs past their ttl end expired: (run id, task id)."""
+        expired = [(row[0], row[1]) for row in await self.pool.fetch(SQL["expire"], limit)]
+        await self._wake_parents([run_id for run_id, _ in expired])
+        return expired
+
+    async def fail_unknown(
+        self, waited_seconds: float, limit: int = 1000
+    ) -> list[tuple[uuid.UUID, str]]:
+        """Fail due runs of tasks unserved for ``waited_seconds``: (run id, task id)."""
+        rows = await self.pool.fetch(SQL["fail_unknown"], waited_seconds, limit)
+        failed = [(row[0], row[1]) for row in rows]
+        await self._wake_parents([run_id for run_id, _ in failed])
+        return failed
+
+    async def cancel(self, run_id: uuid.UUID) -> str:
+        """taskd.cancel: 'canceled', or 'executing' when its worker was asked to cancel it
+        (its end then wakes the parent: the completer, the releaser or the rescuer)."""
+        status: str = await self.pool.fetchval(SQL["cancel"], run_id)
+        if status == RunStatus.CANCELED:
+            await self._wake_parents([run_id])
+        return status
+
+    async def _wake_parents(self, finished: list[uuid.UUID]) -> None:
+        if finished:
+            await self._waits.wake_parents(finished)
+
+    # reads --------------------------------------------------------------------------------
+
+    async def get(
+        self, run_id: uuid.UUID, *, with_attempts: bool = True, step_limit: int | None = None
+    ) -> Run | None:
+        """The run with its attempts and (at most ``step_limit``) steps."""
+        async with self.pool.acquire() as connection:
+            row = await connection.fetchrow(SQL["get"], run_id)
+            if row is None:
+                return None
+            attempts = (
+                await self._attempts.list(run_id, connection=connection) if with_attempts else []
+            )
+            steps = (
+                await self._steps.list(run_id, limit=step_limit, connection=connection)
+                if with_attempts
+                else []
+            )
+        return Run(**dict(row), attempts=attempts, steps=steps)
+
+    async def list(
+        self,
+        where: RunFilter | None = None,
+        *,
+        before: uuid.UUID | None = None,
+        limit: int = 50,
+        summary: bool = False,
+    ) -> list[Any]:
+        """Runs (RunSummary with ``summary``: no payload, output) newest first, matching
+        ``where``; ``before``: the keyset cursor (the last id of the previous page). Ids
+        begin with their creation time, so a created range is an id range on the primary
+        key."""
+        f = where or RunFilter()
+        conditions: list[str] = []
+        args: list[Any] = []
+
+        def match(condition: str, value: Any) -> None:
+            args.append(value)
+            conditions.append(condition.replace("$?", f"${len(args)}"))
+
+        if f.statuses:
+            match("r.status = ANY($?::text[])", [s.value for s in f.statuses])
+        if f.task_id is not None:
+            match("r.task_id = $?", f.task_id)
+        if f.tag is not None:
+            match("r.tags @> ARRAY[$?::text] AND r.tags <> '{}'", f.tag)
+        if f.queue is not None:
+            match("r.queue = $?", f.queue)
+        if f.schedule_id is not None:
+            match("r.schedule_id = $?", f.schedule_id)
+        if f.event is not None:
+            match("r.event_id IN (SELECT e.id FROM taskd.events e WHERE e.name = $?)", f.event)
+        if f.created_after is not None:
+            match("r.id >= $?", uuid_at(f.created_after))
+        if f.created_before is not None:
+            match("r.id < $?", uuid_at(f.created_before))
+        if before is not None:
+            match("r.id < $?", before)
+        args.append(limit)
+        base = SQL["list_summary" if summary else "list"]
+        sql = "\n   AND ".join([base, *conditions])
+        sql += f"\n ORDER BY r.id DESC\n LIMIT ${len(args)}"
+        rows = await self.pool.fetch(sql, *args)
+        model = RunSummary if summary else Run
+        return [model(**dict(row)) for row in rows]
+
+    async def children(self, run_id: uuid.UUID, limit: int = 1000) -> builtins.list[dict[str, Any]]:
+        rows = await self.pool.fetch(SQL["children"], run_id, limit)
+        return [dict(row) for row in rows]
+
+    async def count_unserved(self, served: Sequence[str]) -> builtins.list[dict[str, Any]]:
+        rows = await self.pool.fetch(SQL["count_unserved"], list(served))
+        return [dict(row) for row in rows]
