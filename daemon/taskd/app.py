@@ -270,7 +270,7 @@ class Daemon:
             findings = Findings(store, self.worker_id, changes=self.changes, telemetry=telemetry)
             worker = settings.worker
             self.rescuer = Rescuer(store, worker, self.worker_id, findings=findings)
-            # the listener is not up during the reconciliation: it nudges the claimer itself
+            # the listener is not up during the reconciliation: the reconciler nudges the claimer
             self.reconciler = Reconciler(
                 store, self.worker_id, self.rescuer, handed_back=claimer.nudge
             )
