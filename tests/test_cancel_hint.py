@@ -51,7 +51,7 @@ async def test_a_bare_notify_cannot_cancel_a_run(
     client: Client, db: asyncpg.Connection, nobody: asyncpg.Connection, start_daemon, monkeypatch
 ) -> None:
     # No cancel poll during the test: a run canceled below was canceled by its NOTIFY.
-    monkeypatch.setattr("taskd.worker.pool.CANCEL_POLL_INTERVAL", 3600.0)
+    monkeypatch.setattr("taskd.worker.in_flight.CANCEL_POLL_INTERVAL", 3600.0)
     for name in ("victim", "real"):
         STARTED[name], GO[name] = anyio.Event(), anyio.Event()
     async with start_daemon([hold]):

@@ -10,7 +10,7 @@ and recovers from its WAL.
 
 "Written" is observed from outside, the way an operator sees it: the daemon's own run-change
 stream (``/api/stream``), whose ``completed`` events the daemon publishes only after the
-statement that wrote the outcome returned (``WorkerPool._write_outcomes``), i.e. after its
+statement that wrote the outcome returned (``Completer._write_outcomes``), i.e. after its
 transaction committed. A trigger is committed when ``client.trigger`` returned its id.
 
 Afterwards: every run the producer was told was triggered exists and, like every other run in

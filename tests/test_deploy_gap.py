@@ -16,7 +16,7 @@ import asyncpg
 
 from taskd import Client, Context, RunStatus, task
 from taskd.store.store import Store
-from taskd.worker.maintenance import RETIRE_SUBSCRIPTIONS_AFTER
+from taskd.worker.subscription_retirer import RETIRE_SUBSCRIPTIONS_AFTER
 from tests.conftest import wait_for, wait_for_run
 
 
@@ -58,7 +58,7 @@ async def test_a_deploy_gap_fails_no_run_of_the_briefly_unserved_task(
     # The review's probe: B serves U with unknown_task_timeout=60; A, the only daemon serving
     # T, stops cleanly (a deploy) with a run of T created two hours ago, due or delayed.
     async with start_daemon([other], unknown_task_timeout=60, heartbeat=0.5, lease=2) as b:
-        assert b.maintenance is not None
+        assert b.unknown_task_failer is not None
         async with start_daemon([deployed]):
             delayed = await client.trigger("gap.t", {}, delay="1h")
             due = await client.trigger("gap.t", {}, delay="1h")
@@ -71,7 +71,7 @@ async def test_a_deploy_gap_fails_no_run_of_the_briefly_unserved_task(
         await db.execute(
             "UPDATE taskd.runs SET run_at = now() - interval '2 hours' WHERE id = $1", due
         )
-        assert await b.maintenance.fail_unknown_once() == 0
+        assert await b.unknown_task_failer.run_once() == 0
         assert await status_of(db, delayed) == "queued"
         assert await status_of(db, due) == "queued"
 
@@ -86,7 +86,7 @@ async def test_a_deploy_gap_fails_no_run_of_the_briefly_unserved_task(
             await db.fetchval("SELECT last_served_at FROM taskd.tasks WHERE id = 'gap.t'")
             is not None
         )
-        assert await b.maintenance.fail_unknown_once() == 0
+        assert await b.unknown_task_failer.run_once() == 0
         assert await status_of(db, due) == "queued"
 
         # Unserved for longer than the timeout: the due run fails, the delayed one waits for
@@ -95,7 +95,7 @@ async def test_a_deploy_gap_fails_no_run_of_the_briefly_unserved_task(
             "UPDATE taskd.tasks SET last_served_at = now() - interval '2 minutes',"
             " updated_at = now() - interval '3 minutes' WHERE id = 'gap.t'"
         )
-        await b.maintenance.fail_unknown_once()  # (or the daemon's own tick, meanwhile)
+        await b.unknown_task_failer.run_once()  # (or the daemon's own tick, meanwhile)
         run = await wait_for_run(client, due, (RunStatus.FAILED,), timeout=5)
         assert run.status is RunStatus.FAILED and run.error["type"] == "UnknownTask"
         # waited since T became unserved (two minutes), not since the run was due (two hours)
@@ -108,13 +108,13 @@ async def test_a_due_run_of_a_task_never_served_fails_after_the_timeout_from_its
     client: Client, db: asyncpg.Connection, start_daemon
 ) -> None:
     async with start_daemon([other], unknown_task_timeout=60, heartbeat=0.5, lease=2) as b:
-        assert b.maintenance is not None
+        assert b.unknown_task_failer is not None
         fresh = await client.trigger("gap.never", {})
         old = await client.trigger("gap.never", {})
         await db.execute(
             "UPDATE taskd.runs SET run_at = now() - interval '61 seconds' WHERE id = $1", old
         )
-        await b.maintenance.fail_unknown_once()
+        await b.unknown_task_failer.run_once()
         await wait_for_run(client, old, (RunStatus.FAILED,), timeout=5)
         assert await status_of(db, fresh) == "queued"
 
@@ -131,9 +131,9 @@ async def test_subscriptions_of_a_task_no_daemon_serves_any_more_are_retired(
     )
 
     async with start_daemon([other], heartbeat=0.5, lease=2) as daemon:
-        assert daemon.maintenance is not None
+        assert daemon.subscription_retirer is not None
         # a deploy's gap: T stopped being served a moment ago, and keeps its subscription
-        assert await daemon.maintenance.retire_subscriptions_once() == []
+        assert await daemon.subscription_retirer.run_once() == []
         gap_event = await db.fetchval("SELECT taskd.send_event('gap.happened', '{}')")
         assert await db.fetchval("SELECT runs FROM taskd.events WHERE id = $1", gap_event) == 1
 
@@ -167,18 +167,18 @@ async def test_a_task_being_registered_keeps_its_subscription(
     # A daemon starting with a new task writes the task and its subscriptions before its
     # worker row: another daemon's maintenance in between must not take them for removed.
     async with start_daemon([other], heartbeat=0.5, lease=2) as daemon:
-        assert daemon.maintenance is not None
+        assert daemon.subscription_retirer is not None
         await db.execute(
             "INSERT INTO taskd.tasks (id, queue, max_attempts) VALUES ('gap.new', 'default', 3)"
         )
         await db.execute(
             "INSERT INTO taskd.subscriptions (event_name, task_id) VALUES ('gap.new', 'gap.new')"
         )
-        assert await daemon.maintenance.retire_subscriptions_once() == []
+        assert await daemon.subscription_retirer.run_once() == []
         await db.execute(  # and once its registration is old, with no worker ever serving it
             "UPDATE taskd.tasks SET updated_at = now() - make_interval(secs => $1)"
             " WHERE id = 'gap.new'",
             RETIRE_SUBSCRIPTIONS_AFTER + 1,
         )
-        await daemon.maintenance.retire_subscriptions_once()  # (or its own tick, meanwhile)
+        await daemon.subscription_retirer.run_once()  # (or its own tick, meanwhile)
         assert await db.fetchval("SELECT count(*) FROM taskd.subscriptions") == 0

@@ -71,16 +71,16 @@ async def test_an_unknown_task_failure_gets_its_hook_from_a_daemon_that_serves_t
 ) -> None:
     HOOKED.clear()
     async with start_daemon([other], unknown_task_timeout=60, heartbeat=0.5, lease=2) as b:
-        assert b.maintenance is not None
+        assert b.unknown_task_failer is not None and b.failure_hooks is not None
         run_id = await client.trigger("hook.unserved", {"order": 7})
         await db.execute(  # nobody ever served it, and it was due two minutes ago
             "UPDATE taskd.runs SET run_at = now() - interval '2 minutes' WHERE id = $1", run_id
         )
-        await b.maintenance.fail_unknown_once()
+        await b.unknown_task_failer.run_once()
         run = await wait_for_run(client, run_id, (RunStatus.FAILED,), timeout=5)
         assert run.error is not None and run.error["type"] == "UnknownTask"
         # B does not serve the task: the hook waits for a daemon that does
-        assert await b.maintenance.run_failure_hooks_once() == 0
+        assert await b.failure_hooks.run_once() == 0
         assert await db.fetchval("SELECT count(*) FROM taskd.failure_hooks") == 1
 
         async with start_daemon([unserved], heartbeat=0.5, lease=2):
@@ -159,14 +159,14 @@ async def test_a_hook_cut_short_by_its_daemon_s_death_runs_again(
         runs.append(run_id)
     try:
         async with start_daemon([unserved], heartbeat=0.5, lease=2) as daemon:
-            assert daemon.maintenance is not None
+            assert daemon.failure_hooks is not None
             await wait_for(lambda: _true(HOOKED), timeout=10)
 
             async def one_left() -> bool:
                 return bool(await db.fetchval("SELECT count(*) FROM taskd.failure_hooks") == 1)
 
             await wait_for(one_left, timeout=10)
-            await daemon.maintenance.run_failure_hooks_once()  # the live claim stays put
+            await daemon.failure_hooks.run_once()  # the live claim stays put
     finally:
         await holder.close()
     assert [h[:3] for h in HOOKED] == [(runs[0], "WorkerLost", 1)]

@@ -21,7 +21,7 @@ from taskd import Client, Context, Retry, RunFinished, RunNotFound, RunStatus, t
 from taskd.config import WorkerSettings
 from taskd.store.database import create_pool
 from taskd.store.store import Store
-from taskd.worker.maintenance import Maintenance
+from taskd.worker.rescuer import Rescuer
 from tests.conftest import ROOT, wait_for, wait_for_run
 from tests.daemon_process import create_effects_table, daemons
 
@@ -279,10 +279,10 @@ async def test_rescuer_takes_expired_leases_and_workers_gone_twice(
         _, gone_run = await seed_executing(db)
         pool = await create_pool(database)
         try:
-            maintenance = Maintenance(Store(pool), WorkerSettings(), uuid.uuid4())
-            assert await maintenance.rescue_once() == 1, "the expired lease at once"
-            assert await maintenance.rescue_once() == 1, "the gone worker on its second check"
-            assert await maintenance.rescue_once() == 0
+            rescuer = Rescuer(Store(pool), WorkerSettings(), uuid.uuid4())
+            assert await rescuer.run_once() == 1, "the expired lease at once"
+            assert await rescuer.run_once() == 1, "the gone worker on its second check"
+            assert await rescuer.run_once() == 0
         finally:
             await pool.close()
         status = {

@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from taskd.config import Settings
-from taskd.notify import SystemdNotifier
+from taskd.systemd import SystemdNotifier
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -104,7 +104,7 @@ async def test_an_outcome_written_after_the_run_was_rescued_and_reclaimed_is_not
                 (2, "completed", b.worker_id),
             ]
             assert len(not_written()) == 1
-            assert a.pool is not None and a.pool.completed_total == 0
+            assert a.completer is not None and a.completer.completed_total == 0
 
 
 @pytest.mark.parametrize(

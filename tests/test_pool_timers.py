@@ -11,22 +11,22 @@ import uvloop
 
 from taskd.config import WorkerSettings
 from taskd.sdk.registry import Registry
-from taskd.worker.pool import WorkerPool
+from taskd.worker.claimer import Claimer
 
 
 def test_wake_timers_of_any_delay_wake_the_claimer_under_uvloop() -> None:
     async def main() -> int:
-        pool = WorkerPool(None, Registry(), WorkerSettings(), uuid.uuid4())  # type: ignore[arg-type]
-        before = pool._wakes
+        claimer = Claimer(None, Registry(), WorkerSettings(), uuid.uuid4())  # type: ignore[arg-type]
+        before = claimer._nudges
         await asyncio.sleep(0)  # a fresh loop iteration: uvloop's clock is up to date
         # a timer below a millisecond, then others while it is pending: later, then earlier
         for delay in (0.0003, 0.02, 0.0001, 0.0002):
-            pool._schedule_wake(delay)
+            claimer._nudge_in(delay)
         # until the four have fired (a slow machine takes longer), at most 10 s
         for _ in range(2000):
-            if pool._wakes - before >= 4:
+            if claimer._nudges - before >= 4:
                 break
             await asyncio.sleep(0.005)
-        return pool._wakes - before
+        return claimer._nudges - before
 
     assert uvloop.run(main()) == 4

@@ -30,7 +30,7 @@ from taskd import Client, Context, RunStatus, task
 from taskd.app import Daemon
 from taskd.logs import FIELDS_ATTR
 from taskd.sdk.registry import Registry
-from taskd.worker import maintenance, process_identity
+from taskd.worker import process_identity, reconciler
 from taskd.worker.process_identity import ProcessIdentity
 from tests.conftest import test_settings, wait_for, wait_for_run
 
@@ -135,7 +135,7 @@ async def test_runs_of_workers_whose_process_exited_resume_before_the_second_loo
         "another host": await seed(db, exited, host="another-host"),
     }
     # The second look never comes while this test runs.
-    monkeypatch.setattr(maintenance, "RECHECK_DELAY", 1e9)
+    monkeypatch.setattr(reconciler, "RECHECK_DELAY", 1e9)
     daemon = Daemon(test_settings(database), Registry([echo]), database)
     async with anyio.create_task_group() as group:
         group.start_soon(functools.partial(daemon.run, handle_signals=False))
@@ -173,7 +173,7 @@ async def test_one_report_names_the_workers_of_both_looks(
 ) -> None:
     fast_worker, fast_run = await seed(db, exited)
     slow_worker, slow_run = await seed(db, None)
-    monkeypatch.setattr(maintenance, "RECHECK_DELAY", 0)  # the second look at once
+    monkeypatch.setattr(reconciler, "RECHECK_DELAY", 0)  # the second look at once
     caplog.set_level(logging.INFO, logger="taskd.maintenance")
     async with start_daemon([echo]) as daemon:
         for run_id in (fast_run, slow_run):

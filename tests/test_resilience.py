@@ -144,13 +144,13 @@ async def test_runs_claimed_while_a_drain_starts_go_back_to_the_queue(
 
 
 async def _claiming_stopped(daemon: object) -> bool:
-    return not daemon.pool._claiming  # type: ignore[attr-defined]
+    return not daemon.claimer._claiming  # type: ignore[attr-defined]
 
 
 async def test_shutdown_ends_when_the_database_is_gone(
     client: Client, database: str, server_dsn: str, start_daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("taskd.worker.pool.FINAL_FLUSH_TIMEOUT", 1.0)
+    monkeypatch.setattr("taskd.worker.completer.FINAL_FLUSH_TIMEOUT", 1.0)
     gate = anyio.Event()
     running = anyio.Event()
 
@@ -173,7 +173,7 @@ async def test_shutdown_ends_when_the_database_is_gone(
                     name,
                 )
                 gate.set()  # the attempt completes while the database is away
-        assert daemon.pool is not None and daemon.pool.unwritten == 1
+        assert daemon.completer is not None and daemon.completer.unwritten == 1
     finally:
         await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
         await admin.close()
@@ -276,9 +276,9 @@ async def test_a_cancel_landing_before_the_first_step_cancels_the_run(
 
     monkeypatch.setattr(RunStore, "claim", claim_then_cancel)
     async with start_daemon([never_steps], poll_interval=0.05) as daemon:
-        pools.append(daemon.pool)
+        pools.append(daemon.in_flight)
         run = await wait_for_run(client, await client.trigger(never_steps), FINISHED, timeout=5)
-        assert daemon.pool is not None and daemon.pool.in_use == 0
+        assert daemon.in_flight is not None and daemon.in_flight.in_use == 0
     assert started == [] and run.status is RunStatus.CANCELED
 
 
@@ -348,7 +348,7 @@ async def test_a_worker_without_its_lock_stops_claiming_and_stops_when_declared_
             ("lost", b.worker_id),
             ("completed", a.worker_id),
         ]
-        assert b.pool is not None and b.pool.completed_total == 0
+        assert b.completer is not None and b.completer.completed_total == 0
 
 
 async def _lock_lost(daemon: object) -> bool:

@@ -13,12 +13,12 @@ import asyncpg
 import pytest
 
 from taskd import Client, Context, task
-from taskd.config import RetentionSettings, Settings, WorkerSettings
+from taskd.config import RetentionSettings, Settings
 from taskd.ids import uuid_at
 from taskd.store.database import create_pool
 from taskd.store.retention import SQL as RETENTION_SQL
 from taskd.store.store import Store
-from taskd.worker.maintenance import Maintenance
+from taskd.worker.pruner import Pruner
 from tests.conftest import StartDaemon, wait_for
 
 DAY = 86_400.0
@@ -103,11 +103,11 @@ async def store(database: str) -> AsyncIterator[Store]:
         await pool.close()
 
 
-def pruner(store: Store, **retention: Any) -> Maintenance:
+def pruner(store: Store, **retention: Any) -> Pruner:
     settings = RetentionSettings(
         **{"runs": DAY, "events": 2 * DAY, "workers": 3 * DAY, **retention}
     )
-    return Maintenance(store, WorkerSettings(), uuid.uuid4(), retention=settings)
+    return Pruner(store, settings)
 
 
 async def test_prune_deletes_only_what_is_past_its_retention(
@@ -134,7 +134,7 @@ async def test_prune_deletes_only_what_is_past_its_retention(
     live_worker = await seed_worker(db, None)  # started long ago, still running
 
     maintenance = pruner(store, batch=7)  # 30 runs: 5 batches (7, 7, 7, 7, 2)
-    deleted = await maintenance.prune_once(now=NOW)
+    deleted = await maintenance.run_once(now=NOW)
 
     assert deleted == {"runs": len(old), "events": 3, "workers": 1, "idempotency_keys": 0}
     assert await ids(db, "runs") == set(kept)
@@ -147,7 +147,7 @@ async def test_prune_deletes_only_what_is_past_its_retention(
     assert gone_worker not in await ids(db, "workers")
 
     # Nothing left past its retention: a second pass deletes nothing; counters add up.
-    assert await maintenance.prune_once(now=NOW) == {
+    assert await maintenance.run_once(now=NOW) == {
         "runs": 0,
         "events": 0,
         "workers": 0,
@@ -175,7 +175,7 @@ async def test_runs_with_ids_that_are_not_uuidv7_are_never_pruned(
             LONG_AGO,
         )
     v7 = await seed_run(db, "completed", LONG_AGO, LONG_AGO)
-    deleted = await pruner(store).prune_once(now=NOW)
+    deleted = await pruner(store).run_once(now=NOW)
     assert await ids(db, "runs") == set(hand_made)
     assert deleted["runs"] == 1
     assert v7 not in await ids(db, "runs")
@@ -188,7 +188,7 @@ async def test_expired_idempotency_keys_are_pruned(db: asyncpg.Connection, store
         " VALUES ($1, $2, $3, now() + $4::text::interval)",
         [(TASK, "expired", run_id, "-1 hour"), (TASK, "live", run_id, "1 hour")],
     )
-    deleted = await pruner(store, runs=0).prune_once(now=NOW)
+    deleted = await pruner(store, runs=0).run_once(now=NOW)
     assert deleted["idempotency_keys"] == 1
     keys = await db.fetch("SELECT idempotency_key FROM taskd.idempotency_keys")
     assert [row[0] for row in keys] == ["live"]
@@ -200,7 +200,7 @@ async def test_zero_keeps_everything(db: asyncpg.Connection, store: Store) -> No
     worker = await seed_worker(db, LONG_AGO)
 
     maintenance = pruner(store, runs=0, events=0, workers=0)
-    assert await maintenance.prune_once(now=NOW) == {
+    assert await maintenance.run_once(now=NOW) == {
         "runs": 0,
         "events": 0,
         "workers": 0,
@@ -212,7 +212,7 @@ async def test_zero_keeps_everything(db: asyncpg.Connection, store: Store) -> No
 
     # Each one on its own: runs kept forever, events and workers pruned.
     maintenance = pruner(store, runs=0)
-    assert await maintenance.prune_once(now=NOW) == {
+    assert await maintenance.run_once(now=NOW) == {
         "runs": 0,
         "events": 1,
         "workers": 1,
@@ -242,7 +242,7 @@ async def test_the_pruner_skips_locked_rows_and_never_blocks_a_claim(
         async with db.transaction():
             await db.execute("SELECT 1 FROM taskd.runs WHERE id = $1 FOR UPDATE", locked)
             with anyio.fail_after(5):  # waiting on either lock would hang here
-                deleted = await pruner(store, batch=7).prune_once(now=NOW)
+                deleted = await pruner(store, batch=7).run_once(now=NOW)
                 claimed = await store.runs.claim([TASK], None, 10, uuid.uuid4(), 60.0)
             remaining = await ids(db, "runs")
         await batch.rollback()
@@ -253,7 +253,7 @@ async def test_the_pruner_skips_locked_rows_and_never_blocks_a_claim(
     assert remaining == {*old[:10], locked, queued}
     assert [run.id for run in claimed.runs] == [queued]  # the queue went on meanwhile
     # The other pruner rolled back: its 10 runs came back, and go now with the unlocked one.
-    assert (await pruner(store, batch=7).prune_once(now=NOW))["runs"] == 11
+    assert (await pruner(store, batch=7).run_once(now=NOW))["runs"] == 11
     assert await ids(db, "runs") == {queued}
     assert await ids(db, "attempts", "run_id") == {queued}
     assert await ids(db, "run_logs", "run_id") == {queued}
@@ -275,8 +275,8 @@ async def test_the_daemon_prunes_on_its_interval(
 
     async with start_daemon([noop], prune_often) as daemon:
         fresh = await client.trigger(noop)
-        assert daemon.maintenance is not None
-        maintenance = daemon.maintenance
+        assert daemon.pruner is not None
+        maintenance = daemon.pruner
 
         async def pruned() -> bool:
             # the count is taken when the delete's result is back: after its commit

@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from taskd.config import RetentionSettings, WorkerSettings
+from taskd.config import RetentionSettings
 from taskd.ids import uuid_at
 from taskd.store.database import create_pool
 from taskd.store.store import Store
-from taskd.worker.maintenance import Maintenance
+from taskd.worker.pruner import Pruner
 
 DAY = 86_400.0
 NOW = datetime.now(UTC)
@@ -47,9 +47,9 @@ async def store(database: str) -> AsyncIterator[Store]:
         await pool.close()
 
 
-def pruner(store: Store, batch: int) -> Maintenance:
+def pruner(store: Store, batch: int) -> Pruner:
     retention = RetentionSettings(runs=DAY, events=0, workers=0, batch=batch)
-    return Maintenance(store, WorkerSettings(), uuid.uuid4(), retention=retention)
+    return Pruner(store, retention)
 
 
 async def insert_runs(
@@ -104,7 +104,7 @@ async def test_a_pass_reads_the_old_runs_that_stay_once(
     await db.execute("ANALYZE taskd.runs")
 
     before = await runs_rows_read(db, store)
-    deleted = await pruner(store, BATCH).prune_once(now=NOW)
+    deleted = await pruner(store, BATCH).run_once(now=NOW)
     read = await runs_rows_read(db, store) - before
 
     assert deleted["runs"] == PRUNABLE
@@ -137,7 +137,7 @@ async def test_children_of_a_parent_not_finished_are_kept(
     await insert_runs(db, pruned[2:], "canceled", finished=LONG_AGO, parent=gone)
 
     # Batches of 2: the runs kept stand in front of the ones pruned, across batches.
-    deleted = await pruner(store, batch=2).prune_once(now=NOW)
+    deleted = await pruner(store, batch=2).run_once(now=NOW)
 
     assert deleted["runs"] == len(pruned) + 1  # and the finished parent
     left = {row[0] for row in await db.fetch("SELECT id FROM taskd.runs")}
@@ -149,6 +149,6 @@ async def test_children_of_a_parent_not_finished_are_kept(
         waiting,
         LONG_AGO,
     )
-    assert (await pruner(store, batch=2).prune_once(now=NOW))["runs"] == 1 + 3
+    assert (await pruner(store, batch=2).run_once(now=NOW))["runs"] == 1 + 3
     left = {row[0] for row in await db.fetch("SELECT id FROM taskd.runs")}
     assert left == {executing, *kept[3:]}

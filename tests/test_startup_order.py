@@ -13,7 +13,7 @@ import pytest
 from taskd import Client, Context, RunStatus, task
 from taskd.app import Daemon
 from taskd.sdk.registry import Registry
-from taskd.worker.maintenance import Maintenance
+from taskd.worker.reconciler import Reconciler
 from tests.conftest import test_settings, wait_for, wait_for_run
 
 
@@ -27,13 +27,13 @@ async def test_queued_runs_start_while_the_reconciliation_is_under_way(
 ) -> None:
     # The reconciliation is held until the test lets it go: no timing involved.
     release = anyio.Event()
-    reconcile = Maintenance.reconcile
+    reconcile = Reconciler.run_once
 
-    async def held(self: Maintenance) -> Any:
+    async def held(self: Reconciler) -> Any:
         await release.wait()
         return await reconcile(self)
 
-    monkeypatch.setattr(Maintenance, "reconcile", held)
+    monkeypatch.setattr(Reconciler, "run_once", held)
     run_id = await client.trigger(echo, "queued before the start")
     daemon = Daemon(test_settings(database), Registry([echo]), database)
 

@@ -281,7 +281,7 @@ async def test_tokens_are_pruned_with_their_runs(database: str, db: asyncpg.Conn
         )
     pool = await create_pool(database)
     try:
-        deleted = await pruner(Store(pool)).prune_once(now=NOW)
+        deleted = await pruner(Store(pool)).run_once(now=NOW)
     finally:
         await pool.close()
     assert deleted["runs"] == 1

@@ -17,8 +17,8 @@ from taskd.changes import ChangeHub
 from taskd.client import Client
 from taskd.config import Settings
 from taskd.embedded import embedded_dsn
+from taskd.health import counters, readiness, status_line
 from taskd.logs import log_event
-from taskd.notify import SystemdNotifier
 from taskd.sdk.current import set_current_client
 from taskd.sdk.registry import Registry
 from taskd.store.database import DB_ERRORS, connect, create_pool
@@ -27,21 +27,31 @@ from taskd.store.schedules import DeclaredSchedule
 from taskd.store.store import Store
 from taskd.store.tasks import TaskRegistration
 from taskd.store.workers import WorkerRegistration
+from taskd.systemd import SystemdNotifier
 from taskd.telemetry import Telemetry
 from taskd.worker import process_identity
+from taskd.worker.claimer import Claimer
+from taskd.worker.completer import Completer
 from taskd.worker.event_relay import EventRelay
+from taskd.worker.expirer import Expirer
 from taskd.worker.failure_hooks import FailureHooks
-from taskd.worker.listener import CANCEL_CHANNEL, WAKEUP_CHANNEL, Listener
+from taskd.worker.findings import Findings
+from taskd.worker.heartbeat import Heartbeat
+from taskd.worker.in_flight import InFlight
+from taskd.worker.listener import CANCEL_CHANNEL, NUDGE_CHANNEL, Listener
 from taskd.worker.lock import WorkerLock, new_lock_key
 from taskd.worker.log_writer import RunLogWriter
-from taskd.worker.maintenance import Maintenance
-from taskd.worker.pool import WorkerPool
+from taskd.worker.pruner import Pruner
+from taskd.worker.reconciler import Reconciler
+from taskd.worker.rescuer import Rescuer
 from taskd.worker.run_services import WorkerRunServices
 from taskd.worker.scheduler import SCHEDULES_CHANNEL, Scheduler
+from taskd.worker.subscription_retirer import SubscriptionRetirer
+from taskd.worker.unknown_task_failer import UnknownTaskFailer
+from taskd.worker.waker import Waker
 
 if TYPE_CHECKING:
     from taskd.admin.metrics import Metrics
-    from taskd.admin.schemas import Readiness
     from taskd.admin.server import AdminServer
 
 log = logging.getLogger("taskd.daemon")
@@ -72,20 +82,33 @@ async def migrate(dsn: str, settings: Settings) -> list[str]:
 
 
 class Daemon:
-    """One taskd process: listener, worker pool, heartbeat; drains on SIGTERM/SIGINT."""
+    """One taskd process: builds its parts (one per chore) and runs them in one task group;
+    drains on SIGTERM/SIGINT."""
 
     def __init__(self, settings: Settings, registry: Registry, dsn: str) -> None:
         self.settings = settings
         self.registry = registry
         self.dsn = dsn
         self.worker_id = uuid.uuid4()
-        self.pool: WorkerPool | None = None
+        # the run's path: claimer -> in_flight (executor) -> completer
+        self.claimer: Claimer | None = None
+        self.in_flight: InFlight | None = None
+        self.completer: Completer | None = None
+        self.heartbeat: Heartbeat | None = None
         self.listener: Listener | None = None
         self.lock: WorkerLock | None = None
-        self.maintenance: Maintenance | None = None
+        # maintenance chores, for the whole fleet
+        self.reconciler: Reconciler | None = None
+        self.rescuer: Rescuer | None = None
+        self.waker: Waker | None = None
+        self.expirer: Expirer | None = None
+        self.unknown_task_failer: UnknownTaskFailer | None = None
+        self.subscription_retirer: SubscriptionRetirer | None = None
+        self.failure_hooks: FailureHooks | None = None
+        self.pruner: Pruner | None = None
         self.event_relay: EventRelay | None = None
         self.scheduler: Scheduler | None = None
-        self._stopping = False
+        self.stopping = False
         self.declared_gone = False
         self.reconciled = False
         self.notifier = SystemdNotifier.from_environment()
@@ -148,7 +171,9 @@ class Daemon:
             from taskd.admin.metrics import Metrics
 
             self.metrics = telemetry = Metrics(
-                admin_store, self._counters, known_task=lambda task_id: task_id in self.registry
+                admin_store,
+                lambda: counters(self),
+                known_task=lambda task_id: task_id in self.registry,
             )
         client = Client(db_pool, changes=self.changes)
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
@@ -167,7 +192,7 @@ class Daemon:
                         changes=self.changes,
                         metrics=self.metrics,
                         settings=settings.admin,
-                        readiness=lambda: self._readiness(admin_store),
+                        readiness=lambda: readiness(self, admin_store),
                         max_payload_bytes=settings.tasks.max_payload_bytes,
                     ),
                     taskd_version(),
@@ -211,38 +236,62 @@ class Daemon:
                 max_payload_bytes=settings.tasks.max_payload_bytes,
                 max_output_bytes=settings.tasks.max_output_bytes,
             )
-            self.pool = WorkerPool(
+            claimer = self.claimer = Claimer(
                 store,
                 served,
                 settings.worker,
                 self.worker_id,
                 may_claim=lambda: lock.held,
+                telemetry=telemetry,
+            )
+            self.completer = Completer(
+                store,
+                self.worker_id,
+                claimer,
                 changes=self.changes,
                 telemetry=telemetry,
-                services=services,
                 before_outcomes=lambda: log_writer.flush(only_current=True),
+            )
+            in_flight = self.in_flight = InFlight(
+                store,
+                served,
+                settings.worker,
+                claimer,
+                self.completer,
+                changes=self.changes,
+                services=services,
+            )
+            self.heartbeat = Heartbeat(
+                store, settings.worker, self.worker_id, in_flight.leases, self._declared_gone
             )
             self.scheduler = Scheduler(store, self.changes)
             self.listener = Listener(
                 self.dsn,
                 settings.database,
                 {
-                    WAKEUP_CHANNEL: self._on_wake,
+                    NUDGE_CHANNEL: self._on_nudge,
                     CANCEL_CHANNEL: self._on_cancel,
                     SCHEDULES_CHANNEL: self.scheduler.changed,
                 },
                 on_reconnect=self._on_listener_reconnect,
             )
-            self.maintenance = Maintenance(
-                store,
-                settings.worker,
-                self.worker_id,
-                retention=settings.retention,
-                changes=self.changes,
-                telemetry=telemetry,
-                hooks=FailureHooks(store, self.registry, self.worker_id, services),
-                handed_back=self.pool.wake,  # the listener is not up during the reconciliation
+            findings = Findings(store, self.worker_id, changes=self.changes, telemetry=telemetry)
+            worker = settings.worker
+            self.rescuer = Rescuer(store, worker, self.worker_id, findings=findings)
+            # the listener is not up during the reconciliation: the reconciler nudges the claimer
+            self.reconciler = Reconciler(
+                store, self.worker_id, self.rescuer, handed_back=claimer.nudge
             )
+            self.waker = Waker(store, self.worker_id, findings=findings)
+            self.expirer = Expirer(store, worker, self.worker_id, findings=findings)
+            self.unknown_task_failer = UnknownTaskFailer(
+                store, worker, self.worker_id, findings=findings
+            )
+            self.subscription_retirer = SubscriptionRetirer(store, worker, telemetry=telemetry)
+            self.failure_hooks = FailureHooks(
+                store, self.registry, self.worker_id, services, settings=worker, findings=findings
+            )
+            self.pruner = Pruner(store, settings.retention, telemetry=telemetry)
             async with anyio.create_task_group() as group:
                 # The lock before the worker row: a row without its lock reads as a gone worker.
                 await group.start(self.lock.run)
@@ -257,7 +306,7 @@ class Daemon:
                         tasks=served.ids,
                         lock_key=self.lock.key,
                         # lets a successor on this machine prove this process gone
-                        # (maintenance.py)
+                        # (reconciler.py)
                         process=(
                             identity.stored() if (identity := process_identity.current()) else None
                         ),
@@ -265,18 +314,30 @@ class Daemon:
                 )
                 if handle_signals:  # before the first claim: from here on a SIGTERM drains
                     await group.start(self._watch_signals)
-                group.start_soon(self._heartbeat, store)
+                group.start_soon(self.heartbeat.run)
                 group.start_soon(self.log_writer.run)
                 # Claims start now, alongside the reconciliation, whose second look at the
                 # gone workers it cannot prove exited comes 1.5 s after its first: queued runs
                 # need not wait for it, and the runs it hands back are claimed as soon as it has.
                 drained = anyio.Event()
                 group.start_soon(self._serve, drained)
-                await self.maintenance.reconcile()
+                await self.reconciler.run_once()
                 self.reconciled = True
                 await self._retire_undeclared_schedules(store)
                 await group.start(self.listener.run)
-                group.start_soon(self.maintenance.run)
+                # each chore in a loop of its own (a slow hook, or a long backlog to prune,
+                # must not delay a rescue); the heartbeat-paced ones in the order of one pass:
+                # fail unknown tasks, then rescue, whose report names what the others found
+                for chore in (
+                    self.pruner,
+                    self.waker,
+                    self.failure_hooks,
+                    self.expirer,
+                    self.unknown_task_failer,
+                    self.rescuer,
+                    self.subscription_retirer,
+                ):
+                    group.start_soon(chore.run)
                 self.event_relay = EventRelay(
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes
                 )
@@ -315,10 +376,10 @@ class Daemon:
                         pool.terminate()
 
     async def _serve(self, drained: anyio.Event) -> None:
-        """The worker pool, until it has drained; ``drained`` is set then."""
-        assert self.pool is not None
+        """The runs in flight, until they have drained; ``drained`` is set then."""
+        assert self.in_flight is not None
         try:
-            await self.pool.run()
+            await self.in_flight.run()
         finally:
             drained.set()
 
@@ -329,60 +390,13 @@ class Daemon:
         for schedule_id in await store.schedules.retire_declared(undeclared, served):
             log.info("schedule %s deactivated: no longer declared in code", schedule_id)
 
-    async def _readiness(self, store: Store) -> Readiness:
-        from taskd.admin.schemas import Readiness  # loaded with the admin endpoint, its caller
-
-        database = False
-        with anyio.move_on_after(2):
-            try:
-                await store.pool.fetchval("SELECT 1")
-                database = True
-            except DB_ERRORS:
-                pass
-        listener = self.listener is not None and self.listener.up
-        worker_lock = self.lock is not None and self.lock.held
-        ready = database and listener and worker_lock and self.reconciled and not self._stopping
-        if self.metrics is not None:
-            self.metrics.ready.set(1 if ready else 0)
-        return Readiness(
-            ready=ready,
-            database=database,
-            listener=listener,
-            worker_lock=worker_lock,
-            reconciled=self.reconciled,
-            draining=self._stopping,
-        )
-
-    def _counters(self) -> dict[str, float]:
-        """Counters the parts keep themselves, for the metrics (read at scrape time)."""
-        if self.metrics is not None:
-            if self.pool is not None:
-                self.metrics.pool_in_use.set(self.pool.in_use)
-                self.metrics.pool_limit.set(self.pool.capacity)
-            self.metrics.loop_lag.set(self.notifier.max_lag)
-        return {
-            "listener_reconnects": self.listener.reconnects if self.listener is not None else 0,
-            "stream_clients_dropped": self.changes.dropped_total,
-            "run_log_lines_dropped": self.log_writer.dropped if self.log_writer else 0,
-            "pruned_runs": self.maintenance.pruned["runs"] if self.maintenance else 0,
-        }
-
     def status_line(self) -> str:
-        """Live counts for systemd's STATUS= (shown by `systemctl status taskd`)."""
-        if self.pool is None:
-            return "starting"
-        listener = "up" if self.listener is not None and self.listener.up else "DOWN"
-        lock = "held" if self.lock is not None and self.lock.held else "LOST"
-        return (
-            f"{self.pool.in_use}/{self.pool.capacity} running, "
-            f"{self.pool.completed_total} done; listener {listener}, worker lock {lock}, "
-            f"loop lag max {self.notifier.max_lag * 1000:.0f} ms"
-        )
+        return status_line(self)
 
-    def _on_wake(self, queue: str) -> None:
+    def _on_nudge(self, queue: str) -> None:
         # a queue this daemon serves; other queues' enqueues are not its business
-        if self.pool is not None and self.pool.serves_queue(queue):
-            self.pool.wake()
+        if self.claimer is not None and self.claimer.serves_queue(queue):
+            self.claimer.nudge()
 
     def _on_cancel(self, payload: str) -> None:
         try:
@@ -390,23 +404,23 @@ class Daemon:
         except ValueError:
             log.warning("malformed cancel notification ignored: %.100r", payload)
             return
-        if self.pool is not None:
-            self.pool.cancel_hint(run_id)  # a hint: any role may NOTIFY; the database decides
+        if self.in_flight is not None:
+            self.in_flight.cancel_hint(run_id)  # a hint: any role may NOTIFY; the database decides
 
     def _on_listener_reconnect(self) -> None:
-        # wake-ups sent while the listener was away are lost: claim now (lost cancel requests
-        # are found by the pool's cancel poll within a second)
-        if self.pool is not None:
-            self.pool.wake()
+        # nudges sent while the listener was away are lost: claim now (lost cancel requests
+        # are found by the in-flight runs' cancel poll within a second)
+        if self.claimer is not None:
+            self.claimer.nudge()
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: stop claiming, let attempts finish within ``grace``, hand back the rest."""
-        if self.pool is None or self._stopping:
+        if self.in_flight is None or self.stopping:
             return
-        self._stopping = True
+        self.stopping = True
         log.info("stopping: no new claims")
         self.notifier.stopping(f"draining: {self.status_line()}")
-        await self.pool.drain(self.settings.worker.shutdown_grace if grace is None else grace)
+        await self.in_flight.drain(self.settings.worker.shutdown_grace if grace is None else grace)
 
     async def _watch_signals(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -415,35 +429,19 @@ class Daemon:
             task_status.started()
             async with anyio.create_task_group() as group:
                 async for signum in signals:
-                    if not self._stopping:
+                    if not self.stopping:
                         log.info("received %s: draining", signal.Signals(signum).name)
                         group.start_soon(self.stop)
-                    elif self.pool is not None:
+                    elif self.in_flight is not None:
                         log.info("received %s again: cancelling now", signal.Signals(signum).name)
-                        self.pool.cancel_all()
+                        self.in_flight.cancel_all()
 
-    async def _heartbeat(self, store: Store) -> None:
-        interval = self.settings.worker.heartbeat
-        while True:
-            await anyio.sleep(interval)
-            try:
-                held = self.pool.leases() if self.pool is not None else []
-                # Bounded: a late renewal is useless once the lease is gone; the next try is.
-                alive = await store.workers.heartbeat(
-                    self.worker_id,
-                    self.settings.worker.lease,
-                    held,
-                    timeout=self.settings.worker.lease / 2,
-                )
-            except DB_ERRORS as exc:
-                log.error("heartbeat failed: %s", exc)
-                continue
-            if not alive and self.pool is not None:
-                # Another daemon found this worker's lock free twice and handed its runs
-                # back: they are others' now. Stop at once; systemd restarts us (exit 1).
-                self.declared_gone = True
-                self.pool.abandon()
-                return
+    def _declared_gone(self) -> None:
+        # Another daemon found this worker's lock free twice and handed its runs back: they
+        # are others' now. Stop at once; systemd restarts us (exit 1).
+        self.declared_gone = True
+        if self.in_flight is not None:
+            self.in_flight.abandon()
 
 
 def _describe(definition: Any) -> dict[str, Any]:
@@ -475,7 +473,7 @@ def run_daemon(settings: Settings, registry: Registry) -> int:
     except ImportError:
         pass
     anyio.run(daemon.run, backend="asyncio", backend_options=backend_options)
-    unwritten = daemon.pool is not None and daemon.pool.unwritten
+    unwritten = daemon.completer is not None and daemon.completer.unwritten
     return 1 if unwritten or daemon.declared_gone else 0
 
 

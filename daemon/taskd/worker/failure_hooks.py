@@ -8,6 +8,9 @@ refused, replaced by a failure (OutcomeNotStored). Those statements also insert 
 ``taskd.failure_hooks``; here a daemon that serves the task claims it, runs the hook, and
 deletes the row. A daemon that dies or stops mid-hook leaves its claim behind, and the claim
 is taken again once that worker is known to be gone: the hook runs at least once.
+
+A chore of its own (a slow hook must not delay a rescue): every heartbeat, and at once when
+this daemon's rescuer or unknown-task failer failed runs (``Findings.hooks_due``).
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from typing import Any
 
 import anyio
 
+from taskd.config import WorkerSettings
 from taskd.errors import FailedOutsideAttempt
 from taskd.logs import log_event
 from taskd.sdk.context import Context, RunServices
 from taskd.sdk.registry import Registry
+from taskd.store.database import DB_ERRORS
 from taskd.store.store import Store
+from taskd.worker.findings import Findings
 
 log = logging.getLogger("taskd.failure_hooks")
+maintenance_log = logging.getLogger("taskd.maintenance")
 
 BATCH = 50
 HOOK_TIMEOUT = 300.0
@@ -39,11 +46,16 @@ class FailureHooks:
         registry: Registry,
         worker_id: uuid.UUID,
         services: RunServices | None = None,
+        *,
+        settings: WorkerSettings | None = None,
+        findings: Findings | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
         self._worker_id = worker_id
         self._services = services
+        self._settings = settings or WorkerSettings()
+        self._findings = findings or Findings(store, worker_id)
         self.ran = 0
         """Hooks run by this daemon (tests and figures)."""
 
@@ -63,6 +75,17 @@ class FailureHooks:
             await self._store.failure_hooks.done([row["run_id"] for row in rows], self._worker_id)
             if len(rows) < BATCH:
                 return total
+
+    async def run(self) -> None:
+        while True:
+            self._findings.hooks_due = anyio.Event()
+            try:
+                await self.run_once()
+            except DB_ERRORS as exc:
+                self._findings.telemetry.db_error("maintenance")
+                maintenance_log.error("running on_failure hooks failed, retrying: %s", exc)
+            with anyio.move_on_after(self._settings.heartbeat):
+                await self._findings.hooks_due.wait()
 
     async def _run_hook(self, row: dict[str, Any]) -> None:
         definition = self._registry.get(row["task_id"])

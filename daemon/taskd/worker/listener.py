@@ -1,6 +1,6 @@
-"""The LISTEN connection: wake-ups and cancel requests from producers.
+"""The LISTEN connection: nudges (taskd_wakeup) and cancel requests from producers.
 
-NOTIFY is a hint, not a delivery: the pool's poll interval is the backstop, and every
+NOTIFY is a hint, not a delivery: the claimer's poll interval is the backstop, and every
 (re)connect calls ``on_reconnect`` at once, since notifications sent while it was down are
 gone.
 """
@@ -21,7 +21,7 @@ from taskd.worker.session import DedicatedSession
 
 log = logging.getLogger("taskd.listener")
 
-WAKEUP_CHANNEL = "taskd_wakeup"
+NUDGE_CHANNEL = "taskd_wakeup"  # a producer's NOTIFY here nudges the claimers
 CANCEL_CHANNEL = "taskd_cancel"
 
 

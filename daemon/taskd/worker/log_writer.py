@@ -33,7 +33,7 @@ class RunLogWriter:
         self._max_pending = max_pending
         self._pending: list[LogLine] = []
         self._pending_bytes = 0
-        self._wake = anyio.Event()
+        self._lines_came = anyio.Event()
         self._lock = anyio.Lock()
         self._failures = 0
         self.dropped = 0
@@ -50,16 +50,16 @@ class RunLogWriter:
             return
         self._pending.append(line)
         self._pending_bytes += size
-        self._wake.set()
+        self._lines_came.set()
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
+            await self._lines_came.wait()
+            self._lines_came = anyio.Event()
             if not await self.flush():
                 self._failures += 1
                 await anyio.sleep(min(_MAX_BACKOFF, 0.1 * 2**self._failures))
-                self._wake.set()
+                self._lines_came.set()
             else:
                 self._failures = 0
 

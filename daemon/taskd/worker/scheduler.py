@@ -1,6 +1,6 @@
 """Fires cron schedules: APScheduler's triggers compute the times, the database decides.
 
-Every daemon runs this loop. At each wake-up it reads the active schedules (with how far each
+Every daemon runs this loop. At each pass it reads the active schedules (with how far each
 has fired), computes the fire times due since, applies the schedule's catch-up policy, and
 inserts one run per (schedule, fire time) with ON CONFLICT DO NOTHING: a time another daemon
 fired first inserts nothing. Then it sleeps until the next fire time of any schedule, or

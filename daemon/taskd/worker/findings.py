@@ -1,0 +1,114 @@
+"""What the maintenance chores found: each run they move goes to the change stream (and the
+metrics), and into the report that the rescuer publishes (see report.py).
+
+The chores of one daemon share one ``Findings``: the expirer and the unknown-task failer find
+runs between two rescues, and the rescuer's report names them all in one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import orjson
+
+from taskd.changes import ChangeHub, ChangeKind, RunChange
+from taskd.config import WorkerSettings
+from taskd.logs import log_event
+from taskd.store.database import DB_ERRORS
+from taskd.store.store import Store
+from taskd.telemetry import Telemetry
+from taskd.worker.report import Report
+
+log = logging.getLogger("taskd.maintenance")
+
+BATCH = 1000
+"""Rows a chore moves per statement (each its own short transaction)."""
+
+
+def expiry_tick(settings: WorkerSettings) -> float:
+    """How often the expirer looks: every second, or every heartbeat if that is shorter."""
+    return min(1.0, settings.heartbeat)
+
+
+def heartbeat_cadence(settings: WorkerSettings) -> float:
+    """How often the heartbeat-paced chores (rescue, unknown tasks, retired subscriptions)
+    run: the first whole number of expiry ticks that is at least a heartbeat."""
+    tick = expiry_tick(settings)
+    return tick * math.ceil(settings.heartbeat / tick)
+
+
+class Findings:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: uuid.UUID,
+        *,
+        changes: ChangeHub | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._changes = changes or ChangeHub()
+        self.telemetry = telemetry or Telemetry()
+        # What the chores found since the last report.
+        self.report = Report("rescue")
+        self.last_report: Report | None = None
+        # Set when a chore failed runs in SQL, where their on_failure hooks cannot run: the
+        # failure-hook chore looks at once instead of at its next heartbeat.
+        self.hooks_due = anyio.Event()
+
+    def add(self, kind: str, run_id: uuid.UUID, task_id: str) -> None:
+        self.report.add(kind, run_id, task_id)
+
+    def changed(
+        self,
+        kind: ChangeKind,
+        run_id: uuid.UUID,
+        task_id: str,
+        status: str,
+        attempt: int | None,
+        data: dict[str, Any] | None,
+    ) -> None:
+        self.telemetry.changed(kind.value, task_id)
+        if self._changes.active:
+            self._changes.publish(RunChange(kind, run_id, task_id, status, attempt, data=data))
+
+    async def publish_report(self, msg: str, **extra: object) -> None:
+        """One log line with what was found since the last report, and the worker's row."""
+        report, self.report = self.report, Report("rescue")
+        failed = report.counts["failed"] or report.counts["unknown_task"]
+        level = logging.WARNING if report.gone_workers or failed else logging.INFO
+        log_event(
+            log,
+            level,
+            f"{msg}: {report.summary()} from {len(report.gone_workers)} gone worker(s)",
+            **extra,
+            **report.fields(),
+        )
+        self.last_report = report
+        try:
+            await self._store.workers.report(self._worker_id, orjson.dumps(report.stored()))
+        except DB_ERRORS as exc:  # the log line has it; the next report overwrites this one
+            log.warning("could not record the reconciliation report: %s", exc)
+
+
+async def repeat(
+    once: Callable[[], Awaitable[object]],
+    interval: float,
+    telemetry: Telemetry,
+    what: str = "maintenance",
+) -> None:
+    """Call ``once`` every ``interval`` seconds, forever: a database error is logged and
+    counted, and the next pass tries again."""
+    while True:
+        try:
+            await once()
+        except DB_ERRORS as exc:
+            telemetry.db_error("maintenance")
+            log.error("%s failed, retrying: %s", what, exc)
+        await anyio.sleep(interval)

@@ -1,0 +1,45 @@
+"""The waker: waiting runs go back to the queue when their wait is over.
+
+A run waits (status ``waiting``) until a time, a token, or its children. This chore moves back
+to the queue the runs whose wake-up time has come and the runs whose token was completed while
+they still executed. A token completed while its run waits, and a child's end, move the run
+back in the verb that completes them (``taskd.complete_token``, the store's outcome write, and
+every store verb that ends a run: cancel, rescue, expire, fail-unknown).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from taskd.changes import ChangeKind
+from taskd.store.store import Store
+from taskd.worker.findings import BATCH, Findings, repeat
+
+# A cheap query through a partial index (empty when nothing waits); this interval is the
+# resume latency of a suspended run.
+WAKE_INTERVAL = 0.25
+
+
+class Waker:
+    def __init__(self, store: Store, worker_id: uuid.UUID, *, findings: Findings | None = None):
+        self._store = store
+        self._findings = findings or Findings(store, worker_id)
+
+    async def run_once(self) -> int:
+        """Waiting runs whose wake-up time has come go back to the queue; how many."""
+        total = 0
+        while True:
+            woken = await self._store.waits.wake_due(BATCH)
+            total += len(woken)
+            for run_id, task_id in woken:
+                self._findings.changed(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
+            if len(woken) < BATCH:
+                break
+        # runs whose token was completed while they still executed, and that wait now
+        for run_id, task_id in await self._store.waits.wake_completed_tokens(BATCH):
+            total += 1
+            self._findings.changed(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
+        return total
+
+    async def run(self) -> None:
+        await repeat(self.run_once, WAKE_INTERVAL, self._findings.telemetry, "waking waiting runs")
