@@ -8,7 +8,7 @@ import copy
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -28,33 +28,11 @@ from pydantic import BaseModel
 from taskd import Client, Context, Retry, RunStatus, schedules, task
 from taskd.admin.api import ROUTES
 from taskd.app import Daemon
-from taskd.config import Settings, load_settings
+from taskd.config import load_settings
 from taskd.errors import ConfigError
-from taskd.sdk.task import TaskDefinition
-from tests.conftest import admin_url, running_daemon, wait_for, wait_for_run
-
-TOKEN = "s3cret-token"
-
-
-# a daemon with admin settings of the test's choosing ----------------------------------------------
-
-
-def admin_daemon(
-    database: str,
-    tasks: Sequence[TaskDefinition[Any, Any]] = (),
-    *,
-    token: str = "",
-    max_payload_bytes: int | None = None,
-    **worker: Any,
-) -> Any:
-    """conftest's running_daemon with a token and a payload limit of the test's choosing."""
-
-    def configure(settings: Settings) -> None:
-        settings.admin.token = token
-        if max_payload_bytes is not None:
-            settings.tasks.max_payload_bytes = max_payload_bytes
-
-    return running_daemon(database, tasks, configure, **worker)
+from tests.support.admin import TOKEN, admin_daemon
+from tests.support.in_process import admin_url
+from tests.support.waiting import wait_for, wait_for_run
 
 
 @dataclass

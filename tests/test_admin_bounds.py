@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 
 from taskd import Context, task
-from tests.conftest import admin_url, running_daemon
+from tests.support.in_process import admin_url, running_daemon
 
 
 @task(id="bounds.echo")

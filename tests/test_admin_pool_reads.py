@@ -15,7 +15,8 @@ import asyncpg
 
 from taskd import Context, task
 from taskd.store.queries import QUERIES
-from tests.conftest import admin_url, wait_for
+from tests.support.in_process import admin_url
+from tests.support.waiting import wait_for
 
 
 @task(id="metrics.noop")

@@ -15,7 +15,7 @@ from typing import Any
 
 from taskd import Client, Context, task
 from taskd.config import Settings
-from tests.conftest import admin_url, running_daemon
+from tests.support.in_process import admin_url, running_daemon
 
 
 @task(id="safety.echo")

@@ -43,7 +43,8 @@ from schemathesis.engine import Status, events, from_schema
 from schemathesis.generation import GenerationMode
 
 from taskd import Context, Retry, task
-from tests.test_admin_api import TOKEN, admin_daemon, admin_url
+from tests.support.admin import TOKEN, admin_daemon
+from tests.support.in_process import admin_url
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHECK_NAMES = [

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from taskd import Client, Context, RunStatus, task
-from tests.conftest import wait_for_run
+from tests.support.waiting import wait_for_run
 
 STARTED: dict[str, anyio.Event] = {}
 GO: dict[str, anyio.Event] = {}

@@ -9,7 +9,7 @@ import asyncpg
 
 from taskd import Client, Context, Retry, RunStatus, task
 from taskd.store.queries import QUERIES
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED)
 

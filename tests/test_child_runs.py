@@ -9,7 +9,7 @@ import anyio
 from pydantic import BaseModel
 
 from taskd import Client, Context, Retry, RunFailed, RunStatus, task
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 GATES: dict[str, anyio.Event] = {}
 PARENT_EXECUTIONS: dict[str, int] = {}

@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 
 from taskd import Client, RunStatus
-from tests.conftest import wait_for, wait_for_run
-from tests.crash_tasks import CREATE_CHILD_TABLES
-from tests.daemon_process import Daemons, daemons
+from tests.support.daemon_process import Daemons, daemons
+from tests.support.tasks.crash import CREATE_CHILD_TABLES
+from tests.support.waiting import wait_for, wait_for_run
 
 # The parent is `waiting` (checked on a frozen daemon, see DaemonProcess.kill_when: its
 # recheck, 0.5 s after it suspended, cannot queue it between the check and the kill).

@@ -11,8 +11,8 @@ import orjson
 from anyio.abc import ByteReceiveStream
 
 from taskd import Client, Context, task
-from tests.conftest import wait_for, wait_for_run
-from tests.test_cli import TASKD, cli_env, one_line_failure, taskd
+from tests.support.cli import TASKD, cli_env, one_line_failure, taskd
+from tests.support.waiting import wait_for, wait_for_run
 
 gates: dict[str, asyncio.Event] = {}
 

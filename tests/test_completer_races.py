@@ -21,7 +21,7 @@ from taskd.models import AttemptOutcome, Outcome, RunStatus
 from taskd.store.database import create_pool
 from taskd.store.queries import QUERIES
 from taskd.store.store import Store
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 GATE = 7_300_001
 OUTCOME_CTE = "WITH outcome AS (\n    SELECT * FROM unnest("

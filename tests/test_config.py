@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import anyio
@@ -11,9 +10,8 @@ import pytest
 
 from taskd.config import load_settings
 from taskd.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
-TASKD = Path(sys.executable).parent / "taskd"
+from tests.support.cli import TASKD
+from tests.support.paths import ROOT
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ import anyio
 import asyncpg
 
 from taskd import Client, Context, Retry, RunStatus, task
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 RUNS = 20
 WAVES = 6  # every daemon connection terminated this many times while the runs execute

@@ -14,7 +14,7 @@ import asyncpg
 
 from taskd import Client, Context, Retry, RunStatus, task, wait
 from taskd.store.store import Store
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 NO_BACKOFF = Retry(max_attempts=5, min_delay=0, max_delay=0, jitter=False)
 GATES: dict[str, anyio.Event] = {}

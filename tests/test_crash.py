@@ -40,14 +40,14 @@ import pytest
 
 from taskd import Client, RunStatus
 from taskd.errors import RunFinished
-from tests.conftest import wait_for
-from tests.daemon_process import (
+from tests.support.daemon_process import (
     DaemonProcess,
     count_runs,
     create_effects_table,
     daemons,
     settle,
 )
+from tests.support.waiting import wait_for
 
 WORK = 1_800
 FAILING = 100

@@ -27,7 +27,7 @@ from taskd.sdk.cron import cron_trigger
 from taskd.store.database import create_pool
 from taskd.store.store import Store
 from taskd.worker.scheduler import Scheduler
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def utc(*args: int) -> datetime:

@@ -46,8 +46,7 @@ import pytest
 from taskd import Client
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations
-from tests.conftest import wait_for
-from tests.daemon_process import (
+from tests.support.daemon_process import (
     DaemonProcess,
     check_completed_once,
     count_runs,
@@ -56,6 +55,7 @@ from tests.daemon_process import (
     private_postgres,
     wait_all_completed,
 )
+from tests.support.waiting import wait_for
 
 BACKLOG = 1_500
 CONCURRENCY = 20

@@ -17,7 +17,7 @@ import asyncpg
 from taskd import Client, Context, RunStatus, task
 from taskd.store.store import Store
 from taskd.worker.maintenance import RETIRE_SUBSCRIPTIONS_AFTER
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 
 @task(id="gap.t", on_event="gap.happened")

@@ -21,7 +21,8 @@ from aiohttp import web
 from taskd import Client, RunStatus
 from tasks import dump
 from tasks.dump import player_dump, team_dump
-from tests.conftest import StartDaemon, wait_for_run
+from tests.support.in_process import StartDaemon
+from tests.support.waiting import wait_for_run
 
 PLAYER = {"id": "p-42", "displayName": "Ada", "rank": "diamond"}
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from taskd import AbortRun, Client, Context, PayloadTooLarge, Retry, RunStatus, task
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 
 class Numbers(BaseModel):

@@ -10,7 +10,7 @@ import pytest
 
 from taskd import Client, Context, task
 from taskd.config import Settings
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 
 @task(id="welcome", on_event="user.registered")

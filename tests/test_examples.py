@@ -22,7 +22,8 @@ from aiohttp import web
 from taskd import Client, Run, RunStatus
 from tasks.daily_report import daily_report
 from tasks.user_registration import add_to_mailing_list, user_registration
-from tests.conftest import StartDaemon, wait_for, wait_for_run
+from tests.support.in_process import StartDaemon
+from tests.support.waiting import wait_for, wait_for_run
 
 FIRE_TIME = datetime(2025, 1, 2, 9, 0, tzinfo=UTC)
 SCHEDULED_RUN = {

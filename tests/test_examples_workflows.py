@@ -30,8 +30,9 @@ from aiohttp import web
 from taskd import Client, Run, RunStatus
 from tasks.data_import import analyze_item, bulk_analysis, data_import_workflow
 from tasks.run_history import batch_ingest_run_history, generate_run_letter
-from tests.conftest import StartDaemon, wait_for, wait_for_run
-from tests.test_cli import taskd
+from tests.support.cli import taskd
+from tests.support.in_process import StartDaemon
+from tests.support.waiting import wait_for, wait_for_run
 
 pytestmark = pytest.mark.timeout(30)
 

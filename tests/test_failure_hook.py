@@ -12,11 +12,11 @@ import asyncpg
 
 from taskd import Client, Context, Retry, RunStatus, task
 from taskd.errors import FailedOutsideAttempt
-from tests.conftest import wait_for, wait_for_run
-from tests.daemon_process import daemons
-from tests.failure_hook_tasks import CREATE_HOOK_CALLS
+from tests.support.daemon_process import daemons
+from tests.support.tasks.failure_hook import CREATE_HOOK_CALLS
+from tests.support.waiting import wait_for, wait_for_run
 
-MODULE = {"TASKD_TASKS__MODULES": '["tests.failure_hook_tasks"]'}
+MODULE = {"TASKD_TASKS__MODULES": '["tests.support.tasks.failure_hook"]'}
 
 
 async def test_a_run_whose_daemon_dies_on_its_last_attempt_gets_its_on_failure_hook(

@@ -18,7 +18,7 @@ import pytest
 from taskd import Client, Context, RunStatus, task
 from taskd.config import load_settings
 from taskd.errors import ConfigError
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED)
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from taskd import Client, Context, task
-from tests.conftest import wait_for, wait_for_run
-from tests.test_cli import taskd
+from tests.support.cli import taskd
+from tests.support.waiting import wait_for, wait_for_run
 
 
 @task(id="idem.charge")

@@ -8,8 +8,6 @@ do the same with real SIGKILLs.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
 import uuid
 
@@ -22,8 +20,10 @@ from taskd.config import WorkerSettings
 from taskd.store.database import create_pool
 from taskd.store.store import Store
 from taskd.worker.maintenance import Maintenance
-from tests.conftest import ROOT, wait_for, wait_for_run
-from tests.daemon_process import create_effects_table, daemons
+from tests.support.cli import taskd
+from tests.support.daemon_process import create_effects_table, daemons
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_for, wait_for_run
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.EXPIRED)
 
@@ -365,35 +365,23 @@ async def test_runs_of_unknown_tasks_are_visible_then_fail_after_the_timeout(
 # the CLI ---------------------------------------------------------------------------------------
 
 
-def taskd(database: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"TASKD_DATABASE__URL": database, "PATH": "/usr/bin:/bin"}
-    return subprocess.run(
-        [sys.executable, "-m", "taskd", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 async def test_cli_cancel_replay_and_status(client: Client, database: str, start_daemon) -> None:
     async with start_daemon([echo]):
         done = await wait_for_run(client, await client.trigger(echo, 1))
         queued = await client.trigger(echo, 2, delay="1h")
         await client.trigger("unserved-task", {})
-        status = await anyio.to_thread.run_sync(taskd, database, "status")
-        assert status.returncode == 0, status.stderr
-        assert "workers: 1 live" in status.stdout and "unserved-task" in status.stdout
-        as_json = await anyio.to_thread.run_sync(taskd, database, "status", "--json")
-        assert '"delayed": 1' in as_json.stdout
-    cancel = await anyio.to_thread.run_sync(taskd, database, "runs", "cancel", str(queued))
-    assert (cancel.returncode, cancel.stdout.strip()) == (0, "canceled")
-    again = await anyio.to_thread.run_sync(taskd, database, "runs", "cancel", str(done.id))
-    assert again.returncode == 1 and again.stderr.count("\n") == 1
-    assert "already finished (completed)" in again.stderr and "Traceback" not in again.stderr
-    replay = await anyio.to_thread.run_sync(taskd, database, "runs", "replay", str(done.id))
-    new_id = uuid.UUID(replay.stdout.strip())
+        status = await taskd(database, "status", cwd=ROOT, timeout=60)
+        assert status.code == 0, status.err
+        assert "workers: 1 live" in status.out and "unserved-task" in status.out
+        as_json = await taskd(database, "status", "--json", cwd=ROOT, timeout=60)
+        assert '"delayed": 1' in as_json.out
+    cancel = await taskd(database, "runs", "cancel", str(queued), cwd=ROOT, timeout=60)
+    assert (cancel.code, cancel.out.strip()) == (0, "canceled")
+    again = await taskd(database, "runs", "cancel", str(done.id), cwd=ROOT, timeout=60)
+    assert again.code == 1 and again.err.count("\n") == 1
+    assert "already finished (completed)" in again.err and "Traceback" not in again.err
+    replay = await taskd(database, "runs", "replay", str(done.id), cwd=ROOT, timeout=60)
+    new_id = uuid.UUID(replay.out.strip())
     assert (await client.get_run(new_id)).replayed_from == done.id
 
 

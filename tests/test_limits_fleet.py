@@ -7,24 +7,15 @@ import asyncpg
 import pytest
 
 from taskd import Client
-from tests.conftest import wait_for
-from tests.daemon_process import daemons
-from tests.limit_tasks import CREATE_SPANS
+from tests.support.daemon_process import daemons
+from tests.support.spans import max_overlap
+from tests.support.tasks.limits import CREATE_SPANS
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
-MODULES = {"TASKD_TASKS__MODULES": '["tests.limit_tasks"]'}
+MODULES = {"TASKD_TASKS__MODULES": '["tests.support.tasks.limits"]'}
 NO_POLL = "30s"
-
-
-def max_overlap(spans: list[tuple[float, float]]) -> int:
-    """The most spans open at one instant (an end at t closes before a start at t opens)."""
-    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    open_now = peak = 0
-    for _, step in edges:
-        open_now += step
-        peak = max(peak, open_now)
-    return peak
 
 
 async def completed(db: asyncpg.Connection, task_id: str, expected: int) -> bool:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -18,9 +17,8 @@ import asyncpg
 from anyio.abc import ByteReceiveStream, Process
 
 from taskd import Client, RunStatus
-from tests.conftest import wait_for, wait_for_run
-
-TASKD = Path(sys.executable).parent / "taskd"
+from tests.support.cli import TASKD
+from tests.support.waiting import wait_for, wait_for_run
 
 TASK_MODULE = """
 import anyio

@@ -10,7 +10,7 @@ import asyncpg
 
 from taskd import Context, Queue, task
 from taskd.admin.metrics import MAX_QUEUE_SERIES, OTHER_QUEUES
-from tests.conftest import admin_url
+from tests.support.in_process import admin_url
 
 
 @task(id="metrics.declared", queue=Queue("declared-quiet"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from taskd.ids import new_run_id
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations, shipped_migrations
 from taskd.store.queries import QUERIES
+from tests.support.cli import TASKD
 
-TASKD = Path(sys.executable).parent / "taskd"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 

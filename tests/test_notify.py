@@ -20,7 +20,7 @@ import pytest
 
 from taskd.config import Settings
 from taskd.notify import SystemdNotifier
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "taskd.service"

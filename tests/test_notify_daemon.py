@@ -17,7 +17,8 @@ import anyio.abc
 import pytest
 
 from taskd import Client
-from tests.conftest import ROOT, wait_for, wait_for_run
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_for, wait_for_run
 
 TASKS = """
 import time

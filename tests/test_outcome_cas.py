@@ -23,7 +23,8 @@ from taskd import Client, Context, RunStatus, task
 from taskd.models import AttemptOutcome, Outcome
 from taskd.store.database import create_pool
 from taskd.store.store import Store
-from tests.conftest import StartDaemon, wait_for, wait_for_run
+from tests.support.in_process import StartDaemon
+from tests.support.waiting import wait_for, wait_for_run
 
 gates: dict[int, anyio.Event] = {}
 

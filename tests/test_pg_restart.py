@@ -24,8 +24,7 @@ import pytest
 from taskd import Client
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations
-from tests.conftest import wait_for
-from tests.daemon_process import (
+from tests.support.daemon_process import (
     check_completed_once,
     count_runs,
     create_effects_table,
@@ -33,6 +32,7 @@ from tests.daemon_process import (
     private_postgres,
     wait_all_completed,
 )
+from tests.support.waiting import wait_for
 
 RUNS = 1_000
 CONCURRENCY = 20

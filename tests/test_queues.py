@@ -19,9 +19,10 @@ import pytest
 
 from taskd import Client, Context, Queue, QueueNotFound, Rate, Retry, RunStatus, task, wait
 from taskd.sdk.registry import Registry
-from tests.conftest import StartDaemon, admin_url, wait_for, wait_for_run
-from tests.test_cli import taskd
-from tests.test_limits_fleet import max_overlap
+from tests.support.cli import taskd
+from tests.support.in_process import StartDaemon, admin_url
+from tests.support.spans import max_overlap
+from tests.support.waiting import wait_for, wait_for_run
 
 NO_POLL = 30.0
 

@@ -32,7 +32,8 @@ from taskd.logs import FIELDS_ATTR
 from taskd.sdk.registry import Registry
 from taskd.worker import maintenance, process_identity
 from taskd.worker.process_identity import ProcessIdentity
-from tests.conftest import test_settings, wait_for, wait_for_run
+from tests.support.in_process import test_settings
+from tests.support.waiting import wait_for, wait_for_run
 
 HERE = process_identity.current()
 linux_only = pytest.mark.skipif(HERE is None, reason="process identities exist on Linux only")

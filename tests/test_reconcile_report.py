@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,13 +16,14 @@ import orjson
 
 from taskd import Client, Context, task
 from taskd.worker.report import MAX_IDS, MAX_TASKS, Report
-from tests.conftest import admin_url, wait_for
-from tests.daemon_process import daemons
-from tests.failure_hook_tasks import CREATE_HOOK_CALLS
+from tests.support.cli import TASKD
+from tests.support.daemon_process import daemons
+from tests.support.in_process import admin_url
+from tests.support.paths import ROOT
+from tests.support.tasks.failure_hook import CREATE_HOOK_CALLS
+from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-TASKD = Path(sys.executable).parent / "taskd"
-MODULE = {"TASKD_TASKS__MODULES": '["tests.failure_hook_tasks"]'}
+MODULE = {"TASKD_TASKS__MODULES": '["tests.support.tasks.failure_hook"]'}
 
 
 async def taskd_status(dsn: str, *args: str) -> str:

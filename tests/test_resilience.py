@@ -19,7 +19,7 @@ from pydantic import BaseModel, field_validator
 from taskd import Client, Context, Retry, RunStatus, task
 from taskd.models import Claim
 from taskd.store.store import Store
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 
 @task(id="echo")

@@ -18,8 +18,9 @@ from taskd.models import LogLine
 from taskd.store.database import create_pool
 from taskd.store.store import Store
 from taskd.worker.log_writer import RunLogWriter
-from tests.conftest import admin_url, wait_for, wait_for_run
-from tests.conftest import running_daemon as daemon_with
+from tests.support.in_process import admin_url
+from tests.support.in_process import running_daemon as daemon_with
+from tests.support.waiting import wait_for, wait_for_run
 
 MAX_METADATA = 200
 QUICK_RETRY = Retry(max_attempts=2, min_delay=0.01, max_delay=0.01, jitter=False)

@@ -4,12 +4,9 @@ and real daemons firing per-second schedules (two of them: one run per fire time
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import anyio
 import asyncpg
 import pytest
 
@@ -18,7 +15,9 @@ from taskd.sdk.cron import cron_trigger, fire_times_after, next_fire_after
 from taskd.store.database import create_pool
 from taskd.store.store import Store
 from taskd.worker.scheduler import Scheduler
-from tests.conftest import ROOT, wait_for, wait_for_run
+from tests.support.cli import taskd
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_for, wait_for_run
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -217,26 +216,15 @@ async def test_a_schedule_removed_from_the_code_is_deactivated(
 
 async def test_cli_lists_and_pauses_schedules(client: Client, database: str, start_daemon) -> None:
     async with start_daemon([tick]):
-        listing = await anyio.to_thread.run_sync(_taskd, database, "schedules", "list")
-        paused = await anyio.to_thread.run_sync(_taskd, database, "schedules", "pause", "tick")
-        missing = await anyio.to_thread.run_sync(_taskd, database, "schedules", "show", "nope")
-    assert listing.returncode == 0 and "tick" in listing.stdout and "Europe/Paris" in listing.stdout
+        listing = await taskd(database, "schedules", "list", cwd=ROOT, timeout=60)
+        paused = await taskd(database, "schedules", "pause", "tick", cwd=ROOT, timeout=60)
+        missing = await taskd(database, "schedules", "show", "nope", cwd=ROOT, timeout=60)
+    assert listing.code == 0 and "tick" in listing.out and "Europe/Paris" in listing.out
     zone_name = datetime.now(PARIS).tzname()  # CET, or CEST in summer
-    assert f" {zone_name} " in listing.stdout, "the next fire time in the schedule's timezone"
-    assert paused.stdout.strip() == "tick paused"
-    assert missing.returncode == 1 and "no schedule with id 'nope'" in missing.stderr
+    assert f" {zone_name} " in listing.out, "the next fire time in the schedule's timezone"
+    assert paused.out.strip() == "tick paused"
+    assert missing.code == 1 and "no schedule with id 'nope'" in missing.err
     assert not (await client.get_schedule("tick")).active
-
-
-def _taskd(database: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "taskd", *args],
-        cwd=ROOT,
-        env={"TASKD_DATABASE__URL": database, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def _fired(db: asyncpg.Connection, schedule_id: str, at_least: int) -> bool:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from taskd.config import DatabaseSettings, Settings, describe_validation_error
 from taskd.store.database import dsn_location
-from tests.test_cli import one_line_failure, taskd, taskd_all
+from tests.support.cli import one_line_failure, taskd, taskd_all
 
 NO_TASKS = {"TASKD_TASKS__MODULES": "[]"}
 

@@ -14,7 +14,8 @@ from taskd import Client, Context, RunStatus, task
 from taskd.app import Daemon
 from taskd.sdk.registry import Registry
 from taskd.worker.maintenance import Maintenance
-from tests.conftest import test_settings, wait_for, wait_for_run
+from tests.support.in_process import test_settings
+from tests.support.waiting import wait_for, wait_for_run
 
 
 @task(id="order.echo")

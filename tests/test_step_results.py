@@ -23,7 +23,7 @@ import pytest
 from taskd import Client, Context, Retry, RunStatus, task
 from taskd.config import Settings
 from taskd.errors import InvalidPayload
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 QUICK = Retry(max_attempts=3, min_delay=0, max_delay=0, jitter=False)
 CALLS: list[str] = []

@@ -9,7 +9,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from taskd import Client, Context, Retry, RunStatus, task
-from tests.conftest import wait_for_run
+from tests.support.waiting import wait_for_run
 
 CALLS: dict[str, int] = {}
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncpg
 
 from taskd import Client, RunStatus
-from tests.conftest import wait_for, wait_for_run
-from tests.crash_tasks import CREATE_STEP_TABLES
-from tests.daemon_process import daemons
+from tests.support.daemon_process import daemons
+from tests.support.tasks.crash import CREATE_STEP_TABLES
+from tests.support.waiting import wait_for, wait_for_run
 
 
 async def test_a_crash_between_steps_3_and_4_does_not_redo_steps_1_to_3(

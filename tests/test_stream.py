@@ -18,8 +18,9 @@ from anyio.abc import TaskGroup, TaskStatus
 from taskd import Client, Context, Retry, RunStatus, task, wait
 from taskd.changes import ChangeKind, RunChange
 from taskd.config import Settings
-from tests.conftest import admin_url, wait_for, wait_for_run
-from tests.conftest import running_daemon as daemon_with
+from tests.support.in_process import admin_url
+from tests.support.in_process import running_daemon as daemon_with
+from tests.support.waiting import wait_for, wait_for_run
 
 GATES: dict[str, anyio.Event] = {}
 

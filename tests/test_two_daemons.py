@@ -16,15 +16,15 @@ import asyncpg
 import pytest
 
 from taskd import Client
-from tests.conftest import wait_for
-from tests.crash_tasks import CREATE_GATE
-from tests.daemon_process import (
+from tests.support.daemon_process import (
     DaemonProcess,
     check_completed_once,
     create_effects_table,
     daemons,
     wait_all_completed,
 )
+from tests.support.tasks.crash import CREATE_GATE
+from tests.support.waiting import wait_for
 
 LEASE = 3.0
 HEARTBEAT = 1.0

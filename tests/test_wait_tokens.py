@@ -19,8 +19,8 @@ from taskd import (
     task,
     wait,
 )
-from tests.conftest import wait_for, wait_for_run
-from tests.test_cli import taskd
+from tests.support.cli import taskd
+from tests.support.waiting import wait_for, wait_for_run
 
 TOKENS: dict[str, str] = {}  # run id -> token id, as the task published it
 GATES: dict[str, anyio.Event] = {}

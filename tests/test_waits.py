@@ -9,7 +9,7 @@ import anyio.lowlevel
 import asyncpg
 
 from taskd import Client, Context, RunStatus, task, wait
-from tests.conftest import wait_for, wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 CALLS: dict[str, int] = {}
 

@@ -32,8 +32,8 @@ from taskd.sdk.context import Context as ContextClass
 from taskd.store.database import create_pool
 from taskd.store.store import Store
 from taskd.worker import executor as executor_module
-from tests.conftest import wait_for, wait_for_run
-from tests.test_retention import LONG_AGO, NOW, pruner, seed_run
+from tests.support.retention import LONG_AGO, NOW, pruner, seed_run
+from tests.support.waiting import wait_for, wait_for_run
 
 # The smallest waits that still suspend: a wait longer than the threshold suspends the run.
 THRESHOLD = 0.1

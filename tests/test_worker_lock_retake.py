@@ -15,7 +15,8 @@ import asyncpg
 
 from taskd import Client, Context, RunStatus, task
 from taskd.app import Daemon
-from tests.conftest import admin_url, wait_for, wait_for_run
+from tests.support.in_process import admin_url
+from tests.support.waiting import wait_for, wait_for_run
 
 LOCK_HOLDER = """
 SELECT l.pid FROM pg_locks l

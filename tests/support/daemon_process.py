@@ -1,9 +1,9 @@
 """`taskd run` as real subprocesses for the crash tests: start, read, kill, restart.
 
 ``async with daemons() as group:`` gives a ``Daemons`` whose ``start(dsn, ...)`` launches
-``.venv/bin/taskd run`` from the repository root with ``tests.crash_tasks`` loaded; stdout and
-stderr are read as they come (no pipe fills up) and the JSON log lines are parsed. Every
-process still running when the block ends is SIGKILLed and reaped, whatever happened.
+``.venv/bin/taskd run`` from the repository root with ``tests.support.tasks.crash`` loaded;
+stdout and stderr are read as they come (no pipe fills up) and the JSON log lines are parsed.
+Every process still running when the block ends is SIGKILLed and reaped, whatever happened.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 import warnings
@@ -25,11 +24,10 @@ import anyio
 import asyncpg
 from anyio.abc import ByteReceiveStream, Process, TaskGroup
 
-from tests.conftest import wait_for
-from tests.crash_tasks import CREATE_EFFECTS
-
-ROOT = Path(__file__).resolve().parent.parent
-TASKD = Path(sys.executable).parent / "taskd"
+from tests.support.cli import TASKD
+from tests.support.paths import ROOT
+from tests.support.tasks.crash import CREATE_EFFECTS
+from tests.support.waiting import wait_for
 
 Record = dict[str, Any]
 # a test run under systemd must not make the daemons talk to it
@@ -182,7 +180,7 @@ class Daemons:
         }
         environment |= {
             "TASKD_DATABASE__URL": dsn,
-            "TASKD_TASKS__MODULES": '["tests.crash_tasks"]',
+            "TASKD_TASKS__MODULES": '["tests.support.tasks.crash"]',
             "TASKD_WORKER__CONCURRENCY": str(concurrency),
             "TASKD_WORKER__LEASE": lease,
             "TASKD_WORKER__HEARTBEAT": heartbeat,
