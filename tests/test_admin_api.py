@@ -32,6 +32,7 @@ from taskd.config import load_settings
 from taskd.errors import ConfigError
 from tests.support.admin import TOKEN, admin_daemon
 from tests.support.in_process import admin_url
+from tests.support.runs import insert_run, sql
 from tests.support.waiting import wait_for, wait_for_run
 
 
@@ -391,10 +392,12 @@ async def test_run_detail_links_parent_and_children(database: str, db: asyncpg.C
         # child runs come with a later issue: made here as their producer will write them
         children = [
             str(
-                await db.fetchval(
-                    "INSERT INTO taskd.runs (task_id, parent_id, status, run_at) "
-                    "VALUES ('adm.ok', $1, 'queued', now() + interval '1 day') RETURNING id",
-                    uuid.UUID(parent_id),
+                await insert_run(
+                    db,
+                    task_id="adm.ok",
+                    parent_id=uuid.UUID(parent_id),
+                    status="queued",
+                    run_at=sql("now() + interval '1 day'"),
                 )
             )
             for _ in range(2)

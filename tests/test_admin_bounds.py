@@ -14,6 +14,7 @@ import asyncpg
 
 from taskd import Context, task
 from tests.support.in_process import admin_url, running_daemon
+from tests.support.runs import insert_run, insert_runs, sql
 
 
 @task(id="bounds.echo")
@@ -23,16 +24,15 @@ async def echo(payload: object, ctx: Context) -> object:
 
 async def test_run_detail_and_lists_are_capped(database: str, db: asyncpg.Connection) -> None:
     parent = uuid.uuid4()
-    await db.execute(
-        "INSERT INTO taskd.runs (id, task_id, status) VALUES ($1, 'bounds.unserved', 'waiting')",
-        parent,
-    )
+    await insert_run(db, id=parent, task_id="bounds.unserved", status="waiting")
     # 1,001 children, in 1,001 queues, and 1,001 recorded steps of the parent
-    await db.execute(
-        """INSERT INTO taskd.runs (task_id, queue, parent_id, run_at)
-           SELECT 'bounds.unserved', 'q' || n, $1, now() + interval '1 day'
-             FROM generate_series(1, 1001) n""",
-        parent,
+    await insert_runs(
+        db,
+        1001,
+        task_id="bounds.unserved",
+        queue=sql("'q' || n"),
+        parent_id=parent,
+        run_at=sql("now() + interval '1 day'"),
     )
     await db.execute(
         """INSERT INTO taskd.steps (run_id, name, status, result, attempts, run_attempt,

@@ -21,6 +21,7 @@ from taskd.models import AttemptOutcome, Outcome, RunStatus
 from taskd.store.database import create_pool
 from taskd.store.queries import QUERIES
 from taskd.store.store import Store
+from tests.support.runs import insert_run, sql
 from tests.support.waiting import wait_for
 
 GATE = 7_300_001
@@ -47,11 +48,15 @@ async def test_an_outcome_is_written_when_its_row_changed_after_the_statements_s
         " VALUES ($1, 'h', 1, 'test', 1, '{t}', 1)",
         worker,
     )
-    run_id = await db.fetchval(
-        "INSERT INTO taskd.runs (id, task_id, status, attempt, worker_id, lease_expires_at,"
-        " attempt_started_at, started_at) VALUES (taskd.new_run_id(), 't', 'executing', 1, $1,"
-        " now() + interval '1 minute', now(), now()) RETURNING id",
-        worker,
+    run_id = await insert_run(
+        db,
+        task_id="t",
+        status="executing",
+        attempt=1,
+        worker_id=worker,
+        lease_expires_at=sql("now() + interval '1 minute'"),
+        attempt_started_at=sql("now()"),
+        started_at=sql("now()"),
     )
     pool = await create_pool(database)
     holder = await asyncpg.connect(database)

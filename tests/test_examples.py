@@ -23,6 +23,7 @@ from taskd import Client, Run, RunStatus
 from tasks.daily_report import daily_report
 from tasks.user_registration import add_to_mailing_list, user_registration
 from tests.support.in_process import StartDaemon
+from tests.support.runs import each, insert_runs
 from tests.support.waiting import wait_for, wait_for_run
 
 FIRE_TIME = datetime(2025, 1, 2, 9, 0, tzinfo=UTC)
@@ -124,9 +125,13 @@ async def add_history(db: asyncpg.Connection) -> None:
         ("player-dump", "failed", day - timedelta(seconds=1)),  # the day before: not counted
         ("player-dump", "completed", FIRE_TIME),  # the next day's: not counted
     ]
-    await db.executemany(
-        "INSERT INTO taskd.runs (task_id, status, created_at, finished_at) VALUES ($1, $2, $3, $3)",
-        rows,
+    await insert_runs(
+        db,
+        len(rows),
+        task_id=each([task_id for task_id, _, _ in rows]),
+        status=each([status for _, status, _ in rows]),
+        created_at=each([at for _, _, at in rows]),
+        finished_at=each([at for _, _, at in rows]),
     )
 
 

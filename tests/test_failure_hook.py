@@ -13,6 +13,7 @@ import asyncpg
 from taskd import Client, Context, Retry, RunStatus, task
 from taskd.errors import FailedOutsideAttempt
 from tests.support.daemon_process import daemons
+from tests.support.runs import insert_run, sql
 from tests.support.tasks.failure_hook import CREATE_HOOK_CALLS
 from tests.support.waiting import wait_for, wait_for_run
 
@@ -145,10 +146,13 @@ async def test_a_hook_cut_short_by_its_daemon_s_death_runs_again(
         )
     runs = []
     for claimer in (dead, live):
-        run_id = await db.fetchval(
-            "INSERT INTO taskd.runs (id, task_id, status, attempt, finished_at, error)"
-            " VALUES (taskd.new_run_id(), 'hook.unserved', 'failed', 1, now(),"
-            ' \'{"type": "WorkerLost", "message": "lost"}\') RETURNING id'
+        run_id = await insert_run(
+            db,
+            task_id="hook.unserved",
+            status="failed",
+            attempt=1,
+            finished_at=sql("now()"),
+            error='{"type": "WorkerLost", "message": "lost"}',
         )
         await db.execute(
             "INSERT INTO taskd.failure_hooks (run_id, task_id, claimed_by, claimed_at)"

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from taskd.store.queries import QUERIES
+from tests.support.runs import insert_run, insert_runs, sql
 
 CHILDREN = 5_000
 LEFT = 100  # children not finished yet
@@ -49,24 +50,11 @@ async def seed_fan_out(db: asyncpg.Connection) -> tuple[uuid.UUID, list[uuid.UUI
     finished ones went through executing, as a claim leaves them (dead row versions too)."""
     # Autovacuum must not analyze behind the test's back: the test picks the statistics.
     await db.execute("ALTER TABLE taskd.runs SET (autovacuum_enabled = false)")
-    await db.execute(
-        "INSERT INTO taskd.runs (task_id, status, finished_at) "
-        "SELECT 'fanout.history', 'completed', now() FROM generate_series(1, $1::int)",
-        HISTORY,
+    await insert_runs(
+        db, HISTORY, task_id="fanout.history", status="completed", finished_at=sql("now()")
     )
-    parent = await db.fetchval(
-        "INSERT INTO taskd.runs (task_id, status, attempt) VALUES ('fanout.parent', 'waiting', 1)"
-        " RETURNING id"
-    )
-    children = [
-        row[0]
-        for row in await db.fetch(
-            "INSERT INTO taskd.runs (task_id, parent_id) SELECT 'fanout.child', $1 "
-            "FROM generate_series(1, $2::int) RETURNING id",
-            parent,
-            CHILDREN,
-        )
-    ]
+    parent = await insert_run(db, task_id="fanout.parent", status="waiting", attempt=1)
+    children = await insert_runs(db, CHILDREN, task_id="fanout.child", parent_id=parent)
     children.sort()
     finished = children[: CHILDREN - LEFT]
     for start in range(0, len(finished), 1_000):

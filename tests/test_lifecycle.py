@@ -23,6 +23,7 @@ from taskd.worker.maintenance import Maintenance
 from tests.support.cli import taskd
 from tests.support.daemon_process import create_effects_table, daemons
 from tests.support.paths import ROOT
+from tests.support.runs import insert_run, sql
 from tests.support.waiting import wait_for, wait_for_run
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.EXPIRED)
@@ -230,15 +231,17 @@ async def seed_executing(
         worker_id,
         key,
     )
-    run_id = await db.fetchval(
-        "INSERT INTO taskd.runs (id, task_id, payload, status, attempt, max_attempts, worker_id,"
-        " lease_expires_at, attempt_started_at, started_at)"
-        " VALUES (taskd.new_run_id(), 'echo', '\"seeded\"', 'executing', $1, $2, $3,"
-        " now() + $4::text::interval, now(), now()) RETURNING id",
-        attempt,
-        max_attempts,
-        worker_id,
-        lease,
+    run_id = await insert_run(
+        db,
+        task_id="echo",
+        payload='"seeded"',
+        status="executing",
+        attempt=attempt,
+        max_attempts=max_attempts,
+        worker_id=worker_id,
+        lease_expires_at=sql(f"now() + interval '{lease}'"),
+        attempt_started_at=sql("now()"),
+        started_at=sql("now()"),
     )
     return worker_id, run_id
 

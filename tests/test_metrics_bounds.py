@@ -11,6 +11,7 @@ import asyncpg
 from taskd import Context, Queue, task
 from taskd.admin.metrics import MAX_QUEUE_SERIES, OTHER_QUEUES
 from tests.support.in_process import admin_url
+from tests.support.runs import each, insert_runs
 
 
 @task(id="metrics.declared", queue=Queue("declared-quiet"))
@@ -26,13 +27,8 @@ async def test_queue_series_are_capped_and_the_rest_summed(
 ) -> None:
     # 150 producer-chosen queues (no daemon serves their task, so the runs stay queued), the
     # busiest with the most runs; one declared queue with no run at all
-    await db.execute(
-        """
-        INSERT INTO taskd.runs (task_id, queue)
-        SELECT 'unserved', 'q-' || q FROM generate_series(1, 150) AS q,
-               generate_series(1, q) AS n
-        """
-    )
+    queues = [f"q-{q}" for q in range(1, 151) for _ in range(q)]
+    await insert_runs(db, len(queues), task_id="unserved", queue=each(queues))
     total = await db.fetchval("SELECT count(*) FROM taskd.runs")
     async with start_daemon([declared]) as daemon:
         async with (

@@ -16,6 +16,7 @@ from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations, shipped_migrations
 from taskd.store.queries import QUERIES
 from tests.support.cli import TASKD
+from tests.support.runs import insert_runs, sql
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
@@ -180,12 +181,15 @@ async def explain_claim(connection: asyncpg.Connection, *args: object) -> list[s
 async def test_the_claim_uses_the_partial_index_whatever_the_history(database: str) -> None:
     connection = await connect(database)
     try:
-        await connection.execute(
-            """
-            INSERT INTO taskd.runs (task_id, status, attempt, started_at, finished_at, output)
-            SELECT 'noop', 'completed', 1, now(), now(), '{"ok": true}'
-              FROM generate_series(1, 50000)
-            """
+        await insert_runs(
+            connection,
+            50000,
+            task_id="noop",
+            status="completed",
+            attempt=1,
+            started_at=sql("now()"),
+            finished_at=sql("now()"),
+            output=sql("""'{"ok": true}'"""),
         )
         for _ in range(5):
             await connection.execute("SELECT taskd.trigger('noop', '{}')")

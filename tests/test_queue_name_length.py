@@ -10,6 +10,7 @@ import pytest
 from taskd import Client
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations, shipped_migrations
+from tests.support.runs import insert_run
 
 
 async def test_sql_producers_cannot_create_a_run_in_a_queue_pause_refuses(
@@ -58,12 +59,7 @@ async def test_migration_gives_unfinished_runs_a_queue_name_that_fits(
             ("waiting", "b" * 250, "waiting"),
             ("finished", "c" * 300, "completed"),
         ):
-            rows[label] = await connection.fetchval(
-                "INSERT INTO taskd.runs (id, task_id, queue, status) "
-                "VALUES (taskd.new_run_id(), 't', $1, $2) RETURNING id",
-                queue,
-                status,
-            )
+            rows[label] = await insert_run(connection, task_id="t", queue=queue, status=status)
 
         applied = await apply_migrations(connection)
         assert [m.version for m in applied if m.version == 12] == [12]

@@ -33,6 +33,7 @@ from taskd.sdk.registry import Registry
 from taskd.worker import maintenance, process_identity
 from taskd.worker.process_identity import ProcessIdentity
 from tests.support.in_process import test_settings
+from tests.support.runs import insert_run, sql
 from tests.support.waiting import wait_for, wait_for_run
 
 HERE = process_identity.current()
@@ -99,12 +100,16 @@ async def seed(
         orjson.dumps(process.stored()).decode() if process else None,
         host or socket.gethostname(),
     )
-    run_id = await db.fetchval(
-        "INSERT INTO taskd.runs (id, task_id, payload, status, attempt, worker_id,"
-        " lease_expires_at, attempt_started_at, started_at)"
-        " VALUES (taskd.new_run_id(), 'fast.echo', '\"seeded\"', 'executing', 1, $1,"
-        " now() + interval '1 hour', now(), now()) RETURNING id",
-        worker_id,
+    run_id = await insert_run(
+        db,
+        task_id="fast.echo",
+        payload='"seeded"',
+        status="executing",
+        attempt=1,
+        worker_id=worker_id,
+        lease_expires_at=sql("now() + interval '1 hour'"),
+        attempt_started_at=sql("now()"),
+        started_at=sql("now()"),
     )
     return worker_id, run_id
 

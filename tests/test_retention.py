@@ -19,6 +19,7 @@ from taskd.store.queries import QUERIES
 from taskd.store.store import Store
 from tests.support.in_process import StartDaemon
 from tests.support.retention import DAY, LONG_AGO, NOW, TASK, id_at, pruner, seed_run
+from tests.support.runs import insert_run
 from tests.support.waiting import wait_for
 
 TERMINAL = ["completed", "failed", "canceled", "expired"]
@@ -116,12 +117,16 @@ async def test_runs_with_ids_that_are_not_uuidv7_are_never_pruned(
         uuid.UUID("fedcba98-7654-4321-8fed-cba987654321"),  # sorts above them
     ]
     for run_id in hand_made:
-        await db.execute(
-            "INSERT INTO taskd.runs (id, task_id, status, created_at, run_at, attempt,"
-            " started_at, finished_at) VALUES ($1, $2, 'completed', $3, $3, 1, $3, $3)",
-            run_id,
-            TASK,
-            LONG_AGO,
+        await insert_run(
+            db,
+            id=run_id,
+            task_id=TASK,
+            status="completed",
+            created_at=LONG_AGO,
+            run_at=LONG_AGO,
+            attempt=1,
+            started_at=LONG_AGO,
+            finished_at=LONG_AGO,
         )
     v7 = await seed_run(db, "completed", LONG_AGO, LONG_AGO)
     deleted = await pruner(store).prune_once(now=NOW)

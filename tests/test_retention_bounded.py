@@ -21,6 +21,7 @@ from taskd.ids import uuid_at
 from taskd.store.database import create_pool
 from taskd.store.store import Store
 from taskd.worker.maintenance import Maintenance
+from tests.support.runs import each, insert_runs
 
 DAY = 86_400.0
 NOW = datetime.now(UTC)
@@ -52,7 +53,7 @@ def pruner(store: Store, batch: int) -> Maintenance:
     return Maintenance(store, WorkerSettings(), uuid.uuid4(), retention=retention)
 
 
-async def insert_runs(
+async def seed_runs(
     db: asyncpg.Connection,
     ids: list[uuid.UUID],
     status: str,
@@ -60,15 +61,16 @@ async def insert_runs(
     finished: datetime | None = None,
     parent: uuid.UUID | None = None,
 ) -> None:
-    await db.execute(
-        "INSERT INTO taskd.runs (id, task_id, status, created_at, run_at, finished_at, parent_id)"
-        " SELECT u, $2, $3, $4, $4, $5, $6 FROM unnest($1::uuid[]) AS u",
-        ids,
-        TASK,
-        status,
-        LONG_AGO,
-        finished,
-        parent,
+    await insert_runs(
+        db,
+        len(ids),
+        id=each(ids),
+        task_id=TASK,
+        status=status,
+        created_at=LONG_AGO,
+        run_at=LONG_AGO,
+        finished_at=finished,
+        parent_id=parent,
     )
 
 
@@ -97,8 +99,8 @@ async def test_a_pass_reads_the_old_runs_that_stay_once(
     Without any statistics (right after a bulk load) the planner reads the rest of the range
     and sorts it at each batch, before as after the cursor, until the first ANALYZE."""
     await db.execute("ALTER TABLE taskd.runs SET (autovacuum_enabled = false)")
-    await insert_runs(db, ids_from(LONG_AGO, FRONT), "queued")
-    await insert_runs(
+    await seed_runs(db, ids_from(LONG_AGO, FRONT), "queued")
+    await seed_runs(
         db, ids_from(LONG_AGO + timedelta(hours=1), PRUNABLE), "completed", finished=LONG_AGO
     )
     await db.execute("ANALYZE taskd.runs")
@@ -122,19 +124,19 @@ async def test_children_of_a_parent_not_finished_are_kept(
     """trigger_and_wait: a parent that waits on its children longer than the retention reads
     their outcomes when it resumes; pruned, they would come back as RunFailed 'missing'."""
     waiting, executing, finished, gone = ids_from(LONG_AGO, 4)
-    await insert_runs(db, [waiting], "waiting")
-    await insert_runs(db, [executing], "executing")
-    await insert_runs(db, [finished], "completed", finished=LONG_AGO)
+    await seed_runs(db, [waiting], "waiting")
+    await seed_runs(db, [executing], "executing")
+    await seed_runs(db, [finished], "completed", finished=LONG_AGO)
     kept = [
         *ids_from(LONG_AGO + timedelta(hours=1), 3),
         *ids_from(LONG_AGO + timedelta(hours=2), 2),
     ]
-    await insert_runs(db, kept[:3], "completed", finished=LONG_AGO, parent=waiting)
-    await insert_runs(db, kept[3:], "failed", finished=LONG_AGO, parent=executing)
+    await seed_runs(db, kept[:3], "completed", finished=LONG_AGO, parent=waiting)
+    await seed_runs(db, kept[3:], "failed", finished=LONG_AGO, parent=executing)
     # Children whose parent finished, or whose parent is gone (pruned before them).
     pruned = ids_from(LONG_AGO + timedelta(hours=3), 4)
-    await insert_runs(db, pruned[:2], "completed", finished=LONG_AGO, parent=finished)
-    await insert_runs(db, pruned[2:], "canceled", finished=LONG_AGO, parent=gone)
+    await seed_runs(db, pruned[:2], "completed", finished=LONG_AGO, parent=finished)
+    await seed_runs(db, pruned[2:], "canceled", finished=LONG_AGO, parent=gone)
 
     # Batches of 2: the runs kept stand in front of the ones pruned, across batches.
     deleted = await pruner(store, batch=2).prune_once(now=NOW)

@@ -23,6 +23,7 @@ import pytest
 from taskd import Context, task
 from taskd.store import database as store_database
 from taskd.store.database import connect
+from tests.support.runs import insert_runs, sql
 
 HISTORY = 50_000
 # A statement may visit the few live rows start-up is about (the gone worker's runs), never
@@ -40,15 +41,18 @@ async def write_history(connection: asyncpg.Connection) -> None:
     # Autovacuum must not analyze the tables behind the test's back.
     for table in HISTORY_TABLES:
         await connection.execute(f"ALTER TABLE taskd.{table} SET (autovacuum_enabled = false)")
-    await connection.execute(
-        """
-        INSERT INTO taskd.runs (task_id, status, attempt, created_at, started_at,
-                                attempt_started_at, finished_at, output)
-        SELECT 'plans.echo', 'completed', 1, now() - interval '1 day', now() - interval '1 day',
-               now() - interval '1 day', now() - interval '1 day', '{"ok": true}'
-          FROM generate_series(1, $1::int)
-        """,
+    a_day_ago = sql("now() - interval '1 day'")
+    await insert_runs(
+        connection,
         HISTORY,
+        task_id="plans.echo",
+        status="completed",
+        attempt=1,
+        created_at=a_day_ago,
+        started_at=a_day_ago,
+        attempt_started_at=a_day_ago,
+        finished_at=a_day_ago,
+        output=sql("""'{"ok": true}'"""),
     )
     await connection.execute(
         """
@@ -70,14 +74,18 @@ async def seed_gone_worker_runs(connection: asyncpg.Connection, runs: int) -> li
         "ON CONFLICT (id) DO UPDATE SET stopped_at = NULL",
         GONE_WORKER,
     )
-    rows = await connection.fetch(
-        "INSERT INTO taskd.runs (task_id, payload, status, attempt, worker_id, lease_expires_at,"
-        " attempt_started_at, started_at) SELECT 'plans.echo', '1', 'executing', 1, $1,"
-        " now() + interval '1 hour', now(), now() FROM generate_series(1, $2) RETURNING id",
-        GONE_WORKER,
+    return await insert_runs(
+        connection,
         runs,
+        task_id="plans.echo",
+        payload=sql("'1'"),
+        status="executing",
+        attempt=1,
+        worker_id=GONE_WORKER,
+        lease_expires_at=sql("now() + interval '1 hour'"),
+        attempt_started_at=sql("now()"),
+        started_at=sql("now()"),
     )
-    return [row["id"] for row in rows]
 
 
 class Recorder:

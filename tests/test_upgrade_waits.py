@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations, shipped_migrations
+from tests.support.runs import insert_run, sql
 
 
 async def test_a_run_suspended_on_a_token_before_the_upgrade_wakes_when_it_is_completed(
@@ -32,9 +33,8 @@ async def test_a_run_suspended_on_a_token_before_the_upgrade_wakes_when_it_is_co
                 migration.name,
                 migration.checksum,
             )
-        run_id = await connection.fetchval(
-            "INSERT INTO taskd.runs (id, task_id, status, run_at) VALUES"
-            " (taskd.new_run_id(), 't', 'waiting', now() + interval '1 hour') RETURNING id"
+        run_id = await insert_run(
+            connection, task_id="t", status="waiting", run_at=sql("now() + interval '1 hour'")
         )
         token_id = await connection.fetchval(
             "INSERT INTO taskd.wait_tokens (id, run_id, expires_at)"

@@ -18,6 +18,7 @@ import pytest
 from taskd.models import AttemptOutcome, Outcome, RunStatus
 from taskd.store.database import create_pool
 from taskd.store.store import Store
+from tests.support.runs import insert_run, sql
 
 
 @pytest.fixture
@@ -58,14 +59,17 @@ async def notices(database: str) -> AsyncIterator[Notices]:
 
 
 async def executing_run(db: asyncpg.Connection, queue: str, worker: uuid.UUID) -> uuid.UUID:
-    run_id: uuid.UUID = await db.fetchval(
-        "INSERT INTO taskd.runs (task_id, queue, status, attempt, worker_id, lease_expires_at,"
-        " attempt_started_at, started_at) VALUES ('t', $1, 'executing', 1, $2,"
-        " now() + interval '1 minute', now(), now()) RETURNING id",
-        queue,
-        worker,
+    return await insert_run(
+        db,
+        task_id="t",
+        queue=queue,
+        status="executing",
+        attempt=1,
+        worker_id=worker,
+        lease_expires_at=sql("now() + interval '1 minute'"),
+        attempt_started_at=sql("now()"),
+        started_at=sql("now()"),
     )
-    return run_id
 
 
 async def test_each_statement_that_frees_a_run_wakes_the_daemons(
@@ -92,22 +96,18 @@ async def test_each_statement_that_frees_a_run_wakes_the_daemons(
     await notices.expect("rescued")
 
     # a waiting run whose time came
-    await db.execute(
-        "INSERT INTO taskd.runs (task_id, queue, status, run_at) VALUES"
-        " ('t', 'woken', 'waiting', now() - interval '1 second')"
+    await insert_run(
+        db, task_id="t", queue="woken", status="waiting", run_at=sql("now() - interval '1 second'")
     )
     assert len(await store.run_wake_due()) == 1
     await notices.expect("woken")
 
     # a waiting parent whose last child ended
-    parent = await db.fetchval(
-        "INSERT INTO taskd.runs (task_id, queue, status, run_at) VALUES"
-        " ('t', 'parents', 'waiting', now() + interval '1 hour') RETURNING id"
+    parent = await insert_run(
+        db, task_id="t", queue="parents", status="waiting", run_at=sql("now() + interval '1 hour'")
     )
-    child = await db.fetchval(
-        "INSERT INTO taskd.runs (task_id, status, parent_id, finished_at) VALUES"
-        " ('t', 'completed', $1, now()) RETURNING id",
-        parent,
+    child = await insert_run(
+        db, task_id="t", status="completed", parent_id=parent, finished_at=sql("now()")
     )
     assert [row[0] for row in await store.parents_wake([child])] == [parent]
     await notices.expect("parents")

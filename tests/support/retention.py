@@ -14,6 +14,7 @@ from taskd.config import RetentionSettings, WorkerSettings
 from taskd.ids import uuid_at
 from taskd.store.store import Store
 from taskd.worker.maintenance import Maintenance
+from tests.support.runs import insert_run
 
 DAY = 86_400.0
 NOW = datetime.now(UTC)
@@ -37,14 +38,16 @@ async def seed_run(
 ) -> uuid.UUID:
     """A run as the daemon leaves it: the row, one attempt, some stored log lines."""
     run_id = id_at(created)
-    await db.execute(
-        "INSERT INTO taskd.runs (id, task_id, status, created_at, run_at, attempt, started_at,"
-        " finished_at) VALUES ($1, $2, $3, $4, $4, 1, $4, $5)",
-        run_id,
-        TASK,
-        status,
-        created,
-        finished,
+    await insert_run(
+        db,
+        id=run_id,
+        task_id=TASK,
+        status=status,
+        created_at=created,
+        run_at=created,
+        attempt=1,
+        started_at=created,
+        finished_at=finished,
     )
     await db.execute(
         "INSERT INTO taskd.attempts (run_id, attempt, started_at, finished_at, outcome)"
