@@ -1,8 +1,8 @@
 """The example in tasks/dump.py against a real local HTTP server that fails before answering.
 
 Nothing is patched: the task reads ``PULSEFINDER_API_URL`` at call time, so pointing it at an
-aiohttp server on 127.0.0.1 is enough, and the daemon runs the task with its production
-retry policy.
+HTTP server on 127.0.0.1 (tests/support/fake_http.py) is enough, and the daemon runs the task
+with its production retry policy.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import web
 
 from taskd import Client, RunStatus
 from tasks import dump
 from tasks.dump import player_dump, team_dump
+from tests.support.fake_http import FakeHttp, Reply, Request, fake_http
 from tests.support.in_process import StartDaemon
 from tests.support.waiting import wait_for_run
 
@@ -28,52 +28,31 @@ PLAYER = {"id": "p-42", "displayName": "Ada", "rank": "diamond"}
 
 
 @dataclass
-class Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Seen:
-    raw_path: str  # as sent, percent-encoding kept
-    headers: dict[str, str]
-
-
-@dataclass
 class FakePulseFinder:
-    """Answers each request with the next scripted reply; records what it was asked."""
+    """Answers each request with the next scripted reply; its server records what it was asked."""
 
-    url: str = ""
+    server: FakeHttp
     script: list[Reply] = field(default_factory=list)
-    requests: list[Seen] = field(default_factory=list)
 
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append(Seen(request.raw_path, dict(request.headers)))
+    @property
+    def requests(self) -> list[Request]:
+        return self.server.requests
+
+    def answer(self, request: Request) -> Reply:
         if not self.script:
-            return web.json_response({"error": "script exhausted"}, status=599)
-        reply = self.script.pop(0)
-        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+            return Reply(599, {"error": "script exhausted"})
+        return self.script.pop(0)
 
 
 @pytest.fixture
 async def pulsefinder(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakePulseFinder]:
-    fake = FakePulseFinder()
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.url = f"http://{host}:{port}/v1"
-    monkeypatch.setenv("PULSEFINDER_API_URL", fake.url)
-    monkeypatch.delenv("PULSEFINDER_API_KEY", raising=False)
-    monkeypatch.delenv("DUMP_DATABASE_URL", raising=False)
-    try:
+    async with fake_http() as server:
+        fake = FakePulseFinder(server)
+        server.route("GET", "/{tail:.*}", fake.answer)
+        monkeypatch.setenv("PULSEFINDER_API_URL", server.url("/v1"))
+        monkeypatch.delenv("PULSEFINDER_API_KEY", raising=False)
+        monkeypatch.delenv("DUMP_DATABASE_URL", raising=False)
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 async def dumped_rows(connection: asyncpg.Pool | asyncpg.Connection) -> list[dict[str, Any]]:

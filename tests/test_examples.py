@@ -1,9 +1,9 @@
 """The cron and event examples (tasks/daily_report.py, tasks/user_registration.py), end to end.
 
 As in test_dump_example.py nothing is patched: the tasks read their API URLs from the
-environment at call time, so a real aiohttp server on 127.0.0.1 stands in for the webhook,
-the email API and the mailing-list API, and in-process daemons run the tasks with their
-production retry policies.
+environment at call time, so a real HTTP server on 127.0.0.1 (tests/support/fake_http.py)
+stands in for the webhook, the email API and the mailing-list API, and in-process daemons run
+the tasks with their production retry policies.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import web
 
 from taskd import Client, Run, RunStatus
 from tasks.daily_report import daily_report
 from tasks.user_registration import add_to_mailing_list, user_registration
+from tests.support.fake_http import FakeHttp, Reply, Request, fake_http
 from tests.support.in_process import StartDaemon
 from tests.support.runs import each, insert_runs
 from tests.support.waiting import wait_for, wait_for_run
@@ -37,20 +37,6 @@ ADA = {"user_id": "u-1", "email": "ada@example.com", "name": "Ada"}
 
 
 @dataclass
-class Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Seen:
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
 class FakeApis:
     """One server for the three APIs. Each path answers its scripted replies, then 200.
 
@@ -58,55 +44,43 @@ class FakeApis:
     repeating a key gets the same answer and is not delivered again.
     """
 
-    base: str = ""
+    server: FakeHttp
     script: dict[str, list[Reply]] = field(default_factory=dict)
-    requests: list[Seen] = field(default_factory=list)
-    delivered: list[Seen] = field(default_factory=list)
+    delivered: list[Request] = field(default_factory=list)
     _answers: dict[str, Any] = field(default_factory=dict)
 
-    def url(self, path: str) -> str:
-        return f"{self.base}{path}"
+    @property
+    def requests(self) -> list[Request]:
+        return self.server.requests
 
-    def seen(self, path: str) -> list[Seen]:
-        return [r for r in self.requests if r.path == path]
+    def seen(self, path: str) -> list[Request]:
+        return self.server.seen(path)
 
-    async def handle(self, request: web.Request) -> web.Response:
-        seen = Seen(request.path, dict(request.headers), await request.json())
-        self.requests.append(seen)
+    def answer(self, request: Request) -> Reply | Any:
         pending = self.script.get(request.path)
         if pending:
-            reply = pending.pop(0)
-            return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+            return pending.pop(0)
         key = request.headers.get("Idempotency-Key")
         if key is not None and key in self._answers:
-            return web.json_response(self._answers[key])
-        self.delivered.append(seen)
+            return self._answers[key]
+        self.delivered.append(request)
         answer = {"id": f"msg-{len(self.delivered)}"}
         if key is not None:
             self._answers[key] = answer
-        return web.json_response(answer)
+        return answer
 
 
 @pytest.fixture
 async def apis(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeApis]:
-    fake = FakeApis()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.base = f"http://{host}:{port}"
-    monkeypatch.setenv("REPORT_WEBHOOK_URL", fake.url("/hooks/report"))
-    monkeypatch.setenv("EMAIL_API_URL", fake.url("/email/send"))
-    monkeypatch.setenv("MAILING_LIST_API_URL", fake.url("/lists/members"))
-    for name in ("REPORT_WEBHOOK_TOKEN", "EMAIL_API_KEY", "MAILING_LIST_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    try:
+    async with fake_http() as server:
+        fake = FakeApis(server)
+        server.route("POST", "/{tail:.*}", fake.answer)
+        monkeypatch.setenv("REPORT_WEBHOOK_URL", server.url("/hooks/report"))
+        monkeypatch.setenv("EMAIL_API_URL", server.url("/email/send"))
+        monkeypatch.setenv("MAILING_LIST_API_URL", server.url("/lists/members"))
+        for name in ("REPORT_WEBHOOK_TOKEN", "EMAIL_API_KEY", "MAILING_LIST_API_KEY"):
+            monkeypatch.delenv(name, raising=False)
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 # the daily report -------------------------------------------------------------------------------
