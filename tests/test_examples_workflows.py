@@ -1,10 +1,11 @@
 """The workflow examples (tasks/data_import.py, tasks/run_history.py), end to end.
 
 As in test_examples.py nothing is patched: the tasks read their API URLs from the environment
-at call time, so one real aiohttp server on 127.0.0.1 stands in for the data source, the
-warehouse, the analysis API, the app's activities API and the Anthropic Messages API, and
-in-process daemons run the tasks with their production retry policies and queues. The waits
-are the tasks' own (``wait.for_``), made short through the payload or the environment.
+at call time, so one real HTTP server on 127.0.0.1 (tests/support/fake_http.py) stands in for
+the data source, the warehouse, the analysis API, the app's activities API and the Anthropic
+Messages API, and in-process daemons run the tasks with their production retry policies and
+queues. The waits are the tasks' own (``wait.for_``), made short through the payload or the
+environment.
 
 The fake server measures what a user would: every call (with its start and end time), how
 many calls of each API were in flight at once, what was loaded and which letters were saved.
@@ -13,7 +14,6 @@ many calls of each API were in flight at once, what was loaded and which letters
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import time
 import uuid
@@ -25,12 +25,12 @@ from typing import Any
 
 import anyio
 import pytest
-from aiohttp import web
 
 from taskd import Client, Run, RunStatus
 from tasks.data_import import analyze_item, bulk_analysis, data_import_workflow
 from tasks.run_history import batch_ingest_run_history, generate_run_letter
 from tests.support.cli import taskd
+from tests.support.fake_http import FakeHttp, Reply, Request, fake_http
 from tests.support.in_process import StartDaemon
 from tests.support.waiting import wait_for, wait_for_run
 
@@ -40,13 +40,6 @@ RUN_HISTORY = [batch_ingest_run_history, generate_run_letter]
 LETTER_TEXT = "Dear runner, {activity}: the hills asked, and you answered."
 ACTIVITIES_PAGE = 10  # the fake API's largest page, whatever the limit asked
 RECORDS_PAGE = 3
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,7 +59,7 @@ class FakeWorld:
     """One server for every API of the two examples. ``script["api:key"]`` holds replies
     answered (and consumed) before the normal behaviour."""
 
-    base: str = ""
+    server: FakeHttp
     script: dict[str, list[Reply]] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
@@ -83,9 +76,6 @@ class FakeWorld:
     _gathered: dict[str, anyio.Event] = field(default_factory=dict)
     _load_answers: dict[str, Any] = field(default_factory=dict)
 
-    def url(self, path: str) -> str:
-        return f"{self.base}{path}"
-
     def of(self, api: str, status: int | None = None) -> list[Call]:
         return [c for c in self.calls if c.api == api and (status is None or c.status == status)]
 
@@ -93,11 +83,10 @@ class FakeWorld:
         return Counter(c.key for c in self.of(api, status))
 
     async def answer(
-        self, api: str, key: str, request: web.Request, normal: Callable[[Call], Awaitable[Any]]
-    ) -> web.Response:
-        call = Call(api, key, started=time.monotonic(), headers=dict(request.headers))
-        raw = await request.read()  # cached: a handler may have read it already
-        call.body = json.loads(raw) if raw else None
+        self, api: str, key: str, request: Request, normal: Callable[[Call], Awaitable[Any]]
+    ) -> Reply:
+        call = Call(api, key, started=time.monotonic(), headers=request.headers)
+        call.body = request.body
         self.calls.append(call)
         self.in_flight[api] += 1
         self.peak[api] = max(self.peak[api], self.in_flight[api])
@@ -113,26 +102,26 @@ class FakeWorld:
             if pending:
                 reply = pending.pop(0)
                 call.status = reply.status
-                return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+                return reply
             body = await normal(call)
             call.status = 200
-            return web.json_response(body)
+            return Reply(200, body)
         finally:
             self.in_flight[api] -= 1
             call.ended = time.monotonic()
 
     # the data source, the warehouse, the analysis API, the approvals API ---------------------
 
-    async def approval(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def approval(self, request: Request) -> Reply:
+        body = request.body
 
         async def normal(call: Call) -> Any:
             return {"queued": True}
 
         return await self.answer("approvals", body["source_id"], request, normal)
 
-    async def source(self, request: web.Request) -> web.Response:
-        source_id = request.match_info["source"]
+    async def source(self, request: Request) -> Reply:
+        source_id = request.params["source"]
 
         async def normal(call: Call) -> Any:
             source = self.sources[source_id]
@@ -140,8 +129,8 @@ class FakeWorld:
 
         return await self.answer("source", source_id, request, normal)
 
-    async def records(self, request: web.Request) -> web.Response:
-        source_id = request.match_info["source"]
+    async def records(self, request: Request) -> Reply:
+        source_id = request.params["source"]
         start = int(request.query.get("cursor", "0"))
 
         async def normal(call: Call) -> Any:
@@ -154,7 +143,7 @@ class FakeWorld:
 
         return await self.answer("records", f"{source_id}@{start}", request, normal)
 
-    async def load(self, request: web.Request) -> web.Response:
+    async def load(self, request: Request) -> Reply:
         key = request.headers.get("Idempotency-Key", "")
 
         async def normal(call: Call) -> Any:
@@ -163,18 +152,18 @@ class FakeWorld:
                 self._load_answers[key] = {"inserted": len(call.body["rows"])}
             return self._load_answers[key]
 
-        return await self.answer("warehouse", request.match_info["table"], request, normal)
+        return await self.answer("warehouse", request.params["table"], request, normal)
 
-    async def items(self, request: web.Request) -> web.Response:
-        batch_id = request.match_info["batch"]
+    async def items(self, request: Request) -> Reply:
+        batch_id = request.params["batch"]
 
         async def normal(call: Call) -> Any:
             return {"items": self.batches[batch_id]}
 
         return await self.answer("items", batch_id, request, normal)
 
-    async def analyze(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def analyze(self, request: Request) -> Reply:
+        body = request.body
 
         async def normal(call: Call) -> Any:
             return {"sentiment": "positive", "score": len(body["item"]["text"]) / 100}
@@ -183,8 +172,8 @@ class FakeWorld:
 
     # the app's activities API -----------------------------------------------------------------
 
-    async def activity_list(self, request: web.Request) -> web.Response:
-        user = request.match_info["user"]
+    async def activity_list(self, request: Request) -> Reply:
+        user = request.params["user"]
         start = int(request.query.get("cursor", "0"))
         limit = min(int(request.query["limit"]), ACTIVITIES_PAGE)
 
@@ -198,12 +187,12 @@ class FakeWorld:
 
         return await self.answer("list", f"{user}@{start}", request, normal)
 
-    def _activity(self, request: web.Request) -> dict[str, Any]:
-        user, activity_id = request.match_info["user"], request.match_info["activity"]
+    def _activity(self, request: Request) -> dict[str, Any]:
+        user, activity_id = request.params["user"], request.params["activity"]
         [activity] = [a for a in self.activities[user] if a["id"] == activity_id]
         return activity
 
-    async def activity_get(self, request: web.Request) -> web.Response:
+    async def activity_get(self, request: Request) -> Reply:
         activity = self._activity(request)
 
         async def normal(call: Call) -> Any:
@@ -211,7 +200,7 @@ class FakeWorld:
 
         return await self.answer("activity", activity["id"], request, normal)
 
-    async def letter_put(self, request: web.Request) -> web.Response:
+    async def letter_put(self, request: Request) -> Reply:
         activity = self._activity(request)
 
         async def normal(call: Call) -> Any:
@@ -222,8 +211,8 @@ class FakeWorld:
 
     # the Anthropic Messages API ---------------------------------------------------------------
 
-    async def messages(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def messages(self, request: Request) -> Reply:
+        body = request.body
         prompt = body["messages"][0]["content"]
         match = re.match(r"Run (\S+):", prompt)
         activity_id = match.group(1) if match else "?"
@@ -245,51 +234,42 @@ class FakeWorld:
 
 @pytest.fixture
 async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeWorld]:
-    fake = FakeWorld()
-    app = web.Application()
-    app.router.add_get("/source/sources/{source}", fake.source)
-    app.router.add_get("/source/sources/{source}/records", fake.records)
-    app.router.add_get("/source/batches/{batch}/items", fake.items)
-    app.router.add_post("/warehouse/tables/{table}/rows", fake.load)
-    app.router.add_post("/analysis/analyze", fake.analyze)
-    app.router.add_post("/approvals/approvals", fake.approval)
-    app.router.add_get("/app/users/{user}/activities", fake.activity_list)
-    app.router.add_get("/app/users/{user}/activities/{activity}", fake.activity_get)
-    app.router.add_put("/app/users/{user}/activities/{activity}/letter", fake.letter_put)
-    app.router.add_post("/anthropic/v1/messages", fake.messages)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.base = f"http://{host}:{port}"
-    env = {
-        "DATA_SOURCE_API_URL": fake.url("/source"),
-        "WAREHOUSE_API_URL": fake.url("/warehouse"),
-        "ANALYSIS_API_URL": fake.url("/analysis"),
-        "APPROVALS_API_URL": fake.url("/approvals"),
-        "ACTIVITIES_API_URL": fake.url("/app"),
-        "ANTHROPIC_BASE_URL": fake.url("/anthropic"),
-        "ANTHROPIC_API_KEY": "test-key",
-        # the seed's waits (5 s, 2 s) made short: the tasks' own waits, not patched
-        "DATA_IMPORT_RATE_LIMIT_SECONDS": "0.3",
-        "RUN_HISTORY_BATCH_PAUSE_SECONDS": "0.2",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    for name in (
-        "DATA_SOURCE_API_KEY",
-        "WAREHOUSE_API_KEY",
-        "ANALYSIS_API_KEY",
-        "APPROVALS_API_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("ACTIVITIES_API_KEY", "ANTHROPIC_MODEL", "BULK_ANALYSIS_PAUSE_SECONDS"):
-        monkeypatch.delenv(name, raising=False)
-    try:
+    async with fake_http() as server:
+        fake = FakeWorld(server)
+        server.route("GET", "/source/sources/{source}", fake.source)
+        server.route("GET", "/source/sources/{source}/records", fake.records)
+        server.route("GET", "/source/batches/{batch}/items", fake.items)
+        server.route("POST", "/warehouse/tables/{table}/rows", fake.load)
+        server.route("POST", "/analysis/analyze", fake.analyze)
+        server.route("POST", "/approvals/approvals", fake.approval)
+        server.route("GET", "/app/users/{user}/activities", fake.activity_list)
+        server.route("GET", "/app/users/{user}/activities/{activity}", fake.activity_get)
+        server.route("PUT", "/app/users/{user}/activities/{activity}/letter", fake.letter_put)
+        server.route("POST", "/anthropic/v1/messages", fake.messages)
+        env = {
+            "DATA_SOURCE_API_URL": server.url("/source"),
+            "WAREHOUSE_API_URL": server.url("/warehouse"),
+            "ANALYSIS_API_URL": server.url("/analysis"),
+            "APPROVALS_API_URL": server.url("/approvals"),
+            "ACTIVITIES_API_URL": server.url("/app"),
+            "ANTHROPIC_BASE_URL": server.url("/anthropic"),
+            "ANTHROPIC_API_KEY": "test-key",
+            # the seed's waits (5 s, 2 s) made short: the tasks' own waits, not patched
+            "DATA_IMPORT_RATE_LIMIT_SECONDS": "0.3",
+            "RUN_HISTORY_BATCH_PAUSE_SECONDS": "0.2",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        for name in (
+            "DATA_SOURCE_API_KEY",
+            "WAREHOUSE_API_KEY",
+            "ANALYSIS_API_KEY",
+            "APPROVALS_API_KEY",
+        ):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("ACTIVITIES_API_KEY", "ANTHROPIC_MODEL", "BULK_ANALYSIS_PAUSE_SECONDS"):
+            monkeypatch.delenv(name, raising=False)
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 def steps_of(run: Run) -> dict[str, Any]:
