@@ -58,7 +58,7 @@ async def work(payload: Any, ctx: Context) -> dict[str, int]:
 
 
 # crash.fail: always raises after its side effect, two attempts (a kill may spend one).
-# crash.hold: sleeps until it is canceled (tests/test_crash.py cancels it).
+# crash.hold: sleeps until it is canceled (tests/process/test_crash.py cancels it).
 TWO_ATTEMPTS = Retry(max_attempts=2, min_delay=0, max_delay=0, jitter=False)
 
 
@@ -131,7 +131,7 @@ async def five_steps(payload: Any, ctx: Context) -> list[int]:
     return [await ctx.step(f"step-{n}", _step_effect, ctx, n) for n in range(1, 6)]
 
 
-# crash.parent / crash.child (tests/test_child_runs_crash.py): the parent records a step
+# crash.parent / crash.child (tests/process/test_child_runs_crash.py): the parent records a step
 # ("before", one child_effects row with its pid), then waits on crash.child runs, a batch
 # (payload "batch") or one (payload "single", with an optional "queue" for the child); a child
 # leaves a "started" row, waits for a row in child_gate when its payload says "gated", then a

@@ -1,5 +1,5 @@
-"""Tasks for tests/test_failure_hook.py and tests/test_reconcile_report.py, loaded by real
-`taskd run` processes (``TASKD_TASKS__MODULES``).
+"""Tasks for tests/process/test_failure_hook.py and tests/process/test_reconcile_report.py,
+loaded by real `taskd run` processes (``TASKD_TASKS__MODULES``).
 
 ``hook.exits`` kills its daemon (``os._exit``) on its only attempt; its ``on_failure`` hook
 leaves a row in ``hook_calls`` (created by the test): ``(run_id, error_type, attempts, pid)``.

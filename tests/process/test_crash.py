@@ -19,7 +19,7 @@ executing when it died) and was handed back before the next daemon said it was r
 reconciliation; no wait for the lease).
 
 The seed is random and printed; replay a failure with
-``CRASH_TEST_SEED=<seed> pytest -s tests/test_crash.py``.
+``CRASH_TEST_SEED=<seed> pytest -s tests/process/test_crash.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The daemon's connections cut under wait tokens and child runs (``wait.create_token``,
 ``wait.for_token``, ``trigger_and_wait``): the calls ride it out, no attempt fails for it, and
 no token or child is created twice, even when the first try committed and only its reply was
-lost (see tests/test_connection_loss.py for how a cut connection shows in asyncpg)."""
+lost (see tests/daemon/test_connection_loss.py for how a cut connection shows in asyncpg)."""
 
 from __future__ import annotations
 

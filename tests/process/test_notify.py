@@ -20,9 +20,9 @@ import pytest
 
 from taskd.config import Settings
 from taskd.notify import SystemdNotifier
+from tests.support.paths import ROOT
 from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "taskd.service"
 UNIT_BINARY = "/opt/taskd/.venv/bin/taskd"
 
