@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
 import asyncpg
-from anyio.abc import ByteReceiveStream, Process
 
 from taskd import Client, RunStatus
-from tests.support.cli import TASKD
-from tests.support.waiting import wait_for, wait_for_run
+from tests.support.daemon_process import DAEMON_DEFAULTS, DaemonProcess, daemons
+from tests.support.waiting import wait_for_run
 
 TASK_MODULE = """
 import anyio
@@ -40,80 +37,19 @@ async def slow(payload, ctx):
 """
 
 
-class DaemonProcess:
-    """A running `taskd run`; its stdout and stderr are read as they come (no pipe fills up)."""
-
-    def __init__(self, process: Process) -> None:
-        self.process = process
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self.signal_on: tuple[Callable[[str], bool], int] | None = None
-        """(line test, signal): send the signal the moment such a line is read."""
-
-    async def pump(self, stream: ByteReceiveStream | None, lines: list[str]) -> None:
-        assert stream is not None
-        pending = b""
-        async for chunk in stream:
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                line = raw.decode()
-                lines.append(line)
-                if self.signal_on is not None and lines is self.stdout and self.signal_on[0](line):
-                    self.process.send_signal(self.signal_on[1])
-                    self.signal_on = None
-        if pending:
-            lines.append(pending.decode())
-
-    def output(self) -> str:
-        return "stdout:\n" + "\n".join(self.stdout) + "\nstderr:\n" + "\n".join(self.stderr)
-
-    async def wait_for_line(self, matches: Callable[[str], bool], timeout: float = 20) -> str:
-        async def check() -> str | None:
-            found = next((line for line in self.stdout if matches(line)), None)
-            if found is None and self.process.returncode is not None:
-                raise AssertionError(
-                    f"taskd exited ({self.process.returncode}) first\n{self.output()}"
-                )
-            return found
-
-        found: str = await wait_for(check, timeout=timeout)
-        return found
-
-    async def stop(self, signum: int | None = signal.SIGTERM, timeout: float = 30) -> int:
-        """Send ``signum`` (None: already sent); return the exit code once the process ends."""
-        if signum is not None:
-            self.process.send_signal(signum)
-        with anyio.fail_after(timeout):
-            return await self.process.wait()
-
-
 @asynccontextmanager
 async def taskd_run(database: str, folder: Path, **env: str) -> AsyncIterator[DaemonProcess]:
+    """`taskd run` in ``folder`` with the log tasks and the daemon's own defaults (the log
+    format "auto" among them): only the poll interval is shortened."""
     (folder / "log_tasks.py").write_text(TASK_MODULE)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TASKD_")}
-    environment |= {
-        "TASKD_DATABASE__URL": database,
-        "TASKD_TASKS__MODULES": '["log_tasks"]',
-        "TASKD_WORKER__POLL_INTERVAL": "0.2",
-        "TASKD_ADMIN__LISTEN": "127.0.0.1:0",
-        **env,
-    }
-    process = await anyio.open_process([str(TASKD), "run"], cwd=folder, env=environment)
-    daemon = DaemonProcess(process)
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(daemon.pump, process.stdout, daemon.stdout)
-            group.start_soon(daemon.pump, process.stderr, daemon.stderr)
-            try:
-                yield daemon
-            finally:
-                if process.returncode is None:
-                    process.kill()
-                with anyio.CancelScope(shield=True), anyio.fail_after(10):
-                    await process.wait()
-    finally:
-        await process.aclose()
+    async with daemons() as group:
+        yield await group.start(
+            database,
+            cwd=folder,
+            **(DAEMON_DEFAULTS | {"poll_interval": "0.2"}),
+            TASKD_TASKS__MODULES='["log_tasks"]',
+            **env,
+        )
 
 
 def is_ready(line: str) -> bool:

@@ -4,19 +4,16 @@ watchdog fed from the event loop (silent while a task blocks it), STOPPING on SI
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
-import anyio
-import anyio.abc
 import pytest
 
 from taskd import Client
+from tests.support.daemon_process import DAEMON_DEFAULTS, daemons
 from tests.support.paths import ROOT
 from tests.support.waiting import wait_for, wait_for_run
 
@@ -64,47 +61,40 @@ class Receiver:
 async def test_the_daemon_notifies_systemd(database: str, tmp_path: Path) -> None:
     (tmp_path / "notify_tasks.py").write_text(TASKS)
     receiver = Receiver(tmp_path / "notify.sock")
-    env = {
-        **os.environ,
-        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
-        "WATCHDOG_USEC": "200000",  # WatchdogSec=0.2s: a WATCHDOG=1 every 0.1 s
-        "TASKD_DATABASE__URL": database,
-        "TASKD_ADMIN__LISTEN": "127.0.0.1:0",
-        "TASKD_TASKS__MODULES": '["notify_tasks"]',
-        "TASKD_LOG__FORMAT": "json",
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("WATCHDOG_PID", None)
-    process = await anyio.open_process(
-        [sys.executable, "-m", "taskd", "run"], cwd=tmp_path, env=env
-    )
     try:
-        await wait_for(lambda: _has(receiver, "READY=1"), timeout=20)
-        async with Client.connect(database) as client:
-            worker = await client.health()
-            assert len(worker.workers) == 1, "READY=1 comes after the worker is registered"
-            ready_status = [m for _, m in receiver.messages if m.startswith("STATUS=")]
-            assert ready_status and "running" in ready_status[0]
-            await wait_for(lambda: _count(receiver, "WATCHDOG=1", 3), timeout=5)
+        async with daemons() as group:
+            daemon = await group.start(
+                database,
+                cwd=tmp_path,
+                **(DAEMON_DEFAULTS | {"log_format": "json"}),
+                NOTIFY_SOCKET=str(tmp_path / "notify.sock"),
+                WATCHDOG_USEC="200000",  # WatchdogSec=0.2s: a WATCHDOG=1 every 0.1 s
+                TASKD_TASKS__MODULES='["notify_tasks"]',
+                PYTHONPATH=str(ROOT),
+            )
+            await wait_for(lambda: _has(receiver, "READY=1"), timeout=20)
+            async with Client.connect(database) as client:
+                worker = await client.health()
+                assert len(worker.workers) == 1, "READY=1 comes after the worker is registered"
+                ready_status = [m for _, m in receiver.messages if m.startswith("STATUS=")]
+                assert ready_status and "running" in ready_status[0]
+                await wait_for(lambda: _count(receiver, "WATCHDOG=1", 3), timeout=5)
 
-            run_id = await client.trigger("notify.block", {})
-            run = await wait_for_run(client, run_id, timeout=10)
-            assert run.output == "done"
-            watchdogs = receiver.times("WATCHDOG=1")
-            gaps = [b - a for a, b in itertools.pairwise(watchdogs)]
-            assert max(gaps) >= 0.9, "no WATCHDOG=1 while the task blocked the loop"
-            await wait_for(lambda: _count(receiver, "WATCHDOG=1", len(watchdogs) + 2), timeout=5)
+                run_id = await client.trigger("notify.block", {})
+                run = await wait_for_run(client, run_id, timeout=10)
+                assert run.output == "done"
+                watchdogs = receiver.times("WATCHDOG=1")
+                gaps = [b - a for a, b in itertools.pairwise(watchdogs)]
+                assert max(gaps) >= 0.9, "no WATCHDOG=1 while the task blocked the loop"
+                await wait_for(
+                    lambda: _count(receiver, "WATCHDOG=1", len(watchdogs) + 2), timeout=5
+                )
 
-        process.send_signal(signal.SIGTERM)
-        with anyio.fail_after(20):
-            code = await process.wait()
-        assert code == 0
-        assert receiver.times("STOPPING=1"), receiver.messages
-        assert receiver.times("READY=1")[0] < receiver.times("STOPPING=1")[0]
+            code = await daemon.stop(signal.SIGTERM, timeout=20)
+            assert code == 0
+            assert receiver.times("STOPPING=1"), receiver.messages
+            assert receiver.times("READY=1")[0] < receiver.times("STOPPING=1")[0]
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
         receiver.close()
 
 
@@ -131,49 +121,28 @@ async def test_a_second_signal_cancels_at_once(
     database: str, tmp_path: Path, signum: signal.Signals
 ) -> None:
     (tmp_path / "slow_tasks.py").write_text(SLOW_TASKS)
-    env = {
-        **os.environ,
-        "TASKD_DATABASE__URL": database,
-        "TASKD_ADMIN__LISTEN": "127.0.0.1:0",
-        "TASKD_TASKS__MODULES": '["slow_tasks"]',
-        "TASKD_WORKER__SHUTDOWN_GRACE": "60s",  # the first SIGINT alone would wait a minute
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("NOTIFY_SOCKET", None)
-    process = await anyio.open_process(
-        [sys.executable, "-m", "taskd", "run"], cwd=tmp_path, env=env
-    )
-    try:
-        async with Client.connect(database) as client:
-            await wait_for(lambda: _workers(client), timeout=20)
-            run_id = await client.trigger("drain.slow", {})
-            await wait_for(lambda: _executing(client, run_id), timeout=10)
-            process.send_signal(signum)
-            await _read_until(process, f"received {signum.name}: draining".encode())
-            assert process.returncode is None, "the first signal drains: the run keeps running"
-            stopped_at = time.monotonic()
-            process.send_signal(signum)
-            with anyio.fail_after(30):
-                code = await process.wait()
-            # far sooner than the grace (60 s): the bound leaves a busy machine 20 s
-            assert code == 0 and time.monotonic() - stopped_at < 20
-            run = await client.get_run(run_id)
-        assert run.status == "queued" and run.attempt == 0, "handed back, attempt not spent"
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def _read_until(process: anyio.abc.Process, marker: bytes) -> None:
-    assert process.stdout is not None
-    seen = b""
-    with anyio.fail_after(10):
-        async for chunk in process.stdout:
-            seen += chunk
-            if marker in seen:
-                return
-    raise AssertionError(f"{marker!r} never logged: {seen[-2000:]!r}")
+    async with daemons() as group, Client.connect(database) as client:
+        daemon = await group.start(
+            database,
+            cwd=tmp_path,
+            # the first SIGINT alone would wait a minute
+            **(DAEMON_DEFAULTS | {"shutdown_grace": "60s"}),
+            TASKD_TASKS__MODULES='["slow_tasks"]',
+            PYTHONPATH=str(ROOT),
+        )
+        await wait_for(lambda: _workers(client), timeout=20)
+        run_id = await client.trigger("drain.slow", {})
+        await wait_for(lambda: _executing(client, run_id), timeout=10)
+        daemon.process.send_signal(signum)
+        marker = f"received {signum.name}: draining"
+        await daemon.wait_for_line(lambda line: marker in line, timeout=10)
+        assert daemon.alive, "the first signal drains: the run keeps running"
+        stopped_at = time.monotonic()
+        code = await daemon.stop(signum, timeout=30)
+        # far sooner than the grace (60 s): the bound leaves a busy machine 20 s
+        assert code == 0 and time.monotonic() - stopped_at < 20
+        run = await client.get_run(run_id)
+    assert run.status == "queued" and run.attempt == 0, "handed back, attempt not spent"
 
 
 async def _workers(client: Client) -> bool:

@@ -46,6 +46,8 @@ class DaemonProcess:
         self.stderr: list[str] = []
         self.records: list[Record] = []
         self.ready_record: Record | None = None
+        self.signal_on: tuple[Callable[[str], bool], int] | None = None
+        """(line test, signal): send the signal the moment such a stdout line is read."""
 
     @property
     def pid(self) -> int:
@@ -74,6 +76,9 @@ class DaemonProcess:
 
     def _line(self, line: str, lines: list[str]) -> None:
         lines.append(line)
+        if lines is self.stdout and self.signal_on is not None and self.signal_on[0](line):
+            self.process.send_signal(self.signal_on[1])
+            self.signal_on = None
         if lines is self.stdout:
             try:
                 record = json.loads(line)
@@ -107,6 +112,20 @@ class DaemonProcess:
             found: Record = await wait_for(check, timeout=timeout, interval=0.005)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.output()}") from None
+        return found
+
+    async def wait_for_line(self, matches: Callable[[str], bool], timeout: float = 20) -> str:
+        """The first stdout line ``matches`` accepts, whatever the log format."""
+
+        async def check() -> str | None:
+            found = next((line for line in self.stdout if matches(line)), None)
+            if found is None and self.process.returncode is not None:
+                raise AssertionError(
+                    f"taskd exited ({self.process.returncode}) first\n{self.output()}"
+                )
+            return found
+
+        found: str = await wait_for(check, timeout=timeout)
         return found
 
     async def ready(self, timeout: float = 20) -> Record:
@@ -156,6 +175,13 @@ class DaemonProcess:
             return await self.process.wait()
 
 
+DAEMON_DEFAULTS: dict[str, Any] = dict.fromkeys(
+    ("concurrency", "lease", "heartbeat", "poll_interval", "shutdown_grace", "log_format")
+)
+"""Arguments of ``Daemons.start`` that leave each of these settings at the daemon's own default,
+as a deployment has them (``DAEMON_DEFAULTS | {"poll_interval": "0.2"}`` to set one)."""
+
+
 class Daemons:
     def __init__(self, group: TaskGroup) -> None:
         self._group = group
@@ -165,35 +191,41 @@ class Daemons:
         self,
         dsn: str,
         *,
-        concurrency: int = 20,
-        lease: str = "3s",
-        heartbeat: str = "1s",
-        poll_interval: str = "0.2s",
-        shutdown_grace: str = "5s",
+        cwd: Path = ROOT,
+        concurrency: int | None = 20,
+        lease: str | None = "3s",
+        heartbeat: str | None = "1s",
+        poll_interval: str | None = "0.2s",
+        shutdown_grace: str | None = "5s",
+        log_format: str | None = "json",
         seed: int | None = None,
         **env: str,
     ) -> DaemonProcess:
+        """A `taskd run` in ``cwd``; a setting given as None keeps the daemon's own default."""
         environment = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith("TASKD_") and k not in SYSTEMD_VARIABLES
         }
-        environment |= {
-            "TASKD_DATABASE__URL": dsn,
-            "TASKD_TASKS__MODULES": '["tests.support.tasks.crash"]',
-            "TASKD_WORKER__CONCURRENCY": str(concurrency),
+        settings = {
+            "TASKD_WORKER__CONCURRENCY": None if concurrency is None else str(concurrency),
             "TASKD_WORKER__LEASE": lease,
             "TASKD_WORKER__HEARTBEAT": heartbeat,
             "TASKD_WORKER__POLL_INTERVAL": poll_interval,
             "TASKD_WORKER__SHUTDOWN_GRACE": shutdown_grace,
-            "TASKD_LOG__FORMAT": "json",
+            "TASKD_LOG__FORMAT": log_format,
+        }
+        environment |= {
+            "TASKD_DATABASE__URL": dsn,
+            "TASKD_TASKS__MODULES": '["tests.support.tasks.crash"]',
+            **{name: value for name, value in settings.items() if value is not None},
             "TASKD_ADMIN__LISTEN": "127.0.0.1:0",  # several daemons at once: any free port
             "PYTHONUNBUFFERED": "1",
             **env,
         }
         if seed is not None:
             environment["CRASH_TASKS_SEED"] = str(seed)
-        process = await anyio.open_process([str(TASKD), "run"], cwd=ROOT, env=environment)
+        process = await anyio.open_process([str(TASKD), "run"], cwd=cwd, env=environment)
         daemon = DaemonProcess(process, f"daemon #{len(self.started) + 1}")
         self.started.append(daemon)
         self._group.start_soon(daemon.pump, process.stdout, daemon.stdout)
