@@ -10,7 +10,7 @@ import pytest
 
 from taskd.config import load_settings
 from taskd.errors import ConfigError
-from tests.support.cli import TASKD
+from tests.support.cli import one_line_failure, taskd, taskd_all
 from tests.support.paths import ROOT
 
 
@@ -178,35 +178,8 @@ def test_a_list_variable_with_broken_json_names_the_variable(
 # through the CLI -------------------------------------------------------------------------------
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKD_")}
-    # Never the embedded server: if startup got past the config, it fails fast instead.
-    env["TASKD_DATABASE__URL"] = "postgresql://postgres@127.0.0.1:1/unreachable"
-    env.update(extra)
-    return env
-
-
-async def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
-    with anyio.fail_after(30):
-        done = await anyio.run_process([str(TASKD), *args], cwd=cwd, env=env, check=False)
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
-
-
-async def expect_config_failure(
-    args: list[str], cwd: Path, env: dict[str, str], needles: list[str]
-) -> str | None:
-    """None when `taskd ARGS` fails as a config error should; else what went wrong."""
-    code, out, err = await run_cli(args, cwd, env)
-    problems = []
-    if code != 2:
-        problems.append(f"exit code {code}, expected 2")
-    if "Traceback" in err or "Traceback" in out:
-        problems.append("a traceback was printed")
-    lines = err.splitlines()
-    if len(lines) != 1:
-        problems.append(f"{len(lines)} lines on stderr, expected 1")
-    problems += [f"{needle!r} not named" for needle in needles if needle not in err]
-    return f"{'; '.join(problems)} -- stderr: {err!r}" if problems else None
+# Never the embedded server: if startup got past the config, it fails fast instead.
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/unreachable"
 
 
 async def test_cli_bad_config_exits_2_with_one_line_naming_the_key(tmp_path: Path) -> None:
@@ -245,16 +218,17 @@ async def test_cli_bad_config_exits_2_with_one_line_naming_the_key(tmp_path: Pat
         {"TASKD_WORKER__CONCURRENCY": "zero"},
         ["TASKD_WORKER__CONCURRENCY"],
     )
-    failures: dict[str, str] = {}
-
-    async def check(name: str, args: list[str], env: dict[str, str], needles: list[str]) -> None:
-        problem = await expect_config_failure(args, tmp_path, cli_env(**env), needles)
-        if problem:
-            failures[name] = problem
-
-    async with anyio.create_task_group() as group:
-        for name, (args, env, needles) in cases.items():
-            group.start_soon(check, name, args, env, needles)
+    results = await taskd_all(
+        UNREACHABLE,
+        {name: args for name, (args, _, _) in cases.items()},
+        cwd=tmp_path,
+        env={name: env for name, (_, env, _) in cases.items()},
+    )
+    failures = {
+        name: problem
+        for name, (_, _, needles) in cases.items()
+        if (problem := one_line_failure(results[name], *needles, code=2))
+    }
     assert not failures, "\n".join(f"{name}: {problem}" for name, problem in failures.items())
 
 
@@ -269,11 +243,11 @@ async def test_cli_reads_the_file_given_or_config_toml_in_the_working_directory(
     here = tmp_path / "here"
     here.mkdir()
     write(here, text)  # ./config.toml
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKD_")}
     results = {}
 
     async def list_runs(name: str, args: list[str], cwd: Path) -> None:
-        results[name] = await run_cli(["runs", "list", "--json", *args], cwd, env)
+        done = await taskd(None, "runs", "list", "--json", *args, cwd=cwd)
+        results[name] = (done.code, done.out, done.err)
 
     async with anyio.create_task_group() as group:
         group.start_soon(list_runs, "--config", ["--config", str(given)], tmp_path)

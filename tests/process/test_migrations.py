@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ from taskd.ids import new_run_id
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations, shipped_migrations
 from taskd.store.queries import QUERIES
-from tests.support.cli import TASKD
+from tests.support.cli import taskd_all
 from tests.support.runs import insert_runs, sql
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -91,18 +90,10 @@ async def test_everything_lives_in_schema_taskd(empty_database: str) -> None:
 
 
 async def test_two_migrate_processes_at_once(empty_database: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKD_")}
-    env["TASKD_DATABASE__URL"] = empty_database
-    results: list[tuple[int, str, str]] = []
-
-    async def migrate() -> None:
-        done = await anyio.run_process([str(TASKD), "migrate"], cwd=tmp_path, env=env, check=False)
-        results.append((done.returncode, done.stdout.decode(), done.stderr.decode()))
-
-    with anyio.fail_after(60):
-        async with anyio.create_task_group() as group:
-            group.start_soon(migrate)
-            group.start_soon(migrate)
+    both = await taskd_all(
+        empty_database, {"one": ["migrate"], "other": ["migrate"]}, cwd=tmp_path, timeout=60
+    )
+    results = [(done.code, done.out, done.err) for done in both.values()]
 
     assert [code for code, _, _ in results] == [0, 0], results
     assert all("Traceback" not in err for _, _, err in results), results

@@ -4,19 +4,17 @@ rescue that finds something write one log line with counts and the worker's last
 
 from __future__ import annotations
 
-import os
 import signal
 import uuid
 from typing import Any
 
 import aiohttp
-import anyio
 import asyncpg
 import orjson
 
 from taskd import Client, Context, task
 from taskd.worker.report import MAX_IDS, MAX_TASKS, Report
-from tests.support.cli import TASKD
+from tests.support.cli import taskd
 from tests.support.daemon_process import daemons
 from tests.support.in_process import admin_url
 from tests.support.paths import ROOT
@@ -27,11 +25,9 @@ MODULE = {"TASKD_TASKS__MODULES": '["tests.support.tasks.failure_hook"]'}
 
 
 async def taskd_status(dsn: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKD_")}
-    env["TASKD_DATABASE__URL"] = dsn
-    with anyio.fail_after(60):
-        done = await anyio.run_process([str(TASKD), "status", *args], cwd=ROOT, env=env)
-    return str(done.stdout.decode())
+    done = await taskd(dsn, "status", *args, cwd=ROOT, timeout=60)
+    assert done.code == 0, str(done)
+    return done.out
 
 
 async def test_startup_after_a_sigkill_reports_the_runs_it_handed_back(

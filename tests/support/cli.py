@@ -26,16 +26,19 @@ class Result:
         return f"taskd {command} -> exit {self.code}\nstdout: {self.out!r}\nstderr: {self.err!r}"
 
 
-def cli_env(dsn: str, **extra: str) -> dict[str, str]:
+def cli_env(dsn: str | None, **extra: str) -> dict[str, str]:
+    """The test's environment without its TASKD_ variables; ``dsn`` None: no database URL, so
+    the command reads it from its configuration file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKD_")}
-    env["TASKD_DATABASE__URL"] = dsn
+    if dsn is not None:
+        env["TASKD_DATABASE__URL"] = dsn
     env["TASKD_ADMIN__LISTEN"] = "127.0.0.1:0"
     env.update(extra)
     return env
 
 
 async def taskd(
-    dsn: str, *args: str, cwd: Path | None = None, timeout: float = 30, **env: str
+    dsn: str | None, *args: str, cwd: Path | None = None, timeout: float = 30, **env: str
 ) -> Result:
     with anyio.fail_after(timeout):
         done = await anyio.run_process(
@@ -45,7 +48,7 @@ async def taskd(
 
 
 async def taskd_all(
-    dsn: str,
+    dsn: str | None,
     commands: dict[str, Sequence[str]],
     *,
     cwd: Path | None = None,
