@@ -46,7 +46,7 @@ class DaemonProcess:
         self.stderr: list[str] = []
         self.records: list[Record] = []
         self.ready_record: Record | None = None
-        self.signal_on: tuple[Callable[[str], bool], int] | None = None
+        self.signal_on: tuple[Callable[[str], bool], signal.Signals] | None = None
         """(line test, signal): send the signal the moment such a stdout line is read."""
 
     @property
