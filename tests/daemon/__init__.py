@@ -1,0 +1,1 @@
+"""Tests of a daemon running in the test's own event loop (conftest's ``start_daemon``)."""

@@ -1,0 +1,1 @@
+"""Tests that start nothing: no database, no daemon, no subprocess."""
