@@ -1,7 +1,7 @@
 """One stream of run changes, published once by the layer that writes each transition.
 
-The worker pool (started, attempt failed, completed, failed, canceled, handed back), the
-maintenance loop (expired, rescued), the run context (metadata set) and the daemon's own
+The runs in flight (started, attempt failed, completed, failed, canceled, handed back), the
+maintenance chores (expired, rescued), the run context (metadata set) and the daemon's own
 producers (created) publish here after their write committed. Each ``/api/stream`` client
 reads through a bounded subscription; a reader that falls behind is dropped, never buffered
 without bound, so the daemon's memory does not depend on how fast anyone reads. Changes are

@@ -238,7 +238,7 @@ class ClaimedRun:
     log_lines: int = 0  # lines earlier attempts stored (the cap is per run)
     concurrency_key: str = ""
     started: float = 0.0  # time.monotonic() when this daemon started the attempt
-    cancel_requested: bool = False  # set by the pool when a cancel arrives for it
+    cancel_requested: bool = False  # set by in_flight when a cancel arrives for it
     superseded: bool = False  # the run was handed back and claimed again: this attempt is moot
 
 
@@ -261,8 +261,8 @@ class Outcome:
     # a failure the executor did not decide (so on_failure has not run): a daemon serving the
     # task runs the hook later (taskd.failure_hooks)
     owes_failure_hook: bool = False
-    task_id: str = ""  # set by the pool, for the run-change stream and metrics
-    duration: float | None = None  # the attempt's wall time in seconds (set by the pool)
+    task_id: str = ""  # set by in_flight, for the run-change stream and metrics
+    duration: float | None = None  # the attempt's wall time in seconds (set by in_flight)
 
 
 @dataclass(slots=True)

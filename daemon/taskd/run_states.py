@@ -2,7 +2,7 @@
 
 The writes themselves are SQL (daemon/taskd/store/*.sql and the functions of the schema),
 each a compare-and-set on the status it leaves; this table is what they may do, in one
-place. tests/test_run_states.py drives runs through a daemon and checks every status change
+place. tests/daemon/test_run_states.py drives runs through a daemon and checks every status change
 the database saw against it. ``describe()`` gives it as text (the README's).
 """
 

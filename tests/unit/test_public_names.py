@@ -107,11 +107,6 @@ def test_star_import_gives_exactly_all() -> None:
     assert sorted(set(namespace) - {"__builtins__"}) == sorted(taskd.__all__)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README's public-names section (readme-notes/imports.md) not pasted yet; "
-    "once it is this test passes and strict xfail fails: delete this marker",
-)
 def test_every_public_name_is_documented_in_the_readme() -> None:
     code = _code_in_readme()
     undocumented = [

@@ -35,7 +35,7 @@ ON CONFLICT (name) DO UPDATE
                               excluded.rate_limit, excluded.rate_period));
 
 -- name: pause
--- Pause ($2 true) or resume a queue; a resumed queue wakes the daemons at once.
+-- Pause ($2 true) or resume a queue; a resumed queue nudges the claimers at once.
 WITH changed AS (
     INSERT INTO taskd.queues AS q (name, paused) VALUES ($1, $2)
     ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
@@ -46,7 +46,7 @@ SELECT changed.name, CASE WHEN NOT changed.paused THEN pg_notify('taskd_wakeup',
 
 -- name: set_limits
 -- An operator's limits: the fields flagged ($3, $5, $8) change, the others stay. They hold
--- until `taskd queues reset`, whatever the code declares. Wakes the daemons: a raised limit
+-- until `taskd queues reset`, whatever the code declares. Nudges the claimers: a raised limit
 -- may let runs start now.
 WITH changed AS (
     INSERT INTO taskd.queues AS q (name, concurrency, concurrency_per_key, rate_limit,

@@ -97,7 +97,7 @@ WITH outcome AS (
      WHERE u.status = 'failed' AND o.status = 'failed' AND o.owes_hook
     ON CONFLICT DO NOTHING
 ), notified AS (
-    -- a retry due now must wake a daemon like a new run would; so must a slot freed in a
+    -- a retry due now must nudge the claimers like a new run would; so must a slot freed in a
     -- queue with a concurrency limit (another daemon may start the next run now)
     SELECT pg_notify('taskd_wakeup', q.queue)
       FROM (SELECT u.queue FROM updated u JOIN outcome o ON o.id = u.id

