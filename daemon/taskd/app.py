@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import uuid
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -23,13 +21,9 @@ from taskd.sdk.current import set_current_client
 from taskd.sdk.registry import Registry
 from taskd.store.database import DB_ERRORS, connect, create_pool
 from taskd.store.migrations import apply_migrations
-from taskd.store.schedules import DeclaredSchedule
 from taskd.store.store import Store
-from taskd.store.tasks import TaskRegistration
-from taskd.store.workers import WorkerRegistration
 from taskd.systemd import SystemdNotifier
 from taskd.telemetry import Telemetry
-from taskd.worker import process_identity
 from taskd.worker.claimer import Claimer
 from taskd.worker.completer import Completer
 from taskd.worker.event_relay import EventRelay
@@ -43,6 +37,11 @@ from taskd.worker.lock import WorkerLock, new_lock_key
 from taskd.worker.log_writer import RunLogWriter
 from taskd.worker.pruner import Pruner
 from taskd.worker.reconciler import Reconciler
+from taskd.worker.registrar import (
+    publish_registry,
+    register_worker,
+    retire_undeclared_schedules,
+)
 from taskd.worker.rescuer import Rescuer
 from taskd.worker.run_services import WorkerRunServices
 from taskd.worker.scheduler import SCHEDULES_CHANNEL, Scheduler
@@ -198,29 +197,8 @@ class Daemon:
                     taskd_version(),
                 )
                 await self.admin.start()
-            await store.settings.put("max_payload_bytes", settings.tasks.max_payload_bytes)
-            # Every registered task is served; [worker] queues restricts the claim by the
-            # run's queue (which a trigger may override), not by the task's default queue.
+            await publish_registry(store, self.registry, settings)
             served = self.registry
-            await store.tasks.sync(
-                [
-                    TaskRegistration(d.id, d.queue.name, d.retry.max_attempts, _describe(d))
-                    for d in self.registry
-                ]
-            )
-            await store.queues.sync([queue.settings() for queue in self.registry.queues()])
-            await store.events.sync_subscriptions(
-                served.ids, [(event, d.id) for d in self.registry for event in d.events]
-            )
-            declared = [d for d in self.registry if d.schedule is not None]
-            await store.schedules.declare(
-                [
-                    DeclaredSchedule(
-                        d.id, d.schedule.cron, d.schedule.timezone, d.schedule.catch_up
-                    )
-                    for d in declared
-                ]
-            )
             set_current_client(client)
             self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
             lock = self.lock
@@ -295,22 +273,13 @@ class Daemon:
             async with anyio.create_task_group() as group:
                 # The lock before the worker row: a row without its lock reads as a gone worker.
                 await group.start(self.lock.run)
-                await store.workers.register(
-                    WorkerRegistration(
-                        self.worker_id,
-                        host=socket.gethostname(),
-                        pid=os.getpid(),
-                        version=taskd_version(),
-                        concurrency=settings.worker.concurrency,
-                        queues=settings.worker.queues,
-                        tasks=served.ids,
-                        lock_key=self.lock.key,
-                        # lets a successor on this machine prove this process gone
-                        # (reconciler.py)
-                        process=(
-                            identity.stored() if (identity := process_identity.current()) else None
-                        ),
-                    )
+                await register_worker(
+                    store,
+                    self.worker_id,
+                    served,
+                    settings,
+                    lock_key=self.lock.key,
+                    version=taskd_version(),
                 )
                 if handle_signals:  # before the first claim: from here on a SIGTERM drains
                     await group.start(self._watch_signals)
@@ -323,7 +292,7 @@ class Daemon:
                 group.start_soon(self._serve, drained)
                 await self.reconciler.run_once()
                 self.reconciled = True
-                await self._retire_undeclared_schedules(store)
+                await retire_undeclared_schedules(store, self.registry)
                 await group.start(self.listener.run)
                 # each chore in a loop of its own (a slow hook, or a long backlog to prune,
                 # must not delay a rescue); the heartbeat-paced ones in the order of one pass:
@@ -383,13 +352,6 @@ class Daemon:
         finally:
             drained.set()
 
-    async def _retire_undeclared_schedules(self, store: Store) -> None:
-        """Schedules declared in code that the code no longer declares are deactivated."""
-        undeclared = [d.id for d in self.registry if d.schedule is None]
-        served = await store.tasks.list_served()
-        for schedule_id in await store.schedules.retire_declared(undeclared, served):
-            log.info("schedule %s deactivated: no longer declared in code", schedule_id)
-
     def status_line(self) -> str:
         return status_line(self)
 
@@ -442,20 +404,6 @@ class Daemon:
         self.declared_gone = True
         if self.in_flight is not None:
             self.in_flight.abandon()
-
-
-def _describe(definition: Any) -> dict[str, Any]:
-    retry = definition.retry
-    return {
-        "retry": {
-            "max_attempts": retry.max_attempts,
-            "min_delay": retry.min_delay,
-            "max_delay": retry.max_delay,
-            "factor": retry.factor,
-            "jitter": retry.jitter,
-        },
-        "max_duration": definition.max_duration,
-    }
 
 
 def run_daemon(settings: Settings, registry: Registry) -> int:

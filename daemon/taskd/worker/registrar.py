@@ -1,0 +1,99 @@
+"""The registrar: what this daemon serves, written where the fleet (and the operator) can see it.
+
+At start-up, before the first claim: the registry's tasks (default queue, retry policy), the
+queues they declare (their limits), their event subscriptions, their cron schedules, and the
+worker's own row, which names its tasks and its lock. After the reconciliation, schedules that
+the code declared before and declares no more are deactivated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from taskd.config import Settings
+from taskd.sdk.registry import Registry
+from taskd.sdk.task import TaskDefinition
+from taskd.store.schedules import DeclaredSchedule
+from taskd.store.store import Store
+from taskd.store.tasks import TaskRegistration
+from taskd.store.workers import WorkerRegistration
+from taskd.worker import process_identity
+
+log = logging.getLogger("taskd.daemon")
+
+
+async def publish_registry(store: Store, registry: Registry, settings: Settings) -> None:
+    """The tasks, queues, subscriptions and schedules of the code, and the payload limit that
+    SQL producers check against."""
+    await store.settings.put("max_payload_bytes", settings.tasks.max_payload_bytes)
+    await store.tasks.sync(
+        [TaskRegistration(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in registry]
+    )
+    await store.queues.sync([queue.settings() for queue in registry.queues()])
+    await store.events.sync_subscriptions(
+        registry.ids, [(event, d.id) for d in registry for event in d.events]
+    )
+    await store.schedules.declare(
+        [
+            DeclaredSchedule(d.id, d.schedule.cron, d.schedule.timezone, d.schedule.catch_up)
+            for d in registry
+            if d.schedule is not None
+        ]
+    )
+
+
+async def register_worker(
+    store: Store,
+    worker_id: uuid.UUID,
+    registry: Registry,
+    settings: Settings,
+    *,
+    lock_key: int,
+    version: str,
+) -> None:
+    """The worker's row. Every registered task is served; ``[worker] queues`` restricts the
+    claim by the run's queue (which a trigger may override), not by the task's default queue."""
+    identity = process_identity.current()
+    await store.workers.register(
+        WorkerRegistration(
+            worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=version,
+            concurrency=settings.worker.concurrency,
+            queues=settings.worker.queues,
+            tasks=registry.ids,
+            lock_key=lock_key,
+            # lets a successor on this machine prove this process gone (reconciler.py)
+            process=identity.stored() if identity else None,
+        )
+    )
+
+
+async def retire_undeclared_schedules(store: Store, registry: Registry) -> list[str]:
+    """Declared schedules that the code no longer declares are deactivated: those of tasks
+    registered here without a schedule, and those of tasks no live worker serves any more."""
+    undeclared = [d.id for d in registry if d.schedule is None]
+    served = await store.tasks.list_served()
+    retired = await store.schedules.retire_declared(undeclared, served)
+    for schedule_id in retired:
+        log.info("schedule %s deactivated: no longer declared in code", schedule_id)
+    return retired
+
+
+def _describe(definition: TaskDefinition[Any, Any]) -> dict[str, Any]:
+    retry = definition.retry
+    return {
+        "retry": {
+            "max_attempts": retry.max_attempts,
+            "min_delay": retry.min_delay,
+            "max_delay": retry.max_delay,
+            "factor": retry.factor,
+            "jitter": retry.jitter,
+        },
+        "max_duration": definition.max_duration,
+    }
