@@ -100,6 +100,13 @@ TRANSITIONS: tuple[Transition, ...] = (
         "releaser's and the rescuer's canceled)",
     ),
     Transition(W, K, Room.CANCELER, ("runs.cancel (taskd.cancel)",), "while waiting"),
+    Transition(
+        W,
+        Q,
+        Room.CANCELER,
+        ("runs.cancel (taskd.cancel)",),
+        "the cancel of its last unfinished child resumes a waiting parent",
+    ),
 )
 
 _ROOMS: dict[tuple[RunStatus | None, RunStatus], frozenset[Room]] = {}
