@@ -4,7 +4,7 @@ Two daemons starting at once both call ``apply_migrations``; the second waits on
 then finds nothing left to apply.
 
 A migration, once applied, is history: a shipped file whose checksum no longer matches the one
-recorded stops start-up (MigrationChanged), since the database never ran the new text. A change
+recorded stops start-up (MigrationError), since the database never ran the new text. A change
 is a new numbered migration.
 
 The development migrations 0001_initial..0014_unfinished_children were squashed into
