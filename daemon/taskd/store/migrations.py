@@ -183,15 +183,13 @@ def _adoptable(recorded: set[tuple[int, str, str]], baseline: Migration) -> tupl
     for any other state of them."""
     expected = {version: (name, checksum) for version, name, checksum in SQUASHED}
     have = {version: (name, checksum) for version, name, checksum in recorded}
+    accepted = set(SQUASHED) | {
+        (version, expected[version][0], checksum) for version, checksum in EARLIER_SQUASHED
+    }
     changed = [
         version
         for version in sorted(have)
-        if version in expected
-        and have[version] != expected[version]
-        and (
-            have[version][0] != expected[version][0]
-            or (version, have[version][1]) not in EARLIER_SQUASHED
-        )
+        if version in expected and (version, *have[version]) not in accepted
     ]
     if changed:
         raise MigrationError(
