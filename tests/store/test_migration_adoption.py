@@ -8,8 +8,11 @@ at start-up: its rows become the baseline's, the later migrations apply, and run
 before keep resuming: a run waiting on a token wakes when the token is completed, a parent
 waiting on children wakes when its last child is canceled.
 
-Any other state of the old rows (a partial migration, an old file edited since) is refused
-with one line that says what to do.
+Some old files were edited after databases had applied them: a database migrated at a08cce9
+recorded 0011 without a later line of taskd.claim_runs, and 0012 and 0013 with older comments.
+It is adopted too, its claim_runs re-created as the baseline has it. Any other state of the old
+rows (a partial migration, an old file edited in its schema) is refused with one line that says
+what to do, before anything is written.
 """
 
 from __future__ import annotations
@@ -25,10 +28,30 @@ from taskd.store.migrations import (
     SQUASHED,
     MigrationError,
     apply_migrations,
+    baseline_function,
     shipped_migrations,
 )
+from tests.support.runs import insert_run, sql
 
 APPLIED_AT = datetime(2026, 6, 1, tzinfo=UTC)
+
+# What a database migrated at commit a08cce9 recorded for 0011..0013 (git show
+# a08cce9:daemon/store/migrations/00NN_*.sql | sha256sum).
+AT_A08CCE9 = {
+    11: "fd9b2f84ee7042c56f3f11542a50dba45eb84f396fa35402c75de078393f8014",
+    12: "39e3439be7b9a7f49753a2612097aaa3e18570d1173f96a31c7191a7dbe9582d",
+    13: "aca87d5324ddfcef796d0a00acde6db7f1f87d6902a01b78a217d651421ddd58",
+}
+# 0011 as first committed (55465fd): without the backfill of awaited tokens added by ac75cca.
+FIRST_0011 = "9152536fad3bc6c8217983f5c9d41c68bc0c85aeadf952cc30e04ac73dc953c5"
+# The lines dd90cec added to taskd.claim_runs (0011), missing from a database of a08cce9.
+CLAIM_START_FIX = """\
+            -- the attempts start now, after the counts: a slot they found free was released
+            -- by an outcome committed before their snapshots, so no run's end is stamped
+            -- after the start of the run that took its slot (stamped at the lock, a start
+            -- could precede the end of a run whose outcome committed just after)
+            t_start := clock_timestamp();
+"""
 
 
 @pytest.fixture
@@ -74,31 +97,23 @@ async def test_the_old_rows_become_the_baselines_and_waiting_runs_still_resume(
     await migrated_by_the_old_files(connection)
     # suspended by the previous version: a run on a token for an hour (wait.for_token marked
     # the token awaited), and a parent on its one unfinished child
-    token_run = await connection.fetchval(
-        "INSERT INTO taskd.runs (task_id, status, run_at) VALUES"
-        " ('t', 'waiting', now() + interval '1 hour') RETURNING id"
+    token_run = await insert_run(
+        connection, task_id="t", status="waiting", run_at=sql("now() + interval '1 hour'")
     )
     token_id = await connection.fetchval(
         "INSERT INTO taskd.wait_tokens (id, run_id, expires_at, awaited)"
         " VALUES (taskd.new_run_id(), $1, now() + interval '1 hour', true) RETURNING id",
         token_run,
     )
-    parent = await connection.fetchval(
-        "INSERT INTO taskd.runs (task_id, status, run_at) VALUES"
-        " ('parent', 'waiting', now() + interval '1 hour') RETURNING id"
+    parent = await insert_run(
+        connection, task_id="parent", status="waiting", run_at=sql("now() + interval '1 hour'")
     )
-    child = await connection.fetchval(
-        "INSERT INTO taskd.runs (task_id, parent_id) VALUES ('child', $1) RETURNING id", parent
-    )
+    child = await insert_run(connection, task_id="child", parent_id=parent)
     # finished before 0012 added runs_queue_name_length (NOT VALID: history is not checked),
     # in a queue whose name it refuses: adoption must neither validate nor touch it
     async with connection.transaction():
         await connection.execute("ALTER TABLE taskd.runs DROP CONSTRAINT runs_queue_name_length")
-        old_run = await connection.fetchval(
-            "INSERT INTO taskd.runs (task_id, queue, status) VALUES ('t', $1, 'completed')"
-            " RETURNING id",
-            "c" * 300,
-        )
+        old_run = await insert_run(connection, task_id="t", queue="c" * 300, status="completed")
         await connection.execute(
             "ALTER TABLE taskd.runs ADD CONSTRAINT runs_queue_name_length"
             " CHECK (queue <> '' AND length(queue) <= 200) NOT VALID"
@@ -161,3 +176,55 @@ async def test_an_old_migration_edited_since_is_refused_with_what_to_do(
     assert "\n" not in message
     assert "0010_queues.sql" in message and "DROP SCHEMA taskd" in message, message
     assert await recorded(connection) == list(edited)
+
+
+async def claim_runs_definition(connection: asyncpg.Connection) -> str:
+    definition: str = await connection.fetchval(
+        "SELECT pg_get_functiondef('taskd.claim_runs'::regproc)"
+    )
+    return definition
+
+
+async def test_a_database_migrated_at_a08cce9_is_adopted_with_the_baselines_claim(
+    connection: asyncpg.Connection, db: asyncpg.Connection
+) -> None:
+    rows = tuple(
+        (version, name, AT_A08CCE9.get(version, checksum)) for version, name, checksum in SQUASHED
+    )
+    await migrated_by_the_old_files(connection, rows)
+    baseline = shipped_migrations()[0]
+    current_claim = baseline_function(baseline, "claim_runs")
+    assert CLAIM_START_FIX in current_claim
+    await connection.execute(current_claim.replace(CLAIM_START_FIX, ""))
+    fresh_claim = await claim_runs_definition(db)  # db: a database migrated from nothing
+    assert await claim_runs_definition(connection) != fresh_claim, "the claim of a08cce9"
+
+    applied = await apply_migrations(connection)
+
+    shipped = shipped_migrations()
+    assert [m.filename for m in applied] == [m.filename for m in shipped[1:]]
+    assert "0002_cancel_wakes_parent.sql" in [m.filename for m in applied]
+    assert await recorded(connection) == [(m.version, m.name, m.checksum) for m in shipped]
+    assert await claim_runs_definition(connection) == fresh_claim
+    assert await apply_migrations(connection) == [], "adopted once"
+
+
+async def test_an_old_migration_whose_first_version_is_recorded_is_refused(
+    connection: asyncpg.Connection,
+) -> None:
+    rows = tuple(
+        (version, name, FIRST_0011 if version == 11 else AT_A08CCE9.get(version, checksum))
+        for version, name, checksum in SQUASHED
+    )
+    await migrated_by_the_old_files(connection, rows)
+    claim_before = await claim_runs_definition(connection)
+    with pytest.raises(MigrationError) as refused:
+        await apply_migrations(connection)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "0011_waits_hardening.sql" in message and "DROP SCHEMA taskd" in message, message
+    assert await recorded(connection) == list(rows), "nothing recorded"
+    assert await claim_runs_definition(connection) == claim_before, "nothing re-created"
+    assert not await connection.fetchval(
+        "SELECT EXISTS (SELECT FROM pg_proc WHERE proname = 'cancel_without_wake')"
+    ), "nothing applied"

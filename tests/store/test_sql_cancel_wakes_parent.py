@@ -12,24 +12,18 @@ import uuid
 import anyio
 import asyncpg
 
+from tests.support.runs import insert_run, sql
+
 
 async def waiting_parent(db: asyncpg.Connection, queue: str = "default") -> uuid.UUID:
     """A run suspended in trigger_and_wait: waiting, its recheck an hour away."""
-    run_id: uuid.UUID = await db.fetchval(
-        "INSERT INTO taskd.runs (task_id, queue, status, run_at)"
-        " VALUES ('parent', $1, 'waiting', now() + interval '1 hour') RETURNING id",
-        queue,
+    return await insert_run(
+        db, task_id="parent", queue=queue, status="waiting", run_at=sql("now() + interval '1 hour'")
     )
-    return run_id
 
 
 async def child_of(db: asyncpg.Connection, parent: uuid.UUID, status: str = "queued") -> uuid.UUID:
-    run_id: uuid.UUID = await db.fetchval(
-        "INSERT INTO taskd.runs (task_id, parent_id, status) VALUES ('child', $1, $2) RETURNING id",
-        parent,
-        status,
-    )
-    return run_id
+    return await insert_run(db, task_id="child", parent_id=parent, status=status)
 
 
 async def state(db: asyncpg.Connection, run_id: uuid.UUID) -> tuple[str, bool]:
@@ -82,10 +76,12 @@ async def test_canceling_a_waiting_parent_cancels_its_children_and_resumes_the_g
     db: asyncpg.Connection,
 ) -> None:
     grandparent = await waiting_parent(db)
-    parent: uuid.UUID = await db.fetchval(
-        "INSERT INTO taskd.runs (task_id, parent_id, status, run_at)"
-        " VALUES ('parent', $1, 'waiting', now() + interval '1 hour') RETURNING id",
-        grandparent,
+    parent = await insert_run(
+        db,
+        task_id="parent",
+        parent_id=grandparent,
+        status="waiting",
+        run_at=sql("now() + interval '1 hour'"),
     )
     child = await child_of(db, parent)
 

@@ -4,13 +4,16 @@ Two daemons starting at once both call ``apply_migrations``; the second waits on
 then finds nothing left to apply.
 
 A migration, once applied, is history: a shipped file whose checksum no longer matches the one
-recorded stops start-up (MigrationChanged), since the database never ran the new text. A change
+recorded stops start-up (MigrationError), since the database never ran the new text. A change
 is a new numbered migration.
 
 The development migrations 0001_initial..0014_unfinished_children were squashed into
-0001_baseline before the first release. A database they migrated has exactly the baseline's
-schema, so it is adopted: its fourteen rows in taskd.migrations become the baseline's row, and
-the migrations after the baseline apply as usual.
+0001_baseline before the first release. A database they migrated has the baseline's schema, so
+it is adopted: its fourteen rows in taskd.migrations become the baseline's row, and the
+migrations after the baseline apply as usual. Some of the old files were edited after databases
+had applied them (the runner then only warned): a row may record an earlier version of its
+file. The earlier versions known to leave the baseline's schema are accepted; those that left a
+function with an older body have it re-created from the baseline during the adoption.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ MIGRATION_LOCK_KEY = 0x7A5D_0001
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 # The squashed migrations as their last versions recorded themselves (version, name, checksum).
-# Only a database holding exactly these rows is adopted: an earlier edit of one of them may
-# have left a function or a column the baseline does not have.
+# A database is adopted only with these rows, or with some of them in an earlier version listed
+# in EARLIER_SQUASHED: any other earlier edit may have left a column, an index or data the
+# baseline does not have.
 SQUASHED: tuple[tuple[int, str, str], ...] = (
     (1, "initial", "ecee0aadfe8ebfd9088fd22bf4447c86358d0f95e3cff920c7be08d756302675"),
     (2, "events", "ae0fda11a6a83c1d78b659c19e4a9dba97f020aa3a0484aaed67612df70b90bd"),
@@ -56,6 +60,20 @@ SQUASHED: tuple[tuple[int, str, str], ...] = (
 )
 # The last commit that ships the squashed migrations: it can finish a partial migration.
 SQUASHED_LAST_COMMIT = "83d7d54"
+
+# Earlier versions of squashed files, as databases recorded them (version, checksum), with the
+# functions that version left with a body other than the baseline's. Only the versions shipped
+# in the last commits before the squash; each was compared with its file's last version:
+EARLIER_SQUASHED: dict[tuple[int, str], tuple[str, ...]] = {
+    # 0011 from ac75cca to a08cce9: claim_runs without the start stamped after the slot
+    # counts (dd90cec); the tables, columns, indexes and the token backfill are the same.
+    (11, "fd9b2f84ee7042c56f3f11542a50dba45eb84f396fa35402c75de078393f8014"): ("claim_runs",),
+    # 0012 from eb7243e and 0013 from a3ca83d to dd90cec: only a comment's path differs
+    # (daemon/worker/... before the engine moved to daemon/taskd/).
+    (12, "39e3439be7b9a7f49753a2612097aaa3e18570d1173f96a31c7191a7dbe9582d"): (),
+    (13, "aca87d5324ddfcef796d0a00acde6db7f1f87d6902a01b78a217d651421ddd58"): (),
+}
+_DOLLAR_QUOTE = re.compile(r"\$(\w*)\$")
 
 
 class MigrationError(TaskdError):
@@ -97,8 +115,9 @@ def shipped_migrations() -> list[Migration]:
 async def apply_migrations(connection: asyncpg.Connection) -> list[Migration]:
     """Apply every shipped migration not yet recorded; return the ones applied now.
 
-    Raises MigrationError, before applying anything, when an applied migration's file changed
-    or the database holds the squashed development migrations in a state it cannot adopt.
+    Raises MigrationError, before adopting or applying anything, when an applied migration's
+    file changed or the database holds the squashed development migrations in a state it
+    cannot adopt.
     """
     applied_now: list[Migration] = []
     shipped = shipped_migrations()
@@ -117,20 +136,25 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[Migration]:
         )
         rows = await connection.fetch("SELECT version, name, checksum FROM taskd.migrations")
         recorded = {(r["version"], r["name"], r["checksum"]) for r in rows}
+        stale_functions: tuple[str, ...] | None = None
         if _holds_squashed(recorded):
-            await _adopt_squashed(connection, recorded, shipped[0])
+            stale_functions = _adoptable(recorded, shipped[0])
             recorded = {(shipped[0].version, shipped[0].name, shipped[0].checksum)}
         by_version = {version: (name, checksum) for version, name, checksum in recorded}
+        pending = []
         for migration in shipped:
-            if migration.version in by_version:
-                if by_version[migration.version] != (migration.name, migration.checksum):
-                    raise MigrationError(
-                        f"migration {migration.filename} changed after this database applied "
-                        "it (its checksum differs from the one recorded in taskd.migrations): "
-                        "put the file back as it was applied and make the change a new "
-                        "numbered migration"
-                    )
-                continue
+            if migration.version not in by_version:
+                pending.append(migration)
+            elif by_version[migration.version] != (migration.name, migration.checksum):
+                raise MigrationError(
+                    f"migration {migration.filename} changed after this database applied "
+                    "it (its checksum differs from the one recorded in taskd.migrations): "
+                    "put the file back as it was applied and make the change a new "
+                    "numbered migration"
+                )
+        if stale_functions is not None:
+            await _adopt_squashed(connection, shipped[0], stale_functions)
+        for migration in pending:
             async with connection.transaction():
                 await connection.execute(migration.sql)
                 await connection.execute(
@@ -153,26 +177,28 @@ def _holds_squashed(recorded: set[tuple[int, str, str]]) -> bool:
     return any((version, name) in squashed_names for version, name, _ in recorded)
 
 
-async def _adopt_squashed(
-    connection: asyncpg.Connection, recorded: set[tuple[int, str, str]], baseline: Migration
-) -> None:
-    """Record a database migrated by all the squashed migrations as migrated by the baseline
-    (same schema: nothing to run); refuse any other state of them."""
-    if recorded != set(SQUASHED):
-        expected = {version: (name, checksum) for version, name, checksum in SQUASHED}
-        have = {version: (name, checksum) for version, name, checksum in recorded}
-        changed = [
-            f"{version:04d}_{expected[version][0]}.sql"
-            for version in sorted(have)
-            if version in expected and have[version] != expected[version]
-        ]
-        if changed:
-            raise MigrationError(
-                f"this database was migrated by a development build of taskd whose "
-                f"{changed[0]} differs from the one squashed into {baseline.filename}, so its "
-                "schema is not the baseline's: recreate schema taskd (DROP SCHEMA taskd "
-                "CASCADE deletes every run) and start again"
-            )
+def _adoptable(recorded: set[tuple[int, str, str]], baseline: Migration) -> tuple[str, ...]:
+    """The baseline's functions to re-create when adopting a database migrated by all the
+    squashed migrations, each in its last version or an accepted earlier one; MigrationError
+    for any other state of them."""
+    expected = {version: (name, checksum) for version, name, checksum in SQUASHED}
+    have = {version: (name, checksum) for version, name, checksum in recorded}
+    accepted = set(SQUASHED) | {
+        (version, expected[version][0], checksum) for version, checksum in EARLIER_SQUASHED
+    }
+    changed = [
+        version
+        for version in sorted(have)
+        if version in expected and (version, *have[version]) not in accepted
+    ]
+    if changed:
+        raise MigrationError(
+            f"this database was migrated by a development build of taskd whose "
+            f"{changed[0]:04d}_{expected[changed[0]][0]}.sql differs from the one squashed into "
+            f"{baseline.filename}, so its schema is not the baseline's: recreate schema taskd "
+            "(DROP SCHEMA taskd CASCADE deletes every run) and start again"
+        )
+    if have.keys() != expected.keys():
         last = max(have)
         raise MigrationError(
             f"this database was migrated by a development build of taskd only up to "
@@ -180,7 +206,22 @@ async def _adopt_squashed(
             f"{baseline.filename}: run `taskd migrate` from commit {SQUASHED_LAST_COMMIT} "
             "first, then start this version"
         )
+    stale: list[str] = []
+    for version, (_, checksum) in sorted(have.items()):
+        for function in EARLIER_SQUASHED.get((version, checksum), ()):
+            if function not in stale:
+                stale.append(function)
+    return tuple(stale)
+
+
+async def _adopt_squashed(
+    connection: asyncpg.Connection, baseline: Migration, stale_functions: tuple[str, ...]
+) -> None:
+    """Record a database migrated by the squashed migrations as migrated by the baseline,
+    after giving the functions an earlier version left behind the baseline's body."""
     async with connection.transaction():
+        for function in stale_functions:
+            await connection.execute(baseline_function(baseline, function))
         # the earliest application of the squashed ones is when the baseline's schema began
         await connection.execute(
             """
@@ -193,7 +234,25 @@ async def _adopt_squashed(
             baseline.checksum,
         )
     log.info(
-        "adopted a database migrated by the development migrations 0001-%04d as %s",
+        "adopted a database migrated by the development migrations 0001-%04d as %s%s",
         SQUASHED[-1][0],
         baseline.filename,
+        f" (re-created from it: {', '.join(stale_functions)})" if stale_functions else "",
     )
+
+
+def baseline_function(baseline: Migration, name: str) -> str:
+    """The baseline's statement that creates function taskd.<name>, as CREATE OR REPLACE (the
+    function keeps its identity, grants and comment)."""
+    header = re.compile(rf"^CREATE FUNCTION taskd\.{name}\(", re.MULTILINE)
+    found = list(header.finditer(baseline.sql))
+    if len(found) != 1:
+        raise RuntimeError(f"{baseline.filename} creates taskd.{name} {len(found)} times, not once")
+    start = found[0].start()
+    opening = _DOLLAR_QUOTE.search(baseline.sql, start)
+    if opening is None:
+        raise RuntimeError(f"taskd.{name} in {baseline.filename} has no dollar-quoted body")
+    closing = baseline.sql.index(opening.group(0), opening.end())
+    end = baseline.sql.index(";", closing + len(opening.group(0))) + 1
+    statement = baseline.sql[start:end]
+    return "CREATE OR REPLACE" + statement.removeprefix("CREATE")

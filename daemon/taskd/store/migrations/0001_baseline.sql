@@ -233,11 +233,11 @@ CREATE INDEX runs_event_idx ON taskd.runs (event_id) WHERE event_id IS NOT NULL;
 CREATE UNIQUE INDEX runs_schedule_fire_idx ON taskd.runs (schedule_id, scheduled_for)
     WHERE schedule_id IS NOT NULL;
 CREATE INDEX runs_parent_idx ON taskd.runs (parent_id, id) WHERE parent_id IS NOT NULL;
--- parents_wake asks, after every completion batch, whether a waiting parent still has an
+-- wake_parents (waits.sql) asks, after runs end, whether a waiting parent still has an
 -- unfinished child. Through runs_parent_idx that walked all the parent's children past the
 -- finished ones (or the planner chose a scan of the whole table): O(n) per batch, O(n^2 / batch)
 -- over a fan-out of n children. This index holds only the children not yet finished, so the
--- question costs the few that are left. Its predicate is parents_wake's filter word for word,
+-- question costs the few that are left. Its predicate is wake_parents' filter word for word,
 -- so the planner can prove it.
 -- Write cost: status is already in the predicate of runs_claim_idx, so a change of status is
 -- never a HOT update and inserts into the table's indexes anyway; this one takes an entry only

@@ -16,7 +16,7 @@ COMMENT ON FUNCTION taskd.cancel_without_wake(uuid) IS
 -- taskd.cancel(run_id) -> as taskd.cancel_without_wake (the status after the call; TD404,
 -- TD409), and when the run is canceled at once its parent, if waiting and left with no
 -- unfinished child, goes back to the queue and the daemons are notified at commit.
--- What waking means is parents_wake's (queries.sql): the parent's row is locked only if it
+-- What waking means is wake_parents' (waits.sql): the parent's row is locked only if it
 -- is to be woken, and skipped if another transaction holds it (the one that holds it wakes
 -- it, or the parent's own recheck does). One difference: this runs inside the caller's
 -- transaction, so a sibling finished by a transaction that has not committed yet counts as
