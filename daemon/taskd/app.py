@@ -46,6 +46,7 @@ from taskd.worker.rescuer import Rescuer
 from taskd.worker.run_services import WorkerRunServices
 from taskd.worker.scheduler import SCHEDULES_CHANNEL, Scheduler
 from taskd.worker.subscription_retirer import SubscriptionRetirer
+from taskd.worker.sweeper import Sweeper
 from taskd.worker.unknown_task_failer import UnknownTaskFailer
 from taskd.worker.waker import Waker
 
@@ -105,6 +106,7 @@ class Daemon:
         self.subscription_retirer: SubscriptionRetirer | None = None
         self.failure_hooks: FailureHooks | None = None
         self.pruner: Pruner | None = None
+        self.sweeper: Sweeper | None = None
         self.event_relay: EventRelay | None = None
         self.scheduler: Scheduler | None = None
         self.stopping = False
@@ -261,11 +263,19 @@ class Daemon:
                 store, self.worker_id, self.rescuer, handed_back=claimer.nudge
             )
             self.waker = Waker(store, self.worker_id, findings=findings)
-            self.expirer = Expirer(store, worker, self.worker_id, findings=findings)
+            self.expirer = Expirer(store, self.worker_id, findings=findings)
             self.unknown_task_failer = UnknownTaskFailer(
                 store, worker, self.worker_id, findings=findings
             )
-            self.subscription_retirer = SubscriptionRetirer(store, worker, telemetry=telemetry)
+            self.subscription_retirer = SubscriptionRetirer(store)
+            self.sweeper = Sweeper(
+                worker,
+                self.expirer,
+                self.unknown_task_failer,
+                self.rescuer,
+                self.subscription_retirer,
+                telemetry=telemetry,
+            )
             self.failure_hooks = FailureHooks(
                 store, self.registry, self.worker_id, services, settings=worker, findings=findings
             )
@@ -294,18 +304,11 @@ class Daemon:
                 self.reconciled = True
                 await retire_undeclared_schedules(store, self.registry)
                 await group.start(self.listener.run)
-                # each chore in a loop of its own (a slow hook, or a long backlog to prune,
-                # must not delay a rescue); the heartbeat-paced ones in the order of one pass:
-                # fail unknown tasks, then rescue, whose report names what the others found
-                for chore in (
-                    self.pruner,
-                    self.waker,
-                    self.failure_hooks,
-                    self.expirer,
-                    self.unknown_task_failer,
-                    self.rescuer,
-                    self.subscription_retirer,
-                ):
+                # the expirer, failer, rescuer and retirer run in the sweeper's one loop, in
+                # order (sweeper.py says why); the pruner, waker and failure hooks each in a
+                # loop of its own (a long backlog to prune, or a slow hook, must not delay a
+                # rescue)
+                for chore in (self.pruner, self.waker, self.failure_hooks, self.sweeper):
                     group.start_soon(chore.run)
                 self.event_relay = EventRelay(
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes

@@ -25,12 +25,15 @@ from taskd.worker import reconciler
 from taskd.worker.claimer import Claimer
 from taskd.worker.completer import Completer
 from taskd.worker.expirer import Expirer
+from taskd.worker.failure_hooks import FailureHooks
 from taskd.worker.findings import Findings
 from taskd.worker.heartbeat import Heartbeat
 from taskd.worker.in_flight import InFlight
 from taskd.worker.pruner import Pruner
 from taskd.worker.reconciler import Reconciler
 from taskd.worker.rescuer import Rescuer
+from taskd.worker.subscription_retirer import RETIRE_SUBSCRIPTIONS_AFTER, SubscriptionRetirer
+from taskd.worker.sweeper import Sweeper
 from taskd.worker.unknown_task_failer import UnknownTaskFailer
 from taskd.worker.waker import Waker
 from tests.support.waiting import wait_for
@@ -38,6 +41,18 @@ from tests.support.waiting import wait_for
 
 @task(id="chores.echo")
 async def echo(payload: Any, ctx: Context) -> Any:
+    return payload
+
+
+HOOKED: list[tuple[uuid.UUID, str, int, Any]] = []
+
+
+async def remember(payload: Any, error: BaseException, attempt: int, ctx: Context) -> None:
+    HOOKED.append((ctx.run_id, type(error).__name__, attempt, payload))
+
+
+@task(id="chores.hooked", on_failure=remember)
+async def hooked(payload: Any, ctx: Context) -> Any:
     return payload
 
 
@@ -268,7 +283,7 @@ async def test_expirer_ends_queued_runs_past_their_ttl(
     )
     await db.execute("UPDATE taskd.runs SET started_at = now() WHERE id = $1", retried)
     findings = Findings(store, uuid.uuid4())
-    expirer = Expirer(store, WorkerSettings(), uuid.uuid4(), findings=findings)
+    expirer = Expirer(store, uuid.uuid4(), findings=findings)
     assert await expirer.run_once() == 1
     assert [await status_of(db, r) for r in (past, fresh, retried)] == [
         "expired",
@@ -309,3 +324,100 @@ async def test_pruner_deletes_finished_runs_past_their_retention(
     assert await db.fetchval("SELECT count(*) FROM taskd.runs WHERE id = $1", finished) == 0
     assert await status_of(db, running) == "queued", "a run not finished is never pruned"
     assert pruner.pruned["runs"] == 1
+
+
+async def test_subscription_retirer_deletes_the_subscriptions_of_tasks_long_unserved(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    await register(store)  # a live worker: it serves chores.echo
+    for task_id, unserved_for in (
+        ("chores.removed", RETIRE_SUBSCRIPTIONS_AFTER + 60),
+        ("chores.deploying", 60.0),  # a deploy's gap: it comes back
+        ("chores.echo", RETIRE_SUBSCRIPTIONS_AFTER + 60),
+    ):
+        await db.execute(
+            "INSERT INTO taskd.tasks (id, queue, max_attempts, updated_at)"
+            " VALUES ($1, 'default', 3, now() - make_interval(secs => $2))",
+            task_id,
+            unserved_for,
+        )
+        await db.execute(
+            "INSERT INTO taskd.subscriptions (event_name, task_id) VALUES ('chores.happened', $1)",
+            task_id,
+        )
+    retirer = SubscriptionRetirer(store)
+    assert await retirer.run_once() == [("chores.happened", "chores.removed")]
+    left = await db.fetch("SELECT task_id FROM taskd.subscriptions ORDER BY task_id")
+    assert [r["task_id"] for r in left] == ["chores.deploying", "chores.echo"]
+    assert await retirer.run_once() == []
+
+
+async def test_failure_hooks_run_the_owed_hooks_of_the_tasks_served_here(
+    store: Store, client: Client, db: asyncpg.Connection
+) -> None:
+    HOOKED.clear()
+    me = await register(store)
+    lost = await client.trigger(hooked, {"n": 1})
+    elsewhere = await client.trigger("chores.elsewhere", {})
+    for run_id in (lost, elsewhere):
+        await db.execute(
+            "UPDATE taskd.runs SET status = 'failed', attempt = 3, finished_at = now(),"
+            " error = $2::jsonb WHERE id = $1",
+            run_id,
+            '{"type": "WorkerLost", "message": "lost with its worker"}',
+        )
+    await db.execute(
+        "INSERT INTO taskd.failure_hooks (run_id, task_id)"
+        " SELECT id, task_id FROM taskd.runs WHERE id = ANY($1::uuid[])",
+        [lost, elsewhere],
+    )
+    hooks = FailureHooks(store, Registry([hooked]), me)
+    assert await hooks.run_once() == 1, "only the hooks of the tasks served here"
+    assert HOOKED == [(lost, "FailedOutsideAttempt", 3, {"n": 1})]
+    assert hooks.ran == 1
+    owed = await db.fetch("SELECT run_id FROM taskd.failure_hooks")
+    assert [r["run_id"] for r in owed] == [elsewhere], "a hook run is done: its row goes"
+    assert await hooks.run_once() == 0
+
+
+async def test_one_sweep_reports_what_its_expirer_and_failer_ended_in_its_own_rescue(
+    store: Store, client: Client, db: asyncpg.Connection
+) -> None:
+    expired = await client.trigger(echo, 1, ttl="1h")
+    unknown = await client.trigger("chores.nobody", {})
+    await db.execute(
+        "UPDATE taskd.runs SET expires_at = now() - interval '1 second' WHERE id = $1", expired
+    )
+    await db.execute(
+        "UPDATE taskd.runs SET run_at = now() - interval '2 minutes' WHERE id = $1", unknown
+    )
+    me = await register(store)
+    settings = WorkerSettings(unknown_task_timeout=60)
+    findings = Findings(store, me)
+    sweeper = Sweeper(
+        settings,
+        Expirer(store, me, findings=findings),
+        UnknownTaskFailer(store, settings, me, findings=findings),
+        Rescuer(store, settings, me, findings=findings),
+        SubscriptionRetirer(store),
+    )
+    await sweeper.run_once()  # a first pass runs every chore, in order
+    assert await status_of(db, expired) == "expired"
+    assert await status_of(db, unknown) == "failed"
+    report = orjson.loads(
+        await db.fetchval("SELECT last_report FROM taskd.workers WHERE id = $1", me)
+    )
+    assert report["trigger"] == "rescue"
+    assert (report["counts"]["expired"], report["counts"]["unknown_task"]) == (1, 1)
+    assert report["run_ids"]["unknown_task"] == {"chores.nobody": [str(unknown)]}
+    assert report["run_ids"]["expired"] == {"chores.echo": [str(expired)]}
+
+    # within the heartbeat, a pass only expires: the next rescue reports it
+    later = await client.trigger(echo, 2, ttl="1h")
+    await db.execute(
+        "UPDATE taskd.runs SET expires_at = now() - interval '1 second' WHERE id = $1", later
+    )
+    await sweeper.run_once()
+    assert await status_of(db, later) == "expired"
+    assert findings.report.counts["expired"] == 1, "not reported yet"
+    assert findings.last_report is not None and findings.last_report.counts["expired"] == 1

@@ -31,7 +31,7 @@ from taskd.telemetry import Telemetry
 if TYPE_CHECKING:
     from taskd.worker.in_flight import InFlight
 
-log = logging.getLogger("taskd.pool")
+log = logging.getLogger("taskd.claimer")
 
 _MAX_BACKOFF = 5.0
 _MAX_RETRY_TIMERS = 10_000

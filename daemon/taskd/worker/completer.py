@@ -26,7 +26,7 @@ from taskd.telemetry import Telemetry
 from taskd.worker.claimer import Claimer
 from taskd.worker.executor import unstorable
 
-log = logging.getLogger("taskd.pool")
+log = logging.getLogger("taskd.completer")
 
 _MAX_BACKOFF = 5.0
 # After the runs have ended at shutdown, how long the completer keeps trying to write what

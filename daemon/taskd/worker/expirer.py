@@ -1,4 +1,5 @@
-"""The expirer: queued runs past their ttl end ``expired``."""
+"""The expirer: queued runs past their ttl end ``expired``. The sweeper (sweeper.py) calls it
+every second; the rescue that follows reports what it ended."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import logging
 import uuid
 
 from taskd.changes import ChangeKind
-from taskd.config import WorkerSettings
 from taskd.logs import log_event
 from taskd.store.store import Store
-from taskd.worker.findings import BATCH, Findings, expiry_tick, repeat
+from taskd.worker.findings import BATCH, Findings
 
 log = logging.getLogger("taskd.maintenance")
 
@@ -18,13 +18,11 @@ class Expirer:
     def __init__(
         self,
         store: Store,
-        settings: WorkerSettings,
         worker_id: uuid.UUID,
         *,
         findings: Findings | None = None,
     ) -> None:
         self._store = store
-        self._settings = settings
         self._findings = findings or Findings(store, worker_id)
 
     async def run_once(self) -> int:
@@ -44,7 +42,3 @@ class Expirer:
                 self._findings.changed(ChangeKind.EXPIRED, run_id, task_id, "expired", None, None)
             if len(expired) < BATCH:
                 return total
-
-    async def run(self) -> None:
-        """Every second (or every heartbeat, if shorter); the next rescue reports them."""
-        await repeat(self.run_once, expiry_tick(self._settings), self._findings.telemetry)

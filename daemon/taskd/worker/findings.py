@@ -2,22 +2,20 @@
 metrics), and into the report that the rescuer publishes (see report.py).
 
 The chores of one daemon share one ``Findings``: the expirer and the unknown-task failer find
-runs between two rescues, and the rescuer's report names them all in one line.
+runs, and the rescue that comes next in the sweeper's pass (sweeper.py) names them all in one
+line, with the runs it handed back.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import orjson
 
 from taskd.changes import ChangeHub, ChangeKind, RunChange
-from taskd.config import WorkerSettings
 from taskd.logs import log_event
 from taskd.store.database import DB_ERRORS
 from taskd.store.store import Store
@@ -28,18 +26,6 @@ log = logging.getLogger("taskd.maintenance")
 
 BATCH = 1000
 """Rows a chore moves per statement (each its own short transaction)."""
-
-
-def expiry_tick(settings: WorkerSettings) -> float:
-    """How often the expirer looks: every second, or every heartbeat if that is shorter."""
-    return min(1.0, settings.heartbeat)
-
-
-def heartbeat_cadence(settings: WorkerSettings) -> float:
-    """How often the heartbeat-paced chores (rescue, unknown tasks, retired subscriptions)
-    run: the first whole number of expiry ticks that is at least a heartbeat."""
-    tick = expiry_tick(settings)
-    return tick * math.ceil(settings.heartbeat / tick)
 
 
 class Findings:
@@ -95,20 +81,3 @@ class Findings:
             await self._store.workers.report(self._worker_id, orjson.dumps(report.stored()))
         except DB_ERRORS as exc:  # the log line has it; the next report overwrites this one
             log.warning("could not record the reconciliation report: %s", exc)
-
-
-async def repeat(
-    once: Callable[[], Awaitable[object]],
-    interval: float,
-    telemetry: Telemetry,
-    what: str = "maintenance",
-) -> None:
-    """Call ``once`` every ``interval`` seconds, forever: a database error is logged and
-    counted, and the next pass tries again."""
-    while True:
-        try:
-            await once()
-        except DB_ERRORS as exc:
-            telemetry.db_error("maintenance")
-            log.error("%s failed, retrying: %s", what, exc)
-        await anyio.sleep(interval)

@@ -30,7 +30,7 @@ from taskd.worker.claimer import Claimer
 from taskd.worker.completer import Completer, Handback
 from taskd.worker.executor import canceled_before_start, crashed, execute
 
-log = logging.getLogger("taskd.pool")
+log = logging.getLogger("taskd.in_flight")
 
 # A cancel request reaches the daemon by NOTIFY at once (checked in the database before the
 # run is cancelled); this poll is the backstop for a lost NOTIFY.

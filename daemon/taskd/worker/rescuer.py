@@ -3,9 +3,10 @@ fail, WorkerLost, when that was their last attempt; or end canceled, when a canc
 
 A worker counts as gone when its lock is free at two checks in a row: after a database restart
 every daemon re-takes its lock within a second, and must not have its runs taken meanwhile.
-Each pass that finds something publishes the report of what the chores found since the last
-one (findings.py). All of it writes in small batches with ``FOR UPDATE SKIP LOCKED``, so
-several daemons rescuing at once neither block nor double-process a run.
+The sweeper (sweeper.py) calls it every heartbeat. Each pass that finds something publishes
+the report of what the chores found since the last one (findings.py). All of it writes in
+small batches with ``FOR UPDATE SKIP LOCKED``, so several daemons rescuing at once neither
+block nor double-process a run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from taskd.changes import ChangeKind
 from taskd.config import WorkerSettings
 from taskd.logs import log_event
 from taskd.store.store import Store
-from taskd.worker.findings import BATCH, Findings, heartbeat_cadence, repeat
+from taskd.worker.findings import BATCH, Findings
 from taskd.worker.report import RESCUED_KINDS
 
 log = logging.getLogger("taskd.maintenance")
@@ -85,7 +86,3 @@ class Rescuer:
                 )
             if len(rescued) < BATCH:
                 return total
-
-    async def run(self) -> None:
-        """Every heartbeat."""
-        await repeat(self.run_once, heartbeat_cadence(self._settings), self.findings.telemetry)

@@ -1,16 +1,13 @@
 """The subscription retirer: the event subscriptions of a task that no live worker has served
 for RETIRE_SUBSCRIPTIONS_AFTER are deleted, so a task removed from the code stops collecting
-runs."""
+runs. The sweeper (sweeper.py) calls it every heartbeat, after the rescue."""
 
 from __future__ import annotations
 
 import logging
 
-from taskd.config import WorkerSettings
 from taskd.logs import log_event
 from taskd.store.store import Store
-from taskd.telemetry import Telemetry
-from taskd.worker.findings import heartbeat_cadence, repeat
 
 log = logging.getLogger("taskd.maintenance")
 
@@ -21,12 +18,8 @@ it, loses no event; short enough that a task removed from the code stops collect
 
 
 class SubscriptionRetirer:
-    def __init__(
-        self, store: Store, settings: WorkerSettings, *, telemetry: Telemetry | None = None
-    ) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._settings = settings
-        self._telemetry = telemetry or Telemetry()
 
     async def run_once(self) -> list[tuple[str, str]]:
         """Delete the event subscriptions of tasks no live worker has served for
@@ -42,7 +35,3 @@ class SubscriptionRetirer:
                 event=event_name,
             )
         return retired
-
-    async def run(self) -> None:
-        """Every heartbeat."""
-        await repeat(self.run_once, heartbeat_cadence(self._settings), self._telemetry)

@@ -1,5 +1,7 @@
 """The unknown-task failer: due runs of a task that no live worker serves fail (UnknownTask)
-once they waited ``[worker] unknown_task_timeout``; 0, the default, lets them wait."""
+once they waited ``[worker] unknown_task_timeout``; 0, the default, lets them wait. The
+sweeper (sweeper.py) calls it every heartbeat, just before the rescue that reports what it
+failed."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from taskd.changes import ChangeKind
 from taskd.config import WorkerSettings
 from taskd.logs import log_event
 from taskd.store.store import Store
-from taskd.worker.findings import BATCH, Findings, heartbeat_cadence, repeat
+from taskd.worker.findings import BATCH, Findings
 
 log = logging.getLogger("taskd.maintenance")
 
@@ -55,7 +57,3 @@ class UnknownTaskFailer:
                 {"error": {"type": "UnknownTask"}},
             )
         return len(failed)
-
-    async def run(self) -> None:
-        """Every heartbeat; the rescue of the same pass reports what it failed."""
-        await repeat(self.run_once, heartbeat_cadence(self._settings), self._findings.telemetry)

@@ -9,11 +9,17 @@ every store verb that ends a run: cancel, rescue, expire, fail-unknown).
 
 from __future__ import annotations
 
+import logging
 import uuid
 
+import anyio
+
 from taskd.changes import ChangeKind
+from taskd.store.database import DB_ERRORS
 from taskd.store.store import Store
-from taskd.worker.findings import BATCH, Findings, repeat
+from taskd.worker.findings import BATCH, Findings
+
+log = logging.getLogger("taskd.maintenance")
 
 # A cheap query through a partial index (empty when nothing waits); this interval is the
 # resume latency of a suspended run.
@@ -42,4 +48,11 @@ class Waker:
         return total
 
     async def run(self) -> None:
-        await repeat(self.run_once, WAKE_INTERVAL, self._findings.telemetry, "waking waiting runs")
+        """Every WAKE_INTERVAL, in a loop of its own."""
+        while True:
+            try:
+                await self.run_once()
+            except DB_ERRORS as exc:
+                self._findings.telemetry.db_error("maintenance")
+                log.error("waking waiting runs failed, retrying: %s", exc)
+            await anyio.sleep(WAKE_INTERVAL)

@@ -1,5 +1,5 @@
-"""The claimer's wake-up timers (retries falling due, rate windows opening) under uvloop, the
-loop `taskd run` uses: a delay below a millisecond must wake the claimer, not crash it (uvloop
+"""The claimer's nudge timers (retries falling due, rate windows opening) under uvloop, the
+loop `taskd run` uses: a delay below a millisecond must nudge the claimer, not crash it (uvloop
 answers such a call_later with a plain Handle, which has no when())."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from taskd.sdk.registry import Registry
 from taskd.worker.claimer import Claimer
 
 
-def test_wake_timers_of_any_delay_wake_the_claimer_under_uvloop() -> None:
+def test_nudge_timers_of_any_delay_nudge_the_claimer_under_uvloop() -> None:
     async def main() -> int:
         claimer = Claimer(None, Registry(), WorkerSettings(), uuid.uuid4())  # type: ignore[arg-type]
         before = claimer._nudges
