@@ -14,9 +14,12 @@ from taskd.models import Run
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, interval: float = 0.01
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.01
 ) -> Any:
-    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``.
+
+    30 s by default: a deadline for progress on a slow, shared machine, not a wait (a condition
+    that holds returns at once)."""
     deadline = time.monotonic() + timeout
     while True:
         result = await check()
@@ -31,7 +34,7 @@ async def wait_for_run(
     client: Client,
     run_id: uuid.UUID,
     statuses: Sequence[RunStatus] = (RunStatus.COMPLETED, RunStatus.FAILED),
-    timeout: float = 10.0,
+    timeout: float = 30.0,
 ) -> Run:
     async def check() -> Run | None:
         run = await client.get_run(run_id)
