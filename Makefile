@@ -24,6 +24,17 @@ test: $(VENV)/.dev-installed
 	$(BIN)/mypy daemon/taskd tasks
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
+	@# The database-facing tiers on the other PostgreSQL versions at hand: the embedded 16 (the
+	@# store tier), and the server the distribution ships (Debian's `postgresql`, which .ci/run
+	@# installs: the store and daemon tiers). schema.sql is a dump of 18 (tested above).
+	TASKD_TEST_POSTGRES=16 $(BIN)/pytest -q tests/store --ignore=tests/store/test_schema_file.py
+	@found=; for bin in /usr/lib/postgresql/*/bin; do \
+	    [ -x "$$bin/postgres" ] || continue; found=1; \
+	    echo "TASKD_TEST_POSTGRES=$$bin pytest -q tests/store tests/daemon"; \
+	    TASKD_TEST_POSTGRES=$$bin $(BIN)/pytest -q tests/store tests/daemon \
+	        --ignore=tests/store/test_schema_file.py || exit 1; \
+	done; [ -n "$$found" ] || echo "make test: no PostgreSQL under /usr/lib/postgresql:" \
+	    "the daemon tier ran on the embedded 18 only (install Debian's postgresql to add it)"
 
 bench: $(BIN)/taskd
 	$(BIN)/pip install --quiet -e '.[bench]'

