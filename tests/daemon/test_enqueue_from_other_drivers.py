@@ -263,9 +263,10 @@ async def test_options_and_refusals_through_psycopg(
     assert at.run_at.isoformat() == "2030-01-02T03:04:05+00:00"
     first, again = out["same_key"]
     assert first == again, "one run per idempotency key"
-    assert out["too_large"][0] == "54000"
-    assert out["too_large"][1].startswith("taskd.trigger: payload is")
-    assert out["too_large"][1].endswith("over the limit of 1000 bytes")
+    assert out["too_large"] == (
+        "54000",
+        "taskd.trigger: payload is 2012 bytes, over the limit of 1000 bytes",  # as README says
+    )
     assert out["unknown_option"] == ("22023", "taskd.trigger: unknown option(s): priorty")
     assert out["empty_task"] == ("22023", "taskd.trigger: task_id must not be empty")
     assert out["bad_delay"] == "22007"
