@@ -25,6 +25,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.db import IntegrityError, connection, connections
+from psycopg.types.json import Jsonb
 from sqlalchemy import create_engine, exc
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -240,9 +241,27 @@ async def test_options_and_refusals_through_psycopg(
                 with pytest.raises(psycopg_errors.EnqueueRefused) as refused:
                     enqueue(conn, *args)
                 out[name] = (refused.value.__cause__.sqlstate, str(refused.value))
-            with pytest.raises(psycopg.errors.InvalidDatetimeFormat) as bad_delay:
-                enqueue(conn, "send-receipt", {}, {"delay": "10 minuts"})
-            out["bad_delay"] = bad_delay.value.sqlstate
+            out["bad_values"] = {}
+            for option, bad in [
+                ("delay", "10 minuts"),
+                ("run_at", "tomorrowish"),
+                ("ttl", "forever"),
+                ("idempotency_ttl", "a while"),  # read only with a key
+                ("priority", "high"),
+                ("max_attempts", 1.5),
+                ("tags", "not-a-list"),
+            ]:
+                options = {option: bad, "idempotency_key": f"bad-{option}"}
+                with pytest.raises(psycopg.Error) as refused_value:
+                    conn.execute(
+                        "SELECT taskd.trigger(%s, %s, %s)",
+                        ("send-receipt", Jsonb({}), Jsonb(options)),
+                    )
+                error = refused_value.value
+                out["bad_values"][option] = (type(error).__name__, error.sqlstate)
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as no_name:
+                conn.execute("SELECT taskd.send_event(%s, %s)", ("", Jsonb({})))
+            out["event_unnamed"] = no_name.value.sqlstate
             for name, sql, args in [
                 ("cancel_unknown", "SELECT taskd.cancel(%s)", (uuid.uuid4(),)),
                 ("token_unknown", "SELECT taskd.complete_token(%s)", (uuid.uuid4(),)),
@@ -269,7 +288,16 @@ async def test_options_and_refusals_through_psycopg(
     )
     assert out["unknown_option"] == ("22023", "taskd.trigger: unknown option(s): priorty")
     assert out["empty_task"] == ("22023", "taskd.trigger: task_id must not be empty")
-    assert out["bad_delay"] == "22007"
+    assert out["bad_values"] == {
+        "delay": ("InvalidDatetimeFormat", "22007"),
+        "run_at": ("InvalidDatetimeFormat", "22007"),
+        "ttl": ("InvalidDatetimeFormat", "22007"),
+        "idempotency_ttl": ("InvalidDatetimeFormat", "22007"),
+        "priority": ("InvalidTextRepresentation", "22P02"),
+        "max_attempts": ("InvalidTextRepresentation", "22P02"),
+        "tags": ("InvalidParameterValue", "22023"),
+    }
+    assert out["event_unnamed"] == "22023"
     # taskd's own codes (TD404: no such run or token, TD409: already finished) have no
     # class of their own in psycopg: a DatabaseError whose sqlstate says which
     assert out["cancel_unknown"] == (psycopg.DatabaseError, "TD404")
