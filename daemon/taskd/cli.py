@@ -382,6 +382,19 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
     _table(("ID", "TASK", "STATUS", "ATTEMPT", "CREATED", "FINISHED"), rows)
 
 
+def _retry_text(retry: dict[str, Any]) -> str:
+    """A run's own backoff fields: ``min_delay 1s, max_delay 10s, factor 2, jitter off``."""
+    parts = []
+    for name in ("min_delay", "max_delay"):
+        if name in retry:
+            parts.append(f"{name} {retry[name]:g}s")
+    if "factor" in retry:
+        parts.append(f"factor {retry['factor']:g}")
+    if "jitter" in retry:
+        parts.append(f"jitter {'on' if retry['jitter'] else 'off'}")
+    return ", ".join(parts)
+
+
 def cmd_runs_show(args: argparse.Namespace) -> None:
     run: Run = _with_client(args, lambda client: client.get_run(args.id))
     if args.json:
@@ -395,6 +408,10 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         f"created   {_when(run.created_at)}   run at {_when(run.run_at)}",
         f"started   {_when(run.started_at)}   finished {_when(run.finished_at)}",
     ]
+    if run.retry:
+        lines.append(f"retry     {_retry_text(run.retry)} (the trigger's; the rest: the task's)")
+    if run.max_duration is not None:
+        lines.append(f"duration  at most {run.max_duration:g}s per attempt (the trigger's)")
     if run.tags:
         lines.append(f"tags      {', '.join(run.tags)}")
     if run.expires_at:

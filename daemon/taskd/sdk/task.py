@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import typing
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -57,6 +58,9 @@ class TaskDefinition(Generic[P, R]):
         self.id = id
         self.retry = retry
         self.max_duration = max_duration
+        # what @task was given (None: not given): the project's defaults fill the rest
+        self.own_retry: Retry | None = retry
+        self.own_max_duration: float | None = max_duration
         self.queue = queue
         self.on_start_hook = on_start
         self.on_success_hook = on_success
@@ -69,6 +73,19 @@ class TaskDefinition(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<task {self.id!r} queue={self.queue.name!r}>"
+
+    def with_defaults(
+        self, retry: Retry | None, max_duration: float | None
+    ) -> TaskDefinition[P, R]:
+        """This task as a daemon with these project defaults (``[tasks] retry`` and
+        ``max_duration``) runs it: its own ``retry``/``max_duration`` where it set them, the
+        defaults where it did not. A copy: the definition itself is left as declared."""
+        resolved = copy.copy(self)
+        resolved.retry = self.own_retry or retry or Retry()
+        resolved.max_duration = (
+            self.own_max_duration if self.own_max_duration is not None else max_duration
+        )
+        return resolved
 
     async def __call__(self, payload: P, ctx: Context) -> R:
         """Call the function directly (tests, composition); no run is created."""
@@ -109,6 +126,8 @@ class TaskDefinition(Generic[P, R]):
         run_at: datetime | None = None,
         priority: int = 0,
         max_attempts: int | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
         tags: Sequence[str] = (),
         ttl: Duration | None = None,
         idempotency_key: str | None = None,
@@ -124,6 +143,8 @@ class TaskDefinition(Generic[P, R]):
             run_at=run_at,
             priority=priority,
             max_attempts=max_attempts,
+            retry=retry,
+            max_duration=max_duration,
             tags=tags,
             ttl=ttl,
             idempotency_key=idempotency_key,
@@ -141,6 +162,8 @@ class TaskDefinition(Generic[P, R]):
         run_at: datetime | None = None,
         priority: int = 0,
         max_attempts: int | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
         tags: Sequence[str] = (),
         ttl: Duration | None = None,
         concurrency_key: str | None = None,
@@ -156,6 +179,8 @@ class TaskDefinition(Generic[P, R]):
             run_at=run_at,
             priority=priority,
             max_attempts=max_attempts,
+            retry=retry,
+            max_duration=max_duration,
             tags=tags,
             ttl=ttl,
             concurrency_key=concurrency_key,
@@ -268,7 +293,7 @@ def task(
                 f"task {id!r}: the function must be `async def` (run blocking code with "
                 "`await anyio.to_thread.run_sync(...)`)"
             )
-        return TaskDefinition(
+        definition = TaskDefinition(
             fn,
             id=id,
             retry=retry or Retry(),
@@ -280,6 +305,8 @@ def task(
             on_cancel=on_cancel,
             on_event=events,
         )
+        definition.own_retry = retry
+        return definition
 
     return decorate
 
