@@ -43,7 +43,7 @@ from taskd.payloads import check_concurrency_key, check_idempotency_keys, encode
 from taskd.sdk.cron import upcoming_fire
 from taskd.sdk.current import reset_current_client, set_current_client
 from taskd.sdk.queues import Rate, check_limit, check_queue_name
-from taskd.sdk.retry import Retry, max_duration_seconds, retry_override
+from taskd.sdk.retry import Retry, run_policy
 from taskd.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from taskd.sdk.task import TaskDefinition
 from taskd.store.database import create_pool
@@ -199,7 +199,7 @@ class Client:
         """
         task_id, default_queue = _task_identity(task)
         _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
-        attempts, backoff, duration = _run_policy(max_attempts, retry, max_duration)
+        attempts, backoff, duration = run_policy(max_attempts, retry, max_duration)
         keys = check_idempotency_keys(idempotency_keys, len(payloads))
         limit = await self._payload_limit()
         encoded = [encode_payload(payload, limit) for payload in payloads]
@@ -259,7 +259,7 @@ class Client:
         if not isinstance(idempotency_key, str) or not idempotency_key:
             raise ValueError("idempotency_key must be a non-empty string")
         _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
-        attempts, backoff, duration = _run_policy(max_attempts, retry, max_duration)
+        attempts, backoff, duration = run_policy(max_attempts, retry, max_duration)
         options: dict[str, Any] = {
             "idempotency_key": idempotency_key,
             "idempotency_ttl": to_seconds(idempotency_ttl),
@@ -642,25 +642,6 @@ def _check_options(
         if value is not None and to_seconds(value) > MAX_DELAY_SECONDS:
             raise ValueError(f"{name} must be at most 100 years")
     check_concurrency_key(concurrency_key)
-
-
-def _run_policy(
-    max_attempts: int | None,
-    retry: Retry | Mapping[str, Any] | None,
-    max_duration: Duration | None,
-) -> tuple[int | None, dict[str, Any] | None, float | None]:
-    """A trigger's attempt limit, backoff fields and max_duration as the run stores them
-    (retry.max_attempts goes to max_attempts; the two must agree when both are given)."""
-    backoff = retry_override(retry)
-    if backoff is not None and "max_attempts" in backoff:
-        given = backoff.pop("max_attempts")
-        if max_attempts is not None and max_attempts != given:
-            raise ValueError(
-                f"max_attempts ({max_attempts}) and retry.max_attempts ({given}) differ: "
-                "give it once"
-            )
-        max_attempts = given
-    return max_attempts, backoff or None, max_duration_seconds("max_duration", max_duration)
 
 
 def _queue_name(name: str) -> str:

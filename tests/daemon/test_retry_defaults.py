@@ -202,3 +202,24 @@ async def test_a_replay_keeps_the_runs_retry_and_max_duration(
     assert replay.retry == {"min_delay": 5.0}
     assert replay.max_duration == 60.0
     assert (await stored_policy(db, replay.id))["max_attempts"] == 2
+
+
+@task(id="defaults-parent", retry=Retry(max_attempts=1))
+async def parent(payload: None, ctx: Context) -> list[str]:
+    results = await sleeps.batch_trigger_and_wait(
+        [600.0], retry={"max_attempts": 2, "min_delay": 0, "max_delay": 0}, max_duration="0.2s"
+    )
+    return [type(r).__name__ for r in results]
+
+
+async def test_a_child_run_takes_the_parents_retry_and_max_duration(
+    client: Client, db: asyncpg.Connection, start_daemon
+) -> None:
+    async with start_daemon([parent, sleeps]):
+        run = await wait_for_run(client, await client.trigger(parent))
+    assert run.status is RunStatus.COMPLETED and run.output == ["RunFailed"]
+    [child] = await client.list_runs(task="defaults-sleeps")
+    child = await client.get_run(child.id)
+    assert child.parent_id == run.id and child.max_attempts == 2
+    assert child.retry == {"min_delay": 0.0, "max_delay": 0.0} and child.max_duration == 0.2
+    assert [a.outcome for a in child.attempts] == ["timed_out", "timed_out"]

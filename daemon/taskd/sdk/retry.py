@@ -140,6 +140,25 @@ def max_duration_seconds(name: str, value: Duration | None) -> float | None:
     return _seconds(name, value, allow_zero=False)
 
 
+def run_policy(
+    max_attempts: int | None,
+    retry: Retry | Mapping[str, Any] | None,
+    max_duration: Duration | None,
+) -> tuple[int | None, dict[str, Any] | None, float | None]:
+    """A trigger's attempt limit, backoff fields and max_duration as the run stores them
+    (retry.max_attempts goes to max_attempts; the two must agree when both are given)."""
+    backoff = retry_override(retry)
+    if backoff is not None and "max_attempts" in backoff:
+        given = backoff.pop("max_attempts")
+        if max_attempts is not None and max_attempts != given:
+            raise ValueError(
+                f"max_attempts ({max_attempts}) and retry.max_attempts ({given}) differ: "
+                "give it once"
+            )
+        max_attempts = given
+    return max_attempts, backoff or None, max_duration_seconds("max_duration", max_duration)
+
+
 def _seconds(name: str, value: Any, *, allow_zero: bool) -> float:
     try:
         seconds = to_seconds(value)

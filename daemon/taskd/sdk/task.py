@@ -19,7 +19,7 @@ from taskd.payloads import check_idempotency_keys, encode_payload
 from taskd.sdk.context import Context
 from taskd.sdk.current import current_client, current_context
 from taskd.sdk.queues import Queue
-from taskd.sdk.retry import Retry
+from taskd.sdk.retry import Retry, run_policy
 
 if TYPE_CHECKING:
     from taskd.client import Client
@@ -199,6 +199,8 @@ class TaskDefinition(Generic[P, R]):
         concurrency_key: str | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: Duration = "24h",
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
     ) -> R:
         """From inside a task: run this task as a child and return its output.
 
@@ -214,6 +216,8 @@ class TaskDefinition(Generic[P, R]):
             concurrency_key=concurrency_key,
             idempotency_keys=[idempotency_key] if idempotency_key is not None else None,
             idempotency_ttl=idempotency_ttl,
+            retry=retry,
+            max_duration=max_duration,
         )
         if isinstance(result, RunFailed):
             raise result
@@ -229,6 +233,8 @@ class TaskDefinition(Generic[P, R]):
         concurrency_key: str | None = None,
         idempotency_keys: Sequence[str | None] | None = None,
         idempotency_ttl: Duration = "24h",
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
     ) -> list[R | RunFailed]:
         """From inside a task: one child per payload; once every child has ended, their
         outputs in order, with a RunFailed (not raised) for each child that did not complete.
@@ -236,16 +242,19 @@ class TaskDefinition(Generic[P, R]):
         ``idempotency_keys`` (one per payload, None for none): a child whose key another run
         of this task holds is not created; that run is waited for instead.
         """
+        attempts, backoff, duration = run_policy(max_attempts, retry, max_duration)
         values = [orjson.loads(encode_payload(p, 2**62)) for p in payloads]  # as JSON values
         results = await current_context().run_children(
             self.id,
             queue or self.queue.name,
             values,
             list(tags),
-            max_attempts,
+            attempts,
             concurrency_key,
             check_idempotency_keys(idempotency_keys, len(values)),
             to_seconds(idempotency_ttl),
+            backoff,
+            duration,
         )
         if self.output_adapter is None:
             return results
