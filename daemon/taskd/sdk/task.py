@@ -278,9 +278,11 @@ def task(
 ) -> Callable[[Callable[[P, Context], Awaitable[R]]], TaskDefinition[P, R]]:
     """Declare a task.
 
-    ``id`` names it in every producer; ``retry`` (default ``Retry()``: 3 attempts) governs
-    failed attempts; ``max_duration`` (seconds or "5m") cancels an attempt that runs longer
-    and counts it as failed; ``queue`` groups tasks for routing. Hooks: ``on_start(payload,
+    ``id`` names it in every producer; ``retry`` governs failed attempts (not given: the
+    project's ``[tasks] retry``, by default ``Retry()``: 3 attempts); ``max_duration``
+    (seconds or "5m"; not given: ``[tasks] max_duration``, by default none) cancels an attempt
+    that runs longer and counts it as failed. A trigger's ``retry=``/``max_duration=``
+    override both for its run; ``queue`` groups tasks for routing. Hooks: ``on_start(payload,
     ctx)``, ``on_success(payload, output, ctx)``, ``on_failure(payload, error, attempts, ctx)``
     (called once, when the run has failed for good: the dead-letter hook), ``on_cancel(payload,
     ctx)`` (when a cancel request stops a running attempt). ``on_event``: an event name (or
