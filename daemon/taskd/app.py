@@ -19,6 +19,7 @@ from taskd.health import counters, readiness, status_line
 from taskd.logs import log_event
 from taskd.sdk.current import set_current_client
 from taskd.sdk.registry import Registry
+from taskd.sdk.retry import Retry
 from taskd.store.database import DB_ERRORS, connect, create_pool
 from taskd.store.migrations import apply_migrations
 from taskd.store.store import Store
@@ -87,7 +88,11 @@ class Daemon:
 
     def __init__(self, settings: Settings, registry: Registry, dsn: str) -> None:
         self.settings = settings
-        self.registry = registry
+        # the tasks as this daemon runs them: [tasks] retry and max_duration where a task did
+        # not set its own
+        self.registry = registry.with_defaults(
+            Retry(**settings.tasks.retry.model_dump()), settings.tasks.max_duration or None
+        )
         self.dsn = dsn
         self.worker_id = uuid.uuid4()
         # the run's path: claimer -> in_flight (executor) -> completer

@@ -94,6 +94,14 @@ def cmd_trigger(args: argparse.Namespace) -> None:
             ) from None
         if run_at.tzinfo is None:
             raise CliError("--run-at needs a timezone, e.g. 2026-01-01T09:00:00+00:00", EXIT_USAGE)
+    retry = _retry_option(args.retry)
+    if args.max_duration is not None:
+        from taskd.sdk.retry import max_duration_seconds
+
+        try:
+            max_duration_seconds("--max-duration", args.max_duration)
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
 
     async def trigger(client: Any) -> Any:
         known = {row["id"] for row in await client._store.tasks.list()}
@@ -107,6 +115,8 @@ def cmd_trigger(args: argparse.Namespace) -> None:
             run_at=run_at,
             priority=args.priority,
             max_attempts=args.max_attempts,
+            retry=retry,
+            max_duration=args.max_duration,
             tags=args.tag or (),
             queue=args.queue,
             ttl=args.ttl,
@@ -116,6 +126,24 @@ def cmd_trigger(args: argparse.Namespace) -> None:
         )
 
     print(_with_client(args, trigger))
+
+
+def _retry_option(text: str | None) -> dict[str, Any] | None:
+    """``--retry '{"max_attempts": 5, "min_delay": "1s"}'``, checked before connecting."""
+    if text is None:
+        return None
+    from taskd.sdk.retry import retry_override
+
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"--retry is not valid JSON: {exc}", EXIT_USAGE) from None
+    try:
+        retry_override(value)
+    except ValueError as exc:
+        raise CliError(f"--retry: {exc}", EXIT_USAGE) from None
+    result: dict[str, Any] = value
+    return result
 
 
 def cmd_runs_cancel(args: argparse.Namespace) -> None:
@@ -382,6 +410,19 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
     _table(("ID", "TASK", "STATUS", "ATTEMPT", "CREATED", "FINISHED"), rows)
 
 
+def _retry_text(retry: dict[str, Any]) -> str:
+    """A run's own backoff fields: ``min_delay 1s, max_delay 10s, factor 2, jitter off``."""
+    parts = []
+    for name in ("min_delay", "max_delay"):
+        if name in retry:
+            parts.append(f"{name} {retry[name]:g}s")
+    if "factor" in retry:
+        parts.append(f"factor {retry['factor']:g}")
+    if "jitter" in retry:
+        parts.append(f"jitter {'on' if retry['jitter'] else 'off'}")
+    return ", ".join(parts)
+
+
 def cmd_runs_show(args: argparse.Namespace) -> None:
     run: Run = _with_client(args, lambda client: client.get_run(args.id))
     if args.json:
@@ -395,6 +436,10 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         f"created   {_when(run.created_at)}   run at {_when(run.run_at)}",
         f"started   {_when(run.started_at)}   finished {_when(run.finished_at)}",
     ]
+    if run.retry:
+        lines.append(f"retry     {_retry_text(run.retry)} (the trigger's; the rest: the task's)")
+    if run.max_duration is not None:
+        lines.append(f"duration  at most {run.max_duration:g}s per attempt (the trigger's)")
     if run.tags:
         lines.append(f"tags      {', '.join(run.tags)}")
     if run.expires_at:
@@ -590,6 +635,11 @@ def _parser() -> argparse.ArgumentParser:
     trigger.add_argument("--run-at", help="start at this ISO 8601 time (with timezone)")
     trigger.add_argument("--priority", type=int, default=0, help="higher starts first")
     trigger.add_argument("--max-attempts", type=int, help="override the task's retry attempts")
+    trigger.add_argument(
+        "--retry",
+        help='override the task\'s retry: JSON, e.g. \'{"max_attempts": 5, "min_delay": "1s"}\'',
+    )
+    trigger.add_argument("--max-duration", help="override the task's max_duration: 30s, 5m")
     trigger.add_argument("--tag", action="append", help="tag the run (repeatable)")
     trigger.add_argument("--queue", help="override the task's queue")
     trigger.add_argument("--ttl", help="expire the run if it has not started within this: 1h")

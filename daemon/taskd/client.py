@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,7 @@ from taskd.payloads import check_concurrency_key, check_idempotency_keys, encode
 from taskd.sdk.cron import upcoming_fire
 from taskd.sdk.current import reset_current_client, set_current_client
 from taskd.sdk.queues import Rate, check_limit, check_queue_name
+from taskd.sdk.retry import Retry, run_policy
 from taskd.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from taskd.sdk.task import TaskDefinition
 from taskd.store.database import create_pool
@@ -110,6 +111,8 @@ class Client:
         run_at: datetime | None = None,
         priority: int = 0,
         max_attempts: int | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
         tags: Sequence[str] = (),
         queue: str | None = None,
         ttl: Duration | None = None,
@@ -122,6 +125,9 @@ class Client:
 
         ``delay`` ("10s", "5m", seconds) or ``run_at`` (aware datetime) postpone the start;
         ``priority``: higher starts first; ``max_attempts`` overrides the task's retry;
+        ``retry`` (a ``Retry``, or a dict of some of its fields: ``{"max_attempts": 5,
+        "min_delay": "1s", "factor": 2}``) overrides the task's retry policy for this run, each
+        field given over the task's; ``max_duration`` ("5m", seconds) this run's attempts';
         ``ttl``: a run not started within it (counted from now) ends expired;
         ``idempotency_key``: a second trigger of this task with the same key within
         ``idempotency_ttl`` (24 h) creates nothing and returns the first run's id, whatever
@@ -141,6 +147,8 @@ class Client:
                 run_at=run_at,
                 priority=priority,
                 max_attempts=max_attempts,
+                retry=retry,
+                max_duration=max_duration,
                 tags=tags,
                 queue=queue,
                 ttl=ttl,
@@ -154,6 +162,8 @@ class Client:
             run_at=run_at,
             priority=priority,
             max_attempts=max_attempts,
+            retry=retry,
+            max_duration=max_duration,
             tags=tags,
             queue=queue,
             ttl=ttl,
@@ -171,6 +181,8 @@ class Client:
         run_at: datetime | None = None,
         priority: int = 0,
         max_attempts: int | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
         tags: Sequence[str] = (),
         queue: str | None = None,
         ttl: Duration | None = None,
@@ -187,6 +199,7 @@ class Client:
         """
         task_id, default_queue = _task_identity(task)
         _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
+        attempts, backoff, duration = run_policy(max_attempts, retry, max_duration)
         keys = check_idempotency_keys(idempotency_keys, len(payloads))
         limit = await self._payload_limit()
         encoded = [encode_payload(payload, limit) for payload in payloads]
@@ -201,11 +214,13 @@ class Client:
             priority=priority,
             run_at=run_at,
             delay=to_seconds(delay) if delay is not None else 0.0,
-            max_attempts=max_attempts,
+            max_attempts=attempts,
             tags=tags,
             ttl=to_seconds(ttl) if ttl is not None else None,
             concurrency_key=concurrency_key,
             keys=keys,
+            retry=backoff,
+            max_duration=duration,
         )
         created = ids
         if keys is None:
@@ -231,6 +246,8 @@ class Client:
         run_at: datetime | None,
         priority: int,
         max_attempts: int | None,
+        retry: Retry | Mapping[str, Any] | None,
+        max_duration: Duration | None,
         tags: Sequence[str],
         queue: str | None,
         ttl: Duration | None,
@@ -242,6 +259,7 @@ class Client:
         if not isinstance(idempotency_key, str) or not idempotency_key:
             raise ValueError("idempotency_key must be a non-empty string")
         _check_options(tags, max_attempts, run_at, delay, ttl, concurrency_key)
+        attempts, backoff, duration = run_policy(max_attempts, retry, max_duration)
         options: dict[str, Any] = {
             "idempotency_key": idempotency_key,
             "idempotency_ttl": to_seconds(idempotency_ttl),
@@ -251,7 +269,9 @@ class Client:
         for name, value in (
             ("delay", to_seconds(delay) if delay is not None else None),
             ("run_at", run_at.isoformat() if run_at is not None else None),
-            ("max_attempts", max_attempts),
+            ("max_attempts", attempts),
+            ("retry", backoff),
+            ("max_duration", duration),
             ("queue", queue or default_queue),
             ("ttl", to_seconds(ttl) if ttl is not None else None),
             ("concurrency_key", concurrency_key),

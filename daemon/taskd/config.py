@@ -145,6 +145,29 @@ class WorkerSettings(_Section):
         return self
 
 
+# The longest duration [tasks] retry and max_duration take (as a trigger's: 100 years).
+_MAX_SECONDS = 100 * 365.25 * 86_400
+
+
+class RetrySettings(_Section):
+    """``[tasks] retry``: the retry policy of every task that does not set its own ``retry=``.
+    The defaults are the built-in ``Retry()``'s."""
+
+    max_attempts: int = Field(3, ge=1, lt=2**31)
+    min_delay: Seconds = Field(1.0, le=_MAX_SECONDS)
+    max_delay: Seconds = Field(60.0, le=_MAX_SECONDS)
+    factor: float = Field(2.0, ge=1, allow_inf_nan=False)
+    jitter: bool = True
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> RetrySettings:
+        if self.min_delay > self.max_delay:
+            raise ValueError(
+                f"min_delay ({self.min_delay:g}s) must not exceed max_delay ({self.max_delay:g}s)"
+            )
+        return self
+
+
 class TasksSettings(_Section):
     modules: StringList = Field(
         default_factory=lambda: ["tasks.dump", "tasks.daily_report", "tasks.user_registration"]
@@ -157,6 +180,11 @@ class TasksSettings(_Section):
     max_output_bytes: int = Field(1_048_576, ge=1)
     """A step's result (``ctx.step``) or a run's output, as JSON, may not be larger than this:
     one that is fails the run for good (the function that returned it is not called again)."""
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    """The retry policy of tasks without their own ``retry=`` (a trigger's ``retry`` still
+    overrides it per run)."""
+    max_duration: Seconds = Field(0.0, le=_MAX_SECONDS)
+    """The ``max_duration`` of tasks without their own; 0: no limit."""
 
 
 class LogSettings(_Section):

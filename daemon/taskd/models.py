@@ -106,6 +106,12 @@ class RunSummary(BaseModel):
     """The run that created this one (child runs)."""
     concurrency_key: str | None = None
     """Runs of one key share the queue's per-key limit (one at a time per user...)."""
+    retry: dict[str, Any] | None = None
+    """The trigger's own backoff: some of ``min_delay`` and ``max_delay`` (seconds),
+    ``factor``, ``jitter``, each overriding the task's; None: the task's (its attempt limit is
+    ``max_attempts``)."""
+    max_duration: float | None = None
+    """Seconds an attempt may run, given at trigger; None: the task's ``max_duration``."""
 
 
 class Run(RunSummary):
@@ -237,6 +243,8 @@ class ClaimedRun:
     metadata: dict[str, Any] | None = None
     log_lines: int = 0  # lines earlier attempts stored (the cap is per run)
     concurrency_key: str = ""
+    retry: dict[str, Any] | None = None  # the trigger's backoff fields over the task's
+    max_duration: float | None = None  # the trigger's max_duration (None: the task's)
     started: float = 0.0  # time.monotonic() when this daemon started the attempt
     cancel_requested: bool = False  # set by in_flight when a cancel arrives for it
     superseded: bool = False  # the run was handed back and claimed again: this attempt is moot

@@ -199,6 +199,8 @@ async def trigger_task(
             run_at=body.run_at,
             priority=body.priority,
             max_attempts=body.max_attempts,
+            retry=body.retry,
+            max_duration=body.max_duration,
             tags=body.tags,
             queue=body.queue or (definition.queue.name if definition is not None else None),
             ttl=body.ttl,

@@ -167,6 +167,11 @@ class TriggerRequest(_Strict):
     run_at: datetime | None = None
     priority: int = Field(0, ge=-(2**31), lt=2**31)
     max_attempts: int | None = Field(None, ge=1, lt=2**31)
+    retry: dict[str, Any] | None = None
+    """This run's retry policy: some of max_attempts, min_delay, max_delay (seconds or "1s"),
+    factor, jitter; each field given overrides the task's."""
+    max_duration: float | str | None = None
+    """Seconds (or "5m") an attempt of this run may take, instead of the task's."""
     tags: list[Text] = []
     queue: Text | None = Field(None, min_length=1)
     ttl: float | str | None = None

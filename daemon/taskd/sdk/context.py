@@ -51,6 +51,8 @@ class RunServices(StepStore, Protocol):
         concurrency_key: str | None = None,
         idempotency_keys: Sequence[str | None] | None = None,
         idempotency_ttl: float = 0.0,
+        retry: dict[str, Any] | None = None,
+        max_duration: float | None = None,
     ) -> list[uuid.UUID]: ...
 
     async def children_results(
@@ -274,6 +276,8 @@ class Context:
         concurrency_key: str | None = None,
         idempotency_keys: Sequence[str | None] | None = None,
         idempotency_ttl: float = 0.0,
+        retry: dict[str, Any] | None = None,
+        max_duration: float | None = None,
     ) -> list[Any]:
         """The engine of ``trigger_and_wait`` / ``batch_trigger_and_wait``: each child's
         output, or a RunFailed for a child that did not complete."""
@@ -302,6 +306,8 @@ class Context:
                 concurrency_key,
                 idempotency_keys,
                 idempotency_ttl,
+                retry,
+                max_duration,
             )
         results = await self._services.children_results(self.run_id, ids)
         if any(not RunStatus(results[i]["status"]).terminal for i in ids if i in results):

@@ -10,6 +10,7 @@ from typing import Any
 
 from taskd.errors import ConfigError, DuplicateTask, UnknownTask
 from taskd.sdk.queues import Queue
+from taskd.sdk.retry import Retry
 from taskd.sdk.task import TaskDefinition
 
 
@@ -42,6 +43,11 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def with_defaults(self, retry: Retry | None, max_duration: float | None) -> Registry:
+        """These tasks with the project's defaults (``[tasks] retry`` and ``max_duration``)
+        where a task did not set its own (see ``TaskDefinition.with_defaults``)."""
+        return Registry(d.with_defaults(retry, max_duration) for d in self._tasks.values())
 
     @property
     def ids(self) -> list[str]:

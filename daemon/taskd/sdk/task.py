@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import typing
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -18,7 +19,7 @@ from taskd.payloads import check_idempotency_keys, encode_payload
 from taskd.sdk.context import Context
 from taskd.sdk.current import current_client, current_context
 from taskd.sdk.queues import Queue
-from taskd.sdk.retry import Retry
+from taskd.sdk.retry import Retry, run_policy
 
 if TYPE_CHECKING:
     from taskd.client import Client
@@ -57,6 +58,9 @@ class TaskDefinition(Generic[P, R]):
         self.id = id
         self.retry = retry
         self.max_duration = max_duration
+        # what @task was given (None: not given): the project's defaults fill the rest
+        self.own_retry: Retry | None = retry
+        self.own_max_duration: float | None = max_duration
         self.queue = queue
         self.on_start_hook = on_start
         self.on_success_hook = on_success
@@ -69,6 +73,19 @@ class TaskDefinition(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<task {self.id!r} queue={self.queue.name!r}>"
+
+    def with_defaults(
+        self, retry: Retry | None, max_duration: float | None
+    ) -> TaskDefinition[P, R]:
+        """This task as a daemon with these project defaults (``[tasks] retry`` and
+        ``max_duration``) runs it: its own ``retry``/``max_duration`` where it set them, the
+        defaults where it did not. A copy: the definition itself is left as declared."""
+        resolved = copy.copy(self)
+        resolved.retry = self.own_retry or retry or Retry()
+        resolved.max_duration = (
+            self.own_max_duration if self.own_max_duration is not None else max_duration
+        )
+        return resolved
 
     async def __call__(self, payload: P, ctx: Context) -> R:
         """Call the function directly (tests, composition); no run is created."""
@@ -109,6 +126,8 @@ class TaskDefinition(Generic[P, R]):
         run_at: datetime | None = None,
         priority: int = 0,
         max_attempts: int | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
         tags: Sequence[str] = (),
         ttl: Duration | None = None,
         idempotency_key: str | None = None,
@@ -124,6 +143,8 @@ class TaskDefinition(Generic[P, R]):
             run_at=run_at,
             priority=priority,
             max_attempts=max_attempts,
+            retry=retry,
+            max_duration=max_duration,
             tags=tags,
             ttl=ttl,
             idempotency_key=idempotency_key,
@@ -141,6 +162,8 @@ class TaskDefinition(Generic[P, R]):
         run_at: datetime | None = None,
         priority: int = 0,
         max_attempts: int | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
         tags: Sequence[str] = (),
         ttl: Duration | None = None,
         concurrency_key: str | None = None,
@@ -156,6 +179,8 @@ class TaskDefinition(Generic[P, R]):
             run_at=run_at,
             priority=priority,
             max_attempts=max_attempts,
+            retry=retry,
+            max_duration=max_duration,
             tags=tags,
             ttl=ttl,
             concurrency_key=concurrency_key,
@@ -174,6 +199,8 @@ class TaskDefinition(Generic[P, R]):
         concurrency_key: str | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: Duration = "24h",
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
     ) -> R:
         """From inside a task: run this task as a child and return its output.
 
@@ -189,6 +216,8 @@ class TaskDefinition(Generic[P, R]):
             concurrency_key=concurrency_key,
             idempotency_keys=[idempotency_key] if idempotency_key is not None else None,
             idempotency_ttl=idempotency_ttl,
+            retry=retry,
+            max_duration=max_duration,
         )
         if isinstance(result, RunFailed):
             raise result
@@ -204,6 +233,8 @@ class TaskDefinition(Generic[P, R]):
         concurrency_key: str | None = None,
         idempotency_keys: Sequence[str | None] | None = None,
         idempotency_ttl: Duration = "24h",
+        retry: Retry | Mapping[str, Any] | None = None,
+        max_duration: Duration | None = None,
     ) -> list[R | RunFailed]:
         """From inside a task: one child per payload; once every child has ended, their
         outputs in order, with a RunFailed (not raised) for each child that did not complete.
@@ -211,16 +242,19 @@ class TaskDefinition(Generic[P, R]):
         ``idempotency_keys`` (one per payload, None for none): a child whose key another run
         of this task holds is not created; that run is waited for instead.
         """
+        attempts, backoff, duration = run_policy(max_attempts, retry, max_duration)
         values = [orjson.loads(encode_payload(p, 2**62)) for p in payloads]  # as JSON values
         results = await current_context().run_children(
             self.id,
             queue or self.queue.name,
             values,
             list(tags),
-            max_attempts,
+            attempts,
             concurrency_key,
             check_idempotency_keys(idempotency_keys, len(values)),
             to_seconds(idempotency_ttl),
+            backoff,
+            duration,
         )
         if self.output_adapter is None:
             return results
@@ -244,9 +278,11 @@ def task(
 ) -> Callable[[Callable[[P, Context], Awaitable[R]]], TaskDefinition[P, R]]:
     """Declare a task.
 
-    ``id`` names it in every producer; ``retry`` (default ``Retry()``: 3 attempts) governs
-    failed attempts; ``max_duration`` (seconds or "5m") cancels an attempt that runs longer
-    and counts it as failed; ``queue`` groups tasks for routing. Hooks: ``on_start(payload,
+    ``id`` names it in every producer; ``retry`` governs failed attempts (not given: the
+    project's ``[tasks] retry``, by default ``Retry()``: 3 attempts); ``max_duration``
+    (seconds or "5m"; not given: ``[tasks] max_duration``, by default none) cancels an attempt
+    that runs longer and counts it as failed. A trigger's ``retry=``/``max_duration=``
+    override both for its run; ``queue`` groups tasks for routing. Hooks: ``on_start(payload,
     ctx)``, ``on_success(payload, output, ctx)``, ``on_failure(payload, error, attempts, ctx)``
     (called once, when the run has failed for good: the dead-letter hook), ``on_cancel(payload,
     ctx)`` (when a cancel request stops a running attempt). ``on_event``: an event name (or
@@ -268,7 +304,7 @@ def task(
                 f"task {id!r}: the function must be `async def` (run blocking code with "
                 "`await anyio.to_thread.run_sync(...)`)"
             )
-        return TaskDefinition(
+        definition = TaskDefinition(
             fn,
             id=id,
             retry=retry or Retry(),
@@ -280,6 +316,8 @@ def task(
             on_cancel=on_cancel,
             on_event=events,
         )
+        definition.own_retry = retry
+        return definition
 
     return decorate
 

@@ -51,6 +51,8 @@ class NewRuns:
     ttl: float | None = None
     concurrency_key: str | None = None
     keys: Sequence[str | None] | None = None
+    retry: dict[str, Any] | None = None  # the trigger's backoff fields (max_attempts apart)
+    max_duration: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,8 @@ class RunStore:
             runs.ttl,
             runs.concurrency_key or "",
             list(runs.keys) if runs.keys is not None else [None] * len(runs.ids),
+            orjson.dumps(runs.retry).decode() if runs.retry else None,
+            runs.max_duration,
         )
 
     async def insert_many_keyed(
@@ -188,7 +192,9 @@ class RunStore:
                 claim.retry_in = row[11]
                 claim.cursors = row[12] or {}
             else:
-                claim.runs.append(ClaimedRun(*row[:10]))
+                run = ClaimedRun(*row[:10])
+                run.retry, run.max_duration = row[13], row[14]
+                claim.runs.append(run)
         return claim
 
     async def complete_many(

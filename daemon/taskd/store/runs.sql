@@ -10,10 +10,10 @@ WITH task AS (
     SELECT queue FROM taskd.tasks WHERE id = $1
 ), inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags,
-                            expires_at, concurrency_key, idempotency_key)
+                            expires_at, concurrency_key, idempotency_key, retry, max_duration)
     SELECT u.id, $1, coalesce($2, (SELECT queue FROM task), 'default'), u.payload::jsonb, $3,
            coalesce($4, now() + make_interval(secs => $5)), $6, $7,
-           now() + make_interval(secs => $10), $11, u.key
+           now() + make_interval(secs => $10), $11, u.key, $13::text::jsonb, $14
       FROM unnest($8::uuid[], $9::text[], $12::text[]) AS u (id, payload, key)
     RETURNING queue, run_at
 )
@@ -28,10 +28,16 @@ SELECT taskd.trigger($1, $2::text::jsonb, $3::text::jsonb);
 -- name: claim
 -- See taskd.claim_runs in the migrations: a function so that its plan is pinned.
 -- The last row has no id when the claim held runs back (limits): held_back, retry_in.
-SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_lines,
-       concurrency_key, held_back, retry_in, cursors
+-- Each claimed run's own retry and max_duration (0003_run_retry) are read back by primary key,
+-- one lookup per claimed run (OFFSET 0 keeps the planner from turning the lookups into a hash
+-- join over the whole table); the function's update left them as they were.
+SELECT c.id, c.task_id, c.payload, c.attempt, c.max_attempts, c.queue, c.tags, c.metadata,
+       c.log_lines, c.concurrency_key, c.held_back, c.retry_in, c.cursors, o.retry,
+       o.max_duration
   FROM taskd.claim_runs($1::text[], $2::text[], $3::int, $4::uuid, $5::float8, $6::text,
-                        $7::text::jsonb);
+                        $7::text::jsonb) AS c
+  LEFT JOIN LATERAL (SELECT r.retry, r.max_duration FROM taskd.runs r WHERE r.id = c.id
+                     OFFSET 0) AS o ON true;
 
 -- name: complete_many
 -- Write a batch of attempt outcomes. status is the run's next state: completed, failed,
@@ -231,11 +237,13 @@ SELECT id FROM taskd.runs
  WHERE id = ANY($1::uuid[]) AND status = 'executing' AND cancel_requested_at IS NOT NULL;
 
 -- name: replay
--- A new run with the same task, payload, queue, priority, tags and attempt limit.
+-- A new run with the same task, payload, queue, priority, tags, attempt limit, retry and
+-- max_duration.
 WITH inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, priority, max_attempts, tags,
-                            replayed_from, concurrency_key)
-    SELECT $2, task_id, queue, payload, priority, max_attempts, tags, id, concurrency_key
+                            replayed_from, concurrency_key, retry, max_duration)
+    SELECT $2, task_id, queue, payload, priority, max_attempts, tags, id, concurrency_key,
+           retry, max_duration
       FROM taskd.runs WHERE id = $1
     RETURNING id, queue
 )
@@ -265,7 +273,8 @@ SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.prior
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
-       r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key
+       r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key, r.retry,
+       r.max_duration
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE r.id = $1;
 
@@ -278,7 +287,8 @@ SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.prior
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
-       r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key
+       r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key, r.retry,
+       r.max_duration
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE true
 
@@ -288,7 +298,8 @@ SELECT r.id, r.task_id, r.queue, r.status, r.error, r.priority, r.run_at,
        r.attempt, coalesce(r.max_attempts, t.max_attempts) AS max_attempts, r.tags,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
-       r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key
+       r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key, r.retry,
+       r.max_duration
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE true
 

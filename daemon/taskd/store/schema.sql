@@ -443,6 +443,102 @@ CREATE FUNCTION taskd.new_run_id() RETURNS uuid
     AS $$SELECT uuidv7()$$;
 
 --
+-- Name: option_seconds(text, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.option_seconds(name text, value jsonb) RETURNS double precision
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    seconds float8;
+BEGIN
+    IF jsonb_typeof(value) = 'number' THEN
+        seconds := value::text::float8;
+    ELSIF jsonb_typeof(value) = 'string' THEN
+        BEGIN
+            seconds := extract(epoch FROM (value #>> '{}')::interval);
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
+                       OR interval_field_overflow THEN
+            seconds := NULL;
+        END;
+    END IF;
+    IF seconds IS NULL OR seconds = 'NaN'::float8 OR seconds IN ('Infinity', '-Infinity') THEN
+        RAISE EXCEPTION 'taskd.trigger: % must be seconds or an interval such as "10s", "5 minutes" (got %)',
+            name, value USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN seconds;
+END
+$$;
+
+--
+-- Name: retry_option(jsonb); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.retry_option(retry jsonb) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    unknown  text;
+    result   jsonb := '{}';
+    seconds  float8;
+    number   numeric;
+    k        text;
+BEGIN
+    IF jsonb_typeof(retry) <> 'object' THEN
+        RAISE EXCEPTION 'taskd.trigger: retry must be a JSON object such as {"max_attempts": 5, "min_delay": "1s", "factor": 2} (got %)',
+            retry USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(key, ', ') INTO unknown FROM jsonb_object_keys(retry) AS key
+     WHERE key NOT IN ('max_attempts', 'min_delay', 'max_delay', 'factor', 'jitter');
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'taskd.trigger: unknown retry field(s): % (known: max_attempts, min_delay, max_delay, factor, jitter)',
+            unknown USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF retry ? 'max_attempts' THEN
+        IF jsonb_typeof(retry->'max_attempts') <> 'number' THEN
+            number := NULL;
+        ELSE
+            number := (retry->>'max_attempts')::numeric;
+        END IF;
+        IF number IS NULL OR number <> trunc(number) OR number < 1 OR number >= 2147483648 THEN
+            RAISE EXCEPTION 'taskd.trigger: retry.max_attempts must be a whole number of at least 1 (got %)',
+                retry->'max_attempts' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        result := result || jsonb_build_object('max_attempts', number::int);
+    END IF;
+    FOREACH k IN ARRAY ARRAY['min_delay', 'max_delay'] LOOP
+        IF retry ? k THEN
+            seconds := taskd.option_seconds('retry.' || k, retry->k);
+            IF seconds < 0 OR seconds > 3155760000 THEN
+                RAISE EXCEPTION 'taskd.trigger: retry.% must be at least 0 and at most 100 years (got %)',
+                    k, retry->k USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            result := result || jsonb_build_object(k, seconds);
+        END IF;
+    END LOOP;
+    IF (result->>'min_delay')::float8 > (result->>'max_delay')::float8 THEN
+        RAISE EXCEPTION 'taskd.trigger: retry.min_delay (%s) must not exceed retry.max_delay (%s)',
+            result->>'min_delay', result->>'max_delay' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF retry ? 'factor' THEN
+        IF jsonb_typeof(retry->'factor') <> 'number' OR (retry->>'factor')::numeric < 1 THEN
+            RAISE EXCEPTION 'taskd.trigger: retry.factor must be a number of at least 1 (got %)',
+                retry->'factor' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        result := result || jsonb_build_object('factor', (retry->>'factor')::float8);
+    END IF;
+    IF retry ? 'jitter' THEN
+        IF jsonb_typeof(retry->'jitter') <> 'boolean' THEN
+            RAISE EXCEPTION 'taskd.trigger: retry.jitter must be true or false (got %)',
+                retry->'jitter' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        result := result || jsonb_build_object('jitter', retry->'jitter');
+    END IF;
+    RETURN result;
+END
+$$;
+
+--
 -- Name: send_event(text, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
@@ -501,6 +597,9 @@ DECLARE
     idem_ttl interval := interval '24 hours';
     owned    boolean;
     existing uuid;
+    retry_o  jsonb;
+    attempts int := (options->>'max_attempts')::int;
+    duration float8;
 BEGIN
     IF task_id IS NULL OR task_id = '' THEN
         RAISE EXCEPTION 'taskd.trigger: task_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
@@ -515,9 +614,29 @@ BEGIN
     END IF;
     SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(options) AS k
      WHERE k NOT IN ('delay', 'run_at', 'priority', 'max_attempts', 'tags', 'queue', 'ttl',
-                     'idempotency_key', 'idempotency_ttl', 'concurrency_key');
+                     'idempotency_key', 'idempotency_ttl', 'concurrency_key', 'retry',
+                     'max_duration');
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'taskd.trigger: unknown option(s): %', unknown USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF options ? 'retry' AND options->'retry' <> 'null' THEN
+        retry_o := taskd.retry_option(options->'retry');
+        IF retry_o ? 'max_attempts' THEN
+            IF attempts IS NOT NULL AND attempts <> (retry_o->>'max_attempts')::int THEN
+                RAISE EXCEPTION 'taskd.trigger: max_attempts (%) and retry.max_attempts (%) differ: give it once',
+                    attempts, retry_o->>'max_attempts' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            attempts := (retry_o->>'max_attempts')::int;
+            retry_o := retry_o - 'max_attempts';
+        END IF;
+        retry_o := nullif(retry_o, '{}'::jsonb);
+    END IF;
+    IF options ? 'max_duration' AND options->'max_duration' <> 'null' THEN
+        duration := taskd.option_seconds('max_duration', options->'max_duration');
+        IF duration <= 0 OR duration > 3155760000 THEN
+            RAISE EXCEPTION 'taskd.trigger: max_duration must be positive and at most 100 years (got %)',
+                options->'max_duration' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
     END IF;
     IF options ? 'run_at' THEN
         start_at := (options->>'run_at')::timestamptz;
@@ -554,15 +673,15 @@ BEGIN
     END IF;
     q := coalesce(options->>'queue', (SELECT t.queue FROM taskd.tasks t WHERE t.id = task_id), 'default');
     INSERT INTO taskd.runs (id, task_id, queue, payload, priority, run_at, max_attempts, tags,
-                            expires_at, idempotency_key, concurrency_key)
+                            expires_at, idempotency_key, concurrency_key, retry, max_duration)
     VALUES (run_id, task_id, q, coalesce(payload, 'null'::jsonb),
             coalesce((options->>'priority')::int, 0), start_at,
-            (options->>'max_attempts')::int,
+            attempts,
             coalesce(ARRAY(SELECT jsonb_array_elements_text(options->'tags')), '{}'),
             CASE WHEN options ? 'ttl' THEN now() + CASE jsonb_typeof(options->'ttl')
                 WHEN 'number' THEN make_interval(secs => (options->>'ttl')::float8)
                 ELSE (options->>'ttl')::interval END END,
-            idem_key, coalesce(options->>'concurrency_key', ''));
+            idem_key, coalesce(options->>'concurrency_key', ''), retry_o, duration);
     PERFORM pg_notify('taskd_wakeup', q);
     RETURN run_id;
 END
@@ -737,6 +856,8 @@ CREATE TABLE taskd.runs (
     parent_id uuid,
     idempotency_key text,
     concurrency_key text DEFAULT ''::text NOT NULL COLLATE pg_catalog."C",
+    retry jsonb,
+    max_duration double precision,
     CONSTRAINT runs_concurrency_key_check CHECK ((length(concurrency_key) <= 200)),
     CONSTRAINT runs_max_attempts_check CHECK (((max_attempts IS NULL) OR (max_attempts >= 1))),
     CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'executing'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'canceled'::text, 'expired'::text]))),
@@ -920,6 +1041,13 @@ ALTER TABLE ONLY taskd.run_logs
     ADD CONSTRAINT run_logs_pkey PRIMARY KEY (id);
 
 --
+-- Name: runs runs_max_duration_positive; Type: CHECK CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE taskd.runs
+    ADD CONSTRAINT runs_max_duration_positive CHECK (((max_duration IS NULL) OR (max_duration > (0)::double precision))) NOT VALID;
+
+--
 -- Name: runs runs_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -932,6 +1060,13 @@ ALTER TABLE ONLY taskd.runs
 
 ALTER TABLE taskd.runs
     ADD CONSTRAINT runs_queue_name_length CHECK (((queue <> ''::text) AND (length(queue) <= 200))) NOT VALID;
+
+--
+-- Name: runs runs_retry_object; Type: CHECK CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE taskd.runs
+    ADD CONSTRAINT runs_retry_object CHECK (((retry IS NULL) OR (jsonb_typeof(retry) = 'object'::text))) NOT VALID;
 
 --
 -- Name: schedules schedules_dedup_key_key; Type: CONSTRAINT; Schema: taskd; Owner: -

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 
 from taskd.store.idempotency import hold_keys
 from taskd.store.queries import load
@@ -40,6 +41,8 @@ class ChildRuns:
     concurrency_key: str | None = None
     keys: Sequence[str | None] | None = None
     key_ttl: float = 0.0
+    retry: dict[str, Any] | None = None  # the trigger's backoff fields (max_attempts apart)
+    max_duration: float | None = None
 
 
 class WaitStore:
@@ -91,6 +94,8 @@ class WaitStore:
                     c.concurrency_key or "",
                     final,
                     [keys[i] for i in new],
+                    orjson.dumps(c.retry).decode() if c.retry else None,
+                    c.max_duration,
                 )
                 if row is None or not row["recorded"]:
                     # A statement of its own: it sees a first try that committed while this

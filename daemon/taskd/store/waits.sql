@@ -70,9 +70,9 @@ WITH owner AS (
     SELECT queue FROM taskd.tasks WHERE id = $5
 ), inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, parent_id, tags, max_attempts,
-                            concurrency_key, idempotency_key)
+                            concurrency_key, idempotency_key, retry, max_duration)
     SELECT u.id, $5, coalesce($6, (SELECT queue FROM task), 'default'), u.payload::jsonb, $1,
-           $9, $10, $11, u.key
+           $9, $10, $11, u.key, $14::text::jsonb, $15
       FROM unnest($7::uuid[], $8::text[], $13::text[]) AS u (id, payload, key)
      WHERE EXISTS (SELECT 1 FROM step)
     RETURNING queue

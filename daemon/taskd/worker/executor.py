@@ -20,7 +20,7 @@ from taskd.logs import log_event
 from taskd.models import AttemptOutcome, ClaimedRun, Outcome, RunStatus
 from taskd.sdk.context import Context, RunServices
 from taskd.sdk.current import reset_current_context, set_current_context
-from taskd.sdk.retry import retry_after
+from taskd.sdk.retry import Retry, retry_after
 from taskd.sdk.task import TaskDefinition
 from taskd.sdk.wait import Suspend
 from taskd.storable import NotStorable, encode_storable, escaped_text
@@ -87,7 +87,21 @@ async def execute(
 
     Cancellation (shutdown, cancel) propagates to the caller, which hands the run back.
     """
-    max_attempts = run.max_attempts or definition.retry.max_attempts
+    # the trigger's own (the run's retry and max_duration) over the task's, which the daemon
+    # resolved with the project's defaults
+    try:
+        retry = definition.retry.overridden(run.retry)
+    except (TypeError, ValueError) as exc:  # a row written around taskd.trigger's checks
+        log_event(
+            log,
+            logging.WARNING,
+            f"the run's retry is not usable, the task's applies: {exc}",
+            run_id=str(run.id),
+            task=run.task_id,
+        )
+        retry = definition.retry
+    max_attempts = run.max_attempts or retry.max_attempts
+    max_duration = run.max_duration if run.max_duration is not None else definition.max_duration
     try:
         payload = definition.parse_payload(run.payload)
     except Exception as exc:  # ValidationError, or a validator of the user's that raised
@@ -96,7 +110,7 @@ async def execute(
         return await _fail_for_good(run, definition, ctx, exc, AttemptOutcome.FAILED)
     ctx = _context(run, payload, max_attempts, services)
 
-    timeout = asyncio.timeout(definition.max_duration)
+    timeout = asyncio.timeout(max_duration)
     context_token = set_current_context(ctx)
     try:
         if definition.on_start_hook is not None:
@@ -123,7 +137,7 @@ async def execute(
         if current is None or current.cancelling() == 0:
             # Nobody cancelled this task: the task's code raised CancelledError itself (an
             # awaited future a library cancelled, say). A failed attempt like any other.
-            return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED)
+            return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED, retry)
         if not run.cancel_requested:
             raise  # a drain (or a superseded attempt): in_flight decides
         current.uncancel()  # the cancel is handled here: the hook may await
@@ -132,13 +146,13 @@ async def execute(
         return await _fail_for_good(run, definition, ctx, exc, AttemptOutcome.FAILED)
     except TimeoutError as exc:
         if not timeout.expired():
-            return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED)
-        exceeded = MaxDurationExceeded(
-            f"attempt exceeded max_duration of {definition.max_duration:g}s"
+            return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED, retry)
+        exceeded = MaxDurationExceeded(f"attempt exceeded max_duration of {max_duration:g}s")
+        return await _failed_attempt(
+            run, definition, ctx, exceeded, AttemptOutcome.TIMED_OUT, retry
         )
-        return await _failed_attempt(run, definition, ctx, exceeded, AttemptOutcome.TIMED_OUT)
     except BaseException as exc:
-        return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED)
+        return await _failed_attempt(run, definition, ctx, exc, AttemptOutcome.FAILED, retry)
     finally:
         reset_current_context(context_token)
 
@@ -245,12 +259,13 @@ async def _failed_attempt(
     ctx: Context,
     exc: BaseException,
     attempt_outcome: AttemptOutcome,
+    retry: Retry,
 ) -> Outcome:
     if ctx.attempt >= ctx.max_attempts:
         return await _fail_for_good(run, definition, ctx, exc, attempt_outcome)
     delay = retry_after(exc)
     if delay is None:
-        delay = definition.retry.delay_after(ctx.attempt)
+        delay = retry.delay_after(ctx.attempt)
     log_event(
         log,
         logging.WARNING,

@@ -113,6 +113,8 @@ class WorkerRunServices:
         concurrency_key: str | None = None,
         idempotency_keys: Sequence[str | None] | None = None,
         idempotency_ttl: float = 0.0,
+        retry: dict[str, Any] | None = None,
+        max_duration: float | None = None,
     ) -> list[uuid.UUID]:
         check_concurrency_key(concurrency_key)
         encoded = [encode_payload(p, self._max_payload_bytes) for p in payloads]
@@ -137,6 +139,8 @@ class WorkerRunServices:
                 concurrency_key,
                 idempotency_keys,
                 idempotency_ttl,
+                retry,
+                max_duration,
             ),
         )
         if created is None:
