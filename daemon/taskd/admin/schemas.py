@@ -225,6 +225,14 @@ class TriggerResult(_Model):
     id: uuid.UUID
 
 
+class ScheduleTriggerResult(_Model):
+    """The run a schedule fired on demand."""
+
+    id: uuid.UUID
+    """The new run's id."""
+    schedule_id: str
+
+
 class TaskSchedule(_Model):
     cron: str
     timezone: str
