@@ -283,6 +283,59 @@ def cmd_schedules_pause(args: argparse.Namespace, *, active: bool) -> None:
     print(f"{found.id} {'active' if found.active else 'paused'}")
 
 
+def cmd_schedules_trigger(args: argparse.Namespace) -> None:
+    print(_with_client(args, lambda client: client.trigger_schedule(args.id)))
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> None:
+    """The tasks the configured modules ([tasks] modules) register: read from the code, so no
+    database and no daemon are needed."""
+    from taskd.sdk.registry import Registry
+
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+    found: list[dict[str, Any]] = []
+    for definition in sorted(Registry.from_modules(settings.tasks.modules), key=lambda d: d.id):
+        retry, spec = definition.retry, definition.schedule
+        found.append(
+            {
+                "id": definition.id,
+                "queue": definition.queue.name,
+                "retry": {
+                    "max_attempts": retry.max_attempts,
+                    "min_delay": retry.min_delay,
+                    "max_delay": retry.max_delay,
+                    "factor": retry.factor,
+                    "jitter": retry.jitter,
+                },
+                "max_duration": definition.max_duration,
+                "schedule": None
+                if spec is None
+                else {"cron": spec.cron, "timezone": spec.timezone, "catch_up": spec.catch_up},
+                "events": list(definition.events),
+            }
+        )
+    if args.json:
+        print(orjson.dumps(found).decode())
+        return
+    _table(
+        ("ID", "QUEUE", "RETRY", "MAX DURATION", "SCHEDULE", "EVENTS"),
+        [
+            (
+                t["id"],
+                t["queue"],
+                "{max_attempts} attempts, {min_delay:g}s-{max_delay:g}s x{factor:g}".format(
+                    **t["retry"]
+                ),
+                f"{t['max_duration']:g}s" if t["max_duration"] is not None else "-",
+                f"{t['schedule']['cron']} {t['schedule']['timezone']}" if t["schedule"] else "-",
+                ", ".join(t["events"]) or "-",
+            )
+            for t in found
+        ],
+    )
+
+
 def _report_line(report: WorkerReport) -> str:
     """One worker's last report: when, what triggered it, counts, and per task."""
     found = [f"{n} {kind.replace('_', ' ')}" for kind, n in report.counts.items() if n]
@@ -645,6 +698,20 @@ def _parser() -> argparse.ArgumentParser:
         toggle = scheduling.add_parser(name, parents=[common], help=f"{name} a schedule")
         toggle.add_argument("id")
         toggle.set_defaults(handler=lambda a, active=active: cmd_schedules_pause(a, active=active))
+    schedule_trigger = scheduling.add_parser(
+        "trigger", parents=[common], help="fire a schedule now; prints the run id"
+    )
+    schedule_trigger.add_argument("id")
+    schedule_trigger.set_defaults(handler=cmd_schedules_trigger)
+
+    task_commands = commands.add_parser("tasks", help="the tasks in the code").add_subparsers(
+        dest="tasks_command", required=True, metavar="COMMAND"
+    )
+    task_listing = task_commands.add_parser(
+        "list", parents=[common], help="tasks the configured modules register (no database)"
+    )
+    task_listing.add_argument("--json", action="store_true")
+    task_listing.set_defaults(handler=cmd_tasks_list)
 
     queueing = commands.add_parser("queues", help="queues: limits and pause").add_subparsers(
         dest="queues_command", required=True, metavar="COMMAND"
