@@ -89,3 +89,87 @@ async def test_trigger_a_declared_and_a_created_schedule(database: str, client: 
     assert list(validator.iter_errors({"id": str(run.id), "schedule_id": created.id})) == []
     assert not validator.is_valid({"schedule_id": created.id})
     assert len(await client.list_runs(schedule="sched.daily-report")) == 1
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    async with http.request(method, url, headers=headers, json=body) as response:
+        return response.status, await response.json()
+
+
+async def test_create_update_delete_through_the_api(database: str, client: Client) -> None:
+    async with (
+        admin_daemon(database, [daily_report, digest], token=TOKEN) as daemon,
+        aiohttp.ClientSession() as http,
+    ):
+        base = admin_url(daemon) + "/api/schedules"
+        status, created = await call(
+            http,
+            "POST",
+            base,
+            {
+                "task_id": "sched.digest",
+                "cron": "0 8 * * 1",
+                "timezone": "America/New_York",
+                "payload": {"plan": "pro"},
+                "external_id": "user-42",
+                "dedup_key": "digest-user-42",
+            },
+        )
+        assert status == 201, created
+        assert created["id"].startswith("sched_") and created["next_fire_at"] is not None
+        stored = await client.get_schedule(created["id"])
+        assert (stored.cron, stored.timezone, stored.payload, stored.external_id) == (
+            "0 8 * * 1",
+            "America/New_York",
+            {"plan": "pro"},
+            "user-42",
+        )
+        # the same dedup_key: the same schedule, updated
+        status, again = await call(
+            http,
+            "POST",
+            base,
+            {"task_id": "sched.digest", "cron": "0 9 * * 1", "dedup_key": "digest-user-42"},
+        )
+        assert status == 201 and again["id"] == created["id"] and again["cron"] == "0 9 * * 1"
+
+        status, updated = await call(
+            http,
+            "PATCH",
+            f"{base}/{created['id']}",
+            {"cron": "30 7 * * 1-5", "external_id": None, "active": False},
+        )
+        assert status == 200, updated
+        assert (updated["cron"], updated["external_id"], updated["active"]) == (
+            "30 7 * * 1-5",
+            None,
+            False,
+        )
+        assert updated["payload"] is None, "the dedup_key create set no payload"
+        status, kept = await call(http, "PATCH", f"{base}/{created['id']}", {"active": True})
+        assert status == 200 and kept["active"] and kept["cron"] == "30 7 * * 1-5"
+
+        for method, url, body, expected, message in (
+            ("POST", base, {"task_id": "sched.digest", "cron": "0 0 30 2 *"}, 422, "never fires"),
+            (
+                "POST",
+                base,
+                {"task_id": "sched.digest", "cron": "@daily", "timezone": "Mars/Base"},
+                422,
+                "unknown timezone 'Mars/Base'",
+            ),
+            ("POST", base, {"task_id": "nobody", "cron": "@daily"}, 404, "no task with id"),
+            ("PATCH", f"{base}/{created['id']}", {"cron": "61 * * * *"}, 422, "cron '61 * * * *'"),
+            ("PATCH", f"{base}/nope", {"cron": "@daily"}, 404, "no schedule with id 'nope'"),
+        ):
+            status, reply = await call(http, method, url, body)
+            assert status == expected and message in reply["error"], (url, body, reply)
+
+        status, deleted = await call(http, "DELETE", f"{base}/{created['id']}")
+        assert (status, deleted) == (200, {"id": created["id"], "deleted": True})
+        status, reply = await call(http, "DELETE", f"{base}/{created['id']}")
+        assert status == 404
+    assert [s.id for s in await client.list_schedules()] == ["sched.daily-report"]
