@@ -283,6 +283,55 @@ def cmd_schedules_pause(args: argparse.Namespace, *, active: bool) -> None:
     print(f"{found.id} {'active' if found.active else 'paused'}")
 
 
+def _json_option(value: str, name: str) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"{name} is not valid JSON: {exc}", EXIT_USAGE) from None
+
+
+def cmd_schedules_create(args: argparse.Namespace) -> None:
+    payload = _json_option(args.payload, "--payload") if args.payload is not None else None
+
+    async def create(client: Any) -> Schedule:
+        known = {row["id"] for row in await client._store.tasks.list()}
+        if args.task not in known:
+            listing = ", ".join(sorted(known)) or "none yet: start a daemon first"
+            raise UnknownTask(f"unknown task {args.task!r} (registered: {listing})")
+        created: Schedule = await client.create_schedule(
+            args.task,
+            args.cron,
+            timezone=args.timezone,
+            external_id=args.external_id,
+            dedup_key=args.dedup_key,
+            payload=payload,
+            catch_up=args.catch_up,
+        )
+        return created
+
+    print(_with_client(args, create).id)
+
+
+def cmd_schedules_update(args: argparse.Namespace) -> None:
+    changes: dict[str, Any] = {}
+    if args.payload is not None:
+        changes["payload"] = _json_option(args.payload, "--payload")
+    if args.external_id is not None:
+        changes["external_id"] = args.external_id or None  # "" clears it
+    found: Schedule = _with_client(
+        args,
+        lambda client: client.update_schedule(
+            args.id, cron=args.cron, timezone=args.timezone, catch_up=args.catch_up, **changes
+        ),
+    )
+    print(f"{found.id} updated: {found.cron} {found.timezone}")
+
+
+def cmd_schedules_delete(args: argparse.Namespace) -> None:
+    _with_client(args, lambda client: client.delete_schedule(args.id))
+    print(f"{args.id} deleted")
+
+
 def cmd_schedules_trigger(args: argparse.Namespace) -> None:
     print(_with_client(args, lambda client: client.trigger_schedule(args.id)))
 
@@ -703,6 +752,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     schedule_trigger.add_argument("id")
     schedule_trigger.set_defaults(handler=cmd_schedules_trigger)
+    schedule_create = scheduling.add_parser(
+        "create", parents=[common], help="create a cron schedule; prints its id"
+    )
+    schedule_create.add_argument("task")
+    schedule_create.add_argument("cron", help="5 fields, 6 with seconds first, or @daily...")
+    schedule_create.add_argument("--timezone", default="UTC", help="an IANA name (UTC)")
+    schedule_create.add_argument("--payload", help="JSON every run it fires gets")
+    schedule_create.add_argument("--external-id")
+    schedule_create.add_argument("--dedup-key", help="creating again with it updates instead")
+    schedule_create.add_argument("--catch-up", default="latest", choices=("latest", "all", "none"))
+    schedule_create.set_defaults(handler=cmd_schedules_create)
+    schedule_update = scheduling.add_parser("update", parents=[common], help="change a schedule")
+    schedule_update.add_argument("id")
+    schedule_update.add_argument("--cron")
+    schedule_update.add_argument("--timezone")
+    schedule_update.add_argument("--payload", help="JSON (null clears it)")
+    schedule_update.add_argument("--external-id", help='"" clears it')
+    schedule_update.add_argument("--catch-up", choices=("latest", "all", "none"))
+    schedule_update.set_defaults(handler=cmd_schedules_update)
+    schedule_delete = scheduling.add_parser("delete", parents=[common], help="delete a schedule")
+    schedule_delete.add_argument("id")
+    schedule_delete.set_defaults(handler=cmd_schedules_delete)
 
     task_commands = commands.add_parser("tasks", help="the tasks in the code").add_subparsers(
         dest="tasks_command", required=True, metavar="COMMAND"

@@ -47,6 +47,82 @@ async def test_schedules_trigger_fires_now_and_prints_the_run_id(
     assert problem is None, problem
 
 
+async def test_schedules_create_update_delete(database: str, client: Client, start_daemon) -> None:
+    async with start_daemon([daily_report]):
+        results = await taskd_all(
+            database,
+            {
+                "created": (
+                    *("schedules", "create", "cli.daily-report", "0 8 * * 1"),
+                    *("--timezone", "America/New_York", "--payload", '{"plan": "pro"}'),
+                    *("--external-id", "user-42", "--dedup-key", "k-42", "--catch-up", "all"),
+                ),
+                "never": ("schedules", "create", "cli.daily-report", "0 0 30 2 *"),
+                "unknown": ("schedules", "create", "nobody", "@daily"),
+                "bad_json": ("schedules", "create", "cli.daily-report", "@daily", "--payload", "{"),
+            },
+            cwd=ROOT,
+            timeout=60,
+        )
+        created = results["created"]
+        assert created.code == 0 and created.err == "", str(created)
+        schedule_id = created.out.strip()
+        stored = await client.get_schedule(schedule_id)
+        assert (stored.task_id, stored.cron, stored.timezone, stored.catch_up) == (
+            "cli.daily-report",
+            "0 8 * * 1",
+            "America/New_York",
+            "all",
+        )
+        assert (stored.payload, stored.external_id, stored.dedup_key) == (
+            {"plan": "pro"},
+            "user-42",
+            "k-42",
+        )
+        for name, needle, code in (
+            ("never", "never fires", 1),
+            ("unknown", "unknown task 'nobody'", 1),
+            ("bad_json", "--payload is not valid JSON", 2),
+        ):
+            problem = one_line_failure(results[name], needle, code=code)
+            assert problem is None, problem
+
+        updated = await taskd(
+            database,
+            *("schedules", "update", schedule_id, "--cron", "30 7 * * 1-5"),
+            *("--external-id", "", "--payload", "null"),
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert updated.code == 0, str(updated)
+        assert updated.out.strip() == f"{schedule_id} updated: 30 7 * * 1-5 America/New_York"
+        changed = await client.get_schedule(schedule_id)
+        assert (changed.cron, changed.external_id, changed.payload) == ("30 7 * * 1-5", None, None)
+
+        results = await taskd_all(
+            database,
+            {
+                "bad_zone": ("schedules", "update", schedule_id, "--timezone", "Mars/Base"),
+                "missing": ("schedules", "update", "nope", "--cron", "@daily"),
+            },
+            cwd=ROOT,
+            timeout=60,
+        )
+        for name, needle in (
+            ("bad_zone", "unknown timezone 'Mars/Base'"),
+            ("missing", "no schedule with id 'nope'"),
+        ):
+            problem = one_line_failure(results[name], needle, code=1)
+            assert problem is None, problem
+
+        deleted = await taskd(database, "schedules", "delete", schedule_id, cwd=ROOT, timeout=60)
+        again = await taskd(database, "schedules", "delete", schedule_id, cwd=ROOT, timeout=60)
+    assert deleted.code == 0 and deleted.out.strip() == f"{schedule_id} deleted", str(deleted)
+    problem = one_line_failure(again, f"no schedule with id '{schedule_id}'", code=1)
+    assert problem is None, problem
+    assert [s.id for s in await client.list_schedules()] == ["cli.daily-report"]
+
+
 PROJECT_MODULE = """
 from taskd import Queue, Retry, schedules, task
 
