@@ -301,3 +301,19 @@ async def test_schedule_time_writes_the_zone_offset(db: asyncpg.Connection) -> N
         == "2026-01-05T08:30:00.000000-03:30"
     )
     assert await db.fetchval("SELECT taskd.schedule_time(NULL, 'UTC')") is None
+
+
+async def test_a_cron_that_never_fires_is_stored_and_skipped_by_the_scheduler(
+    db: asyncpg.Connection, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQL checks the form and ranges, not whether a date matches: the documented gap
+    schedule_id = await db.fetchval("SELECT taskd.create_schedule('t', '0 0 30 2 *')")
+    found = await client.get_schedule(schedule_id)
+    assert found.active and found.next_fire_at is None
+    scheduler = Scheduler(Store(client.pool))
+    for _ in range(2):
+        assert await scheduler.tick() is None
+    assert await db.fetchval("SELECT count(*) FROM taskd.runs") == 0
+    skipped = [r for r in caplog.records if "schedule skipped" in r.getMessage()]
+    assert len(skipped) == 1, "one error line, not one per tick"
+    assert "never fires" in skipped[0].getMessage()
