@@ -311,6 +311,108 @@ def cmd_schedules_pause(args: argparse.Namespace, *, active: bool) -> None:
     print(f"{found.id} {'active' if found.active else 'paused'}")
 
 
+def _json_option(value: str, name: str) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"{name} is not valid JSON: {exc}", EXIT_USAGE) from None
+
+
+def cmd_schedules_create(args: argparse.Namespace) -> None:
+    payload = _json_option(args.payload, "--payload") if args.payload is not None else None
+
+    async def create(client: Any) -> Schedule:
+        known = {row["id"] for row in await client._store.tasks.list()}
+        if args.task not in known:
+            listing = ", ".join(sorted(known)) or "none yet: start a daemon first"
+            raise UnknownTask(f"unknown task {args.task!r} (registered: {listing})")
+        created: Schedule = await client.create_schedule(
+            args.task,
+            args.cron,
+            timezone=args.timezone,
+            external_id=args.external_id,
+            dedup_key=args.dedup_key,
+            payload=payload,
+            catch_up=args.catch_up,
+        )
+        return created
+
+    print(_with_client(args, create).id)
+
+
+def cmd_schedules_update(args: argparse.Namespace) -> None:
+    changes: dict[str, Any] = {}
+    if args.payload is not None:
+        changes["payload"] = _json_option(args.payload, "--payload")
+    if args.external_id is not None:
+        changes["external_id"] = args.external_id or None  # "" clears it
+    found: Schedule = _with_client(
+        args,
+        lambda client: client.update_schedule(
+            args.id, cron=args.cron, timezone=args.timezone, catch_up=args.catch_up, **changes
+        ),
+    )
+    print(f"{found.id} updated: {found.cron} {found.timezone}")
+
+
+def cmd_schedules_delete(args: argparse.Namespace) -> None:
+    _with_client(args, lambda client: client.delete_schedule(args.id))
+    print(f"{args.id} deleted")
+
+
+def cmd_schedules_trigger(args: argparse.Namespace) -> None:
+    print(_with_client(args, lambda client: client.trigger_schedule(args.id)))
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> None:
+    """The tasks the configured modules ([tasks] modules) register: read from the code, so no
+    database and no daemon are needed."""
+    from taskd.sdk.registry import Registry
+
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+    found: list[dict[str, Any]] = []
+    for definition in sorted(Registry.from_modules(settings.tasks.modules), key=lambda d: d.id):
+        retry, spec = definition.retry, definition.schedule
+        found.append(
+            {
+                "id": definition.id,
+                "queue": definition.queue.name,
+                "retry": {
+                    "max_attempts": retry.max_attempts,
+                    "min_delay": retry.min_delay,
+                    "max_delay": retry.max_delay,
+                    "factor": retry.factor,
+                    "jitter": retry.jitter,
+                },
+                "max_duration": definition.max_duration,
+                "schedule": None
+                if spec is None
+                else {"cron": spec.cron, "timezone": spec.timezone, "catch_up": spec.catch_up},
+                "events": list(definition.events),
+            }
+        )
+    if args.json:
+        print(orjson.dumps(found).decode())
+        return
+    _table(
+        ("ID", "QUEUE", "RETRY", "MAX DURATION", "SCHEDULE", "EVENTS"),
+        [
+            (
+                t["id"],
+                t["queue"],
+                "{max_attempts} attempts, {min_delay:g}s-{max_delay:g}s x{factor:g}".format(
+                    **t["retry"]
+                ),
+                f"{t['max_duration']:g}s" if t["max_duration"] is not None else "-",
+                f"{t['schedule']['cron']} {t['schedule']['timezone']}" if t["schedule"] else "-",
+                ", ".join(t["events"]) or "-",
+            )
+            for t in found
+        ],
+    )
+
+
 def _report_line(report: WorkerReport) -> str:
     """One worker's last report: when, what triggered it, counts, and per task."""
     found = [f"{n} {kind.replace('_', ' ')}" for kind, n in report.counts.items() if n]
@@ -695,6 +797,42 @@ def _parser() -> argparse.ArgumentParser:
         toggle = scheduling.add_parser(name, parents=[common], help=f"{name} a schedule")
         toggle.add_argument("id")
         toggle.set_defaults(handler=lambda a, active=active: cmd_schedules_pause(a, active=active))
+    schedule_trigger = scheduling.add_parser(
+        "trigger", parents=[common], help="fire a schedule now; prints the run id"
+    )
+    schedule_trigger.add_argument("id")
+    schedule_trigger.set_defaults(handler=cmd_schedules_trigger)
+    schedule_create = scheduling.add_parser(
+        "create", parents=[common], help="create a cron schedule; prints its id"
+    )
+    schedule_create.add_argument("task")
+    schedule_create.add_argument("cron", help="5 fields, 6 with seconds first, or @daily...")
+    schedule_create.add_argument("--timezone", default="UTC", help="an IANA name (UTC)")
+    schedule_create.add_argument("--payload", help="JSON every run it fires gets")
+    schedule_create.add_argument("--external-id")
+    schedule_create.add_argument("--dedup-key", help="creating again with it updates instead")
+    schedule_create.add_argument("--catch-up", default="latest", choices=("latest", "all", "none"))
+    schedule_create.set_defaults(handler=cmd_schedules_create)
+    schedule_update = scheduling.add_parser("update", parents=[common], help="change a schedule")
+    schedule_update.add_argument("id")
+    schedule_update.add_argument("--cron")
+    schedule_update.add_argument("--timezone")
+    schedule_update.add_argument("--payload", help="JSON (null clears it)")
+    schedule_update.add_argument("--external-id", help='"" clears it')
+    schedule_update.add_argument("--catch-up", choices=("latest", "all", "none"))
+    schedule_update.set_defaults(handler=cmd_schedules_update)
+    schedule_delete = scheduling.add_parser("delete", parents=[common], help="delete a schedule")
+    schedule_delete.add_argument("id")
+    schedule_delete.set_defaults(handler=cmd_schedules_delete)
+
+    task_commands = commands.add_parser("tasks", help="the tasks in the code").add_subparsers(
+        dest="tasks_command", required=True, metavar="COMMAND"
+    )
+    task_listing = task_commands.add_parser(
+        "list", parents=[common], help="tasks the configured modules register (no database)"
+    )
+    task_listing.add_argument("--json", action="store_true")
+    task_listing.set_defaults(handler=cmd_tasks_list)
 
     queueing = commands.add_parser("queues", help="queues: limits and pause").add_subparsers(
         dest="queues_command", required=True, metavar="COMMAND"

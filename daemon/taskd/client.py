@@ -382,6 +382,22 @@ class Client:
         if not await self._store.schedules.delete(schedule_id):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
 
+    async def trigger_schedule(self, schedule_id: str) -> uuid.UUID:
+        """Fire a schedule now, paused or not; the new run's id.
+
+        The run is the one a scheduled fire makes (its task, queue, and a ``ScheduledRun``
+        payload with ``timestamp`` = now and the schedule's ``payload``), with
+        ``manual=True`` and no ``scheduled_for``; the schedule's next scheduled fire is
+        unchanged. ScheduleNotFound for an unknown id.
+        """
+        fired = await self._store.schedules.trigger(schedule_id)
+        if fired is None:
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+        run_id, task_id = fired
+        if self._changes is not None and self._changes.active:
+            self._changes.publish(RunChange(ChangeKind.CREATED, run_id, task_id, "queued"))
+        return run_id
+
     async def activate_schedule(self, schedule_id: str) -> Schedule:
         """Resume a paused schedule (missed times follow its catch-up policy)."""
         if not await self._store.schedules.set_active(schedule_id, True):

@@ -56,10 +56,12 @@ TRANSITIONS: tuple[Transition, ...] = (
             "runs.trigger (taskd.trigger)",
             "events.send (taskd.send_event)",
             "schedules.fire",
+            "schedules.trigger (taskd.trigger_schedule)",
             "waits.create_children",
             "runs.replay",
         ),
-        "a trigger, an event, a schedule's fire time, a parent's trigger_and_wait, a replay "
+        "a trigger, an event, a schedule's fire time (or a fire on demand), a parent's "
+        "trigger_and_wait, a replay "
         "(a new run copying a finished one; the finished run does not change)",
     ),
     Transition(Q, X, Room.CLAIMER, ("runs.claim (taskd.claim_runs)",), "due, within limits"),

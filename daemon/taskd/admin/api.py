@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -31,7 +31,11 @@ from taskd.admin.schemas import (
     RunLink,
     RunListQuery,
     RunPage,
+    ScheduleCreate,
+    ScheduleDeleted,
     ScheduleList,
+    ScheduleTriggerResult,
+    ScheduleUpdate,
     StreamQuery,
     TaskInfo,
     TaskList,
@@ -42,8 +46,11 @@ from taskd.admin.schemas import (
 )
 from taskd.admin.state import AdminState
 from taskd.errors import RunNotFound, UnknownTask
-from taskd.models import QueueDepth, RunLogLine, WorkerInfo
+from taskd.models import QueueDepth, RunLogLine, Schedule, WorkerInfo
 from taskd.store.runs import RunFilter
+
+if TYPE_CHECKING:
+    from taskd.sdk.task import TaskDefinition
 
 Handler = Callable[[AdminState, web.Request, Any, Any], Awaitable[Any]]
 
@@ -176,9 +183,7 @@ async def trigger_task(
     state: AdminState, request: web.Request, query: Any, body: TriggerRequest
 ) -> TriggerResult:
     task_id = request.match_info["id"]
-    definition = state.registry.get(task_id) if task_id in state.registry else None
-    if definition is None and task_id not in {row["id"] for row in await state.store.tasks.list()}:
-        raise UnknownTask(f"no task with id {task_id!r} is registered")
+    definition = await _registered(state, task_id)
     payload = body.payload
     if definition is not None:
         try:
@@ -276,6 +281,65 @@ async def list_schedules(
     )
 
 
+async def create_schedule(
+    state: AdminState, request: web.Request, query: Any, body: ScheduleCreate
+) -> Schedule:
+    await _registered(state, body.task_id)
+    try:
+        return await state.client.create_schedule(
+            body.task_id,
+            body.cron,
+            timezone=body.timezone,
+            external_id=body.external_id,
+            dedup_key=body.dedup_key,
+            payload=body.payload,
+            catch_up=body.catch_up,
+        )
+    except ValueError as exc:  # a bad cron or timezone, a cron that never fires
+        raise RequestInvalid(422, str(exc)) from None
+
+
+async def update_schedule(
+    state: AdminState, request: web.Request, query: Any, body: ScheduleUpdate
+) -> Schedule:
+    schedule_id = request.match_info["id"]
+    given = body.model_fields_set
+    changes: dict[str, Any] = {
+        name: getattr(body, name) for name in ("payload", "external_id") if name in given
+    }
+    try:
+        updated = await state.client.update_schedule(
+            schedule_id,
+            cron=body.cron,
+            timezone=body.timezone,
+            catch_up=body.catch_up,
+            **changes,
+        )
+    except ValueError as exc:
+        raise RequestInvalid(422, str(exc)) from None
+    if body.active is not None and body.active != updated.active:
+        client = state.client
+        set_active = client.activate_schedule if body.active else client.deactivate_schedule
+        updated = await set_active(schedule_id)
+    return updated
+
+
+async def delete_schedule(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> ScheduleDeleted:
+    schedule_id = request.match_info["id"]
+    await state.client.delete_schedule(schedule_id)
+    return ScheduleDeleted(id=schedule_id)
+
+
+async def trigger_schedule(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> ScheduleTriggerResult:
+    schedule_id = request.match_info["id"]
+    run_id = await state.client.trigger_schedule(schedule_id)
+    return ScheduleTriggerResult(id=run_id, schedule_id=schedule_id)
+
+
 async def list_workers(
     state: AdminState, request: web.Request, query: Any, body: Any
 ) -> WorkerList:
@@ -288,6 +352,15 @@ async def stream(
     from taskd.admin.stream import serve_stream
 
     return await serve_stream(state, request, query)
+
+
+async def _registered(state: AdminState, task_id: str) -> TaskDefinition[Any, Any] | None:
+    """The task's definition when this daemon serves it, None when only another daemon
+    registered it; UnknownTask (404) when none has."""
+    definition = state.registry.get(task_id) if task_id in state.registry else None
+    if definition is None and task_id not in {row["id"] for row in await state.store.tasks.list()}:
+        raise UnknownTask(f"no task with id {task_id!r} is registered")
+    return definition
 
 
 def _run_id(request: web.Request) -> uuid.UUID:
@@ -394,6 +467,53 @@ ROUTES: list[Route] = [
         errors={422: "The queue name is empty or over 200 characters"},
     ),
     Route("GET", "/api/schedules", list_schedules, "Cron schedules", response=ScheduleList),
+    Route(
+        "POST",
+        "/api/schedules",
+        create_schedule,
+        "Create a cron schedule for a task (with a dedup_key: create or update that schedule)",
+        body=ScheduleCreate,
+        response=Schedule,
+        status=201,
+        errors={
+            400: "The body is not JSON",
+            404: "No task with this id is registered",
+            413: "The payload is over [tasks] max_payload_bytes",
+            422: "A bad cron, timezone or option, or a cron that never fires",
+        },
+    ),
+    Route(
+        "PATCH",
+        "/api/schedules/{id}",
+        update_schedule,
+        "Change a schedule: cron, timezone, catch_up, payload, external_id, active",
+        body=ScheduleUpdate,
+        response=Schedule,
+        errors={
+            400: "The body is not JSON",
+            404: "No schedule with this id",
+            413: "The payload is over [tasks] max_payload_bytes",
+            422: "A bad cron, timezone or option, or a cron that never fires",
+        },
+    ),
+    Route(
+        "DELETE",
+        "/api/schedules/{id}",
+        delete_schedule,
+        "Delete a schedule (the runs it fired stay)",
+        response=ScheduleDeleted,
+        errors={404: "No schedule with this id"},
+    ),
+    Route(
+        "POST",
+        "/api/schedules/{id}/trigger",
+        trigger_schedule,
+        "Fire a schedule now (paused or not): a run as a scheduled fire makes, marked manual; "
+        "the next scheduled fire is unchanged",
+        response=ScheduleTriggerResult,
+        status=201,
+        errors={404: "No schedule with this id"},
+    ),
     Route("GET", "/api/workers", list_workers, "Live workers", response=WorkerList),
     Route(
         "GET",

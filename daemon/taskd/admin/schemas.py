@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -228,6 +228,51 @@ class TriggerRequest(_Strict):
 
 class TriggerResult(_Model):
     id: uuid.UUID
+
+
+CatchUpPolicy = Literal["latest", "all", "none"]
+
+
+class ScheduleCreate(_Strict):
+    """A schedule created at run time (client.create_schedule's arguments)."""
+
+    task_id: Text = Field(min_length=1)
+    cron: Text = Field(min_length=1)
+    """5 fields, 6 with seconds first, or a shorthand such as @daily."""
+    timezone: Text = "UTC"
+    """An IANA name."""
+    payload: Any = None
+    """Extra data every run it fires gets (ScheduledRun.payload)."""
+    external_id: Text | None = None
+    dedup_key: Text | None = Field(None, min_length=1)
+    """Creating again with the same key updates that schedule."""
+    catch_up: CatchUpPolicy = "latest"
+
+
+class ScheduleUpdate(_Strict):
+    """What to change; a field left out keeps its value (payload and external_id: null
+    clears them)."""
+
+    cron: Text | None = Field(None, min_length=1)
+    timezone: Text | None = Field(None, min_length=1)
+    catch_up: CatchUpPolicy | None = None
+    payload: Any = None
+    external_id: Text | None = None
+    active: bool | None = None
+    """false pauses the schedule, true resumes it."""
+
+
+class ScheduleDeleted(_Model):
+    id: str
+    deleted: bool = True
+
+
+class ScheduleTriggerResult(_Model):
+    """The run a schedule fired on demand."""
+
+    id: uuid.UUID
+    """The new run's id."""
+    schedule_id: str
 
 
 class TaskSchedule(_Model):

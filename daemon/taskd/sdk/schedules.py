@@ -32,6 +32,9 @@ class ScheduledRun(BaseModel):
     external_id: str | None = None
     payload: Any = None
     """The extra payload given when the schedule was created through the API."""
+    manual: bool = False
+    """True for a run fired on demand (``client.trigger_schedule``, ``taskd.trigger_schedule``,
+    ``taskd schedules trigger``); ``timestamp`` is then the moment it was fired."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,6 +143,17 @@ class ScheduleStore:
             await connection.execute(SQL["notify"], schedule_id)
         return found is not None
 
+    async def trigger(self, schedule_id: str) -> tuple[uuid.UUID, str] | None:
+        """Fire a schedule now (taskd.trigger_schedule): the new run's id and task, None when
+        there is no such schedule. Its next scheduled fire is not touched."""
+        try:
+            row = await self.pool.fetchrow(SQL["trigger"], schedule_id)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == "TD404":
+                return None
+            raise
+        return (row["id"], row["task_id"]) if row is not None else None
+
     async def fire(
         self, schedule_id: str, fire_time: datetime, run_id: uuid.UUID, payload: str
     ) -> bool:

@@ -67,6 +67,12 @@ UPDATE taskd.schedules SET active = $2, updated_at = now() WHERE id = $1 RETURNI
 -- name: delete
 DELETE FROM taskd.schedules WHERE id = $1 RETURNING id;
 
+-- name: trigger
+-- Fire now (migration 0004's taskd.trigger_schedule): a run with the payload of a scheduled
+-- fire, marked manual; the schedule's next scheduled fire is unchanged. TD404: no schedule.
+WITH fired AS MATERIALIZED (SELECT taskd.trigger_schedule($1) AS id)
+SELECT fired.id, s.task_id FROM fired, taskd.schedules s WHERE s.id = $1;
+
 -- name: notify
 SELECT pg_notify('taskd_schedules', $1);
 
