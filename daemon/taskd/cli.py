@@ -368,11 +368,16 @@ def cmd_tasks_list(args: argparse.Namespace) -> None:
     """The tasks the configured modules ([tasks] modules) register: read from the code, so no
     database and no daemon are needed."""
     from taskd.sdk.registry import Registry
+    from taskd.sdk.retry import Retry
 
     settings = _settings(args)
     configure_logging("WARNING", "text")
+    # as a daemon runs them: [tasks] retry and max_duration where a task did not set its own
+    registry = Registry.from_modules(settings.tasks.modules).with_defaults(
+        Retry(**settings.tasks.retry.model_dump()), settings.tasks.max_duration or None
+    )
     found: list[dict[str, Any]] = []
-    for definition in sorted(Registry.from_modules(settings.tasks.modules), key=lambda d: d.id):
+    for definition in sorted(registry, key=lambda d: d.id):
         retry, spec = definition.retry, definition.schedule
         found.append(
             {

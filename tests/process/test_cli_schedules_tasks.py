@@ -195,3 +195,28 @@ async def test_tasks_list_with_a_module_that_cannot_be_imported(tmp_path: Path) 
     result = await taskd(None, "tasks", "list", "--config", str(config), cwd=tmp_path)
     problem = one_line_failure(result, "cannot import 'myapp.missing'", code=2)
     assert problem is None, problem
+
+
+async def test_tasks_list_shows_the_project_defaults_where_a_task_sets_none(
+    tmp_path: Path,
+) -> None:
+    config = project(tmp_path, ["myapp.jobs"])
+    result = await taskd(
+        None,
+        "tasks",
+        "list",
+        "--json",
+        "--config",
+        str(config),
+        cwd=tmp_path,
+        TASKD_TASKS__RETRY__MAX_ATTEMPTS="9",
+        TASKD_TASKS__MAX_DURATION="2m",
+    )
+    assert result.code == 0, str(result)
+    listed = {t["id"]: t for t in orjson.loads(result.out)}
+    # as a daemon with this config runs them: the defaults where the task set nothing
+    assert listed["welcome"]["retry"]["max_attempts"] == 9
+    assert listed["welcome"]["max_duration"] == 120
+    # a task's own policy is kept whole
+    assert listed["send-email"]["retry"]["max_attempts"] == 7
+    assert listed["send-email"]["max_duration"] == 45
