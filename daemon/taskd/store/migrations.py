@@ -388,7 +388,11 @@ def plain_sql(plan: Plan) -> str:
             "--sql prints the migrations after it"
         )
     if not plan.pending:
-        return "-- taskd: no pending migration, the schema is current\n"
+        # a statement, not only a comment: some drivers refuse an empty query
+        return (
+            "-- taskd: no pending migration, the schema is current\n"
+            "SELECT 'taskd: no pending migration' AS taskd;\n"
+        )
     before = sorted(version for version, _ in plan.applied)
     names = ", ".join(migration.label for migration in plan.pending)
     at = ", ".join(f"{version:04d}_{name}" for version, name in plan.applied) or "none"
