@@ -101,7 +101,8 @@ async def test_sql_applied_by_another_tool_leaves_a_current_schema_a_daemon_star
     assert (await taskd.schema_status(empty_database)).state == "current"
     assert await taskd.migrate(empty_database) == [], "taskd sees them as applied"
     async with daemons() as group:
-        daemon = await group.start(empty_database)
+        # as a team that applies migrations with its own tool runs it: the daemon only checks
+        daemon = await group.start(empty_database, TASKD_DATABASE__MIGRATE="false")
         await daemon.ready(timeout=60)
         assert await daemon.stop() == 0, daemon.output()
 
@@ -128,6 +129,26 @@ async def test_sql_for_a_database_behind_holds_only_the_pending_migrations(
     assert done.code == 0, done
     assert "no pending migration" in done.out
     await execute(empty_database, done.out)  # a no-op
+
+
+async def test_a_daemon_that_does_not_migrate_refuses_a_schema_behind(
+    empty_database: str, tmp_path: Path
+) -> None:
+    await at_baseline_only(empty_database)
+    before = await recorded(empty_database)
+    done = await run_taskd(
+        empty_database,
+        "run",
+        cwd=tmp_path,
+        timeout=60,
+        TASKD_TASKS__MODULES="[]",
+        TASKD_DATABASE__MIGRATE="false",
+    )
+    problem = one_line_failure(
+        done, "behind", SHIPPED[-1].label, "database.migrate is false", "taskd migrate --sql"
+    )
+    assert problem is None, problem
+    assert await recorded(empty_database) == before
 
 
 async def test_a_schema_a_newer_taskd_migrated_stops_migrate_and_the_daemon(

@@ -10,7 +10,10 @@ line that names the migration and says to upgrade taskd, before anything is writ
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -185,6 +188,56 @@ async def test_a_changed_migration_is_an_error_for_status_too(database: str) -> 
         await connection.close()
     with pytest.raises(taskd.MigrationError, match=baseline.filename):
         await taskd.schema_status(database)
+
+
+@pytest.fixture
+async def app_role_dsn(database: str) -> AsyncIterator[str]:
+    """``database`` as a role that may use taskd's schema but not create anything in the
+    database (no CREATE on it), as an application's role often is."""
+    role = f"taskd_app_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(database)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app-secret'")
+        await admin.execute(f"GRANT USAGE ON SCHEMA taskd TO {role}")
+        await admin.execute(f"GRANT SELECT ON taskd.migrations TO {role}")
+    finally:
+        await admin.close()
+    parts = urlsplit(database)
+    host = parts.netloc.rpartition("@")[2]
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{role}:app-secret@{host}"))
+    finally:
+        admin = await asyncpg.connect(database)
+        try:
+            await admin.execute(f"DROP OWNED BY {role}")
+            await admin.execute(f"DROP ROLE {role}")
+        finally:
+            await admin.close()
+
+
+async def test_a_role_without_create_rights_migrates_a_current_schema(
+    database: str, app_role_dsn: str
+) -> None:
+    # nothing pending: no DDL at all (CREATE SCHEMA IF NOT EXISTS would need CREATE rights)
+    assert await taskd.migrate(app_role_dsn) == []
+    assert (await taskd.schema_status(app_role_dsn)).state == "current"
+
+    # something pending: the migration fails as one line naming it, and nothing is recorded
+    last = shipped_migrations()[-1]
+    connection = await asyncpg.connect(database)
+    try:
+        await connection.execute("DELETE FROM taskd.migrations WHERE version = $1", last.version)
+    finally:
+        await connection.close()
+    with pytest.raises(taskd.MigrationError) as failed:
+        await taskd.migrate(app_role_dsn)
+    message = str(failed.value)
+    assert len(message.splitlines()) == 1, message
+    assert f"migration {last.filename} failed, nothing of it was applied" in message
+    assert "must be owner" in message or "permission denied" in message, message
+    assert [v for v, _, _ in await recorded(database)] == [
+        m.version for m in shipped_migrations()[:-1]
+    ]
 
 
 async def test_bad_input_is_one_clear_line(empty_database: str) -> None:

@@ -174,9 +174,13 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[Migration]:
     shipped = shipped_migrations()
     await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
-        await connection.execute(MIGRATIONS_TABLE)
-        plan = make_plan(await _recorded(connection), shipped)
+        recorded = await _recorded(connection)
+        plan = make_plan(recorded, shipped)
         plan.refuse_ahead()
+        if recorded is None:
+            # only then: CREATE SCHEMA needs the CREATE privilege on the database even when the
+            # schema exists, and a daemon's role may well lack it once the schema is current
+            await connection.execute(MIGRATIONS_TABLE)
         if plan.adopt is not None:
             await _adopt_squashed(connection, shipped[0], plan.adopt)
         for migration in plan.pending:
