@@ -19,7 +19,8 @@ import asyncpg
 import pytest
 
 import taskd
-from taskd.store.migrations import MIGRATIONS_TABLE, shipped_migrations
+from taskd.store.migrations import MIGRATIONS_TABLE, plain_sql, read_plan, shipped_migrations
+from tests.support.waiting import wait_for
 
 LABELS = [m.label for m in shipped_migrations()]
 
@@ -188,6 +189,37 @@ async def test_a_changed_migration_is_an_error_for_status_too(database: str) -> 
         await connection.close()
     with pytest.raises(taskd.MigrationError, match=baseline.filename):
         await taskd.schema_status(database)
+
+
+async def test_migrate_waits_for_the_sql_script_another_tool_is_applying(
+    empty_database: str,
+) -> None:
+    """`taskd migrate --sql` takes taskd's lock for its transaction: a taskd migrating
+    meanwhile waits, then finds everything applied."""
+    tool = await asyncpg.connect(empty_database)
+    watcher = await asyncpg.connect(empty_database)
+    try:
+        script = plain_sql(await read_plan(tool))
+        transaction = tool.transaction()
+        await transaction.start()
+        await tool.execute(script)
+        migrating = asyncio.create_task(taskd.migrate(empty_database))
+
+        async def waits_for_the_lock() -> bool:
+            waiting: int = await watcher.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            return waiting == 1
+
+        await wait_for(waits_for_the_lock)
+        assert not migrating.done()
+        await transaction.commit()
+        assert await migrating == []
+    finally:
+        await tool.close()
+        await watcher.close()
+    assert (await taskd.schema_status(empty_database)).state == "current"
 
 
 @pytest.fixture
