@@ -344,8 +344,8 @@ def cmd_status(args: argparse.Namespace) -> None:
         shown["schema"] = schema.model_dump(mode="json")
         print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
-    print(_schema_line(schema))
     if found is None:
+        print(_schema_line(schema))
         return
     health = found
     now = datetime.now(UTC)
@@ -394,6 +394,8 @@ def cmd_status(args: argparse.Namespace) -> None:
             ("TASK", "QUEUED", "OLDEST"),
             [(u.task_id, str(u.queued), _when(u.oldest)) for u in health.unserved],
         )
+    # last, so that `taskd status | head -1` still reads the workers line
+    print(f"\n{_schema_line(schema)}")
 
 
 def _schema_line(schema: SchemaStatus) -> str:
