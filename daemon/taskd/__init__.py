@@ -10,6 +10,7 @@ from taskd.errors import (
     InvalidPayload,
     InvalidRunId,
     MetadataTooLarge,
+    MigrationError,
     OutcomeNotStored,
     PayloadTooLarge,
     QueueNotFound,
@@ -35,6 +36,7 @@ from taskd.models import (
     RunLogLine,
     RunStatus,
     Schedule,
+    SchemaStatus,
     Step,
 )
 from taskd.sdk.context import Context
@@ -44,6 +46,7 @@ from taskd.sdk.retry import Retry
 from taskd.sdk.schedules import ScheduledRun, schedules
 from taskd.sdk.task import TaskDefinition, task
 from taskd.sdk.wait import WaitToken, wait
+from taskd.store.migrations import migrate, schema_status
 
 __all__ = [
     "AbortRun",
@@ -57,6 +60,7 @@ __all__ = [
     "InvalidPayload",
     "InvalidRunId",
     "MetadataTooLarge",
+    "MigrationError",
     "OutcomeNotStored",
     "PayloadTooLarge",
     "Queue",
@@ -73,6 +77,7 @@ __all__ = [
     "Schedule",
     "ScheduleNotFound",
     "ScheduledRun",
+    "SchemaStatus",
     "Step",
     "StepNameRepeated",
     "StepResultNotStored",
@@ -84,7 +89,9 @@ __all__ = [
     "WaitTimeout",
     "WaitToken",
     "current_client",
+    "migrate",
     "schedules",
+    "schema_status",
     "task",
     "wait",
 ]

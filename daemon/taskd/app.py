@@ -15,13 +15,14 @@ from taskd.changes import ChangeHub
 from taskd.client import Client
 from taskd.config import Settings
 from taskd.embedded import embedded_dsn
+from taskd.errors import MigrationError
 from taskd.health import counters, readiness, status_line
 from taskd.logs import log_event
 from taskd.sdk.current import set_current_client
 from taskd.sdk.registry import Registry
 from taskd.sdk.retry import Retry
 from taskd.store.database import DB_ERRORS, connect, create_pool
-from taskd.store.migrations import apply_migrations
+from taskd.store.migrations import apply_migrations, read_plan, status_of
 from taskd.store.store import Store
 from taskd.systemd import SystemdNotifier
 from taskd.telemetry import Telemetry
@@ -82,6 +83,26 @@ async def migrate(dsn: str, settings: Settings) -> list[str]:
     return [f"{m.version:04d}_{m.name}" for m in applied]
 
 
+async def prepare_schema(dsn: str, settings: Settings) -> None:
+    """A starting daemon's schema: migrated (``database.migrate``, the default), or checked to
+    be current; MigrationError (one line, says what to do) otherwise."""
+    if settings.database.migrate:
+        await migrate(dsn, settings)
+        return
+    connection = await connect(dsn, settings.database)
+    try:
+        status = status_of(await read_plan(connection))  # ahead: MigrationError
+    finally:
+        await connection.close()
+    if status.state != "current":
+        pending = ", ".join(status.pending) or "adopting the development migrations"
+        raise MigrationError(
+            f"the database's taskd schema is {status.state} (pending: {pending}) and "
+            "database.migrate is false, so this daemon does not migrate it: apply them first "
+            "(taskd migrate, or taskd migrate --sql with your own migration tool)"
+        )
+
+
 class Daemon:
     """One taskd process: builds its parts (one per chore) and runs them in one task group;
     drains on SIGTERM/SIGINT."""
@@ -130,7 +151,7 @@ class Daemon:
         task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         settings = self.settings
-        await migrate(self.dsn, settings)
+        await prepare_schema(self.dsn, settings)
         # Every worker statement is bounded: a lock held by a transaction outside taskd (an
         # application's open `SELECT taskd.cancel(id)`) fails the one call that needs it after
         # lock_timeout instead of stalling the heartbeat, the completer or the claims.

@@ -21,7 +21,16 @@ import orjson
 from taskd.config import Settings, load_settings
 from taskd.errors import ConfigError, TaskdError, UnknownTask
 from taskd.logs import configure_logging
-from taskd.models import Event, Health, QueueDepth, Run, RunStatus, Schedule, WorkerReport
+from taskd.models import (
+    Event,
+    Health,
+    QueueDepth,
+    Run,
+    RunStatus,
+    Schedule,
+    SchemaStatus,
+    WorkerReport,
+)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -73,10 +82,34 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
     configure_logging("WARNING", "text")
+    if args.dry_run or args.sql:
+        print(_run_async(lambda: _migrate_preview(args, settings), settings.database.url or None))
+        return
     applied = _run_async(
         lambda: migrate(resolve_dsn(settings), settings), settings.database.url or None
     )
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+async def _migrate_preview(args: argparse.Namespace, settings: Settings) -> str:
+    """`taskd migrate --dry-run` / `--sql`: what migrating would run, read without writing."""
+    from taskd.app import resolve_dsn
+    from taskd.store.database import connect
+    from taskd.store.migrations import dry_run_sql, plain_sql, read_plan
+
+    connection = await connect(resolve_dsn(settings), settings.database)
+    try:
+        plan = await read_plan(connection)
+    finally:
+        await connection.close()
+    if args.sql:
+        return plain_sql(plan).rstrip("\n")
+    if not plan.pending and plan.adopt is None and plan.recorded is not None:
+        return "schema is up to date: nothing to run"
+    return (
+        "-- taskd migrate --dry-run: nothing was changed; taskd migrate would run this, "
+        "under its advisory lock\n\n" + dry_run_sql(plan).rstrip("\n")
+    )
 
 
 def cmd_trigger(args: argparse.Namespace) -> None:
@@ -432,10 +465,24 @@ def _report_line(report: WorkerReport) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    health: Health = _with_client(args, lambda client: client.health())
+    from taskd.store.migrations import schema_status
+
+    async def status(client: Any) -> tuple[SchemaStatus, Health | None]:
+        schema = await schema_status(client.pool)
+        return schema, None if schema.state == "uninitialised" else await client.health()
+
+    schema: SchemaStatus
+    found: Health | None
+    schema, found = _with_client(args, status)
     if args.json:
-        print(orjson.dumps(health.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+        shown = found.model_dump(mode="json") if found else {}
+        shown["schema"] = schema.model_dump(mode="json")
+        print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
+    if found is None:
+        print(_schema_line(schema))
+        return
+    health = found
     now = datetime.now(UTC)
     print(f"workers: {len(health.workers)} live, {health.executing} run(s) executing")
     if health.workers:
@@ -482,6 +529,22 @@ def cmd_status(args: argparse.Namespace) -> None:
             ("TASK", "QUEUED", "OLDEST"),
             [(u.task_id, str(u.queued), _when(u.oldest)) for u in health.unserved],
         )
+    # last, so that `taskd status | head -1` still reads the workers line
+    print(f"\n{_schema_line(schema)}")
+
+
+def _schema_line(schema: SchemaStatus) -> str:
+    if schema.state == "uninitialised":
+        return "schema: uninitialised: run taskd migrate (a starting daemon migrates too)"
+    if schema.state == "ahead":
+        return (
+            f"schema: ahead: the database has {', '.join(schema.unknown)}, unknown to this "
+            "taskd (a newer taskd migrated it): upgrade taskd"
+        )
+    if schema.state == "behind":
+        pending = ", ".join(schema.pending) or "adopting the development migrations"
+        return f"schema: behind: pending {pending}: run taskd migrate"
+    return f"schema: current ({schema.applied[-1]})"
 
 
 def cmd_runs_list(args: argparse.Namespace) -> None:
@@ -731,9 +794,20 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "dev", parents=[common], help="run the daemon on the embedded PostgreSQL (no setup)"
     ).set_defaults(handler=lambda a: cmd_run(a, dev=True))
-    commands.add_parser("migrate", parents=[common], help="apply schema migrations").set_defaults(
-        handler=cmd_migrate
+    migrating = commands.add_parser("migrate", parents=[common], help="apply schema migrations")
+    previews = migrating.add_mutually_exclusive_group()
+    previews.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the SQL of the pending migrations, a header line each; change nothing",
     )
+    previews.add_argument(
+        "--sql",
+        action="store_true",
+        help="print the pending migrations as one plain SQL script for your own migration "
+        "tool (it records them in taskd.migrations); change nothing",
+    )
+    migrating.set_defaults(handler=cmd_migrate)
 
     trigger = commands.add_parser("trigger", parents=[common], help="create a run; prints its id")
     trigger.add_argument("task", help="task id")
@@ -904,7 +978,9 @@ def _parser() -> argparse.ArgumentParser:
     logs.set_defaults(handler=cmd_logs)
 
     status = commands.add_parser(
-        "status", parents=[common], help="workers, queue depths, the oldest waiting run"
+        "status",
+        parents=[common],
+        help="the schema's state, workers, queue depths, the oldest waiting run",
     )
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)

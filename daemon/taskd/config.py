@@ -77,6 +77,10 @@ class DatabaseSettings(_Section):
     locked by an application's open transaction): past it the statement fails and is retried."""
     statement_timeout: Seconds = Field(300.0, gt=0, le=2_147_483)
     """Longest any statement of the worker may run; a guard, far above any normal statement."""
+    migrate: bool = True
+    """Whether a starting daemon applies pending migrations; false: it only checks them and
+    refuses to start unless the schema is current (migrations applied by `taskd migrate` or a
+    team's own tool, from `taskd migrate --sql`)."""
 
     @model_validator(mode="after")
     def _lock_wait_within_statement(self) -> DatabaseSettings:

@@ -11,6 +11,16 @@ class ConfigError(TaskdError):
     """A configuration value is missing, unknown or invalid (one line, names the key)."""
 
 
+class MigrationError(TaskdError):
+    """The schema cannot be migrated or used as it is; start-up stops (one line, says what to do).
+
+    Raised by ``taskd.migrate``, ``taskd.schema_status``, ``taskd migrate`` and a starting
+    daemon: the database holds a migration this taskd does not know (a newer taskd migrated
+    it), an applied migration's file changed, the database cannot be reached, or a migration
+    failed (the message names it; nothing of that migration was applied).
+    """
+
+
 class PayloadTooLarge(TaskdError):
     """A payload is over the configured byte limit; nothing was enqueued."""
 

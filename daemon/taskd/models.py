@@ -6,7 +6,7 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -227,6 +227,36 @@ class Health(BaseModel):
     executing: int
     oldest_due: datetime | None
     """The oldest queued run whose time has come, over all queues."""
+
+
+class SchemaStatus(BaseModel):
+    """Where a database's schema ``taskd`` stands against the migrations this taskd ships
+    (what ``taskd.schema_status`` returns and ``taskd status`` prints).
+
+    ``state`` is one of:
+
+    - ``"current"``: every migration this taskd ships is applied, and no other;
+    - ``"behind"``: some are not applied yet (``pending``): ``taskd.migrate`` applies them;
+    - ``"ahead"``: the database holds migrations this taskd does not know (``unknown``): a
+      newer taskd migrated it, and this one refuses to migrate it or run a daemon on it
+      (upgrade taskd). Ahead wins over behind when both hold;
+    - ``"uninitialised"``: no taskd migration is applied (no table ``taskd.migrations``, or
+      an empty one): ``taskd.migrate`` creates the schema.
+
+    Migrations are named as their files are, without ``.sql``: ``"0002_cancel_wakes_parent"``.
+    """
+
+    state: Literal["current", "behind", "ahead", "uninitialised"]
+    applied: list[str]
+    """The migrations recorded in ``taskd.migrations``, oldest first."""
+    pending: list[str]
+    """Migrations this taskd ships that the database has not applied yet, in order."""
+    unknown: list[str]
+    """Migrations the database has applied that this taskd does not ship."""
+    database_version: int
+    """The highest migration version applied (0: none)."""
+    code_version: int
+    """The highest migration version this taskd ships."""
 
 
 @dataclass(slots=True)

@@ -14,6 +14,12 @@ migrations after the baseline apply as usual. Some of the old files were edited 
 had applied them (the runner then only warned): a row may record an earlier version of its
 file. The earlier versions known to leave the baseline's schema are accepted; those that left a
 function with an older body have it re-created from the baseline during the adoption.
+
+A database that records a migration this taskd does not ship was migrated by a newer taskd:
+migrating it, or running a daemon on it, stops with MigrationError (upgrade taskd).
+
+``migrate`` and ``schema_status`` are public (``taskd.migrate``, ``taskd.schema_status``);
+``dry_run_sql`` and ``plain_sql`` print what ``taskd migrate --dry-run`` and ``--sql`` show.
 """
 
 from __future__ import annotations
@@ -21,12 +27,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
+from typing import Literal, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
-from taskd.errors import TaskdError
+from taskd.errors import MigrationError as MigrationError
+from taskd.models import SchemaStatus
+from taskd.store.database import connect, describe_connection_error
 
 log = logging.getLogger("taskd.migrations")
 
@@ -76,11 +88,19 @@ EARLIER_SQUASHED: dict[tuple[int, str], tuple[str, ...]] = {
 _DOLLAR_QUOTE = re.compile(r"\$(\w*)\$")
 
 
-class MigrationError(TaskdError):
-    """The migrations recorded in the database do not fit the shipped ones; start-up stops.
+# CREATE the bookkeeping table; every migration is recorded there, with its file's checksum.
+MIGRATIONS_TABLE = """\
+CREATE SCHEMA IF NOT EXISTS taskd;
+CREATE TABLE IF NOT EXISTS taskd.migrations (
+    version    int PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
 
-    Its message is one line that names the migration and says what to do.
-    """
+# What migrate, schema_status and the CLI accept as the database.
+Database: TypeAlias = str | asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,36 @@ class Migration:
     @property
     def filename(self) -> str:
         return f"{self.version:04d}_{self.name}.sql"
+
+    @property
+    def label(self) -> str:
+        """The file's name without ``.sql``: how migrations are named to users."""
+        return f"{self.version:04d}_{self.name}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What migrating a database means, read from its ``taskd.migrations`` (nothing written).
+
+    ``recorded`` is None when the table does not exist. ``adopt`` is None unless the database
+    holds the squashed development migrations: then the functions to re-create while adopting.
+    """
+
+    recorded: frozenset[tuple[int, str, str]] | None
+    applied: tuple[tuple[int, str], ...]
+    pending: tuple[Migration, ...]
+    unknown: tuple[tuple[int, str], ...]
+    adopt: tuple[str, ...] | None
+
+    def refuse_ahead(self) -> None:
+        """MigrationError when a newer taskd migrated the database."""
+        if self.unknown:
+            names = ", ".join(f"{version:04d}_{name}" for version, name in self.unknown)
+            raise MigrationError(
+                f"the database's taskd schema is newer than this taskd ({_taskd_version()}): "
+                f"it has migration(s) {names} that this taskd does not know (a newer taskd "
+                "migrated it); upgrade taskd to the version that migrated it"
+            )
 
 
 def shipped_migrations() -> list[Migration]:
@@ -116,58 +166,283 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[Migration]:
     """Apply every shipped migration not yet recorded; return the ones applied now.
 
     Raises MigrationError, before adopting or applying anything, when an applied migration's
-    file changed or the database holds the squashed development migrations in a state it
-    cannot adopt.
+    file changed, the database holds migrations this taskd does not know (a newer taskd
+    migrated it), or it holds the squashed development migrations in a state it cannot adopt;
+    and when a migration fails (that migration's transaction is rolled back).
     """
     applied_now: list[Migration] = []
     shipped = shipped_migrations()
     await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
-        await connection.execute(
-            """
-            CREATE SCHEMA IF NOT EXISTS taskd;
-            CREATE TABLE IF NOT EXISTS taskd.migrations (
-                version    int PRIMARY KEY,
-                name       text NOT NULL,
-                checksum   text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            );
-            """
-        )
-        rows = await connection.fetch("SELECT version, name, checksum FROM taskd.migrations")
-        recorded = {(r["version"], r["name"], r["checksum"]) for r in rows}
-        stale_functions: tuple[str, ...] | None = None
-        if _holds_squashed(recorded):
-            stale_functions = _adoptable(recorded, shipped[0])
-            recorded = {(shipped[0].version, shipped[0].name, shipped[0].checksum)}
-        by_version = {version: (name, checksum) for version, name, checksum in recorded}
-        pending = []
-        for migration in shipped:
-            if migration.version not in by_version:
-                pending.append(migration)
-            elif by_version[migration.version] != (migration.name, migration.checksum):
+        recorded = await _recorded(connection)
+        plan = make_plan(recorded, shipped)
+        plan.refuse_ahead()
+        if recorded is None:
+            # only then: CREATE SCHEMA needs the CREATE privilege on the database even when the
+            # schema exists, and a daemon's role may well lack it once the schema is current
+            await connection.execute(MIGRATIONS_TABLE)
+        if plan.adopt is not None:
+            await _adopt_squashed(connection, shipped[0], plan.adopt)
+        for migration in plan.pending:
+            try:
+                async with connection.transaction():
+                    await connection.execute(migration.sql)
+                    await connection.execute(
+                        "INSERT INTO taskd.migrations (version, name, checksum) "
+                        "VALUES ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+            except asyncpg.PostgresError as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise MigrationError(
-                    f"migration {migration.filename} changed after this database applied "
-                    "it (its checksum differs from the one recorded in taskd.migrations): "
-                    "put the file back as it was applied and make the change a new "
-                    "numbered migration"
-                )
-        if stale_functions is not None:
-            await _adopt_squashed(connection, shipped[0], stale_functions)
-        for migration in pending:
-            async with connection.transaction():
-                await connection.execute(migration.sql)
-                await connection.execute(
-                    "INSERT INTO taskd.migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
-            log.info("applied migration %04d_%s", migration.version, migration.name)
+                    f"migration {migration.filename} failed, nothing of it was applied: "
+                    f"{first_line}"
+                ) from exc
+            log.info("applied migration %s", migration.label)
             applied_now.append(migration)
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     return applied_now
+
+
+async def _recorded(connection: asyncpg.Connection) -> frozenset[tuple[int, str, str]] | None:
+    """The rows of taskd.migrations, or None when the table does not exist."""
+    if not await connection.fetchval("SELECT to_regclass('taskd.migrations') IS NOT NULL"):
+        return None
+    rows = await connection.fetch("SELECT version, name, checksum FROM taskd.migrations")
+    return frozenset((r["version"], r["name"], r["checksum"]) for r in rows)
+
+
+def make_plan(recorded: frozenset[tuple[int, str, str]] | None, shipped: list[Migration]) -> Plan:
+    """What migrating a database with these rows in taskd.migrations takes.
+
+    MigrationError when an applied migration's file changed, or the database holds the
+    squashed development migrations in a state it cannot adopt. Unknown (newer) migrations
+    are listed, not refused: ``Plan.refuse_ahead`` does that.
+    """
+    rows = set(recorded or ())
+    adopt: tuple[str, ...] | None = None
+    if _holds_squashed(rows):
+        adopt = _adoptable(rows, shipped[0])
+        rows = {(shipped[0].version, shipped[0].name, shipped[0].checksum)}
+    by_version = {version: (name, checksum) for version, name, checksum in rows}
+    pending = []
+    for migration in shipped:
+        if migration.version not in by_version:
+            pending.append(migration)
+        elif by_version[migration.version] != (migration.name, migration.checksum):
+            raise MigrationError(
+                f"migration {migration.filename} changed after this database applied "
+                "it (its checksum differs from the one recorded in taskd.migrations): "
+                "put the file back as it was applied and make the change a new "
+                "numbered migration"
+            )
+    known = {migration.version for migration in shipped}
+    return Plan(
+        recorded=recorded,
+        applied=tuple(sorted((version, name) for version, (name, _) in by_version.items())),
+        pending=tuple(pending),
+        unknown=tuple(
+            sorted(
+                (version, name) for version, (name, _) in by_version.items() if version not in known
+            )
+        ),
+        adopt=adopt,
+    )
+
+
+@asynccontextmanager
+async def _connection(database: Database) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to ``database``: a new one for a DSN (closed after), one of a pool's,
+    or the connection given."""
+    if isinstance(database, str):
+        try:
+            connection = await connect(database)
+        except Exception as exc:
+            described = describe_connection_error(exc, database)
+            if described is None:
+                raise
+            raise MigrationError(described) from exc
+        try:
+            yield connection
+        finally:
+            await connection.close()
+    elif isinstance(database, asyncpg.Pool):
+        async with database.acquire() as acquired:
+            yield acquired
+    elif isinstance(database, asyncpg.Connection | PoolConnectionProxy):
+        yield database
+    else:
+        raise TypeError(
+            "taskd takes the database as a DSN string, an asyncpg Pool or an asyncpg "
+            f"Connection, not {type(database).__name__}"
+        )
+
+
+async def migrate(database: Database) -> list[str]:
+    """Create or upgrade the schema ``taskd`` in ``database``; return the migrations applied
+    now (``["0002_cancel_wakes_parent"]``; ``[]``: it was current).
+
+    ``database`` is a DSN string (a connection is opened and closed), an asyncpg ``Pool`` (one
+    of its connections is used) or an asyncpg ``Connection`` (not inside a transaction).
+    Idempotent, and safe from several processes at once: migrations are applied under a
+    PostgreSQL advisory lock, so a second caller waits and then finds nothing left to apply.
+    Each migration is applied in its own transaction and recorded in ``taskd.migrations``.
+
+    Raises ``MigrationError`` (one line, says what to do) when the database cannot be
+    reached, holds migrations this taskd does not know (a newer taskd migrated it: upgrade
+    taskd), records an applied migration whose file has since changed, or a migration fails.
+    """
+    async with _connection(database) as connection:
+        applied = await apply_migrations(connection)
+    return [migration.label for migration in applied]
+
+
+async def schema_status(database: Database) -> SchemaStatus:
+    """Where the schema ``taskd`` in ``database`` stands against this taskd's migrations:
+    ``current``, ``behind``, ``ahead`` or ``uninitialised`` (see ``SchemaStatus``).
+
+    Reads ``taskd.migrations`` only: changes nothing and takes no lock. ``database`` is what
+    ``migrate`` takes. A database migrated by taskd's development migrations (before
+    ``0001_baseline``) counts as ``0001_baseline`` and is ``behind`` until ``migrate`` adopts
+    it. Raises ``MigrationError`` for what no migrating can fix: an applied migration's file
+    changed, or the database cannot be reached.
+    """
+    async with _connection(database) as connection:
+        recorded = await _recorded(connection)
+    return status_of(make_plan(recorded, shipped_migrations()))
+
+
+def status_of(plan: Plan) -> SchemaStatus:
+    shipped = shipped_migrations()
+    state: Literal["current", "behind", "ahead", "uninitialised"]
+    if not plan.recorded:
+        state = "uninitialised"
+    elif plan.unknown:
+        state = "ahead"
+    elif plan.pending or plan.adopt is not None:
+        state = "behind"
+    else:
+        state = "current"
+    return SchemaStatus(
+        state=state,
+        applied=[f"{version:04d}_{name}" for version, name in plan.applied],
+        pending=[migration.label for migration in plan.pending],
+        unknown=[f"{version:04d}_{name}" for version, name in plan.unknown],
+        database_version=max((version for version, _ in plan.applied), default=0),
+        code_version=max((migration.version for migration in shipped), default=0),
+    )
+
+
+async def read_plan(connection: asyncpg.Connection) -> Plan:
+    """The plan for this database, read without writing; MigrationError when a newer taskd
+    migrated it (``taskd migrate --dry-run`` and ``--sql`` refuse it as ``migrate`` does)."""
+    plan = make_plan(await _recorded(connection), shipped_migrations())
+    plan.refuse_ahead()
+    return plan
+
+
+def dry_run_sql(plan: Plan) -> str:
+    """What ``taskd migrate`` would run on the database ``plan`` was read from, as SQL with a
+    header line per step (``taskd migrate --dry-run``). Empty when there is nothing to do."""
+    shipped = shipped_migrations()
+    parts: list[str] = []
+    if plan.recorded is None:
+        parts.append(
+            "-- create schema taskd and its bookkeeping table taskd.migrations\n" + MIGRATIONS_TABLE
+        )
+    if plan.adopt is not None:
+        parts.append(
+            f"-- adopt the development migrations 0001-{SQUASHED[-1][0]:04d} as "
+            f"{shipped[0].filename}: record them as it"
+            + (f", re-creating {', '.join(plan.adopt)} from it" if plan.adopt else "")
+            + "\n"
+            + "".join(baseline_function(shipped[0], name) + "\n" for name in plan.adopt)
+            + "WITH squashed AS (DELETE FROM taskd.migrations RETURNING applied_at)\n"
+            + "INSERT INTO taskd.migrations (version, name, checksum, applied_at)\n"
+            + f"SELECT {shipped[0].version}, '{shipped[0].name}', '{shipped[0].checksum}', "
+            + "min(applied_at) FROM squashed;\n"
+        )
+    for migration in plan.pending:
+        parts.append(
+            f"-- migration {migration.filename} (checksum {migration.checksum}), then recorded "
+            "in taskd.migrations\n" + migration.sql.rstrip() + "\n"
+        )
+    return "\n".join(parts)
+
+
+def plain_sql(plan: Plan) -> str:
+    """The pending migrations as one plain SQL script a team applies with its own tool
+    (``taskd migrate --sql``): after it, taskd sees them as applied.
+
+    The script takes taskd's migration lock for its transaction
+    (``pg_advisory_xact_lock``), so it must run in one transaction (Flyway, Alembic and
+    Django run each migration in one; ``psql --single-transaction``). It creates the schema and
+    ``taskd.migrations`` if missing, stops at once (changing nothing) unless the database
+    records exactly the migrations it recorded when the script was made, then runs each
+    pending migration and records it with its checksum. Adopting the development migrations
+    is left to ``taskd migrate`` (MigrationError).
+    """
+    if plan.adopt is not None:
+        raise MigrationError(
+            "this database was migrated by a development build of taskd (before "
+            f"{shipped_migrations()[0].filename}): run `taskd migrate` once to adopt it, then "
+            "--sql prints the migrations after it"
+        )
+    if not plan.pending:
+        # a statement, not only a comment: some drivers refuse an empty query
+        return (
+            "-- taskd: no pending migration, the schema is current\n"
+            "SELECT 'taskd: no pending migration' AS taskd;\n"
+        )
+    before = sorted(version for version, _ in plan.applied)
+    names = ", ".join(migration.label for migration in plan.pending)
+    at = ", ".join(f"{version:04d}_{name}" for version, name in plan.applied) or "none"
+    expected = "{" + ",".join(str(version) for version in before) + "}"
+    lines = [
+        f"-- taskd {_taskd_version()}: migrations {names}, as plain SQL.",
+        f"-- Made for a database whose taskd.migrations records: {at}.",
+        "-- Run it in ONE transaction (Flyway, Alembic and Django run a migration in one;",
+        "-- psql --single-transaction -f FILE). taskd then sees these migrations as applied.",
+        "",
+        "-- taskd's migration lock, until this transaction ends: a taskd migrating at the same",
+        "-- time waits for it",
+        f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY});",
+        "",
+        MIGRATIONS_TABLE,
+        "-- stop, changing nothing, if the database is no longer where this script was made for",
+        "DO $taskd_check$",
+        "BEGIN",
+        "    IF ARRAY(SELECT version FROM taskd.migrations ORDER BY version)",
+        f"       IS DISTINCT FROM '{expected}'::int[] THEN",
+        "        RAISE EXCEPTION USING MESSAGE = 'taskd: this SQL applies migrations "
+        f"{names} to a database that records {at}, but this one records '",
+        "            || coalesce((SELECT string_agg(lpad(version::text, 4, '0') || '_' || name,"
+        " ', ' ORDER BY version) FROM taskd.migrations), 'none')",
+        "            || ': make it again with taskd migrate --sql';",
+        "    END IF;",
+        "END",
+        "$taskd_check$;",
+        "",
+    ]
+    for migration in plan.pending:
+        lines += [
+            f"-- migration {migration.filename}",
+            migration.sql.rstrip(),
+            "INSERT INTO taskd.migrations (version, name, checksum) VALUES "
+            f"({migration.version}, '{migration.name}', '{migration.checksum}');",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _taskd_version() -> str:
+    try:
+        return metadata.version("taskd")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def _holds_squashed(recorded: set[tuple[int, str, str]]) -> bool:
