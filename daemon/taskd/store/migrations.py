@@ -35,6 +35,7 @@ from typing import Literal, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from asyncpg.types import ServerVersion
 
 from taskd.errors import MigrationError as MigrationError
 from taskd.models import SchemaStatus
@@ -170,6 +171,7 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[Migration]:
     migrated it), or it holds the squashed development migrations in a state it cannot adopt;
     and when a migration fails (that migration's transaction is rolled back).
     """
+    refuse_old_server(connection.get_server_version())
     applied_now: list[Migration] = []
     shipped = shipped_migrations()
     await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
@@ -205,6 +207,20 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[Migration]:
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     return applied_now
+
+
+OLDEST_SERVER = 15
+"""The oldest PostgreSQL major version taskd is tested on (14 reached its end of life on
+2026-11-12; no build of it can be had where taskd is tested)."""
+
+
+def refuse_old_server(version: ServerVersion) -> None:
+    """MigrationError when the server is older than the oldest version taskd is tested on."""
+    if version.major < OLDEST_SERVER:
+        raise MigrationError(
+            f"taskd needs PostgreSQL {OLDEST_SERVER} or newer; this server is "
+            f"{version.major}.{version.minor}: upgrade it (see the README's PostgreSQL versions)"
+        )
 
 
 async def _recorded(connection: asyncpg.Connection) -> frozenset[tuple[int, str, str]] | None:
@@ -338,7 +354,9 @@ def status_of(plan: Plan) -> SchemaStatus:
 
 async def read_plan(connection: asyncpg.Connection) -> Plan:
     """The plan for this database, read without writing; MigrationError when a newer taskd
-    migrated it (``taskd migrate --dry-run`` and ``--sql`` refuse it as ``migrate`` does)."""
+    migrated it, or when the server is too old (``taskd migrate --dry-run`` and ``--sql``
+    refuse them as ``migrate`` does)."""
+    refuse_old_server(connection.get_server_version())
     plan = make_plan(await _recorded(connection), shipped_migrations())
     plan.refuse_ahead()
     return plan
