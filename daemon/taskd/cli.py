@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from taskd.config import Settings, load_settings
+from taskd.config import Settings, find_config, load_settings
 from taskd.errors import ConfigError, TaskdError, UnknownTask
 from taskd.logs import configure_logging
 from taskd.models import Event, Health, QueueDepth, Run, RunStatus, Schedule, WorkerReport
@@ -36,10 +36,7 @@ class CliError(Exception):
 def _config_path(arg: str | None) -> Path | None:
     if arg:
         return Path(arg)
-    if os.environ.get("TASKD_CONFIG"):
-        return Path(os.environ["TASKD_CONFIG"])
-    default = Path("config.toml")
-    return default if default.is_file() else None
+    return find_config()
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -62,10 +59,62 @@ def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
     # systemd's watchdog kills a blocked daemon with SIGABRT: print every thread's stack first,
     # so the journal shows which task's synchronous code blocked the loop.
     faulthandler.enable()
-    registry = Registry.from_modules(settings.tasks.modules)
+    registry = Registry.from_modules(settings.tasks.modules, settings.tasks.pythonpath)
     code = _run_guarded(lambda: run_daemon(settings, registry), settings.database.url or None)
     if code:
         sys.exit(code)
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from taskd.scaffold import InitError, next_steps, plan_init, write_init
+
+    try:
+        plan = plan_init(Path.cwd(), args.package)
+        written = write_init(plan, force=args.force)
+    except InitError as exc:
+        raise CliError(str(exc), EXIT_USAGE if exc.usage else EXIT_ERROR) from None
+    print(next_steps(plan, written), end="")
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> None:
+    """The tasks of the configured modules, from the code (no database needed)."""
+    from dataclasses import asdict
+
+    from taskd.sdk.registry import Registry
+
+    settings = _settings(args)
+    registry = Registry.from_modules(settings.tasks.modules, settings.tasks.pythonpath)
+    definitions = sorted(registry, key=lambda definition: definition.id)
+    if args.json:
+        found = [
+            {
+                "id": d.id,
+                "module": getattr(d.fn, "__module__", None),
+                "queue": d.queue.name,
+                "retry": asdict(d.retry),
+                "max_duration": d.max_duration,
+                "schedule": None if d.schedule is None else asdict(d.schedule),
+                "events": list(d.events),
+            }
+            for d in definitions
+        ]
+        print(orjson.dumps(found).decode())
+        return
+    _table(
+        ("ID", "QUEUE", "RETRY", "MAX DURATION", "SCHEDULE", "MODULE"),
+        [
+            (
+                d.id,
+                d.queue.name,
+                f"{d.retry.max_attempts} attempts, {d.retry.min_delay:g}s..{d.retry.max_delay:g}s"
+                f" x{d.retry.factor:g}" + (" jitter" if d.retry.jitter else ""),
+                "-" if d.max_duration is None else f"{d.max_duration:g}s",
+                "-" if d.schedule is None else f"{d.schedule.cron} {d.schedule.timezone}",
+                getattr(d.fn, "__module__", "-"),
+            )
+            for d in definitions
+        ],
+    )
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -570,7 +619,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="taskd", description="Durable background tasks on PostgreSQL."
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="config file (default: ./config.toml, or $TASKD_CONFIG)")
+    common.add_argument(
+        "--config",
+        help="config file (default: $TASKD_CONFIG, else the nearest taskd.toml from here up, "
+        "else ./config.toml)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser(
@@ -582,6 +635,25 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", parents=[common], help="apply schema migrations").set_defaults(
         handler=cmd_migrate
     )
+    init = commands.add_parser(
+        "init",
+        help="start in an existing project: write its taskd.toml and a sample task module",
+        description="Run in your project's root: writes taskd.toml (the embedded PostgreSQL "
+        "under .taskd/ for `taskd dev`; your task modules) and a sample task module in your "
+        "package (src/<pkg>/ or <pkg>/; none: tasks/), and adds .taskd/ to .gitignore. "
+        "Existing files are not overwritten unless --force.",
+    )
+    init.add_argument("--package", help="the package the task module goes in (default: found)")
+    init.add_argument("--force", action="store_true", help="replace files that exist")
+    init.set_defaults(handler=cmd_init)
+    tasks_commands = commands.add_parser(
+        "tasks", help="the tasks the code declares"
+    ).add_subparsers(dest="tasks_command", required=True, metavar="COMMAND")
+    tasks_listing = tasks_commands.add_parser(
+        "list", parents=[common], help="the tasks of the configured modules: queue, retry, schedule"
+    )
+    tasks_listing.add_argument("--json", action="store_true")
+    tasks_listing.set_defaults(handler=cmd_tasks_list)
 
     trigger = commands.add_parser("trigger", parents=[common], help="create a run; prints its id")
     trigger.add_argument("task", help="task id")
