@@ -189,7 +189,6 @@ add tasks here, or in modules of their own listed there. Trigger this one with
 """
 
 from pydantic import BaseModel
-
 from taskd import Context, Retry, task
 
 
