@@ -43,12 +43,27 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(_config_path(args.config))
 
 
+def _registry(args: argparse.Namespace, settings: Settings) -> Any:
+    """The tasks of the configured modules; with no configuration file, a failed import says
+    where one would be looked for."""
+    from taskd.sdk.registry import Registry
+
+    try:
+        return Registry.from_modules(settings.tasks.modules, settings.tasks.pythonpath)
+    except ConfigError as exc:
+        if _config_path(args.config) is None:
+            raise ConfigError(
+                f"{exc} (no taskd.toml here or above, nor ./config.toml: run taskd init in "
+                "your project's root)"
+            ) from None
+        raise
+
+
 # commands -------------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
     from taskd.app import run_daemon
-    from taskd.sdk.registry import Registry
 
     settings = _settings(args)
     if dev:
@@ -59,7 +74,7 @@ def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
     # systemd's watchdog kills a blocked daemon with SIGABRT: print every thread's stack first,
     # so the journal shows which task's synchronous code blocked the loop.
     faulthandler.enable()
-    registry = Registry.from_modules(settings.tasks.modules, settings.tasks.pythonpath)
+    registry = _registry(args, settings)
     code = _run_guarded(lambda: run_daemon(settings, registry), settings.database.url or None)
     if code:
         sys.exit(code)
@@ -80,10 +95,8 @@ def cmd_tasks_list(args: argparse.Namespace) -> None:
     """The tasks of the configured modules, from the code (no database needed)."""
     from dataclasses import asdict
 
-    from taskd.sdk.registry import Registry
-
     settings = _settings(args)
-    registry = Registry.from_modules(settings.tasks.modules, settings.tasks.pythonpath)
+    registry = _registry(args, settings)
     definitions = sorted(registry, key=lambda definition: definition.id)
     if args.json:
         found = [

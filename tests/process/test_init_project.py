@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -52,16 +54,27 @@ asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
-def venv_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workdir() -> Iterator[Path]:
+    """Not under pytest's basetemp: the embedded server runs as another user when the tests run
+    as root, and a concurrent pytest session resets its basetemp's folder to mode 0700, which
+    that user then cannot traverse (tests/conftest.py keeps its server out of it too)."""
+    path = Path(tempfile.mkdtemp(prefix="taskd-init-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def venv_bin(workdir: Path) -> Path:
     """A fresh venv with taskd installed from its wheel, as `pip install taskd` would."""
-    wheel = build_wheel(tmp_path_factory.mktemp("build"))
-    return venv_with(wheel, tmp_path_factory.mktemp("user") / "venv")
+    (workdir / "build").mkdir()
+    wheel = build_wheel(workdir / "build")
+    return venv_with(wheel, workdir / "venv")
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def project(workdir: Path) -> Path:
     """An existing project: a pyproject.toml, a package in src/, a .gitignore, a script."""
-    root = tmp_path / "shop"
+    root = workdir / "shop"
     (root / "src" / "shop").mkdir(parents=True)
     (root / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "0.1.0"\n')
     (root / "src" / "shop" / "__init__.py").write_text("")
@@ -81,6 +94,10 @@ async def test_taskd_init_then_dev_then_a_run_triggered_from_the_app_completes(
     venv_bin: Path, project: Path
 ) -> None:
     taskd = str(venv_bin / "taskd")
+    before = run([taskd, "tasks", "list"], project)
+    assert before.returncode == 2, before
+    assert before.stderr.count("\n") == 1 and "run taskd init" in before.stderr, before
+
     init = run([taskd, "init"], project)
     assert init.returncode == 0, init
     assert "taskd dev" in init.stdout
