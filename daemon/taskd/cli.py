@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from taskd.config import Settings, load_settings
+from taskd.config import Settings, find_config, load_settings
 from taskd.errors import ConfigError, TaskdError, UnknownTask
 from taskd.logs import configure_logging
 from taskd.models import (
@@ -45,14 +45,27 @@ class CliError(Exception):
 def _config_path(arg: str | None) -> Path | None:
     if arg:
         return Path(arg)
-    if os.environ.get("TASKD_CONFIG"):
-        return Path(os.environ["TASKD_CONFIG"])
-    default = Path("config.toml")
-    return default if default.is_file() else None
+    return find_config()
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(_config_path(args.config))
+
+
+def _registry(args: argparse.Namespace, settings: Settings) -> Any:
+    """The tasks of the configured modules; with no configuration file, a failed import says
+    where one would be looked for."""
+    from taskd.sdk.registry import Registry
+
+    try:
+        return Registry.from_modules(settings.tasks.modules, settings.tasks.pythonpath)
+    except ConfigError as exc:
+        if _config_path(args.config) is None:
+            raise ConfigError(
+                f"{exc} (no taskd.toml here or above, nor ./config.toml: run taskd init in "
+                "your project's root)"
+            ) from None
+        raise
 
 
 # commands -------------------------------------------------------------------------------------
@@ -60,7 +73,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
     from taskd.app import run_daemon
-    from taskd.sdk.registry import Registry
 
     settings = _settings(args)
     if dev:
@@ -71,10 +83,21 @@ def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
     # systemd's watchdog kills a blocked daemon with SIGABRT: print every thread's stack first,
     # so the journal shows which task's synchronous code blocked the loop.
     faulthandler.enable()
-    registry = Registry.from_modules(settings.tasks.modules)
+    registry = _registry(args, settings)
     code = _run_guarded(lambda: run_daemon(settings, registry), settings.database.url or None)
     if code:
         sys.exit(code)
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from taskd.scaffold import InitError, next_steps, plan_init, write_init
+
+    try:
+        plan = plan_init(Path.cwd(), args.package)
+        written = write_init(plan, force=args.force)
+    except InitError as exc:
+        raise CliError(str(exc), EXIT_USAGE if exc.usage else EXIT_ERROR) from None
+    print(next_steps(plan, written), end="")
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -400,13 +423,12 @@ def cmd_schedules_trigger(args: argparse.Namespace) -> None:
 def cmd_tasks_list(args: argparse.Namespace) -> None:
     """The tasks the configured modules ([tasks] modules) register: read from the code, so no
     database and no daemon are needed."""
-    from taskd.sdk.registry import Registry
     from taskd.sdk.retry import Retry
 
     settings = _settings(args)
     configure_logging("WARNING", "text")
     # as a daemon runs them: [tasks] retry and max_duration where a task did not set its own
-    registry = Registry.from_modules(settings.tasks.modules).with_defaults(
+    registry = _registry(args, settings).with_defaults(
         Retry(**settings.tasks.retry.model_dump()), settings.tasks.max_duration or None
     )
     found: list[dict[str, Any]] = []
@@ -415,6 +437,7 @@ def cmd_tasks_list(args: argparse.Namespace) -> None:
         found.append(
             {
                 "id": definition.id,
+                "module": getattr(definition.fn, "__module__", None),
                 "queue": definition.queue.name,
                 "retry": {
                     "max_attempts": retry.max_attempts,
@@ -785,7 +808,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="taskd", description="Durable background tasks on PostgreSQL."
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="config file (default: ./config.toml, or $TASKD_CONFIG)")
+    common.add_argument(
+        "--config",
+        help="config file (default: $TASKD_CONFIG, else the nearest taskd.toml from here up, "
+        "else ./config.toml)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser(
@@ -808,6 +835,17 @@ def _parser() -> argparse.ArgumentParser:
         "tool (it records them in taskd.migrations); change nothing",
     )
     migrating.set_defaults(handler=cmd_migrate)
+    init = commands.add_parser(
+        "init",
+        help="start in an existing project: write its taskd.toml and a sample task module",
+        description="Run in your project's root: writes taskd.toml (the embedded PostgreSQL "
+        "under .taskd/ for `taskd dev`; your task modules) and a sample task module in your "
+        "package (src/<pkg>/ or <pkg>/; none: tasks/), and adds .taskd/ to .gitignore. "
+        "Existing files are not overwritten unless --force.",
+    )
+    init.add_argument("--package", help="the package the task module goes in (default: found)")
+    init.add_argument("--force", action="store_true", help="replace files that exist")
+    init.set_defaults(handler=cmd_init)
 
     trigger = commands.add_parser("trigger", parents=[common], help="create a run; prints its id")
     trigger.add_argument("task", help="task id")

@@ -17,8 +17,9 @@ import asyncpg
 import orjson
 
 from taskd.changes import ChangeHub, ChangeKind, RunChange
-from taskd.config import DatabaseSettings
+from taskd.config import DatabaseSettings, find_config, load_settings
 from taskd.durations import Duration, to_seconds
+from taskd.embedded import embedded_dsn
 from taskd.errors import (
     QueueNotFound,
     RunFinished,
@@ -85,8 +86,23 @@ class Client:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, dsn: str, settings: DatabaseSettings | None = None
+        cls, dsn: str | None = None, settings: DatabaseSettings | None = None
     ) -> AsyncIterator[Client]:
+        """Open a pool on ``dsn``; without one, on the project's configured database.
+
+        ``Client.connect()`` finds the configuration as every ``taskd`` command does
+        (``$TASKD_CONFIG``, else the ``taskd.toml`` of the working directory or a parent,
+        else ``./config.toml``; ``TASKD_*`` variables override it) and connects to the
+        database the daemon uses: ``database.url``, or when it is empty the embedded server
+        under ``database.data_dir``, joined if ``taskd dev`` runs it, started otherwise.
+        ``settings`` (pool sizes, timeouts) default to that configuration's ``[database]``.
+        """
+        if dsn is None:
+            project = load_settings(find_config())
+            settings = settings or project.database
+            dsn = project.database.url or await anyio.to_thread.run_sync(
+                embedded_dsn, project.database.data_dir
+            )
         pool = await create_pool(dsn, settings, reset_session=False)
         client = cls(pool)
         token = set_current_client(client)

@@ -1,4 +1,8 @@
-"""Configuration: ``config.toml`` overridden by ``TASKD_SECTION__KEY`` environment variables.
+"""Configuration: a TOML file overridden by ``TASKD_SECTION__KEY`` environment variables.
+
+The file is the one given (``--config``, ``TASKD_CONFIG``), else the project's ``taskd.toml``
+found from the working directory up (``find_config``), else ``./config.toml``. Relative paths
+in a file (``database.data_dir``, ``tasks.pythonpath``) are relative to the file's directory.
 
 pydantic-settings does the parsing; this module only declares the keys, their defaults and
 their limits, and turns a validation failure into one line that names the key.
@@ -36,6 +40,10 @@ from taskd.errors import ConfigError
 
 ENV_PREFIX = "TASKD_"
 ENV_DELIMITER = "__"
+PROJECT_CONFIG = "taskd.toml"
+"""The project's configuration file, found from the working directory up (``taskd init``)."""
+LEGACY_CONFIG = "config.toml"
+"""Read from the working directory only, when no ``taskd.toml`` is found."""
 
 Seconds = Annotated[float, BeforeValidator(to_seconds), Field(ge=0)]
 
@@ -56,6 +64,7 @@ def _string_list(value: Any) -> Any:
 # NoDecode: pydantic-settings would otherwise insist on JSON and fail with a message that
 # names the section, not the variable.
 StringList = Annotated[list[str], NoDecode, BeforeValidator(_string_list)]
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(_string_list)]
 
 
 class _Section(BaseModel):
@@ -177,6 +186,9 @@ class TasksSettings(_Section):
         default_factory=lambda: ["tasks.dump", "tasks.daily_report", "tasks.user_registration"]
     )
     """Python modules imported at startup; every ``@task`` in them is registered."""
+    pythonpath: PathList = Field(default_factory=list)
+    """Directories put first on ``sys.path`` before ``modules`` are imported (``["src"]`` for
+    a src layout), relative to the config file; the working directory always is on it."""
     max_payload_bytes: int = Field(1_048_576, ge=1)
     """Payloads larger than this (as JSON) are refused at enqueue."""
     max_metadata_bytes: int = Field(65_536, ge=2)
@@ -275,10 +287,33 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
 
+def find_config(start: Path | str | None = None) -> Path | None:
+    """The configuration file of a command started in ``start`` (the working directory).
+
+    ``$TASKD_CONFIG`` when set; else the nearest ``taskd.toml`` in ``start`` or a parent, not
+    looking above the repository root (the first directory holding ``.git``), as ruff and
+    pytest find theirs; else ``./config.toml``; else None (defaults and the environment).
+    """
+    named = os.environ.get("TASKD_CONFIG")
+    if named:
+        return Path(named)
+    here = Path(start) if start is not None else Path.cwd()
+    for directory in (here.absolute(), *here.absolute().parents):
+        candidate = directory / PROJECT_CONFIG
+        if candidate.is_file():
+            return candidate
+        if (directory / ".git").exists():
+            break
+    legacy = here / LEGACY_CONFIG
+    return legacy if legacy.is_file() else None
+
+
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     """Load ``path`` (TOML; none means defaults only), then the environment, then ``overrides``.
 
-    Raises ConfigError with one line naming the first bad key.
+    A relative ``database.data_dir`` or ``tasks.pythonpath`` entry is taken relative to the
+    file's directory (without a file, to the working directory). Raises ConfigError with one
+    line naming the first bad key.
     """
     toml_path = Path(path) if path is not None else None
     if toml_path is not None:
@@ -309,7 +344,12 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         loaded = _FromFile(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
-    return Settings.model_validate(loaded.model_dump())
+    settings = Settings.model_validate(loaded.model_dump())
+    if toml_path is not None:
+        base = toml_path.absolute().parent
+        settings.database.data_dir = base / settings.database.data_dir.expanduser()
+        settings.tasks.pythonpath = [base / entry for entry in settings.tasks.pythonpath]
+    return settings
 
 
 def _check_environment_sections() -> None:

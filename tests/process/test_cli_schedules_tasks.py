@@ -168,6 +168,7 @@ async def test_tasks_list_reads_the_configured_modules_without_a_database(
     assert list(listed) == ["nightly", "send-email", "welcome"]
     assert listed["send-email"] == {
         "id": "send-email",
+        "module": "myapp.jobs",
         "queue": "default",
         "retry": {"max_attempts": 7, "min_delay": 2, "max_delay": 30, "factor": 3, "jitter": True},
         "max_duration": 45,

@@ -71,15 +71,18 @@ class Registry:
         return [found[name] for name in sorted(found)]
 
     @classmethod
-    def from_modules(cls, modules: Iterable[str]) -> Registry:
+    def from_modules(
+        cls, modules: Iterable[str], pythonpath: Iterable[os.PathLike[str] | str] = ()
+    ) -> Registry:
         """Import each module and register every TaskDefinition at its top level.
 
         The working directory is put on ``sys.path`` first, so that ``tasks.my_module``
-        resolves from the project root as it does for ``python -m``.
+        resolves from the project root as it does for ``python -m``; the ``pythonpath``
+        directories (``[tasks] pythonpath``) go before it, in their order.
         """
-        cwd = os.getcwd()
-        if cwd not in sys.path:
-            sys.path.insert(0, cwd)
+        for entry in [os.getcwd(), *reversed([os.fspath(p) for p in pythonpath])]:
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
         registry = cls()
         for name in modules:
             try:
