@@ -26,6 +26,7 @@ from taskd.store.migrations import apply_migrations, read_plan, status_of
 from taskd.store.store import Store
 from taskd.systemd import SystemdNotifier
 from taskd.telemetry import Telemetry
+from taskd.worker.burst import Burst
 from taskd.worker.claimer import Claimer
 from taskd.worker.completer import Completer
 from taskd.worker.event_relay import EventRelay
@@ -60,6 +61,7 @@ log = logging.getLogger("taskd.daemon")
 
 ADMIN_POOL_SIZE = 3
 ADMIN_STATEMENT_TIMEOUT = 10.0  # seconds; a longer admin query answers 503
+EXIT_RUNS_FAILED = 3  # burst mode: a run it attempted failed (or is left to retry)
 
 
 def taskd_version() -> str:
@@ -107,7 +109,9 @@ class Daemon:
     """One taskd process: builds its parts (one per chore) and runs them in one task group;
     drains on SIGTERM/SIGINT."""
 
-    def __init__(self, settings: Settings, registry: Registry, dsn: str) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, dsn: str, *, until_empty: bool = False
+    ) -> None:
         self.settings = settings
         # the tasks as this daemon runs them: [tasks] retry and max_duration where a task did
         # not set its own
@@ -115,6 +119,8 @@ class Daemon:
             Retry(**settings.tasks.retry.model_dump()), settings.tasks.max_duration or None
         )
         self.dsn = dsn
+        self.until_empty = until_empty  # burst mode: exit once nothing due is left
+        self.burst: Burst | None = None
         self.worker_id = uuid.uuid4()
         # the run's path: claimer -> in_flight (executor) -> completer
         self.claimer: Claimer | None = None
@@ -242,6 +248,10 @@ class Daemon:
                 max_payload_bytes=settings.tasks.max_payload_bytes,
                 max_output_bytes=settings.tasks.max_output_bytes,
             )
+            findings = Findings(store, self.worker_id, changes=self.changes, telemetry=telemetry)
+            self.waker = Waker(store, self.worker_id, findings=findings)
+            if self.until_empty:
+                self.burst = Burst(store, served.ids, settings.worker.queues, self.waker, findings)
             claimer = self.claimer = Claimer(
                 store,
                 served,
@@ -249,6 +259,7 @@ class Daemon:
                 self.worker_id,
                 may_claim=lambda: lock.held,
                 telemetry=telemetry,
+                burst=self.burst,
             )
             self.completer = Completer(
                 store,
@@ -257,6 +268,7 @@ class Daemon:
                 changes=self.changes,
                 telemetry=telemetry,
                 before_outcomes=lambda: log_writer.flush(only_current=True),
+                burst=self.burst,
             )
             in_flight = self.in_flight = InFlight(
                 store,
@@ -281,14 +293,12 @@ class Daemon:
                 },
                 on_reconnect=self._on_listener_reconnect,
             )
-            findings = Findings(store, self.worker_id, changes=self.changes, telemetry=telemetry)
             worker = settings.worker
             self.rescuer = Rescuer(store, worker, self.worker_id, findings=findings)
             # the listener is not up during the reconciliation: the reconciler nudges the claimer
             self.reconciler = Reconciler(
                 store, self.worker_id, self.rescuer, handed_back=claimer.nudge
             )
-            self.waker = Waker(store, self.worker_id, findings=findings)
             self.expirer = Expirer(store, self.worker_id, findings=findings)
             self.unknown_task_failer = UnknownTaskFailer(
                 store, worker, self.worker_id, findings=findings
@@ -340,6 +350,8 @@ class Daemon:
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes
                 )
                 group.start_soon(self.event_relay.run)
+                if self.burst is not None:
+                    await self._start_burst()
                 group.start_soon(self.scheduler.run)
                 group.start_soon(self.notifier.run_watchdog, self.status_line)
                 log_event(
@@ -361,6 +373,9 @@ class Daemon:
                     await store.workers.stop(self.worker_id)
             except DB_ERRORS as exc:
                 log.warning("could not record the worker's stop: %s", exc)
+            if self.burst is not None:
+                with anyio.move_on_after(5):
+                    await self.burst.report(claimer.claimed_total, self.exit_code)
             log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
         finally:
             with anyio.CancelScope(shield=True):
@@ -380,6 +395,29 @@ class Daemon:
             await self.in_flight.run()
         finally:
             drained.set()
+
+    async def _start_burst(self) -> None:
+        """Burst mode, once start-up is done: fire the cron times due now (due work too), then
+        let the claimer end the burst when nothing due is left."""
+        assert self.burst is not None and self.scheduler is not None
+        assert self.claimer is not None
+        try:
+            await self.scheduler.tick()
+        except DB_ERRORS as exc:
+            log.warning("burst: the scheduler's first pass failed, its loop retries: %s", exc)
+        self.burst.started = True
+        self.claimer.nudge()
+
+    @property
+    def exit_code(self) -> int:
+        """0; 1 when outcomes could not be written before exiting or this worker was declared
+        gone; in burst mode EXIT_RUNS_FAILED when a run it attempted ended failed or is left
+        to retry a failed attempt."""
+        if (self.completer is not None and self.completer.unwritten) or self.declared_gone:
+            return 1
+        if self.burst is not None and self.burst.runs_failed:
+            return EXIT_RUNS_FAILED
+        return 0
 
     def status_line(self) -> str:
         return status_line(self)
@@ -435,13 +473,15 @@ class Daemon:
             self.in_flight.abandon()
 
 
-def run_daemon(settings: Settings, registry: Registry) -> int:
-    """Entry point of `taskd run`: uvloop when available, then the daemon until it drains.
+def run_daemon(settings: Settings, registry: Registry, *, until_empty: bool = False) -> int:
+    """Entry point of `taskd run`: uvloop when available, then the daemon until it drains
+    (``until_empty``: until nothing due is left for it, burst mode).
 
-    Returns the exit code: 0, or 1 when outcomes could not be written before exiting.
+    Returns the exit code: 0; 1 when outcomes could not be written before exiting; in burst
+    mode 3 when a run it attempted failed (``Daemon.exit_code``).
     """
     dsn = resolve_dsn(settings)
-    daemon = Daemon(settings, registry, dsn)
+    daemon = Daemon(settings, registry, dsn, until_empty=until_empty)
     backend_options: dict[str, Any] = {}
     try:
         import uvloop  # noqa: F401
@@ -450,8 +490,7 @@ def run_daemon(settings: Settings, registry: Registry) -> int:
     except ImportError:
         pass
     anyio.run(daemon.run, backend="asyncio", backend_options=backend_options)
-    unwritten = daemon.completer is not None and daemon.completer.unwritten
-    return 1 if unwritten or daemon.declared_gone else 0
+    return daemon.exit_code
 
 
-__all__ = ["Daemon", "migrate", "resolve_dsn", "run_daemon"]
+__all__ = ["EXIT_RUNS_FAILED", "Daemon", "migrate", "resolve_dsn", "run_daemon"]

@@ -1,7 +1,8 @@
 """`taskd`: run the daemon, migrate, trigger runs and read them.
 
 Every failure is one line on stderr and a non-zero exit: 2 for bad configuration or usage,
-1 for everything else (unknown task, bad id, unreachable database).
+1 for everything else (unknown task, bad id, unreachable database). `taskd run --until-empty`
+exits 3 when a run it attempted failed.
 """
 
 from __future__ import annotations
@@ -79,12 +80,17 @@ def cmd_run(args: argparse.Namespace, *, dev: bool = False) -> None:
         settings.database.url = ""
         if settings.log.format == "auto":
             settings.log.format = "text"
+    if getattr(args, "queue", None):
+        settings.worker.queues = _queue_names(args.queue)
     configure_logging(settings.log.level, settings.log.format)
     # systemd's watchdog kills a blocked daemon with SIGABRT: print every thread's stack first,
     # so the journal shows which task's synchronous code blocked the loop.
     faulthandler.enable()
     registry = _registry(args, settings)
-    code = _run_guarded(lambda: run_daemon(settings, registry), settings.database.url or None)
+    code = _run_guarded(
+        lambda: run_daemon(settings, registry, until_empty=getattr(args, "until_empty", False)),
+        settings.database.url or None,
+    )
     if code:
         sys.exit(code)
 
@@ -98,6 +104,18 @@ def cmd_init(args: argparse.Namespace) -> None:
     except InitError as exc:
         raise CliError(str(exc), EXIT_USAGE if exc.usage else EXIT_ERROR) from None
     print(next_steps(plan, written), end="")
+
+
+def _queue_names(names: Sequence[str]) -> list[str]:
+    """`--queue` values, checked like a queue's name in code; each once."""
+    from taskd.sdk.queues import check_queue_name
+
+    for name in names:
+        try:
+            check_queue_name(name)
+        except ValueError as exc:
+            raise CliError(f"--queue {name!r}: {exc}", EXIT_USAGE) from None
+    return list(dict.fromkeys(names))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -815,11 +833,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    daemon_options = argparse.ArgumentParser(add_help=False)
+    daemon_options.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="burst mode: run what is due now, then exit (0; 3 if a run failed); delayed and "
+        "waiting runs are left for later",
+    )
+    daemon_options.add_argument(
+        "--queue",
+        action="append",
+        metavar="NAME",
+        help="claim only from this queue (repeatable; replaces [worker] queues)",
+    )
     commands.add_parser(
-        "run", parents=[common], help="run the daemon in the foreground"
+        "run", parents=[common, daemon_options], help="run the daemon in the foreground"
     ).set_defaults(handler=cmd_run)
     commands.add_parser(
-        "dev", parents=[common], help="run the daemon on the embedded PostgreSQL (no setup)"
+        "dev",
+        parents=[common, daemon_options],
+        help="run the daemon on the embedded PostgreSQL (no setup)",
     ).set_defaults(handler=lambda a: cmd_run(a, dev=True))
     migrating = commands.add_parser("migrate", parents=[common], help="apply schema migrations")
     previews = migrating.add_mutually_exclusive_group()

@@ -85,6 +85,7 @@ TRANSITIONS: tuple[Transition, ...] = (
             "waits.wake_due",
             "waits.wake_completed_tokens",
             "waits.wake_parents",
+            "waits.wake_missed_parents",
             "tokens.complete (taskd.complete_token)",
         ),
         "its timer is due, its token completed, or its last child finished",

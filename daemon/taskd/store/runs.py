@@ -379,3 +379,22 @@ class RunStore:
     async def count_unserved(self, served: Sequence[str]) -> builtins.list[dict[str, Any]]:
         rows = await self.pool.fetch(SQL["count_unserved"], list(served))
         return [dict(row) for row in rows]
+
+    async def any_due(self, task_ids: Sequence[str], queues: Sequence[str] | None) -> bool:
+        """Whether a queued run of these tasks (in these queues; None: all) is due and could
+        be claimed but for the queues' limits (burst mode)."""
+        due: bool = await self.pool.fetchval(
+            SQL["any_due"], list(task_ids), list(queues) if queues is not None else None
+        )
+        return due
+
+    async def left_for_later(
+        self, task_ids: Sequence[str], queues: Sequence[str] | None
+    ) -> dict[str, int]:
+        """Runs of these tasks (in these queues; None: all) not finished: ``delayed`` (queued,
+        not due), ``due`` (queued, due) and ``waiting`` (what a burst leaves)."""
+        row = await self.pool.fetchrow(
+            SQL["left_for_later"], list(task_ids), list(queues) if queues is not None else None
+        )
+        assert row is not None
+        return dict(row)

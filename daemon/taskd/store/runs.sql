@@ -312,3 +312,27 @@ SELECT id, task_id, status FROM taskd.runs WHERE parent_id = $1 ORDER BY id LIMI
 UPDATE taskd.runs SET metadata = coalesce(metadata, '{}') || $4::text::jsonb
  WHERE id = $1 AND status = 'executing' AND worker_id = $2 AND attempt = $3
 RETURNING true;
+
+-- name: any_due
+-- (burst mode) Whether a queued run of these tasks (in these queues; NULL: every queue) is due
+-- and claimable but for the queues' limits: not in a paused queue, not past its ttl, no cancel
+-- requested. A scan of runs_claim_idx that stops at the first such run.
+SELECT EXISTS (
+    SELECT 1 FROM taskd.runs r LEFT JOIN taskd.queues q ON q.name = r.queue
+     WHERE r.status = 'queued' AND r.run_at <= now() AND r.task_id = ANY($1::text[])
+       AND ($2::text[] IS NULL OR r.queue = ANY($2::text[]))
+       AND (r.expires_at IS NULL OR r.expires_at > now() OR r.started_at IS NOT NULL)
+       AND r.cancel_requested_at IS NULL
+       AND NOT coalesce(q.paused, false)
+);
+
+-- name: left_for_later
+-- (burst mode, at exit) The runs of these tasks (in these queues; NULL: every queue) a burst
+-- leaves: queued and not yet due (delayed, retries), queued and due (held by limits other
+-- daemons hold, in a paused queue, or queued after the burst's last look), waiting.
+SELECT count(*) FILTER (WHERE r.status = 'queued' AND r.run_at > now()) AS delayed,
+       count(*) FILTER (WHERE r.status = 'queued' AND r.run_at <= now()) AS due,
+       count(*) FILTER (WHERE r.status = 'waiting') AS waiting
+  FROM taskd.runs r
+ WHERE r.status IN ('queued', 'waiting') AND r.task_id = ANY($1::text[])
+   AND ($2::text[] IS NULL OR r.queue = ANY($2::text[]));

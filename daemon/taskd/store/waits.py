@@ -65,6 +65,19 @@ class WaitStore:
         rows = await self.pool.fetch(SQL["wake_parents"], list(child_ids))
         return [(row[0], row[1]) for row in rows]
 
+    async def wake_missed_parents(
+        self, task_ids: Sequence[str], queues: Sequence[str] | None
+    ) -> list[tuple[uuid.UUID, str]]:
+        """Waiting parents of these tasks (in these queues; None: all) whose children all
+        finished after the parent's latest attempt began, a wake-up ``wake_parents`` missed
+        (burst mode): back to the queue now, not at their recheck. (parent id, task id)."""
+        rows = await self.pool.fetch(
+            SQL["wake_missed_parents"],
+            list(task_ids),
+            list(queues) if queues is not None else None,
+        )
+        return [(row[0], row[1]) for row in rows]
+
     async def create_children(self, children: ChildRuns) -> list[uuid.UUID] | None:
         """Create child runs and record them as the parent's step, atomically: the ids the
         step records (a child whose idempotency key another run holds is that run), or None

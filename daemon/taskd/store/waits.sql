@@ -119,3 +119,31 @@ WITH ready AS (
     SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
 )
 SELECT woken.id, woken.task_id FROM woken CROSS JOIN (SELECT count(*) FROM notified) AS n;
+
+-- name: wake_missed_parents
+-- (burst mode) Waiting parents of these tasks (in these queues; NULL: every queue) whose
+-- children have all finished, the last of them after the parent's latest attempt began: the
+-- parent has not seen them all finished, and wake_parents missed it (its last child finished
+-- while it was still suspending). Back to the queue now, instead of at its recheck. A parent
+-- waiting on something else after its children (a timer, a token) is woken at most once: its
+-- next attempt begins after its children finished.
+WITH ready AS (
+    SELECT p.id FROM taskd.runs p
+     WHERE p.status = 'waiting' AND p.task_id = ANY($1::text[])
+       AND ($2::text[] IS NULL OR p.queue = ANY($2::text[]))
+       AND NOT EXISTS (SELECT 1 FROM taskd.runs s
+                        WHERE s.parent_id = p.id
+                          AND s.status NOT IN ('completed', 'failed', 'canceled', 'expired')
+                       OFFSET 0)
+       AND EXISTS (SELECT 1 FROM taskd.runs c
+                    WHERE c.parent_id = p.id AND c.finished_at >= p.attempt_started_at)
+     ORDER BY p.id
+       FOR NO KEY UPDATE OF p SKIP LOCKED
+), woken AS (
+    UPDATE taskd.runs p SET status = 'queued', run_at = now()
+      FROM ready WHERE p.id = ready.id AND p.status = 'waiting'
+    RETURNING p.id, p.task_id, p.queue
+), notified AS (
+    SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
+)
+SELECT woken.id, woken.task_id FROM woken CROSS JOIN (SELECT count(*) FROM notified) AS n;

@@ -27,6 +27,7 @@ from taskd.sdk.registry import Registry
 from taskd.store.database import DB_ERRORS
 from taskd.store.store import Store
 from taskd.telemetry import Telemetry
+from taskd.worker.burst import Burst, Verdict
 
 if TYPE_CHECKING:
     from taskd.worker.in_flight import InFlight
@@ -48,6 +49,7 @@ class Claimer:
         may_claim: Callable[[], bool] = lambda: True,
         *,
         telemetry: Telemetry | None = None,
+        burst: Burst | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -72,6 +74,9 @@ class Claimer:
         self._retry_due: list[float] = []
         self._retry_timer: asyncio.Handle | None = None
         self._retry_timer_at = 0.0
+        # burst mode (`taskd run --until-empty`): stop once nothing due is left (burst.py)
+        self._burst = burst
+        self._retry_in: float | None = None  # the last claim's rate-window hint
         self.claimed_total = 0
 
     # signals from the other parts ---------------------------------------------------------
@@ -101,7 +106,12 @@ class Claimer:
             self._nudged.set()
 
     def outcomes_written(self) -> None:
-        if self._held_back and self._claiming:
+        if self._burst is not None and self._claiming and self._quiet():
+            # the last outcomes are written (a parent they woke is queued): look whether
+            # anything due is left. A nudge proper (counted): one landing during a claim in
+            # flight must not be lost when that claim finds nothing
+            self.nudge()
+        elif self._held_back and self._claiming:
             # The written outcomes freed slots of queues whose limits held runs back (their
             # leases counted until now): claim at once, without waiting for our own NOTIFY.
             self._backlog = True
@@ -130,6 +140,7 @@ class Claimer:
         in_flight = self.in_flight
         assert in_flight is not None, "an InFlight takes the claimed runs"
         free = in_flight.capacity - in_flight.in_use
+        self._retry_in = None
         if free <= 0 or not self._task_ids:
             return []
         nudges_before = self._nudges
@@ -149,6 +160,7 @@ class Claimer:
             return []
         self._backlog = len(claimed) == limit or self._nudges != nudges_before
         self._held_back = claim.held_back
+        self._retry_in = claim.retry_in
         if claim.retry_in is not None:  # a rate window opens then
             self._nudge_in(claim.retry_in)
         self._advance_cursors(claim)
@@ -160,16 +172,22 @@ class Claimer:
         return claimed
 
     async def run(self) -> None:
-        """Claim whenever nudged, or every poll interval, until ``stop``."""
+        """Claim whenever nudged, or every poll interval, until ``stop`` (in burst mode, also
+        until nothing due is left)."""
         in_flight = self.in_flight
         assert in_flight is not None, "an InFlight takes the claimed runs"
         failures = 0
         while self._claiming:
             nudges_before = self._nudges
             free = in_flight.capacity - in_flight.in_use
-            if free > 0 and self._backlog and self._task_ids and self._may_claim():
+            serving = bool(self._task_ids) or self._burst is not None
+            if free > 0 and self._backlog and serving and self._may_claim():
                 try:
-                    await self.run_once()
+                    quiet = self._quiet()  # before the claim: only the claimer starts runs
+                    claimed = await self.run_once()
+                    if quiet and not claimed and await self._burst_over(nudges_before):
+                        self.stop()
+                        break
                 except DB_ERRORS as exc:
                     failures += 1
                     self._telemetry.db_error("claim")
@@ -189,6 +207,28 @@ class Claimer:
                 await self._nudged.wait()
             if poll.cancelled_caught:
                 self._backlog = True  # the poll: look whether anything became due
+
+    # burst mode ---------------------------------------------------------------------------
+
+    def _quiet(self) -> bool:
+        """Burst mode, and nothing executes here nor waits to be written."""
+        return self._burst is not None and self.in_flight is not None and self.in_flight.quiet
+
+    async def _burst_over(self, nudges_before: int) -> bool:
+        """After a quiet claim that claimed nothing: whether nothing due is left (burst.py)."""
+        burst = self._burst
+        assert burst is not None
+        if not self._claiming or self._nudges != nudges_before:
+            return False  # a nudge came during the claim (a NOTIFY, say): claim again first
+        verdict = await burst.verdict(self._retry_in)
+        if verdict is Verdict.AGAIN:
+            self._backlog = True
+            return False
+        if verdict is Verdict.WAIT or self._nudges != nudges_before:
+            return False
+        burst.emptied = True
+        log.info("burst: nothing due left for this daemon; draining")
+        return True
 
     # cursors and timers -------------------------------------------------------------------
 

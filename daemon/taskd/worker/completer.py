@@ -23,6 +23,7 @@ from taskd.models import Outcome
 from taskd.store.database import DB_ERRORS, DatabaseError, refuses_data
 from taskd.store.store import Store
 from taskd.telemetry import Telemetry
+from taskd.worker.burst import Burst
 from taskd.worker.claimer import Claimer
 from taskd.worker.executor import unstorable
 
@@ -50,6 +51,7 @@ class Completer:
         changes: ChangeHub | None = None,
         telemetry: Telemetry | None = None,
         before_outcomes: Callable[[], Awaitable[object]] | None = None,
+        burst: Burst | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -60,6 +62,7 @@ class Completer:
         # Called before each batch of outcomes is written (the run log writer's flush), so
         # that a run's stored lines are in the database by the time it is seen finished.
         self._before_outcomes = before_outcomes
+        self._burst = burst  # burst mode: counts the outcomes for its summary and exit code
         self._outcomes: list[Outcome] = []
         # outcomes of runs whose row another transaction holds (an application's open
         # taskd.cancel): retried every LOCKED_RETRY, without holding back the others
@@ -96,6 +99,12 @@ class Completer:
             *self._handbacks,
             *self._writing,
         ]
+
+    @property
+    def busy(self) -> bool:
+        """Outcomes or hand-backs wait to be written, or are being written (outcomes held
+        back by another transaction's lock on their row do not count)."""
+        return bool(self._outcomes or self._handbacks or self._writing)
 
     def close(self) -> None:
         """Every run has ended: write what is left (within FINAL_FLUSH_TIMEOUT), then return."""
@@ -271,6 +280,8 @@ class Completer:
             self._locked_due = time.monotonic() + LOCKED_RETRY
             outcomes = [o for o in outcomes if o.run_id not in locked]
         self.completed_total += len(written)
+        if self._burst is not None:
+            self._burst.written(outcomes, written)
         if self._claimer is not None:
             self._claimer.nudge_for_retries([o for o in outcomes if o.run_id in written])
         self._telemetry.ended(outcomes, written)

@@ -71,6 +71,11 @@ class InFlight:
     def capacity(self) -> int:
         return self._capacity
 
+    @property
+    def quiet(self) -> bool:
+        """Nothing executes here, and no outcome or hand-back waits to be written."""
+        return not self._running and not self._completer.busy
+
     def leases(self) -> list[Handback]:
         """(run id, attempt) of the leases this daemon holds: runs executing, or finished
         and not yet written."""

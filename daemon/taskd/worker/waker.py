@@ -33,19 +33,24 @@ class Waker:
 
     async def run_once(self) -> int:
         """Waiting runs whose wake-up time has come go back to the queue; how many."""
-        total = 0
+        return sum((await self.wake()).values())
+
+    async def wake(self) -> dict[str, int]:
+        """``run_once``, saying what it woke: how many runs of each task."""
+        tasks: dict[str, int] = {}
         while True:
             woken = await self._store.waits.wake_due(BATCH)
-            total += len(woken)
-            for run_id, task_id in woken:
-                self._findings.changed(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
+            self._woken(woken, tasks)
             if len(woken) < BATCH:
                 break
         # runs whose token was completed while they still executed, and that wait now
-        for run_id, task_id in await self._store.waits.wake_completed_tokens(BATCH):
-            total += 1
+        self._woken(await self._store.waits.wake_completed_tokens(BATCH), tasks)
+        return tasks
+
+    def _woken(self, woken: list[tuple[uuid.UUID, str]], tasks: dict[str, int]) -> None:
+        for run_id, task_id in woken:
+            tasks[task_id] = tasks.get(task_id, 0) + 1
             self._findings.changed(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
-        return total
 
     async def run(self) -> None:
         """Every WAKE_INTERVAL, in a loop of its own."""
