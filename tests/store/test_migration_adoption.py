@@ -179,8 +179,10 @@ async def test_an_old_migration_edited_since_is_refused_with_what_to_do(
 
 
 async def claim_runs_definition(connection: asyncpg.Connection) -> str:
+    # looked up when run, not when planned: the statement is cached, and a migration may have
+    # dropped and created the function since
     definition: str = await connection.fetchval(
-        "SELECT pg_get_functiondef('taskd.claim_runs'::regproc)"
+        "SELECT pg_get_functiondef(to_regproc($1))", "taskd.claim_runs"
     )
     return definition
 

@@ -28,16 +28,13 @@ SELECT taskd.trigger($1, $2::text::jsonb, $3::text::jsonb);
 -- name: claim
 -- See taskd.claim_runs in the migrations: a function so that its plan is pinned.
 -- The last row has no id when the claim held runs back (limits): held_back, retry_in.
--- Each claimed run's own retry and max_duration (0003_run_retry) are read back by primary key,
--- one lookup per claimed run (OFFSET 0 keeps the planner from turning the lookups into a hash
--- join over the whole table); the function's update left them as they were.
-SELECT c.id, c.task_id, c.payload, c.attempt, c.max_attempts, c.queue, c.tags, c.metadata,
-       c.log_lines, c.concurrency_key, c.held_back, c.retry_in, c.cursors, o.retry,
-       o.max_duration
+-- Each claimed run's own retry and max_duration come from the row the function updated (read
+-- back here, with this statement's older snapshot, a run committed meanwhile had none).
+SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_lines,
+       concurrency_key, held_back, retry_in, cursors, run_retry AS retry,
+       run_max_duration AS max_duration
   FROM taskd.claim_runs($1::text[], $2::text[], $3::int, $4::uuid, $5::float8, $6::text,
-                        $7::text::jsonb) AS c
-  LEFT JOIN LATERAL (SELECT r.retry, r.max_duration FROM taskd.runs r WHERE r.id = c.id
-                     OFFSET 0) AS o ON true;
+                        $7::text::jsonb);
 
 -- name: complete_many
 -- Write a batch of attempt outcomes. status is the run's next state: completed, failed,

@@ -217,7 +217,7 @@ COMMENT ON FUNCTION taskd.check_schedule_payload(payload jsonb, caller text) IS 
 -- Name: claim_runs(text[], text[], integer, uuid, double precision, text, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
-CREATE FUNCTION taskd.claim_runs(task_ids text[], queues text[], max_runs integer, worker uuid, lease_seconds double precision, queue_after text DEFAULT NULL::text, key_after jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(id uuid, task_id text, payload jsonb, attempt integer, max_attempts integer, queue text, tags text[], metadata jsonb, log_lines bigint, concurrency_key text, held_back boolean, retry_in double precision, cursors jsonb)
+CREATE FUNCTION taskd.claim_runs(task_ids text[], queues text[], max_runs integer, worker uuid, lease_seconds double precision, queue_after text DEFAULT NULL::text, key_after jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(id uuid, task_id text, payload jsonb, attempt integer, max_attempts integer, queue text, tags text[], metadata jsonb, log_lines bigint, concurrency_key text, held_back boolean, retry_in double precision, cursors jsonb, run_retry jsonb, run_max_duration double precision)
     LANGUAGE plpgsql
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -471,7 +471,8 @@ BEGIN
                   CASE WHEN picked.started_at IS NOT NULL
                        THEN (SELECT count(*) FROM taskd.run_logs l WHERE l.run_id = r.id)
                        ELSE 0 END,
-                  r.concurrency_key, NULL::boolean, NULL::float8, NULL::jsonb;
+                  r.concurrency_key, NULL::boolean, NULL::float8, NULL::jsonb, r.retry,
+                  r.max_duration;
         GET DIAGNOSTICS n_claimed = ROW_COUNT;
         remaining := remaining - n_claimed;
         IF limited AND n_claimed > 0 AND q.rate_limit IS NOT NULL THEN
@@ -494,7 +495,7 @@ BEGIN
     IF held OR cursors <> '{}' THEN
         RETURN QUERY SELECT NULL::uuid, NULL::text, NULL::jsonb, NULL::int, NULL::int,
                             NULL::text, NULL::text[], NULL::jsonb, NULL::bigint, NULL::text,
-                            held, retry, cursors;
+                            held, retry, cursors, NULL::jsonb, NULL::float8;
     END IF;
 END
 $$;
