@@ -8,22 +8,38 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel as _PydanticModel
+from pydantic import ConfigDict
+
+
+class BaseModel(_PydanticModel):
+    """The models' base: attribute docstrings become field descriptions (the admin API's
+    OpenAPI document and docs/reference show them)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
 
 class RunStatus(enum.StrEnum):
     """A run's state. QUEUED includes delayed runs (``run_at`` in the future) and retries."""
 
     QUEUED = "queued"
+    """Waiting to start: due, delayed (``run_at`` in the future) or a retry's backoff."""
     EXECUTING = "executing"
+    """An attempt runs on a daemon, which holds the run's lease."""
     WAITING = "waiting"
+    """Suspended on a durable wait, child runs or a wait token; no slot held."""
     COMPLETED = "completed"
+    """Terminal: the task returned (``output``)."""
     FAILED = "failed"
+    """Terminal: its last attempt failed, or ``AbortRun`` (``error``)."""
     CANCELED = "canceled"
+    """Terminal: canceled by request."""
     EXPIRED = "expired"
+    """Terminal: not started within its ``ttl``."""
 
     @property
     def terminal(self) -> bool:
+        """Completed, failed, canceled or expired: the run will not change again."""
         return self in TERMINAL_STATES
 
 
@@ -33,22 +49,38 @@ TERMINAL_STATES = frozenset(
 
 
 class AttemptOutcome(enum.StrEnum):
+    """How one attempt of a run ended (``Attempt.outcome``)."""
+
     COMPLETED = "completed"
+    """The task returned."""
     FAILED = "failed"
-    TIMED_OUT = "timed_out"  # max_duration exceeded
+    """The task raised."""
+    TIMED_OUT = "timed_out"
+    """It ran past its ``max_duration`` and was cancelled (counts as failed)."""
     CANCELED = "canceled"
-    LOST = "lost"  # its worker died
+    """A cancel request stopped it."""
+    LOST = "lost"
+    """Its worker died or lost its lease; the attempt counts."""
 
 
 class Attempt(BaseModel):
+    """One finished attempt of a run (``Run.attempts``), oldest first."""
+
     model_config = ConfigDict(frozen=True)
 
     attempt: int
+    """The attempt's number, from 1."""
     worker_id: uuid.UUID | None
+    """The worker (daemon process) that ran it."""
     started_at: datetime
     finished_at: datetime
+    """When it ended (a lost attempt: when it was found lost)."""
     outcome: AttemptOutcome
     error: dict[str, Any] | None = None
+    """The attempt's error, None when it completed. A JSON object: ``{"type": the exception's
+    class name, "message": str(exception), "traceback": text or null}``; failures outside the
+    task's code have a ``type`` of their own (Canceled, Expired, WorkerLost, UnknownTask,
+    OutcomeNotStored, ExecutorError) and no traceback."""
 
 
 class Step(BaseModel):
@@ -57,18 +89,24 @@ class Step(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
+    """Unique within its run (waits are ``wait:1``, ``wait:2``...; tokens ``token:N``; child
+    runs ``children:N``)."""
     status: str
     """completed, or failed (its retries exhausted: the attempt failed; the next attempt of
     the run calls it again). A step whose function returned a value that could not be stored
     is failed with error type StepResultNotStored and is never called again."""
     result: Any = None
+    """What the step's function returned, as JSON (a pydantic model as a dict)."""
     error: dict[str, Any] | None = None
+    """The last call's error: ``{"type": ..., "message": ...}``."""
     attempts: int
     """Calls of the step's function so far (its own retries, over the run's attempts)."""
     run_attempt: int
     """The run's attempt that recorded it."""
     started_at: datetime
+    """When its first call started."""
     finished_at: datetime
+    """When it was recorded."""
 
 
 class RunSummary(BaseModel):
@@ -77,27 +115,41 @@ class RunSummary(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: uuid.UUID
+    """The run id, a UUIDv7 (ids sort by creation)."""
     task_id: str
     queue: str
     status: RunStatus
     error: dict[str, Any] | None = None
+    """The last attempt's error (the final one once failed), None if none failed. A JSON
+    object: ``{"type": the exception's class name, "message": str(exception), "traceback":
+    text or null}``; failures outside the task's code have a ``type`` of their own (Canceled,
+    Expired, WorkerLost, UnknownTask, OutcomeNotStored, ExecutorError) and no traceback."""
     priority: int
+    """Higher starts first."""
     run_at: datetime
+    """When it may start (queued), or when it next looks (waiting)."""
     attempt: int
+    """Attempts started so far (0 before the first)."""
     max_attempts: int | None
     """The trigger's override, else the task's retry policy; None if no daemon knows the task."""
     tags: list[str]
     created_at: datetime
     started_at: datetime | None
+    """When its first attempt started."""
     finished_at: datetime | None
+    """When it reached a terminal state."""
     worker_id: uuid.UUID | None
+    """The worker holding it while it executes."""
     expires_at: datetime | None = None
     """The ttl's deadline: a run not started by then ends expired."""
     cancel_requested_at: datetime | None = None
+    """When a cancel was asked for while it executed."""
     replayed_from: uuid.UUID | None = None
+    """The run this one replays (``client.replay``)."""
     event_id: uuid.UUID | None = None
     """The event that created this run (one run per subscribed task)."""
     schedule_id: str | None = None
+    """The schedule that fired it."""
     scheduled_for: datetime | None = None
     """The fire time of the schedule this run is for."""
     metadata: dict[str, Any] | None = None
@@ -118,9 +170,13 @@ class Run(RunSummary):
     """A run as producers and operators see it."""
 
     payload: Any
+    """The JSON payload it was triggered with."""
     output: Any = None
+    """What the task returned, as JSON (completed runs)."""
     attempts: list[Attempt] = []
+    """Its finished attempts, oldest first."""
     steps: list[Step] = []
+    """Its recorded steps (``ctx.step``, waits, tokens, child runs)."""
 
 
 class Schedule(BaseModel):
@@ -190,6 +246,9 @@ class WorkerInfo(BaseModel):
 
 
 class QueueDepth(BaseModel):
+    """A queue's depth, runs executing and limits (``client.list_queues``, ``taskd queues
+    list``)."""
+
     queue: str
     due: int
     """Queued runs whose time has come."""

@@ -27,6 +27,9 @@ _current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVa
 
 
 def current_client() -> Client:
+    """The client of the code running now: the one ``async with Client.connect(...)`` opened
+    around it or, inside a task, the daemon's (a task triggers others through it). Raises
+    TaskdError (NoClient) when there is none."""
     client = _current.get()
     if client is None:
         raise NoClient(
