@@ -73,9 +73,11 @@ class Attempt(BaseModel):
     worker_id: uuid.UUID | None
     """The worker (daemon process) that ran it."""
     started_at: datetime
+    """When the attempt started."""
     finished_at: datetime
     """When it ended (a lost attempt: when it was found lost)."""
     outcome: AttemptOutcome
+    """How it ended."""
     error: dict[str, Any] | None = None
     """The attempt's error, None when it completed. A JSON object: ``{"type": the exception's
     class name, "message": str(exception), "traceback": text or null}``; failures outside the
@@ -117,8 +119,11 @@ class RunSummary(BaseModel):
     id: uuid.UUID
     """The run id, a UUIDv7 (ids sort by creation)."""
     task_id: str
+    """The task it runs."""
     queue: str
+    """The queue it waits in."""
     status: RunStatus
+    """Where it stands (see RunStatus)."""
     error: dict[str, Any] | None = None
     """The last attempt's error (the final one once failed), None if none failed. A JSON
     object: ``{"type": the exception's class name, "message": str(exception), "traceback":
@@ -133,7 +138,9 @@ class RunSummary(BaseModel):
     max_attempts: int | None
     """The trigger's override, else the task's retry policy; None if no daemon knows the task."""
     tags: list[str]
+    """The trigger's tags."""
     created_at: datetime
+    """When it was triggered."""
     started_at: datetime | None
     """When its first attempt started."""
     finished_at: datetime | None
@@ -207,10 +214,14 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: uuid.UUID
+    """The event id (each run it created carries it as ``event_id``)."""
     name: str
     payload: Any
+    """Its JSON payload (each run it created got it)."""
     runs: int
+    """How many runs it created."""
     created_at: datetime
+    """When it was sent."""
 
 
 class WorkerReport(BaseModel):
