@@ -779,7 +779,8 @@ async def sql_page(dsn: str) -> str:
 
 
 def missing_descriptions() -> list[str]:
-    """Public names, methods of the main classes and config keys without a description."""
+    """Public names, methods of the main classes, fields of the public models and config keys
+    without a description."""
     missing = []
     for name in taskd.__all__:
         obj = getattr(taskd, name)
@@ -791,6 +792,16 @@ def missing_descriptions() -> list[str]:
             target = member.fget if isinstance(member, property) else member
             if not _doc(target):
                 missing.append(f"taskd.{class_name}.{method}")
+    for name in taskd.__all__:
+        cls = getattr(taskd, name)
+        if _kind(cls) != "models":
+            continue
+        docs = attribute_docs(cls)
+        if issubclass(cls, BaseModel):
+            fields = [n for n, f in cls.model_fields.items() if not (f.description or docs.get(n))]
+        else:
+            fields = [f.name for f in dataclasses.fields(cls) if f.init and not docs.get(f.name)]
+        missing += [f"taskd.{name}.{field}" for field in fields]
     missing += [f"config {key}" for key, _, _, _, description in config_keys() if not description]
     return missing
 

@@ -190,22 +190,37 @@ class Schedule(BaseModel):
     """A cron schedule, declared in code or created through the API."""
 
     id: str
+    """The task id for a schedule declared in code; ``sched_`` and 32 hex digits for one
+    created at run time."""
     task_id: str
+    """The task it fires."""
     cron: str
+    """5 fields, 6 with seconds first, or a shorthand such as ``@daily``."""
     timezone: str
+    """The IANA timezone the cron is read in."""
     payload: Any = None
+    """Extra data every run it fires gets (``ScheduledRun.payload``)."""
     external_id: str | None = None
+    """The creator's own reference (a user id...), in every run's payload."""
     dedup_key: str | None = None
+    """Creating again with this key updates this schedule instead of adding one."""
     catch_up: str
+    """Fire times missed by more than 60 s: ``latest`` (one run), ``all`` (one per time, the
+    latest 100) or ``none``."""
     declared: bool
+    """Declared in code (``@schedules.task``), synced at each daemon start."""
     active: bool
+    """False: paused, it fires nothing."""
     last_fired_at: datetime | None
     """The latest fire time that got its run."""
     last_run_id: uuid.UUID | None = None
+    """The run fired for ``last_fired_at``, while it is kept."""
     next_fire_at: datetime | None = None
     """The next fire time, in the schedule's timezone (None when paused)."""
     created_at: datetime
+    """When it was created."""
     updated_at: datetime
+    """When it was last changed."""
 
 
 class Event(BaseModel):
@@ -216,6 +231,7 @@ class Event(BaseModel):
     id: uuid.UUID
     """The event id (each run it created carries it as ``event_id``)."""
     name: str
+    """The event's name (what ``@task(on_event=...)`` subscribes to)."""
     payload: Any
     """Its JSON payload (each run it created got it)."""
     runs: int
@@ -261,14 +277,17 @@ class QueueDepth(BaseModel):
     list``)."""
 
     queue: str
+    """The queue's name."""
     due: int
     """Queued runs whose time has come."""
     delayed: int
     """Queued runs waiting for their run_at (delays, retry backoffs)."""
     oldest_due: datetime | None
+    """The ``run_at`` of its oldest due run (None: none due)."""
     executing: int = 0
     """Runs of the queue executing now, over all daemons."""
     paused: bool = False
+    """Paused (``taskd queues pause``): no run of it starts."""
     concurrency: int | None = None
     """Runs of the queue executing at once, over all daemons (None: no limit)."""
     concurrency_limit_per_key: int | None = None
@@ -276,6 +295,7 @@ class QueueDepth(BaseModel):
     rate_limit: int | None = None
     """Starts per ``rate_period`` seconds (None: no limit)."""
     rate_period: float | None = None
+    """The rate limit's window, in seconds."""
     overridden: bool = False
     """Limits set by an operator (``taskd queues set``), kept until ``taskd queues reset``."""
 
@@ -292,9 +312,13 @@ class Health(BaseModel):
     """What `taskd status` prints (and the admin endpoint serves)."""
 
     workers: list[WorkerInfo]
+    """The live workers (daemon processes)."""
     queues: list[QueueDepth]
+    """Every queue with runs or settings."""
     unserved: list[UnservedTask]
+    """Tasks with queued runs that no live worker serves."""
     executing: int
+    """Runs executing now, over all workers."""
     oldest_due: datetime | None
     """The oldest queued run whose time has come, over all queues."""
 
@@ -317,6 +341,7 @@ class SchemaStatus(BaseModel):
     """
 
     state: Literal["current", "behind", "ahead", "uninitialised"]
+    """Where the schema stands (see above)."""
     applied: list[str]
     """The migrations recorded in ``taskd.migrations``, oldest first."""
     pending: list[str]
@@ -392,13 +417,21 @@ class RunLogLine(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: int
+    """Increasing: orders the lines (``list_logs(after=...)`` pages on it)."""
     run_id: uuid.UUID
+    """The run that logged it."""
     task_id: str
+    """The run's task."""
     attempt: int
+    """The attempt that logged it."""
     at: datetime
+    """When it was logged."""
     level: str
+    """debug, info, warning or error."""
     message: str
+    """The message."""
     fields: dict[str, Any] | None = None
+    """The keyword arguments given with it (``ctx.log.info("sent", to=address)``)."""
 
 
 @dataclass(slots=True)
