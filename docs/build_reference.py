@@ -498,6 +498,18 @@ def _arguments(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
     return rows
 
 
+def cli_commands() -> list[tuple[str, str, argparse.ArgumentParser]]:
+    """Every command ("runs list"), its help and its parser, in the parser's order."""
+    commands: list[tuple[str, str, argparse.ArgumentParser]] = []
+    for name, text, sub in _subcommands(_parser()):
+        nested = _subcommands(sub)
+        if nested:
+            commands += [(f"{name} {n}", t, p) for n, t, p in nested]
+        else:
+            commands.append((name, text, sub))
+    return commands
+
+
 def cli_page() -> str:
     parser = _parser()
     out = [HEADER, "# CLI reference: `taskd`\n", _doc(parser.description or "") + "\n"]
@@ -505,13 +517,7 @@ def cli_page() -> str:
         "Exit codes: 0 success; 1 an error (one line on stderr, `taskd: ...`); 2 a usage or "
         "configuration error; 3 `taskd run --until-empty` when a run failed.\n"
     )
-    commands: list[tuple[str, str, argparse.ArgumentParser]] = []
-    for name, text, sub in _subcommands(parser):
-        nested = _subcommands(sub)
-        if nested:
-            commands += [(f"{name} {n}", t, p) for n, t, p in nested]
-        else:
-            commands.append((name, text, sub))
+    commands = cli_commands()
     out.append(
         _table(
             ("command", "what it does"),
@@ -779,8 +785,8 @@ async def sql_page(dsn: str) -> str:
 
 
 def missing_descriptions() -> list[str]:
-    """Public names, methods of the main classes, fields of the public models and config keys
-    without a description."""
+    """Public names, methods of the main classes, fields of the public models, config keys,
+    CLI commands and arguments without a description."""
     missing = []
     for name in taskd.__all__:
         obj = getattr(taskd, name)
@@ -803,6 +809,10 @@ def missing_descriptions() -> list[str]:
             fields = [f.name for f in dataclasses.fields(cls) if f.init and not docs.get(f.name)]
         missing += [f"taskd.{name}.{field}" for field in fields]
     missing += [f"config {key}" for key, _, _, _, description in config_keys() if not description]
+    for command, text, parser in cli_commands():
+        if not text:
+            missing.append(f"taskd {command}")
+        missing += [f"taskd {command} {row[0]}" for row in _arguments(parser) if not row[1]]
     return missing
 
 

@@ -3,8 +3,8 @@
 The pages are generated again (the SQL page from this test's migrated database) and compared
 with the committed ones, so that a changed signature, docstring, option, config key, route or
 column without regenerated docs fails `make test`; and every public name, every public method
-of Client, Context and TaskDefinition, every field of a public model and every config key
-must carry a description.
+of Client, Context and TaskDefinition, every field of a public model, every config key and
+every CLI command and argument must carry a description.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ async def test_the_reference_is_deterministic_and_answers_what_users_asked(
     assert "### taskd.trigger\n" in sql
 
 
-def test_every_public_name_method_field_and_config_key_is_described() -> None:
+def test_every_public_name_field_config_key_and_cli_argument_is_described() -> None:
     missing = _generator().missing_descriptions()
     assert not missing, (
         "these have no docstring or description (docs/reference is built from them): "
