@@ -19,9 +19,9 @@ run: $(BIN)/taskd
 	$(BIN)/taskd run --config config.toml
 
 test: $(VENV)/.dev-installed
-	$(BIN)/ruff check daemon tasks tests bench
-	$(BIN)/ruff format --check daemon tasks tests bench
-	$(BIN)/mypy daemon/taskd tasks
+	$(BIN)/ruff check daemon tasks tests bench docs
+	$(BIN)/ruff format --check daemon tasks tests bench docs
+	$(BIN)/mypy daemon/taskd tasks docs/build_reference.py
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 	@# The database-facing tiers on the other PostgreSQL versions at hand: the embedded 16 (the

@@ -914,65 +914,72 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--status", action="append", choices=[s.value for s in RunStatus], help="repeatable"
     )
-    listing.add_argument("--task")
+    listing.add_argument("--task", help="runs of this task id")
     listing.add_argument("--event", help="runs created by events of this name")
     listing.add_argument("--schedule", help="runs fired by this schedule")
     listing.add_argument("--tag", help="runs carrying this tag")
-    listing.add_argument("--queue")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--queue", help="runs in this queue")
+    listing.add_argument("--limit", type=int, default=50, help="most runs printed")
+    listing.add_argument("--json", action="store_true", help="one JSON array of runs")
     listing.set_defaults(handler=cmd_runs_list)
     show = runs.add_parser("show", parents=[common], help="one run with its attempts")
-    show.add_argument("id")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("id", help="run id")
+    show.add_argument("--json", action="store_true", help="the run as JSON")
     show.set_defaults(handler=cmd_runs_show)
     cancel = runs.add_parser("cancel", parents=[common], help="cancel a queued or running run")
-    cancel.add_argument("id")
+    cancel.add_argument("id", help="run id")
     cancel.set_defaults(handler=cmd_runs_cancel)
     replay = runs.add_parser("replay", parents=[common], help="run again with the same payload")
-    replay.add_argument("id")
+    replay.add_argument("id", help="run id")
     replay.set_defaults(handler=cmd_runs_replay)
 
     scheduling = commands.add_parser("schedules", help="cron schedules").add_subparsers(
         dest="schedules_command", required=True, metavar="COMMAND"
     )
     schedule_listing = scheduling.add_parser("list", parents=[common], help="every schedule")
-    schedule_listing.add_argument("--json", action="store_true")
+    schedule_listing.add_argument("--json", action="store_true", help="one JSON array")
     schedule_listing.set_defaults(handler=cmd_schedules_list)
     schedule_show = scheduling.add_parser("show", parents=[common], help="one schedule")
-    schedule_show.add_argument("id")
-    schedule_show.add_argument("--json", action="store_true")
+    schedule_show.add_argument("id", help="schedule id")
+    schedule_show.add_argument("--json", action="store_true", help="the schedule as JSON")
     schedule_show.set_defaults(handler=cmd_schedules_show)
     for name, active in (("pause", False), ("resume", True)):
         toggle = scheduling.add_parser(name, parents=[common], help=f"{name} a schedule")
-        toggle.add_argument("id")
+        toggle.add_argument("id", help="schedule id")
         toggle.set_defaults(handler=lambda a, active=active: cmd_schedules_pause(a, active=active))
     schedule_trigger = scheduling.add_parser(
         "trigger", parents=[common], help="fire a schedule now; prints the run id"
     )
-    schedule_trigger.add_argument("id")
+    schedule_trigger.add_argument("id", help="schedule id")
     schedule_trigger.set_defaults(handler=cmd_schedules_trigger)
     schedule_create = scheduling.add_parser(
         "create", parents=[common], help="create a cron schedule; prints its id"
     )
-    schedule_create.add_argument("task")
+    schedule_create.add_argument("task", help="task id")
     schedule_create.add_argument("cron", help="5 fields, 6 with seconds first, or @daily...")
     schedule_create.add_argument("--timezone", default="UTC", help="an IANA name (UTC)")
     schedule_create.add_argument("--payload", help="JSON every run it fires gets")
-    schedule_create.add_argument("--external-id")
+    schedule_create.add_argument("--external-id", help="your own reference (a user id...)")
     schedule_create.add_argument("--dedup-key", help="creating again with it updates instead")
-    schedule_create.add_argument("--catch-up", default="latest", choices=("latest", "all", "none"))
+    schedule_create.add_argument(
+        "--catch-up",
+        default="latest",
+        choices=("latest", "all", "none"),
+        help="fire times missed by over 60 s: one run, one each (up to 100), or none",
+    )
     schedule_create.set_defaults(handler=cmd_schedules_create)
     schedule_update = scheduling.add_parser("update", parents=[common], help="change a schedule")
-    schedule_update.add_argument("id")
-    schedule_update.add_argument("--cron")
-    schedule_update.add_argument("--timezone")
+    schedule_update.add_argument("id", help="schedule id")
+    schedule_update.add_argument("--cron", help="a new cron expression")
+    schedule_update.add_argument("--timezone", help="a new IANA timezone")
     schedule_update.add_argument("--payload", help="JSON (null clears it)")
     schedule_update.add_argument("--external-id", help='"" clears it')
-    schedule_update.add_argument("--catch-up", choices=("latest", "all", "none"))
+    schedule_update.add_argument(
+        "--catch-up", choices=("latest", "all", "none"), help="a new catch-up policy"
+    )
     schedule_update.set_defaults(handler=cmd_schedules_update)
     schedule_delete = scheduling.add_parser("delete", parents=[common], help="delete a schedule")
-    schedule_delete.add_argument("id")
+    schedule_delete.add_argument("id", help="schedule id")
     schedule_delete.set_defaults(handler=cmd_schedules_delete)
 
     task_commands = commands.add_parser("tasks", help="the tasks in the code").add_subparsers(
@@ -981,7 +988,7 @@ def _parser() -> argparse.ArgumentParser:
     task_listing = task_commands.add_parser(
         "list", parents=[common], help="tasks the configured modules register (no database)"
     )
-    task_listing.add_argument("--json", action="store_true")
+    task_listing.add_argument("--json", action="store_true", help="one JSON array of tasks")
     task_listing.set_defaults(handler=cmd_tasks_list)
 
     queueing = commands.add_parser("queues", help="queues: limits and pause").add_subparsers(
@@ -990,7 +997,7 @@ def _parser() -> argparse.ArgumentParser:
     queue_listing = queueing.add_parser(
         "list", parents=[common], help="every queue: depths, runs executing, limits"
     )
-    queue_listing.add_argument("--json", action="store_true")
+    queue_listing.add_argument("--json", action="store_true", help="one JSON array")
     queue_listing.set_defaults(handler=cmd_queues_list)
     for verb, handler, text in (
         ("pause", cmd_queues_pause, "stop starting runs of a queue (on every daemon)"),
@@ -998,12 +1005,12 @@ def _parser() -> argparse.ArgumentParser:
         ("reset", cmd_queues_reset, "back to the limits the code declares"),
     ):
         command = queueing.add_parser(verb, parents=[common], help=text)
-        command.add_argument("name")
+        command.add_argument("name", help="queue name")
         command.set_defaults(handler=handler)
     setting = queueing.add_parser(
         "set", parents=[common], help="change a queue's limits at run time (every daemon)"
     )
-    setting.add_argument("name")
+    setting.add_argument("name", help="queue name")
     setting.add_argument("--concurrency", help="runs executing at once, or none")
     setting.add_argument("--per-key", help="runs of one concurrency key at once, or none")
     setting.add_argument("--rate", help="starts per period, e.g. 50/1m, 20/1s, or none")
@@ -1015,7 +1022,7 @@ def _parser() -> argparse.ArgumentParser:
     complete = tokens.add_parser(
         "complete", parents=[common], help="complete a wait token: its run resumes with the data"
     )
-    complete.add_argument("id")
+    complete.add_argument("id", help="wait token id")
     complete.add_argument("--data", default="null", help="JSON handed to the run (default null)")
     complete.set_defaults(handler=cmd_tokens_complete)
 
@@ -1023,9 +1030,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="events_command", required=True, metavar="COMMAND"
     )
     event_listing = events.add_parser("list", parents=[common], help="events, newest first")
-    event_listing.add_argument("--name")
-    event_listing.add_argument("--limit", type=int, default=50)
-    event_listing.add_argument("--json", action="store_true")
+    event_listing.add_argument("--name", help="events of this name")
+    event_listing.add_argument("--limit", type=int, default=50, help="most events printed")
+    event_listing.add_argument("--json", action="store_true", help="one JSON array")
     event_listing.set_defaults(handler=cmd_events_list)
 
     logs = commands.add_parser(
@@ -1053,7 +1060,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="the schema's state, workers, queue depths, the oldest waiting run",
     )
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="one JSON object")
     status.set_defaults(handler=cmd_status)
     return parser
 

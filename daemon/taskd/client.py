@@ -114,6 +114,7 @@ class Client:
 
     @property
     def pool(self) -> asyncpg.Pool:
+        """The asyncpg pool the client works through (yours, or the one ``connect`` opened)."""
         return self._store.pool
 
     # producing ------------------------------------------------------------------------------
@@ -395,6 +396,7 @@ class Client:
         return await self.get_schedule(schedule_id)
 
     async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule; the runs it fired stay. ScheduleNotFound for an unknown id."""
         if not await self._store.schedules.delete(schedule_id):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
 
@@ -427,6 +429,7 @@ class Client:
         return await self.get_schedule(schedule_id)
 
     async def get_schedule(self, schedule_id: str) -> Schedule:
+        """One schedule, with its next fire time; ScheduleNotFound for an unknown id."""
         row = await self._store.schedules.get(schedule_id)
         if row is None:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
@@ -435,6 +438,7 @@ class Client:
     async def list_schedules(
         self, *, task: str | TaskDefinition[Any, Any] | None = None, active: bool | None = None
     ) -> list[Schedule]:
+        """Schedules by id, optionally only those of ``task`` or only active (or paused) ones."""
         task_id = _task_identity(task)[0] if task is not None else None
         rows = await self._store.schedules.list(task_id, active)
         found = []
@@ -593,6 +597,7 @@ class Client:
         await self._store.queues.pause(_queue_name(name), True)
 
     async def resume_queue(self, name: str) -> None:
+        """Start runs of a paused queue again, on every daemon."""
         await self._store.queues.pause(_queue_name(name), False)
 
     async def set_queue_limits(

@@ -75,11 +75,16 @@ class DatabaseSettings(_Section):
     url: str = ""
     """PostgreSQL DSN. Empty: the embedded server under ``data_dir`` (started on demand)."""
     data_dir: Path = Path(".taskd/pgdata")
+    """Where the embedded PostgreSQL keeps its data when ``url`` is empty (relative to the
+    config file)."""
     pool_min_size: int = Field(2, ge=1)
+    """Connections each pool opens at start."""
     pool_max_size: int = Field(10, ge=2)
+    """Most connections of each pool."""
     statement_cache_size: int = Field(1024, ge=0)
     """0 when the pool goes through PgBouncer in transaction mode."""
     connect_timeout: Seconds = 10.0
+    """Longest wait for a new connection to the database."""
     # PostgreSQL takes at most 2^31-1 ms (24.8 days) for either
     lock_timeout: Seconds = Field(5.0, gt=0, le=2_147_483)
     """Longest wait of a daemon statement for a lock another transaction holds (a run's row
@@ -167,10 +172,15 @@ class RetrySettings(_Section):
     The defaults are the built-in ``Retry()``'s."""
 
     max_attempts: int = Field(3, ge=1, lt=2**31)
+    """Attempts a run gets in all (1: no retry)."""
     min_delay: Seconds = Field(1.0, le=_MAX_SECONDS)
+    """Delay before the first retry."""
     max_delay: Seconds = Field(60.0, le=_MAX_SECONDS)
+    """Longest delay between attempts."""
     factor: float = Field(2.0, ge=1, allow_inf_nan=False)
+    """Each retry's delay is the previous one's times this (up to ``max_delay``)."""
     jitter: bool = True
+    """Draw each delay uniformly between ``min_delay`` and the computed one."""
 
     @model_validator(mode="after")
     def _min_within_max(self) -> RetrySettings:
@@ -205,6 +215,7 @@ class TasksSettings(_Section):
 
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least level of the daemon's own log lines (stdout)."""
     format: Literal["auto", "json", "text"] = "auto"
     """auto: text on a terminal, JSON lines otherwise (journald)."""
     run_lines: int = Field(1000, ge=0)

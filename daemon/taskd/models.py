@@ -8,22 +8,38 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel as _PydanticModel
+from pydantic import ConfigDict
+
+
+class BaseModel(_PydanticModel):
+    """The models' base: attribute docstrings become field descriptions (the admin API's
+    OpenAPI document and docs/reference show them)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
 
 class RunStatus(enum.StrEnum):
     """A run's state. QUEUED includes delayed runs (``run_at`` in the future) and retries."""
 
     QUEUED = "queued"
+    """Waiting to start: due, delayed (``run_at`` in the future) or a retry's backoff."""
     EXECUTING = "executing"
+    """An attempt runs on a daemon, which holds the run's lease."""
     WAITING = "waiting"
+    """Suspended on a durable wait, child runs or a wait token; no slot held."""
     COMPLETED = "completed"
+    """Terminal: the task returned (``output``)."""
     FAILED = "failed"
+    """Terminal: its last attempt failed, or ``AbortRun`` (``error``)."""
     CANCELED = "canceled"
+    """Terminal: canceled by request."""
     EXPIRED = "expired"
+    """Terminal: not started within its ``ttl``."""
 
     @property
     def terminal(self) -> bool:
+        """Completed, failed, canceled or expired: the run will not change again."""
         return self in TERMINAL_STATES
 
 
@@ -33,22 +49,40 @@ TERMINAL_STATES = frozenset(
 
 
 class AttemptOutcome(enum.StrEnum):
+    """How one attempt of a run ended (``Attempt.outcome``)."""
+
     COMPLETED = "completed"
+    """The task returned."""
     FAILED = "failed"
-    TIMED_OUT = "timed_out"  # max_duration exceeded
+    """The task raised."""
+    TIMED_OUT = "timed_out"
+    """It ran past its ``max_duration`` and was cancelled (counts as failed)."""
     CANCELED = "canceled"
-    LOST = "lost"  # its worker died
+    """A cancel request stopped it."""
+    LOST = "lost"
+    """Its worker died or lost its lease; the attempt counts."""
 
 
 class Attempt(BaseModel):
+    """One finished attempt of a run (``Run.attempts``), oldest first."""
+
     model_config = ConfigDict(frozen=True)
 
     attempt: int
+    """The attempt's number, from 1."""
     worker_id: uuid.UUID | None
+    """The worker (daemon process) that ran it."""
     started_at: datetime
+    """When the attempt started."""
     finished_at: datetime
+    """When it ended (a lost attempt: when it was found lost)."""
     outcome: AttemptOutcome
+    """How it ended."""
     error: dict[str, Any] | None = None
+    """The attempt's error, None when it completed. A JSON object: ``{"type": the exception's
+    class name, "message": str(exception), "traceback": text or null}``; failures outside the
+    task's code have a ``type`` of their own (Canceled, Expired, WorkerLost, UnknownTask,
+    OutcomeNotStored, ExecutorError) and no traceback."""
 
 
 class Step(BaseModel):
@@ -57,18 +91,24 @@ class Step(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
+    """Unique within its run (waits are ``wait:1``, ``wait:2``...; tokens ``token:N``; child
+    runs ``children:N``)."""
     status: str
     """completed, or failed (its retries exhausted: the attempt failed; the next attempt of
     the run calls it again). A step whose function returned a value that could not be stored
     is failed with error type StepResultNotStored and is never called again."""
     result: Any = None
+    """What the step's function returned, as JSON (a pydantic model as a dict)."""
     error: dict[str, Any] | None = None
+    """The last call's error: ``{"type": ..., "message": ...}``."""
     attempts: int
     """Calls of the step's function so far (its own retries, over the run's attempts)."""
     run_attempt: int
     """The run's attempt that recorded it."""
     started_at: datetime
+    """When its first call started."""
     finished_at: datetime
+    """When it was recorded."""
 
 
 class RunSummary(BaseModel):
@@ -77,27 +117,46 @@ class RunSummary(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: uuid.UUID
+    """The run id, a UUIDv7 (ids sort by creation)."""
     task_id: str
+    """The task it runs."""
     queue: str
+    """The queue it waits in."""
     status: RunStatus
+    """Where it stands (see RunStatus)."""
     error: dict[str, Any] | None = None
+    """The last attempt's error (the final one once failed), None if none failed. A JSON
+    object: ``{"type": the exception's class name, "message": str(exception), "traceback":
+    text or null}``; failures outside the task's code have a ``type`` of their own (Canceled,
+    Expired, WorkerLost, UnknownTask, OutcomeNotStored, ExecutorError) and no traceback."""
     priority: int
+    """Higher starts first."""
     run_at: datetime
+    """When it may start (queued), or when it next looks (waiting)."""
     attempt: int
+    """Attempts started so far (0 before the first)."""
     max_attempts: int | None
     """The trigger's override, else the task's retry policy; None if no daemon knows the task."""
     tags: list[str]
+    """The trigger's tags."""
     created_at: datetime
+    """When it was triggered."""
     started_at: datetime | None
+    """When its first attempt started."""
     finished_at: datetime | None
+    """When it reached a terminal state."""
     worker_id: uuid.UUID | None
+    """The worker holding it while it executes."""
     expires_at: datetime | None = None
     """The ttl's deadline: a run not started by then ends expired."""
     cancel_requested_at: datetime | None = None
+    """When a cancel was asked for while it executed."""
     replayed_from: uuid.UUID | None = None
+    """The run this one replays (``client.replay``)."""
     event_id: uuid.UUID | None = None
     """The event that created this run (one run per subscribed task)."""
     schedule_id: str | None = None
+    """The schedule that fired it."""
     scheduled_for: datetime | None = None
     """The fire time of the schedule this run is for."""
     metadata: dict[str, Any] | None = None
@@ -118,31 +177,50 @@ class Run(RunSummary):
     """A run as producers and operators see it."""
 
     payload: Any
+    """The JSON payload it was triggered with."""
     output: Any = None
+    """What the task returned, as JSON (completed runs)."""
     attempts: list[Attempt] = []
+    """Its finished attempts, oldest first."""
     steps: list[Step] = []
+    """Its recorded steps (``ctx.step``, waits, tokens, child runs)."""
 
 
 class Schedule(BaseModel):
     """A cron schedule, declared in code or created through the API."""
 
     id: str
+    """The task id for a schedule declared in code; ``sched_`` and 32 hex digits for one
+    created at run time."""
     task_id: str
+    """The task it fires."""
     cron: str
+    """5 fields, 6 with seconds first, or a shorthand such as ``@daily``."""
     timezone: str
+    """The IANA timezone the cron is read in."""
     payload: Any = None
+    """Extra data every run it fires gets (``ScheduledRun.payload``)."""
     external_id: str | None = None
+    """The creator's own reference (a user id...), in every run's payload."""
     dedup_key: str | None = None
+    """Creating again with this key updates this schedule instead of adding one."""
     catch_up: str
+    """Fire times missed by more than 60 s: ``latest`` (one run), ``all`` (one per time, the
+    latest 100) or ``none``."""
     declared: bool
+    """Declared in code (``@schedules.task``), synced at each daemon start."""
     active: bool
+    """False: paused, it fires nothing."""
     last_fired_at: datetime | None
     """The latest fire time that got its run."""
     last_run_id: uuid.UUID | None = None
+    """The run fired for ``last_fired_at``, while it is kept."""
     next_fire_at: datetime | None = None
     """The next fire time, in the schedule's timezone (None when paused)."""
     created_at: datetime
+    """When it was created."""
     updated_at: datetime
+    """When it was last changed."""
 
 
 class Event(BaseModel):
@@ -151,10 +229,15 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: uuid.UUID
+    """The event id (each run it created carries it as ``event_id``)."""
     name: str
+    """The event's name (what ``@task(on_event=...)`` subscribes to)."""
     payload: Any
+    """Its JSON payload (each run it created got it)."""
     runs: int
+    """How many runs it created."""
     created_at: datetime
+    """When it was sent."""
 
 
 class WorkerReport(BaseModel):
@@ -190,15 +273,21 @@ class WorkerInfo(BaseModel):
 
 
 class QueueDepth(BaseModel):
+    """A queue's depth, runs executing and limits (``client.list_queues``, ``taskd queues
+    list``)."""
+
     queue: str
+    """The queue's name."""
     due: int
     """Queued runs whose time has come."""
     delayed: int
     """Queued runs waiting for their run_at (delays, retry backoffs)."""
     oldest_due: datetime | None
+    """The ``run_at`` of its oldest due run (None: none due)."""
     executing: int = 0
     """Runs of the queue executing now, over all daemons."""
     paused: bool = False
+    """Paused (``taskd queues pause``): no run of it starts."""
     concurrency: int | None = None
     """Runs of the queue executing at once, over all daemons (None: no limit)."""
     concurrency_limit_per_key: int | None = None
@@ -206,6 +295,7 @@ class QueueDepth(BaseModel):
     rate_limit: int | None = None
     """Starts per ``rate_period`` seconds (None: no limit)."""
     rate_period: float | None = None
+    """The rate limit's window, in seconds."""
     overridden: bool = False
     """Limits set by an operator (``taskd queues set``), kept until ``taskd queues reset``."""
 
@@ -222,9 +312,13 @@ class Health(BaseModel):
     """What `taskd status` prints (and the admin endpoint serves)."""
 
     workers: list[WorkerInfo]
+    """The live workers (daemon processes)."""
     queues: list[QueueDepth]
+    """Every queue with runs or settings."""
     unserved: list[UnservedTask]
+    """Tasks with queued runs that no live worker serves."""
     executing: int
+    """Runs executing now, over all workers."""
     oldest_due: datetime | None
     """The oldest queued run whose time has come, over all queues."""
 
@@ -247,6 +341,7 @@ class SchemaStatus(BaseModel):
     """
 
     state: Literal["current", "behind", "ahead", "uninitialised"]
+    """Where the schema stands (see above)."""
     applied: list[str]
     """The migrations recorded in ``taskd.migrations``, oldest first."""
     pending: list[str]
@@ -322,13 +417,21 @@ class RunLogLine(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: int
+    """Increasing: orders the lines (``list_logs(after=...)`` pages on it)."""
     run_id: uuid.UUID
+    """The run that logged it."""
     task_id: str
+    """The run's task."""
     attempt: int
+    """The attempt that logged it."""
     at: datetime
+    """When it was logged."""
     level: str
+    """debug, info, warning or error."""
     message: str
+    """The message."""
     fields: dict[str, Any] | None = None
+    """The keyword arguments given with it (``ctx.log.info("sent", to=address)``)."""
 
 
 @dataclass(slots=True)

@@ -108,12 +108,19 @@ class Context:
         wait_threshold: float = 5.0,
     ) -> None:
         self.run_id = run_id
+        """The run's id (a UUIDv7)."""
         self.task_id = task_id
+        """The task's id."""
         self.attempt = attempt
+        """This attempt's number, from 1."""
         self.max_attempts = max_attempts
+        """The run's attempt limit (the trigger's, else the task's retry policy)."""
         self.payload = payload
+        """The payload, validated against the task function's annotation."""
         self.queue = queue
+        """The queue the run was claimed from."""
         self.tags = tags
+        """The trigger's tags."""
         self._metadata: dict[str, Any] = dict(metadata or {})
         self._metadata_lock: anyio.Lock | None = None
         self.log_lines = log_lines
@@ -129,6 +136,9 @@ class Context:
 
     @property
     def log(self) -> RunLogger:
+        """A logger (``ctx.log.info("sent", to=address)``): its lines carry the run id, task
+        and attempt, go to the daemon's log, and are stored with the run (``taskd logs``),
+        keyword arguments as fields."""
         if self._log is None:  # built on first use: most no-op runs never log
             sink = self._store_log if self._services is not None else None
             self._log = RunLogger(
@@ -331,6 +341,7 @@ class Context:
 
     @property
     def is_last_attempt(self) -> bool:
+        """This attempt is the run's last: failing now fails the run for good."""
         return self.attempt >= self.max_attempts
 
     def __repr__(self) -> str:

@@ -27,6 +27,10 @@ _current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVa
 
 
 def current_client() -> Client:
+    """The client of the code running now: the one ``async with Client.connect(...)`` opened
+    around it or, inside a task, the daemon's: a task triggers other tasks and sends events
+    through it (``await current_client().send_event("order.paid", {...})``). Raises
+    TaskdError (NoClient) when there is none."""
     client = _current.get()
     if client is None:
         raise NoClient(

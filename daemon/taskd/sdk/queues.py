@@ -34,7 +34,9 @@ class Rate:
     ``Rate(50, per="1m")``."""
 
     limit: int
+    """Most starts in any window of ``per``."""
     per: Duration = field(default=1.0, compare=False)
+    """The window: seconds or a duration ("1m")."""
     seconds: float = field(init=False, repr=False)  # what compares: "1m" == 60
 
     def __post_init__(self) -> None:
@@ -74,9 +76,13 @@ class Queue:
     """
 
     name: str
+    """The queue's name (1 to 200 characters)."""
     concurrency: int | None = None
+    """Runs of the queue executing at once, over all daemons (None: no limit)."""
     concurrency_limit_per_key: int | None = None
+    """Runs of one ``concurrency_key`` executing at once (None: no limit)."""
     rate_limit: Rate | None = None
+    """Starts per period (None: no limit)."""
 
     def __post_init__(self) -> None:
         check_queue_name(self.name)

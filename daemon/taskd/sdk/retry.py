@@ -30,10 +30,15 @@ class Retry:
     """
 
     max_attempts: int = 3
+    """Attempts a run gets in all (1: no retry)."""
     min_delay: float = 1.0
+    """Seconds before the first retry."""
     max_delay: float = 60.0
+    """Longest delay between attempts, in seconds."""
     factor: float = 2.0
+    """Each retry's delay is the previous one's times this (up to ``max_delay``)."""
     jitter: bool = True
+    """Draw each delay uniformly between ``min_delay`` and the computed one."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

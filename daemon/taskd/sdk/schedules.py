@@ -28,8 +28,11 @@ class ScheduledRun(BaseModel):
     last_timestamp: datetime | None = None
     """The schedule's previous fire time that got a run; None on the first."""
     schedule_id: str
+    """The schedule that fired it (the task id for a schedule declared in code)."""
     timezone: str
+    """The schedule's timezone (``timestamp`` is given in it)."""
     external_id: str | None = None
+    """The schedule's ``external_id`` (a user id...)."""
     payload: Any = None
     """The extra payload given when the schedule was created through the API."""
     manual: bool = False

@@ -100,18 +100,25 @@ class TaskDefinition(Generic[P, R]):
     # hooks as decorators: @my_task.on_failure ------------------------------------------------
 
     def on_start(self, hook: StartHook) -> StartHook:
+        """Decorator: ``hook(payload, ctx)`` runs before each attempt."""
         self.on_start_hook = hook
         return hook
 
     def on_success(self, hook: SuccessHook) -> SuccessHook:
+        """Decorator: ``hook(payload, output, ctx)`` runs after the task function returned."""
         self.on_success_hook = hook
         return hook
 
     def on_failure(self, hook: FailureHook) -> FailureHook:
+        """Decorator: ``hook(payload, error, attempts, ctx)`` runs once, when the run has failed
+        for good (the dead-letter hook); ``error`` is a FailedOutsideAttempt when the run
+        failed outside its code (worker lost, unknown task, output not stored)."""
         self.on_failure_hook = hook
         return hook
 
     def on_cancel(self, hook: CancelHook) -> CancelHook:
+        """Decorator: ``hook(payload, ctx)`` runs when a cancel request stops a running
+        attempt (the same as ``@task(on_cancel=...)``)."""
         self.on_cancel_hook = hook
         return hook
 

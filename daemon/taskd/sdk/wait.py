@@ -36,6 +36,8 @@ class Suspend(BaseException):
 
 
 class Wait:
+    """Durable waits, used through ``taskd.wait`` inside a task."""
+
     async def for_(
         self, *, seconds: float = 0, minutes: float = 0, hours: float = 0, days: float = 0
     ) -> None:
@@ -66,8 +68,13 @@ class Wait:
 
 @dataclass(frozen=True)
 class WaitToken:
+    """A wait token (``wait.create_token``): hand its ``id`` to whatever completes it."""
+
     id: uuid.UUID
+    """What ``client.complete_token``, SQL ``taskd.complete_token`` and ``taskd tokens
+    complete`` take."""
     expires_at: datetime
+    """When it times out: ``wait.for_token`` then raises WaitTimeout."""
 
 
 wait = Wait()

@@ -45,6 +45,12 @@ END
 $$;
 
 --
+-- Name: FUNCTION cancel(run_id uuid); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.cancel(run_id uuid) IS 'Cancel a run; returns its status after the call: ''canceled'' for a run that had not started (queued, delayed, waiting), ''executing'' for a running one, whose daemon is notified and cancels it (it then ends canceled, after its on_cancel hook). Its unfinished child runs are canceled too. SQLSTATE TD404: no such run; TD409: the run has already finished.';
+
+--
 -- Name: cancel_without_wake(uuid); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
@@ -555,6 +561,12 @@ END
 $$;
 
 --
+-- Name: FUNCTION complete_token(token_id uuid, token_data jsonb); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.complete_token(token_id uuid, token_data jsonb) IS 'Complete a wait token with token_data: the run waiting on it (wait.for_token) resumes and gets the data. Returns ''completed''. SQLSTATE TD404: no such token; TD409: already completed, or timed out; 54000: data over max_payload_bytes.';
+
+--
 -- Name: create_schedule(text, text, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
@@ -602,6 +614,12 @@ END
 $$;
 
 --
+-- Name: FUNCTION create_schedule(task_id text, cron text, options jsonb); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.create_schedule(task_id text, cron text, options jsonb) IS 'Create a cron schedule of task_id; returns its id (''sched_'' and 32 hex digits). cron: 5 fields, 6 with seconds first, or a shorthand such as @daily. options (all optional): timezone (IANA name, default UTC), payload (any JSON: every run gets it as ScheduledRun.payload), external_id (text), dedup_key (text: creating again with the same key updates that schedule and returns its id), catch_up (latest, all or none; default latest). The daemons pick it up when the transaction commits. SQLSTATE 22023: a bad argument; 54000: payload over max_payload_bytes.';
+
+--
 -- Name: delete_schedule(text); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
@@ -617,6 +635,12 @@ BEGIN
     PERFORM pg_notify('taskd_schedules', schedule_id);
 END
 $$;
+
+--
+-- Name: FUNCTION delete_schedule(schedule_id text); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.delete_schedule(schedule_id text) IS 'Delete a schedule; the runs it fired stay (their schedule_id still names it). SQLSTATE TD404: no such schedule.';
 
 --
 -- Name: new_run_id(); Type: FUNCTION; Schema: taskd; Owner: -
@@ -814,6 +838,12 @@ END
 $$;
 
 --
+-- Name: FUNCTION send_event(event_name text, event_payload jsonb); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.send_event(event_name text, event_payload jsonb) IS 'Record an event named event_name and create one run of every task subscribed to it (@task(on_event=...)), with event_payload as payload, in the caller''s transaction; returns the event''s id (each run carries it as event_id). An event no task subscribes to is recorded all the same.';
+
+--
 -- Name: trigger(text, jsonb, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
@@ -922,6 +952,12 @@ END
 $$;
 
 --
+-- Name: FUNCTION trigger(task_id text, payload jsonb, options jsonb); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.trigger(task_id text, payload jsonb, options jsonb) IS 'Create a run of task_id with payload, in the caller''s transaction; returns the run id. The daemons are notified when the transaction commits. options (all optional): delay (seconds or an interval: ''10s'', ''5 minutes''), run_at (timestamptz), priority (int, higher starts first), max_attempts (int), retry (object: some of max_attempts, min_delay, max_delay, factor, jitter, each overriding the task''s), max_duration (seconds or an interval), tags (array of text), queue (text), ttl (a run not started within it ends expired), idempotency_key (text) with idempotency_ttl (default 24 hours: a second trigger with the key returns the first run''s id and creates nothing), concurrency_key (text: runs of one key share the queue''s per-key limit). SQLSTATE 22023: a bad option; 54000: payload over max_payload_bytes.';
+
+--
 -- Name: trigger_schedule(text); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
@@ -954,6 +990,12 @@ BEGIN
     RETURN run_id;
 END
 $$;
+
+--
+-- Name: FUNCTION trigger_schedule(schedule_id text); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.trigger_schedule(schedule_id text) IS 'Fire a schedule now, paused or not; returns the new run''s id. The run gets the payload a scheduled fire gives (ScheduledRun: timestamp = now, in the schedule''s timezone), with manual = true and no scheduled_for; the next scheduled fire is unchanged. SQLSTATE TD404: no such schedule.';
 
 --
 -- Name: update_schedule(text, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
@@ -1013,6 +1055,12 @@ END
 $$;
 
 --
+-- Name: FUNCTION update_schedule(schedule_id text, changes jsonb); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.update_schedule(schedule_id text, changes jsonb) IS 'Change a schedule; returns its id. changes: cron, timezone, catch_up (each replaces the value), payload (null clears it), external_id (null clears it), active (false pauses, true resumes). A key left out keeps its value. SQLSTATE TD404: no such schedule; 22023: a bad value.';
+
+--
 -- Name: attempts; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -1028,6 +1076,54 @@ CREATE TABLE taskd.attempts (
 );
 
 --
+-- Name: TABLE attempts; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.attempts IS 'One row per finished attempt of a run (written when the attempt ends; deleted with its run).';
+
+--
+-- Name: COLUMN attempts.run_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.attempts.run_id IS 'The run (taskd.runs.id).';
+
+--
+-- Name: COLUMN attempts.attempt; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.attempts.attempt IS 'The attempt''s number, from 1.';
+
+--
+-- Name: COLUMN attempts.worker_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.attempts.worker_id IS 'The worker that ran it (taskd.workers.id).';
+
+--
+-- Name: COLUMN attempts.started_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.attempts.started_at IS 'When the attempt started.';
+
+--
+-- Name: COLUMN attempts.finished_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.attempts.finished_at IS 'When it ended (for a lost attempt: when it was found lost).';
+
+--
+-- Name: COLUMN attempts.outcome; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.attempts.outcome IS 'completed, failed, timed_out (max_duration exceeded), canceled, or lost (its worker died).';
+
+--
+-- Name: COLUMN attempts.error; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.attempts.error IS 'The attempt''s error, shaped as taskd.runs.error; NULL when completed.';
+
+--
 -- Name: events; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -1039,6 +1135,42 @@ CREATE TABLE taskd.events (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT events_name_check CHECK ((name <> ''::text))
 );
+
+--
+-- Name: TABLE events; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.events IS 'Events recorded by send_event (Python, SQL), deleted after [retention] events.';
+
+--
+-- Name: COLUMN events.id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.events.id IS 'The event id (runs it created carry it as event_id).';
+
+--
+-- Name: COLUMN events.name; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.events.name IS 'The event''s name (what @task(on_event=...) subscribes to).';
+
+--
+-- Name: COLUMN events.payload; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.events.payload IS 'Its JSON payload (each run it created got it).';
+
+--
+-- Name: COLUMN events.runs; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.events.runs IS 'How many runs it created.';
+
+--
+-- Name: COLUMN events.created_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.events.created_at IS 'When it was sent.';
 
 --
 -- Name: failure_hooks; Type: TABLE; Schema: taskd; Owner: -
@@ -1136,6 +1268,60 @@ CREATE TABLE taskd.run_logs (
 );
 
 --
+-- Name: TABLE run_logs; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.run_logs IS 'Lines a task logged through ctx.log (at most [log] run_lines per run, at least [log] run_level), deleted with their run.';
+
+--
+-- Name: COLUMN run_logs.id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_logs.id IS 'Increasing: orders the lines (taskd logs -f reads past the last one seen).';
+
+--
+-- Name: COLUMN run_logs.run_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_logs.run_id IS 'The run (taskd.runs.id).';
+
+--
+-- Name: COLUMN run_logs.task_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_logs.task_id IS 'The run''s task.';
+
+--
+-- Name: COLUMN run_logs.attempt; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_logs.attempt IS 'The attempt that logged it.';
+
+--
+-- Name: COLUMN run_logs.at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_logs.at IS 'When it was logged.';
+
+--
+-- Name: COLUMN run_logs.level; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_logs.level IS 'debug, info, warning or error.';
+
+--
+-- Name: COLUMN run_logs.message; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_logs.message IS 'The message.';
+
+--
+-- Name: COLUMN run_logs.fields; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_logs.fields IS 'The keyword fields given with it, as a JSON object.';
+
+--
 -- Name: run_logs_id_seq; Type: SEQUENCE; Schema: taskd; Owner: -
 --
 
@@ -1192,6 +1378,192 @@ CREATE TABLE taskd.runs (
 WITH (fillfactor='80', autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_limit='2000');
 
 --
+-- Name: TABLE runs; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.runs IS 'One row per run: its state, payload, output or error, and where it stands. Finished runs are deleted after [retention] runs.';
+
+--
+-- Name: COLUMN runs.id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.id IS 'The run id: a UUIDv7, so ids sort by creation.';
+
+--
+-- Name: COLUMN runs.task_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.task_id IS 'The task it runs (@task(id=...)).';
+
+--
+-- Name: COLUMN runs.queue; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.queue IS 'The queue it waits in (the task''s, unless the trigger gave one).';
+
+--
+-- Name: COLUMN runs.status; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.status IS 'queued (includes delayed runs and retries), executing, waiting, then completed, failed, canceled or expired (terminal).';
+
+--
+-- Name: COLUMN runs.payload; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.payload IS 'The JSON payload it was triggered with.';
+
+--
+-- Name: COLUMN runs.output; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.output IS 'What the task returned, as JSON (completed runs).';
+
+--
+-- Name: COLUMN runs.error; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.error IS 'The last attempt''s error (the final one once failed): {"type": exception class name, "message": text, "traceback": text or null}; for failures outside the task''s code, type is Canceled, Expired, WorkerLost, UnknownTask, OutcomeNotStored or ExecutorError.';
+
+--
+-- Name: COLUMN runs.priority; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.priority IS 'Higher starts first (within its queue and concurrency key).';
+
+--
+-- Name: COLUMN runs.run_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.run_at IS 'When it may start (queued), or when it next looks (waiting).';
+
+--
+-- Name: COLUMN runs.attempt; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.attempt IS 'Attempts started so far (1-based once started).';
+
+--
+-- Name: COLUMN runs.max_attempts; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.max_attempts IS 'The trigger''s attempt limit; NULL: the task''s retry policy.';
+
+--
+-- Name: COLUMN runs.tags; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.tags IS 'The trigger''s tags.';
+
+--
+-- Name: COLUMN runs.created_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.created_at IS 'When it was triggered.';
+
+--
+-- Name: COLUMN runs.started_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.started_at IS 'When its first attempt started.';
+
+--
+-- Name: COLUMN runs.attempt_started_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.attempt_started_at IS 'When its current (or last) attempt started.';
+
+--
+-- Name: COLUMN runs.finished_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.finished_at IS 'When it reached a terminal state.';
+
+--
+-- Name: COLUMN runs.worker_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.worker_id IS 'The worker (taskd.workers.id) holding it while executing.';
+
+--
+-- Name: COLUMN runs.lease_expires_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.lease_expires_at IS 'Set exactly while executing: past it, another daemon hands the run back.';
+
+--
+-- Name: COLUMN runs.expires_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.expires_at IS 'The ttl''s deadline: a run not started by then ends expired.';
+
+--
+-- Name: COLUMN runs.cancel_requested_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.cancel_requested_at IS 'When a cancel was asked for (taskd.cancel on an executing run).';
+
+--
+-- Name: COLUMN runs.replayed_from; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.replayed_from IS 'The run this one replays.';
+
+--
+-- Name: COLUMN runs.event_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.event_id IS 'The event that created it (taskd.events.id).';
+
+--
+-- Name: COLUMN runs.schedule_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.schedule_id IS 'The schedule that fired it (taskd.schedules.id).';
+
+--
+-- Name: COLUMN runs.scheduled_for; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.scheduled_for IS 'The fire time it is for (NULL for a schedule fired on demand).';
+
+--
+-- Name: COLUMN runs.metadata; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.metadata IS 'What the task set with ctx.set_metadata (a JSON object), kept after it ends.';
+
+--
+-- Name: COLUMN runs.parent_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.parent_id IS 'The run that created this one (child runs, trigger_and_wait).';
+
+--
+-- Name: COLUMN runs.idempotency_key; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.idempotency_key IS 'The key it was triggered with, if any.';
+
+--
+-- Name: COLUMN runs.concurrency_key; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.concurrency_key IS 'Its concurrency key ('''' = none): runs of one key in one queue share the per-key limit.';
+
+--
+-- Name: COLUMN runs.retry; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.retry IS 'The trigger''s own backoff (some of min_delay, max_delay, factor, jitter); NULL: the task''s.';
+
+--
+-- Name: COLUMN runs.max_duration; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.max_duration IS 'Seconds an attempt may run, given at trigger; NULL: the task''s max_duration.';
+
+--
 -- Name: schedules; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -1211,6 +1583,90 @@ CREATE TABLE taskd.schedules (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT schedules_catch_up_check CHECK ((catch_up = ANY (ARRAY['latest'::text, 'all'::text, 'none'::text])))
 );
+
+--
+-- Name: TABLE schedules; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.schedules IS 'Cron schedules: declared in code (@schedules.task) or created at run time (client, SQL, API, CLI).';
+
+--
+-- Name: COLUMN schedules.id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.id IS 'The schedule id: the task id for a declared schedule, sched_<32 hex digits> for a created one.';
+
+--
+-- Name: COLUMN schedules.task_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.task_id IS 'The task it fires.';
+
+--
+-- Name: COLUMN schedules.cron; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.cron IS 'The cron expression: 5 fields, 6 with seconds first, or a shorthand such as @daily.';
+
+--
+-- Name: COLUMN schedules.timezone; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.timezone IS 'The IANA timezone the cron is read in.';
+
+--
+-- Name: COLUMN schedules.payload; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.payload IS 'Extra data every run it fires gets (ScheduledRun.payload).';
+
+--
+-- Name: COLUMN schedules.external_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.external_id IS 'The creator''s own reference (a user id...), in every run''s payload.';
+
+--
+-- Name: COLUMN schedules.dedup_key; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.dedup_key IS 'Creating again with this key updates the schedule instead of adding one.';
+
+--
+-- Name: COLUMN schedules.catch_up; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.catch_up IS 'Fire times missed by more than 60 s: latest (one run), all (one per time, the latest 100), none.';
+
+--
+-- Name: COLUMN schedules.declared; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.declared IS 'Declared in code (synced at each daemon start; deactivated when removed from the code).';
+
+--
+-- Name: COLUMN schedules.active; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.active IS 'false: paused, it fires nothing.';
+
+--
+-- Name: COLUMN schedules.last_fired_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.last_fired_at IS 'The latest fire time that got its run.';
+
+--
+-- Name: COLUMN schedules.created_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.created_at IS 'When it was created.';
+
+--
+-- Name: COLUMN schedules.updated_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.schedules.updated_at IS 'When it was last changed.';
 
 --
 -- Name: settings; Type: TABLE; Schema: taskd; Owner: -
@@ -1237,6 +1693,66 @@ CREATE TABLE taskd.steps (
     finished_at timestamp with time zone NOT NULL,
     CONSTRAINT steps_status_check CHECK ((status = ANY (ARRAY['completed'::text, 'failed'::text])))
 );
+
+--
+-- Name: TABLE steps; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.steps IS 'Durable steps (ctx.step): a step''s result, recorded once per run and returned without calling the step when the run executes again.';
+
+--
+-- Name: COLUMN steps.run_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.steps.run_id IS 'The run (taskd.runs.id).';
+
+--
+-- Name: COLUMN steps.name; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.steps.name IS 'The step''s name, unique within its run (waits are wait:1, wait:2...; tokens token:N; child runs children:N).';
+
+--
+-- Name: COLUMN steps.status; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.steps.status IS 'completed, or failed (its tries exhausted: called again by the next attempt, unless its error type is StepResultNotStored).';
+
+--
+-- Name: COLUMN steps.result; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.steps.result IS 'What the step''s function returned, as JSON.';
+
+--
+-- Name: COLUMN steps.error; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.steps.error IS 'The last try''s error: {"type": ..., "message": ...}.';
+
+--
+-- Name: COLUMN steps.attempts; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.steps.attempts IS 'Calls of the step''s function so far (its own retries, over the run''s attempts).';
+
+--
+-- Name: COLUMN steps.run_attempt; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.steps.run_attempt IS 'The run''s attempt that recorded it.';
+
+--
+-- Name: COLUMN steps.started_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.steps.started_at IS 'When its first call started.';
+
+--
+-- Name: COLUMN steps.finished_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.steps.finished_at IS 'When it was recorded.';
 
 --
 -- Name: subscriptions; Type: TABLE; Schema: taskd; Owner: -
@@ -1279,6 +1795,90 @@ CREATE TABLE taskd.workers (
     last_report jsonb,
     process jsonb
 );
+
+--
+-- Name: TABLE workers; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.workers IS 'One row per daemon process started; rows of stopped workers are deleted after [retention] workers.';
+
+--
+-- Name: COLUMN workers.id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.id IS 'Random per process start.';
+
+--
+-- Name: COLUMN workers.host; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.host IS 'The host name of its machine.';
+
+--
+-- Name: COLUMN workers.pid; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.pid IS 'Its process id.';
+
+--
+-- Name: COLUMN workers.version; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.version IS 'Its taskd version.';
+
+--
+-- Name: COLUMN workers.concurrency; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.concurrency IS 'Most runs it executes at once ([worker] concurrency).';
+
+--
+-- Name: COLUMN workers.queues; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.queues IS 'The queues it claims from (empty: every queue).';
+
+--
+-- Name: COLUMN workers.tasks; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.tasks IS 'The task ids it serves.';
+
+--
+-- Name: COLUMN workers.started_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.started_at IS 'When it started.';
+
+--
+-- Name: COLUMN workers.heartbeat_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.heartbeat_at IS 'Its latest heartbeat.';
+
+--
+-- Name: COLUMN workers.stopped_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.stopped_at IS 'Set on a clean stop, or when it was found gone; NULL while it lives.';
+
+--
+-- Name: COLUMN workers.lock_key; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.lock_key IS 'The advisory lock it holds for its whole life: free means the worker is gone.';
+
+--
+-- Name: COLUMN workers.last_report; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.last_report IS 'What its start-up reconciliation or its last rescue found (Health.workers[].last_report).';
+
+--
+-- Name: COLUMN workers.process; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.process IS 'Which process it is (boot id, pid namespace, pid, start time), to prove it exited; NULL: not recorded.';
 
 --
 -- Name: task_service; Type: VIEW; Schema: taskd; Owner: -
