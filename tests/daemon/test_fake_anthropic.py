@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import anthropic
@@ -215,3 +217,16 @@ async def test_a_batch_ends_after_n_polls_and_can_be_canceled() -> None:
         assert (await client.messages.batches.retrieve(other.id)).request_counts.canceled == 1
         results = [r async for r in await client.messages.batches.results(other.id)]
         assert [r.result.type for r in results] == ["canceled"]
+
+
+async def test_latency_delays_each_answer_and_concurrent_answers_overlap() -> None:
+    async with FakeAnthropic(latency=0.5) as fake:
+        client = sdk(fake)
+        started = time.monotonic()
+        await asyncio.gather(
+            *(client.messages.create(model=MODEL, max_tokens=8, messages=HELLO) for _ in range(20))
+        )
+        elapsed = time.monotonic() - started
+        # one after another would take 10 s; a loaded machine still overlaps them well under 5 s
+        assert 0.5 <= elapsed < 5
+        assert len(fake.message_requests) == 20
