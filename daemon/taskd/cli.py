@@ -13,6 +13,7 @@ import faulthandler
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -457,13 +458,7 @@ def cmd_tasks_list(args: argparse.Namespace) -> None:
                 "id": definition.id,
                 "module": getattr(definition.fn, "__module__", None),
                 "queue": definition.queue.name,
-                "retry": {
-                    "max_attempts": retry.max_attempts,
-                    "min_delay": retry.min_delay,
-                    "max_delay": retry.max_delay,
-                    "factor": retry.factor,
-                    "jitter": retry.jitter,
-                },
+                "retry": asdict(retry),
                 "max_duration": definition.max_duration,
                 "schedule": None
                 if spec is None

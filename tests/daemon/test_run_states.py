@@ -136,8 +136,7 @@ async def test_every_status_change_is_in_the_table(
     assert rescued == {retried: "queued", spent: "failed", canceled: "canceled"}
 
     await client.trigger(done, ttl=0.01)
-    await anyio.sleep(0.05)
-    assert await store.runs.expire()  # queued -> expired
+    assert await wait_for(store.runs.expire)  # queued -> expired, once its ttl has passed
     await client.trigger("states.nobody.serves.this")
     assert await store.runs.fail_unknown(0)  # queued -> failed
 

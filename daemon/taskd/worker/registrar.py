@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 from taskd.config import Settings
@@ -86,14 +87,4 @@ async def retire_undeclared_schedules(store: Store, registry: Registry) -> list[
 
 
 def _describe(definition: TaskDefinition[Any, Any]) -> dict[str, Any]:
-    retry = definition.retry
-    return {
-        "retry": {
-            "max_attempts": retry.max_attempts,
-            "min_delay": retry.min_delay,
-            "max_delay": retry.max_delay,
-            "factor": retry.factor,
-            "jitter": retry.jitter,
-        },
-        "max_duration": definition.max_duration,
-    }
+    return {"retry": asdict(definition.retry), "max_duration": definition.max_duration}
