@@ -28,6 +28,7 @@ from taskd import Client, TaskDefinition
 from taskd.config import Settings
 from taskd.store.database import connect
 from taskd.store.migrations import apply_migrations
+from taskd.testing.anthropic import FakeAnthropic
 from tests.support.in_process import StartDaemon, running_daemon
 from tests.support.postgres import chosen_version
 
@@ -142,3 +143,12 @@ def start_daemon(database: str) -> StartDaemon:
         return running_daemon(database, tasks, configure, **worker)
 
     return start
+
+
+@pytest.fixture
+async def fake_anthropic(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeAnthropic]:
+    """A fake Anthropic API (a real local server) and the API key variable set for daemons;
+    point a daemon at it with ``configure=llm_config(fake_anthropic)``."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    async with FakeAnthropic() as fake:
+        yield fake

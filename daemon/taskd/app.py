@@ -36,6 +36,7 @@ from taskd.worker.findings import Findings
 from taskd.worker.heartbeat import Heartbeat
 from taskd.worker.in_flight import InFlight
 from taskd.worker.listener import CANCEL_CHANNEL, NUDGE_CHANNEL, Listener
+from taskd.worker.llm_call_writer import LLMCallWriter
 from taskd.worker.lock import WorkerLock, new_lock_key
 from taskd.worker.log_writer import RunLogWriter
 from taskd.worker.pruner import Pruner
@@ -62,6 +63,14 @@ log = logging.getLogger("taskd.daemon")
 ADMIN_POOL_SIZE = 3
 ADMIN_STATEMENT_TIMEOUT = 10.0  # seconds; a longer admin query answers 503
 EXIT_RUNS_FAILED = 3  # burst mode: a run it attempted failed (or is left to retry)
+
+
+async def flush_run_rows(log_writer: RunLogWriter, llm_writer: LLMCallWriter) -> bool:
+    """Store the buffered log lines and LLM call records (before outcomes are written: a
+    run seen finished has its lines and its calls' costs stored)."""
+    lines = await log_writer.flush(only_current=True)
+    calls = await llm_writer.flush(only_current=True)
+    return lines and calls
 
 
 def taskd_version() -> str:
@@ -149,6 +158,8 @@ class Daemon:
         self.metrics: Metrics | None = None
         self.admin: AdminServer | None = None
         self.log_writer: RunLogWriter | None = None
+        self.llm_writer: LLMCallWriter | None = None
+        self.services: WorkerRunServices | None = None
 
     async def run(
         self,
@@ -210,6 +221,7 @@ class Daemon:
             )
         client = Client(db_pool, changes=self.changes)
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
+        llm_writer = self.llm_writer = LLMCallWriter(store, telemetry)
         try:
             if settings.admin.listen:
                 from taskd.admin.server import AdminServer
@@ -247,7 +259,10 @@ class Daemon:
                 wait_threshold=settings.worker.wait_threshold,
                 max_payload_bytes=settings.tasks.max_payload_bytes,
                 max_output_bytes=settings.tasks.max_output_bytes,
+                llm_writer=llm_writer,
+                llm_settings=settings.llm,
             )
+            self.services = services
             findings = Findings(store, self.worker_id, changes=self.changes, telemetry=telemetry)
             self.waker = Waker(store, self.worker_id, findings=findings)
             if self.until_empty:
@@ -267,7 +282,7 @@ class Daemon:
                 claimer,
                 changes=self.changes,
                 telemetry=telemetry,
-                before_outcomes=lambda: log_writer.flush(only_current=True),
+                before_outcomes=lambda: flush_run_rows(log_writer, llm_writer),
                 burst=self.burst,
             )
             in_flight = self.in_flight = InFlight(
@@ -331,6 +346,7 @@ class Daemon:
                     await group.start(self._watch_signals)
                 group.start_soon(self.heartbeat.run)
                 group.start_soon(self.log_writer.run)
+                group.start_soon(llm_writer.run)
                 # Claims start now, alongside the reconciliation, whose second look at the
                 # gone workers it cannot prove exited comes 1.5 s after its first: queued runs
                 # need not wait for it, and the runs it hands back are claimed as soon as it has.
@@ -366,7 +382,10 @@ class Daemon:
                 task_status.started(self)
                 await drained.wait()
                 with anyio.move_on_after(5):
-                    await self.log_writer.flush()  # the last lines of the drained runs
+                    # the last lines and LLM calls of the drained runs
+                    await flush_run_rows(self.log_writer, llm_writer)
+                with anyio.move_on_after(2):
+                    await services.llm_close()
                 group.cancel_scope.cancel()
             try:
                 with anyio.fail_after(5):

@@ -38,6 +38,7 @@ class ChangeKind(enum.StrEnum):
     CANCELED = "canceled"
     EXPIRED = "expired"
     METADATA = "metadata"
+    LLM_TEXT = "llm_text"  # text a streamed LLM call wrote since the last one (throttled)
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,6 +282,83 @@ class RetentionSettings(_Section):
     """Rows deleted per statement: small batches keep each transaction short."""
 
 
+class LLMPrice(_Section):
+    """What a model costs, in US dollars per million tokens (``[llm.prices.MODEL]``)."""
+
+    input: float = Field(ge=0)
+    """Input tokens."""
+    output: float = Field(ge=0)
+    """Output tokens."""
+    cache_write: float | None = Field(None, ge=0)
+    """Tokens written to the prompt cache (5-minute cache); default 1.25 times ``input``."""
+    cache_read: float | None = Field(None, ge=0)
+    """Tokens read from the prompt cache; default 0.1 times ``input``."""
+
+
+# Anthropic's list prices (claude.com/pricing, December 2026) per million tokens; a model id
+# with a date suffix ("claude-haiku-4-5-20251001") takes the price of its family's entry.
+# Sonnet's prices are those of prompts up to 200k tokens (longer ones cost more: set them).
+DEFAULT_LLM_PRICES: dict[str, dict[str, float]] = {
+    "claude-opus-4-5": {"input": 5.0, "output": 25.0},
+    "claude-opus-4-1": {"input": 15.0, "output": 75.0},
+    "claude-opus-4": {"input": 15.0, "output": 75.0},
+    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0},
+    "claude-sonnet-4": {"input": 3.0, "output": 15.0},
+    "claude-3-7-sonnet": {"input": 3.0, "output": 15.0},
+    "claude-haiku-4-5": {"input": 1.0, "output": 5.0},
+    "claude-3-5-haiku": {"input": 0.8, "output": 4.0},
+    "claude-3-haiku": {"input": 0.25, "output": 1.25},
+}
+
+
+def _with_default_prices(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {**DEFAULT_LLM_PRICES, **value}
+
+
+class LLMSettings(_Section):
+    """``[llm]``: ``ctx.llm``, the official Anthropic client every task's calls go through."""
+
+    api_key_env: str = "ANTHROPIC_API_KEY"
+    """The environment variable holding the API key (the key itself is never in the file)."""
+    base_url: str = ""
+    """The API's address; empty: the SDK's (``ANTHROPIC_BASE_URL``, else api.anthropic.com)."""
+    model: str = "claude-haiku-4-5"
+    """The model of a call that names none."""
+    timeout: Seconds = Field(600.0, gt=0)
+    """Longest a call may take (a stream: between two events)."""
+    connect_timeout: Seconds = Field(10.0, gt=0)
+    """Longest wait for a connection to the API."""
+    max_wait: Seconds = Field(3600.0, gt=0)
+    """How long a run may keep waiting for the API (429, overload, 5xx, connection errors,
+    back in the queue each time, no attempt spent) before it fails with the API's message."""
+    overload_backoff: Seconds = Field(5.0, gt=0)
+    """The first wait after an overload (529) or server error; doubled after each one in a
+    row (with jitter), up to ``overload_backoff_max``."""
+    overload_backoff_max: Seconds = Field(300.0, gt=0)
+    """The longest wait after overload answers in a row."""
+    stream_interval: Seconds = Field(0.25, gt=0)
+    """Text deltas of a stream are published on the run's change stream at most this often."""
+    prices: Annotated[dict[str, LLMPrice], BeforeValidator(_with_default_prices)] = Field(
+        default_factory=lambda: {
+            model: LLMPrice.model_validate(price) for model, price in DEFAULT_LLM_PRICES.items()
+        }
+    )
+    """Prices per model id (``[llm.prices.claude-haiku-4-5] input = 1.0, output = 5.0``), in
+    dollars per million tokens; added to (or replacing) the built-in table of current Claude
+    models. A call of a model without a price records its tokens and no cost."""
+
+    @model_validator(mode="after")
+    def _backoff_within_max(self) -> LLMSettings:
+        if self.overload_backoff > self.overload_backoff_max:
+            raise ValueError(
+                f"overload_backoff ({self.overload_backoff:g}s) must not exceed "
+                f"overload_backoff_max ({self.overload_backoff_max:g}s)"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -296,6 +373,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
 
 
 def find_config(start: Path | str | None = None) -> Path | None:

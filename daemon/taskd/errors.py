@@ -70,6 +70,26 @@ class AbortRun(Exception):
     """Raise inside a task to fail the run now, without any further retry."""
 
 
+class LLMRequestRefused(AbortRun):
+    """The LLM API refused a call for good (400, 401, 403, 404, 413, a credit or billing
+    error): the run fails at once with the API's message, without a retry."""
+
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.request_id = request_id
+
+
+class LLMUnavailable(AbortRun):
+    """The LLM API stayed unavailable (rate limited, overloaded, failing, unreachable) for
+    longer than ``[llm] max_wait``: the run fails with the API's last message."""
+
+
+class BudgetExceeded(AbortRun):
+    """An LLM call would take a run (``@task(budget_usd=...)``) or a tenant (a queue's
+    ``Budget``) past its budget: it is not sent, and the run fails with this reason."""
+
+
 class FailedOutsideAttempt(TaskdError):
     """What ``on_failure`` receives for a run that failed outside its attempt's code: its
     worker was lost on the last attempt (``type`` WorkerLost), no daemon served its task

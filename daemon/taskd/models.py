@@ -6,6 +6,7 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel as _PydanticModel
@@ -409,6 +410,55 @@ class LogLine:
     level: str  # debug, info, warning, error
     message: str
     fields: bytes | None
+
+
+@dataclass(slots=True)
+class LLMCall:
+    """One call made through ``ctx.llm``, waiting to be stored (``taskd.llm_calls``)."""
+
+    run_id: uuid.UUID | None
+    task_id: str
+    attempt: int | None
+    step: str | None
+    queue: str | None
+    concurrency_key: str | None
+    tags: list[str]
+    model: str
+    kind: str  # message, stream, count_tokens, batch
+    outcome: str  # ok, rate_limited, overloaded, server_error, connection_error, refused
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    cost_usd: Decimal | None
+    latency_ms: int | None
+    stop_reason: str | None
+    request_id: str | None
+    error: str | None
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LLMGate:
+    """What stands before a call of a model by a run, on the database's clock: the model's
+    backoff (no daemon calls it before ``backoff_until``) and the run's wait for the API."""
+
+    now: datetime
+    backoff_until: datetime | None
+    backoff_reason: str | None
+    overloads: int
+    deferred_since: datetime | None
+    deferrals: int
+
+
+@dataclass(frozen=True, slots=True)
+class LLMDeferral:
+    """A run handed back to the queue for the API: waiting since, how often, and now (all on
+    the database's clock)."""
+
+    since: datetime
+    deferrals: int
+    now: datetime
 
 
 class RunLogLine(BaseModel):

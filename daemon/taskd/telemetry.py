@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
-from taskd.models import ClaimedRun, Outcome
+from taskd.models import ClaimedRun, LLMCall, Outcome
 
 
 class Telemetry:
@@ -29,3 +29,6 @@ class Telemetry:
 
     def log_lines_dropped(self, count: int) -> None:
         """Run log lines that could not be stored (the buffer was full)."""
+
+    def llm_calls(self, calls: Sequence[LLMCall]) -> None:
+        """Records of LLM calls were stored (their tokens and cost count from now)."""

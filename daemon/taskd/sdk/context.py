@@ -13,6 +13,7 @@ import anyio
 from taskd.errors import RunFailed, StepNameRepeated, TokenNotFound, WaitTimeout
 from taskd.logs import RunLogger
 from taskd.models import RunStatus
+from taskd.sdk.llm.client import LLM, LLMServices
 from taskd.sdk.retry import Retry
 from taskd.sdk.steps import Steps, StepStore
 from taskd.sdk.wait import Suspend, WaitToken, sleep_until
@@ -23,7 +24,7 @@ TOKEN_RECHECK = 1.0  # seconds: a run looks again at a token another transaction
 task_logger = logging.getLogger("taskd.task")
 
 
-class RunServices(StepStore, Protocol):
+class RunServices(StepStore, LLMServices, Protocol):
     """What a context needs from the daemon running it (see taskd.worker.run_services)."""
 
     wait_threshold: float
@@ -74,6 +75,7 @@ class Context:
 
     __slots__ = (
         "_children",
+        "_llm",
         "_log",
         "_metadata",
         "_metadata_lock",
@@ -82,6 +84,8 @@ class Context:
         "_tokens",
         "_waits",
         "attempt",
+        "budget_usd",
+        "concurrency_key",
         "log_lines",
         "max_attempts",
         "payload",
@@ -106,6 +110,8 @@ class Context:
         log_lines: int = 0,
         services: RunServices | None = None,
         wait_threshold: float = 5.0,
+        concurrency_key: str | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         self.run_id = run_id
         """The run's id (a UUIDv7)."""
@@ -121,6 +127,11 @@ class Context:
         """The queue the run was claimed from."""
         self.tags = tags
         """The trigger's tags."""
+        self.concurrency_key = concurrency_key
+        """The trigger's concurrency key (the tenant), or None."""
+        self.budget_usd = budget_usd
+        """The run's LLM budget in dollars (``@task(budget_usd=...)``), or None."""
+        self._llm: LLM | None = None
         self._metadata: dict[str, Any] = dict(metadata or {})
         self._metadata_lock: anyio.Lock | None = None
         self.log_lines = log_lines
@@ -149,6 +160,19 @@ class Context:
     def _store_log(self, level: int, message: str, fields: dict[str, Any]) -> None:
         assert self._services is not None
         self._services.store_log(self, level, message, fields)
+
+    @property
+    def llm(self) -> LLM:
+        """The official Anthropic client (``anthropic.AsyncAnthropic``), wrapped: ``await
+        ctx.llm.messages.create(model=..., max_tokens=..., messages=[...])``. Each call is
+        recorded with the run, step and task (tokens, cost); 429s, overloads and connection
+        errors hand the run back to the queue without spending an attempt; a refused request
+        fails the run (LLMRequestRefused). Configured by ``[llm]``."""
+        if self._llm is None:
+            if self._services is None:
+                raise RuntimeError("ctx.llm needs a run executed by a taskd daemon")
+            self._llm = LLM(self, self._services)
+        return self._llm
 
     @property
     def metadata(self) -> dict[str, Any]:

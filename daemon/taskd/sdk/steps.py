@@ -13,6 +13,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ import anyio
 import orjson
 from pydantic import BaseModel
 
-from taskd.errors import StepNameRepeated, StepResultNotStored
+from taskd.errors import AbortRun, StepNameRepeated, StepResultNotStored
 from taskd.logs import log_event
 from taskd.models import Step
 from taskd.sdk.retry import Retry, retry_after
@@ -30,6 +31,9 @@ log = logging.getLogger("taskd.step")
 
 
 DEFAULT_MAX_RESULT_BYTES = 1_048_576
+
+current_step: ContextVar[str | None] = ContextVar("taskd_current_step", default=None)
+"""The step whose function is running (what an LLM call made in it is attributed to)."""
 
 
 class StepStore(Protocol):
@@ -99,12 +103,13 @@ class Steps:
         tries = 0
         while True:
             tries += 1
+            step_token = current_step.set(name)
             try:
                 value = fn(*args, **kwargs)
                 if inspect.isawaitable(value):
                     value = await value
             except Exception as exc:
-                if tries < policy.max_attempts:
+                if tries < policy.max_attempts and not isinstance(exc, AbortRun):
                     # the step sleeps in its slot: a server's retry_after counts, as for runs
                     honoured = retry_after(exc)
                     delay = policy.delay_after(tries) if honoured is None else honoured
@@ -120,6 +125,8 @@ class Steps:
                     continue
                 await self._record(name, "failed", None, _error(exc), tries, started_at)
                 raise
+            finally:
+                current_step.reset(step_token)
             break
         # The function has returned: its side effect (a charge, an email) happened, so
         # whatever becomes of its result, it is not called again for this run.

@@ -51,8 +51,10 @@ class TaskDefinition(Generic[P, R]):
         on_failure: FailureHook | None = None,
         on_cancel: CancelHook | None = None,
         on_event: Sequence[str] = (),
+        budget_usd: float | None = None,
     ) -> None:
         self.fn = fn
+        self.budget_usd = budget_usd
         self.events = tuple(on_event)
         self.schedule: Any = None  # a ScheduleSpec when declared with @schedules.task
         self.id = id
@@ -282,6 +284,7 @@ def task(
     on_failure: FailureHook | None = None,
     on_cancel: CancelHook | None = None,
     on_event: str | Sequence[str] = (),
+    budget_usd: float | None = None,
 ) -> Callable[[Callable[[P, Context], Awaitable[R]]], TaskDefinition[P, R]]:
     """Declare a task.
 
@@ -294,6 +297,8 @@ def task(
     (called once, when the run has failed for good: the dead-letter hook), ``on_cancel(payload,
     ctx)`` (when a cancel request stops a running attempt). ``on_event``: an event name (or
     several) whose every ``send_event`` starts a run of this task with the event's payload.
+    ``budget_usd``: the most a run may spend on LLM calls made through ``ctx.llm`` (over all
+    its attempts); a call that would pass it is not sent and the run fails (BudgetExceeded).
     """
     if not isinstance(id, str) or not id.strip():
         raise ValueError("@task needs a non-empty id")
@@ -304,6 +309,12 @@ def task(
         raise ValueError(f"task {id!r}: on_event names must be non-empty strings")
     if duration is not None and duration <= 0:
         raise ValueError(f"task {id!r}: max_duration must be positive")
+    if budget_usd is not None and (
+        isinstance(budget_usd, bool)
+        or not isinstance(budget_usd, int | float)
+        or not 0 < budget_usd < float("inf")
+    ):
+        raise ValueError(f"task {id!r}: budget_usd must be a positive number of dollars")
 
     def decorate(fn: Callable[[P, Context], Awaitable[R]]) -> TaskDefinition[P, R]:
         if not inspect.iscoroutinefunction(fn):
@@ -322,6 +333,7 @@ def task(
             on_failure=on_failure,
             on_cancel=on_cancel,
             on_event=events,
+            budget_usd=float(budget_usd) if budget_usd is not None else None,
         )
         definition.own_retry = retry
         return definition

@@ -1197,6 +1197,100 @@ CREATE TABLE taskd.idempotency_keys (
 );
 
 --
+-- Name: llm_backoffs; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.llm_backoffs (
+    model text NOT NULL,
+    until timestamp with time zone NOT NULL,
+    overloads integer DEFAULT 0 NOT NULL,
+    reason text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: TABLE llm_backoffs; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.llm_backoffs IS 'Per model: no daemon starts a call before `until` (from a 429''s retry-after or reset headers, or the adaptive backoff after overload answers).';
+
+--
+-- Name: llm_calls; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.llm_calls (
+    id bigint NOT NULL,
+    run_id uuid,
+    task_id text NOT NULL,
+    attempt integer,
+    step text,
+    queue text,
+    concurrency_key text,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    model text NOT NULL,
+    kind text NOT NULL,
+    outcome text NOT NULL,
+    input_tokens bigint DEFAULT 0 NOT NULL,
+    output_tokens bigint DEFAULT 0 NOT NULL,
+    cache_write_tokens bigint DEFAULT 0 NOT NULL,
+    cache_read_tokens bigint DEFAULT 0 NOT NULL,
+    cost_usd numeric(20,10),
+    latency_ms integer,
+    stop_reason text,
+    request_id text,
+    error text,
+    started_at timestamp with time zone NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT llm_calls_cache_read_tokens_check CHECK ((cache_read_tokens >= 0)),
+    CONSTRAINT llm_calls_cache_write_tokens_check CHECK ((cache_write_tokens >= 0)),
+    CONSTRAINT llm_calls_input_tokens_check CHECK ((input_tokens >= 0)),
+    CONSTRAINT llm_calls_kind_check CHECK ((kind = ANY (ARRAY['message'::text, 'stream'::text, 'count_tokens'::text, 'batch'::text]))),
+    CONSTRAINT llm_calls_output_tokens_check CHECK ((output_tokens >= 0))
+);
+
+--
+-- Name: TABLE llm_calls; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.llm_calls IS 'One row per call made through ctx.llm: tokens, cost (NULL: no price known for the model), outcome (ok, rate_limited, overloaded, server_error, connection_error, refused, budget).';
+
+--
+-- Name: COLUMN llm_calls.cost_usd; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_calls.cost_usd IS 'US dollars at the [llm] prices of the model when the call was recorded (batch: half).';
+
+--
+-- Name: llm_calls_id_seq; Type: SEQUENCE; Schema: taskd; Owner: -
+--
+
+ALTER TABLE taskd.llm_calls ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME taskd.llm_calls_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: llm_deferrals; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.llm_deferrals (
+    run_id uuid NOT NULL,
+    since timestamp with time zone DEFAULT now() NOT NULL,
+    deferrals integer DEFAULT 1 NOT NULL,
+    reason text NOT NULL
+);
+
+--
+-- Name: TABLE llm_deferrals; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.llm_deferrals IS 'Runs waiting for the LLM API (429, overload, 5xx, connection): since when, how often.';
+
+--
 -- Name: migrations; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -1945,6 +2039,27 @@ ALTER TABLE ONLY taskd.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (task_id, idempotency_key);
 
 --
+-- Name: llm_backoffs llm_backoffs_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.llm_backoffs
+    ADD CONSTRAINT llm_backoffs_pkey PRIMARY KEY (model);
+
+--
+-- Name: llm_calls llm_calls_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.llm_calls
+    ADD CONSTRAINT llm_calls_pkey PRIMARY KEY (id);
+
+--
+-- Name: llm_deferrals llm_deferrals_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.llm_deferrals
+    ADD CONSTRAINT llm_deferrals_pkey PRIMARY KEY (run_id);
+
+--
 -- Name: migrations migrations_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -2062,6 +2177,18 @@ CREATE INDEX events_name_idx ON taskd.events USING btree (name, id DESC);
 CREATE INDEX idempotency_keys_expiry_idx ON taskd.idempotency_keys USING btree (expires_at);
 
 --
+-- Name: llm_calls_run_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_calls_run_idx ON taskd.llm_calls USING btree (run_id, id);
+
+--
+-- Name: llm_calls_started_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_calls_started_idx ON taskd.llm_calls USING btree (started_at);
+
+--
 -- Name: queue_starts_idx; Type: INDEX; Schema: taskd; Owner: -
 --
 
@@ -2150,3 +2277,10 @@ CREATE INDEX wait_tokens_run_idx ON taskd.wait_tokens USING btree (run_id);
 --
 
 CREATE INDEX wait_tokens_unseen_idx ON taskd.wait_tokens USING btree (run_id) WHERE unseen;
+
+--
+-- Name: llm_deferrals llm_deferrals_run_id_fkey; Type: FK CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.llm_deferrals
+    ADD CONSTRAINT llm_deferrals_run_id_fkey FOREIGN KEY (run_id) REFERENCES taskd.runs(id) ON DELETE CASCADE;

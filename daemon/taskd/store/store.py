@@ -13,6 +13,7 @@ import asyncpg
 from taskd.store.attempts import AttemptStore
 from taskd.store.events import EventStore
 from taskd.store.failure_hooks import FailureHookStore
+from taskd.store.llm import LLMStore
 from taskd.store.logs import LogStore
 from taskd.store.queues import QueueStore
 from taskd.store.retention import RetentionStore
@@ -45,5 +46,6 @@ class Store:
         self.tasks = TaskStore(pool)
         self.settings = SettingStore(pool)
         self.logs = LogStore(pool)
+        self.llm = LLMStore(pool)
         self.failure_hooks = FailureHookStore(pool)
         self.retention = RetentionStore(pool)

@@ -108,7 +108,7 @@ async def execute(
         # A payload that does not fit the task never will: fail now, no retry.
         ctx = _context(run, run.payload, max_attempts, services)
         return await _fail_for_good(run, definition, ctx, exc, AttemptOutcome.FAILED)
-    ctx = _context(run, payload, max_attempts, services)
+    ctx = _context(run, payload, max_attempts, services, definition.budget_usd)
 
     timeout = asyncio.timeout(max_duration)
     context_token = set_current_context(ctx)
@@ -236,7 +236,11 @@ def _output_limit(services: RunServices | None) -> int:
 
 
 def _context(
-    run: ClaimedRun, payload: Any, max_attempts: int, services: RunServices | None
+    run: ClaimedRun,
+    payload: Any,
+    max_attempts: int,
+    services: RunServices | None,
+    budget_usd: float | None = None,
 ) -> Context:
     return Context(
         run_id=run.id,
@@ -250,6 +254,8 @@ def _context(
         log_lines=run.log_lines,
         services=services,
         wait_threshold=services.wait_threshold if services is not None else 5.0,
+        concurrency_key=run.concurrency_key or None,
+        budget_usd=budget_usd,
     )
 
 

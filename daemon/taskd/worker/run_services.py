@@ -14,6 +14,7 @@ import anyio
 import orjson
 
 from taskd.changes import ChangeHub, ChangeKind, RunChange
+from taskd.config import LLMSettings
 from taskd.errors import MetadataTooLarge
 from taskd.ids import new_run_id
 from taskd.logs import log_event
@@ -25,6 +26,8 @@ from taskd.store.database import DB_ERRORS, DatabaseError, refuses_data
 from taskd.store.steps import StepOutcome
 from taskd.store.store import Store
 from taskd.store.waits import ChildRuns
+from taskd.worker.llm_call_writer import LLMCallWriter
+from taskd.worker.llm_services import LLMCallServices
 from taskd.worker.log_writer import RunLogWriter
 
 log = logging.getLogger("taskd.run")
@@ -47,8 +50,9 @@ def level_name(level: int) -> str:
     return "debug"
 
 
-class WorkerRunServices:
-    """The daemon's side of ``ctx.set_metadata`` and of the ``ctx.log`` lines it stores."""
+class WorkerRunServices(LLMCallServices):
+    """The daemon's side of ``ctx.set_metadata``, of the ``ctx.log`` lines it stores, of
+    steps, waits, tokens and child runs, and (LLMCallServices) of ``ctx.llm``."""
 
     def __init__(
         self,
@@ -63,7 +67,10 @@ class WorkerRunServices:
         wait_threshold: float = 5.0,
         max_payload_bytes: int = 1_048_576,
         max_output_bytes: int = 1_048_576,
+        llm_writer: LLMCallWriter | None = None,
+        llm_settings: LLMSettings | None = None,
     ) -> None:
+        super().__init__(store, changes, llm_writer, llm_settings or LLMSettings(), self._patiently)
         self.wait_threshold = wait_threshold
         self.max_output_bytes = max_output_bytes
         self._max_payload_bytes = max_payload_bytes
@@ -244,7 +251,7 @@ class WorkerRunServices:
     async def _patiently(
         self,
         what: str,
-        run_id: uuid.UUID,
+        run_id: uuid.UUID | None,
         call: Callable[..., Awaitable[T]],
         *args: Any,
     ) -> T:

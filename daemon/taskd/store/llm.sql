@@ -1,0 +1,63 @@
+-- LLM calls made through ctx.llm (0007_llm_calls.sql): their records, and the backoffs that
+-- keep every daemon from calling an API that asked to be left alone.
+-- Loaded by store/llm.py (store/queries.py: blocks headed `-- name: NAME`).
+
+-- name: insert_calls
+-- One batch of call records (the LLM call writer's).
+INSERT INTO taskd.llm_calls (
+    run_id, task_id, attempt, step, queue, concurrency_key, tags, model, kind, outcome,
+    input_tokens, output_tokens, cache_write_tokens, cache_read_tokens, cost_usd, latency_ms,
+    stop_reason, request_id, error, started_at)
+SELECT c.run_id, c.task_id, c.attempt, c.step, c.queue, c.concurrency_key,
+       coalesce(
+           (SELECT array_agg(t) FROM jsonb_array_elements_text(c.tags::jsonb) AS t), '{}'),
+       c.model, c.kind, c.outcome, c.input_tokens, c.output_tokens, c.cache_write_tokens,
+       c.cache_read_tokens, c.cost_usd, c.latency_ms, c.stop_reason, c.request_id, c.error,
+       c.started_at
+  FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+              $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[],
+              $13::bigint[], $14::bigint[], $15::numeric[], $16::int[], $17::text[],
+              $18::text[], $19::text[], $20::timestamptz[])
+       AS c (run_id, task_id, attempt, step, queue, concurrency_key, tags, model, kind,
+             outcome, input_tokens, output_tokens, cache_write_tokens, cache_read_tokens,
+             cost_usd, latency_ms, stop_reason, request_id, error, started_at);
+
+-- name: gate
+-- Before a call: the model's backoff (no call before `until`) and the run's time waiting.
+SELECT now() AS now, b.until, b.overloads, b.reason, d.since, d.deferrals
+  FROM (SELECT 1) AS one
+  LEFT JOIN taskd.llm_backoffs b ON b.model = $1
+  LEFT JOIN taskd.llm_deferrals d ON d.run_id = $2;
+
+-- name: defer_run
+-- The run goes back to the queue for the API: since when it has been waiting, how often.
+INSERT INTO taskd.llm_deferrals AS d (run_id, reason) VALUES ($1, $2)
+ON CONFLICT (run_id) DO UPDATE SET deferrals = d.deferrals + 1, reason = excluded.reason
+RETURNING since, deferrals, now() AS now;
+
+-- name: count_overload
+-- One more overload answer for the model in a row: the exponent of its backoff.
+INSERT INTO taskd.llm_backoffs AS b (model, until, overloads, reason) VALUES ($1, now(), 1, $2)
+ON CONFLICT (model) DO UPDATE
+   SET overloads = b.overloads + 1, reason = excluded.reason, updated_at = now()
+RETURNING overloads;
+
+-- name: back_off
+-- No daemon calls the model before $2 (a later backoff already held stays).
+INSERT INTO taskd.llm_backoffs AS b (model, until, reason) VALUES ($1, $2, $3)
+ON CONFLICT (model) DO UPDATE
+   SET until = greatest(b.until, excluded.until), reason = excluded.reason, updated_at = now()
+RETURNING until;
+
+-- name: recovered
+-- A call of model $1 by run $2 succeeded: the model's overload streak ends, the run's wait too.
+WITH run AS (DELETE FROM taskd.llm_deferrals WHERE run_id = $2)
+UPDATE taskd.llm_backoffs SET overloads = 0, updated_at = now()
+ WHERE model = $1 AND overloads > 0;
+
+-- name: backoffs
+-- The models no daemon calls before `until` (taskd queues list, /api/queues).
+SELECT model, until, overloads, reason, updated_at
+  FROM taskd.llm_backoffs
+ WHERE until > now()
+ ORDER BY model;

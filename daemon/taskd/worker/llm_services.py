@@ -1,0 +1,115 @@
+"""The daemon's side of ``ctx.llm``: the one SDK client, the fleet-wide backoffs in the
+database, the call records' writer and the stream's text on the run's change stream."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import anthropic
+import httpx2
+
+from taskd.changes import ChangeHub, ChangeKind, RunChange
+from taskd.config import LLMSettings
+from taskd.errors import LLMRequestRefused
+from taskd.models import LLMCall, LLMDeferral, LLMGate, RunStatus
+from taskd.sdk.context import Context
+from taskd.store.store import Store
+from taskd.worker.llm_call_writer import LLMCallWriter
+
+T = TypeVar("T")
+# ``patiently(what, run_id, call, *args)``: the call again while the database is away
+Patiently = Callable[..., Awaitable[Any]]
+
+
+class LLMCallServices:
+    def __init__(
+        self,
+        store: Store,
+        changes: ChangeHub,
+        writer: LLMCallWriter | None,
+        settings: LLMSettings,
+        patiently: Patiently,
+    ) -> None:
+        self.llm_settings = settings
+        self._llm_store = store.llm
+        self._llm_changes = changes
+        self._llm_writer = writer
+        self._llm_patiently = patiently
+        self._llm_client: anthropic.AsyncAnthropic | None = None
+
+    def llm_client(self) -> anthropic.AsyncAnthropic:
+        """One client per daemon (one connection pool), built at the first call. The SDK's
+        own retries are off: waiting for the API is the daemon's business (a run waits in
+        the queue, not in a slot), and the two would stack."""
+        if self._llm_client is None:
+            settings = self.llm_settings
+            import os
+
+            key = os.environ.get(settings.api_key_env)
+            if not key:
+                raise LLMRequestRefused(
+                    f"no Anthropic API key: set the environment variable {settings.api_key_env} "
+                    "(the name is [llm] api_key_env) for the daemon"
+                )
+            self._llm_client = anthropic.AsyncAnthropic(
+                api_key=key,
+                base_url=settings.base_url or None,
+                max_retries=0,
+                timeout=httpx2.Timeout(settings.timeout, connect=settings.connect_timeout),
+            )
+        return self._llm_client
+
+    async def llm_close(self) -> None:
+        if self._llm_client is not None:
+            await self._llm_client.close()
+            self._llm_client = None
+
+    async def llm_gate(self, key: str, run_id: uuid.UUID) -> LLMGate:
+        gate: LLMGate = await self._llm_patiently(
+            "LLM backoff not read", run_id, self._llm_store.gate, key, run_id
+        )
+        return gate
+
+    async def llm_defer_run(self, run_id: uuid.UUID, reason: str) -> LLMDeferral:
+        deferral: LLMDeferral = await self._llm_patiently(
+            "LLM wait not recorded", run_id, self._llm_store.defer_run, run_id, reason
+        )
+        return deferral
+
+    async def llm_count_overload(self, key: str, reason: str) -> int:
+        overloads: int = await self._llm_patiently(
+            "LLM overload not counted", None, self._llm_store.count_overload, key, reason
+        )
+        return overloads
+
+    async def llm_back_off(self, key: str, until: datetime, reason: str) -> datetime:
+        held: datetime = await self._llm_patiently(
+            "LLM backoff not recorded", None, self._llm_store.back_off, key, until, reason
+        )
+        return held
+
+    async def llm_recovered(self, key: str, run_id: uuid.UUID) -> None:
+        await self._llm_patiently(
+            "LLM recovery not recorded", run_id, self._llm_store.recovered, key, run_id
+        )
+
+    def llm_record(self, call: LLMCall) -> None:
+        if self._llm_writer is not None:
+            self._llm_writer.add(call)
+
+    def llm_text(self, ctx: Context, step: str | None, call: int, text: str, done: bool) -> None:
+        if not self._llm_changes.active:
+            return
+        self._llm_changes.publish(
+            RunChange(
+                ChangeKind.LLM_TEXT,
+                ctx.run_id,
+                ctx.task_id,
+                RunStatus.EXECUTING.value,
+                ctx.attempt,
+                data={"step": step, "call": call, "text": text, "done": done},
+            )
+        )
