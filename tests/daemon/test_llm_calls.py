@@ -5,6 +5,7 @@ and not with the run's attempts; refused requests fail the run at once."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -118,3 +119,156 @@ async def test_a_refused_request_fails_the_run_at_once_with_the_api_message(
     assert "credit balance is too low" in done.error["message"]
     [call] = await calls_of(db, run_id)
     assert call["outcome"] == "refused" and len(fake_anthropic.message_requests) == 1
+
+
+async def status_is(client: Client, run_id: Any, status: RunStatus) -> bool:
+    return (await client.get_run(run_id)).status is status
+
+
+async def skip_backoffs(db: asyncpg.Connection) -> None:
+    """The API's wait is over: backoffs and the runs' wake-up times move to now."""
+    await db.execute("UPDATE taskd.llm_backoffs SET until = now()")
+    await db.execute("UPDATE taskd.runs SET run_at = now() WHERE status = 'waiting'")
+
+
+async def test_an_overload_backs_off_the_model_for_every_run_until_a_call_succeeds(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply("Done.", input_tokens=10, output_tokens=5)
+    fake_anthropic.fail_next(status=529)
+    async with start_daemon([letter], llm_config(fake_anthropic, overload_backoff=40)):
+        first = await client.trigger("llm.letter", {})
+        await wait_for(lambda: status_is(client, first, RunStatus.WAITING))
+        backoff = await db.fetchrow("SELECT * FROM taskd.llm_backoffs WHERE model = $1", HAIKU)
+        # the adaptive backoff's first step: 40 s with jitter (half to all of it)
+        assert backoff["overloads"] == 1 and "overloaded_error" in backoff["reason"]
+        left = (backoff["until"] - datetime.now(UTC)).total_seconds()
+        assert 15 < left <= 40
+        # another run of the model waits without calling the API at all
+        second = await client.trigger("llm.letter", {})
+        await wait_for(lambda: status_is(client, second, RunStatus.WAITING))
+        assert len(fake_anthropic.message_requests) == 1
+        assert (await client.get_run(second)).attempt == 0
+        await skip_backoffs(db)
+        done = [await wait_for_run(client, run_id) for run_id in (first, second)]
+    assert [run.status for run in done] == [RunStatus.COMPLETED] * 2
+    assert [run.attempt for run in done] == [1, 1]
+    assert len(fake_anthropic.message_requests) == 3
+    # a success ends the streak: the next overload starts again from the first step
+    assert (
+        await db.fetchval("SELECT overloads FROM taskd.llm_backoffs WHERE model = $1", HAIKU) == 0
+    )
+    assert await db.fetchval("SELECT count(*) FROM taskd.llm_deferrals") == 0
+
+
+async def test_server_and_connection_errors_wait_for_this_run_only(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply("Done.", input_tokens=10, output_tokens=5)
+    fake_anthropic.fail_next(status=500)
+    fake_anthropic.fail_next(disconnect=True)
+    async with start_daemon([letter], llm_config(fake_anthropic)):
+        run_id = await client.trigger("llm.letter", {})
+        for deferrals in (1, 2):
+
+            async def deferred(n: int = deferrals) -> bool:
+                got = await db.fetchval(
+                    "SELECT deferrals FROM taskd.llm_deferrals WHERE run_id = $1", run_id
+                )
+                return got == n and await status_is(client, run_id, RunStatus.WAITING)
+
+            await wait_for(deferred)
+            # the fleet goes on calling the model: no backoff for one run's trouble
+            assert await db.fetchval("SELECT count(*) FROM taskd.llm_backoffs") == 0
+            await skip_backoffs(db)
+        done = await wait_for_run(client, run_id)
+    assert done.status is RunStatus.COMPLETED and done.attempt == 1
+    outcomes = [call["outcome"] for call in await calls_of(db, run_id)]
+    assert outcomes == ["server_error", "connection_error", "ok"]
+
+
+async def test_past_max_wait_the_run_fails_with_the_api_message(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.fail_next(status=429, retry_after=20, message="Number of requests exceeded")
+    fake_anthropic.fail_next(status=429, retry_after=20, message="Number of requests exceeded")
+    async with start_daemon([letter], llm_config(fake_anthropic, max_wait=600)):
+        run_id = await client.trigger("llm.letter", {})
+        await wait_for(lambda: status_is(client, run_id, RunStatus.WAITING))
+        # the run has been waiting for the API for most of max_wait already
+        await db.execute("UPDATE taskd.llm_deferrals SET since = now() - interval '590 seconds'")
+        await skip_backoffs(db)
+        done = await wait_for_run(client, run_id)
+    assert done.status is RunStatus.FAILED and len(done.attempts) == 1
+    assert done.error is not None and done.error["type"] == "LLMUnavailable"
+    assert "Number of requests exceeded" in done.error["message"]
+    assert "max_wait" in done.error["message"]
+
+
+PAID: dict[str, int] = {}
+
+
+@task(id="llm.letter_then_save", retry=None)
+async def letter_then_save(payload: dict[str, Any], ctx: Context) -> str:
+    async def write() -> str:
+        message = await ctx.llm.messages.create(max_tokens=100, messages=HELLO)
+        block = message.content[0]
+        assert block.type == "text"
+        return block.text
+
+    text: str = await ctx.step("write", write)
+    PAID[str(ctx.run_id)] = PAID.get(str(ctx.run_id), 0) + 1
+    if ctx.attempt == 1:
+        raise RuntimeError("the app's API was down while saving")
+    return text
+
+
+async def test_a_call_in_a_step_is_not_paid_again_when_the_run_retries(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply("Paid once.", input_tokens=10, output_tokens=5)
+    async with start_daemon([letter_then_save], llm_config(fake_anthropic, model=HAIKU)):
+        run_id = await client.trigger(
+            "llm.letter_then_save", {}, retry={"max_attempts": 2, "min_delay": 0, "max_delay": 0}
+        )
+        done = await wait_for_run(client, run_id)
+    assert done.status is RunStatus.COMPLETED and done.output == "Paid once."
+    assert done.attempt == 2 and PAID[str(run_id)] == 2
+    # the second attempt got the letter from the step's record: one request, one cost
+    assert len(fake_anthropic.message_requests) == 1
+    [call] = await calls_of(db, run_id)
+    assert call["model"] == HAIKU  # [llm] model, for a call naming none
+    assert call["cost_usd"] == dollars(10, 5, "1", "5")
+
+
+async def test_without_an_api_key_the_run_fails_saying_which_variable(
+    client: Client, start_daemon, fake_anthropic: FakeAnthropic, monkeypatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    async with start_daemon([letter], llm_config(fake_anthropic)):
+        run_id = await client.trigger("llm.letter", {})
+        done = await wait_for_run(client, run_id)
+    assert done.status is RunStatus.FAILED and done.error is not None
+    assert "ANTHROPIC_API_KEY" in done.error["message"]
+    assert fake_anthropic.requests == []
+
+
+async def test_a_price_from_the_config_and_a_model_without_one(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply("Done.", input_tokens=1_000_000, output_tokens=2_000)
+
+    def prices(settings: Any) -> None:
+        settings.llm.prices["claude-house-1"] = settings.llm.prices[HAIKU].model_copy(
+            update={"input": 0.5, "output": 2.5}
+        )
+
+    async with start_daemon([letter], llm_config(fake_anthropic, then=prices)):
+        house = await client.trigger("llm.letter", {"model": "claude-house-1-20270101"})
+        unknown = await client.trigger("llm.letter", {"model": "gpt-unknown"})
+        for run_id in (house, unknown):
+            assert (await wait_for_run(client, run_id)).status is RunStatus.COMPLETED
+    [priced] = await calls_of(db, house)
+    assert priced["cost_usd"] == Decimal("0.5") + dollars(0, 2_000, "0", "2.5")
+    [unpriced] = await calls_of(db, unknown)
+    assert unpriced["cost_usd"] is None and unpriced["input_tokens"] == 1_000_000
