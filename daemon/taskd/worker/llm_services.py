@@ -3,13 +3,11 @@ database, the call records' writer and the stream's text on the run's change str
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
-
-import anthropic
-import httpx2
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.config import LLMSettings
@@ -18,6 +16,9 @@ from taskd.models import LLMCall, LLMDeferral, LLMGate, RunStatus
 from taskd.sdk.context import Context
 from taskd.store.store import Store
 from taskd.worker.llm_call_writer import LLMCallWriter
+
+if TYPE_CHECKING:
+    import anthropic
 
 T = TypeVar("T")
 # ``patiently(what, run_id, call, *args)``: the call again while the database is away
@@ -45,8 +46,10 @@ class LLMCallServices:
         own retries are off: waiting for the API is the daemon's business (a run waits in
         the queue, not in a slot), and the two would stack."""
         if self._llm_client is None:
+            import anthropic  # loaded at the daemon's first LLM call, not at its start
+            import httpx2
+
             settings = self.llm_settings
-            import os
 
             key = os.environ.get(settings.api_key_env)
             if not key:

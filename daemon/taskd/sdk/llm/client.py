@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anthropic
 from anthropic.types import Message, MessageTokensCount
 
-from taskd.config import LLMSettings
 from taskd.errors import LLMRequestRefused, LLMUnavailable
-from taskd.models import LLMCall, LLMDeferral, LLMGate
+from taskd.models import LLMCall
 from taskd.sdk.llm.failures import Refused, Unavailability, Unavailable, classify
 from taskd.sdk.llm.prices import Usage, cost_of, price_of
+from taskd.sdk.llm.services import LLMServices
 from taskd.sdk.steps import current_step
 from taskd.sdk.wait import Suspend
 
@@ -46,30 +45,6 @@ T = TypeVar("T")
 # spread over a tenth of the wait (at most WAKE_SPREAD_MAX seconds).
 WAKE_SPREAD_MAX = 5.0
 COUNT_TOKENS_KEY = "count_tokens"  # its rate limit is the organisation's, not a model's
-
-
-class LLMServices(Protocol):
-    """What ``ctx.llm`` needs from the daemon running the run (taskd.worker.run_services)."""
-
-    llm_settings: LLMSettings
-
-    def llm_client(self) -> anthropic.AsyncAnthropic: ...
-
-    async def llm_gate(self, key: str, run_id: uuid.UUID) -> LLMGate: ...
-
-    async def llm_defer_run(self, run_id: uuid.UUID, reason: str) -> LLMDeferral: ...
-
-    async def llm_count_overload(self, key: str, reason: str) -> int: ...
-
-    async def llm_back_off(self, key: str, until: datetime, reason: str) -> datetime: ...
-
-    async def llm_recovered(self, key: str, run_id: uuid.UUID) -> None: ...
-
-    def llm_record(self, call: LLMCall) -> None: ...
-
-    def llm_text(
-        self, ctx: Context, step: str | None, call: int, text: str, done: bool
-    ) -> None: ...
 
 
 class LLM:
