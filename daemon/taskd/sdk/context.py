@@ -6,20 +6,18 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 
 from taskd.errors import RunFailed, StepNameRepeated, TokenNotFound, WaitTimeout
 from taskd.logs import RunLogger
 from taskd.models import RunStatus
+from taskd.sdk.llm.client import LLM
 from taskd.sdk.llm.services import LLMServices
 from taskd.sdk.retry import Retry
 from taskd.sdk.steps import Steps, StepStore
 from taskd.sdk.wait import Suspend, WaitToken, sleep_until
-
-if TYPE_CHECKING:
-    from taskd.sdk.llm.client import LLM
 
 CHILDREN_RECHECK = 60.0  # seconds: a waiting parent looks at its children at least this often
 TOKEN_RECHECK = 1.0  # seconds: a run looks again at a token another transaction is completing
@@ -174,9 +172,6 @@ class Context:
         if self._llm is None:
             if self._services is None:
                 raise RuntimeError("ctx.llm needs a run executed by a taskd daemon")
-            # the SDK is loaded by the first run that uses it, not by every `import taskd`
-            from taskd.sdk.llm.client import LLM
-
             self._llm = LLM(self, self._services)
         return self._llm
 

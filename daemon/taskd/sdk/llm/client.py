@@ -22,9 +22,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anthropic
-from anthropic.types import Message, MessageTokensCount
-
 from taskd.errors import LLMRequestRefused, LLMUnavailable
 from taskd.models import LLMCall
 from taskd.sdk.llm.failures import Refused, Unavailability, Unavailable, classify
@@ -34,8 +31,10 @@ from taskd.sdk.steps import current_step
 from taskd.sdk.wait import Suspend
 
 if TYPE_CHECKING:
+    import anthropic
     from anthropic.lib.streaming import AsyncMessageStream, AsyncMessageStreamManager
     from anthropic.resources.messages.batches import AsyncBatches
+    from anthropic.types import Message, MessageTokensCount
 
     from taskd.sdk.context import Context
 

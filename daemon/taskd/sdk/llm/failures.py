@@ -13,10 +13,10 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
-import httpx2 as httpx  # the HTTP client of anthropic 2.x
+if TYPE_CHECKING:
+    import httpx2
 
 # The headers that say when a limit is replenished; the latest one is when every limit is.
 RESET_HEADERS = (
@@ -57,13 +57,16 @@ class Refused:
 
 def classify(exc: BaseException, now: datetime | None = None) -> Unavailable | Refused | None:
     """What ``exc`` (raised by the SDK) means; None for an exception that is not the API's."""
+    import anthropic  # loaded with the client already: a failure follows a call
+    import httpx2  # the HTTP client of anthropic 2.x
+
     now = now or datetime.now(UTC)
     if isinstance(exc, anthropic.APIConnectionError):  # APITimeoutError is one
         what = "timed out" if isinstance(exc, anthropic.APITimeoutError) else "connection failed"
         return Unavailable(
             Unavailability.CONNECTION_ERROR, f"Anthropic API {what}: {exc}", None, None, None
         )
-    if isinstance(exc, httpx.TransportError):  # a stream cut while being read (not wrapped)
+    if isinstance(exc, httpx2.TransportError):  # a stream cut while being read (not wrapped)
         return Unavailable(
             Unavailability.CONNECTION_ERROR,
             f"Anthropic API connection lost: {type(exc).__name__}: {exc}",
@@ -104,7 +107,7 @@ def _error_of(body: object) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _retry_at(headers: httpx.Headers, now: datetime) -> datetime | None:
+def _retry_at(headers: httpx2.Headers, now: datetime) -> datetime | None:
     """When the API says to call again: ``retry-after`` (seconds or an HTTP date), else the
     latest ``anthropic-ratelimit-*-reset`` still ahead."""
     value = headers.get("retry-after")
