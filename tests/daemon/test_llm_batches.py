@@ -161,9 +161,10 @@ async def test_two_daemons_poll_a_batch_at_most_once_per_interval(
         await wait_for(polled_5_times)
         polls = fake_anthropic.batch_retrievals()
         # each daemon looks for due batches 4 times per interval: without the fleet's claim
-        # they would ask about the batch about 8 times per interval, not once
+        # they would ask about the batch about 8 times per interval, not once (the slack of one
+        # interval is for a loaded machine, where a poll's request may leave late)
         span = (polls[-1].at - polls[0].at).total_seconds()
-        assert (len(polls) - 1) * interval <= span + 0.5, (len(polls), span)
+        assert (len(polls) - 1) * interval <= span + interval, (len(polls), span)
         fake_anthropic.end_batch()
         done = await wait_for_run(client, run_id)
     assert done.status is RunStatus.COMPLETED and _created(fake_anthropic) == 1
