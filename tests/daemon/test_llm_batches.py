@@ -56,6 +56,16 @@ async def batch_sizes(payload: dict[str, Any], ctx: Context) -> list[int]:
     return sizes
 
 
+@task(id="llm.batch_in_step")
+async def batch_in_step(payload: dict[str, Any], ctx: Context) -> int:
+    async def premium() -> int:
+        results = await ctx.llm.batch([_request(i) for i in range(2)])
+        return sum(isinstance(r, Message) for r in results)
+
+    done: int = await ctx.step("premium", premium)
+    return done
+
+
 @task(id="llm.batch_quick")
 async def quick(payload: Any, ctx: Context) -> str:
     return "quick"
@@ -275,3 +285,20 @@ async def test_results_larger_than_max_output_bytes_do_not_break_the_run(
         done = await wait_for_run(client, run_id)
     assert done.status is RunStatus.COMPLETED, done.error
     assert done.output == [5000, 5000, 5000]
+
+
+async def test_a_batch_inside_a_step_is_attributed_to_it_and_the_step_records_once(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(_numbered)
+    async with start_daemon([batch_in_step], llm_config(fake_anthropic, batch_poll_interval=0.2)):
+        run_id = await client.trigger("llm.batch_in_step", {})
+        await _waiting(client, run_id)
+        fake_anthropic.end_batch()
+        done = await wait_for_run(client, run_id)
+    assert done.status is RunStatus.COMPLETED and done.output == 2
+    steps = {s.name: s for s in done.steps}
+    assert steps["premium"].result == 2
+    assert steps["llm-batch:1"].result == {"batch_id": fake_anthropic.batch_ids[0], "requests": 2}
+    assert [c["step"] for c in await calls_of(db, run_id)] == ["premium", "premium"]
+    assert _created(fake_anthropic) == 1
