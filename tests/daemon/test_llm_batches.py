@@ -244,6 +244,7 @@ async def test_a_429_on_submission_waits_in_the_queue_then_submits_once(
     assert _created(fake_anthropic) == 2  # the 429, then the batch
     outcomes = [c["outcome"] for c in await calls_of(db, run_id)]
     assert outcomes == ["rate_limited", "ok", "ok"]
+    assert await db.fetchval("SELECT count(*) FROM taskd.llm_deferrals") == 0  # its wait ended
 
 
 async def test_a_canceled_run_cancels_its_open_batch(
