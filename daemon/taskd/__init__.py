@@ -44,6 +44,7 @@ from taskd.models import (
 )
 from taskd.sdk.context import Context
 from taskd.sdk.current import current_client
+from taskd.sdk.llm.batch import BatchRequestFailed
 from taskd.sdk.queues import Queue, Rate
 from taskd.sdk.retry import Retry
 from taskd.sdk.schedules import ScheduledRun, schedules
@@ -55,6 +56,7 @@ __all__ = [
     "AbortRun",
     "Attempt",
     "AttemptOutcome",
+    "BatchRequestFailed",
     "BudgetExceeded",
     "Client",
     "ConfigError",

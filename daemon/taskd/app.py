@@ -36,6 +36,7 @@ from taskd.worker.findings import Findings
 from taskd.worker.heartbeat import Heartbeat
 from taskd.worker.in_flight import InFlight
 from taskd.worker.listener import CANCEL_CHANNEL, NUDGE_CHANNEL, Listener
+from taskd.worker.llm_batch_poller import LLMBatchPoller
 from taskd.worker.llm_call_writer import LLMCallWriter
 from taskd.worker.lock import WorkerLock, new_lock_key
 from taskd.worker.log_writer import RunLogWriter
@@ -147,6 +148,7 @@ class Daemon:
         self.subscription_retirer: SubscriptionRetirer | None = None
         self.failure_hooks: FailureHooks | None = None
         self.pruner: Pruner | None = None
+        self.llm_batch_poller: LLMBatchPoller | None = None
         self.sweeper: Sweeper | None = None
         self.event_relay: EventRelay | None = None
         self.scheduler: Scheduler | None = None
@@ -331,6 +333,9 @@ class Daemon:
                 store, self.registry, self.worker_id, services, settings=worker, findings=findings
             )
             self.pruner = Pruner(store, settings.retention, telemetry=telemetry)
+            self.llm_batch_poller = LLMBatchPoller(
+                store, settings.llm, services.llm_client, findings=findings, telemetry=telemetry
+            )
             async with anyio.create_task_group() as group:
                 # The lock before the worker row: a row without its lock reads as a gone worker.
                 await group.start(self.lock.run)
@@ -362,6 +367,8 @@ class Daemon:
                 # rescue)
                 for chore in (self.pruner, self.waker, self.failure_hooks, self.sweeper):
                     group.start_soon(chore.run)
+                # open Message Batches (ctx.llm.batch), polled in a loop of their own too
+                group.start_soon(self.llm_batch_poller.run)
                 self.event_relay = EventRelay(
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes
                 )

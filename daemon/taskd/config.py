@@ -340,6 +340,9 @@ class LLMSettings(_Section):
     """The longest wait after overload answers in a row."""
     stream_interval: Seconds = Field(0.25, gt=0)
     """Text deltas of a stream are published on the run's change stream at most this often."""
+    batch_poll_interval: Seconds = Field(60.0, gt=0)
+    """How often an open Message Batch (``ctx.llm.batch``) is polled: at most once per
+    interval for each batch, by one of the daemons."""
     prices: Annotated[dict[str, LLMPrice], BeforeValidator(_with_default_prices)] = Field(
         default_factory=lambda: {
             model: LLMPrice.model_validate(price) for model, price in DEFAULT_LLM_PRICES.items()

@@ -1215,6 +1215,95 @@ CREATE TABLE taskd.llm_backoffs (
 COMMENT ON TABLE taskd.llm_backoffs IS 'Per model: no daemon starts a call before `until` (from a 429''s retry-after or reset headers, or the adaptive backoff after overload answers).';
 
 --
+-- Name: llm_batches; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.llm_batches (
+    id bigint NOT NULL,
+    batch_id text NOT NULL,
+    run_id uuid NOT NULL,
+    step text NOT NULL,
+    in_step text,
+    task_id text NOT NULL,
+    attempt integer NOT NULL,
+    queue text,
+    concurrency_key text,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    custom_ids text[] NOT NULL,
+    models text[] NOT NULL,
+    request_count integer NOT NULL,
+    status text DEFAULT 'in_progress'::text NOT NULL,
+    submitted_at timestamp with time zone DEFAULT now() NOT NULL,
+    next_poll_at timestamp with time zone NOT NULL,
+    polls integer DEFAULT 0 NOT NULL,
+    last_polled_at timestamp with time zone,
+    last_error text,
+    cancel_requested_at timestamp with time zone,
+    ended_at timestamp with time zone,
+    results jsonb,
+    read_at timestamp with time zone,
+    missed_wakes integer DEFAULT 0 NOT NULL,
+    CONSTRAINT llm_batches_check CHECK (((cardinality(custom_ids) = request_count) AND (cardinality(models) = request_count))),
+    CONSTRAINT llm_batches_request_count_check CHECK ((request_count > 0)),
+    CONSTRAINT llm_batches_status_check CHECK ((status = ANY (ARRAY['in_progress'::text, 'canceling'::text, 'ended'::text])))
+);
+
+--
+-- Name: TABLE llm_batches; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.llm_batches IS 'Message Batches submitted by ctx.llm.batch (one per call): the Anthropic batch id, the run and step that submitted it, its requests'' custom ids and models in request order, its processing status, and once ended its results in request order.';
+
+--
+-- Name: COLUMN llm_batches.batch_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_batches.batch_id IS 'The Anthropic Message Batch id (msgbatch_...).';
+
+--
+-- Name: COLUMN llm_batches.step; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_batches.step IS 'The run''s step recording the submission (llm-batch:N): a re-execution never submits again.';
+
+--
+-- Name: COLUMN llm_batches.in_step; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_batches.in_step IS 'The ctx.step the batch was submitted in (its calls are attributed to it), or NULL.';
+
+--
+-- Name: COLUMN llm_batches.next_poll_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_batches.next_poll_at IS 'No daemon asks the API about the batch before this ([llm] batch_poll_interval apart).';
+
+--
+-- Name: COLUMN llm_batches.results; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_batches.results IS 'Once ended: a JSON array in request order, each {custom_id, result} as the API gave it (result.type succeeded, errored, expired or canceled).';
+
+--
+-- Name: COLUMN llm_batches.read_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_batches.read_at IS 'When the run first read the ended batch''s results (NULL: not yet).';
+
+--
+-- Name: llm_batches_id_seq; Type: SEQUENCE; Schema: taskd; Owner: -
+--
+
+ALTER TABLE taskd.llm_batches ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME taskd.llm_batches_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: llm_calls; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -2046,6 +2135,20 @@ ALTER TABLE ONLY taskd.llm_backoffs
     ADD CONSTRAINT llm_backoffs_pkey PRIMARY KEY (model);
 
 --
+-- Name: llm_batches llm_batches_batch_id_key; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.llm_batches
+    ADD CONSTRAINT llm_batches_batch_id_key UNIQUE (batch_id);
+
+--
+-- Name: llm_batches llm_batches_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.llm_batches
+    ADD CONSTRAINT llm_batches_pkey PRIMARY KEY (id);
+
+--
 -- Name: llm_calls llm_calls_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -2177,6 +2280,24 @@ CREATE INDEX events_name_idx ON taskd.events USING btree (name, id DESC);
 CREATE INDEX idempotency_keys_expiry_idx ON taskd.idempotency_keys USING btree (expires_at);
 
 --
+-- Name: llm_batches_open_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_batches_open_idx ON taskd.llm_batches USING btree (next_poll_at) WHERE (status <> 'ended'::text);
+
+--
+-- Name: llm_batches_run_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_batches_run_idx ON taskd.llm_batches USING btree (run_id);
+
+--
+-- Name: llm_batches_unread_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_batches_unread_idx ON taskd.llm_batches USING btree (run_id) WHERE ((status = 'ended'::text) AND (read_at IS NULL));
+
+--
 -- Name: llm_calls_run_idx; Type: INDEX; Schema: taskd; Owner: -
 --
 
@@ -2277,6 +2398,13 @@ CREATE INDEX wait_tokens_run_idx ON taskd.wait_tokens USING btree (run_id);
 --
 
 CREATE INDEX wait_tokens_unseen_idx ON taskd.wait_tokens USING btree (run_id) WHERE unseen;
+
+--
+-- Name: llm_batches llm_batches_run_id_fkey; Type: FK CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.llm_batches
+    ADD CONSTRAINT llm_batches_run_id_fkey FOREIGN KEY (run_id) REFERENCES taskd.runs(id) ON DELETE CASCADE;
 
 --
 -- Name: llm_deferrals llm_deferrals_run_id_fkey; Type: FK CONSTRAINT; Schema: taskd; Owner: -

@@ -39,6 +39,7 @@ ERROR_TYPES: dict[int, str] = {
 }
 BatchOutcome = Literal["succeeded", "errored", "expired", "canceled"]
 BATCH_OUTCOMES = ("succeeded", "errored", "expired", "canceled")
+BatchResultsOrder = Literal["request", "reversed"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class RecordedRequest:
     path: str
     headers: Mapping[str, str]  # names in lower case
     body: Any  # the parsed JSON body, or None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))  # when it arrived
 
 
 @dataclass
@@ -114,7 +116,9 @@ class FakeAnthropic:
     """The fake API server; an async context manager (or call :meth:`start` and :meth:`close`).
 
     ``latency`` delays every answer (seconds); ``batch_polls_to_end`` ends each batch on that
-    many retrievals (``None``: a batch ends only when :meth:`end_batch` says so).
+    many retrievals (``None``: a batch ends only when :meth:`end_batch` says so);
+    ``batch_results_order`` is the order of a batch's JSONL results: ``"request"``, or
+    ``"reversed"`` (the real API promises no order: a client must match them by custom_id).
     """
 
     def __init__(
@@ -123,11 +127,17 @@ class FakeAnthropic:
         default_text: str = "Hello from the fake Anthropic API.",
         latency: float = 0.0,
         batch_polls_to_end: int | None = None,
+        batch_results_order: BatchResultsOrder = "request",
     ) -> None:
         if latency < 0:
             raise ValueError(f"latency must be >= 0, got {latency}")
+        if batch_results_order not in ("request", "reversed"):
+            raise ValueError(
+                f"batch_results_order must be 'request' or 'reversed', got {batch_results_order!r}"
+            )
         self.latency = latency
         self.batch_polls_to_end = batch_polls_to_end
+        self.batch_results_order = batch_results_order
         self.requests: list[RecordedRequest] = []
         self._replies: dict[str | None, Reply | ReplyFn] = {None: Reply(default_text)}
         self._failures: deque[Failure] = deque()
@@ -239,6 +249,22 @@ class FakeAnthropic:
     def end_batch(self, batch_id: str | None = None) -> None:
         """End the batch ``batch_id`` (the only one if ``None``): its results become readable."""
         self._end(self._batch(batch_id))
+
+    @property
+    def batch_ids(self) -> list[str]:
+        """The ids of the batches created, oldest first."""
+        return list(self._batches)
+
+    def batch_requests(self, batch_id: str | None = None) -> list[dict[str, Any]]:
+        """The requests (``{custom_id, params}``) of the batch ``batch_id`` (the only one if
+        ``None``), as submitted."""
+        return list(self._batch(batch_id).requests)
+
+    def batch_retrievals(self, batch_id: str | None = None) -> list[RecordedRequest]:
+        """The recorded ``GET /v1/messages/batches/{id}`` requests (polls) of the batch
+        ``batch_id`` (the only one if ``None``)."""
+        path = f"/v1/messages/batches/{self._batch(batch_id).id}"
+        return [r for r in self.requests if r.method == "GET" and r.path == path]
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
@@ -439,9 +465,7 @@ class FakeAnthropic:
     def _batch(self, batch_id: str | None) -> _Batch:
         if batch_id is None:
             if len(self._batches) != 1:
-                raise ValueError(
-                    f"end_batch() needs a batch id: {len(self._batches)} batches exist"
-                )
+                raise ValueError(f"a batch id is needed: {len(self._batches)} batches exist")
             return next(iter(self._batches.values()))
         if batch_id not in self._batches:
             raise KeyError(f"no batch {batch_id!r}")
@@ -562,6 +586,8 @@ class FakeAnthropic:
                     "error": {"type": "invalid_request_error", "message": "fake batch error"},
                 }
             lines.append(json.dumps({"custom_id": custom_id, "result": result}))
+        if self.batch_results_order == "reversed":
+            lines.reverse()
         return web.Response(
             body=("\n".join(lines) + "\n").encode(),
             content_type="application/binary",

@@ -26,6 +26,7 @@ from taskd.store.database import DB_ERRORS, DatabaseError, refuses_data
 from taskd.store.steps import StepOutcome
 from taskd.store.store import Store
 from taskd.store.waits import ChildRuns
+from taskd.worker.llm_batch_services import LLMBatchServices
 from taskd.worker.llm_call_writer import LLMCallWriter
 from taskd.worker.llm_services import LLMCallServices
 from taskd.worker.log_writer import RunLogWriter
@@ -50,7 +51,7 @@ def level_name(level: int) -> str:
     return "debug"
 
 
-class WorkerRunServices(LLMCallServices):
+class WorkerRunServices(LLMCallServices, LLMBatchServices):
     """The daemon's side of ``ctx.set_metadata``, of the ``ctx.log`` lines it stores, of
     steps, waits, tokens and child runs, and (LLMCallServices) of ``ctx.llm``."""
 

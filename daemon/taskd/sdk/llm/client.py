@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskd.errors import LLMRequestRefused, LLMUnavailable
 from taskd.models import LLMCall
+from taskd.sdk.llm import batch as batches
+from taskd.sdk.llm.batch import BatchRequestFailed
 from taskd.sdk.llm.failures import Refused, Unavailability, Unavailable, classify
 from taskd.sdk.llm.prices import Usage, cost_of, price_of
 from taskd.sdk.llm.services import LLMServices
@@ -69,6 +71,23 @@ class LLM:
     def default_model(self) -> str:
         """``[llm] model``: the model of a call that names none."""
         return self._settings.model
+
+    async def batch(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> list[Message | BatchRequestFailed]:
+        """Submit ONE Anthropic Message Batch (half price) and return its results in request
+        order: a ``Message`` per succeeded request, a ``BatchRequestFailed`` per errored,
+        expired or canceled one (returned, not raised).
+
+        ``requests``: Messages API params dicts (``model`` defaults to ``[llm] model``; custom
+        ids ``request-0``, ``request-1``...), or ``{"custom_id": ..., "params": {...}}``. The
+        submission is recorded as the run's step ``llm-batch:N``: a re-execution never submits
+        again. The run suspends while the batch is processed (no slot held); the daemons poll
+        it every ``[llm] batch_poll_interval`` and wake the run when it ends. Each request is
+        recorded in ``taskd.llm_calls`` (kind ``batch``) at batch prices. A refused submission
+        fails the run (LLMRequestRefused); a 429, 529, 5xx or lost connection hands it back to
+        the queue, as for other calls."""
+        return await batches.batch(self, requests)
 
     # -- the path of every call ------------------------------------------------------------
 

@@ -1,0 +1,129 @@
+-- Message Batches submitted by ctx.llm.batch (0009_llm_batches.sql): the submission recorded
+-- as the run's step, the fleet's polls (at most one per interval for each batch), the end with
+-- its results, and the run woken to read them.
+-- Loaded by store/llm_batches.py (store/queries.py: blocks headed `-- name: NAME`).
+
+-- name: record
+-- A submitted batch and the step that records it, in one statement, under the run's
+-- compare-and-set ($1 run, $2 worker, $3 attempt, $4 step name): a re-execution finds the
+-- step and never submits again. Returns the batch's row id, or nothing when the run is no
+-- longer this attempt's (or the step was already written).
+WITH owner AS (
+    -- FOR SHARE: waits for a concurrent change of the run and checks it again (steps.record)
+    SELECT 1 FROM taskd.runs r
+     WHERE r.id = $1 AND r.status = 'executing' AND r.worker_id = $2 AND r.attempt = $3
+       FOR SHARE
+), step AS (
+    INSERT INTO taskd.steps (run_id, name, status, result, attempts, run_attempt, started_at,
+                             finished_at)
+    SELECT $1, $4, 'completed', $5::text::jsonb, 1, $3, now(), now() FROM owner
+    ON CONFLICT (run_id, name) DO NOTHING
+    RETURNING 1
+)
+INSERT INTO taskd.llm_batches (batch_id, run_id, step, in_step, task_id, attempt, queue,
+                               concurrency_key, tags, custom_ids, models, request_count,
+                               next_poll_at)
+SELECT $6, $1, $4, $7, $8, $3, $9, $10, $11, $12, $13, cardinality($12::text[]),
+       now() + make_interval(secs => $14)
+ WHERE EXISTS (SELECT 1 FROM step)
+RETURNING id;
+
+-- name: exists
+SELECT EXISTS (SELECT 1 FROM taskd.llm_batches WHERE batch_id = $1 AND run_id = $2);
+
+-- name: read
+-- What the run reads when it executes again: the batch's status and, once ended, its results
+-- (marked read: the poller stops waking the run for them).
+UPDATE taskd.llm_batches
+   SET read_at = coalesce(read_at, CASE WHEN status = 'ended' THEN now() END)
+ WHERE batch_id = $1 AND run_id = $2
+RETURNING status, results;
+
+-- name: claim_due
+-- Open batches due for a poll ($2 at most), each claimed for the whole fleet: its next poll
+-- moves $1 seconds ahead, so no other daemon asks the API about it before then. A batch whose
+-- run finished (canceled, failed, expired) while it is still open is due at once, to be
+-- canceled.
+WITH due AS (
+    SELECT b.id FROM taskd.llm_batches b
+     WHERE b.status <> 'ended'
+       AND (b.next_poll_at <= now()
+            OR (b.cancel_requested_at IS NULL
+                AND EXISTS (SELECT 1 FROM taskd.runs r
+                             WHERE r.id = b.run_id
+                               AND r.status IN ('completed', 'failed', 'canceled',
+                                                'expired'))))
+     ORDER BY b.next_poll_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE taskd.llm_batches b
+   SET next_poll_at = now() + make_interval(secs => $1), polls = b.polls + 1,
+       last_polled_at = now()
+  FROM due
+ WHERE b.id = due.id
+RETURNING b.id, b.batch_id, b.run_id, b.step, b.in_step, b.task_id, b.attempt, b.queue,
+          b.concurrency_key, b.tags, b.custom_ids, b.models, b.submitted_at,
+          b.cancel_requested_at,
+          (SELECT r.status FROM taskd.runs r WHERE r.id = b.run_id) AS run_status;
+
+-- name: polled
+-- What a poll found of a batch still open: its status ($2; NULL: unknown, the poll failed),
+-- the poll's error ($3, or NULL).
+UPDATE taskd.llm_batches
+   SET status = coalesce($2, status), last_error = $3
+ WHERE id = $1 AND status <> 'ended';
+
+-- name: cancel_requested
+UPDATE taskd.llm_batches SET cancel_requested_at = now() WHERE id = $1;
+
+-- name: lock_open
+-- The end's compare-and-set: the batch is still open (another daemon has not ended it).
+SELECT id FROM taskd.llm_batches WHERE id = $1 AND status <> 'ended' FOR UPDATE;
+
+-- name: finish
+-- The batch ended: its results ($2, in request order) stored, and its run, if it waits, back
+-- to the queue now (its claimers nudged). Returns the run and whether it was woken.
+WITH ended AS (
+    UPDATE taskd.llm_batches
+       SET status = 'ended', results = $2::text::jsonb, ended_at = now(), last_error = NULL
+     WHERE id = $1
+    RETURNING run_id
+), woken AS (
+    UPDATE taskd.runs r SET status = 'queued', run_at = now()
+      FROM ended WHERE r.id = ended.run_id AND r.status = 'waiting'
+    RETURNING r.id, r.task_id, r.queue
+), notified AS (
+    SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
+)
+SELECT woken.id, woken.task_id FROM woken CROSS JOIN (SELECT count(*) FROM notified) AS n;
+
+-- name: wake_missed
+-- Runs whose batch ended while they were still executing, and that suspended after without
+-- reading it (the end's own wake-up found the run executing): back to the queue now, not at
+-- their recheck. At most 3 times per batch: a run whose code no longer reads it is not woken
+-- forever.
+WITH due AS (
+    SELECT b.id AS batch_row, r.id FROM taskd.llm_batches b JOIN taskd.runs r ON r.id = b.run_id
+     WHERE b.status = 'ended' AND b.read_at IS NULL AND b.missed_wakes < 3
+       AND r.status = 'waiting'
+     LIMIT $1
+       FOR NO KEY UPDATE SKIP LOCKED
+), counted AS (
+    UPDATE taskd.llm_batches b SET missed_wakes = b.missed_wakes + 1
+      FROM due WHERE b.id = due.batch_row
+), woken AS (
+    UPDATE taskd.runs r SET status = 'queued', run_at = now()
+      FROM due WHERE r.id = due.id AND r.status = 'waiting'
+    RETURNING r.id, r.task_id, r.queue
+), notified AS (
+    SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM woken) AS q
+)
+SELECT DISTINCT woken.id, woken.task_id
+  FROM woken CROSS JOIN (SELECT count(*) FROM notified) AS n;
+
+-- name: list_of_run
+-- A run's batches, oldest first (what tests and operators look at).
+SELECT id, batch_id, step, status, request_count, polls, submitted_at, next_poll_at, ended_at,
+       cancel_requested_at, last_error
+  FROM taskd.llm_batches WHERE run_id = $1 ORDER BY id;
