@@ -41,7 +41,7 @@ from taskd.models import (
 )
 from taskd.sdk.context import Context
 from taskd.sdk.current import current_client
-from taskd.sdk.queues import Queue, Rate
+from taskd.sdk.queues import Budget, Queue, Rate
 from taskd.sdk.retry import Retry
 from taskd.sdk.schedules import ScheduledRun, schedules
 from taskd.sdk.task import TaskDefinition, task
@@ -52,6 +52,7 @@ __all__ = [
     "AbortRun",
     "Attempt",
     "AttemptOutcome",
+    "Budget",
     "Client",
     "ConfigError",
     "Context",

@@ -28,8 +28,9 @@ from anthropic.types import Message, MessageTokensCount
 
 from taskd.config import LLMSettings
 from taskd.errors import LLMRequestRefused, LLMUnavailable
-from taskd.models import LLMCall, LLMDeferral, LLMGate
+from taskd.models import LLMAdmission, LLMCall, LLMDeferral, LLMGate
 from taskd.sdk.llm.failures import Refused, Unavailability, Unavailable, classify
+from taskd.sdk.llm.limits import CallLimits, Ticket, declared_estimate
 from taskd.sdk.llm.prices import Usage, cost_of, price_of
 from taskd.sdk.steps import current_step
 from taskd.sdk.wait import Suspend
@@ -67,6 +68,24 @@ class LLMServices(Protocol):
 
     def llm_record(self, call: LLMCall) -> None: ...
 
+    async def llm_queue_limits(self, queue: str, run_id: uuid.UUID) -> dict[str, Any] | None: ...
+
+    async def llm_admit(
+        self,
+        queue: str,
+        key: str,
+        run_id: uuid.UUID,
+        input: int,
+        output: int,
+        cost: Decimal | None,
+    ) -> LLMAdmission: ...
+
+    async def llm_true_up(
+        self, admission_id: int, run_id: uuid.UUID, input: int, output: int, cost: Decimal
+    ) -> None: ...
+
+    async def llm_run_spend(self, run_id: uuid.UUID) -> Decimal: ...
+
     def llm_text(
         self, ctx: Context, step: str | None, call: int, text: str, done: bool
     ) -> None: ...
@@ -82,6 +101,7 @@ class LLM:
         self._settings = services.llm_settings
         self._calls = 0
         self._recovering: set[str] = set()  # keys a success must clear (a streak, a wait)
+        self._limits = CallLimits(self)  # queue limits and budgets (sdk/llm/limits.py)
         self.messages = Messages(self)
         """Messages: ``create``, ``stream``, ``count_tokens`` (and ``batches``, unattributed)."""
 
@@ -112,25 +132,40 @@ class LLM:
     ) -> T:
         model = params["model"]
         key = COUNT_TOKENS_KEY if kind == "count_tokens" else model
+        params = dict(params)
+        declared = declared_estimate(params)  # never sent: the SDK would refuse it
         await self.before(key)
+        # the queue's limits and the budgets (not for counting tokens: free, and their aid)
+        ticket = await self._limits.admit(params, declared) if kind != "count_tokens" else None
         call = self._next_call()
-        started, clock = datetime.now(UTC), time.perf_counter()
+        started, clock = self._started(ticket), time.perf_counter()
         try:
             result = await send(params)
         except Exception as exc:
+            await self._limits.settle(ticket, model, Usage())  # it used no tokens
             await self.failed(kind, key, model, exc, started, clock, Usage(), call)
             raise  # not the API's: a bad argument the SDK refused before sending
+        usage = usage_of(result)
+        await self._limits.settle(ticket, model, usage)
         await self.succeeded(
             kind,
             key,
             model,
-            usage_of(result),
+            usage,
             started,
             clock,
             stop_reason=getattr(result, "stop_reason", None),
             request_id=getattr(result, "_request_id", None),
         )
         return result
+
+    @staticmethod
+    def _started(ticket: Ticket | None) -> datetime:
+        """When the call starts: for a call admitted under its queue's limits, its admission
+        time (the database's clock), the instant the limits count it at."""
+        if ticket is not None and ticket.admitted_at is not None:
+            return ticket.admitted_at
+        return datetime.now(UTC)
 
     def _next_call(self) -> int:
         self._calls += 1
@@ -353,16 +388,21 @@ class LLMStreamManager:
         self._params = params
         self._manager: AsyncMessageStreamManager[Any] | None = None
         self._stream: LLMStream | None = None
+        self._ticket: Ticket | None = None
 
     async def __aenter__(self) -> LLMStream:
         llm, model = self._llm, self._params["model"]
+        params = dict(self._params)
+        declared = declared_estimate(params)  # never sent: the SDK would refuse it
         await llm.before(model)
+        self._ticket = await llm._limits.admit(params, declared)
         call = llm._next_call()
-        started, clock = datetime.now(UTC), time.perf_counter()
-        self._manager = llm.client.messages.stream(**self._params)
+        started, clock = llm._started(self._ticket), time.perf_counter()
+        self._manager = llm.client.messages.stream(**params)
         try:
             sdk_stream = await self._manager.__aenter__()
         except Exception as exc:
+            await llm._limits.settle(self._ticket, model, Usage())  # it used no tokens
             await llm.failed("stream", model, model, exc, started, clock, Usage(), call)
             raise
         self._stream = LLMStream(llm, sdk_stream, model, call, started, clock)
@@ -375,6 +415,10 @@ class LLMStreamManager:
         finally:
             if self._stream is not None:
                 self._stream._abandoned()
+                # the reservation becomes what the stream used (so far, if it ended early)
+                await self._llm._limits.settle(
+                    self._ticket, self._params["model"], self._stream._usage_so_far()
+                )
 
 
 class LLMStream:
