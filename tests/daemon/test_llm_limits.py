@@ -54,6 +54,14 @@ async def tokens(payload: dict[str, Any], ctx: Context) -> str:
     return await ask(ctx, payload["step"], **{"max_tokens": 600, **payload.get("params", {})})
 
 
+@task(id="limits.streamed", queue=TPM)
+async def streamed(payload: Any, ctx: Context) -> str:
+    async with ctx.llm.messages.stream(
+        model=HAIKU, max_tokens=600, messages=HELLO, estimated_input_tokens=30
+    ) as stream:
+        return await stream.get_final_text()
+
+
 @task(
     id="limits.spender",
     queue="llm-spender",
@@ -168,6 +176,20 @@ async def test_a_token_limit_admits_against_the_estimate_and_trues_it_up_with_th
         await skip_time(db, third, "1 hour")
         assert (await wait_for_run(client, third)).status is RunStatus.COMPLETED
     assert len(fake_anthropic.message_requests) == 3
+
+
+async def test_a_stream_is_admitted_and_trued_up_with_what_it_used(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply("Ten miles in the rain.", input_tokens=11, output_tokens=40)
+    async with start_daemon([streamed], llm_config(fake_anthropic)):
+        done = await wait_for_run(client, await client.trigger("limits.streamed", {}))
+    assert done.status is RunStatus.COMPLETED and done.output == "Ten miles in the rain."
+    [admitted] = await admissions(db, "llm-tpm")
+    assert (admitted["input"], admitted["output"], admitted["settled"]) == (11, 40, True)
+    assert "estimated_input_tokens" not in fake_anthropic.message_requests[0].body
+    [call] = await calls_of(db, done.id)
+    assert call["kind"] == "stream" and call["started_at"] == admitted["admitted_at"]
 
 
 async def test_a_failed_call_is_trued_up_to_nothing(
