@@ -1,15 +1,16 @@
 """An LLM token limit holds across daemons: two `taskd run` subprocesses share one fake
 Anthropic API and one queue limited to 1,000 tokens per 2 seconds; the calls they made, as
 taskd.llm_calls recorded them, hold at most the limit (plus one call's overshoot) in every
-window, wherever it begins."""
+window, wherever it begins. And `taskd queues list` shows a queue's LLM limits and budget."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
 
-from taskd import Client
+from taskd import Budget, Client, Queue, Rate
 from taskd.testing.anthropic import FakeAnthropic
+from tests.support.cli import taskd
 from tests.support.daemon_process import daemons
 from tests.support.tasks.llm_limits import LIMIT, MAX_TOKENS, WINDOW
 from tests.support.waiting import wait_for
@@ -78,3 +79,21 @@ async def test_a_token_limit_holds_across_two_daemon_processes(
     assert span >= (total / (LIMIT + biggest) - 1) * WINDOW, (span, total)
     # both daemons made calls: the limit was the fleet's, not each daemon's
     assert workers == 2
+
+
+async def test_queues_list_shows_the_llm_limits_and_budget(database: str, client: Client) -> None:
+    queue = Queue(
+        "anthropic",
+        concurrency=5,
+        rate_limit=Rate(tokens=400_000, requests=50, per="1m"),
+        budget=Budget(usd=5, per="1d", on_exceed="wait"),
+    )
+    await client._store.queues.sync([queue.settings()])
+    listed = await taskd(database, "queues", "list")
+    assert listed.code == 0, listed
+    header, row = listed.out.splitlines()[:2]
+    assert "LLM LIMITS" in header and "LLM BUDGET" in header
+    assert "tokens=400000,requests=50/60s" in row and "$5/86400s per key (wait)" in row
+    # an operator sets starts; the call limits stay the code's
+    refused = await taskd(database, "queues", "set", "anthropic", "--rate", "tokens=10/1m")
+    assert refused.code != 0 and "declared in the code" in refused.err
