@@ -223,11 +223,13 @@ async def test_a_run_budget_counts_every_attempt_and_stops_the_call_that_would_p
     assert "run budget of $0.01" in done.error["message"]
     assert len(fake_anthropic.message_requests) == 2
     calls = [c for c in await calls_of(db, run_id) if c["kind"] == "message"]
-    assert sum(c["cost_usd"] for c in calls) == 2 * dollars(11, 900, "1", "5")
+    assert [c["outcome"] for c in calls] == ["ok", "ok", "budget"]
+    assert sum(c["cost_usd"] for c in calls[:2]) == 2 * dollars(11, 900, "1", "5")
+    assert calls[2]["cost_usd"] is None and "run budget of $0.01" in calls[2]["error"]
 
 
 async def test_a_model_without_a_price_is_refused_under_a_budget(
-    client: Client, start_daemon, fake_anthropic: FakeAnthropic
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
 ) -> None:
     async with start_daemon([unpriced], llm_config(fake_anthropic)):
         done = await wait_for_run(client, await client.trigger("limits.unpriced", {}))
@@ -235,6 +237,8 @@ async def test_a_model_without_a_price_is_refused_under_a_budget(
     assert done.error["type"] == "BudgetExceeded"
     assert "'claude-unknown-1' has no price in [llm] prices" in done.error["message"]
     assert fake_anthropic.message_requests == []
+    refused = [c for c in await calls_of(db, done.id) if c["kind"] == "message"]
+    assert [(c["model"], c["outcome"]) for c in refused] == [("claude-unknown-1", "budget")]
 
 
 async def test_a_tenant_budget_fails_the_call_that_would_pass_it_per_concurrency_key(

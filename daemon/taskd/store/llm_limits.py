@@ -59,7 +59,12 @@ class LLMLimitStore:
         no price known) under the queue's limits and the budget of concurrency key ``key``
         ('' for runs without one), or say when the windows have room, or that the budget is
         exceeded. A window holding nothing admits any call (one call's overshoot)."""
-        async with self.pool.acquire() as connection, connection.transaction():
+        # read committed, said: each statement after the lock sees what the admissions before
+        # it committed (a snapshot taken before the lock was granted would not)
+        async with (
+            self.pool.acquire() as connection,
+            connection.transaction(isolation="read_committed"),
+        ):
             await connection.execute(SQL["lock"], queue)
             row = await connection.fetchrow(SQL["limits_now"], queue)
             assert row is not None

@@ -136,7 +136,9 @@ class LLM:
         declared = declared_estimate(params)  # never sent: the SDK would refuse it
         await self.before(key)
         # the queue's limits and the budgets (not for counting tokens: free, and their aid)
-        ticket = await self._limits.admit(params, declared) if kind != "count_tokens" else None
+        ticket = (
+            await self._limits.admit(kind, params, declared) if kind != "count_tokens" else None
+        )
         call = self._next_call()
         started, clock = self._started(ticket), time.perf_counter()
         try:
@@ -395,7 +397,7 @@ class LLMStreamManager:
         params = dict(self._params)
         declared = declared_estimate(params)  # never sent: the SDK would refuse it
         await llm.before(model)
-        self._ticket = await llm._limits.admit(params, declared)
+        self._ticket = await llm._limits.admit("stream", params, declared)
         call = llm._next_call()
         started, clock = llm._started(self._ticket), time.perf_counter()
         self._manager = llm.client.messages.stream(**params)

@@ -25,6 +25,7 @@ what the call used (a 429 used no tokens).
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -95,9 +96,29 @@ class CallLimits:
         self._spent = Decimal(0)  # this execution's calls, trued up
         self._reserved = Decimal(0)  # this execution's calls in flight, at their estimate
 
-    async def admit(self, params: dict[str, Any], declared: int | None) -> Ticket | None:
+    async def admit(self, kind: str, params: dict[str, Any], declared: int | None) -> Ticket | None:
         """Admit the call ``params`` describes (waiting, suspending the run, or raising
-        ``BudgetExceeded``); None when no limit or budget applies to it."""
+        ``BudgetExceeded``, recorded as a call of outcome "budget", never sent); None when no
+        limit or budget applies to it."""
+        started, clock = datetime.now(UTC), time.perf_counter()
+        try:
+            return await self._admit(params, declared)
+        except BudgetExceeded as exc:
+            self._llm._record(
+                kind,
+                params["model"],
+                "budget",
+                Usage(),
+                None,
+                started,
+                clock,
+                None,
+                None,
+                str(exc)[:2000],
+            )
+            raise
+
+    async def _admit(self, params: dict[str, Any], declared: int | None) -> Ticket | None:
         llm = self._llm
         ctx, services = llm._ctx, llm._services
         if not self._limits_read:
