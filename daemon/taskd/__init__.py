@@ -45,7 +45,7 @@ from taskd.models import (
 from taskd.sdk.context import Context
 from taskd.sdk.current import current_client
 from taskd.sdk.llm.batch import BatchRequestFailed
-from taskd.sdk.queues import Queue, Rate
+from taskd.sdk.queues import Budget, Queue, Rate
 from taskd.sdk.retry import Retry
 from taskd.sdk.schedules import ScheduledRun, schedules
 from taskd.sdk.task import TaskDefinition, task
@@ -57,6 +57,7 @@ __all__ = [
     "Attempt",
     "AttemptOutcome",
     "BatchRequestFailed",
+    "Budget",
     "BudgetExceeded",
     "Client",
     "ConfigError",

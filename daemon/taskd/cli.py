@@ -261,7 +261,18 @@ def cmd_queues_list(args: argparse.Namespace) -> None:
         print(orjson.dumps([q.model_dump(mode="json") for q in queues]).decode())
         return
     _table(
-        ("QUEUE", "STATE", "DUE", "DELAYED", "EXECUTING", "CONCURRENCY", "PER KEY", "RATE"),
+        (
+            "QUEUE",
+            "STATE",
+            "DUE",
+            "DELAYED",
+            "EXECUTING",
+            "CONCURRENCY",
+            "PER KEY",
+            "RATE",
+            "LLM LIMITS",
+            "LLM BUDGET",
+        ),
         [
             (
                 q.queue,
@@ -272,6 +283,8 @@ def cmd_queues_list(args: argparse.Namespace) -> None:
                 _limit(q.concurrency) + ("*" if q.overridden else ""),
                 _limit(q.concurrency_limit_per_key),
                 f"{q.rate_limit}/{q.rate_period:g}s" if q.rate_limit and q.rate_period else "-",
+                q.llm_rate or "-",
+                q.llm_budget or "-",
             )
             for q in queues
         ],

@@ -625,6 +625,11 @@ class Client:
         if not isinstance(rate_limit, Unset):
             if isinstance(rate_limit, str):
                 rate_limit = Rate.parse(rate_limit)
+            if rate_limit is not None and (rate_limit.limit is None or rate_limit.call_limits()):
+                raise ValueError(
+                    "an operator's rate limit is starts per period (e.g. 50/1m); limits on "
+                    "LLM calls are declared in the code (Queue(rate_limit=Rate(tokens=...)))"
+                )
             changes["rate"] = (
                 (rate_limit.limit, rate_limit.seconds) if rate_limit is not None else None
             )

@@ -299,6 +299,10 @@ class QueueDepth(BaseModel):
     """The rate limit's window, in seconds."""
     overridden: bool = False
     """Limits set by an operator (``taskd queues set``), kept until ``taskd queues reset``."""
+    llm_rate: str | None = None
+    """Limits on its runs' LLM calls per window (``"tokens=400000,requests=50/60s"``)."""
+    llm_budget: str | None = None
+    """Its LLM budget per concurrency key (``"$5/86400s per key"``)."""
 
 
 class UnservedTask(BaseModel):
@@ -461,6 +465,22 @@ class LLMDeferral:
     now: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class LLMAdmission:
+    """The answer to a call asking admission under its queue's LLM limits and budget (on the
+    database's clock): admitted (``id``, the reservation to true up; None when the queue
+    holds no limit), else when the window has room (``retry_at``) or, for a budget that
+    fails, that it is exceeded (``exceeded``); ``reason`` says which limit."""
+
+    now: datetime
+    admitted: bool
+    id: int | None = None
+    admitted_at: datetime | None = None
+    retry_at: datetime | None = None
+    exceeded: bool = False
+    reason: str | None = None
+
+
 class RunLogLine(BaseModel):
     """A stored ``ctx.log`` line, as `taskd logs` and the API show it."""
 
@@ -508,11 +528,16 @@ class QueueSettings:
     concurrency_per_key: int | None = None
     rate_limit: int | None = None
     rate_period: float | None = None
+    llm_limits: dict[str, Any] | None = None
+    """The LLM call limits and budget (``Queue.llm_limits``); they always follow the code."""
 
     def declared(self) -> dict[str, Any]:
-        return {
+        declared: dict[str, Any] = {
             "concurrency": self.concurrency,
             "concurrency_per_key": self.concurrency_per_key,
             "rate_limit": self.rate_limit,
             "rate_period": self.rate_period,
         }
+        if self.llm_limits is not None:
+            declared["llm_limits"] = self.llm_limits
+        return declared

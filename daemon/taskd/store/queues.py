@@ -6,11 +6,37 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
 from taskd.models import QueueSettings
 from taskd.store.queries import load
 
 SQL = load("queues")
+
+
+def _limits(stored: Any) -> dict[str, Any]:
+    if stored is None:
+        return {}
+    limits: dict[str, Any] = orjson.loads(stored) if isinstance(stored, str | bytes) else stored
+    return limits
+
+
+def llm_rate_text(stored: Any) -> str | None:
+    """A queue's LLM call limits as ``taskd queues list`` shows them: ``tokens=400000/60s``."""
+    calls = _limits(stored).get("calls")
+    if not calls:
+        return None
+    parts = [f"{name}={value}" for name, value in calls.items() if name != "period"]
+    return f"{','.join(parts)}/{calls['period']:g}s"
+
+
+def llm_budget_text(stored: Any) -> str | None:
+    """A queue's LLM budget as ``taskd queues list`` shows it: ``$5/86400s per key``."""
+    budget = _limits(stored).get("budget")
+    if not budget:
+        return None
+    wait = " (wait)" if budget.get("on_exceed") == "wait" else ""
+    return f"${budget['usd']:g}/{budget['period']:g}s per key{wait}"
 
 
 class QueueStore:
@@ -44,6 +70,8 @@ class QueueStore:
                 rate_limit=row["rate_limit"],
                 rate_period=row["rate_period"],
                 overridden=row["overridden"],
+                llm_rate=llm_rate_text(row["llm_limits"]),
+                llm_budget=llm_budget_text(row["llm_limits"]),
             )
         return [depths[queue] for queue in sorted(depths)]
 
@@ -59,6 +87,7 @@ class QueueStore:
             [q.rate_limit for q in queues],
             [q.rate_period for q in queues],
             [q.declared() for q in queues],
+            [q.llm_limits for q in queues],
         )
 
     async def pause(self, name: str, paused: bool) -> None:

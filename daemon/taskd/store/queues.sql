@@ -11,17 +11,20 @@ SELECT queue,
 
 -- name: settings
 SELECT name, concurrency, concurrency_per_key, rate_limit, rate_period, paused, overridden,
-       declared, updated_at
+       declared, updated_at, llm_limits
   FROM taskd.queues ORDER BY name;
 
 -- name: sync
 -- The queues this daemon's tasks declare, with the limits in the code. Limits an operator set
--- (overridden) stay; the code's are kept in declared for `taskd queues reset`.
+-- (overridden) stay; the code's are kept in declared for `taskd queues reset`. The LLM call
+-- limits and budget ($7) always follow the code.
 INSERT INTO taskd.queues AS q (name, concurrency, concurrency_per_key, rate_limit, rate_period,
-                               declared)
-SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::float8[], $6::jsonb[])
+                               declared, llm_limits)
+SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::float8[], $6::jsonb[],
+                     $7::jsonb[])
 ON CONFLICT (name) DO UPDATE
    SET declared = excluded.declared,
+       llm_limits = excluded.llm_limits,
        concurrency = CASE WHEN q.overridden THEN q.concurrency ELSE excluded.concurrency END,
        concurrency_per_key = CASE WHEN q.overridden THEN q.concurrency_per_key
                                   ELSE excluded.concurrency_per_key END,
@@ -29,6 +32,7 @@ ON CONFLICT (name) DO UPDATE
        rate_period = CASE WHEN q.overridden THEN q.rate_period ELSE excluded.rate_period END,
        updated_at = now()
  WHERE q.declared IS DISTINCT FROM excluded.declared
+    OR q.llm_limits IS DISTINCT FROM excluded.llm_limits
     OR (NOT q.overridden
         AND (q.concurrency, q.concurrency_per_key, q.rate_limit, q.rate_period)
             IS DISTINCT FROM (excluded.concurrency, excluded.concurrency_per_key,

@@ -1197,6 +1197,52 @@ CREATE TABLE taskd.idempotency_keys (
 );
 
 --
+-- Name: llm_admissions; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.llm_admissions (
+    id bigint NOT NULL,
+    queue text NOT NULL,
+    concurrency_key text DEFAULT ''::text NOT NULL,
+    run_id uuid,
+    admitted_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    input bigint DEFAULT 0 NOT NULL,
+    output bigint DEFAULT 0 NOT NULL,
+    requests integer DEFAULT 1 NOT NULL,
+    cost numeric(20,10) DEFAULT 0 NOT NULL,
+    settled boolean DEFAULT false NOT NULL,
+    CONSTRAINT llm_admissions_cost_check CHECK ((cost >= (0)::numeric)),
+    CONSTRAINT llm_admissions_input_check CHECK ((input >= 0)),
+    CONSTRAINT llm_admissions_output_check CHECK ((output >= 0)),
+    CONSTRAINT llm_admissions_requests_check CHECK ((requests >= 0))
+);
+
+--
+-- Name: TABLE llm_admissions; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.llm_admissions IS 'LLM calls admitted under a queue''s limits or budget: tokens, requests and dollars reserved before the call (its estimate), trued up with its real usage after it (settled).';
+
+--
+-- Name: COLUMN llm_admissions.concurrency_key; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_admissions.concurrency_key IS 'The run''s concurrency key (the tenant a budget is kept per); empty: runs without a key.';
+
+--
+-- Name: llm_admissions_id_seq; Type: SEQUENCE; Schema: taskd; Owner: -
+--
+
+ALTER TABLE taskd.llm_admissions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME taskd.llm_admissions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: llm_backoffs; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -1414,6 +1460,7 @@ CREATE TABLE taskd.queues (
     declared jsonb DEFAULT '{}'::jsonb NOT NULL,
     overridden boolean DEFAULT false NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    llm_limits jsonb,
     CONSTRAINT queues_check CHECK (((rate_limit IS NULL) = (rate_period IS NULL))),
     CONSTRAINT queues_concurrency_check CHECK ((concurrency >= 1)),
     CONSTRAINT queues_concurrency_per_key_check CHECK ((concurrency_per_key >= 1)),
@@ -1421,6 +1468,12 @@ CREATE TABLE taskd.queues (
     CONSTRAINT queues_rate_limit_check CHECK ((rate_limit >= 1)),
     CONSTRAINT queues_rate_period_check CHECK (((rate_period > (0)::double precision) AND (rate_period <= (86400)::double precision)))
 );
+
+--
+-- Name: COLUMN queues.llm_limits; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queues.llm_limits IS 'Limits on the LLM calls of its runs (tokens, input/output tokens, requests per period) and its budget per concurrency key (dollars per period), as the code declares them.';
 
 --
 -- Name: run_id_counter; Type: SEQUENCE; Schema: taskd; Owner: -
@@ -2128,6 +2181,13 @@ ALTER TABLE ONLY taskd.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (task_id, idempotency_key);
 
 --
+-- Name: llm_admissions llm_admissions_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.llm_admissions
+    ADD CONSTRAINT llm_admissions_pkey PRIMARY KEY (id);
+
+--
 -- Name: llm_backoffs llm_backoffs_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -2278,6 +2338,24 @@ CREATE INDEX events_name_idx ON taskd.events USING btree (name, id DESC);
 --
 
 CREATE INDEX idempotency_keys_expiry_idx ON taskd.idempotency_keys USING btree (expires_at);
+
+--
+-- Name: llm_admissions_at_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_admissions_at_idx ON taskd.llm_admissions USING btree (admitted_at);
+
+--
+-- Name: llm_admissions_key_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_admissions_key_idx ON taskd.llm_admissions USING btree (queue, concurrency_key, admitted_at);
+
+--
+-- Name: llm_admissions_queue_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_admissions_queue_idx ON taskd.llm_admissions USING btree (queue, admitted_at);
 
 --
 -- Name: llm_batches_open_idx; Type: INDEX; Schema: taskd; Owner: -

@@ -15,6 +15,7 @@ from taskd.store.events import EventStore
 from taskd.store.failure_hooks import FailureHookStore
 from taskd.store.llm import LLMStore
 from taskd.store.llm_batches import LLMBatchStore
+from taskd.store.llm_limits import LLMLimitStore
 from taskd.store.logs import LogStore
 from taskd.store.queues import QueueStore
 from taskd.store.retention import RetentionStore
@@ -49,5 +50,6 @@ class Store:
         self.logs = LogStore(pool)
         self.llm = LLMStore(pool)
         self.llm_batches = LLMBatchStore(pool)
+        self.llm_limits = LLMLimitStore(pool)
         self.failure_hooks = FailureHookStore(pool)
         self.retention = RetentionStore(pool)

@@ -7,12 +7,13 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.config import LLMSettings
 from taskd.errors import LLMRequestRefused
-from taskd.models import LLMCall, LLMDeferral, LLMGate, RunStatus
+from taskd.models import LLMAdmission, LLMCall, LLMDeferral, LLMGate, RunStatus
 from taskd.sdk.context import Context
 from taskd.store.store import Store
 from taskd.worker.llm_call_writer import LLMCallWriter
@@ -36,6 +37,7 @@ class LLMCallServices:
     ) -> None:
         self.llm_settings = settings
         self._llm_store = store.llm
+        self._llm_limit_store = store.llm_limits
         self._llm_changes = changes
         self._llm_writer = writer
         self._llm_patiently = patiently
@@ -98,6 +100,57 @@ class LLMCallServices:
         await self._llm_patiently(
             "LLM recovery not recorded", run_id, self._llm_store.recovered, key, run_id
         )
+
+    async def llm_queue_limits(self, queue: str, run_id: uuid.UUID) -> dict[str, Any] | None:
+        """The queue's LLM call limits and budget, as the database holds them."""
+        limits: dict[str, Any] | None = await self._llm_patiently(
+            "LLM limits not read", run_id, self._llm_limit_store.limits, queue
+        )
+        return limits
+
+    async def llm_admit(
+        self,
+        queue: str,
+        key: str,
+        run_id: uuid.UUID,
+        input: int,
+        output: int,
+        cost: Decimal | None,
+    ) -> LLMAdmission:
+        """Admit a call under the queue's limits and the key's budget, over every daemon."""
+        admission: LLMAdmission = await self._llm_patiently(
+            "LLM call not admitted",
+            run_id,
+            self._llm_limit_store.admit,
+            queue,
+            key,
+            run_id,
+            input,
+            output,
+            cost,
+        )
+        return admission
+
+    async def llm_true_up(
+        self, admission_id: int, run_id: uuid.UUID, input: int, output: int, cost: Decimal
+    ) -> None:
+        """An admitted call's reservation becomes what it used."""
+        await self._llm_patiently(
+            "LLM usage not trued up",
+            run_id,
+            self._llm_limit_store.true_up,
+            admission_id,
+            input,
+            output,
+            cost,
+        )
+
+    async def llm_run_spend(self, run_id: uuid.UUID) -> Decimal:
+        """Dollars the run's recorded LLM calls cost (all attempts)."""
+        spent: Decimal = await self._llm_patiently(
+            "LLM spend not read", run_id, self._llm_limit_store.run_spend, run_id
+        )
+        return spent
 
     def llm_record(self, call: LLMCall) -> None:
         if self._llm_writer is not None:

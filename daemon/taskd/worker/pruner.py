@@ -2,9 +2,9 @@
 statement, until none is left.
 
 Finished runs (with their attempts, steps and log lines), recorded events, expired idempotency
-keys, done failure-hook rows, stopped workers. Each batch is its own short transaction that
-skips locked rows: the queue never waits on the pruner, and two daemons pruning at once split
-the work.
+keys, done failure-hook rows, stopped workers, LLM admissions older than a day. Each batch is
+its own short transaction that skips locked rows: the queue never waits on the pruner, and two
+daemons pruning at once split the work.
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ class Pruner:
             done("idempotency_keys", count)
             await anyio.lowlevel.checkpoint()
         while (count := await self._store.retention.prune_failure_hooks(retention.batch)) > 0:
+            await anyio.lowlevel.checkpoint()
+        # LLM admissions past the longest window (a day) count toward no limit any more
+        while (count := await self._store.llm_limits.prune(retention.batch)) > 0:
             await anyio.lowlevel.checkpoint()
         if retention.workers > 0:
             done(

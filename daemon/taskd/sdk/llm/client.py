@@ -27,6 +27,7 @@ from taskd.models import LLMCall
 from taskd.sdk.llm import batch as batches
 from taskd.sdk.llm.batch import BatchRequestFailed
 from taskd.sdk.llm.failures import Refused, Unavailability, Unavailable, classify
+from taskd.sdk.llm.limits import CallLimits, Ticket, declared_estimate
 from taskd.sdk.llm.prices import Usage, cost_of, price_of
 from taskd.sdk.llm.services import LLMServices
 from taskd.sdk.steps import current_step
@@ -58,6 +59,7 @@ class LLM:
         self._settings = services.llm_settings
         self._calls = 0
         self._recovering: set[str] = set()  # keys a success must clear (a streak, a wait)
+        self._limits = CallLimits(self)  # queue limits and budgets (sdk/llm/limits.py)
         self.messages = Messages(self)
         """Messages: ``create``, ``stream``, ``count_tokens`` (and ``batches``, unattributed)."""
 
@@ -105,25 +107,42 @@ class LLM:
     ) -> T:
         model = params["model"]
         key = COUNT_TOKENS_KEY if kind == "count_tokens" else model
+        params = dict(params)
+        declared = declared_estimate(params)  # never sent: the SDK would refuse it
         await self.before(key)
+        # the queue's limits and the budgets (not for counting tokens: free, and their aid)
+        ticket = (
+            await self._limits.admit(kind, params, declared) if kind != "count_tokens" else None
+        )
         call = self._next_call()
-        started, clock = datetime.now(UTC), time.perf_counter()
+        started, clock = self._started(ticket), time.perf_counter()
         try:
             result = await send(params)
         except Exception as exc:
+            await self._limits.settle(ticket, model, Usage())  # it used no tokens
             await self.failed(kind, key, model, exc, started, clock, Usage(), call)
             raise  # not the API's: a bad argument the SDK refused before sending
+        usage = usage_of(result)
+        await self._limits.settle(ticket, model, usage)
         await self.succeeded(
             kind,
             key,
             model,
-            usage_of(result),
+            usage,
             started,
             clock,
             stop_reason=getattr(result, "stop_reason", None),
             request_id=getattr(result, "_request_id", None),
         )
         return result
+
+    @staticmethod
+    def _started(ticket: Ticket | None) -> datetime:
+        """When the call starts: for a call admitted under its queue's limits, its admission
+        time (the database's clock), the instant the limits count it at."""
+        if ticket is not None and ticket.admitted_at is not None:
+            return ticket.admitted_at
+        return datetime.now(UTC)
 
     def _next_call(self) -> int:
         self._calls += 1
@@ -346,16 +365,21 @@ class LLMStreamManager:
         self._params = params
         self._manager: AsyncMessageStreamManager[Any] | None = None
         self._stream: LLMStream | None = None
+        self._ticket: Ticket | None = None
 
     async def __aenter__(self) -> LLMStream:
         llm, model = self._llm, self._params["model"]
+        params = dict(self._params)
+        declared = declared_estimate(params)  # never sent: the SDK would refuse it
         await llm.before(model)
+        self._ticket = await llm._limits.admit("stream", params, declared)
         call = llm._next_call()
-        started, clock = datetime.now(UTC), time.perf_counter()
-        self._manager = llm.client.messages.stream(**self._params)
+        started, clock = llm._started(self._ticket), time.perf_counter()
+        self._manager = llm.client.messages.stream(**params)
         try:
             sdk_stream = await self._manager.__aenter__()
         except Exception as exc:
+            await llm._limits.settle(self._ticket, model, Usage())  # it used no tokens
             await llm.failed("stream", model, model, exc, started, clock, Usage(), call)
             raise
         self._stream = LLMStream(llm, sdk_stream, model, call, started, clock)
@@ -368,6 +392,10 @@ class LLMStreamManager:
         finally:
             if self._stream is not None:
                 self._stream._abandoned()
+                # the reservation becomes what the stream used (so far, if it ended early)
+                await self._llm._limits.settle(
+                    self._ticket, self._params["model"], self._stream._usage_so_far()
+                )
 
 
 class LLMStream:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskd.config import LLMSettings
-from taskd.models import LLMCall, LLMDeferral, LLMGate
+from taskd.models import LLMAdmission, LLMCall, LLMDeferral, LLMGate
 
 if TYPE_CHECKING:
     import anthropic
@@ -37,6 +38,24 @@ class LLMServices(Protocol):
     async def llm_recovered(self, key: str, run_id: uuid.UUID) -> None: ...
 
     def llm_record(self, call: LLMCall) -> None: ...
+
+    async def llm_queue_limits(self, queue: str, run_id: uuid.UUID) -> dict[str, Any] | None: ...
+
+    async def llm_admit(
+        self,
+        queue: str,
+        key: str,
+        run_id: uuid.UUID,
+        input: int,
+        output: int,
+        cost: Decimal | None,
+    ) -> LLMAdmission: ...
+
+    async def llm_true_up(
+        self, admission_id: int, run_id: uuid.UUID, input: int, output: int, cost: Decimal
+    ) -> None: ...
+
+    async def llm_run_spend(self, run_id: uuid.UUID) -> Decimal: ...
 
     def llm_text(
         self, ctx: Context, step: str | None, call: int, text: str, done: bool

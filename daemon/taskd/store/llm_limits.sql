@@ -1,0 +1,72 @@
+-- The LLM call limits and budgets of queues (0008_llm_limits.sql): admissions reserved against
+-- the sliding window's sums under a per-queue transaction advisory lock, trued up after the
+-- call with its real usage.
+-- Loaded by store/llm_limits.py (store/queries.py: blocks headed `-- name: NAME`).
+
+-- name: limits
+-- A queue's LLM call limits and budget (NULL: none), as the code declares them.
+SELECT llm_limits FROM taskd.queues WHERE name = $1;
+
+-- name: lock
+-- One admission of the queue at a time, over every daemon (until the transaction ends). The
+-- key's first half is taskd's own ('takd'); the second the queue's name.
+SELECT pg_advisory_xact_lock(1952541540, hashtext($1));
+
+-- name: limits_now
+-- Under the lock: the queue's limits as they are now, and the time the admission counts at
+-- (clock_timestamp: after the lock was granted, not when the transaction began).
+SELECT clock_timestamp() AS now,
+       (SELECT llm_limits FROM taskd.queues WHERE name = $1) AS llm_limits;
+
+-- name: window_sums
+-- What the queue's admissions after $2 reserved or used: tokens and requests.
+SELECT coalesce(sum(input), 0)::bigint AS input, coalesce(sum(output), 0)::bigint AS output,
+       coalesce(sum(requests), 0)::bigint AS requests
+  FROM taskd.llm_admissions
+ WHERE queue = $1 AND admitted_at > $2;
+
+-- name: window_rows
+-- The queue's admissions after $2, oldest first: when each leaves the window, what it frees.
+SELECT admitted_at, input, output, requests
+  FROM taskd.llm_admissions
+ WHERE queue = $1 AND admitted_at > $2
+ ORDER BY admitted_at, id;
+
+-- name: key_spend
+-- What the concurrency key $2 of the queue spent (or reserved) after $3, in dollars.
+SELECT coalesce(sum(cost), 0) AS cost
+  FROM taskd.llm_admissions
+ WHERE queue = $1 AND concurrency_key = $2 AND admitted_at > $3;
+
+-- name: key_rows
+-- The key's admissions after $3 that cost something, oldest first.
+SELECT admitted_at, cost
+  FROM taskd.llm_admissions
+ WHERE queue = $1 AND concurrency_key = $2 AND admitted_at > $3 AND cost > 0
+ ORDER BY admitted_at, id;
+
+-- name: admit
+-- The call's reservation: its estimate, at the admission's time.
+INSERT INTO taskd.llm_admissions (queue, concurrency_key, run_id, admitted_at, input, output,
+                                  requests, cost)
+VALUES ($1, $2, $3, $4, $5, $6, 1, $7)
+RETURNING id;
+
+-- name: true_up
+-- After the call: what it really used (a call that failed before any usage: nothing but its
+-- request).
+UPDATE taskd.llm_admissions
+   SET input = $2, output = $3, cost = $4, settled = true
+ WHERE id = $1;
+
+-- name: run_spend
+-- Dollars the run's recorded LLM calls cost, over all its attempts and executions.
+SELECT coalesce(sum(cost_usd), 0) AS cost FROM taskd.llm_calls WHERE run_id = $1;
+
+-- name: prune
+-- Admissions older than the longest window (a day): a batch of at most $1.
+DELETE FROM taskd.llm_admissions
+ WHERE id IN (SELECT id FROM taskd.llm_admissions
+               WHERE admitted_at < now() - interval '1 day'
+               ORDER BY admitted_at LIMIT $1
+                 FOR UPDATE SKIP LOCKED);
