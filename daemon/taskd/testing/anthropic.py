@@ -15,6 +15,7 @@ recorded in :attr:`FakeAnthropic.requests`::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 from collections import deque
@@ -43,7 +44,13 @@ BATCH_OUTCOMES = ("succeeded", "errored", "expired", "canceled")
 
 @dataclass(frozen=True)
 class Reply:
-    """One answer: its text and usage. Token counts left ``None`` are estimated (4 chars/token)."""
+    """One answer: its text and usage. Token counts left ``None`` are estimated (4 chars/token).
+
+    ``content``: the answer's content blocks as the API writes them (``{"type": "text",
+    "text": ...}``, ``{"type": "tool_use", "id": ..., "name": ..., "input": {...}}``) instead of
+    one text block of ``text`` (see :meth:`tool_use`). ``chunk_delay``: seconds between two
+    deltas of a stream, so that a reader sees the answer arrive in pieces.
+    """
 
     text: str
     input_tokens: int | None = None
@@ -52,6 +59,44 @@ class Reply:
     cache_read_input_tokens: int = 0
     stop_reason: str = "end_turn"
     chunks: tuple[str, ...] | None = None  # the stream's text deltas; default: word by word
+    chunk_delay: float = 0.0
+    content: tuple[dict[str, Any], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_delay < 0:
+            raise ValueError(f"chunk_delay must be >= 0, got {self.chunk_delay}")
+        for block in self.content or ():
+            if block.get("type") not in ("text", "tool_use"):
+                raise ValueError(f"a Reply's content blocks are text or tool_use, not {block!r}")
+
+    @classmethod
+    def tool_use(
+        cls,
+        name: str,
+        input: dict[str, Any],
+        *,
+        text: str = "",
+        id: str | None = None,
+        **usage: Any,
+    ) -> Reply:
+        """An answer asking to use the tool ``name`` with ``input`` (``stop_reason``
+        ``tool_use``), after an optional text block."""
+        seed = name + json.dumps(input, sort_keys=True)
+        block = {
+            "type": "tool_use",
+            "id": id or "toolu_fake_" + hashlib.sha1(seed.encode()).hexdigest()[:16],
+            "name": name,
+            "input": input,
+        }
+        blocks = ({"type": "text", "text": text},) if text else ()
+        return cls(text, stop_reason="tool_use", content=(*blocks, block), **usage)
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        """The content blocks of the answer."""
+        if self.content is not None:
+            return [dict(block) for block in self.content]
+        return [{"type": "text", "text": self.text}]
 
 
 ReplyFn = Callable[[dict[str, Any]], "Reply | str"]
@@ -259,7 +304,7 @@ class FakeAnthropic:
             "type": "message",
             "role": "assistant",
             "model": body.get("model", "claude-fake"),
-            "content": [{"type": "text", "text": reply.text}],
+            "content": reply.blocks,
             "stop_reason": reply.stop_reason,
             "stop_sequence": None,
             "usage": self._usage(body, reply),
@@ -274,7 +319,7 @@ class FakeAnthropic:
             "output_tokens": (
                 reply.output_tokens
                 if reply.output_tokens is not None
-                else estimate_tokens(reply.text)
+                else estimate_tokens(reply.text if reply.content is None else list(reply.content))
             ),
             "cache_creation_input_tokens": reply.cache_creation_input_tokens,
             "cache_read_input_tokens": reply.cache_read_input_tokens,
@@ -399,18 +444,30 @@ class FakeAnthropic:
             )
             await response.write_eof()
             return response
-        block = {"type": "text", "text": ""}
-        await send(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": block},
-        )
-        await send("ping", {"type": "ping"})
-        for chunk in _chunks(reply):
-            delta = {"type": "text_delta", "text": chunk}
+        first = True
+        for index, block in enumerate(reply.blocks):
+            if block["type"] == "tool_use":
+                start_block = {**block, "input": {}}
+                deltas = [{"type": "input_json_delta", "partial_json": json.dumps(block["input"])}]
+            else:
+                start_block = {"type": "text", "text": ""}
+                chunks = _chunks(reply) if reply.content is None else _words(block["text"])
+                deltas = [{"type": "text_delta", "text": chunk} for chunk in chunks]
             await send(
-                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": start_block},
             )
-        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+            if index == 0:
+                await send("ping", {"type": "ping"})
+            for delta in deltas:
+                if reply.chunk_delay and not first:
+                    await asyncio.sleep(reply.chunk_delay)
+                first = False
+                await send(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            await send("content_block_stop", {"type": "content_block_stop", "index": index})
         await send(
             "message_delta",
             {
@@ -576,5 +633,9 @@ def _streams(body: Any) -> bool:
 def _chunks(reply: Reply) -> list[str]:
     if reply.chunks is not None:
         return list(reply.chunks)
-    words = reply.text.split(" ")
+    return _words(reply.text)
+
+
+def _words(text: str) -> list[str]:
+    words = text.split(" ")
     return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words) if w or i == 0]
