@@ -112,6 +112,8 @@ class Failure:
     error_type: str | None = None
     in_stream: bool = False
     disconnect: bool = False
+    match: Callable[[Any], bool] | None = None
+    """Only a request whose parsed body this returns True for meets this failure."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,7 @@ class FakeAnthropic:
         in_stream: bool = False,
         disconnect: bool = False,
         times: int = 1,
+        match: Callable[[Any], bool] | None = None,
     ) -> None:
         """Queue a failure for the next ``times`` requests (in order, after those queued).
 
@@ -263,6 +266,9 @@ class FakeAnthropic:
         ``anthropic-ratelimit-*-reset`` headers). ``in_stream``: a 200 stream that sends an
         ``error`` event (``overloaded_error`` unless ``error_type`` says otherwise; a request that
         does not stream gets a 529 instead). ``disconnect``: the connection drops unanswered.
+        ``match``: a function of the request's parsed body; the failure waits for the first
+        request it returns True for (``match=lambda body: "a-07" in str(body)``), letting
+        requests that do not match through.
         """
         if sum((status is not None, in_stream, disconnect)) != 1:
             raise ValueError(
@@ -272,7 +278,7 @@ class FakeAnthropic:
             raise ValueError(f"fail_next status must be an HTTP error (400-599), got {status}")
         if times < 1:
             raise ValueError(f"fail_next times must be >= 1, got {times}")
-        failure = Failure(status, retry_after, message, error_type, in_stream, disconnect)
+        failure = Failure(status, retry_after, message, error_type, in_stream, disconnect, match)
         self._failures.extend([failure] * times)
 
     def batch_outcome(self, custom_id: str, outcome: BatchOutcome) -> None:
@@ -367,7 +373,15 @@ class FakeAnthropic:
         body = await self._record(request)
         if self.latency:
             await asyncio.sleep(self.latency)
-        return body, self._request_id(), (self._failures.popleft() if self._failures else None)
+        return body, self._request_id(), self._failure_for(body)
+
+    def _failure_for(self, body: Any) -> Failure | None:
+        """The first queued failure this request meets (taken out of the queue), if any."""
+        for failure in self._failures:
+            if failure.match is None or failure.match(body):
+                self._failures.remove(failure)
+                return failure
+        return None
 
     def _failed(self, request: web.Request, failure: Failure, request_id: str) -> web.Response:
         if failure.disconnect:
