@@ -146,6 +146,32 @@ async def test_a_page_sees_the_letter_arrive_in_pieces_and_the_step_records_the_
     assert call["cost_usd"] == dollars(40, 21, "1", "5") and call["stop_reason"] == "end_turn"
 
 
+async def test_the_text_is_throttled_by_stream_interval(
+    client: Client, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    """The first words go out at once; then at most one piece per interval: with a long
+    interval, the rest arrives with the end."""
+    GATES["go"] = anyio.Event()
+    fake_anthropic.reply(Reply(LETTER))  # word by word, as fast as it can
+    configure = llm_config(fake_anthropic, stream_interval=3600)
+    async with (
+        start_daemon([streamed_letter], configure) as daemon,
+        aiohttp.ClientSession() as http,
+        anyio.create_task_group() as group,
+    ):
+        run_id = await client.trigger("stream.letter", {})
+        page = await open_page(group, http, admin_url(daemon), run_id)
+        GATES["go"].set()
+        await page.until("completed")
+        group.cancel_scope.cancel()
+
+    first, rest = LETTER.split(" ", 1)
+    assert page.texts() == [
+        {"step": "write", "call": 1, "text": first + " ", "done": False},
+        {"step": "write", "call": 1, "text": rest, "done": True},
+    ]
+
+
 async def test_an_overload_inside_the_stream_hands_the_run_back_and_the_retry_completes(
     client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
 ) -> None:

@@ -15,6 +15,7 @@ is sent with the SDK's own retries off, and its outcome decides what happens to 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -401,7 +402,7 @@ class LLMStream:
         self._clock = clock
         self._step = current_step.get()
         self._pending: list[str] = []
-        self._published_at = time.monotonic()
+        self._published_at = -math.inf  # the first words go out at once
         self._interval = llm._settings.stream_interval
         self._recorded = False
         self._events: AsyncGenerator[Any, None] = self._observe()
@@ -444,7 +445,8 @@ class LLMStream:
         try:
             async for event in self._sdk:
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    self._text(event.delta.text)
+                    self._pending.append(event.delta.text)
+                self._publish_if_due()  # any event: text held back goes out once it is due
                 yield event
         except Exception as exc:
             self._publish(done=True)
@@ -481,9 +483,8 @@ class LLMStream:
         except AssertionError:  # no message_start yet
             return Usage()
 
-    def _text(self, text: str) -> None:
-        self._pending.append(text)
-        if time.monotonic() - self._published_at >= self._interval:
+    def _publish_if_due(self) -> None:
+        if self._pending and time.monotonic() - self._published_at >= self._interval:
             self._publish(done=False)
 
     def _publish(self, *, done: bool) -> None:
