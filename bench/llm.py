@@ -16,6 +16,11 @@ The daemon is warmed up first (50 calls, untimed: the SDK client, its connection
 statements), then N runs are triggered in one `batch_trigger` and the clock runs until every
 one is completed (polled every 20 ms).
 
+A baseline first: the same N calls made by the bare SDK in its own process (no taskd, no
+database), 50 at a time, against the same fake: what the client and the fake alone allow on
+this machine (its wall time, its ratio to the ideal, its CPU per call); the phases' wall time is
+also given as a ratio to it.
+
 Figures per phase: wall time from the trigger to the last completion, and its ratio to the
 ideal; the span from the first call's start to the last call's end in taskd.llm_calls;
 per call: the daemon's CPU (user + system, from /proc/<pid>/stat), the rows it wrote
@@ -56,6 +61,7 @@ from bench.llm_tasks import (
 from bench.throughput import ROOT, Worker, base_env, fresh_server, run_async
 
 WARM_UP = 50
+SCRIPT = str(Path(__file__).resolve())
 POLL = 0.02
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -257,24 +263,85 @@ def report(figures: Figures, latency: float) -> str:
     return "\n".join(lines)
 
 
+async def sdk_alone(url: str, calls: int) -> dict[str, float]:
+    """The baseline, in its own process: the same calls with the bare SDK (no taskd), 50 at
+    a time, after the same warm-up; wall time and this process's CPU per call."""
+    import anthropic
+    import httpx2
+
+    from bench.llm_tasks import PROMPT
+
+    client = anthropic.AsyncAnthropic(
+        api_key="bench", base_url=url, max_retries=0, timeout=httpx2.Timeout(600, connect=10)
+    )
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def one() -> None:
+        async with slots:
+            await client.messages.create(
+                model="claude-haiku-4-5", max_tokens=MAX_TOKENS, messages=PROMPT
+            )
+
+    await asyncio.gather(*[one() for _ in range(WARM_UP)])
+    cpu, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*[one() for _ in range(calls)])
+    wall = time.perf_counter() - started
+    await client.close()
+    return {"wall": wall, "cpu_ms": (time.process_time() - cpu) * 1000 / calls}
+
+
+async def baseline(calls: int, latency: float) -> dict[str, float]:
+    from taskd.testing.anthropic import FakeAnthropic, Reply
+
+    async with FakeAnthropic(latency=latency) as fake:
+        fake.reply(Reply("A steady run, well paced.", output_tokens=MAX_TOKENS))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            SCRIPT,
+            "--sdk-client",
+            fake.url,
+            "--calls",
+            str(calls),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate()
+    figures: dict[str, float] = json.loads(out)
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per answer")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--sdk-client", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sdk_client:  # the baseline's own process
+        print(json.dumps(run_async(sdk_alone(args.sdk_client, args.calls))))
+        return 0
     phases = [("calls", "bench.llm_call")]
     if TOKEN_RATE is not None:
         phases.append(("tokens", "bench.llm_call_tokens"))
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     failed = False
     for number in range(args.repeat):
+        sdk = run_async(baseline(args.calls, args.latency))
+        ideal = args.calls / CONCURRENCY * args.latency
+        print(
+            f"round {number + 1}, the SDK alone (no taskd, {CONCURRENCY} at a time): "
+            f"{sdk['wall']:.2f} s, ratio to the ideal {sdk['wall'] / ideal:.3f}, "
+            f"{sdk['cpu_ms']:.2f} ms CPU per call",
+            flush=True,
+        )
         for phase, task_id in phases:
             with fresh_server() as dsn, tempfile.TemporaryDirectory() as tmp:
                 figures = run_async(
                     one_round(dsn, phase, task_id, args.calls, args.latency, Path(tmp))
                 )
-            print(f"round {number + 1}, " + report(figures, args.latency), flush=True)
+            line = report(figures, args.latency)
+            if phase == "calls":
+                line += f"\n  taskd / the SDK alone: wall {figures.wall / sdk['wall']:.3f}"
+            print(f"round {number + 1}, " + line, flush=True)
             failed |= bool(figures.problems)
     if TOKEN_RATE is None:
         print("tokens: skipped: this taskd has no token limits yet (Rate(tokens=...) is refused)")
