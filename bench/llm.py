@@ -29,7 +29,10 @@ runs, attempts, steps, LLM call records), its transactions (xact_commit, minus t
 own polls) and the WAL it generated. Checks (FAILURE, exit code 1): every run completed with
 one attempt, one `ok` call record per run, the fake answered exactly N + warm-up calls.
 
-Phase 2 runs `bench.llm_call_tokens`, in Queue("bench-llm-tokens", concurrency=50,
+Phase "no-llm" runs `bench.llm_sleep`: the same runs, the same step, sleeping as long as an
+answer takes instead of calling Claude: what the queue and the runs cost without ctx.llm.
+
+Phase "tokens" runs `bench.llm_call_tokens`, in Queue("bench-llm-tokens", concurrency=50,
 rate_limit=Rate(tokens=25_000, per="1s")): about half the tokens per second that phase 1's
 50 x 200 ms use (50,250). Its ideal is the tokens the N calls used over the limit's rate (the
 first window's burst is the overshoot a sliding window allows). It needs token limits
@@ -62,6 +65,19 @@ from bench.throughput import ROOT, Worker, base_env, fresh_server, run_async
 
 WARM_UP = 50
 SCRIPT = str(Path(__file__).resolve())
+# the timed runs' calls: their span, tokens and mean latency (from the calls, or from the
+# steps of the runs that make none)
+SPANS = {
+    False: "SELECT extract(epoch FROM max(c.started_at + c.latency_ms * interval '1 ms')"
+    " - min(c.started_at)) AS span, sum(c.input_tokens + c.output_tokens) AS tokens,"
+    " avg(c.latency_ms) AS latency_ms"
+    " FROM taskd.llm_calls c JOIN taskd.runs r ON r.id = c.run_id"
+    " WHERE r.payload->>'tag' = 'timed'",
+    True: "SELECT extract(epoch FROM max(s.finished_at) - min(s.started_at)) AS span,"
+    " 0 AS tokens, avg(extract(epoch FROM s.finished_at - s.started_at)) * 1000 AS latency_ms"
+    " FROM taskd.steps s JOIN taskd.runs r ON r.id = s.run_id"
+    " WHERE r.payload->>'tag' = 'timed'",
+}
 POLL = 0.02
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -156,6 +172,7 @@ async def one_round(
             "TASKD_LOG__LEVEL": "WARNING",
             "TASKD_LLM__BASE_URL": fake.url,
             "ANTHROPIC_API_KEY": "bench",
+            "BENCH_LLM_LATENCY": str(latency),
         }
         worker = Worker([str(ROOT / ".venv/bin/taskd"), "run"], env, workdir / f"{phase}.log")
         await worker.start()
@@ -169,15 +186,9 @@ async def one_round(
                 wall, polls = await drain(client, conn, task_id, calls, "timed")
                 cpu = cpu_seconds(worker.proc.pid) - cpu
                 after, more_reads = await settled_counters(conn)
-                problems = await check(conn, task_id, calls, len(fake.message_requests))
-                row = await conn.fetchrow(
-                    "SELECT extract(epoch FROM max(c.started_at + c.latency_ms * interval '1 ms')"
-                    " - min(c.started_at)) AS span,"
-                    " sum(c.input_tokens + c.output_tokens) AS tokens,"
-                    " avg(c.latency_ms) AS latency_ms"
-                    " FROM taskd.llm_calls c JOIN taskd.runs r ON r.id = c.run_id"
-                    " WHERE r.payload->>'tag' = 'timed'"
-                )
+                answered = len(fake.message_requests) if phase != "no-llm" else None
+                problems = await check(conn, task_id, calls, answered)
+                row = await conn.fetchrow(SPANS[phase == "no-llm"])
         finally:
             code = await worker.stop()
             await conn.close()
@@ -217,7 +228,7 @@ async def wait_ready(client: Any, worker: Worker) -> None:
     raise SystemExit(f"the daemon did not start\n{worker.tail()}")
 
 
-async def check(conn: Any, task_id: str, calls: int, answered: int) -> list[str]:
+async def check(conn: Any, task_id: str, calls: int, answered: int | None) -> list[str]:
     problems = []
     row = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE status = 'completed') AS completed,"
@@ -229,6 +240,8 @@ async def check(conn: Any, task_id: str, calls: int, answered: int) -> list[str]
         problems.append(
             f"{row['completed']}/{total} runs completed, {row['one_attempt']} with one attempt"
         )
+    if answered is None:  # the no-llm phase
+        return problems
     recorded = await conn.fetchval(
         "SELECT count(*) FROM taskd.llm_calls WHERE task_id = $1 AND outcome = 'ok'", task_id
     )
@@ -253,7 +266,7 @@ def report(figures: Figures, latency: float) -> str:
     lines = [
         f"{figures.phase}: {figures.calls} calls in {figures.wall:.2f} s, {ideal}: "
         f"ratio {figures.ratio:.3f}",
-        f"  calls' span {figures.span:.2f} s, a call's mean latency seen by the daemon "
+        f"  calls' span {figures.span:.2f} s, a call's mean latency seen by the task "
         f"{figures.latency_ms:.0f} ms, mean calls in flight "
         f"{figures.calls * figures.latency_ms / 1000 / figures.span:.1f}",
         f"  per call: daemon CPU {figures.cpu_ms:.2f} ms, {figures.rows:.1f} rows written, "
@@ -319,7 +332,7 @@ def main() -> int:
     if args.sdk_client:  # the baseline's own process
         print(json.dumps(run_async(sdk_alone(args.sdk_client, args.calls))))
         return 0
-    phases = [("calls", "bench.llm_call")]
+    phases = [("calls", "bench.llm_call"), ("no-llm", "bench.llm_sleep")]
     if TOKEN_RATE is not None:
         phases.append(("tokens", "bench.llm_call_tokens"))
     print(f"load average at start: {os.getloadavg()[0]:.2f}")

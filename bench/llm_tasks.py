@@ -3,11 +3,14 @@ per run, inside a step (the documented pattern), through ctx.llm to the fake Ant
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 from taskd import Context, Queue, Rate, task
 
 CONCURRENCY = 50
+LATENCY = float(os.environ.get("BENCH_LLM_LATENCY", "0.2"))  # bench/llm.py --latency
 MAX_TOKENS = 100  # the fake answers with exactly this many output tokens
 PROMPT = [{"role": "user", "content": "Describe this run in one line. " + "x" * 370}]
 # Phase 2: a token limit admitting half of what 50 calls at 200 ms use (bench/llm.py).
@@ -31,6 +34,18 @@ async def _call(ctx: Context) -> int:
 @task(id="bench.llm_call", queue=CALLS)
 async def llm_call(payload: Any, ctx: Context) -> int:
     return await _call(ctx)
+
+
+@task(id="bench.llm_sleep", queue=CALLS)
+async def llm_sleep(payload: Any, ctx: Context) -> int:
+    """The same run without Claude: the step sleeps as long as the fake's answer takes."""
+
+    async def ask() -> int:
+        await asyncio.sleep(LATENCY)
+        return 0
+
+    tokens: int = await ctx.step("ask", ask)
+    return tokens
 
 
 def _token_rate() -> Rate | None:
