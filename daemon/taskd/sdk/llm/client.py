@@ -373,9 +373,11 @@ class LLMStreamManager:
         assert self._manager is not None
         stream = self._stream
         try:
-            if stream is not None:
-                await stream._stop_observing()
-            await self._manager.__aexit__(*exc_info)
+            try:
+                if stream is not None:
+                    await stream._stop_observing()
+            finally:  # the SDK's response is closed whatever happened above
+                await self._manager.__aexit__(*exc_info)
         finally:
             if stream is not None:
                 await stream._closed(leaving_on_error=exc_info[0] is not None)
