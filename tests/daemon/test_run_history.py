@@ -289,7 +289,7 @@ async def test_two_users_at_most_5_claude_calls_at_once_and_a_cost_per_user(
 ) -> None:
     app.add("u-ada", 13)
     app.add("u-bob", 6, lettered={1, 2}, insighted={1, 2})
-    fake_anthropic.latency = 0.1
+    fake_anthropic.latency = 0.3  # the 5 calls of a claim overlap, however slow the machine
     async with start_daemon(
         RUN_HISTORY, llm_config(fake_anthropic), poll_interval=0.05, concurrency=20
     ):
