@@ -43,6 +43,7 @@ bench: $(BIN)/taskd
 	$(BIN)/python bench/resume.py
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/cron.py
+	$(BIN)/python bench/llm.py
 
 clean:
 	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

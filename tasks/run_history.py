@@ -1,69 +1,74 @@
-"""Batch ingestion of a runner's history, a Claude-written "run letter" per activity (seed 004).
+"""Batch ingestion of a runner's history: a Claude-written "run letter" and a coaching insight
+per activity (seed 004), every Claude call through ``ctx.llm``.
 
 ``batch-ingest-run-history`` (payload ``{user_id, tier, max_activities}``) is one durable run:
 
 1. step ``list-activities``: the user's most recent activities from the app's API (``GET
    {ACTIVITIES_API_URL}/users/{user_id}/activities``, page by page, newest first): 20 at most
    for the ``free`` tier (a larger ``max_activities`` is capped), ``max_activities`` or the
-   whole history for ``premium``. Activities that already have a letter are skipped.
-2. the rest in batches (5 for free, 10 for premium): each batch is one
-   ``generate_run_letter.batch_trigger_and_wait([...], concurrency_key=user_id)``; the parent
-   waits without a slot until the batch has ended, then stores its progress with
-   ``ctx.set_metadata`` (``progress`` from 0 to 1, ``processed``, ``total``, ``generated``,
-   ``failed``: the UI polls ``client.get_run(id).metadata`` or ``/api/runs/{id}``);
+   whole history for ``premium``. Activities that already have both a letter and an insight
+   are skipped; one that has only one of them gets the other.
+2. the rest in batches of activities (5 for free, 10 for premium), written by the tier's
+   writer (:data:`WRITERS`): the batch's letters as one
+   ``generate_run_letter.batch_trigger_and_wait([...], concurrency_key=user_id)``, then its
+   insights as one ``generate_coaching_insight.batch_trigger_and_wait(...)``; the parent waits
+   without a slot while they are written, then stores its progress with ``ctx.set_metadata``
+   (``progress`` from 0 to 1, ``processed`` and ``total`` activities, ``letters``,
+   ``insights``, ``failed``: the UI polls ``client.get_run(id).metadata`` or
+   ``/api/runs/{id}``);
 3. ``wait.for_(seconds=2)`` between batches (``pause_seconds`` in the payload, else
    ``RUN_HISTORY_BATCH_PAUSE_SECONDS``);
-4. returns a summary: letters generated, skipped, failed (with their activity ids), tokens.
+4. returns a summary: letters and insights written, activities skipped, what failed, tokens.
 
-``generate-run-letter`` (payload ``{user_id, activity_id}``) runs in the ``anthropic`` queue,
-``Queue("anthropic", concurrency=5)``: at most 5 letters are being written at once across
-every daemon on the database, whatever the number of users ingesting; the children carry the
-user as their concurrency key, so when the queue is busy the users' letters take turns. The
-run fetches the activity (step ``fetch-activity``), asks Claude for the letter (step
-``write-letter``: ``POST {ANTHROPIC_BASE_URL}/v1/messages``) and saves it in the app (step
-``save-letter``). The letter is recorded by its step: when a later step fails and the run is
-retried, the recorded letter is saved without asking Claude again, so a letter is paid for once
-per run. An activity that already has a letter (a replayed ingestion, two ingestions of one
-user) is not written again. (A request whose answer is lost in transit can still be billed
-twice: the Messages API takes no idempotency key.)
+The premium tier's writer is :func:`write_premium_batch`, one function: it writes through the
+same per-activity child runs as the free tier today, and is the one place where Anthropic's
+Message Batches (``await ctx.llm.batch(requests)``, half price) take over; the requests are
+built by :func:`letter_request` and :func:`insight_request`, shared by both paths.
 
-Claude's 429 (rate limited), 529 (overloaded), other 5xx, 408 and 409 answers raise and the
-run is retried with backoff (``retry-after`` sets the delay; ``x-should-retry`` is honoured);
-the run goes back to the queue meanwhile, so the backoff holds none of the 5 slots. Other 4xx
-(a bad request, a bad key) abort the letter's run: the ingestion counts it as failed and goes
-on. Replaying the ingestion (``taskd runs replay <id>``) retries exactly the letters that
-failed: the others are skipped.
+``generate-run-letter`` and ``generate-coaching-insight`` (payload ``{user_id,
+activity_id}``) run in the ``anthropic`` queue, ``Queue("anthropic", concurrency=5)``: at most
+5 Claude calls of this module at once across every daemon on the database, whatever the number
+of users ingesting; the children carry the user as their concurrency key, so users take turns
+in a busy queue and ``taskd costs --by key`` sums what each user's ingestion cost. Each run
+fetches the activity (step ``fetch-activity``), asks Claude (step ``write-letter`` /
+``write-insight``: ``await ctx.llm.messages.create(...)``, Claude Haiku 4.5) and saves the
+text in the app (step ``save-letter`` / ``save-insight``). The text is recorded by its step:
+when a later step fails and the run is retried, the recorded text is saved without asking
+Claude again, so each text is paid for once per run. An activity that already has its text is
+not written again.
+
+Claude's bad days are the daemon's business, not this module's: a 429, a 529, an overload, a
+5xx or a lost connection hands the run back to the queue until the API is expected back,
+without spending one of its attempts and without holding one of the 5 slots; a refused request
+(400, a bad key, no credit) fails the child at once with the API's message (``[llm]`` in the
+daemon's config: the key's variable, ``max_wait``, prices). The ingestion counts a failed
+child and goes on; replaying it (``taskd runs replay <id>``) writes exactly what is missing.
 
 Trigger one ingestion per user at a time, e.g. ``client.trigger("batch-ingest-run-history",
 {"user_id": "u-1", "tier": "free"}, idempotency_key="ingest-u-1", idempotency_ttl="10m")``.
 
-Configuration, read from the environment at call time, never at import:
-
-- ``ACTIVITIES_API_URL`` (default a placeholder), ``ACTIVITIES_API_KEY`` (Bearer);
-- ``ANTHROPIC_BASE_URL`` (default ``https://api.anthropic.com``), ``ANTHROPIC_API_KEY``
-  (required: without it the letter runs abort), ``ANTHROPIC_MODEL`` (``claude-haiku-4-5``);
-- ``RUN_HISTORY_BATCH_PAUSE_SECONDS``: the pause between batches (default 2).
-
-The HTTP calls use aiohttp directly (the ``anthropic`` package is not a dependency).
+The app's API is read from the environment at call time, never at import:
+``ACTIVITIES_API_URL`` (default a placeholder), ``ACTIVITIES_API_KEY`` (Bearer);
+``RUN_HISTORY_BATCH_PAUSE_SECONDS``: the pause between batches (default 2).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
+from anthropic.types import Message
 from pydantic import BaseModel, Field
 
 from taskd import AbortRun, Context, Queue, Retry, RunFailed, task, wait
 
 DEFAULT_ACTIVITIES_API_URL = "https://app.example/api"
-DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
-DEFAULT_MODEL = "claude-haiku-4-5"
-ANTHROPIC_VERSION = "2023-06-01"
-LETTER_MAX_TOKENS = 600
+MODEL = "claude-haiku-4-5"
 
 FREE_TIER_LIMIT = 20
 BATCH_SIZE = {"free": 5, "premium": 10}
@@ -73,20 +78,43 @@ MAX_PAGES = 10_000
 
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=120, connect=10)
 MAX_RETRY_AFTER = 3600.0
-# Statuses the Anthropic SDK retries: timeouts, conflicts, rate limits, 5xx (529: overloaded).
 RETRYABLE_4XX = frozenset({408, 409, 429})
 
-# Letters: 4 attempts, 1 s then 1-2 s, 2-4 s (retry-after overrides), each under 2 minutes.
-LETTER_RETRY = Retry(max_attempts=4, min_delay=1.0, max_delay=30.0, factor=2.0, jitter=True)
+# The app's API failing (a save, a fetch): 3 attempts, 1 s then 2 s (retry-after overrides).
+# Claude's failures spend no attempt: the daemon waits for the API with the run in the queue.
+CONTENT_RETRY = Retry(max_attempts=3, min_delay=1.0, max_delay=10.0, factor=2.0, jitter=True)
 API_RETRY = Retry(max_attempts=5, min_delay=1.0, max_delay=60.0, factor=2.0, jitter=True)
 
-# Letters being written at once, across every daemon on the database.
+# Claude calls of this module at once, across every daemon on the database.
 ANTHROPIC = Queue("anthropic", concurrency=5)
 
-SYSTEM_PROMPT = (
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of text written per activity."""
+
+    name: Literal["letter", "insight"]
+    field: str
+    """The activity's field holding it in the app (``PUT .../{field}`` saves it)."""
+    system: str
+    max_tokens: int
+
+
+LETTER = Kind(
+    "letter",
+    "letter",
     "You are a warm, observant running coach. Write a short letter (120 words at most, plain "
     "text, no markdown) to the runner about the run described, as if the run could write back "
-    "to them: what it asked of them, what it gave them. Use the numbers sparingly."
+    "to them: what it asked of them, what it gave them. Use the numbers sparingly.",
+    600,
+)
+INSIGHT = Kind(
+    "insight",
+    "insight",
+    "You are an experienced running coach. Analyse the run described for the runner (plain "
+    "text, no markdown, 150 words at most): pacing, heart rate, effort for the distance and "
+    "the climbing, then two concrete recommendations for the next runs.",
+    800,
 )
 
 
@@ -105,33 +133,36 @@ class IngestSummary(BaseModel):
     considered: int
     """The most recent activities looked at (20 at most for free)."""
     skipped: int
-    """Of those, the ones that already had a letter."""
-    generated: int
+    """Of those, the ones that already had a letter and an insight."""
+    letters: int
+    insights: int
     failed: int
-    failed_activities: list[str]
+    failed_items: list[str]
+    """``"letter:<activity id>"``, ``"insight:<activity id>"``."""
     batches: int
     batch_size: int
     input_tokens: int
     output_tokens: int
 
 
-class LetterIn(BaseModel):
+class ContentIn(BaseModel):
     user_id: str = Field(min_length=1)
     activity_id: str = Field(min_length=1)
 
 
-class LetterOut(BaseModel):
+class ContentOut(BaseModel):
     user_id: str
     activity_id: str
+    kind: str
     generated: bool
-    """False when the activity already had a letter (nothing was asked of Claude)."""
+    """False when the activity already had it (nothing was asked of Claude)."""
     model: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
 
 
 class ApiError(Exception):
-    """An API answered with a status worth retrying; ``retry_after`` is read by taskd."""
+    """The app's API answered with a status worth retrying; ``retry_after`` is read by taskd."""
 
     def __init__(self, status: int, url: str, detail: str, retry_after: float | None) -> None:
         super().__init__(f"HTTP {status} from {url}: {detail}")
@@ -139,29 +170,45 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
-# one letter -------------------------------------------------------------------------------------
+# one text -----------------------------------------------------------------------------------
 
 
-@task(id="generate-run-letter", queue=ANTHROPIC, retry=LETTER_RETRY, max_duration="2m")
-async def generate_run_letter(payload: LetterIn, ctx: Context) -> LetterOut:
+@task(id="generate-run-letter", queue=ANTHROPIC, retry=CONTENT_RETRY, max_duration="2m")
+async def generate_run_letter(payload: ContentIn, ctx: Context) -> ContentOut:
     """Fetch the activity, have Claude write its letter (once per run), save it."""
+    return await generate(LETTER, payload, ctx)
+
+
+@task(id="generate-coaching-insight", queue=ANTHROPIC, retry=CONTENT_RETRY, max_duration="2m")
+async def generate_coaching_insight(payload: ContentIn, ctx: Context) -> ContentOut:
+    """Fetch the activity, have Claude write its coaching insight (once per run), save it."""
+    return await generate(INSIGHT, payload, ctx)
+
+
+async def generate(kind: Kind, payload: ContentIn, ctx: Context) -> ContentOut:
     activity = await ctx.step("fetch-activity", fetch_activity, payload, ctx)
-    if activity.get("letter"):
-        ctx.log.info("the activity already has a letter", activity=payload.activity_id)
-        return LetterOut(user_id=payload.user_id, activity_id=payload.activity_id, generated=False)
-    letter = await ctx.step("write-letter", write_letter, payload, activity, ctx)
-    await ctx.step("save-letter", save_letter, payload, letter["text"], ctx)
-    return LetterOut(
+    if activity.get(kind.field):
+        ctx.log.info(f"the activity already has its {kind.name}", activity=payload.activity_id)
+        return ContentOut(
+            user_id=payload.user_id,
+            activity_id=payload.activity_id,
+            kind=kind.name,
+            generated=False,
+        )
+    written = await ctx.step(f"write-{kind.name}", write, kind, payload, activity, ctx)
+    await ctx.step(f"save-{kind.name}", save, kind, payload, written["text"], ctx)
+    return ContentOut(
         user_id=payload.user_id,
         activity_id=payload.activity_id,
+        kind=kind.name,
         generated=True,
-        model=letter["model"],
-        input_tokens=letter["input_tokens"],
-        output_tokens=letter["output_tokens"],
+        model=written["model"],
+        input_tokens=written["input_tokens"],
+        output_tokens=written["output_tokens"],
     )
 
 
-async def fetch_activity(payload: LetterIn, ctx: Context) -> dict[str, Any]:
+async def fetch_activity(payload: ContentIn, ctx: Context) -> dict[str, Any]:
     url = f"{_activities_url(payload.user_id)}/{quote(payload.activity_id, safe='')}"
     activity: dict[str, Any] = await request_json(
         "GET", url, headers=_bearer("ACTIVITIES_API_KEY"), ctx=ctx
@@ -169,44 +216,62 @@ async def fetch_activity(payload: LetterIn, ctx: Context) -> dict[str, Any]:
     return activity
 
 
-async def write_letter(payload: LetterIn, activity: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """One Messages API call; the letter's text, the model and the tokens billed."""
-    api_key = os.environ.get("ANTHROPIC_API_KEY")
-    if not api_key:
-        raise AbortRun("ANTHROPIC_API_KEY is not set")
-    base = (os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_ANTHROPIC_BASE_URL).rstrip("/")
-    body = {
-        "model": os.environ.get("ANTHROPIC_MODEL") or DEFAULT_MODEL,
-        "max_tokens": LETTER_MAX_TOKENS,
-        "system": SYSTEM_PROMPT,
-        "messages": [{"role": "user", "content": describe(payload.activity_id, activity)}],
-        "metadata": {"user_id": payload.user_id},
+def letter_request(user_id: str, activity_id: str, activity: dict[str, Any]) -> dict[str, Any]:
+    """The Messages API parameters of an activity's letter."""
+    return _request(LETTER, user_id, activity_id, activity)
+
+
+def insight_request(user_id: str, activity_id: str, activity: dict[str, Any]) -> dict[str, Any]:
+    """The Messages API parameters of an activity's coaching insight."""
+    return _request(INSIGHT, user_id, activity_id, activity)
+
+
+def _request(
+    kind: Kind, user_id: str, activity_id: str, activity: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "max_tokens": kind.max_tokens,
+        "system": kind.system,
+        "messages": [{"role": "user", "content": describe(activity_id, activity)}],
+        "metadata": {"user_id": user_id},
     }
-    headers = {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
-    message = await request_json("POST", f"{base}/v1/messages", body=body, headers=headers, ctx=ctx)
-    text = "".join(
-        block.get("text", "")
-        for block in message.get("content") or []
-        if block.get("type") == "text"
-    ).strip()
+
+
+REQUESTS: dict[str, Callable[[str, str, dict[str, Any]], dict[str, Any]]] = {
+    "letter": letter_request,
+    "insight": insight_request,
+}
+
+
+async def write(
+    kind: Kind, payload: ContentIn, activity: dict[str, Any], ctx: Context
+) -> dict[str, Any]:
+    """One Claude call (inside its step: a replay returns what it wrote, unpaid): the text,
+    the model and the tokens billed."""
+    params = REQUESTS[kind.name](payload.user_id, payload.activity_id, activity)
+    message = await ctx.llm.messages.create(**params)
+    return written(message)
+
+
+def written(message: Message) -> dict[str, Any]:
+    """What a step keeps of Claude's answer."""
+    text = "".join(block.text for block in message.content if block.type == "text").strip()
     if not text:  # asking again would be billed again, for the same answer most likely
-        raise AbortRun(
-            f"Claude's answer {message.get('id')} has no text ({message.get('stop_reason')})"
-        )
-    usage = message.get("usage") or {}
+        raise AbortRun(f"Claude's answer {message.id} has no text ({message.stop_reason})")
     return {
         "text": text,
-        "model": message.get("model"),
-        "message_id": message.get("id"),
-        "input_tokens": int(usage.get("input_tokens") or 0),
-        "output_tokens": int(usage.get("output_tokens") or 0),
+        "model": message.model,
+        "message_id": message.id,
+        "input_tokens": message.usage.input_tokens,
+        "output_tokens": message.usage.output_tokens,
     }
 
 
-async def save_letter(payload: LetterIn, text: str, ctx: Context) -> None:
-    url = f"{_activities_url(payload.user_id)}/{quote(payload.activity_id, safe='')}/letter"
-    headers = _bearer("ACTIVITIES_API_KEY") | {"Idempotency-Key": f"{ctx.run_id}:save-letter"}
-    await request_json("PUT", url, body={"letter": text}, headers=headers, ctx=ctx)
+async def save(kind: Kind, payload: ContentIn, text: str, ctx: Context) -> None:
+    url = f"{_activities_url(payload.user_id)}/{quote(payload.activity_id, safe='')}/{kind.field}"
+    headers = _bearer("ACTIVITIES_API_KEY") | {"Idempotency-Key": f"{ctx.run_id}:save"}
+    await request_json("PUT", url, body={kind.field: text}, headers=headers, ctx=ctx)
 
 
 def describe(activity_id: str, activity: dict[str, Any]) -> str:
@@ -232,9 +297,58 @@ def describe(activity_id: str, activity: dict[str, Any]) -> str:
 # the history ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Written:
+    """One text of a batch: written, already there, or failed."""
+
+    kind: str
+    activity_id: str
+    output: ContentOut | None  # None: failed
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.activity_id}"
+
+
+Writer = Callable[[Context, str, list[dict[str, Any]]], Awaitable[list[Written]]]
+
+
+async def write_with_children(
+    ctx: Context, user_id: str, batch: list[dict[str, Any]]
+) -> list[Written]:
+    """The batch's missing letters as child runs, then its missing insights, each child
+    keyed by the user in the anthropic queue; the parent waits without a slot."""
+    done: list[Written] = []
+    for kind, child in (("letter", generate_run_letter), ("insight", generate_coaching_insight)):
+        missing = [a["id"] for a in batch if not a[f"has_{kind}"]]
+        if not missing:
+            continue
+        results = await child.batch_trigger_and_wait(
+            [ContentIn(user_id=user_id, activity_id=a) for a in missing],
+            concurrency_key=user_id,
+        )
+        for activity_id, result in zip(missing, results, strict=True):
+            output = None if isinstance(result, RunFailed) else ContentOut.model_validate(result)
+            done.append(Written(kind, activity_id, output))
+    return done
+
+
+async def write_premium_batch(
+    ctx: Context, user_id: str, batch: list[dict[str, Any]]
+) -> list[Written]:
+    """The premium tier's writer. Today the same per-activity child runs as the free tier;
+    this function is the one to replace by Anthropic's Message Batches (``ctx.llm.batch`` over
+    :func:`letter_request` / :func:`insight_request`, at half price)."""
+    return await write_with_children(ctx, user_id, batch)
+
+
+WRITERS: dict[str, Writer] = {"free": write_with_children, "premium": write_premium_batch}
+
+
 @task(id="batch-ingest-run-history", retry=API_RETRY)
 async def batch_ingest_run_history(payload: IngestIn, ctx: Context) -> IngestSummary:
-    """A letter for each of the user's recent activities that has none, batch by batch."""
+    """A letter and a coaching insight for each of the user's recent activities that lacks
+    them, batch by batch."""
     limit = (
         min(payload.max_activities or FREE_TIER_LIMIT, FREE_TIER_LIMIT)
         if payload.tier == "free"
@@ -242,32 +356,25 @@ async def batch_ingest_run_history(payload: IngestIn, ctx: Context) -> IngestSum
     )
     size = BATCH_SIZE[payload.tier]
     activities = await ctx.step("list-activities", list_activities, payload.user_id, limit, ctx)
-    pending = [a["id"] for a in activities if not a["has_letter"]]
+    pending = [a for a in activities if not (a["has_letter"] and a["has_insight"])]
     batches = [pending[i : i + size] for i in range(0, len(pending), size)]
+    writer = WRITERS[payload.tier]
     pause = _pause(payload.pause_seconds)
-    failed: list[str] = []
-    generated = tokens_in = tokens_out = 0
-    await _progress(ctx, 0, generated=0, failed=0, total=len(pending), batches=len(batches))
+    everything: list[Written] = []
+    processed = 0
+    await _progress(ctx, 0, everything, 0, len(pending), batches=len(batches))
     for number, batch in enumerate(batches, 1):
         if number > 1:
             await wait.for_(seconds=pause)
-        results = await generate_run_letter.batch_trigger_and_wait(
-            [LetterIn(user_id=payload.user_id, activity_id=a) for a in batch],
-            concurrency_key=payload.user_id,
-        )
-        for activity_id, result in zip(batch, results, strict=True):
-            if isinstance(result, RunFailed):
-                failed.append(activity_id)
-                continue
-            letter = LetterOut.model_validate(result)  # the child's output, as stored JSON
-            generated += letter.generated
-            tokens_in += letter.input_tokens
-            tokens_out += letter.output_tokens
-        await _progress(
-            ctx, number, generated=generated, failed=len(failed), total=len(pending), batches=None
-        )
+        everything += await writer(ctx, payload.user_id, batch)
+        processed += len(batch)
+        await _progress(ctx, number, everything, processed, len(pending), batches=None)
+    failed = [w.label for w in everything if w.output is None]
+    outputs = [w.output for w in everything if w.output is not None and w.output.generated]
+    letters = sum(o.kind == "letter" for o in outputs)
+    insights = len(outputs) - letters
     ctx.log.info(
-        f"{generated} letters for {payload.user_id}, {len(failed)} failed",
+        f"{letters} letters and {insights} insights for {payload.user_id}, {len(failed)} failed",
         user_id=payload.user_id,
     )
     return IngestSummary(
@@ -275,19 +382,20 @@ async def batch_ingest_run_history(payload: IngestIn, ctx: Context) -> IngestSum
         tier=payload.tier,
         considered=len(activities),
         skipped=len(activities) - len(pending),
-        generated=generated,
+        letters=letters,
+        insights=insights,
         failed=len(failed),
-        failed_activities=failed,
+        failed_items=failed,
         batches=len(batches),
         batch_size=size,
-        input_tokens=tokens_in,
-        output_tokens=tokens_out,
+        input_tokens=sum(o.input_tokens for o in outputs),
+        output_tokens=sum(o.output_tokens for o in outputs),
     )
 
 
 async def list_activities(user_id: str, limit: int | None, ctx: Context) -> list[dict[str, Any]]:
     """The ``limit`` most recent activities (all when None), newest first, as ``{id,
-    has_letter}``: all the parent needs, so the recorded step stays small."""
+    has_letter, has_insight}``: all the parent needs, so the recorded step stays small."""
     url = _activities_url(user_id)
     found: list[dict[str, Any]] = []
     cursor: str | None = None
@@ -298,7 +406,13 @@ async def list_activities(user_id: str, limit: int | None, ctx: Context) -> list
             "GET", url, params=params, headers=_bearer("ACTIVITIES_API_KEY"), ctx=ctx
         )
         for activity in page.get("activities") or []:
-            found.append({"id": str(activity["id"]), "has_letter": bool(activity.get("letter"))})
+            found.append(
+                {
+                    "id": str(activity["id"]),
+                    "has_letter": bool(activity.get("letter")),
+                    "has_insight": bool(activity.get("insight")),
+                }
+            )
         cursor = page.get("next_cursor")
         if not cursor or (limit is not None and len(found) >= limit):
             return found[:limit]
@@ -306,20 +420,27 @@ async def list_activities(user_id: str, limit: int | None, ctx: Context) -> list
 
 
 async def _progress(
-    ctx: Context, batch: int, *, generated: int, failed: int, total: int, batches: int | None
+    ctx: Context,
+    batch: int,
+    written: list[Written],
+    processed: int,
+    total: int,
+    *,
+    batches: int | None,
 ) -> None:
     """Store the progress after ``batch`` batches (0: before the first). The run executes
     again from the top after every batch: what an earlier execution stored is not stored
     again (one write per batch, not one per batch per execution)."""
     if ctx.metadata.get("batches_done", -1) >= batch:
         return
-    processed = generated + failed
+    made = [w.output for w in written if w.output is not None and w.output.generated]
     values: dict[str, Any] = {
         "progress": round(processed / total, 4) if total else 1.0,
         "processed": processed,
         "total": total,
-        "generated": generated,
-        "failed": failed,
+        "letters": sum(o.kind == "letter" for o in made),
+        "insights": sum(o.kind == "insight" for o in made),
+        "failed": sum(w.output is None for w in written),
         "batches_done": batch,
     }
     if batches is not None:
@@ -327,7 +448,7 @@ async def _progress(
     await ctx.set_metadata(**values)
 
 
-# HTTP -------------------------------------------------------------------------------------------
+# the app's API ----------------------------------------------------------------------------------
 
 
 async def request_json(
@@ -350,11 +471,7 @@ async def request_json(
         ctx.log.info(f"{method} {url} -> {status}", status=status)
         if not 200 <= status < 300:
             detail = (await response.text(errors="replace"))[:300].strip() or response.reason
-            retryable = status >= 500 or status in RETRYABLE_4XX
-            should_retry = response.headers.get("x-should-retry")  # Anthropic's own hint
-            if should_retry in ("true", "false"):
-                retryable = should_retry == "true"
-            if not retryable:
+            if not (status >= 500 or status in RETRYABLE_4XX):
                 raise AbortRun(f"{url} refused the request with HTTP {status}: {detail}")
             retry_after = _retry_after(response.headers.get("retry-after"))
             raise ApiError(status, url, detail or "", retry_after)

@@ -43,6 +43,7 @@ def test_the_shipped_config_loads_with_its_documented_values() -> None:
         "tasks.user_registration",
         "tasks.data_import",
         "tasks.run_history",
+        "tasks.analyst_workflow",
     ]
     assert settings.tasks.max_payload_bytes == 1_048_576
     assert settings.log.level == "INFO"

@@ -1,24 +1,23 @@
-"""The workflow examples (tasks/data_import.py, tasks/run_history.py), end to end.
+"""The workflow example tasks/data_import.py, end to end (tasks/run_history.py, on ctx.llm:
+tests/daemon/test_run_history.py).
 
 As in test_examples.py nothing is patched: the tasks read their API URLs from the environment
 at call time, so one real HTTP server on 127.0.0.1 (tests/support/fake_http.py) stands in for
-the data source, the warehouse, the analysis API, the app's activities API and the Anthropic
-Messages API, and in-process daemons run the tasks with their production retry policies and
-queues. The waits are the tasks' own (``wait.for_``), made short through the payload or the
-environment.
+the data source, the warehouse, the analysis API and the approvals API, and in-process daemons
+run the tasks with their production retry policies and queues. The waits are the tasks' own
+(``wait.for_``), made short through the payload or the environment.
 
 The fake server measures what a user would: every call (with its start and end time), how
-many calls of each API were in flight at once, what was loaded and which letters were saved.
+many calls of each API were in flight at once, and what was loaded.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,7 +27,6 @@ import pytest
 
 from taskd import Client, Run, RunStatus
 from tasks.data_import import analyze_item, bulk_analysis, data_import_workflow
-from tasks.run_history import batch_ingest_run_history, generate_run_letter
 from tests.support.cli import taskd
 from tests.support.fake_http import FakeHttp, Reply, Request, fake_http
 from tests.support.in_process import StartDaemon
@@ -36,9 +34,6 @@ from tests.support.waiting import wait_for, wait_for_run
 
 pytestmark = pytest.mark.timeout(30)
 
-RUN_HISTORY = [batch_ingest_run_history, generate_run_letter]
-LETTER_TEXT = "Dear runner, {activity}: the hills asked, and you answered."
-ACTIVITIES_PAGE = 10  # the fake API's largest page, whatever the limit asked
 RECORDS_PAGE = 3
 
 
@@ -67,8 +62,6 @@ class FakeWorld:
     peak: Counter[str] = field(default_factory=Counter)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    activities: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    """Per user, newest first; a saved letter lands in the activity's ``letter``."""
     loaded: list[dict[str, Any]] = field(default_factory=list)
     gather: dict[str, int] = field(default_factory=dict)
     """Per API: its first calls are held until this many are in flight at once (at most
@@ -170,67 +163,6 @@ class FakeWorld:
 
         return await self.answer("analysis", body["item"]["id"], request, normal)
 
-    # the app's activities API -----------------------------------------------------------------
-
-    async def activity_list(self, request: Request) -> Reply:
-        user = request.params["user"]
-        start = int(request.query.get("cursor", "0"))
-        limit = min(int(request.query["limit"]), ACTIVITIES_PAGE)
-
-        async def normal(call: Call) -> Any:
-            history = self.activities[user]
-            end = start + limit
-            return {
-                "activities": history[start:end],
-                "next_cursor": str(end) if end < len(history) else None,
-            }
-
-        return await self.answer("list", f"{user}@{start}", request, normal)
-
-    def _activity(self, request: Request) -> dict[str, Any]:
-        user, activity_id = request.params["user"], request.params["activity"]
-        [activity] = [a for a in self.activities[user] if a["id"] == activity_id]
-        return activity
-
-    async def activity_get(self, request: Request) -> Reply:
-        activity = self._activity(request)
-
-        async def normal(call: Call) -> Any:
-            return activity
-
-        return await self.answer("activity", activity["id"], request, normal)
-
-    async def letter_put(self, request: Request) -> Reply:
-        activity = self._activity(request)
-
-        async def normal(call: Call) -> Any:
-            activity["letter"] = call.body["letter"]
-            return {"ok": True}
-
-        return await self.answer("save", activity["id"], request, normal)
-
-    # the Anthropic Messages API ---------------------------------------------------------------
-
-    async def messages(self, request: Request) -> Reply:
-        body = request.body
-        prompt = body["messages"][0]["content"]
-        match = re.match(r"Run (\S+):", prompt)
-        activity_id = match.group(1) if match else "?"
-
-        async def normal(call: Call) -> Any:
-            return {
-                "id": f"msg_{uuid.uuid4().hex[:24]}",
-                "type": "message",
-                "role": "assistant",
-                "model": body["model"],
-                "content": [{"type": "text", "text": LETTER_TEXT.format(activity=activity_id)}],
-                "stop_reason": "end_turn",
-                "stop_sequence": None,
-                "usage": {"input_tokens": 300, "output_tokens": 150},
-            }
-
-        return await self.answer("anthropic", activity_id, request, normal)
-
 
 @pytest.fixture
 async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeWorld]:
@@ -242,21 +174,13 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeWorld]:
         server.route("POST", "/warehouse/tables/{table}/rows", fake.load)
         server.route("POST", "/analysis/analyze", fake.analyze)
         server.route("POST", "/approvals/approvals", fake.approval)
-        server.route("GET", "/app/users/{user}/activities", fake.activity_list)
-        server.route("GET", "/app/users/{user}/activities/{activity}", fake.activity_get)
-        server.route("PUT", "/app/users/{user}/activities/{activity}/letter", fake.letter_put)
-        server.route("POST", "/anthropic/v1/messages", fake.messages)
         env = {
             "DATA_SOURCE_API_URL": server.url("/source"),
             "WAREHOUSE_API_URL": server.url("/warehouse"),
             "ANALYSIS_API_URL": server.url("/analysis"),
             "APPROVALS_API_URL": server.url("/approvals"),
-            "ACTIVITIES_API_URL": server.url("/app"),
-            "ANTHROPIC_BASE_URL": server.url("/anthropic"),
-            "ANTHROPIC_API_KEY": "test-key",
-            # the seed's waits (5 s, 2 s) made short: the tasks' own waits, not patched
+            # the seed's wait (5 s) made short: the tasks' own waits, not patched
             "DATA_IMPORT_RATE_LIMIT_SECONDS": "0.3",
-            "RUN_HISTORY_BATCH_PAUSE_SECONDS": "0.2",
         }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
@@ -267,7 +191,7 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeWorld]:
             "APPROVALS_API_KEY",
         ):
             monkeypatch.delenv(name, raising=False)
-        for name in ("ACTIVITIES_API_KEY", "ANTHROPIC_MODEL", "BULK_ANALYSIS_PAUSE_SECONDS"):
+        for name in ("BULK_ANALYSIS_PAUSE_SECONDS",):
             monkeypatch.delenv(name, raising=False)
         yield fake
 
@@ -497,242 +421,3 @@ async def test_bulk_analysis_goes_chunk_by_chunk_at_most_4_items_at_once(
     children = await client.list_runs(task="analyze-item", limit=50)
     assert len(children) == 23 and {c.queue for c in children} == {"analysis"}
     assert {c.parent_id for c in children} == {run_id}
-
-
-# the run history --------------------------------------------------------------------------------
-
-
-def add_history(world: FakeWorld, user: str, count: int, lettered: Collection[int] = ()) -> None:
-    """``count`` activities a-01 (oldest) .. a-NN (newest), newest first; those in
-    ``lettered`` already have a letter."""
-    world.activities[user] = [
-        {
-            "id": f"a-{n:02d}",
-            "name": f"Run #{n}",
-            "start_date": f"2025-03-{n:02d}T07:00:00Z",
-            "distance_m": 5000 + 250 * n,
-            "moving_time_s": 1500 + 80 * n,
-            "elevation_gain_m": n * 3,
-            "average_hr": 140 + n,
-            "letter": "an old letter" if n in lettered else None,
-        }
-        for n in range(count, 0, -1)
-    ]
-
-
-def ids(*numbers: int) -> set[str]:
-    return {f"a-{n:02d}" for n in numbers}
-
-
-async def letter_runs(client: Client, parent_id: uuid.UUID) -> list[Run]:
-    summaries = await client.list_runs(task="generate-run-letter", limit=200)
-    return [await client.get_run(r.id) for r in summaries if r.parent_id == parent_id]
-
-
-async def test_free_tier_letters_the_20_most_recent_activities_in_batches_of_5(
-    client: Client, start_daemon: StartDaemon, world: FakeWorld
-) -> None:
-    add_history(world, "u-free", 25, lettered={24, 10, 3})
-    seen: list[tuple[RunStatus, dict[str, Any] | None]] = []
-    async with start_daemon(RUN_HISTORY, poll_interval=0.05):
-        run_id = await client.trigger(
-            "batch-ingest-run-history",
-            {"user_id": "u-free", "tier": "free", "max_activities": 50},
-        )
-        await sample_while_running(client, run_id, seen)
-        run = await client.get_run(run_id)
-
-    assert run.status is RunStatus.COMPLETED, run.error
-    assert run.output == {
-        "user_id": "u-free",
-        "tier": "free",
-        "considered": 20,  # capped, although 50 were asked for
-        "skipped": 2,
-        "generated": 18,
-        "failed": 0,
-        "failed_activities": [],
-        "batches": 4,
-        "batch_size": 5,
-        "input_tokens": 18 * 300,
-        "output_tokens": 18 * 150,
-    }
-    # the 20 most recent (a-25 .. a-06) but the two with letters, one Claude call each
-    expected = ids(*range(6, 26)) - ids(24, 10)
-    assert world.keys("anthropic") == Counter(expected)
-    assert set(world.keys("activity")) == expected  # a-01..a-05 never looked at
-    for activity in world.activities["u-free"]:
-        if activity["id"] in expected:
-            assert activity["letter"] == LETTER_TEXT.format(activity=activity["id"])
-    assert world.activities["u-free"][1]["letter"] == "an old letter"  # a-24 kept its letter
-    # two pages of the activities API (10 at most per page) for the 20
-    assert [c.key for c in world.of("list")] == ["u-free@0", "u-free@10"]
-    # the Messages API request
-    [call] = [c for c in world.of("anthropic") if c.key == "a-25"]
-    assert call.headers["x-api-key"] == "test-key"
-    assert call.headers["anthropic-version"] == "2023-06-01"
-    assert call.body["model"] == "claude-haiku-4-5" and call.body["max_tokens"] > 0
-    assert call.body["messages"][0]["content"].startswith("Run a-25: Run #25\n")
-    assert call.body["metadata"] == {"user_id": "u-free"}
-    # batches of 5 with the pause between them, recorded in the run
-    assert [s.name for s in run.steps] == [
-        "list-activities",
-        "children:1",
-        "wait:1",
-        "children:2",
-        "wait:2",
-        "children:3",
-        "wait:3",
-        "children:4",
-    ]
-    assert [len(steps_of(run)[f"children:{n}"].result) for n in (1, 2, 3, 4)] == [5, 5, 5, 3]
-    # what the UI polled: progress from 0 to 1, one step per batch
-    assert run.metadata == {
-        "progress": 1.0,
-        "processed": 18,
-        "total": 18,
-        "generated": 18,
-        "failed": 0,
-        "batches_done": 4,
-        "batches": 4,
-    }
-    polled = [(meta["batches_done"], meta["processed"]) for _, meta in seen if meta]
-    assert polled == sorted(polled) and polled[0] == (0, 0) and polled[-1] == (4, 18)
-    assert len({done for done, _ in polled}) >= 3  # the UI saw it move, not only the ends
-    # each letter: a child of the ingestion in the anthropic queue, keyed by its user
-    children = await letter_runs(client, run_id)
-    assert len(children) == 18
-    for child in children:
-        assert child.status is RunStatus.COMPLETED and len(child.attempts) == 1
-        assert (child.queue, child.concurrency_key) == ("anthropic", "u-free")
-        assert [s.name for s in child.steps] == ["fetch-activity", "write-letter", "save-letter"]
-
-
-async def test_premium_letters_go_10_per_batch_and_at_most_5_at_once_across_two_daemons(
-    client: Client, start_daemon: StartDaemon, world: FakeWorld
-) -> None:
-    add_history(world, "u-ada", 23)
-    add_history(world, "u-bob", 14)
-    world.latency["anthropic"] = 0.15
-    world.gather["anthropic"] = 5  # the limit must be reached, not only respected
-    async with (
-        start_daemon(RUN_HISTORY, poll_interval=0.05, concurrency=20) as first,
-        start_daemon(RUN_HISTORY, poll_interval=0.05, concurrency=20) as second,
-    ):
-        ada = await client.trigger(
-            "batch-ingest-run-history", {"user_id": "u-ada", "tier": "premium"}
-        )
-        bob = await client.trigger(
-            "batch-ingest-run-history", {"user_id": "u-bob", "tier": "premium"}
-        )
-        ada_run = await wait_for_run(client, ada, timeout=15)
-        bob_run = await wait_for_run(client, bob, timeout=15)
-
-    assert ada_run.status is RunStatus.COMPLETED, ada_run.error
-    assert bob_run.status is RunStatus.COMPLETED, bob_run.error
-    assert (ada_run.output["generated"], ada_run.output["batches"]) == (23, 3)
-    assert (bob_run.output["generated"], bob_run.output["batches"]) == (14, 2)
-    assert ada_run.output["batch_size"] == bob_run.output["batch_size"] == 10
-    results = steps_of(ada_run)
-    assert [len(results[f"children:{n}"].result) for n in (1, 2, 3)] == [10, 10, 3]
-    # premium: the whole history, over three pages for ada
-    assert [c.key for c in world.of("list") if c.key.startswith("u-ada")] == [
-        "u-ada@0",
-        "u-ada@10",
-        "u-ada@20",
-    ]
-    # one letter per activity, never more than 5 being written at once, over both daemons
-    letters = Counter((c.body["metadata"]["user_id"], c.key) for c in world.of("anthropic"))
-    assert len(letters) == 37 and set(letters.values()) == {1}
-    assert world.peak["anthropic"] == 5
-    children = await letter_runs(client, ada) + await letter_runs(client, bob)
-    workers = {a.worker_id for c in children for a in c.attempts}
-    assert workers == {first.worker_id, second.worker_id}  # the limit held over both
-    assert {c.concurrency_key for c in children} == {"u-ada", "u-bob"}
-
-
-async def test_a_letter_is_paid_for_once_through_529_429_a_failed_save_and_a_replay(
-    client: Client, start_daemon: StartDaemon, world: FakeWorld
-) -> None:
-    add_history(world, "u-1", 7)
-    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-    limited = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
-    invalid = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
-    world.script.update(
-        {
-            "list:u-1@0": [Reply(503, {"error": "deploying"}, {"Retry-After": "0"})],
-            "anthropic:a-07": [Reply(529, overloaded)],
-            "anthropic:a-06": [Reply(429, limited, {"retry-after": "0"})],
-            "save:a-05": [Reply(500, {"error": "database is away"})],
-            "anthropic:a-03": [Reply(400, invalid)],
-        }
-    )
-    async with start_daemon(RUN_HISTORY, poll_interval=0.05):
-        run_id = await client.trigger("batch-ingest-run-history", {"user_id": "u-1"})
-        run = await wait_for_run(client, run_id, timeout=10)
-
-        assert run.status is RunStatus.COMPLETED, run.error
-        assert [a.outcome.value for a in run.attempts] == ["failed", "completed"]  # the 503
-        assert run.output["generated"] == 6
-        assert run.output["failed_activities"] == ["a-03"]
-        assert run.metadata is not None and run.metadata["failed"] == 1
-        # each letter paid for once: a 529, a 429 and a failed save cost no second letter
-        assert world.keys("anthropic", 200) == Counter(ids(1, 2, 4, 5, 6, 7))
-        assert world.keys("anthropic") == Counter(ids(1, 2, 3, 4, 5, 6, 7)) + Counter(ids(6, 7))
-        children = {c.payload["activity_id"]: c for c in await letter_runs(client, run_id)}
-        for activity_id, child in children.items():
-            outcomes = [a.outcome.value for a in child.attempts]
-            steps = steps_of(child)
-            if activity_id in ("a-07", "a-06"):  # Claude refused once: the run retried
-                assert outcomes == ["failed", "completed"]
-                assert (steps["write-letter"].attempts, steps["write-letter"].run_attempt) == (2, 2)
-            elif activity_id == "a-05":  # the save failed once: the letter was not rewritten
-                assert outcomes == ["failed", "completed"]
-                assert (steps["write-letter"].attempts, steps["write-letter"].run_attempt) == (1, 1)
-                assert (steps["save-letter"].attempts, steps["save-letter"].run_attempt) == (2, 2)
-            elif activity_id == "a-03":  # a 400: aborted, no retry
-                assert child.status is RunStatus.FAILED and outcomes == ["failed"]
-                assert child.error is not None and child.error["type"] == "AbortRun"
-                assert "HTTP 400" in child.error["message"]
-            else:
-                assert outcomes == ["completed"]
-        error = children["a-07"].attempts[0].error
-        assert error is not None and "HTTP 529" in error["message"]
-        assert len(world.of("save", 200)) == 6
-
-        # replaying the ingestion writes only the letter that failed
-        again = await wait_for_run(client, await client.replay(run_id), timeout=10)
-        assert again.status is RunStatus.COMPLETED, again.error
-        assert (again.output["skipped"], again.output["generated"]) == (6, 1)
-        assert world.keys("anthropic", 200) == Counter(ids(1, 2, 3, 4, 5, 6, 7))
-        assert all(a["letter"] for a in world.activities["u-1"])
-
-
-async def test_users_take_turns_in_the_anthropic_queue(
-    client: Client, start_daemon: StartDaemon, world: FakeWorld
-) -> None:
-    """A free user's letters do not wait for a premium user's batch: the keys take turns."""
-    add_history(world, "u-big", 10)
-    add_history(world, "u-small", 5)
-    world.latency["anthropic"] = 0.25
-    async with start_daemon(RUN_HISTORY, poll_interval=0.05, concurrency=20):
-        big = await client.trigger(
-            "batch-ingest-run-history", {"user_id": "u-big", "tier": "premium"}
-        )
-
-        async def letters_started() -> bool:
-            return len(world.of("anthropic")) == 5
-
-        await wait_for(letters_started, timeout=5)  # 5 of u-big's 10 writing, 5 queued
-        small = await client.trigger("batch-ingest-run-history", {"user_id": "u-small"})
-        small_run = await wait_for_run(client, small, timeout=10)
-        big_run = await wait_for_run(client, big, timeout=10)
-
-    assert small_run.status is big_run.status is RunStatus.COMPLETED
-    calls = world.of("anthropic")
-    small_starts = [c.started for c in calls if c.body["metadata"]["user_id"] == "u-small"]
-    big_starts = [c.started for c in calls if c.body["metadata"]["user_id"] == "u-big"]
-    assert len(small_starts) == 5 and len(big_starts) == 10
-    # u-small's first letter started before u-big's batch had all started (first in, first
-    # out would have run u-big's 5 queued letters first)
-    assert min(small_starts) < max(big_starts)
-    assert world.peak["anthropic"] <= 5

@@ -15,6 +15,7 @@ recorded in :attr:`FakeAnthropic.requests`::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 from collections import deque
@@ -44,7 +45,13 @@ BatchResultsOrder = Literal["request", "reversed"]
 
 @dataclass(frozen=True)
 class Reply:
-    """One answer: its text and usage. Token counts left ``None`` are estimated (4 chars/token)."""
+    """One answer: its text and usage. Token counts left ``None`` are estimated (4 chars/token).
+
+    ``content``: the answer's content blocks as the API writes them (``{"type": "text",
+    "text": ...}``, ``{"type": "tool_use", "id": ..., "name": ..., "input": {...}}``) instead of
+    one text block of ``text`` (see :meth:`tool_use`). ``chunk_delay``: seconds between two
+    deltas of a stream, so that a reader sees the answer arrive in pieces.
+    """
 
     text: str
     input_tokens: int | None = None
@@ -53,6 +60,44 @@ class Reply:
     cache_read_input_tokens: int = 0
     stop_reason: str = "end_turn"
     chunks: tuple[str, ...] | None = None  # the stream's text deltas; default: word by word
+    chunk_delay: float = 0.0
+    content: tuple[dict[str, Any], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_delay < 0:
+            raise ValueError(f"chunk_delay must be >= 0, got {self.chunk_delay}")
+        for block in self.content or ():
+            if block.get("type") not in ("text", "tool_use"):
+                raise ValueError(f"a Reply's content blocks are text or tool_use, not {block!r}")
+
+    @classmethod
+    def tool_use(
+        cls,
+        name: str,
+        input: dict[str, Any],
+        *,
+        text: str = "",
+        id: str | None = None,
+        **usage: Any,
+    ) -> Reply:
+        """An answer asking to use the tool ``name`` with ``input`` (``stop_reason``
+        ``tool_use``), after an optional text block."""
+        seed = name + json.dumps(input, sort_keys=True)
+        block = {
+            "type": "tool_use",
+            "id": id or "toolu_fake_" + hashlib.sha1(seed.encode()).hexdigest()[:16],
+            "name": name,
+            "input": input,
+        }
+        blocks = ({"type": "text", "text": text},) if text else ()
+        return cls(text, stop_reason="tool_use", content=(*blocks, block), **usage)
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        """The content blocks of the answer."""
+        if self.content is not None:
+            return [dict(block) for block in self.content]
+        return [{"type": "text", "text": self.text}]
 
 
 ReplyFn = Callable[[dict[str, Any]], "Reply | str"]
@@ -68,6 +113,8 @@ class Failure:
     error_type: str | None = None
     in_stream: bool = False
     disconnect: bool = False
+    match: Callable[[Any], bool] | None = None
+    """Only a request whose parsed body this returns True for meets this failure."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +268,7 @@ class FakeAnthropic:
         in_stream: bool = False,
         disconnect: bool = False,
         times: int = 1,
+        match: Callable[[Any], bool] | None = None,
     ) -> None:
         """Queue a failure for the next ``times`` requests (in order, after those queued).
 
@@ -228,6 +276,9 @@ class FakeAnthropic:
         ``anthropic-ratelimit-*-reset`` headers). ``in_stream``: a 200 stream that sends an
         ``error`` event (``overloaded_error`` unless ``error_type`` says otherwise; a request that
         does not stream gets a 529 instead). ``disconnect``: the connection drops unanswered.
+        ``match``: a function of the request's parsed body; the failure waits for the first
+        request it returns True for (``match=lambda body: "a-07" in str(body)``), letting
+        requests that do not match through.
         """
         if sum((status is not None, in_stream, disconnect)) != 1:
             raise ValueError(
@@ -237,7 +288,7 @@ class FakeAnthropic:
             raise ValueError(f"fail_next status must be an HTTP error (400-599), got {status}")
         if times < 1:
             raise ValueError(f"fail_next times must be >= 1, got {times}")
-        failure = Failure(status, retry_after, message, error_type, in_stream, disconnect)
+        failure = Failure(status, retry_after, message, error_type, in_stream, disconnect, match)
         self._failures.extend([failure] * times)
 
     def batch_outcome(self, custom_id: str, outcome: BatchOutcome) -> None:
@@ -285,7 +336,7 @@ class FakeAnthropic:
             "type": "message",
             "role": "assistant",
             "model": body.get("model", "claude-fake"),
-            "content": [{"type": "text", "text": reply.text}],
+            "content": reply.blocks,
             "stop_reason": reply.stop_reason,
             "stop_sequence": None,
             "usage": self._usage(body, reply),
@@ -300,7 +351,7 @@ class FakeAnthropic:
             "output_tokens": (
                 reply.output_tokens
                 if reply.output_tokens is not None
-                else estimate_tokens(reply.text)
+                else estimate_tokens(reply.text if reply.content is None else list(reply.content))
             ),
             "cache_creation_input_tokens": reply.cache_creation_input_tokens,
             "cache_read_input_tokens": reply.cache_read_input_tokens,
@@ -348,7 +399,15 @@ class FakeAnthropic:
         body = await self._record(request)
         if self.latency:
             await asyncio.sleep(self.latency)
-        return body, self._request_id(), (self._failures.popleft() if self._failures else None)
+        return body, self._request_id(), self._failure_for(body)
+
+    def _failure_for(self, body: Any) -> Failure | None:
+        """The first queued failure this request meets (taken out of the queue), if any."""
+        for failure in self._failures:
+            if failure.match is None or failure.match(body):
+                self._failures.remove(failure)
+                return failure
+        return None
 
     def _failed(self, request: web.Request, failure: Failure, request_id: str) -> web.Response:
         if failure.disconnect:
@@ -425,18 +484,30 @@ class FakeAnthropic:
             )
             await response.write_eof()
             return response
-        block = {"type": "text", "text": ""}
-        await send(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": block},
-        )
-        await send("ping", {"type": "ping"})
-        for chunk in _chunks(reply):
-            delta = {"type": "text_delta", "text": chunk}
+        first = True
+        for index, block in enumerate(reply.blocks):
+            if block["type"] == "tool_use":
+                start_block = {**block, "input": {}}
+                deltas = [{"type": "input_json_delta", "partial_json": json.dumps(block["input"])}]
+            else:
+                start_block = {"type": "text", "text": ""}
+                chunks = _chunks(reply) if reply.content is None else _words(block["text"])
+                deltas = [{"type": "text_delta", "text": chunk} for chunk in chunks]
             await send(
-                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": start_block},
             )
-        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+            if index == 0:
+                await send("ping", {"type": "ping"})
+            for delta in deltas:
+                if reply.chunk_delay and not first:
+                    await asyncio.sleep(reply.chunk_delay)
+                first = False
+                await send(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            await send("content_block_stop", {"type": "content_block_stop", "index": index})
         await send(
             "message_delta",
             {
@@ -602,5 +673,9 @@ def _streams(body: Any) -> bool:
 def _chunks(reply: Reply) -> list[str]:
     if reply.chunks is not None:
         return list(reply.chunks)
-    words = reply.text.split(" ")
+    return _words(reply.text)
+
+
+def _words(text: str) -> list[str]:
+    words = text.split(" ")
     return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words) if w or i == 0]

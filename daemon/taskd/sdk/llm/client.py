@@ -15,9 +15,10 @@ is sent with the SDK's own retries off, and its outcome decides what happens to 
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -387,14 +388,19 @@ class LLMStreamManager:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._manager is not None
+        stream = self._stream
         try:
-            await self._manager.__aexit__(*exc_info)
+            try:
+                if stream is not None:
+                    await stream._stop_observing()
+            finally:  # the SDK's response is closed whatever happened above
+                await self._manager.__aexit__(*exc_info)
         finally:
-            if self._stream is not None:
-                self._stream._abandoned()
+            if stream is not None:
+                await stream._closed(leaving_on_error=exc_info[0] is not None)
                 # the reservation becomes what the stream used (so far, if it ended early)
                 await self._llm._limits.settle(
-                    self._ticket, self._params["model"], self._stream._usage_so_far()
+                    self._ticket, self._params["model"], stream._usage_so_far()
                 )
 
 
@@ -419,11 +425,12 @@ class LLMStream:
         self._clock = clock
         self._step = current_step.get()
         self._pending: list[str] = []
-        self._published_at = time.monotonic()
+        self._published_at = -math.inf  # the first words go out at once
         self._interval = llm._settings.stream_interval
         self._recorded = False
-        self._events = self._observe()
-        self.text_stream: AsyncIterator[str] = self._texts()
+        self._events: AsyncGenerator[Any, None] = self._observe()
+        self._text_deltas: AsyncGenerator[str, None] = self._texts()
+        self.text_stream: AsyncIterator[str] = self._text_deltas
         """The text deltas, as they arrive."""
 
     @property
@@ -451,17 +458,18 @@ class LLMStream:
         await self.until_done()
         return await self._sdk.get_final_text()
 
-    async def _texts(self) -> AsyncIterator[str]:
+    async def _texts(self) -> AsyncGenerator[str, None]:
         async for event in self._events:
             if event.type == "content_block_delta" and event.delta.type == "text_delta":
                 yield event.delta.text
 
-    async def _observe(self) -> AsyncIterator[Any]:
+    async def _observe(self) -> AsyncGenerator[Any, None]:
         llm = self._llm
         try:
             async for event in self._sdk:
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    self._text(event.delta.text)
+                    self._pending.append(event.delta.text)
+                self._publish_if_due()  # any event: text held back goes out once it is due
                 yield event
         except Exception as exc:
             self._publish(done=True)
@@ -498,9 +506,8 @@ class LLMStream:
         except AssertionError:  # no message_start yet
             return Usage()
 
-    def _text(self, text: str) -> None:
-        self._pending.append(text)
-        if time.monotonic() - self._published_at >= self._interval:
+    def _publish_if_due(self) -> None:
+        if self._pending and time.monotonic() - self._published_at >= self._interval:
             self._publish(done=False)
 
     def _publish(self, *, done: bool) -> None:
@@ -510,13 +517,39 @@ class LLMStream:
         self._published_at = time.monotonic()
         self._llm._services.llm_text(self._llm._ctx, self._step, self._call, text, done)
 
-    def _abandoned(self) -> None:
-        """The block ended before the stream did: what it used so far is still recorded."""
+    async def _stop_observing(self) -> None:
+        """The block ends: the iterators left suspended (a ``break`` out of ``text_stream``)
+        are closed now, not whenever the garbage collector finds them."""
+        await self._text_deltas.aclose()
+        await self._events.aclose()
+
+    async def _closed(self, *, leaving_on_error: bool) -> None:
+        """The block ended before the stream was read to its end: the call is recorded all
+        the same, whole (its stop reason and usage) when the message had ended, else as
+        ``abandoned`` with the usage the API had counted so far."""
         if self._recorded:
             return
         self._recorded = True
         self._publish(done=True)
-        usage = self._usage_so_far()
+        usage, stop_reason = self._usage_so_far(), "abandoned"
+        try:
+            ended = self._sdk.current_message_snapshot.stop_reason
+        except AssertionError:  # no message_start yet
+            ended = None
+        if ended is not None and not leaving_on_error:
+            await self._llm.succeeded(
+                "stream",
+                self._model,
+                self._model,
+                usage,
+                self._started,
+                self._clock,
+                stop_reason=ended,
+                request_id=self._sdk.request_id,
+            )
+            return
+        if ended is not None:
+            stop_reason = ended  # whole, but leaving on an error: no await, just the record
         self._llm._record(
             "stream",
             self._model,
@@ -525,7 +558,7 @@ class LLMStream:
             self._llm.cost(self._model, usage),
             self._started,
             self._clock,
-            "abandoned",
+            stop_reason,
             self._sdk.request_id,
             None,
         )

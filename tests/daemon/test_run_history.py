@@ -1,0 +1,387 @@
+"""Seed 004's ingestion (tasks/run_history.py) end to end on ``ctx.llm``: letters and coaching
+insights written by Claude (the fake Anthropic API, through ``[llm] base_url``) and saved in
+the app (a local HTTP server standing in for the activities API), batch by batch with the
+progress in the run's metadata, at most 5 Claude calls at once, each text paid for once
+through 529s, 429s, a failed save and a replay, and what each user's ingestion cost summed
+from the calls table by concurrency key (what ``taskd costs --by key`` sums), equal to the
+fake API's usage."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from taskd import Client, Run, RunStatus
+from taskd.testing.anthropic import FakeAnthropic, Reply
+from tasks.run_history import (
+    INSIGHT,
+    LETTER,
+    batch_ingest_run_history,
+    generate_coaching_insight,
+    generate_run_letter,
+)
+from tests.support.fake_http import FakeHttp, Request, fake_http
+from tests.support.fake_http import Reply as HttpReply
+from tests.support.llm import calls_of, dollars, llm_config
+from tests.support.waiting import wait_for_run
+
+pytestmark = pytest.mark.timeout(60)
+
+RUN_HISTORY = [batch_ingest_run_history, generate_run_letter, generate_coaching_insight]
+TOKENS = {"letter": (300, 150), "insight": (500, 400)}  # the seed's estimates per text
+PAGE = 10  # the fake app's largest page, whatever the limit asked
+
+
+@dataclass
+class App:
+    """The app's activities API, and what Claude was asked and answered."""
+
+    server: FakeHttp
+    activities: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    failing_saves: dict[str, list[int]] = field(default_factory=dict)
+    saves: list[tuple[str, int]] = field(default_factory=list)
+    answered: list[tuple[str, str, str]] = field(default_factory=list)
+    """(user, kind, activity) of each answer the fake API gave (each one billed)."""
+
+    def add(
+        self,
+        user: str,
+        count: int,
+        lettered: Collection[int] = (),
+        insighted: Collection[int] = (),
+    ) -> None:
+        """``count`` activities a-01 (oldest) .. a-NN (newest), newest first."""
+        self.activities[user] = [
+            {
+                "id": f"a-{n:02d}",
+                "name": f"Run #{n}",
+                "start_date": f"2025-03-{n:02d}T07:00:00Z",
+                "distance_m": 5000 + 250 * n,
+                "moving_time_s": 1500 + 80 * n,
+                "elevation_gain_m": n * 3,
+                "average_hr": 140 + n,
+                "letter": "an old letter" if n in lettered else None,
+                "insight": "an old insight" if n in insighted else None,
+            }
+            for n in range(count, 0, -1)
+        ]
+
+    def activity(self, user: str, activity_id: str) -> dict[str, Any]:
+        [found] = [a for a in self.activities[user] if a["id"] == activity_id]
+        return found
+
+    # the routes ---------------------------------------------------------------------------
+
+    def listing(self, request: Request) -> Any:
+        history = self.activities[request.params["user"]]
+        start = int(request.query.get("cursor", "0"))
+        end = start + min(int(request.query["limit"]), PAGE)
+        return {
+            "activities": history[start:end],
+            "next_cursor": str(end) if end < len(history) else None,
+        }
+
+    def get(self, request: Request) -> Any:
+        return self.activity(request.params["user"], request.params["activity"])
+
+    def put(self, request: Request) -> HttpReply:
+        what, activity_id = request.params["what"], request.params["activity"]
+        statuses = self.failing_saves.get(f"{what}:{activity_id}")
+        status = statuses.pop(0) if statuses else 200
+        self.saves.append((f"{what}:{activity_id}", status))
+        if status == 200:
+            self.activity(request.params["user"], activity_id)[what] = request.body[what]
+        return HttpReply(status, {"ok": status == 200})
+
+    # Claude -------------------------------------------------------------------------------
+
+    def claude(self, body: dict[str, Any]) -> Reply:
+        kind = kind_of(body)
+        activity = activity_of(body)
+        self.answered.append((body["metadata"]["user_id"], kind, activity))
+        tokens_in, tokens_out = TOKENS[kind]
+        return Reply(text_of(kind, activity), input_tokens=tokens_in, output_tokens=tokens_out)
+
+    def billed(self, user: str) -> Decimal:
+        """What the fake API's usage blocks add up to for ``user``, at Haiku's prices."""
+        kinds = Counter(kind for who, kind, _ in self.answered if who == user)
+        tokens_in = sum(TOKENS[k][0] * n for k, n in kinds.items())
+        tokens_out = sum(TOKENS[k][1] * n for k, n in kinds.items())
+        return dollars(tokens_in, tokens_out, "1", "5")
+
+
+def kind_of(body: dict[str, Any]) -> str:
+    return {LETTER.system: "letter", INSIGHT.system: "insight"}[body["system"]]
+
+
+def activity_of(body: dict[str, Any]) -> str:
+    match = re.match(r"Run (\S+):", body["messages"][0]["content"])
+    assert match is not None
+    return match.group(1)
+
+
+def text_of(kind: str, activity: str) -> str:
+    return f"{kind} for {activity}: the hills asked, and you answered."
+
+
+def ids(*numbers: int) -> set[str]:
+    return {f"a-{n:02d}" for n in numbers}
+
+
+@pytest.fixture
+async def app(monkeypatch: pytest.MonkeyPatch, fake_anthropic: FakeAnthropic) -> AsyncIterator[App]:
+    async with fake_http() as server:
+        fake = App(server)
+        server.route("GET", "/users/{user}/activities", fake.listing)
+        server.route("GET", "/users/{user}/activities/{activity}", fake.get)
+        server.route("PUT", "/users/{user}/activities/{activity}/{what}", fake.put)
+        monkeypatch.setenv("ACTIVITIES_API_URL", server.url(""))
+        monkeypatch.setenv("RUN_HISTORY_BATCH_PAUSE_SECONDS", "0.1")
+        monkeypatch.delenv("ACTIVITIES_API_KEY", raising=False)
+        fake_anthropic.reply(fake.claude)
+        yield fake
+
+
+async def children_of(client: Client, parent: uuid.UUID) -> list[Run]:
+    found = []
+    for task_id in ("generate-run-letter", "generate-coaching-insight"):
+        summaries = await client.list_runs(task=task_id, limit=500)
+        found += [await client.get_run(r.id) for r in summaries if r.parent_id == parent]
+    return found
+
+
+async def costs_by_key(db: asyncpg.Connection) -> dict[str, tuple[Decimal, int, int]]:
+    """Dollars and tokens per concurrency key: the sums ``taskd costs --by key`` prints."""
+    rows = await db.fetch(
+        "SELECT concurrency_key, sum(cost_usd) AS usd, sum(input_tokens) AS i,"
+        " sum(output_tokens) AS o FROM taskd.llm_calls GROUP BY concurrency_key"
+    )
+    return {row["concurrency_key"]: (row["usd"], row["i"], row["o"]) for row in rows}
+
+
+async def sample_progress(client: Client, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    """What a UI polling the run sees: each new metadata, until the run ends."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        run = await client.get_run(run_id)
+        if run.metadata and (not seen or seen[-1] != run.metadata):
+            seen.append(run.metadata)
+        if run.status.terminal:
+            return seen
+        await anyio.sleep(0.01)
+
+
+async def test_free_tier_writes_letters_and_insights_for_the_20_most_recent_in_batches_of_5(
+    client: Client,
+    db: asyncpg.Connection,
+    start_daemon,
+    fake_anthropic: FakeAnthropic,
+    app: App,
+) -> None:
+    app.add("u-free", 25, lettered={24, 10, 3}, insighted={24, 12})
+    async with start_daemon(RUN_HISTORY, llm_config(fake_anthropic), poll_interval=0.05):
+        run_id = await client.trigger(
+            "batch-ingest-run-history",
+            {"user_id": "u-free", "tier": "free", "max_activities": 50},
+        )
+        polled = await sample_progress(client, run_id)
+        run = await client.get_run(run_id)
+
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.output == {
+        "user_id": "u-free",
+        "tier": "free",
+        "considered": 20,  # capped, although 50 were asked for
+        "skipped": 1,  # a-24 had both
+        "letters": 18,
+        "insights": 18,
+        "failed": 0,
+        "failed_items": [],
+        "batches": 4,
+        "batch_size": 5,
+        "input_tokens": 18 * 300 + 18 * 500,
+        "output_tokens": 18 * 150 + 18 * 400,
+    }
+    # the 20 most recent (a-25 .. a-06), each missing text asked of Claude once
+    recent = ids(*range(6, 26))
+    assert Counter((k, a) for _, k, a in app.answered) == Counter(
+        [("letter", a) for a in recent - ids(24, 10)]
+        + [("insight", a) for a in recent - ids(24, 12)]
+    )
+    for activity in app.activities["u-free"]:
+        n = int(activity["id"][2:])
+        if n >= 6:
+            assert activity["letter"] == (
+                "an old letter" if n in (24, 10) else text_of("letter", activity["id"])
+            )
+            assert activity["insight"] == (
+                "an old insight" if n in (24, 12) else text_of("insight", activity["id"])
+            )
+        else:  # never looked at
+            assert activity["insight"] is None
+    # the Messages API requests, made by the official SDK through ctx.llm
+    [request] = [
+        r for r in fake_anthropic.message_requests if "Run a-25:" in str(r.body["messages"])
+    ][:1]
+    assert request.headers["user-agent"].startswith("AsyncAnthropic/Python")
+    assert request.body["model"] == "claude-haiku-4-5" and request.body["max_tokens"] > 0
+    assert request.body["metadata"] == {"user_id": "u-free"}
+    # batches: for each, its letters then its insights, the pause between batches
+    assert [s.name for s in run.steps] == [
+        "list-activities",
+        "children:1",
+        "children:2",
+        "wait:1",
+        "children:3",
+        "children:4",
+        "wait:2",
+        "children:5",
+        "children:6",
+        "wait:3",
+        "children:7",
+        "children:8",
+    ]
+    # what the UI polled: progress from 0 to 1, batch by batch
+    assert run.metadata == {
+        "progress": 1.0,
+        "processed": 19,
+        "total": 19,
+        "letters": 18,
+        "insights": 18,
+        "failed": 0,
+        "batches_done": 4,
+        "batches": 4,
+    }
+    moves = [(m["batches_done"], m["processed"]) for m in polled]
+    assert moves == sorted(moves) and moves[0] == (0, 0) and moves[-1] == (4, 19)
+    assert len(set(moves)) >= 3  # the UI saw it move, not only the ends
+    # each text: a child of the ingestion in the anthropic queue, keyed by its user
+    children = await children_of(client, run_id)
+    assert len(children) == 36
+    for child in children:
+        assert child.status is RunStatus.COMPLETED and len(child.attempts) == 1
+        assert (child.queue, child.concurrency_key) == ("anthropic", "u-free")
+        kind = "letter" if child.task_id == "generate-run-letter" else "insight"
+        assert [s.name for s in child.steps] == ["fetch-activity", f"write-{kind}", f"save-{kind}"]
+    # what the user's ingestion cost: the fake API's usage, to the token and the cent
+    assert await costs_by_key(db) == {
+        "u-free": (app.billed("u-free"), 18 * 300 + 18 * 500, 18 * 150 + 18 * 400)
+    }
+    assert app.billed("u-free") == Decimal("0.0639")  # 18 x ($0.00105 + $0.0025)
+
+
+async def test_two_users_at_most_5_claude_calls_at_once_and_a_cost_per_user(
+    client: Client,
+    db: asyncpg.Connection,
+    start_daemon,
+    fake_anthropic: FakeAnthropic,
+    app: App,
+) -> None:
+    app.add("u-ada", 13)
+    app.add("u-bob", 6, lettered={1, 2}, insighted={1, 2})
+    fake_anthropic.latency = 0.3  # the 5 calls of a claim overlap, however slow the machine
+    async with start_daemon(
+        RUN_HISTORY, llm_config(fake_anthropic), poll_interval=0.05, concurrency=20
+    ):
+        ada = await client.trigger(
+            "batch-ingest-run-history", {"user_id": "u-ada", "tier": "premium"}
+        )
+        bob = await client.trigger("batch-ingest-run-history", {"user_id": "u-bob"})
+        ada_run = await wait_for_run(client, ada, timeout=30)
+        bob_run = await wait_for_run(client, bob, timeout=30)
+
+    assert ada_run.status is bob_run.status is RunStatus.COMPLETED
+    assert ada_run.output is not None and bob_run.output is not None
+    assert (ada_run.output["letters"], ada_run.output["insights"]) == (13, 13)
+    assert (ada_run.output["batches"], ada_run.output["batch_size"]) == (2, 10)
+    assert (bob_run.output["letters"], bob_run.output["skipped"]) == (4, 2)
+    # never more than 5 Claude calls at once, and the queue's 5 were used
+    rows = await db.fetch("SELECT started_at, latency_ms FROM taskd.llm_calls")
+    spans = [
+        (r["started_at"], r["started_at"] + timedelta(milliseconds=r["latency_ms"])) for r in rows
+    ]
+    peak = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
+    assert peak == 5
+    # each user's cost, apart
+    assert await costs_by_key(db) == {
+        "u-ada": (app.billed("u-ada"), 13 * 800, 13 * 550),
+        "u-bob": (app.billed("u-bob"), 4 * 800, 4 * 550),
+    }
+
+
+async def test_each_text_is_paid_once_through_529_429_a_failed_save_and_a_replay(
+    client: Client,
+    db: asyncpg.Connection,
+    start_daemon,
+    fake_anthropic: FakeAnthropic,
+    app: App,
+) -> None:
+    app.add("u-1", 7)
+
+    def asks(kind: str, activity: str) -> Any:
+        return lambda body: (kind_of(body), activity_of(body)) == (kind, activity)
+
+    fake_anthropic.fail_next(status=529, match=asks("letter", "a-07"))
+    fake_anthropic.fail_next(status=429, retry_after=0, match=asks("insight", "a-06"))
+    fake_anthropic.fail_next(status=400, message="prompt is invalid", match=asks("letter", "a-03"))
+    app.failing_saves["letter:a-05"] = [500]
+    configure = llm_config(fake_anthropic, overload_backoff=0.05, overload_backoff_max=0.1)
+    async with start_daemon(RUN_HISTORY, configure, poll_interval=0.05):
+        run_id = await client.trigger("batch-ingest-run-history", {"user_id": "u-1"})
+        run = await wait_for_run(client, run_id, timeout=30)
+
+        assert run.status is RunStatus.COMPLETED, run.error
+        assert run.output is not None
+        assert (run.output["letters"], run.output["insights"]) == (6, 7)
+        assert run.output["failed_items"] == ["letter:a-03"]
+        assert run.metadata is not None and run.metadata["failed"] == 1
+        # each text answered (billed) once: the 529, the 429 and the failed save cost none twice
+        assert Counter((k, a) for _, k, a in app.answered) == Counter(
+            [("letter", a) for a in ids(1, 2, 4, 5, 6, 7)]
+            + [("insight", a) for a in ids(1, 2, 3, 4, 5, 6, 7)]
+        )
+        children = {
+            (c.task_id.split("-")[-1], c.payload["activity_id"]): c
+            for c in await children_of(client, run_id)
+        }
+        for (kind, activity), child in children.items():
+            outcomes = [a.outcome.value for a in child.attempts]
+            calls = [c["outcome"] for c in await calls_of(db, child.id)]
+            steps = {s.name: s for s in child.steps}
+            if (kind, activity) == ("letter", "a-07"):  # overloaded: waited in the queue
+                assert (outcomes, calls) == (["completed"], ["overloaded", "ok"])
+            elif (kind, activity) == ("insight", "a-06"):  # rate limited: the same
+                assert (outcomes, calls) == (["completed"], ["rate_limited", "ok"])
+            elif (kind, activity) == ("letter", "a-05"):  # the save failed: not rewritten
+                assert (outcomes, calls) == (["failed", "completed"], ["ok"])
+                assert steps["write-letter"].attempts == 1
+                assert (steps["save-letter"].attempts, steps["save-letter"].run_attempt) == (2, 2)
+            elif (kind, activity) == ("letter", "a-03"):  # refused: failed at once
+                assert child.status is RunStatus.FAILED and outcomes == ["failed"]
+                assert child.error is not None and child.error["type"] == "LLMRequestRefused"
+                assert "prompt is invalid" in child.error["message"]
+                assert calls == ["refused"]
+            else:
+                assert (outcomes, calls) == (["completed"], ["ok"])
+        assert app.saves.count(("letter:a-05", 500)) == 1
+
+        # replaying the ingestion writes only the letter that failed
+        again = await wait_for_run(client, await client.replay(run_id), timeout=30)
+        assert again.status is RunStatus.COMPLETED, again.error
+        assert again.output is not None
+        assert (again.output["skipped"], again.output["letters"]) == (6, 1)
+        assert again.output["insights"] == 0
+        assert ("u-1", "letter", "a-03") in app.answered and len(app.answered) == 14
+        assert all(a["letter"] and a["insight"] for a in app.activities["u-1"])
+    # what u-1's ingestion cost: the 14 answers, nothing for the failed calls
+    assert await costs_by_key(db) == {"u-1": (app.billed("u-1"), 7 * 800, 7 * 550)}
