@@ -2177,6 +2177,12 @@ CREATE INDEX events_name_idx ON taskd.events USING btree (name, id DESC);
 CREATE INDEX idempotency_keys_expiry_idx ON taskd.idempotency_keys USING btree (expires_at);
 
 --
+-- Name: llm_calls_key_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_calls_key_idx ON taskd.llm_calls USING btree (concurrency_key, started_at) WHERE (concurrency_key IS NOT NULL);
+
+--
 -- Name: llm_calls_run_idx; Type: INDEX; Schema: taskd; Owner: -
 --
 
