@@ -356,7 +356,7 @@ async def test_costs_sum_to_the_token_and_the_cent_everywhere(
             assert got == tokens, (task_id, model, kind)
         dollars = metric(metrics, "taskd_llm_cost_usd_total", task=task_id, model=model)
         assert round(Decimal(repr(dollars or 0.0)), 2) == round(sums[5], 2)
-        assert round(Decimal(repr(dollars or 0.0)), 8) == round(sums[5], 8)
+        assert abs(Decimal(repr(dollars or 0.0)) - sums[5]) < Decimal("1e-9")  # a float
     outcomes: dict[tuple[str, str, str], int] = defaultdict(int)
     for call in expected:
         outcomes[(call.plan.task_id, call.plan.model, call.outcome)] += 1
@@ -427,7 +427,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 
 
 async def test_bad_ranges_and_dimensions_are_refused_in_one_line(
-    client: Client, database: str, start_daemon: Any
+    client: Client, db: asyncpg.Connection, database: str, start_daemon: Any
 ) -> None:
     for kwargs, message in (
         ({"since": "last tuesday"}, "since: not a duration"),
@@ -454,6 +454,20 @@ async def test_bad_ranges_and_dimensions_are_refused_in_one_line(
             empty = await reply.json()
         assert empty["rows"] == [] and empty["total"]["calls"] == 0
         assert Decimal(empty["total"]["cost_usd"]) == 0
+        # /api/queues also lists the models the fleet holds backed off (and only while they are)
+        await db.execute(
+            "INSERT INTO taskd.llm_backoffs (model, until, overloads, reason) VALUES"
+            " ($1, now() + interval '5 minutes', 3, 'overloaded_error'),"
+            " ($2, now() - interval '1 second', 0, 'rate_limit_error')",
+            SONNET_DATED,
+            HAIKU,
+        )
+        async with http.get(f"{url}/api/queues") as reply:
+            backoffs = (await reply.json())["llm_backoffs"]
+        assert [(b["model"], b["overloads"], b["reason"]) for b in backoffs] == [
+            (SONNET_DATED, 3, "overloaded_error")
+        ]
+        assert [b.model for b in await client.llm_backoffs()] == [SONNET_DATED]
     result = await taskd(database, "costs", "--since", "yesterday")
     assert one_line_failure(result, "since: not a duration") is None
 
