@@ -670,6 +670,9 @@ class Client:
             raise ValueError(f"by must be one of {', '.join(COST_DIMENSIONS)}, not {by!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
             raise ValueError(f"limit must be a whole number from 1 to 100000, not {limit!r}")
+        for name, text in (("key", key), ("tag", tag), ("model", model)):
+            if text is not None and (not isinstance(text, str) or "\x00" in text):
+                raise ValueError(f"{name} must be a string without NUL characters: {text!r}")
         now = datetime.now(UTC)
         start, end = moment_of(since, "since", now), moment_of(until, "until", now)
         if start is not None and end is not None and start > end:

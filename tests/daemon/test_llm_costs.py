@@ -436,6 +436,7 @@ async def test_bad_ranges_and_dimensions_are_refused_in_one_line(
         ({"since": "1d", "until": "7d"}, "is after until"),
         ({"by": "tenant"}, "by must be one of"),
         ({"limit": 0}, "limit must be"),
+        ({"key": "u\x001"}, "key must be a string without NUL"),
     ):
         with pytest.raises(ValueError, match=message):
             await client.costs(**kwargs)
