@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,13 @@ from taskd.config import Settings, find_config, load_settings
 from taskd.errors import ConfigError, TaskdError, UnknownTask
 from taskd.logs import configure_logging
 from taskd.models import (
+    COST_DIMENSIONS,
+    Costs,
+    CostSums,
     Event,
     Health,
+    LLMBackoff,
+    LLMCallRecord,
     QueueDepth,
     Run,
     RunStatus,
@@ -293,6 +299,19 @@ def cmd_queues_list(args: argparse.Namespace) -> None:
         print(
             "* limits set by an operator (taskd queues set); taskd queues reset restores the code's"
         )
+    _print_llm_backoffs(args)
+
+
+def _print_llm_backoffs(args: argparse.Namespace) -> None:
+    """After the queue table: the models the fleet holds backed off (nothing when none)."""
+    backoffs: list[LLMBackoff] = _with_client(args, lambda client: client.llm_backoffs())
+    if not backoffs:
+        return
+    print("\nLLM models backed off (no daemon calls them before UNTIL)")
+    _table(
+        ("MODEL", "UNTIL", "OVERLOADS", "REASON"),
+        [(b.model, _when(b.until), str(b.overloads), b.reason[:80]) for b in backoffs],
+    )
 
 
 def _limit(value: int | None) -> str:
@@ -643,7 +662,8 @@ def _retry_text(retry: dict[str, Any]) -> str:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> None:
-    run: Run = _with_client(args, lambda client: client.get_run(args.id))
+    run: Run
+    run, llm_calls, llm_cost = _with_client(args, _run_with_llm_calls(args.id))
     if args.json:
         print(orjson.dumps(run.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
         return
@@ -715,6 +735,127 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
                 for a in run.attempts
             ],
         )
+    _print_run_llm_calls(llm_calls, llm_cost)
+
+
+MAX_SHOWN_LLM_CALLS = 1000
+
+
+def _run_with_llm_calls(run_id: str) -> Callable[[Any], Awaitable[Any]]:
+    """The run, its LLM calls (at most MAX_SHOWN_LLM_CALLS) and their sums, on one
+    connection."""
+
+    async def read(client: Any) -> tuple[Run, list[LLMCallRecord], CostSums]:
+        run = await client.get_run(run_id)
+        calls = await client.list_llm_calls(run.id, limit=MAX_SHOWN_LLM_CALLS)
+        costs: Costs = await client.costs(run=run.id, by=None)
+        return run, calls, costs.total
+
+    return read
+
+
+def _print_run_llm_calls(calls: list[LLMCallRecord], total: CostSums) -> None:
+    if not total.calls:
+        return
+    print("\nLLM calls")
+    _table(
+        ("STARTED", "STEP", "MODEL", "KIND", "OUTCOME", "INPUT", "OUTPUT", "CACHE W/R", "COST"),
+        [
+            (
+                _when(c.started_at),
+                c.step or "-",
+                c.model,
+                c.kind,
+                c.outcome,
+                f"{c.input_tokens:,}",
+                f"{c.output_tokens:,}",
+                f"{c.cache_write_tokens:,}/{c.cache_read_tokens:,}",
+                _usd(c.cost_usd, 6) if c.cost_usd is not None else "-",
+            )
+            for c in calls
+        ],
+    )
+    if total.calls > len(calls):
+        print(f"(the first {len(calls)} of {total.calls} calls; the total counts them all)")
+    print(f"total     {_usd(total.cost_usd, 6)} over {total.calls} call(s): {_tokens(total)}")
+    if total.unpriced_calls:
+        print(f"unpriced  {_unpriced(total.unpriced_calls)}")
+
+
+def _usd(value: Decimal, places: int = 4) -> str:
+    """Dollars to ``places`` decimals (at least the cent), rounded half-even."""
+    return f"${value.quantize(Decimal(1).scaleb(-places)):,}"
+
+
+def _tokens(sums: CostSums) -> str:
+    return (
+        f"{sums.input_tokens:,} input, {sums.output_tokens:,} output, "
+        f"{sums.cache_write_tokens:,} cache write, {sums.cache_read_tokens:,} cache read tokens"
+    )
+
+
+def _unpriced(count: int) -> str:
+    return (
+        f"{count} call(s) of models without a price ([llm] prices): their tokens are counted, "
+        "their cost is not"
+    )
+
+
+def cmd_costs(args: argparse.Namespace) -> None:
+    by = None if args.by == "none" else args.by
+    found: Costs = _with_client(
+        args,
+        lambda client: client.costs(
+            by=by,
+            since=args.since,
+            until=args.until,
+            task=args.task,
+            key=args.key,
+            tag=args.tag,
+            model=args.model,
+            run=args.run,
+            limit=args.limit,
+        ),
+    )
+    if args.json:
+        print(orjson.dumps(found.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+        return
+    since = _when(found.since) if found.since else "the first call"
+    until = _when(found.until) if found.until else "now"
+    print(f"LLM calls started from {since} to {until}")
+    label = {"key": "CONCURRENCY KEY"}.get(by or "", (by or "").upper())
+    rows: list[tuple[str, CostSums]] = [
+        (r.name if r.name is not None else _no_name(by), r) for r in found.rows
+    ]
+    if by is not None:
+        rows.append(("TOTAL", found.total))
+    else:
+        rows = [("TOTAL", found.total)]
+    _table(
+        (label or "", "CALLS", "INPUT", "OUTPUT", "CACHE WRITE", "CACHE READ", "COST (USD)"),
+        [
+            (
+                name,
+                f"{s.calls:,}",
+                f"{s.input_tokens:,}",
+                f"{s.output_tokens:,}",
+                f"{s.cache_write_tokens:,}",
+                f"{s.cache_read_tokens:,}",
+                _usd(s.cost_usd) + (f" +{s.unpriced_calls} unpriced" if s.unpriced_calls else ""),
+            )
+            for name, s in rows
+        ],
+    )
+    if found.truncated:
+        print(f"(the {len(found.rows)} largest groups; TOTAL counts every call: --limit)")
+    if by == "tag":
+        print("(a call with several tags counts in each of their rows, once in TOTAL)")
+    if found.total.unpriced_calls:
+        print(_unpriced(found.total.unpriced_calls))
+
+
+def _no_name(by: str | None) -> str:
+    return {"key": "(no key)", "tag": "(no tag)", "run": "(no run)"}.get(by or "", "-")
 
 
 def cmd_logs(args: argparse.Namespace) -> None:
@@ -1062,6 +1203,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("--json", action="store_true", help="one JSON object per line")
     logs.set_defaults(handler=cmd_logs)
+
+    costing = commands.add_parser(
+        "costs",
+        parents=[common],
+        help="what LLM calls cost: tokens and dollars per task, tag, key or model",
+        description="Sum the LLM calls made through ctx.llm (taskd.llm_calls) per task, tag, "
+        "concurrency key (the tenant), model or run, over a time range, with a TOTAL line. "
+        "Dollars are the [llm] prices in force when each call was recorded; calls of models "
+        "without a price are counted apart (their tokens are summed, their cost is not).",
+    )
+    costing.add_argument(
+        "--by",
+        default="task",
+        choices=[*COST_DIMENSIONS, "none"],
+        help="sum per this (default task; key: the concurrency key; none: the total only)",
+    )
+    costing.add_argument(
+        "--since",
+        help="calls started since: a duration before now (7d, 12h) or an ISO 8601 time "
+        "(without a timezone: UTC)",
+    )
+    costing.add_argument("--until", help="calls started before: a duration before now or a time")
+    costing.add_argument("--task", help="only the calls of this task id")
+    costing.add_argument("--key", help="only the calls of runs with this concurrency key")
+    costing.add_argument("--tag", help="only the calls of runs carrying this tag")
+    costing.add_argument("--model", help="only the calls of this model id")
+    costing.add_argument("--run", help="only the calls of this run")
+    costing.add_argument(
+        "--limit", type=int, default=1000, help="most rows printed (TOTAL counts every call)"
+    )
+    costing.add_argument("--json", action="store_true", help="one JSON object (exact dollars)")
+    costing.set_defaults(handler=cmd_costs)
 
     status = commands.add_parser(
         "status",

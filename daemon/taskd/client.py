@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,8 +30,13 @@ from taskd.errors import (
 )
 from taskd.ids import new_run_id, parse_run_id
 from taskd.models import (
+    COST_DIMENSIONS,
+    CostDimension,
+    Costs,
     Event,
     Health,
+    LLMBackoff,
+    LLMCallRecord,
     QueueDepth,
     Run,
     RunLogLine,
@@ -48,6 +53,7 @@ from taskd.sdk.retry import Retry, run_policy
 from taskd.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from taskd.sdk.task import TaskDefinition
 from taskd.store.database import create_pool
+from taskd.store.llm import CallFilter
 from taskd.store.runs import NewRuns, RunFilter
 from taskd.store.schedules import KEEP, NewSchedule, ScheduleChanges
 from taskd.store.store import Store
@@ -642,6 +648,63 @@ class Client:
         if not await self._store.queues.reset(_queue_name(name)):
             raise QueueNotFound(f"no queue {name!r} has settings")
 
+    # LLM calls ------------------------------------------------------------------------------
+
+    async def costs(
+        self,
+        *,
+        by: CostDimension | None = "task",
+        since: datetime | Duration | None = None,
+        until: datetime | Duration | None = None,
+        task: str | TaskDefinition[Any, Any] | None = None,
+        key: str | None = None,
+        tag: str | None = None,
+        model: str | None = None,
+        run: uuid.UUID | str | None = None,
+        limit: int = 1000,
+    ) -> Costs:
+        """What the LLM calls made through ``ctx.llm`` cost: tokens and dollars summed per
+        ``by`` (``"task"``, ``"tag"``, ``"key"``: the concurrency key, i.e. the tenant,
+        ``"model"``, ``"run"``; None: only the total), largest cost first, at most ``limit``
+        groups, and in total. ``since`` / ``until`` bound the calls' start: a datetime, an
+        ISO 8601 text (without a timezone: UTC) or a duration before now (``"7d"``,
+        ``3600``); the other arguments keep the calls of one task, concurrency key, tag,
+        model or run. Sums are exact (``Decimal`` dollars): ``await client.costs(key=user_id,
+        since="30d", by=None)`` is what a user cost this month."""
+        if by is not None and by not in COST_DIMENSIONS:
+            raise ValueError(f"by must be one of {', '.join(COST_DIMENSIONS)}, not {by!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise ValueError(f"limit must be a whole number from 1 to 100000, not {limit!r}")
+        for name, text in (("key", key), ("tag", tag), ("model", model)):
+            if text is not None and (not isinstance(text, str) or "\x00" in text):
+                raise ValueError(f"{name} must be a string without NUL characters: {text!r}")
+        now = datetime.now(UTC)
+        start, end = moment_of(since, "since", now), moment_of(until, "until", now)
+        if start is not None and end is not None and start > end:
+            raise ValueError(f"since ({start.isoformat()}) is after until ({end.isoformat()})")
+        where = CallFilter(
+            since=start,
+            until=end,
+            task_id=_task_identity(task)[0] if task is not None else None,
+            concurrency_key=key,
+            tag=tag,
+            model=model,
+            run_id=parse_run_id(run) if run is not None else None,
+        )
+        return await self._store.llm.costs(by, where, limit)
+
+    async def list_llm_calls(
+        self, run: uuid.UUID | str, *, limit: int = 1000
+    ) -> list[LLMCallRecord]:
+        """The run's LLM calls, oldest first (at most ``limit``): model, step, tokens, cost,
+        outcome. They stay after the run itself is pruned (``[retention] llm_calls``)."""
+        return await self._store.llm.run_calls(parse_run_id(run), limit)
+
+    async def llm_backoffs(self) -> list[LLMBackoff]:
+        """The models the fleet holds backed off: no daemon starts a call of one before its
+        ``until`` (set by a 429's reset time or by overload answers)."""
+        return await self._store.llm.backoff_list()
+
     async def health(self) -> Health:
         """Live workers, queue depths, the oldest due run, and runs no live worker serves."""
         workers = [WorkerInfo(**w) for w in await self._store.workers.list()]
@@ -662,6 +725,41 @@ class Client:
             value = await self._store.settings.get("max_payload_bytes")
             self._max_payload_bytes = int(value) if value is not None else DEFAULT_MAX_PAYLOAD_BYTES
         return self._max_payload_bytes
+
+
+def moment_of(
+    value: datetime | Duration | None, name: str, now: datetime | None = None
+) -> datetime | None:
+    """A moment given as a datetime (naive: UTC), an ISO 8601 text (without a timezone: UTC)
+    or a duration before ``now`` (``"7d"``, ``"1h30m"``, seconds); ValueError naming ``name``
+    for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            seconds = to_seconds(value)
+        except ValueError:
+            if not isinstance(value, str):
+                raise ValueError(f"{name}: not a time nor a duration: {value!r}") from None
+            try:
+                moment = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(
+                    f"{name}: not a duration (7d, 12h, 30m) nor an ISO 8601 time "
+                    f"(2026-11-23T09:00:00Z): {value!r}"
+                ) from None
+        else:
+            if not seconds <= MAX_DELAY_SECONDS:  # also NaN
+                raise ValueError(f"{name}: a duration of at most 100 years, not {value!r}")
+            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name}: out of range (years 1 to 9999 in UTC): {value!r}") from None
 
 
 def _check_options(

@@ -276,6 +276,9 @@ class RetentionSettings(_Section):
     """Recorded events are deleted this long after they were sent; 0 keeps them."""
     workers: Seconds = 86_400.0
     """Rows of stopped workers are deleted this long after they stopped."""
+    llm_calls: Seconds = 400 * 86_400.0
+    """Records of LLM calls (tokens and cost) are deleted this long after the call started;
+    0 keeps them. They outlive their runs on purpose: what a tenant cost stays summable."""
     interval: Seconds = Field(60.0, gt=0)
     """How often the pruner looks for rows past their retention."""
     batch: int = Field(200, ge=1, le=100_000)

@@ -541,3 +541,128 @@ class QueueSettings:
         if self.llm_limits is not None:
             declared["llm_limits"] = self.llm_limits
         return declared
+
+
+CostDimension = Literal["task", "tag", "key", "model", "run"]
+"""What ``client.costs(by=...)`` sums per: the task, each tag, the concurrency key (the
+tenant), the model, or the run."""
+COST_DIMENSIONS: tuple[CostDimension, ...] = ("task", "tag", "key", "model", "run")
+
+
+class CostSums(BaseModel):
+    """What LLM calls cost, summed in the database (exact: tokens as integers, dollars as
+    NUMERIC, never floats)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    calls: int
+    """Calls recorded (every outcome: a 429 or an overload is a call too, without tokens)."""
+    input_tokens: int
+    """Input tokens (without those written to or read from the prompt cache)."""
+    output_tokens: int
+    """Output tokens."""
+    cache_write_tokens: int
+    """Input tokens written to the prompt cache."""
+    cache_read_tokens: int
+    """Input tokens read from the prompt cache."""
+    cost_usd: Decimal
+    """US dollars at the ``[llm] prices`` in force when each call was recorded (Message
+    Batches at half); calls of a model without a price add nothing (see
+    ``unpriced_calls``)."""
+    unpriced_calls: int
+    """Calls that used tokens of a model without a price: their tokens are in the sums, their
+    cost is not."""
+
+
+class CostRow(CostSums):
+    """The sums of one group of ``client.costs``."""
+
+    name: str | None
+    """The group: a task id, a tag, a concurrency key, a model or a run id; null for the calls
+    without one (no concurrency key, no tag)."""
+
+
+class Costs(BaseModel):
+    """``client.costs(...)``: the sums per group, largest cost first, and their total."""
+
+    model_config = ConfigDict(frozen=True)
+
+    by: CostDimension | None
+    """What the rows are summed per (null: only the total)."""
+    since: datetime | None
+    """Calls started at or after this moment (null: from the first)."""
+    until: datetime | None
+    """Calls started before this moment (null: up to now)."""
+    rows: list[CostRow]
+    """Largest cost first. By tag, a call with several tags counts in each of their rows."""
+    truncated: bool
+    """There are more groups than ``rows`` lists (``limit``)."""
+    total: CostSums
+    """All matching calls, each counted once (whatever ``rows`` lists)."""
+
+
+class LLMCallRecord(BaseModel):
+    """A stored LLM call (``taskd.llm_calls``), as ``taskd runs show`` and the API show it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    """Increasing: orders the calls."""
+    run_id: uuid.UUID | None
+    """The run that made it (its row may have been pruned since: costs outlive runs)."""
+    task_id: str
+    """The run's task."""
+    attempt: int | None
+    """The run's attempt that made it."""
+    step: str | None
+    """The ``ctx.step`` the call was made in, if any."""
+    queue: str | None
+    """The run's queue."""
+    concurrency_key: str | None
+    """The run's concurrency key (the tenant), if any."""
+    tags: list[str]
+    """The run's tags."""
+    model: str
+    """The model id as the call named it."""
+    kind: str
+    """message, stream, count_tokens or batch."""
+    outcome: str
+    """ok, rate_limited, overloaded, server_error, connection_error, refused or budget."""
+    input_tokens: int
+    """Input tokens (the API's ``usage.input_tokens``)."""
+    output_tokens: int
+    """Output tokens."""
+    cache_write_tokens: int
+    """Input tokens written to the prompt cache (``cache_creation_input_tokens``)."""
+    cache_read_tokens: int
+    """Input tokens read from the prompt cache (``cache_read_input_tokens``)."""
+    cost_usd: Decimal | None
+    """US dollars; null when no price is known for the model (or a failed call used no
+    tokens)."""
+    latency_ms: int | None
+    """Milliseconds the call took."""
+    stop_reason: str | None
+    """Why the model stopped (end_turn, max_tokens, tool_use...)."""
+    request_id: str | None
+    """The API's request id (``request-id`` header)."""
+    error: str | None
+    """The API's message for a call that failed."""
+    started_at: datetime
+    """When the call was sent (the time ranges of cost reports are on it)."""
+
+
+class LLMBackoff(BaseModel):
+    """A model no daemon calls before ``until`` (after a 429 or overload answers)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    """The model id (or ``count_tokens``, whose limit is the organisation's)."""
+    until: datetime
+    """No call of it starts before this moment, on any daemon."""
+    overloads: int
+    """Overload answers in a row (the adaptive backoff's exponent)."""
+    reason: str
+    """The API's message that set the backoff."""
+    updated_at: datetime
+    """When the backoff was last set or changed."""

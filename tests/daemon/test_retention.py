@@ -86,7 +86,13 @@ async def test_prune_deletes_only_what_is_past_its_retention(
     maintenance = pruner(store, batch=7)  # 30 runs: 5 batches (7, 7, 7, 7, 2)
     deleted = await maintenance.run_once(now=NOW)
 
-    assert deleted == {"runs": len(old), "events": 3, "workers": 1, "idempotency_keys": 0}
+    assert deleted == {
+        "runs": len(old),
+        "events": 3,
+        "workers": 1,
+        "idempotency_keys": 0,
+        "llm_calls": 0,
+    }
     assert await ids(db, "runs") == set(kept)
     assert await ids(db, "attempts", "run_id") == set(kept)
     assert await ids(db, "run_logs", "run_id") == set(kept)
@@ -102,8 +108,15 @@ async def test_prune_deletes_only_what_is_past_its_retention(
         "events": 0,
         "workers": 0,
         "idempotency_keys": 0,
+        "llm_calls": 0,
     }
-    assert maintenance.pruned == {"runs": 30, "events": 3, "workers": 1, "idempotency_keys": 0}
+    assert maintenance.pruned == {
+        "runs": 30,
+        "events": 3,
+        "workers": 1,
+        "idempotency_keys": 0,
+        "llm_calls": 0,
+    }
 
 
 async def test_runs_with_ids_that_are_not_uuidv7_are_never_pruned(
@@ -159,6 +172,7 @@ async def test_zero_keeps_everything(db: asyncpg.Connection, store: Store) -> No
         "events": 0,
         "workers": 0,
         "idempotency_keys": 0,
+        "llm_calls": 0,
     }
     assert await ids(db, "runs") == runs
     assert await ids(db, "events") == {event}
@@ -171,6 +185,7 @@ async def test_zero_keeps_everything(db: asyncpg.Connection, store: Store) -> No
         "events": 1,
         "workers": 1,
         "idempotency_keys": 0,
+        "llm_calls": 0,
     }
     assert await ids(db, "runs") == runs
 

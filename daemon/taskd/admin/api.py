@@ -17,8 +17,10 @@ from pydantic import BaseModel, ValidationError
 from taskd.admin.schemas import (
     MAX_CHILDREN,
     MAX_LIST_ITEMS,
+    MAX_LLM_CALLS,
     MAX_STEPS,
     CancelResult,
+    CostsQuery,
     ErrorBody,
     Liveness,
     NoQuery,
@@ -46,7 +48,8 @@ from taskd.admin.schemas import (
 )
 from taskd.admin.state import AdminState
 from taskd.errors import RunNotFound, UnknownTask
-from taskd.models import QueueDepth, RunLogLine, Schedule, WorkerInfo
+from taskd.models import Costs, QueueDepth, RunLogLine, Schedule, WorkerInfo
+from taskd.store.llm import CallFilter
 from taskd.store.runs import RunFilter
 
 if TYPE_CHECKING:
@@ -152,6 +155,8 @@ async def get_run(
         RunLink(**row) for row in await state.store.runs.children(run_id, limit=MAX_CHILDREN + 1)
     ]
     lines = await state.store.logs.list(run_id=run_id, limit=query.log_limit + 1)
+    calls = await state.store.llm.run_calls(run_id, MAX_LLM_CALLS + 1)
+    llm_cost = await state.store.llm.costs(None, CallFilter(run_id=run_id), 1)
     return RunDetail(
         run=run,
         steps_truncated=steps_truncated,
@@ -160,6 +165,9 @@ async def get_run(
         children_truncated=len(children) > MAX_CHILDREN,
         logs=[RunLogLine(**line) for line in lines[: query.log_limit]],
         logs_truncated=len(lines) > query.log_limit,
+        llm_calls=calls[:MAX_LLM_CALLS],
+        llm_calls_truncated=len(calls) > MAX_LLM_CALLS,
+        llm_cost=llm_cost.total,
     )
 
 
@@ -249,7 +257,25 @@ async def list_queues(state: AdminState, request: web.Request, query: Any, body:
     return QueueList(
         queues=[QueueDepth(**q) for q in queues[:MAX_LIST_ITEMS]],
         truncated=len(queues) > MAX_LIST_ITEMS,
+        llm_backoffs=await state.store.llm.backoff_list(),
     )
+
+
+async def costs(state: AdminState, request: web.Request, query: CostsQuery, body: Any) -> Costs:
+    try:
+        return await state.client.costs(
+            by=query.by,
+            since=query.since,
+            until=query.until,
+            task=query.task,
+            key=query.key,
+            tag=query.tag,
+            model=query.model,
+            run=query.run,
+            limit=query.limit,
+        )
+    except ValueError as exc:  # since after until
+        raise RequestInvalid(400, str(exc)) from None
 
 
 async def pause_queue(
@@ -447,7 +473,7 @@ ROUTES: list[Route] = [
         "GET",
         "/api/queues",
         list_queues,
-        "Queues over all daemons: depths, runs executing, limits, pause",
+        "Queues over all daemons: depths, runs executing, limits, pause; the LLM models backed off",
         response=QueueList,
     ),
     Route(
@@ -513,6 +539,16 @@ ROUTES: list[Route] = [
         response=ScheduleTriggerResult,
         status=201,
         errors={404: "No schedule with this id"},
+    ),
+    Route(
+        "GET",
+        "/api/costs",
+        costs,
+        "What LLM calls cost: tokens and dollars per task, tag, key (tenant), model or run, "
+        "and in total, over a time range",
+        query=CostsQuery,
+        response=Costs,
+        errors={400: "A parameter is not valid"},
     ),
     Route("GET", "/api/workers", list_workers, "Live workers", response=WorkerList),
     Route(

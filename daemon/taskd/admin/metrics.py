@@ -16,6 +16,7 @@ from collections import Counter as Counter_
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -37,7 +38,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from taskd.models import ClaimedRun, Outcome
+from taskd.models import ClaimedRun, LLMCall, Outcome
 from taskd.store.store import Store
 from taskd.telemetry import Telemetry
 
@@ -61,6 +62,9 @@ _KIND_COUNTERS = {
 OTHER_TASKS = "(other)"  # the task label of runs of tasks this daemon does not serve
 OTHER_QUEUES = "(other)"  # the queue label summing the queues past MAX_QUEUE_SERIES
 MAX_QUEUE_SERIES = 100
+OTHER_MODELS = "(other)"  # the model label of models past MAX_MODEL_SERIES
+MAX_MODEL_SERIES = 50
+LLM_TOKEN_KINDS = ("input", "output", "cache_write", "cache_read")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -185,6 +189,43 @@ def _bucket_name(bound: float) -> str:
     return name
 
 
+class _LLMCounters(Collector):
+    """Tokens, dollars and calls of the LLM calls this daemon stored, by task and model: plain
+    integers and Decimals added per stored batch and exposed at scrape time (the dollars are
+    summed exactly; only the exposition is a float)."""
+
+    def __init__(self) -> None:
+        self.tokens: Counter_[tuple[str, str, str]] = Counter_()
+        self.cost: dict[tuple[str, str], Decimal] = {}
+        self.calls: Counter_[tuple[str, str, str]] = Counter_()
+
+    def collect(self) -> Iterable[Metric]:
+        tokens = CounterMetricFamily(
+            "taskd_llm_tokens",
+            "Tokens of the LLM calls this daemon recorded, by task, model and kind (input, "
+            "output, cache_write, cache_read)",
+            labels=["task", "model", "kind"],
+        )
+        for labels, count in sorted(self.tokens.items()):
+            tokens.add_metric(list(labels), count)
+        cost = CounterMetricFamily(
+            "taskd_llm_cost_usd",
+            "US dollars of the LLM calls this daemon recorded, by task and model (calls of "
+            "models without a price add nothing)",
+            labels=["task", "model"],
+        )
+        for (task_id, model), dollars in sorted(self.cost.items()):
+            cost.add_metric([task_id, model], float(dollars))
+        calls = CounterMetricFamily(
+            "taskd_llm_calls",
+            "LLM calls this daemon recorded, by task, model and outcome",
+            labels=["task", "model", "outcome"],
+        )
+        for labels, count in sorted(self.calls.items()):
+            calls.add_metric(list(labels), count)
+        yield from (tokens, cost, calls)
+
+
 class _CallbackCollector(Collector):
     """Counters whose values the daemon's parts already keep (read at scrape time)."""
 
@@ -243,6 +284,10 @@ class Metrics(Telemetry):
         }
         self._children: dict[tuple[str, str], Any] = {}
         self._durations = _DurationHistogram()
+        self._llm = _LLMCounters()
+        # Models are named by task code: the first MAX_MODEL_SERIES get a label each, later
+        # ones share OTHER_MODELS (as tasks this daemon does not serve share OTHER_TASKS).
+        self._models: set[str] = set()
         self._claims = Histogram(
             "taskd_claim_batch_size",
             "Runs returned per claim",
@@ -269,6 +314,7 @@ class Metrics(Telemetry):
             "taskd_stream_clients", "Connected /api/stream clients", registry=registry
         )
         registry.register(self._durations)
+        registry.register(self._llm)
         registry.register(_DatabaseCollector(lambda: self._snapshot))
         registry.register(_CallbackCollector(lambda: self._counters))
         ProcessCollector(registry=registry)  # RSS, CPU, open fds: memory growth shows here
@@ -313,6 +359,34 @@ class Metrics(Telemetry):
 
     def db_error(self, component: str) -> None:
         self._db_errors.labels(component).inc()
+
+    def llm_calls(self, calls: Sequence[LLMCall]) -> None:
+        counters = self._llm
+        for call in calls:
+            task_id, model = self._label(call.task_id), self._model_label(call.model)
+            for kind, count in zip(
+                LLM_TOKEN_KINDS,
+                (
+                    call.input_tokens,
+                    call.output_tokens,
+                    call.cache_write_tokens,
+                    call.cache_read_tokens,
+                ),
+                strict=True,
+            ):
+                counters.tokens[(task_id, model, kind)] += count  # 0: the series exists
+            if call.cost_usd is not None:
+                key = (task_id, model)
+                counters.cost[key] = counters.cost.get(key, Decimal(0)) + call.cost_usd
+            counters.calls[(task_id, model, call.outcome)] += 1
+
+    def _model_label(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if len(self._models) < MAX_MODEL_SERIES:
+            self._models.add(model)
+            return model
+        return OTHER_MODELS
 
     # exposition ------------------------------------------------------------------------------
 

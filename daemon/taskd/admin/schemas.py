@@ -8,10 +8,22 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
+from taskd.client import moment_of
 from taskd.durations import to_seconds
 from taskd.models import (
+    CostDimension,
+    CostSums,
+    LLMBackoff,
+    LLMCallRecord,
     QueueDepth,
     Run,
     RunLogLine,
@@ -29,6 +41,8 @@ MAX_STEPS = 1000
 """Most steps one run detail carries."""
 MAX_LIST_ITEMS = 1000
 """Most entries of an unpaginated list (tasks, queues, schedules)."""
+MAX_LLM_CALLS = 1000
+"""Most LLM calls one run detail carries (its totals count them all)."""
 
 MAX_DELAY_SECONDS = 100 * 365.25 * 86400
 """The longest delay or ttl a trigger takes (100 years): the run's times must stay within
@@ -142,6 +156,12 @@ class RunDetail(_Model):
     logs: list[RunLogLine]
     """The run's stored ctx.log lines, oldest first (at most ``log_limit``)."""
     logs_truncated: bool
+    llm_calls: list[LLMCallRecord]
+    """The run's LLM calls made through ctx.llm, oldest first (at most 1,000)."""
+    llm_calls_truncated: bool
+    """The run has more LLM calls than listed."""
+    llm_cost: CostSums
+    """All the run's LLM calls summed: tokens and dollars."""
 
 
 class RunDetailQuery(_Strict):
@@ -307,6 +327,32 @@ class QueueList(_Model):
     """At most 1,000, by name."""
     truncated: bool = False
     """There are more than listed."""
+    llm_backoffs: list[LLMBackoff] = []
+    """Models the fleet holds backed off: no daemon calls one before its ``until``."""
+
+
+class CostsQuery(_Strict):
+    by: CostDimension | None = "task"
+    """Sum per task, tag, key (the concurrency key: the tenant), model or run."""
+    since: Text | None = None
+    """Calls started at or after: an ISO 8601 time (without a timezone: UTC) or a duration
+    before now (7d, 12h)."""
+    until: Text | None = None
+    """Calls started before: an ISO 8601 time or a duration before now."""
+    task: Text | None = None
+    key: Text | None = None
+    """A concurrency key: one tenant's calls."""
+    tag: Text | None = None
+    model: Text | None = None
+    run: uuid.UUID | None = None
+    limit: int = Field(MAX_LIST_ITEMS, ge=1, le=MAX_LIST_ITEMS)
+    """Most rows (groups) in the answer; the total counts every call."""
+
+    @field_validator("since", "until")
+    @classmethod
+    def _moment(cls, value: str | None, info: ValidationInfo) -> str | None:
+        moment_of(value, info.field_name or "time")  # ValueError: a 400 saying why
+        return value
 
 
 class QueuePauseResult(_Model):

@@ -5,16 +5,50 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
-from taskd.models import LLMCall, LLMDeferral, LLMGate
+from taskd.models import (
+    CostDimension,
+    CostRow,
+    Costs,
+    CostSums,
+    LLMBackoff,
+    LLMCall,
+    LLMCallRecord,
+    LLMDeferral,
+    LLMGate,
+)
 from taskd.store.queries import load
 
 SQL = load("llm")
+
+# What each dimension of a cost report groups by (fixed expressions, never user input).
+_GROUPS: dict[str, str] = {
+    "task": "c.task_id",
+    "tag": "t.tag",
+    "key": "c.concurrency_key",
+    "model": "c.model",
+    "run": "c.run_id::text",
+}
+_TAG_JOIN = "LEFT JOIN LATERAL unnest(c.tags) AS t (tag) ON true"
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """The calls a cost report sums: every filter given (None: any)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    task_id: str | None = None
+    concurrency_key: str | None = None
+    tag: str | None = None
+    model: str | None = None
+    run_id: uuid.UUID | None = None
 
 
 class LLMStore:
@@ -76,3 +110,74 @@ class LLMStore:
 
     async def backoffs(self) -> list[dict[str, Any]]:
         return [dict(row) for row in await self.pool.fetch(SQL["backoffs"])]
+
+    # reads: what calls cost ----------------------------------------------------------------
+
+    async def costs(self, by: CostDimension | None, where: CallFilter, limit: int) -> Costs:
+        """The sums of the calls ``where`` matches, per ``by`` (largest cost first, at most
+        ``limit`` groups) and in total; each a statement of its own, with only the
+        conditions given (each combination gets its own plan)."""
+        conditions: list[str] = []
+        args: list[Any] = []
+
+        def match(condition: str, value: Any) -> None:
+            args.append(value)
+            conditions.append(condition.replace("$?", f"${len(args)}"))
+
+        if where.since is not None:
+            match("c.started_at >= $?", where.since)
+        if where.until is not None:
+            match("c.started_at < $?", where.until)
+        if where.task_id is not None:
+            match("c.task_id = $?", where.task_id)
+        if where.concurrency_key is not None:
+            match("c.concurrency_key = $?", where.concurrency_key)
+        if where.tag is not None:
+            match("c.tags @> ARRAY[$?::text]", where.tag)
+        if where.model is not None:
+            match("c.model = $?", where.model)
+        if where.run_id is not None:
+            match("c.run_id = $?", where.run_id)
+
+        def statement(group: str | None) -> str:
+            base = (
+                SQL["costs"]
+                .replace("GROUP_NAME", _GROUPS[group] if group else "NULL::text")
+                .replace("TAG_JOIN", _TAG_JOIN if group == "tag" else "")
+            )
+            return "\n   AND ".join([base, *conditions])
+
+        async with (
+            self.pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            # one snapshot: the rows and the total sum the same calls
+            total_row = await connection.fetchrow(statement(None), *args)
+            assert total_row is not None
+            rows: list[asyncpg.Record] = []
+            if by is not None:
+                grouped = (
+                    statement(by)
+                    + "\n GROUP BY 1\n ORDER BY cost_usd DESC, calls DESC, name NULLS LAST"
+                    + f"\n LIMIT ${len(args) + 1}"
+                )
+                rows = await connection.fetch(grouped, *args, limit + 1)
+        total = dict(total_row)
+        del total["name"]
+        return Costs(
+            by=by,
+            since=where.since,
+            until=where.until,
+            rows=[CostRow(**dict(row)) for row in rows[:limit]],
+            truncated=len(rows) > limit,
+            total=CostSums(**total),
+        )
+
+    async def run_calls(self, run_id: uuid.UUID, limit: int) -> list[LLMCallRecord]:
+        """The run's calls, oldest first, at most ``limit``."""
+        rows = await self.pool.fetch(SQL["run_calls"], run_id, limit)
+        return [LLMCallRecord(**dict(row)) for row in rows]
+
+    async def backoff_list(self) -> list[LLMBackoff]:
+        """The models no daemon calls before their ``until`` (typed ``backoffs``)."""
+        return [LLMBackoff(**row) for row in await self.backoffs()]

@@ -61,3 +61,36 @@ SELECT model, until, overloads, reason, updated_at
   FROM taskd.llm_backoffs
  WHERE until > now()
  ORDER BY model;
+
+-- name: costs
+-- What calls cost, summed in the database (exact: bigint tokens, numeric dollars). The store
+-- (LLMStore.costs) puts the group's expression in place of GROUP_NAME (c.task_id,
+-- c.concurrency_key, c.model, c.run_id::text, the tag t.tag; NULL for the total alone) and
+-- TAG_JOIN (by tag: one row per tag of a call, and one with a NULL tag for a call without
+-- any), then appends one condition per filter given ("AND ..."), the grouping and the order.
+-- A call's tokens without a price (cost_usd NULL) count in unpriced_calls; a failed call
+-- without tokens (a 429) has no cost and needs no price.
+SELECT GROUP_NAME AS name,
+       count(*) AS calls,
+       coalesce(sum(c.input_tokens), 0)::bigint AS input_tokens,
+       coalesce(sum(c.output_tokens), 0)::bigint AS output_tokens,
+       coalesce(sum(c.cache_write_tokens), 0)::bigint AS cache_write_tokens,
+       coalesce(sum(c.cache_read_tokens), 0)::bigint AS cache_read_tokens,
+       coalesce(sum(c.cost_usd), 0) AS cost_usd,
+       count(*) FILTER (
+           WHERE c.cost_usd IS NULL
+             AND c.input_tokens + c.output_tokens + c.cache_write_tokens
+                 + c.cache_read_tokens > 0) AS unpriced_calls
+  FROM taskd.llm_calls c
+  TAG_JOIN
+ WHERE true
+
+-- name: run_calls
+-- A run's calls, oldest first (llm_calls_run_idx), at most $2.
+SELECT id, run_id, task_id, attempt, step, queue, concurrency_key, tags, model, kind, outcome,
+       input_tokens, output_tokens, cache_write_tokens, cache_read_tokens, cost_usd,
+       latency_ms, stop_reason, request_id, error, started_at
+  FROM taskd.llm_calls
+ WHERE run_id = $1
+ ORDER BY id
+ LIMIT $2;

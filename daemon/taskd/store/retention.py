@@ -37,6 +37,10 @@ class RetentionStore:
             )
         )
 
+    async def prune_llm_calls(self, started_before: datetime, batch: int) -> int:
+        """Delete one batch of LLM call records started before the cutoff; how many."""
+        return _count(await self.pool.execute(SQL["prune_llm_calls"], started_before, batch))
+
     async def prune_idempotency_keys(self, batch: int) -> int:
         return _count(await self.pool.execute(SQL["prune_idempotency_keys"], batch))
 

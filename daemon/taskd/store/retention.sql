@@ -85,3 +85,12 @@ SELECT count(*) FROM pruned;
 -- Live and dead rows of taskd's tables (dead rows are bloat waiting for vacuum).
 SELECT relname AS table, n_live_tup AS live, n_dead_tup AS dead
   FROM pg_stat_user_tables WHERE schemaname = 'taskd' ORDER BY relname;
+
+-- name: prune_llm_calls
+-- Records of LLM calls started before the cutoff ([retention] llm_calls), oldest first
+-- (llm_calls_started_idx). They have no foreign key to runs: costs outlive the runs' history.
+WITH doomed AS (
+    SELECT id FROM taskd.llm_calls WHERE started_at < $1
+     ORDER BY started_at LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM taskd.llm_calls c USING doomed WHERE c.id = doomed.id;

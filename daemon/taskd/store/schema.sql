@@ -2376,6 +2376,12 @@ CREATE INDEX llm_batches_run_idx ON taskd.llm_batches USING btree (run_id);
 CREATE INDEX llm_batches_unread_idx ON taskd.llm_batches USING btree (run_id) WHERE ((status = 'ended'::text) AND (read_at IS NULL));
 
 --
+-- Name: llm_calls_key_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_calls_key_idx ON taskd.llm_calls USING btree (concurrency_key, started_at) WHERE (concurrency_key IS NOT NULL);
+
+--
 -- Name: llm_calls_run_idx; Type: INDEX; Schema: taskd; Owner: -
 --
 

@@ -2,9 +2,10 @@
 statement, until none is left.
 
 Finished runs (with their attempts, steps and log lines), recorded events, expired idempotency
-keys, done failure-hook rows, stopped workers, LLM admissions older than a day. Each batch is
-its own short transaction that skips locked rows: the queue never waits on the pruner, and two
-daemons pruning at once split the work.
+keys, done failure-hook rows, stopped workers, LLM admissions older than a day, records of
+LLM calls (kept longer than runs: costs outlive the runs' history). Each batch is its own short
+transaction that skips locked rows: the queue never waits on the pruner, and two daemons
+pruning at once split the work.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Pruner:
             "events": 0,
             "workers": 0,
             "idempotency_keys": 0,
+            "llm_calls": 0,
         }
         """Rows deleted since start, counted as each batch commits (the metrics read it)."""
 
@@ -48,7 +50,7 @@ class Pruner:
         """Delete what is past its retention at ``now``; how many rows of each kind."""
         now = now or datetime.now(UTC)
         retention = self._retention
-        deleted = {"runs": 0, "events": 0, "workers": 0, "idempotency_keys": 0}
+        deleted = {"runs": 0, "events": 0, "workers": 0, "idempotency_keys": 0, "llm_calls": 0}
 
         def done(table: str, count: int) -> None:
             deleted[table] += count
@@ -71,6 +73,13 @@ class Pruner:
             cutoff = now - timedelta(seconds=retention.events)
             while (count := await self._store.retention.prune_events(cutoff, retention.batch)) > 0:
                 done("events", count)
+                await anyio.lowlevel.checkpoint()
+        if retention.llm_calls > 0:
+            cutoff = now - timedelta(seconds=retention.llm_calls)
+            while (
+                count := await self._store.retention.prune_llm_calls(cutoff, retention.batch)
+            ) > 0:
+                done("llm_calls", count)
                 await anyio.lowlevel.checkpoint()
         while (count := await self._store.retention.prune_idempotency_keys(retention.batch)) > 0:
             done("idempotency_keys", count)
