@@ -9,43 +9,56 @@ per activity (seed 004), every Claude call through ``ctx.llm``.
    whole history for ``premium``. Activities that already have both a letter and an insight
    are skipped; one that has only one of them gets the other.
 2. the rest in batches of activities (5 for free, 10 for premium), written by the tier's
-   writer (:data:`WRITERS`): the batch's letters as one
-   ``generate_run_letter.batch_trigger_and_wait([...], concurrency_key=user_id)``, then its
-   insights as one ``generate_coaching_insight.batch_trigger_and_wait(...)``; the parent waits
-   without a slot while they are written, then stores its progress with ``ctx.set_metadata``
-   (``progress`` from 0 to 1, ``processed`` and ``total`` activities, ``letters``,
-   ``insights``, ``failed``: the UI polls ``client.get_run(id).metadata`` or
-   ``/api/runs/{id}``);
+   writer (:data:`WRITERS`), then the progress stored with ``ctx.set_metadata`` (``progress``
+   from 0 to 1, ``processed`` and ``total`` activities, ``letters``, ``insights``, ``failed``:
+   the UI polls ``client.get_run(id).metadata`` or ``/api/runs/{id}``);
 3. ``wait.for_(seconds=2)`` between batches (``pause_seconds`` in the payload, else
    ``RUN_HISTORY_BATCH_PAUSE_SECONDS``);
 4. returns a summary: letters and insights written, activities skipped, what failed, tokens.
 
-The premium tier's writer is :func:`write_premium_batch`, one function: it writes through the
-same per-activity child runs as the free tier today, and is the one place where Anthropic's
-Message Batches (``await ctx.llm.batch(requests)``, half price) take over; the requests are
-built by :func:`letter_request` and :func:`insight_request`, shared by both paths.
+The free tier's writer, :func:`write_with_children`, writes the batch's letters as one
+``generate_run_letter.batch_trigger_and_wait([...], concurrency_key=user_id)``, then its
+insights as one ``generate_coaching_insight.batch_trigger_and_wait(...)``; the parent waits
+without a slot while they are written. ``generate-run-letter`` and
+``generate-coaching-insight`` (payload ``{user_id, activity_id}``) run in the ``anthropic``
+queue, ``Queue("anthropic", concurrency=5)``: at most 5 Claude calls of this module at once
+across every daemon on the database, whatever the number of users ingesting; the children
+carry the user as their concurrency key, so users take turns in a busy queue and ``taskd
+costs --by key`` sums what each user's ingestion cost. Each run fetches the activity (step
+``fetch-activity``), asks Claude (step ``write-letter`` / ``write-insight``: ``await
+ctx.llm.messages.create(...)``, Claude Haiku 4.5) and saves the text in the app (step
+``save-letter`` / ``save-insight``). The text is recorded by its step: when a later step fails
+and the run is retried, the recorded text is saved without asking Claude again, so each text
+is paid for once per run. An activity that already has its text is not written again.
 
-``generate-run-letter`` and ``generate-coaching-insight`` (payload ``{user_id,
-activity_id}``) run in the ``anthropic`` queue, ``Queue("anthropic", concurrency=5)``: at most
-5 Claude calls of this module at once across every daemon on the database, whatever the number
-of users ingesting; the children carry the user as their concurrency key, so users take turns
-in a busy queue and ``taskd costs --by key`` sums what each user's ingestion cost. Each run
-fetches the activity (step ``fetch-activity``), asks Claude (step ``write-letter`` /
-``write-insight``: ``await ctx.llm.messages.create(...)``, Claude Haiku 4.5) and saves the
-text in the app (step ``save-letter`` / ``save-insight``). The text is recorded by its step:
-when a later step fails and the run is retried, the recorded text is saved without asking
-Claude again, so each text is paid for once per run. An activity that already has its text is
-not written again.
+The premium tier's writer, :func:`write_premium_batch`, uses Anthropic's Message Batches at
+half price: it fetches the batch's activities (step ``fetch-activities:<first activity id>``),
+then submits the batch's missing letters and insights as ONE Message Batch, ``await
+ctx.llm.batch(requests)`` (custom ids ``letter-<i>`` / ``insight-<i>``, ``i`` the activity's
+place in the batch). The batch's id is recorded as the step ``llm-batch:N``, so it is
+submitted once whatever happens next; the ingestion waits without a slot and without a
+process (the daemons poll the batch, minutes or hours, across restarts) and executes again
+when it ends, with the results in request order. Each text is then saved in its own step
+(``save-letter:<activity id>`` / ``save-insight:<activity id>``, 3 tries): a retry of the
+ingestion after a failed save saves only what is not saved yet and never submits again. An
+errored or expired request (or an answer without text, or a save the app refuses) is a failed
+item, like a failed child of the free tier. The batch's calls are the ingestion's own (kind
+``batch``, at half the price): trigger a premium ingestion with the user as its concurrency
+key, and ``taskd costs --by key`` sums them per user. :func:`letter_request` and
+:func:`insight_request` build the requests of both tiers.
 
 Claude's bad days are the daemon's business, not this module's: a 429, a 529, an overload, a
 5xx or a lost connection hands the run back to the queue until the API is expected back,
 without spending one of its attempts and without holding one of the 5 slots; a refused request
 (400, a bad key, no credit) fails the child at once with the API's message (``[llm]`` in the
-daemon's config: the key's variable, ``max_wait``, prices). The ingestion counts a failed
-child and goes on; replaying it (``taskd runs replay <id>``) writes exactly what is missing.
+daemon's config: the key's variable, ``max_wait``, prices). The same holds for the
+submission of a Message Batch, except that a refused one fails the ingestion (replay it once
+the cause is fixed: what is saved stays saved). The ingestion counts a failed child or batch
+item and goes on; replaying it (``taskd runs replay <id>``) writes exactly what is missing.
 
-Trigger one ingestion per user at a time, e.g. ``client.trigger("batch-ingest-run-history",
-{"user_id": "u-1", "tier": "free"}, idempotency_key="ingest-u-1", idempotency_ttl="10m")``.
+Trigger one ingestion per user at a time, keyed by the user, e.g.
+``client.trigger("batch-ingest-run-history", {"user_id": "u-1", "tier": "premium"},
+concurrency_key="u-1", idempotency_key="ingest-u-1", idempotency_ttl="10m")``.
 
 The app's API is read from the environment at call time, never at import:
 ``ACTIVITIES_API_URL`` (default a placeholder), ``ACTIVITIES_API_KEY`` (Bearer);
@@ -65,7 +78,16 @@ import aiohttp
 from anthropic.types import Message
 from pydantic import BaseModel, Field
 
-from taskd import AbortRun, Context, Queue, Retry, RunFailed, task, wait
+from taskd import (
+    AbortRun,
+    BatchRequestFailed,
+    Context,
+    Queue,
+    Retry,
+    RunFailed,
+    task,
+    wait,
+)
 
 DEFAULT_ACTIVITIES_API_URL = "https://app.example/api"
 MODEL = "claude-haiku-4-5"
@@ -256,7 +278,7 @@ async def write(
 
 def written(message: Message) -> dict[str, Any]:
     """What a step keeps of Claude's answer."""
-    text = "".join(block.text for block in message.content if block.type == "text").strip()
+    text = text_of(message)
     if not text:  # asking again would be billed again, for the same answer most likely
         raise AbortRun(f"Claude's answer {message.id} has no text ({message.stop_reason})")
     return {
@@ -268,9 +290,12 @@ def written(message: Message) -> dict[str, Any]:
     }
 
 
-async def save(kind: Kind, payload: ContentIn, text: str, ctx: Context) -> None:
+async def save(
+    kind: Kind, payload: ContentIn, text: str, ctx: Context, idempotency_key: str | None = None
+) -> None:
     url = f"{_activities_url(payload.user_id)}/{quote(payload.activity_id, safe='')}/{kind.field}"
-    headers = _bearer("ACTIVITIES_API_KEY") | {"Idempotency-Key": f"{ctx.run_id}:save"}
+    key = idempotency_key or f"{ctx.run_id}:save"
+    headers = _bearer("ACTIVITIES_API_KEY") | {"Idempotency-Key": key}
     await request_json("PUT", url, body={kind.field: text}, headers=headers, ctx=ctx)
 
 
@@ -336,10 +361,104 @@ async def write_with_children(
 async def write_premium_batch(
     ctx: Context, user_id: str, batch: list[dict[str, Any]]
 ) -> list[Written]:
-    """The premium tier's writer. Today the same per-activity child runs as the free tier;
-    this function is the one to replace by Anthropic's Message Batches (``ctx.llm.batch`` over
-    :func:`letter_request` / :func:`insight_request`, at half price)."""
-    return await write_with_children(ctx, user_id, batch)
+    """The premium tier's writer: the batch's missing letters and insights as ONE Anthropic
+    Message Batch (``ctx.llm.batch``, half price), the run suspended without a slot until it
+    ends; then each text saved in its own step. Errored and expired requests are failed items
+    (a replay of the ingestion writes them)."""
+    first = batch[0]["id"]
+    wanted = [a["id"] for a in batch]
+    activities: dict[str, dict[str, Any]] = await ctx.step(
+        f"fetch-activities:{first}", fetch_activities, user_id, wanted, ctx
+    )
+    done: list[Written] = []
+    asked: list[tuple[Kind, str]] = []
+    requests: list[dict[str, Any]] = []
+    for kind in (LETTER, INSIGHT):
+        for index, entry in enumerate(batch):
+            activity_id = entry["id"]
+            if entry[f"has_{kind.name}"]:
+                continue
+            activity = activities[activity_id]
+            if activity.get(kind.field):  # written meanwhile (another ingestion, the app)
+                done.append(Written(kind.name, activity_id, _already(kind, user_id, activity_id)))
+                continue
+            params = REQUESTS[kind.name](user_id, activity_id, activity)
+            requests.append({"custom_id": f"{kind.name}-{index}", "params": params})
+            asked.append((kind, activity_id))
+    if not requests:
+        return done
+    # Submitted once (its id is the step llm-batch:N); a re-execution reads the results.
+    results = await ctx.llm.batch(requests)
+    for (kind, activity_id), result in zip(asked, results, strict=True):
+        label = f"{kind.name}:{activity_id}"
+        if isinstance(result, BatchRequestFailed):
+            ctx.log.warning(f"{label} not written: {result}", activity=activity_id)
+            done.append(Written(kind.name, activity_id, None))
+            continue
+        text = text_of(result)
+        if not text:
+            ctx.log.warning(
+                f"{label}: Claude's answer {result.id} has no text", activity=activity_id
+            )
+            done.append(Written(kind.name, activity_id, None))
+            continue
+        saved = await ctx.step(
+            f"save-{kind.name}:{activity_id}",
+            save_item,
+            kind,
+            ContentIn(user_id=user_id, activity_id=activity_id),
+            text,
+            ctx,
+            retry=CONTENT_RETRY,
+        )
+        if not saved:
+            done.append(Written(kind.name, activity_id, None))
+            continue
+        output = ContentOut(
+            user_id=user_id,
+            activity_id=activity_id,
+            kind=kind.name,
+            generated=True,
+            model=result.model,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+        )
+        done.append(Written(kind.name, activity_id, output))
+    return done
+
+
+async def fetch_activities(
+    user_id: str, activity_ids: list[str], ctx: Context
+) -> dict[str, dict[str, Any]]:
+    """The batch's activities from the app, by id (one step per batch: a re-execution builds
+    the same requests from what it recorded)."""
+    found: dict[str, dict[str, Any]] = {}
+    for activity_id in activity_ids:
+        found[activity_id] = await fetch_activity(
+            ContentIn(user_id=user_id, activity_id=activity_id), ctx
+        )
+    return found
+
+
+async def save_item(kind: Kind, payload: ContentIn, text: str, ctx: Context) -> bool:
+    """Save one text of a Message Batch (in its own step: saved once per run). True when
+    saved; False when the app refuses it for good (a failed item, not a failed ingestion)."""
+    key = f"{ctx.run_id}:save-{kind.name}:{payload.activity_id}"
+    try:
+        await save(kind, payload, text, ctx, idempotency_key=key)
+    except AbortRun as refused:
+        ctx.log.warning(f"{kind.name}:{payload.activity_id} not saved: {refused}")
+        return False
+    return True
+
+
+def text_of(message: Message) -> str:
+    """The text of Claude's answer."""
+    return "".join(block.text for block in message.content if block.type == "text").strip()
+
+
+def _already(kind: Kind, user_id: str, activity_id: str) -> ContentOut:
+    return ContentOut(user_id=user_id, activity_id=activity_id, kind=kind.name, generated=False)
 
 
 WRITERS: dict[str, Writer] = {"free": write_with_children, "premium": write_premium_batch}
@@ -359,6 +478,12 @@ async def batch_ingest_run_history(payload: IngestIn, ctx: Context) -> IngestSum
     pending = [a for a in activities if not (a["has_letter"] and a["has_insight"])]
     batches = [pending[i : i + size] for i in range(0, len(pending), size)]
     writer = WRITERS[payload.tier]
+    if payload.tier == "premium" and ctx.concurrency_key != payload.user_id:
+        ctx.log.warning(
+            "a premium ingestion's Message Batches are its own calls: trigger it with "
+            f"concurrency_key={payload.user_id!r} for taskd costs --by key to count them",
+            user_id=payload.user_id,
+        )
     pause = _pause(payload.pause_seconds)
     everything: list[Written] = []
     processed = 0

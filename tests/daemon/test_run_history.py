@@ -1,10 +1,11 @@
 """Seed 004's ingestion (tasks/run_history.py) end to end on ``ctx.llm``: letters and coaching
 insights written by Claude (the fake Anthropic API, through ``[llm] base_url``) and saved in
 the app (a local HTTP server standing in for the activities API), batch by batch with the
-progress in the run's metadata, at most 5 Claude calls at once, each text paid for once
-through 529s, 429s, a failed save and a replay, and what each user's ingestion cost summed
-from the calls table by concurrency key (what ``taskd costs --by key`` sums), equal to the
-fake API's usage."""
+progress in the run's metadata. The free tier: child runs, at most 5 Claude calls at once,
+each text paid for once through 529s, 429s, a failed save and a replay. The premium tier: one
+Message Batch per batch of activities at half price, submitted once across a daemon restart,
+an errored request written by a replay. What each user's ingestion cost is ``client.costs(
+by="key")`` / ``taskd costs --by key --json``, equal to the fake API's usage blocks."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import anyio
 import asyncpg
+import orjson
 import pytest
 
 from taskd import Client, Run, RunStatus
@@ -30,10 +32,11 @@ from tasks.run_history import (
     generate_coaching_insight,
     generate_run_letter,
 )
+from tests.support.cli import taskd
 from tests.support.fake_http import FakeHttp, Request, fake_http
 from tests.support.fake_http import Reply as HttpReply
 from tests.support.llm import calls_of, dollars, llm_config
-from tests.support.waiting import wait_for_run
+from tests.support.waiting import wait_for, wait_for_run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -160,13 +163,12 @@ async def children_of(client: Client, parent: uuid.UUID) -> list[Run]:
     return found
 
 
-async def costs_by_key(db: asyncpg.Connection) -> dict[str, tuple[Decimal, int, int]]:
-    """Dollars and tokens per concurrency key: the sums ``taskd costs --by key`` prints."""
-    rows = await db.fetch(
-        "SELECT concurrency_key, sum(cost_usd) AS usd, sum(input_tokens) AS i,"
-        " sum(output_tokens) AS o FROM taskd.llm_calls GROUP BY concurrency_key"
-    )
-    return {row["concurrency_key"]: (row["usd"], row["i"], row["o"]) for row in rows}
+async def costs_by_key(client: Client) -> dict[str | None, tuple[Decimal, int, int]]:
+    """Dollars and tokens per concurrency key, as ``client.costs(by="key")`` sums them (the
+    sums ``taskd costs --by key`` prints)."""
+    costs = await client.costs(by="key")
+    assert not costs.truncated
+    return {row.name: (row.cost_usd, row.input_tokens, row.output_tokens) for row in costs.rows}
 
 
 async def sample_progress(client: Client, run_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -274,7 +276,7 @@ async def test_free_tier_writes_letters_and_insights_for_the_20_most_recent_in_b
         kind = "letter" if child.task_id == "generate-run-letter" else "insight"
         assert [s.name for s in child.steps] == ["fetch-activity", f"write-{kind}", f"save-{kind}"]
     # what the user's ingestion cost: the fake API's usage, to the token and the cent
-    assert await costs_by_key(db) == {
+    assert await costs_by_key(client) == {
         "u-free": (app.billed("u-free"), 18 * 300 + 18 * 500, 18 * 150 + 18 * 400)
     }
     assert app.billed("u-free") == Decimal("0.0639")  # 18 x ($0.00105 + $0.0025)
@@ -293,9 +295,7 @@ async def test_two_users_at_most_5_claude_calls_at_once_and_a_cost_per_user(
     async with start_daemon(
         RUN_HISTORY, llm_config(fake_anthropic), poll_interval=0.05, concurrency=20
     ):
-        ada = await client.trigger(
-            "batch-ingest-run-history", {"user_id": "u-ada", "tier": "premium"}
-        )
+        ada = await client.trigger("batch-ingest-run-history", {"user_id": "u-ada"})
         bob = await client.trigger("batch-ingest-run-history", {"user_id": "u-bob"})
         ada_run = await wait_for_run(client, ada, timeout=30)
         bob_run = await wait_for_run(client, bob, timeout=30)
@@ -303,7 +303,7 @@ async def test_two_users_at_most_5_claude_calls_at_once_and_a_cost_per_user(
     assert ada_run.status is bob_run.status is RunStatus.COMPLETED
     assert ada_run.output is not None and bob_run.output is not None
     assert (ada_run.output["letters"], ada_run.output["insights"]) == (13, 13)
-    assert (ada_run.output["batches"], ada_run.output["batch_size"]) == (2, 10)
+    assert (ada_run.output["batches"], ada_run.output["batch_size"]) == (3, 5)
     assert (bob_run.output["letters"], bob_run.output["skipped"]) == (4, 2)
     # never more than 5 Claude calls at once, and the queue's 5 were used
     rows = await db.fetch("SELECT started_at, latency_ms FROM taskd.llm_calls")
@@ -313,7 +313,7 @@ async def test_two_users_at_most_5_claude_calls_at_once_and_a_cost_per_user(
     peak = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
     assert peak == 5
     # each user's cost, apart
-    assert await costs_by_key(db) == {
+    assert await costs_by_key(client) == {
         "u-ada": (app.billed("u-ada"), 13 * 800, 13 * 550),
         "u-bob": (app.billed("u-bob"), 4 * 800, 4 * 550),
     }
@@ -384,4 +384,187 @@ async def test_each_text_is_paid_once_through_529_429_a_failed_save_and_a_replay
         assert ("u-1", "letter", "a-03") in app.answered and len(app.answered) == 14
         assert all(a["letter"] and a["insight"] for a in app.activities["u-1"])
     # what u-1's ingestion cost: the 14 answers, nothing for the failed calls
-    assert await costs_by_key(db) == {"u-1": (app.billed("u-1"), 7 * 800, 7 * 550)}
+    assert await costs_by_key(client) == {"u-1": (app.billed("u-1"), 7 * 800, 7 * 550)}
+
+
+# the premium tier: Message Batches ---------------------------------------------------------------
+
+
+def batches_created(fake: FakeAnthropic) -> int:
+    return sum(1 for r in fake.requests if r.method == "POST" and r.path == "/v1/messages/batches")
+
+
+def submitted(fake: FakeAnthropic) -> Counter[tuple[str, str]]:
+    """(kind, activity) of every request of every Message Batch submitted."""
+    return Counter(
+        (kind_of(item["params"]), activity_of(item["params"]))
+        for batch_id in fake.batch_ids
+        for item in fake.batch_requests(batch_id)
+    )
+
+
+async def suspended_on_batch(client: Client, fake: FakeAnthropic, run_id: uuid.UUID, n: int) -> Run:
+    """The run once its ``n``-th Message Batch is submitted and it waits for it (no slot)."""
+
+    async def check() -> Run | None:
+        run = await client.get_run(run_id)
+        waiting = run.status is RunStatus.WAITING and len(fake.batch_ids) >= n
+        return run if waiting else None
+
+    run: Run = await wait_for(check)
+    assert len(fake.batch_ids) == n
+    return run
+
+
+async def poll_now(db: asyncpg.Connection, batch_id: str) -> None:
+    """The batch poll interval (an hour) passes: skipped, not waited for."""
+    moved = await db.execute(
+        "UPDATE taskd.llm_batches SET next_poll_at = now() WHERE batch_id = $1", batch_id
+    )
+    assert moved == "UPDATE 1"
+
+
+@pytest.mark.timeout(120)
+async def test_premium_writes_each_batch_as_one_message_batch_at_half_price(
+    client: Client,
+    db: asyncpg.Connection,
+    database: str,
+    start_daemon,
+    fake_anthropic: FakeAnthropic,
+    app: App,
+) -> None:
+    fake = fake_anthropic
+    app.add("u-pro", 13, lettered={13}, insighted={2})
+    # batch 1 is a-13 .. a-04: letter-<i> is the letter of its i-th activity; a-10 is the 4th
+    fake.batch_outcome("letter-3", "errored")
+    configure = llm_config(fake, batch_poll_interval=3600)  # polled when the test moves the time
+    ingest = {"user_id": "u-pro", "tier": "premium"}
+    async with start_daemon(RUN_HISTORY, configure, poll_interval=0.05):
+        run_id = await client.trigger("batch-ingest-run-history", ingest, concurrency_key="u-pro")
+        run = await suspended_on_batch(client, fake, run_id, 1)
+        assert run.attempt == 0 and run.worker_id is None  # no slot, no attempt while open
+        assert run.metadata is not None
+        assert (run.metadata["batches_done"], run.metadata["batches"]) == (0, 2)
+    # the daemon stops while the batch is open, and another starts
+    async with start_daemon(RUN_HISTORY, configure, poll_interval=0.05):
+        # the run's hourly recheck comes early: it executes again, finds its batch open and
+        # waits again, submitting nothing
+        await db.execute("UPDATE taskd.runs SET run_at = now() WHERE id = $1", run_id)
+
+        async def waiting_again() -> bool:
+            run = await client.get_run(run_id)
+            later = datetime.now(UTC) + timedelta(minutes=30)
+            return run.status is RunStatus.WAITING and run.run_at is not None and run.run_at > later
+
+        await wait_for(waiting_again)
+        assert batches_created(fake) == 1
+        # the batch ends (hours later, skipped): its texts are saved, then batch 2 goes
+        first, *_ = fake.batch_ids
+        fake.end_batch(first)
+        await poll_now(db, first)
+        run = await suspended_on_batch(client, fake, run_id, 2)
+        assert run.metadata == {
+            "progress": round(10 / 13, 4),
+            "processed": 10,
+            "total": 13,
+            "letters": 8,  # a-12 .. a-04 but a-10 (errored)
+            "insights": 10,
+            "failed": 1,
+            "batches_done": 1,
+            "batches": 2,
+        }
+        second = fake.batch_ids[1]
+        fake.end_batch(second)
+        await poll_now(db, second)
+        run = await wait_for_run(client, run_id, timeout=60)
+
+        assert run.status is RunStatus.COMPLETED, run.error
+        assert run.output == {
+            "user_id": "u-pro",
+            "tier": "premium",
+            "considered": 13,
+            "skipped": 0,
+            "letters": 11,
+            "insights": 12,
+            "failed": 1,
+            "failed_items": ["letter:a-10"],
+            "batches": 2,
+            "batch_size": 10,
+            "input_tokens": 11 * 300 + 12 * 500,
+            "output_tokens": 11 * 150 + 12 * 400,
+        }
+        assert run.metadata is not None
+        assert (run.metadata["progress"], run.metadata["failed"]) == (1.0, 1)
+        # one Message Batch per batch of activities, each request submitted once
+        assert batches_created(fake) == 2 and not fake.message_requests
+        assert [len(fake.batch_requests(b)) for b in fake.batch_ids] == [19, 5]
+        assert submitted(fake) == Counter(
+            [("letter", a) for a in ids(*range(1, 13))]
+            + [("insight", a) for a in ids(*range(1, 14)) - ids(2)]
+        )
+        [params] = [
+            i["params"] for i in fake.batch_requests(first) if i["custom_id"] == "insight-0"
+        ]
+        assert params["model"] == "claude-haiku-4-5" and params["system"] == INSIGHT.system
+        assert params["metadata"] == {"user_id": "u-pro"} and "Run a-13:" in str(params)
+        # each text saved once, in its own step, after its batch's step
+        assert Counter(app.saves) == Counter(
+            [(f"letter:{a}", 200) for a in ids(*range(1, 13)) - ids(10)]
+            + [(f"insight:{a}", 200) for a in ids(*range(1, 14)) - ids(2)]
+        )
+        steps = [s.name for s in run.steps]
+        assert steps[:3] == ["list-activities", "fetch-activities:a-13", "llm-batch:1"]
+        assert steps[3:22] == [f"save-letter:{a}" for a in ids_newest(12, 11, 9, 8, 7, 6, 5, 4)] + [
+            f"save-insight:{a}" for a in ids_newest(*range(13, 3, -1))
+        ] + ["wait:1"]
+        assert steps[22:] == [
+            "fetch-activities:a-03",
+            "llm-batch:2",
+            "save-letter:a-03",
+            "save-letter:a-02",
+            "save-letter:a-01",
+            "save-insight:a-03",
+            "save-insight:a-01",
+        ]
+        assert len(run.attempts) == 1
+        # each request recorded at batch prices: half Haiku's $1 / $5 per million
+        calls = await calls_of(db, run_id)
+        assert {c["kind"] for c in calls} == {"batch"}
+        assert Counter(c["outcome"] for c in calls) == {"ok": 23, "errored": 1}
+        letter_call = next(c for c in calls if c["output_tokens"] == 150)
+        assert letter_call["cost_usd"] == dollars(300, 150, "0.5", "2.5")
+        assert app.billed("u-pro") / 2 == dollars(9300, 6450, "0.5", "2.5")
+        assert await costs_by_key(client) == {"u-pro": (app.billed("u-pro") / 2, 9300, 6450)}
+
+        # a replay writes the errored letter, in a Message Batch of its own
+        fake.batch_outcome("letter-3", "succeeded")
+        again_id = await client.replay(run_id)
+        await suspended_on_batch(client, fake, again_id, 3)
+        assert [i["custom_id"] for i in fake.batch_requests(fake.batch_ids[2])] == ["letter-0"]
+        fake.end_batch(fake.batch_ids[2])
+        await poll_now(db, fake.batch_ids[2])
+        again = await wait_for_run(client, again_id, timeout=60)
+    assert again.status is RunStatus.COMPLETED, again.error
+    assert again.output is not None
+    assert (again.output["skipped"], again.output["letters"], again.output["insights"]) == (
+        12,
+        1,
+        0,
+    )
+    assert app.activity("u-pro", "a-10")["letter"] == text_of("letter", "a-10")
+    assert all(a["letter"] and a["insight"] for a in app.activities["u-pro"])
+    assert batches_created(fake) == 3
+    # what u-pro's ingestion cost, from the CLI: the fake's usage blocks at half price
+    result = await taskd(database, "costs", "--by", "key", "--json")
+    assert result.code == 0, str(result)
+    shown = orjson.loads(result.out)
+    assert [
+        (r["name"], Decimal(r["cost_usd"]), r["input_tokens"], r["output_tokens"])
+        for r in shown["rows"]
+    ] == [("u-pro", app.billed("u-pro") / 2, 12 * 800, 12 * 550)]
+    assert Decimal(shown["total"]["cost_usd"]) == dollars(12 * 800, 12 * 550, "0.5", "2.5")
+    assert app.billed("u-pro") / 2 == Decimal("0.0213")  # 12 x ($0.000525 + $0.00125)
+
+
+def ids_newest(*numbers: int) -> list[str]:
+    return [f"a-{n:02d}" for n in numbers]
