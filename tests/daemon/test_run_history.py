@@ -185,7 +185,6 @@ async def sample_progress(client: Client, run_id: uuid.UUID) -> list[dict[str, A
 
 async def test_free_tier_writes_letters_and_insights_for_the_20_most_recent_in_batches_of_5(
     client: Client,
-    db: asyncpg.Connection,
     start_daemon,
     fake_anthropic: FakeAnthropic,
     app: App,
@@ -435,8 +434,10 @@ async def test_premium_writes_each_batch_as_one_message_batch_at_half_price(
 ) -> None:
     fake = fake_anthropic
     app.add("u-pro", 13, lettered={13}, insighted={2})
-    # batch 1 is a-13 .. a-04: letter-<i> is the letter of its i-th activity; a-10 is the 4th
+    # batch 1 is a-13 .. a-04, custom ids letter-<i> / insight-<i> (its i-th activity): a-10's
+    # letter errs, a-04's insight expires
     fake.batch_outcome("letter-3", "errored")
+    fake.batch_outcome("insight-9", "expired")
     configure = llm_config(fake, batch_poll_interval=3600)  # polled when the test moves the time
     ingest = {"user_id": "u-pro", "tier": "premium"}
     async with start_daemon(RUN_HISTORY, configure, poll_interval=0.05):
@@ -468,8 +469,8 @@ async def test_premium_writes_each_batch_as_one_message_batch_at_half_price(
             "processed": 10,
             "total": 13,
             "letters": 8,  # a-12 .. a-04 but a-10 (errored)
-            "insights": 10,
-            "failed": 1,
+            "insights": 9,  # a-13 .. a-04 but a-04 (expired)
+            "failed": 2,
             "batches_done": 1,
             "batches": 2,
         }
@@ -485,16 +486,16 @@ async def test_premium_writes_each_batch_as_one_message_batch_at_half_price(
             "considered": 13,
             "skipped": 0,
             "letters": 11,
-            "insights": 12,
-            "failed": 1,
-            "failed_items": ["letter:a-10"],
+            "insights": 11,
+            "failed": 2,
+            "failed_items": ["letter:a-10", "insight:a-04"],
             "batches": 2,
             "batch_size": 10,
-            "input_tokens": 11 * 300 + 12 * 500,
-            "output_tokens": 11 * 150 + 12 * 400,
+            "input_tokens": 11 * 300 + 11 * 500,
+            "output_tokens": 11 * 150 + 11 * 400,
         }
         assert run.metadata is not None
-        assert (run.metadata["progress"], run.metadata["failed"]) == (1.0, 1)
+        assert (run.metadata["progress"], run.metadata["failed"]) == (1.0, 2)
         # one Message Batch per batch of activities, each request submitted once
         assert batches_created(fake) == 2 and not fake.message_requests
         assert [len(fake.batch_requests(b)) for b in fake.batch_ids] == [19, 5]
@@ -510,14 +511,14 @@ async def test_premium_writes_each_batch_as_one_message_batch_at_half_price(
         # each text saved once, in its own step, after its batch's step
         assert Counter(app.saves) == Counter(
             [(f"letter:{a}", 200) for a in ids(*range(1, 13)) - ids(10)]
-            + [(f"insight:{a}", 200) for a in ids(*range(1, 14)) - ids(2)]
+            + [(f"insight:{a}", 200) for a in ids(*range(1, 14)) - ids(2, 4)]
         )
         steps = [s.name for s in run.steps]
         assert steps[:3] == ["list-activities", "fetch-activities:a-13", "llm-batch:1"]
-        assert steps[3:22] == [f"save-letter:{a}" for a in ids_newest(12, 11, 9, 8, 7, 6, 5, 4)] + [
-            f"save-insight:{a}" for a in ids_newest(*range(13, 3, -1))
+        assert steps[3:21] == [f"save-letter:{a}" for a in ids_newest(12, 11, 9, 8, 7, 6, 5, 4)] + [
+            f"save-insight:{a}" for a in ids_newest(*range(13, 4, -1))
         ] + ["wait:1"]
-        assert steps[22:] == [
+        assert steps[21:] == [
             "fetch-activities:a-03",
             "llm-batch:2",
             "save-letter:a-03",
@@ -530,28 +531,33 @@ async def test_premium_writes_each_batch_as_one_message_batch_at_half_price(
         # each request recorded at batch prices: half Haiku's $1 / $5 per million
         calls = await calls_of(db, run_id)
         assert {c["kind"] for c in calls} == {"batch"}
-        assert Counter(c["outcome"] for c in calls) == {"ok": 23, "errored": 1}
+        assert Counter(c["outcome"] for c in calls) == {"ok": 22, "errored": 1, "expired": 1}
         letter_call = next(c for c in calls if c["output_tokens"] == 150)
         assert letter_call["cost_usd"] == dollars(300, 150, "0.5", "2.5")
-        assert app.billed("u-pro") / 2 == dollars(9300, 6450, "0.5", "2.5")
-        assert await costs_by_key(client) == {"u-pro": (app.billed("u-pro") / 2, 9300, 6450)}
+        assert app.billed("u-pro") / 2 == dollars(8800, 6050, "0.5", "2.5")
+        assert await costs_by_key(client) == {"u-pro": (app.billed("u-pro") / 2, 8800, 6050)}
 
-        # a replay writes the errored letter, in a Message Batch of its own
+        # a replay writes the errored letter and the expired insight, in a batch of their own
         fake.batch_outcome("letter-3", "succeeded")
+        fake.batch_outcome("insight-9", "succeeded")
         again_id = await client.replay(run_id)
         await suspended_on_batch(client, fake, again_id, 3)
-        assert [i["custom_id"] for i in fake.batch_requests(fake.batch_ids[2])] == ["letter-0"]
+        assert [i["custom_id"] for i in fake.batch_requests(fake.batch_ids[2])] == [
+            "letter-0",  # a-10, first of the replay's batch
+            "insight-1",  # a-04
+        ]
         fake.end_batch(fake.batch_ids[2])
         await poll_now(db, fake.batch_ids[2])
         again = await wait_for_run(client, again_id, timeout=60)
     assert again.status is RunStatus.COMPLETED, again.error
     assert again.output is not None
     assert (again.output["skipped"], again.output["letters"], again.output["insights"]) == (
-        12,
+        11,
         1,
-        0,
+        1,
     )
     assert app.activity("u-pro", "a-10")["letter"] == text_of("letter", "a-10")
+    assert app.activity("u-pro", "a-04")["insight"] == text_of("insight", "a-04")
     assert all(a["letter"] and a["insight"] for a in app.activities["u-pro"])
     assert batches_created(fake) == 3
     # what u-pro's ingestion cost, from the CLI: the fake's usage blocks at half price
@@ -564,6 +570,59 @@ async def test_premium_writes_each_batch_as_one_message_batch_at_half_price(
     ] == [("u-pro", app.billed("u-pro") / 2, 12 * 800, 12 * 550)]
     assert Decimal(shown["total"]["cost_usd"]) == dollars(12 * 800, 12 * 550, "0.5", "2.5")
     assert app.billed("u-pro") / 2 == Decimal("0.0213")  # 12 x ($0.000525 + $0.00125)
+
+
+@pytest.mark.timeout(120)
+async def test_a_premium_save_that_keeps_failing_is_retried_without_submitting_again(
+    client: Client,
+    db: asyncpg.Connection,
+    start_daemon,
+    fake_anthropic: FakeAnthropic,
+    app: App,
+) -> None:
+    fake = fake_anthropic
+    app.add("u-2", 3)
+    app.failing_saves["insight:a-02"] = [503, 503, 503]  # its step's 3 tries: the attempt fails
+    configure = llm_config(fake, batch_poll_interval=3600)
+    ingest = {"user_id": "u-2", "tier": "premium"}
+    async with start_daemon(RUN_HISTORY, configure, poll_interval=0.05):
+        run_id = await client.trigger("batch-ingest-run-history", ingest, concurrency_key="u-2")
+        await suspended_on_batch(client, fake, run_id, 1)
+        fake.end_batch()
+        await poll_now(db, fake.batch_ids[0])
+
+        async def failed_once() -> bool:
+            run = await client.get_run(run_id)
+            return run.status is RunStatus.QUEUED and len(run.attempts) == 1
+
+        await wait_for(failed_once)
+        # the retry's backoff passes (skipped)
+        await db.execute("UPDATE taskd.runs SET run_at = now() WHERE id = $1", run_id)
+        run = await wait_for_run(client, run_id, timeout=60)
+
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert [a.outcome.value for a in run.attempts] == ["failed", "completed"]
+    assert run.output is not None
+    assert (run.output["letters"], run.output["insights"], run.output["failed"]) == (3, 3, 0)
+    # the retry read the batch's results: nothing submitted or billed again
+    assert batches_created(fake) == 1 and len(app.answered) == 6
+    assert [c["outcome"] for c in await calls_of(db, run_id)] == ["ok"] * 6
+    # what was saved before the failure was not saved again
+    assert Counter(app.saves) == Counter(
+        [(f"letter:{a}", 200) for a in ids(1, 2, 3)]
+        + [(f"insight:{a}", 200) for a in ids(1, 2, 3)]
+        + [("insight:a-02", 503)] * 3
+    )
+    saves = {s.name: s for s in run.steps if s.name.startswith("save-")}
+    assert {name: s.run_attempt for name, s in saves.items()} == {
+        "save-letter:a-03": 1,
+        "save-letter:a-02": 1,
+        "save-letter:a-01": 1,
+        "save-insight:a-03": 1,
+        "save-insight:a-02": 2,
+        "save-insight:a-01": 2,
+    }
+    assert await costs_by_key(client) == {"u-2": (app.billed("u-2") / 2, 3 * 800, 3 * 550)}
 
 
 def ids_newest(*numbers: int) -> list[str]:
