@@ -389,17 +389,11 @@ async def write_premium_batch(
         return done
     # Submitted once (its id is the step llm-batch:N); a re-execution reads the results.
     results = await ctx.llm.batch(requests)
+    # (why a request failed is in its call record: taskd runs show <id>; not logged here, as
+    # every later execution of the ingestion reads these results again)
     for (kind, activity_id), result in zip(asked, results, strict=True):
-        label = f"{kind.name}:{activity_id}"
-        if isinstance(result, BatchRequestFailed):
-            ctx.log.warning(f"{label} not written: {result}", activity=activity_id)
-            done.append(Written(kind.name, activity_id, None))
-            continue
-        text = text_of(result)
-        if not text:
-            ctx.log.warning(
-                f"{label}: Claude's answer {result.id} has no text", activity=activity_id
-            )
+        text = "" if isinstance(result, BatchRequestFailed) else text_of(result)
+        if isinstance(result, BatchRequestFailed) or not text:
             done.append(Written(kind.name, activity_id, None))
             continue
         saved = await ctx.step(
@@ -478,7 +472,8 @@ async def batch_ingest_run_history(payload: IngestIn, ctx: Context) -> IngestSum
     pending = [a for a in activities if not (a["has_letter"] and a["has_insight"])]
     batches = [pending[i : i + size] for i in range(0, len(pending), size)]
     writer = WRITERS[payload.tier]
-    if payload.tier == "premium" and ctx.concurrency_key != payload.user_id:
+    first_execution = "batches_done" not in ctx.metadata
+    if payload.tier == "premium" and ctx.concurrency_key != payload.user_id and first_execution:
         ctx.log.warning(
             "a premium ingestion's Message Batches are its own calls: trigger it with "
             f"concurrency_key={payload.user_id!r} for taskd costs --by key to count them",
