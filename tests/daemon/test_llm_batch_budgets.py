@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 from anthropic.types import Message
 
-from taskd import BatchRequestFailed, Budget, Client, Context, Queue, Rate, RunStatus, task
+from taskd import BatchRequestFailed, Budget, Client, Context, Queue, Rate, Retry, RunStatus, task
 from taskd.testing.anthropic import FakeAnthropic, estimate_tokens
 from tests.support.llm import calls_of, dollars, llm_config
 from tests.support.waiting import wait_for, wait_for_run
@@ -60,6 +60,16 @@ async def _letters(ctx: Context, n: int, declared: bool = True) -> list[str]:
 @task(id="batch_budgets.run_budget", queue="llm-batch-run", budget_usd=0.004)
 async def run_budget(payload: dict[str, Any], ctx: Context) -> list[str]:
     return await _letters(ctx, payload["n"], payload["declared"])
+
+
+@task(
+    id="batch_budgets.uncounted",
+    queue="llm-batch-run",
+    budget_usd=100.0,
+    retry=Retry(max_attempts=1),
+)
+async def uncounted(payload: dict[str, Any], ctx: Context) -> list[str]:
+    return await _letters(ctx, payload["n"], declared=False)
 
 
 @task(id="batch_budgets.tenant", queue=TENANTS)
@@ -166,6 +176,20 @@ async def test_a_run_budget_stops_a_batch_before_it_is_submitted(
         fake_anthropic.end_batch()
         done = await wait_for_run(client, admitted)
     assert done.status is RunStatus.COMPLETED and done.output == ["letter"] * 4
+
+
+async def test_a_budgeted_batch_counts_at_most_100_inputs_the_rest_must_be_declared(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    async with start_daemon([uncounted], llm_config(fake_anthropic)):
+        run_id = await client.trigger("batch_budgets.uncounted", {"n": 101})
+        done = await wait_for_run(client, run_id)
+    assert done.status is RunStatus.FAILED and done.error is not None
+    assert done.error["type"] == "ValueError"
+    assert "estimated_input_tokens" in done.error["message"]
+    assert "101 requests have none" in done.error["message"]
+    # refused before a single round trip
+    assert _counts(fake_anthropic) == 0 and _created(fake_anthropic) == 0
 
 
 async def test_a_tenant_budget_holds_across_two_runs_of_the_same_key(
