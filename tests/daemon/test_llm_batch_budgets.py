@@ -192,6 +192,31 @@ async def test_a_budgeted_batch_counts_at_most_100_inputs_the_rest_must_be_decla
     assert _counts(fake_anthropic) == 0 and _created(fake_anthropic) == 0
 
 
+async def test_a_429_while_counting_a_batch_suspends_the_run_unsubmitted(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply("letter", input_tokens=100, output_tokens=40)
+    fake_anthropic.fail_next(status=429, retry_after=60)  # the first count_tokens
+    async with start_daemon([uncounted], llm_config(fake_anthropic, batch_poll_interval=0.2)):
+        run_id = await client.trigger("batch_budgets.uncounted", {"n": 6})
+        run = await _waiting(client, run_id)
+        # back to the queue until the API's reset: no attempt spent, nothing submitted
+        assert run.run_at is not None and run.run_at > datetime.now(UTC) + timedelta(seconds=50)
+        assert run.attempt == 0 and _created(fake_anthropic) == 0
+        # the minute passes (skipped): counted again, admitted, submitted once
+        await db.execute("UPDATE taskd.llm_backoffs SET until = now()")
+        await db.execute("UPDATE taskd.runs SET run_at = now() WHERE id = $1", run_id)
+
+        async def submitted() -> bool:
+            return len(fake_anthropic.batch_ids) == 1
+
+        await wait_for(submitted)
+        fake_anthropic.end_batch()
+        done = await wait_for_run(client, run_id)
+    assert done.status is RunStatus.COMPLETED and done.output == ["letter"] * 6
+    assert _created(fake_anthropic) == 1
+
+
 async def test_a_tenant_budget_holds_across_two_runs_of_the_same_key(
     client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
 ) -> None:
