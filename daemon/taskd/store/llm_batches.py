@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
@@ -39,6 +40,10 @@ class BatchRecord:
     custom_ids: Sequence[str]
     models: Sequence[str]
     poll_interval: float
+    admission_id: int | None = None
+    """Its reservation under the queue's budget (trued up when it ends), or None."""
+    reserved_usd: Decimal = Decimal(0)
+    """Its estimated cost at batch prices, held against the run's budget while it is open."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,8 @@ class LLMBatchStore:
             list(b.custom_ids),
             list(b.models),
             b.poll_interval,
+            b.admission_id,
+            b.reserved_usd,
         )
         if row_id is not None:
             return True
@@ -144,13 +151,19 @@ class LLMBatchStore:
     async def finish(
         self, row_id: int, results: Sequence[Any], calls: Sequence[LLMCall]
     ) -> tuple[bool, list[tuple[uuid.UUID, str]]]:
-        """The batch ended: its results (in request order) and its calls' records stored and
-        its run woken if it waits, in one transaction. ``(ended here, runs woken)``: not ended
-        here when another daemon ended it first (nothing was written)."""
+        """The batch ended: its results (in request order) and its calls' records stored, its
+        admission trued up with what its calls used and cost (at batch prices: what was
+        billed; an errored, expired or canceled request nothing), and its run woken if it
+        waits, in one transaction. ``(ended here, runs woken)``: not ended here when another
+        daemon ended it first (nothing was written)."""
         encoded = orjson.dumps(list(results)).decode()
+        used_input = sum(c.input_tokens + c.cache_write_tokens + c.cache_read_tokens for c in calls)
+        used_output = sum(c.output_tokens for c in calls)
+        cost = sum((c.cost_usd or Decimal(0) for c in calls), Decimal(0))
         async with self.pool.acquire() as connection, connection.transaction():
             if await connection.fetchval(SQL["lock_open"], row_id) is None:
                 return False, []
+            await connection.execute(SQL["true_up"], row_id, used_input, used_output, cost)
             if calls:
                 # the calls' records in the same transaction: an end written twice (two
                 # daemons) or half (a crash) never counts a batch's tokens twice or not at all

@@ -22,9 +22,9 @@ WITH owner AS (
 )
 INSERT INTO taskd.llm_batches (batch_id, run_id, step, in_step, task_id, attempt, queue,
                                concurrency_key, tags, custom_ids, models, request_count,
-                               next_poll_at)
+                               next_poll_at, admission_id, reserved_usd)
 SELECT $6, $1, $4, $7, $8, $3, $9, $10, $11, $12, $13, cardinality($12::text[]),
-       now() + make_interval(secs => $14)
+       now() + make_interval(secs => $14), $15, $16
  WHERE EXISTS (SELECT 1 FROM step)
 RETURNING id;
 
@@ -81,6 +81,14 @@ UPDATE taskd.llm_batches SET cancel_requested_at = now() WHERE id = $1;
 -- The end's compare-and-set: the batch is still open (another daemon has not ended it).
 SELECT id FROM taskd.llm_batches WHERE id = $1 AND status <> 'ended' FOR UPDATE;
 
+-- name: true_up
+-- The batch ended (same transaction as finish): its admission, if it has one, becomes what it
+-- used and was billed ($2 input, $3 output tokens, $4 dollars at batch prices).
+UPDATE taskd.llm_admissions a
+   SET input = $2, output = $3, cost = $4, settled = true
+  FROM taskd.llm_batches b
+ WHERE b.id = $1 AND a.id = b.admission_id;
+
 -- name: finish
 -- The batch ended: its results ($2, in request order) stored, and its run, if it waits, back
 -- to the queue now (its claimers nudged). Returns the run and whether it was woken.
@@ -125,5 +133,5 @@ SELECT DISTINCT woken.id, woken.task_id
 -- name: list_of_run
 -- A run's batches, oldest first (what tests and operators look at).
 SELECT id, batch_id, step, status, request_count, polls, submitted_at, next_poll_at, ended_at,
-       cancel_requested_at, last_error
+       cancel_requested_at, last_error, admission_id, reserved_usd
   FROM taskd.llm_batches WHERE run_id = $1 ORDER BY id;

@@ -4,6 +4,11 @@ A call asks admission with its estimate (input and output tokens, dollars): unde
 transaction advisory lock, the estimate is checked against what the queue's admissions
 reserved or used over each sliding window (tokens, requests; the concurrency key's dollars);
 admitted, it is stored as a reservation, trued up with the call's real usage after it.
+
+A Message Batch is admitted the same way against the budget only (``batch_requests``): the
+Message Batches API's rate limits are its own, apart from the Messages API's that the token and
+request limits keep within, so a batch neither waits for nor counts toward those windows. Its
+reservation is trued up when the batch ends (``llm_batches.finish``).
 """
 
 from __future__ import annotations
@@ -54,11 +59,17 @@ class LLMLimitStore:
         input: int,
         output: int,
         cost: Decimal | None,
+        *,
+        batch_requests: int | None = None,
     ) -> LLMAdmission:
         """Admit a call estimated at ``input`` + ``output`` tokens and ``cost`` dollars (None:
         no price known) under the queue's limits and the budget of concurrency key ``key``
         ('' for runs without one), or say when the windows have room, or that the budget is
-        exceeded. A window holding nothing admits any call (one call's overshoot)."""
+        exceeded. A window holding nothing admits any call (one call's overshoot).
+
+        ``batch_requests``: a Message Batch of that many requests (the sums of their
+        estimates), admitted under the budget alone (the token and request limits do not apply
+        to batches, nor count them); a queue without a budget admits it unrecorded."""
         # read committed, said: each statement after the lock sees what the admissions before
         # it committed (a snapshot taken before the lock was granted would not)
         async with (
@@ -71,12 +82,15 @@ class LLMLimitStore:
             now: datetime = row["now"]
             limits: dict[str, Any] = row["llm_limits"] or {}
             calls, budget = limits.get("calls"), limits.get("budget")
+            if batch_requests is not None:
+                calls = None  # the Batches API's rate limits are not the Messages API's
             if not calls and not budget:
                 return LLMAdmission(now, True)
             retry_at: datetime | None = None
             reasons: list[str] = []
             if budget:
-                verdict = await self._budget(connection, queue, key, now, budget, cost)
+                what = "call" if batch_requests is None else "batch"
+                verdict = await self._budget(connection, queue, key, now, budget, cost, what)
                 if isinstance(verdict, LLMAdmission):
                     return verdict
                 if verdict is not None:
@@ -90,9 +104,22 @@ class LLMLimitStore:
                     reasons.append(reason)
             if retry_at is not None:
                 return LLMAdmission(now, False, retry_at=retry_at, reason="; ".join(reasons))
-            admission_id: int = await connection.fetchval(
-                SQL["admit"], queue, key, run_id, now, input, output, cost or Decimal(0)
-            )
+            if batch_requests is not None:
+                admission_id: int = await connection.fetchval(
+                    SQL["admit_batch"],
+                    queue,
+                    key,
+                    run_id,
+                    now,
+                    input,
+                    output,
+                    batch_requests,
+                    cost or Decimal(0),
+                )
+            else:
+                admission_id = await connection.fetchval(
+                    SQL["admit"], queue, key, run_id, now, input, output, cost or Decimal(0)
+                )
             return LLMAdmission(now, True, id=admission_id, admitted_at=now)
 
     async def _budget(
@@ -103,6 +130,7 @@ class LLMLimitStore:
         now: datetime,
         budget: dict[str, Any],
         cost: Decimal | None,
+        what: str,
     ) -> LLMAdmission | tuple[datetime, str] | None:
         """None: within the budget; a (time, reason): wait until then; an LLMAdmission: the
         budget is exceeded and the call fails."""
@@ -122,7 +150,7 @@ class LLMLimitStore:
             return None
         reason = (
             f"the budget of {tenant} on queue {queue!r} is {_dollars(usd)} per "
-            f"{period.total_seconds():g}s: {_dollars(spent)} spent, this call's estimate "
+            f"{period.total_seconds():g}s: {_dollars(spent)} spent, this {what}'s estimate "
             f"{_dollars(cost)} would pass it"
         )
         if budget.get("on_exceed") != "wait" or cost > usd:
@@ -178,7 +206,8 @@ class LLMLimitStore:
         await self.pool.execute(SQL["true_up"], admission_id, input, output, cost)
 
     async def run_spend(self, run_id: uuid.UUID) -> Decimal:
-        """Dollars of the run's recorded LLM calls (all its attempts)."""
+        """Dollars of the run's recorded LLM calls (all its attempts), plus the reservations
+        of its open Message Batches."""
         spent: Decimal = await self.pool.fetchval(SQL["run_spend"], run_id)
         return spent
 

@@ -19,17 +19,18 @@ SELECT clock_timestamp() AS now,
        (SELECT llm_limits FROM taskd.queues WHERE name = $1) AS llm_limits;
 
 -- name: window_sums
--- What the queue's admissions after $2 reserved or used: tokens and requests.
+-- What the queue's admissions after $2 reserved or used: tokens and requests (Message Batches
+-- apart: the token and request limits do not count them).
 SELECT coalesce(sum(input), 0)::bigint AS input, coalesce(sum(output), 0)::bigint AS output,
        coalesce(sum(requests), 0)::bigint AS requests
   FROM taskd.llm_admissions
- WHERE queue = $1 AND admitted_at > $2;
+ WHERE queue = $1 AND admitted_at > $2 AND NOT batch;
 
 -- name: window_rows
 -- The queue's admissions after $2, oldest first: when each leaves the window, what it frees.
 SELECT admitted_at, input, output, requests
   FROM taskd.llm_admissions
- WHERE queue = $1 AND admitted_at > $2
+ WHERE queue = $1 AND admitted_at > $2 AND NOT batch
  ORDER BY admitted_at, id;
 
 -- name: key_spend
@@ -52,6 +53,14 @@ INSERT INTO taskd.llm_admissions (queue, concurrency_key, run_id, admitted_at, i
 VALUES ($1, $2, $3, $4, $5, $6, 1, $7)
 RETURNING id;
 
+-- name: admit_batch
+-- A Message Batch's reservation: the sum of its requests' estimates ($7 requests), counted by
+-- the budgets only.
+INSERT INTO taskd.llm_admissions (queue, concurrency_key, run_id, admitted_at, input, output,
+                                  requests, cost, batch)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true)
+RETURNING id;
+
 -- name: true_up
 -- After the call: what it really used (a call that failed before any usage: nothing but its
 -- request).
@@ -60,8 +69,12 @@ UPDATE taskd.llm_admissions
  WHERE id = $1;
 
 -- name: run_spend
--- Dollars the run's recorded LLM calls cost, over all its attempts and executions.
-SELECT coalesce(sum(cost_usd), 0) AS cost FROM taskd.llm_calls WHERE run_id = $1;
+-- Dollars the run's recorded LLM calls cost, over all its attempts and executions, plus what
+-- its open Message Batches reserved (a batch's calls are recorded when it ends, in the same
+-- transaction that closes it: a batch counts once, at its estimate or at its cost).
+SELECT (SELECT coalesce(sum(cost_usd), 0) FROM taskd.llm_calls WHERE run_id = $1)
+       + (SELECT coalesce(sum(reserved_usd), 0) FROM taskd.llm_batches
+           WHERE run_id = $1 AND status <> 'ended') AS cost;
 
 -- name: prune
 -- Admissions older than the longest window (a day): a batch of at most $1.

@@ -1211,6 +1211,7 @@ CREATE TABLE taskd.llm_admissions (
     requests integer DEFAULT 1 NOT NULL,
     cost numeric(20,10) DEFAULT 0 NOT NULL,
     settled boolean DEFAULT false NOT NULL,
+    batch boolean DEFAULT false NOT NULL,
     CONSTRAINT llm_admissions_cost_check CHECK ((cost >= (0)::numeric)),
     CONSTRAINT llm_admissions_input_check CHECK ((input >= 0)),
     CONSTRAINT llm_admissions_output_check CHECK ((output >= 0)),
@@ -1228,6 +1229,12 @@ COMMENT ON TABLE taskd.llm_admissions IS 'LLM calls admitted under a queue''s li
 --
 
 COMMENT ON COLUMN taskd.llm_admissions.concurrency_key IS 'The run''s concurrency key (the tenant a budget is kept per); empty: runs without a key.';
+
+--
+-- Name: COLUMN llm_admissions.batch; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_admissions.batch IS 'A Message Batch (requests: its request count): counted by the budgets, not by the token and request limits.';
 
 --
 -- Name: llm_admissions_id_seq; Type: SEQUENCE; Schema: taskd; Owner: -
@@ -1289,8 +1296,11 @@ CREATE TABLE taskd.llm_batches (
     results jsonb,
     read_at timestamp with time zone,
     missed_wakes integer DEFAULT 0 NOT NULL,
+    admission_id bigint,
+    reserved_usd numeric(20,10) DEFAULT 0 NOT NULL,
     CONSTRAINT llm_batches_check CHECK (((cardinality(custom_ids) = request_count) AND (cardinality(models) = request_count))),
     CONSTRAINT llm_batches_request_count_check CHECK ((request_count > 0)),
+    CONSTRAINT llm_batches_reserved_usd_check CHECK ((reserved_usd >= (0)::numeric)),
     CONSTRAINT llm_batches_status_check CHECK ((status = ANY (ARRAY['in_progress'::text, 'canceling'::text, 'ended'::text])))
 );
 
@@ -1335,6 +1345,18 @@ COMMENT ON COLUMN taskd.llm_batches.results IS 'Once ended: a JSON array in requ
 --
 
 COMMENT ON COLUMN taskd.llm_batches.read_at IS 'When the run first read the ended batch''s results (NULL: not yet).';
+
+--
+-- Name: COLUMN llm_batches.admission_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_batches.admission_id IS 'Its admission in taskd.llm_admissions (the tenant budget), trued up when the batch ends; NULL: none.';
+
+--
+-- Name: COLUMN llm_batches.reserved_usd; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_batches.reserved_usd IS 'The estimated cost reserved at submission (batch prices): counted against the run''s budget while the batch is open, replaced by its calls'' real cost when it ends.';
 
 --
 -- Name: llm_batches_id_seq; Type: SEQUENCE; Schema: taskd; Owner: -

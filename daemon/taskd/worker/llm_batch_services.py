@@ -1,18 +1,21 @@
-"""The daemon's side of ``ctx.llm.batch`` (a mixin of WorkerRunServices): a submitted batch
-recorded with the run's step, its state read when the run executes again, and an orphan
-batch canceled."""
+"""The daemon's side of ``ctx.llm.batch`` (a mixin of WorkerRunServices): a batch admitted under
+the budgets, a submitted batch recorded with the run's step (and its reservation), its state
+read when the run executes again, and an orphan batch canceled."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from taskd.config import LLMSettings
 from taskd.logs import log_event
+from taskd.models import LLMAdmission
 from taskd.sdk.context import Context
 from taskd.store.llm_batches import BatchRecord
 from taskd.store.store import Store
@@ -41,6 +44,8 @@ class LLMBatchServices:
         in_step: str | None,
         custom_ids: list[str],
         models: list[str],
+        admission_id: int | None = None,
+        reserved_usd: Decimal = Decimal(0),
     ) -> bool:
         # A retry is safe: the statement is a compare-and-set under the step's name, and a
         # first try that committed unseen is found by the batch's id.
@@ -65,9 +70,36 @@ class LLMBatchServices:
                 custom_ids=custom_ids,
                 models=models,
                 poll_interval=self.llm_settings.batch_poll_interval,
+                admission_id=admission_id,
+                reserved_usd=reserved_usd,
             ),
         )
         return recorded
+
+    async def llm_admit_batch(
+        self,
+        queue: str,
+        key: str,
+        run_id: uuid.UUID,
+        input: int,
+        output: int,
+        cost: Decimal | None,
+        requests: int,
+    ) -> LLMAdmission:
+        """Admit a Message Batch of ``requests`` requests (the sums of their estimates) under
+        the queue's budget per concurrency key, over every daemon (not its token limits)."""
+        admission: LLMAdmission = await self._llm_patiently(
+            "Message Batch not admitted",
+            run_id,
+            partial(self._store.llm_limits.admit, batch_requests=requests),
+            queue,
+            key,
+            run_id,
+            input,
+            output,
+            cost,
+        )
+        return admission
 
     async def llm_batch_read(
         self, run_id: uuid.UUID, batch_id: str

@@ -9,6 +9,15 @@ ends they store its results in request order, record one ``taskd.llm_calls`` row
 (kind ``batch``, at batch prices) and wake the run. The run executes again, finds the step (it
 never submits again) and the results: a ``Message`` per succeeded request, a
 ``BatchRequestFailed`` per errored, expired or canceled one.
+
+Before it is submitted, a batch is admitted under the run's budget and its queue's budget per
+concurrency key (sdk/llm/limits.py ``CallLimits.admit_batch``): its estimate is the sum of its
+requests' (``max_tokens``, and the input counted or declared with ``estimated_input_tokens``,
+taken out of the params before the API sees them) at batch prices. A batch that would pass a
+budget raises ``BudgetExceeded`` (or, for a tenant budget that waits, suspends the run) and is
+never submitted. The reservation is recorded with the batch's row and trued up to what the batch
+was billed when it ends. The queue's token and request limits do not apply to batches (the
+Message Batches API's rate limits are not the Messages API's).
 """
 
 from __future__ import annotations
@@ -17,12 +26,15 @@ import re
 import time
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from taskd.errors import StepNameRepeated, TaskdError
-from taskd.sdk.llm.prices import Usage
+from taskd.models import LLMAdmission
+from taskd.sdk.llm.limits import Ticket, declared_estimate
+from taskd.sdk.llm.prices import Usage, cost_of, price_of
 from taskd.sdk.steps import current_step
 from taskd.sdk.wait import Suspend
 
@@ -73,7 +85,20 @@ class BatchServices(Protocol):
         in_step: str | None,
         custom_ids: list[str],
         models: list[str],
+        admission_id: int | None = None,
+        reserved_usd: Decimal = Decimal(0),
     ) -> bool: ...
+
+    async def llm_admit_batch(
+        self,
+        queue: str,
+        key: str,
+        run_id: uuid.UUID,
+        input: int,
+        output: int,
+        cost: Decimal | None,
+        requests: int,
+    ) -> LLMAdmission: ...
 
     async def llm_batch_read(
         self, run_id: uuid.UUID, batch_id: str
@@ -88,9 +113,10 @@ _reached: weakref.WeakKeyDictionary[LLM, int] = weakref.WeakKeyDictionary()
 
 def prepare(
     requests: Sequence[Mapping[str, Any]], default_model: str
-) -> list[tuple[str, dict[str, Any]]]:
-    """``(custom_id, params)`` of each request, in order; ``model`` defaults to
-    ``default_model``, a request without a ``custom_id`` gets ``request-<index>``."""
+) -> list[tuple[str, dict[str, Any], int | None]]:
+    """``(custom_id, params, estimated_input_tokens)`` of each request, in order; ``model``
+    defaults to ``default_model``, a request without a ``custom_id`` gets
+    ``request-<index>``; a declared ``estimated_input_tokens`` is taken out of the params."""
     if isinstance(requests, str | bytes | Mapping) or not isinstance(requests, Sequence):
         raise TypeError(
             "ctx.llm.batch takes a list of requests (Messages API params dicts, or "
@@ -102,7 +128,7 @@ def prepare(
         raise ValueError(
             f"ctx.llm.batch takes at most {MAX_REQUESTS} requests per batch, got {len(requests)}"
         )
-    items: list[tuple[str, dict[str, Any]]] = []
+    items: list[tuple[str, dict[str, Any], int | None]] = []
     seen: set[str] = set()
     for index, request in enumerate(requests):
         if not isinstance(request, Mapping):
@@ -136,7 +162,11 @@ def prepare(
             raise ValueError(f"batch request {index}: a batch request cannot stream")
         if not params.get("model"):
             params["model"] = default_model
-        items.append((custom_id, params))
+        try:
+            declared = declared_estimate(params)  # never sent: the API would refuse it
+        except ValueError as exc:
+            raise ValueError(f"batch request {index}: {exc}") from None
+        items.append((custom_id, params, declared))
     return items
 
 
@@ -156,35 +186,66 @@ async def batch(
         raise StepNameRepeated(f"step name {name!r} used twice in this run")
     steps.seen.add(name)
     recorded = (await steps.recorded()).get(name)
+    ticket: Ticket | None = None
     if recorded is not None and recorded.status == "completed":
         batch_id = str(recorded.result["batch_id"])
     else:
-        batch_id = await _submit(llm, services, name, items)
+        batch_id, ticket = await _submit(llm, services, name, items)
     state = await services.llm_batch_read(ctx.run_id, batch_id)
     if state is None:
         raise RuntimeError(f"Message Batch {batch_id} (step {name!r}) has no record")
     status, results = state
     if status != "ended" or results is None:
         raise Suspend(datetime.now(UTC) + timedelta(seconds=BATCH_RECHECK))
+    if ticket is not None:  # it ended before this execution suspended: trued up already
+        llm._limits.settled_elsewhere(ticket, _billed(llm, items, results))
     return [outcome_of(item) for item in results]
 
 
+def _billed(
+    llm: LLM, items: list[tuple[str, dict[str, Any], int | None]], results: Sequence[Any]
+) -> Decimal:
+    """What an ended batch's requests cost at batch prices (as the poller recorded them)."""
+    total = Decimal(0)
+    for (_, params, _), item in zip(items, results, strict=False):
+        result = item.get("result") or {}
+        price = price_of(params["model"], llm._settings.prices)
+        if price is None or result.get("type") != "succeeded":
+            continue
+        usage = Usage.of((result.get("message") or {}).get("usage") or {})
+        total += cost_of(usage, price, batch=True)
+    return total
+
+
 async def _submit(
-    llm: LLM, services: BatchServices, name: str, items: list[tuple[str, dict[str, Any]]]
-) -> str:
-    """Submit the batch (through the daemon's client, SDK retries off) and record it with the
-    run's step; a 429, 529, 5xx or lost connection hands the run back to the queue, a refusal
-    fails it (``LLM.failed``)."""
+    llm: LLM,
+    services: BatchServices,
+    name: str,
+    items: list[tuple[str, dict[str, Any], int | None]],
+) -> tuple[str, Ticket | None]:
+    """Admit the batch under the budgets, submit it (through the daemon's client, SDK retries
+    off) and record it with the run's step and its reservation; a 429, 529, 5xx or lost
+    connection hands the run back to the queue, a refusal fails it (``LLM.failed``)."""
     ctx = llm._ctx
     model = items[0][1]["model"]
     await llm.before(BATCHES_KEY)
+
+    def admit(
+        key: str, input: int, output: int, cost: Decimal | None, requests: int
+    ) -> Awaitable[LLMAdmission]:
+        return services.llm_admit_batch(ctx.queue, key, ctx.run_id, input, output, cost, requests)
+
+    ticket = await llm._limits.admit_batch(
+        [(params, declared) for _, params, declared in items], admit
+    )
     call = llm._next_call()
     started, clock = datetime.now(UTC), time.perf_counter()
     client = llm.client
-    body = [{"custom_id": custom_id, "params": params} for custom_id, params in items]
+    body = [{"custom_id": custom_id, "params": params} for custom_id, params, _ in items]
     try:
         created = await client.messages.batches.create(requests=cast(Any, body))
     except Exception as exc:
+        await llm._limits.settle(ticket, model, Usage())  # nothing submitted, nothing billed
         await llm.failed("batch", BATCHES_KEY, model, exc, started, clock, Usage(), call)
         raise  # not the API's: a bad argument the SDK refused before sending
     recorded = await services.llm_batch_record(
@@ -192,10 +253,14 @@ async def _submit(
         name,
         created.id,
         current_step.get(),
-        [custom_id for custom_id, _ in items],
-        [str(params["model"]) for _, params in items],
+        [custom_id for custom_id, _, _ in items],
+        [str(params["model"]) for _, params, _ in items],
+        ticket.admission_id if ticket is not None else None,
+        ticket.cost if ticket is not None else Decimal(0),
     )
     if not recorded:
+        # canceled at once below: it processed nothing (or next to nothing) to bill
+        await llm._limits.settle(ticket, model, Usage())
         # The run was taken from this attempt (canceled, or rescued after a lost lease): no
         # execution will read this batch.
         await services.llm_batch_cancel(created.id)
@@ -206,7 +271,7 @@ async def _submit(
     if BATCHES_KEY in llm._recovering:
         llm._recovering.discard(BATCHES_KEY)
         await llm._services.llm_recovered(BATCHES_KEY, ctx.run_id)
-    return created.id
+    return created.id, ticket
 
 
 def outcome_of(item: Mapping[str, Any]) -> Message | BatchRequestFailed:

@@ -20,12 +20,25 @@ needs it), or the caller's own figure: ``estimated_input_tokens=300`` (taken out
 parameters before the SDK sees them). Its cost is at ``[llm] prices``; a model without a price
 cannot be called under a budget. After the call, whatever its outcome, the reservation becomes
 what the call used (a 429 used no tokens).
+
+A Message Batch (``ctx.llm.batch``) is admitted once, before it is submitted, against the
+budgets only: its estimate is the sum over its requests (each one's ``max_tokens``, and its
+input as ``count_tokens`` counts it or as the request declares it with
+``estimated_input_tokens``), its cost at batch prices (half). The queue's token and request
+limits do not apply to batches: they keep a queue within the Messages API's rate limits, and
+the Message Batches API has its own, which a batch does not draw on. The reservation is held
+while the batch is open (in ``taskd.llm_admissions`` for the tenant, in
+``taskd.llm_batches.reserved_usd`` for the run) and trued up to what the batch was billed when it
+ends, by the daemon that records its results. Counting a batch's inputs is one ``count_tokens``
+round trip per request without a declared estimate, made ``COUNT_CONCURRENCY`` at a time and
+for at most ``MAX_COUNTED`` requests of a batch (more must declare their estimates).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -34,10 +47,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from taskd.errors import BudgetExceeded
+from taskd.models import LLMAdmission
 from taskd.sdk.llm.prices import Usage, cost_of, price_of
 from taskd.sdk.wait import Suspend
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from taskd.sdk.llm.client import LLM
 
 ESTIMATE_KEYWORD = "estimated_input_tokens"
@@ -47,6 +63,11 @@ COUNTED_PARAMS = ("model", "messages", "system", "tools", "tool_choice", "thinki
 TOKEN_LIMITS = ("tokens", "input_tokens", "output_tokens")
 RECHECK = 1.0  # a call waiting in its slot asks again at least this often (true-ups free room)
 WAKE_SPREAD_MAX = 2.0  # suspended runs wake a little apart: a jitter up to this (seconds)
+COUNT_CONCURRENCY = 4  # a batch's count_tokens round trips in flight at once
+# the most count_tokens round trips one batch's admission makes: within a minute of the
+# lowest tier's count_tokens rate limit (100 per minute), so that a batch's counts do not run
+# into a 429 that would suspend the run and make them again on its next execution
+MAX_COUNTED = 100
 
 
 def declared_estimate(params: dict[str, Any]) -> int | None:
@@ -121,10 +142,7 @@ class CallLimits:
     async def _admit(self, params: dict[str, Any], declared: int | None) -> Ticket | None:
         llm = self._llm
         ctx, services = llm._ctx, llm._services
-        if not self._limits_read:
-            self._limits = await services.llm_queue_limits(ctx.queue, ctx.run_id)
-            self._limits_read = True
-        limits = self._limits or {}
+        limits = await self._read_limits()
         calls: dict[str, Any] = limits.get("calls") or {}
         tenant_budget = limits.get("budget")
         run_budget = ctx.budget_usd
@@ -152,11 +170,156 @@ class CallLimits:
         try:
             admission_id = admitted_at = None
             if calls or tenant_budget is not None:
-                admission_id, admitted_at = await self._admitted(input_tokens, output_tokens, cost)
+
+                def ask() -> Awaitable[LLMAdmission]:
+                    return services.llm_admit(
+                        ctx.queue,
+                        ctx.concurrency_key or "",
+                        ctx.run_id,
+                        input_tokens,
+                        output_tokens,
+                        cost,
+                    )
+
+                admission_id, admitted_at = await self._admitted(ask, "LLM call")
         except BaseException:
             self._reserved -= reserved
             raise
         return Ticket(admission_id, admitted_at, reserved)
+
+    async def admit_batch(
+        self,
+        requests: Sequence[tuple[dict[str, Any], int | None]],
+        admit: Callable[[str, int, int, Decimal | None, int], Awaitable[LLMAdmission]],
+    ) -> Ticket | None:
+        """Admit a Message Batch of ``requests`` (each one's params and declared input
+        estimate) under the run's budget and its queue's budget per concurrency key (not the
+        token and request limits); ``admit(key, input, output, cost, requests)`` asks the
+        fleet's admission. Raises ``BudgetExceeded`` (recorded as a ``batch`` call of outcome
+        "budget", never submitted) or ``Suspend`` (a tenant budget that waits); None when no
+        budget applies."""
+        started, clock = datetime.now(UTC), time.perf_counter()
+        try:
+            return await self._admit_batch(requests, admit)
+        except BudgetExceeded as exc:
+            self._llm._record(
+                "batch",
+                requests[0][0]["model"],
+                "budget",
+                Usage(),
+                None,
+                started,
+                clock,
+                None,
+                None,
+                str(exc)[:2000],
+            )
+            raise
+
+    async def _admit_batch(
+        self,
+        requests: Sequence[tuple[dict[str, Any], int | None]],
+        admit: Callable[[str, int, int, Decimal | None, int], Awaitable[LLMAdmission]],
+    ) -> Ticket | None:
+        llm = self._llm
+        ctx = llm._ctx
+        limits = await self._read_limits()
+        tenant_budget = limits.get("budget")
+        run_budget = ctx.budget_usd
+        if tenant_budget is None and run_budget is None:
+            return None  # the token and request limits do not apply to batches
+        outputs = [
+            _max_tokens(params, f"batch request {i}") for i, (params, _) in enumerate(requests)
+        ]
+        prices = []
+        for i, (params, _) in enumerate(requests):
+            price = price_of(params["model"], llm._settings.prices)
+            if price is None:
+                raise BudgetExceeded(
+                    f"model {params['model']!r} (batch request {i}) has no price in [llm] "
+                    "prices: a batch under a budget needs one (add the model's prices to "
+                    "[llm] prices)"
+                )
+            prices.append(price)
+        uncounted = [i for i, (_, declared) in enumerate(requests) if declared is None]
+        if len(uncounted) > MAX_COUNTED:
+            raise ValueError(
+                f"a batch under a budget counts the input of each request without "
+                f"{ESTIMATE_KEYWORD} with count_tokens (one round trip each, at most "
+                f"{MAX_COUNTED} per batch): {len(uncounted)} requests have none; declare "
+                f"{ESTIMATE_KEYWORD} in their params"
+            )
+        counted = await self._count_all([requests[i][0] for i in uncounted])
+        inputs = [declared or 0 for _, declared in requests]
+        for i, tokens in zip(uncounted, counted, strict=True):
+            inputs[i] = tokens
+        cost = sum(
+            (
+                cost_of(Usage(input_tokens=tokens_in, output_tokens=tokens_out), price, batch=True)
+                for tokens_in, tokens_out, price in zip(inputs, outputs, prices, strict=True)
+            ),
+            Decimal(0),
+        )
+        if run_budget is not None:
+            await self._within_run_budget(Decimal(str(run_budget)), cost, "batch")
+        self._reserved += cost
+        try:
+            admission_id = admitted_at = None
+            if tenant_budget is not None:
+                key = ctx.concurrency_key or ""
+                total_in, total_out, count = sum(inputs), sum(outputs), len(requests)
+
+                def ask() -> Awaitable[LLMAdmission]:
+                    return admit(key, total_in, total_out, cost, count)
+
+                admission_id, admitted_at = await self._admitted(ask, "Message Batch")
+        except BaseException:
+            self._reserved -= cost
+            raise
+        return Ticket(admission_id, admitted_at, cost)
+
+    def settled_elsewhere(self, ticket: Ticket | None, cost: Decimal) -> None:
+        """A batch this execution admitted ended and was trued up by the daemon that recorded
+        its results (its calls, ``cost`` dollars, are in ``taskd.llm_calls``): the run's
+        budget counts its cost instead of its estimate."""
+        if ticket is None or ticket.settled:
+            return
+        ticket.settled = True
+        self._reserved -= ticket.cost
+        if self._run_spent is not None:  # read before the batch: its calls are not in it
+            self._spent += cost
+
+    async def _read_limits(self) -> dict[str, Any]:
+        """The queue's limits and budget (read once per execution)."""
+        if not self._limits_read:
+            ctx = self._llm._ctx
+            self._limits = await self._llm._services.llm_queue_limits(ctx.queue, ctx.run_id)
+            self._limits_read = True
+        return self._limits or {}
+
+    async def _count_all(self, requests: list[dict[str, Any]]) -> list[int]:
+        """The inputs' tokens as the API counts them, COUNT_CONCURRENCY round trips at a
+        time; the first failure (a 429 suspending the run, a refusal) stops the rest."""
+        counts = [0] * len(requests)
+        failures: list[BaseException] = []
+        limiter = anyio.Semaphore(COUNT_CONCURRENCY)
+
+        async def count(index: int, group: TaskGroup) -> None:
+            async with limiter:
+                if failures:
+                    return
+                try:
+                    counts[index] = await self._count(requests[index])
+                except (Exception, Suspend) as exc:
+                    failures.append(exc)
+                    group.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(requests)):
+                group.start_soon(count, index, group)
+        if failures:
+            raise failures[0]
+        return counts
 
     async def settle(self, ticket: Ticket | None, model: str, usage: Usage) -> None:
         """After the call, whatever its outcome: the reservation becomes what it used."""
@@ -173,7 +336,7 @@ class CallLimits:
                 ticket.admission_id, llm._ctx.run_id, input_tokens, output_tokens, cost
             )
 
-    async def _within_run_budget(self, budget: Decimal, cost: Decimal) -> None:
+    async def _within_run_budget(self, budget: Decimal, cost: Decimal, what: str = "call") -> None:
         ctx = self._llm._ctx
         if self._run_spent is None:
             self._run_spent = await self._llm._services.llm_run_spend(ctx.run_id)
@@ -181,25 +344,17 @@ class CallLimits:
         if spent + cost > budget:
             raise BudgetExceeded(
                 f"run budget of {_dollars(budget)} (@task(budget_usd=...)): "
-                f"{_dollars(spent)} spent, this call's estimate {_dollars(cost)} would pass it"
+                f"{_dollars(spent)} spent, this {what}'s estimate {_dollars(cost)} would pass it"
             )
 
     async def _admitted(
-        self, input_tokens: int, output_tokens: int, cost: Decimal | None
+        self, ask: Callable[[], Awaitable[LLMAdmission]], what: str
     ) -> tuple[int | None, datetime | None]:
         """Ask the fleet's admission until the call fits: sleep in the slot for a short wait,
         suspend the run for a long one; BudgetExceeded for a budget that fails."""
-        llm = self._llm
-        ctx, services = llm._ctx, llm._services
+        ctx = self._llm._ctx
         while True:
-            admission = await services.llm_admit(
-                ctx.queue,
-                ctx.concurrency_key or "",
-                ctx.run_id,
-                input_tokens,
-                output_tokens,
-                cost,
-            )
+            admission = await ask()
             if admission.admitted:
                 return admission.id, admission.admitted_at
             if admission.exceeded:
@@ -210,7 +365,7 @@ class CallLimits:
                 await anyio.sleep(min(wait, RECHECK))
                 continue
             ctx.log.info(
-                "LLM call waits for its queue's limits: run suspended",
+                f"{what} waits for its queue's limits: run suspended",
                 until=admission.retry_at.isoformat(),
                 reason=admission.reason,
             )
@@ -225,11 +380,13 @@ class CallLimits:
         return counted.input_tokens
 
 
-def _max_tokens(params: dict[str, Any]) -> int:
+def _max_tokens(
+    params: dict[str, Any], what: str = "a call under a token limit or a budget"
+) -> int:
     value = params.get("max_tokens")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(
-            "a call under a token limit or a budget needs max_tokens (a whole number, 1 or "
-            f"more): its output is estimated at max_tokens; got {value!r}"
+            f"{what} needs max_tokens (a whole number, 1 or more): its output is estimated "
+            f"at max_tokens; got {value!r}"
         )
     return value
