@@ -453,6 +453,8 @@ class LLMGate:
     overloads: int
     deferred_since: datetime | None
     deferrals: int
+    queue_limits: dict[str, Any] | None = None
+    """The run's queue's LLM call limits and budget (``Queue.llm_limits``), or None."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,8 +80,8 @@ class LLMStore:
             [c.started_at for c in calls],
         )
 
-    async def gate(self, model: str, run_id: uuid.UUID | None) -> LLMGate:
-        row = await self.pool.fetchrow(SQL["gate"], model, run_id)
+    async def gate(self, model: str, run_id: uuid.UUID | None, queue: str = "") -> LLMGate:
+        row = await self.pool.fetchrow(SQL["gate"], model, run_id, queue)
         assert row is not None
         return LLMGate(
             row["now"],
@@ -90,6 +90,7 @@ class LLMStore:
             row["overloads"] or 0,
             row["since"],
             row["deferrals"] or 0,
+            row["queue_limits"],
         )
 
     async def defer_run(self, run_id: uuid.UUID, reason: str) -> LLMDeferral:

@@ -23,8 +23,10 @@ SELECT c.run_id, c.task_id, c.attempt, c.step, c.queue, c.concurrency_key,
              cost_usd, latency_ms, stop_reason, request_id, error, started_at);
 
 -- name: gate
--- Before a call: the model's backoff (no call before `until`) and the run's time waiting.
-SELECT now() AS now, b.until, b.overloads, b.reason, d.since, d.deferrals
+-- Before a call: the model's backoff (no call before `until`), the run's time waiting and its
+-- queue's LLM limits (one round trip for all three: it is on every call's path).
+SELECT now() AS now, b.until, b.overloads, b.reason, d.since, d.deferrals,
+       (SELECT q.llm_limits FROM taskd.queues q WHERE q.name = $3) AS queue_limits
   FROM (SELECT 1) AS one
   LEFT JOIN taskd.llm_backoffs b ON b.model = $1
   LEFT JOIN taskd.llm_deferrals d ON d.run_id = $2;

@@ -72,9 +72,9 @@ class LLMCallServices:
             await self._llm_client.close()
             self._llm_client = None
 
-    async def llm_gate(self, key: str, run_id: uuid.UUID) -> LLMGate:
+    async def llm_gate(self, key: str, run_id: uuid.UUID, queue: str = "") -> LLMGate:
         gate: LLMGate = await self._llm_patiently(
-            "LLM backoff not read", run_id, self._llm_store.gate, key, run_id
+            "LLM backoff not read", run_id, self._llm_store.gate, key, run_id, queue
         )
         return gate
 

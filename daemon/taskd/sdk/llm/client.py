@@ -151,7 +151,8 @@ class LLM:
 
     async def before(self, key: str) -> None:
         """Wait (suspended) while the fleet holds ``key`` backed off."""
-        gate = await self._services.llm_gate(key, self._ctx.run_id)
+        gate = await self._services.llm_gate(key, self._ctx.run_id, self._ctx.queue)
+        self._limits.known(gate.queue_limits)
         if gate.deferred_since is not None or gate.overloads > 0:
             self._recovering.add(key)
         if gate.backoff_until is not None and gate.backoff_until > gate.now:

@@ -289,6 +289,11 @@ class CallLimits:
         if self._run_spent is not None:  # read before the batch: its calls are not in it
             self._spent += cost
 
+    def known(self, limits: dict[str, Any] | None) -> None:
+        """The queue's limits as the call's gate read them (saves a read per execution)."""
+        self._limits = limits
+        self._limits_read = True
+
     async def _read_limits(self) -> dict[str, Any]:
         """The queue's limits and budget (read once per execution)."""
         if not self._limits_read:
