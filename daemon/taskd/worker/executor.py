@@ -119,19 +119,16 @@ async def execute(
             result = await definition.fn(payload, ctx)
         output = encode_output(result, _output_limit(services))
     except Suspend as suspended:
-        # A long wait: the attempt ends without being spent; the run sleeps in the database.
-        delay = max(0.0, (suspended.wake_at - datetime.now(UTC)).total_seconds())
-        log_event(
-            log,
-            logging.DEBUG,
-            f"run suspended until {suspended.wake_at.isoformat()}",
-            run_id=str(run.id),
-            task=run.task_id,
-            attempt=run.attempt,
-        )
-        return Outcome(
-            run.id, run.attempt, RunStatus.WAITING, AttemptOutcome.COMPLETED, None, None, delay
-        )
+        return _suspended(run, suspended)
+    except BaseExceptionGroup as group:
+        # Concurrent code in the task (a task group of LLM calls, say) wraps what its children
+        # raised: a wait for the API stays a wait, a refusal stays final.
+        decisive = _decisive(group)
+        if isinstance(decisive, AbortRun):
+            return await _fail_for_good(run, definition, ctx, decisive, AttemptOutcome.FAILED)
+        if isinstance(decisive, Suspend):
+            return _suspended(run, decisive)
+        return await _failed_attempt(run, definition, ctx, group, AttemptOutcome.FAILED, retry)
     except asyncio.CancelledError as exc:
         current = asyncio.current_task()
         if current is None or current.cancelling() == 0:
@@ -174,6 +171,43 @@ async def execute(
         attempt=run.attempt,
     )
     return Outcome(run.id, run.attempt, RunStatus.COMPLETED, AttemptOutcome.COMPLETED, output)
+
+
+def _suspended(run: ClaimedRun, suspended: Suspend) -> Outcome:
+    """A long wait: the attempt ends without being spent; the run sleeps in the database."""
+    delay = max(0.0, (suspended.wake_at - datetime.now(UTC)).total_seconds())
+    log_event(
+        log,
+        logging.DEBUG,
+        f"run suspended until {suspended.wake_at.isoformat()}",
+        run_id=str(run.id),
+        task=run.task_id,
+        attempt=run.attempt,
+    )
+    return Outcome(
+        run.id, run.attempt, RunStatus.WAITING, AttemptOutcome.COMPLETED, None, None, delay
+    )
+
+
+def _decisive(group: BaseExceptionGroup[BaseException]) -> Suspend | AbortRun | None:
+    """What decides a group's outcome: its first AbortRun (the run fails for good), else,
+    when it holds only suspensions, the latest of them (the run waits until every one of
+    its waits is over), else None (an ordinary failure)."""
+    aborts, _ = group.split(AbortRun)
+    if aborts is not None:
+        return _leaves(aborts)[0]  # type: ignore[return-value]
+    suspends, rest = group.split(Suspend)
+    if suspends is None or rest is not None:
+        return None
+    waits = [leaf for leaf in _leaves(suspends) if isinstance(leaf, Suspend)]
+    return max(waits, key=lambda wait: wait.wake_at)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def unstorable(outcome: Outcome, exc: BaseException) -> Outcome:
