@@ -67,10 +67,12 @@ EXIT_RUNS_FAILED = 3  # burst mode: a run it attempted failed (or is left to ret
 
 
 async def flush_run_rows(log_writer: RunLogWriter, llm_writer: LLMCallWriter) -> bool:
-    """Store the buffered log lines and LLM call records (before outcomes are written: a
-    run seen finished has its lines and its calls' costs stored)."""
-    lines = await log_writer.flush(only_current=True)
+    """Store the buffered LLM call records, then the log lines (before outcomes and hand-backs
+    are written: a run seen finished, or resumed elsewhere, has its calls' costs stored, which
+    its budget counts). The calls first: the completer bounds the whole flush, and a backlog of
+    log lines must not keep the costs out."""
     calls = await llm_writer.flush(only_current=True)
+    lines = await log_writer.flush(only_current=True)
     return lines and calls
 
 

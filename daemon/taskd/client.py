@@ -675,7 +675,8 @@ class Client:
             raise ValueError(f"by must be one of {', '.join(COST_DIMENSIONS)}, not {by!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
             raise ValueError(f"limit must be a whole number from 1 to 100000, not {limit!r}")
-        for name, text in (("key", key), ("tag", tag), ("model", model)):
+        task_id = _task_identity(task)[0] if task is not None else None
+        for name, text in (("task", task_id), ("key", key), ("tag", tag), ("model", model)):
             if text is not None and (not isinstance(text, str) or "\x00" in text):
                 raise ValueError(f"{name} must be a string without NUL characters: {text!r}")
         now = datetime.now(UTC)
@@ -685,7 +686,7 @@ class Client:
         where = CallFilter(
             since=start,
             until=end,
-            task_id=_task_identity(task)[0] if task is not None else None,
+            task_id=task_id,
             concurrency_key=key,
             tag=tag,
             model=model,

@@ -288,13 +288,15 @@ class RetentionSettings(_Section):
 class LLMPrice(_Section):
     """What a model costs, in US dollars per million tokens (``[llm.prices.MODEL]``)."""
 
-    input: float = Field(ge=0)
+    input: float = Field(ge=0, allow_inf_nan=False)
     """Input tokens."""
-    output: float = Field(ge=0)
+    output: float = Field(ge=0, allow_inf_nan=False)
     """Output tokens."""
-    cache_write: float | None = Field(None, ge=0)
-    """Tokens written to the prompt cache (5-minute cache); default 1.25 times ``input``."""
-    cache_read: float | None = Field(None, ge=0)
+    cache_write: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """Tokens written to the 5-minute prompt cache; default 1.25 times ``input``."""
+    cache_write_1h: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """Tokens written to the 1-hour prompt cache (``"ttl": "1h"``); default 2 times ``input``."""
+    cache_read: float | None = Field(None, ge=0, allow_inf_nan=False)
     """Tokens read from the prompt cache; default 0.1 times ``input``."""
 
 

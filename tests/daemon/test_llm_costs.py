@@ -437,6 +437,7 @@ async def test_bad_ranges_and_dimensions_are_refused_in_one_line(
         ({"by": "tenant"}, "by must be one of"),
         ({"limit": 0}, "limit must be"),
         ({"key": "u\x001"}, "key must be a string without NUL"),
+        ({"task": "a\x00b"}, "task must be a string without NUL"),
     ):
         with pytest.raises(ValueError, match=message):
             await client.costs(**kwargs)

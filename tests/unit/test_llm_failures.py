@@ -93,3 +93,32 @@ def test_prices_by_model_family_with_cache_and_batch_rates() -> None:
     # 300 x $1 + 150 x $5 + 1000 x $1.25 + 10 x $0.10, per million
     assert full == Decimal("0.002301")
     assert cost_of(usage, haiku, batch=True) == full / 2
+
+
+def test_one_hour_cache_writes_cost_twice_the_input_price() -> None:
+    prices = load_settings(None).llm.prices
+    haiku = price_of("claude-haiku-4-5", prices)
+    assert haiku is not None
+    usage = Usage.of(
+        {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_creation_input_tokens": 3000,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": 1000,
+                "ephemeral_1h_input_tokens": 2000,
+            },
+        }
+    )
+    assert (usage.cache_write_tokens, usage.cache_write_1h_tokens) == (3000, 2000)
+    # 1000 x $1.25 + 2000 x $2, per million
+    assert cost_of(usage, haiku) == Decimal("0.00525")
+
+
+def test_a_price_must_be_finite() -> None:
+    import pytest
+
+    from taskd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"llm\.prices"):
+        load_settings(None, llm={"prices": {"x": {"input": float("inf"), "output": 1}}})

@@ -303,6 +303,10 @@ class Completer:
                     )
 
     async def _write_handbacks(self, handbacks: list[Handback]) -> None:
+        if self._before_outcomes is not None:
+            # a run handed back may resume on another daemon at once: its rows go first
+            with anyio.move_on_after(BEFORE_OUTCOMES_TIMEOUT):
+                await self._before_outcomes()
         released = await self._store.runs.release_many(self._worker_id, handbacks)
         self.handed_back_total += len(released)
         log.info("handed %d run(s) back to the queue", len(released))

@@ -11,6 +11,7 @@ from taskd.config import LLMPrice
 
 MILLION = Decimal(1_000_000)
 CACHE_WRITE_FACTOR = Decimal("1.25")  # 5-minute cache writes cost 1.25x input
+CACHE_WRITE_1H_FACTOR = Decimal("2")  # 1-hour cache writes cost 2x input
 CACHE_READ_FACTOR = Decimal("0.1")
 BATCH_FACTOR = Decimal("0.5")  # Message Batches cost half, every kind of token
 # "claude-haiku-4-5-20251001" and "claude-3-5-haiku-latest" take "claude-haiku-4-5"'s and
@@ -26,20 +27,30 @@ class Usage:
     output_tokens: int = 0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    """Of ``cache_write_tokens``, those written to the 1-hour cache (priced higher)."""
 
     @classmethod
     def of(cls, usage: object) -> Usage:
         """From an SDK ``Usage`` (or a dict of one); absent counts are 0."""
 
-        def count(name: str) -> int:
-            value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+        def count(of: object, name: str) -> int:
+            value = of.get(name) if isinstance(of, Mapping) else getattr(of, name, None)
             return int(value) if isinstance(value, int) and value > 0 else 0
 
+        # usage.cache_creation splits the writes by cache lifetime (absent: all 5 minutes)
+        split = (
+            usage.get("cache_creation")
+            if isinstance(usage, Mapping)
+            else getattr(usage, "cache_creation", None)
+        )
+        written = count(usage, "cache_creation_input_tokens")
         return cls(
-            count("input_tokens"),
-            count("output_tokens"),
-            count("cache_creation_input_tokens"),
-            count("cache_read_input_tokens"),
+            count(usage, "input_tokens"),
+            count(usage, "output_tokens"),
+            written,
+            count(usage, "cache_read_input_tokens"),
+            min(written, count(split, "ephemeral_1h_input_tokens")) if split else 0,
         )
 
     @property
@@ -73,10 +84,16 @@ def cost_of(usage: Usage, price: LLMPrice, *, batch: bool = False) -> Decimal:
         if price.cache_read is not None
         else input_price * CACHE_READ_FACTOR
     )
+    cache_write_1h = (
+        Decimal(str(price.cache_write_1h))
+        if price.cache_write_1h is not None
+        else input_price * CACHE_WRITE_1H_FACTOR
+    )
     cost = (
         usage.input_tokens * input_price
         + usage.output_tokens * Decimal(str(price.output))
-        + usage.cache_write_tokens * cache_write
+        + (usage.cache_write_tokens - usage.cache_write_1h_tokens) * cache_write
+        + usage.cache_write_1h_tokens * cache_write_1h
         + usage.cache_read_tokens * cache_read
     ) / MILLION
     return cost * BATCH_FACTOR if batch else cost
