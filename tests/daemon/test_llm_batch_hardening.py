@@ -74,7 +74,7 @@ async def in_step(payload: Any, ctx: Context) -> list[Any]:
         return _texts(await ctx.llm.batch([_request(1), _request(2)]))
 
     result: list[Any] = await ctx.step("premium", premium)
-    return result
+    return result + _texts(await ctx.llm.batch([_request(3)]))
 
 
 @task(id="hardening.letters")
@@ -158,11 +158,22 @@ async def test_a_batch_recorded_in_a_step_by_an_older_taskd_is_still_read(
                 else f"UPDATE taskd.{table} SET name = 'llm-batch:1' WHERE run_id = $1",
                 run_id,
             )
-        fake_anthropic.end_batch()
+        fake_anthropic.end_batch(fake_anthropic.batch_ids[0])
+
+        async def second_submitted() -> bool:
+            return len(fake_anthropic.batch_ids) == 2
+
+        # adopted, not submitted again: the step completes; the batch after it, outside the
+        # step, is submitted under llm-batch::1 (llm-batch:1 is the older taskd's)
+        await wait_for(second_submitted)
+        await _waiting(client, run_id)
+        fake_anthropic.end_batch(fake_anthropic.batch_ids[1])
         done = await wait_for_run(client, run_id)
     assert done.status is RunStatus.COMPLETED, done.error
-    assert done.output == ["letter 1", "letter 2"]
-    assert len(fake_anthropic.batch_ids) == 1  # adopted, not submitted again
+    assert done.output == ["letter 1", "letter 2", "letter 3"]
+    assert len(fake_anthropic.batch_ids) == 2
+    names = [s.name for s in done.steps]
+    assert names == ["llm-batch:1", "premium", "llm-batch::1"]
 
 
 async def test_a_nul_in_a_result_is_stored_escaped_and_the_run_completes(

@@ -145,8 +145,8 @@ class BatchServices(Protocol):
 # how many batches each execution (its ctx.llm) has reached, per enclosing ctx.step (None:
 # outside any step): the N of llm-batch:N / llm-batch:<step>:N
 _reached: weakref.WeakKeyDictionary[LLM, dict[str | None, int]] = weakref.WeakKeyDictionary()
-# the legacy names (llm-batch:N of a batch inside a step, before 0.x) taken in this execution
-_adopted: weakref.WeakKeyDictionary[LLM, set[str]] = weakref.WeakKeyDictionary()
+# the steps of batches this execution has read (an older taskd's llm-batch:N adopted included)
+_used: weakref.WeakKeyDictionary[LLM, set[str]] = weakref.WeakKeyDictionary()
 
 
 def step_name(in_step: str | None, n: int) -> str:
@@ -223,29 +223,45 @@ async def batch(
         raise RuntimeError("ctx.llm.batch needs a run executed by a taskd daemon")
     in_step = current_step.get()
     counts = _reached.setdefault(llm, {})
-    counts[in_step] = counts.get(in_step, 0) + 1
-    name = step_name(in_step, counts[in_step])
+    n = counts[in_step] = counts.get(in_step, 0) + 1
     steps = ctx._steps_of_run()
+    recorded_steps = await steps.recorded()
+    used = _used.setdefault(llm, set())
+    name = step_name(in_step, n)
+    # the N-th batch outside steps of a run whose llm-batch:N an older taskd gave to a batch
+    # in a step (it numbered every batch of an execution)
+    aside = f"{_STEP_PREFIX}::{n}"
+    if in_step is None and aside in recorded_steps:
+        name = aside
     if name in steps.seen:
         raise StepNameRepeated(f"step name {name!r} used twice in this run")
     steps.seen.add(name)
     custom_ids = [custom_id for custom_id, _, _ in items]
-    recorded_steps = await steps.recorded()
-    recorded = recorded_steps.get(name)
     ticket: Ticket | None = None
+    state: BatchState | None = None
+    recorded = None if name in used else recorded_steps.get(name)
     if recorded is not None and recorded.status == "completed":
         batch_id = str(recorded.result["batch_id"])
-    else:
-        legacy = None
-        if in_step is not None:
-            legacy = await _legacy(llm, services, recorded_steps, in_step, custom_ids)
+        state = await _read(services, ctx.run_id, batch_id, name)
+        if state.in_step != in_step and _LEGACY_NAME.match(name):
+            state = None  # an older taskd's llm-batch:N of a batch in a step: not this one
+    if state is None:
+        legacy = await _legacy(llm, services, recorded_steps, in_step, custom_ids, used | {name})
         if legacy is not None:
             name, batch_id = legacy
         else:
+            if name in recorded_steps or name in used:  # taken by an older taskd's batch
+                name = aside
+                steps.seen.add(name)
             batch_id, ticket = await _submit(llm, services, name, items)
-    state = await services.llm_batch_read(ctx.run_id, batch_id)
-    if state is None:
-        raise RuntimeError(f"Message Batch {batch_id} (step {name!r}) has no record")
+        state = await _read(services, ctx.run_id, batch_id, name)
+    used.add(name)
+    if state.in_step != in_step:
+        raise BatchStepMismatch(
+            f"Message Batch {batch_id} recorded as step {name!r} was submitted "
+            f"{_where(state.in_step)}, this ctx.llm.batch call is {_where(in_step)}: reach a "
+            "run's batches in the same order on every execution"
+        )
     _check(name, batch_id, state, custom_ids)
     if state.status != "ended" or state.results is None:
         raise Suspend(datetime.now(UTC) + timedelta(seconds=BATCH_RECHECK))
@@ -258,6 +274,17 @@ async def batch(
     if ticket is not None:  # it ended before this execution suspended: trued up already
         llm._limits.settled_elsewhere(ticket, _billed(llm, items, results))
     return [outcome_of(item) for item in results]
+
+
+async def _read(services: BatchServices, run_id: uuid.UUID, batch_id: str, name: str) -> BatchState:
+    state = await services.llm_batch_read(run_id, batch_id)
+    if state is None:
+        raise RuntimeError(f"Message Batch {batch_id} (step {name!r}) has no record")
+    return state
+
+
+def _where(in_step: str | None) -> str:
+    return "outside any ctx.step" if in_step is None else f"in ctx.step {in_step!r}"
 
 
 def _check(name: str, batch_id: str, state: BatchState, custom_ids: list[str]) -> None:
@@ -281,22 +308,22 @@ async def _legacy(
     llm: LLM,
     services: BatchServices,
     recorded_steps: Mapping[str, Any],
-    in_step: str,
+    in_step: str | None,
     custom_ids: list[str],
+    used: set[str],
 ) -> tuple[str, str] | None:
-    """A batch submitted inside ``in_step`` by an older taskd, which named it ``llm-batch:N``
-    by execution: adopted when it was submitted in this step with these requests and no other
-    call of this execution took it. (name, batch id), or None."""
-    taken = _adopted.setdefault(llm, set())
+    """A batch an older taskd recorded as ``llm-batch:N``, N counted over the execution's
+    batches in steps and out: adopted when it was submitted in ``in_step`` (None: outside
+    steps) with these requests and no other call of this execution took its name (``used``).
+    (name, batch id), or None."""
     for legacy_name, step in recorded_steps.items():
-        if not _LEGACY_NAME.match(legacy_name) or legacy_name in taken:
+        if not _LEGACY_NAME.match(legacy_name) or legacy_name in used:
             continue
         if step.status != "completed" or not isinstance(step.result, Mapping):
             continue
         batch_id = str(step.result.get("batch_id"))
         state = await services.llm_batch_describe(llm._ctx.run_id, batch_id)
         if state is not None and state.in_step == in_step and state.custom_ids == custom_ids:
-            taken.add(legacy_name)
             return legacy_name, batch_id
     return None
 
