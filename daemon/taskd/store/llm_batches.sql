@@ -120,10 +120,17 @@ UPDATE taskd.llm_admissions a
 -- The batch ended: its results ($2, in request order) stored, and its run, if it waits, back
 -- to the queue now (its claimers nudged). Returns the run and whether it was woken.
 WITH ended AS (
-    UPDATE taskd.llm_batches
-       SET status = 'ended', results = $2::text::jsonb, ended_at = now(), last_error = NULL
-     WHERE id = $1
-    RETURNING run_id
+    -- a batch whose run has finished is never read: marked read, out of wake_missed's index
+    UPDATE taskd.llm_batches b
+       SET status = 'ended', results = $2::text::jsonb, ended_at = now(), last_error = NULL,
+           read_at = CASE WHEN NOT EXISTS (
+                              SELECT 1 FROM taskd.runs r
+                               WHERE r.id = b.run_id
+                                 AND r.status NOT IN ('completed', 'failed', 'canceled',
+                                                      'expired'))
+                          THEN now() END
+     WHERE b.id = $1
+    RETURNING b.run_id
 ), woken AS (
     UPDATE taskd.runs r SET status = 'queued', run_at = now()
       FROM ended WHERE r.id = ended.run_id AND r.status = 'waiting'
