@@ -300,6 +300,10 @@ async def test_a_batch_inside_a_step_is_attributed_to_it_and_the_step_records_on
     assert done.status is RunStatus.COMPLETED and done.output == 2
     steps = {s.name: s for s in done.steps}
     assert steps["premium"].result == 2
-    assert steps["llm-batch:1"].result == {"batch_id": fake_anthropic.batch_ids[0], "requests": 2}
+    # named from its step: llm-batch:<step>:N
+    assert steps["llm-batch:premium:1"].result == {
+        "batch_id": fake_anthropic.batch_ids[0],
+        "requests": 2,
+    }
     assert [c["step"] for c in await calls_of(db, run_id)] == ["premium", "premium"]
     assert _created(fake_anthropic) == 1

@@ -93,9 +93,12 @@ async def test_a_canceled_runs_open_batch_is_due_at_once(
     run_id = await insert_run(db, task_id="t", status="canceled")
     await open_batch(db, run_id, "msgbatch_1")
     await db.execute("UPDATE taskd.llm_batches SET next_poll_at = now() + interval '1 hour'")
+    assert await store.llm_batches.claim_due(60.0, 8) == []  # the claim reads no runs
+    assert await store.llm_batches.mark_runs_finished() == 1  # the poller's look every N ticks
     [due] = await store.llm_batches.claim_due(60.0, 8)
     assert due.run_finished and due.cancel_requested_at is None
     await store.llm_batches.cancel_requested(due.id)
+    assert await store.llm_batches.mark_runs_finished() == 0
     assert await store.llm_batches.claim_due(60.0, 8) == []  # asked once
 
 
@@ -114,7 +117,9 @@ async def test_the_end_is_written_once_with_its_calls_and_wakes_the_run(
     again = await store.llm_batches.finish(due.id, results, [call(run_id)] * 2)
     assert again == (False, [])
     assert await db.fetchval("SELECT count(*) FROM taskd.llm_calls") == 2
-    assert await store.llm_batches.read("msgbatch_1", run_id) == ("ended", results)
+    state = await store.llm_batches.read("msgbatch_1", run_id)
+    assert state is not None and (state["status"], state["results"]) == ("ended", results)
+    assert state["custom_ids"] == ["a", "b"] and state["in_step"] is None
     assert await store.llm_batches.read("msgbatch_1", uuid.uuid4()) is None
 
 
@@ -136,6 +141,6 @@ async def test_a_run_that_missed_its_wake_up_is_woken_at_most_three_times(
     await open_batch(db, other, "msgbatch_2")
     [due] = await store.llm_batches.claim_due(60.0, 8)
     await store.llm_batches.finish(due.id, [{"custom_id": "a"}] * 2, [])
-    assert (await store.llm_batches.read("msgbatch_2", other) or ("",))[0] == "ended"
+    assert (await store.llm_batches.read("msgbatch_2", other) or {}).get("status") == "ended"
     await db.execute("UPDATE taskd.runs SET status = 'waiting' WHERE id = $1", other)
     assert await store.llm_batches.wake_missed() == []

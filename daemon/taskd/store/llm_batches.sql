@@ -37,22 +37,22 @@ SELECT EXISTS (SELECT 1 FROM taskd.llm_batches WHERE batch_id = $1 AND run_id = 
 UPDATE taskd.llm_batches
    SET read_at = coalesce(read_at, CASE WHEN status = 'ended' THEN now() END)
  WHERE batch_id = $1 AND run_id = $2
-RETURNING status, results;
+RETURNING status, results, custom_ids, in_step;
+
+-- name: describe
+-- The batch's requests and step (ctx.llm.batch adopting a batch an older taskd named by
+-- execution), its results neither read nor marked read.
+SELECT status, NULL::jsonb AS results, custom_ids, in_step
+  FROM taskd.llm_batches WHERE batch_id = $1 AND run_id = $2;
 
 -- name: claim_due
 -- Open batches due for a poll ($2 at most), each claimed for the whole fleet: its next poll
--- moves $1 seconds ahead, so no other daemon asks the API about it before then. A batch whose
--- run finished (canceled, failed, expired) while it is still open is due at once, to be
--- canceled.
+-- moves $1 seconds ahead, so no other daemon asks the API about it before then. A range of
+-- llm_batches_open_idx: the batches not due are not visited (a batch whose run finished is
+-- made due by mark_runs_finished).
 WITH due AS (
     SELECT b.id FROM taskd.llm_batches b
-     WHERE b.status <> 'ended'
-       AND (b.next_poll_at <= now()
-            OR (b.cancel_requested_at IS NULL
-                AND EXISTS (SELECT 1 FROM taskd.runs r
-                             WHERE r.id = b.run_id
-                               AND r.status IN ('completed', 'failed', 'canceled',
-                                                'expired'))))
+     WHERE b.status <> 'ended' AND b.next_poll_at <= now()
      ORDER BY b.next_poll_at
      LIMIT $2
        FOR UPDATE SKIP LOCKED
@@ -64,8 +64,35 @@ UPDATE taskd.llm_batches b
  WHERE b.id = due.id
 RETURNING b.id, b.batch_id, b.run_id, b.step, b.in_step, b.task_id, b.attempt, b.queue,
           b.concurrency_key, b.tags, b.custom_ids, b.models, b.submitted_at,
-          b.cancel_requested_at,
+          b.cancel_requested_at, b.finish_failures, b.last_error,
           (SELECT r.status FROM taskd.runs r WHERE r.id = b.run_id) AS run_status;
+
+-- name: mark_runs_finished
+-- Open batches whose run finished (canceled, failed, expired) while they are open, not yet
+-- asked to cancel: due now, to be canceled by the next claim ($1 at most). It walks the open
+-- batches, so the poller runs it every few ticks, not every tick. How many were marked.
+WITH marked AS (
+    UPDATE taskd.llm_batches b SET next_poll_at = now()
+     WHERE b.id IN (
+        SELECT b2.id FROM taskd.llm_batches b2
+         WHERE b2.status <> 'ended' AND b2.cancel_requested_at IS NULL
+           AND b2.next_poll_at > now()
+           AND NOT EXISTS (SELECT 1 FROM taskd.runs r
+                            WHERE r.id = b2.run_id
+                              AND r.status NOT IN ('completed', 'failed', 'canceled',
+                                                   'expired'))
+         LIMIT $1
+           FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM marked;
+
+-- name: finish_failed
+-- A try at storing the ended batch failed ($2: why): counted; at MAX_FINISH_FAILURES the
+-- poller writes it ended without its results instead of downloading them again.
+UPDATE taskd.llm_batches
+   SET finish_failures = finish_failures + 1, last_error = $2
+ WHERE id = $1 AND status <> 'ended';
 
 -- name: polled
 -- What a poll found of a batch still open: its status ($2; NULL: unknown, the poll failed),
@@ -93,10 +120,17 @@ UPDATE taskd.llm_admissions a
 -- The batch ended: its results ($2, in request order) stored, and its run, if it waits, back
 -- to the queue now (its claimers nudged). Returns the run and whether it was woken.
 WITH ended AS (
-    UPDATE taskd.llm_batches
-       SET status = 'ended', results = $2::text::jsonb, ended_at = now(), last_error = NULL
-     WHERE id = $1
-    RETURNING run_id
+    -- a batch whose run has finished is never read: marked read, out of wake_missed's index
+    UPDATE taskd.llm_batches b
+       SET status = 'ended', results = $2::text::jsonb, ended_at = now(), last_error = NULL,
+           read_at = CASE WHEN NOT EXISTS (
+                              SELECT 1 FROM taskd.runs r
+                               WHERE r.id = b.run_id
+                                 AND r.status NOT IN ('completed', 'failed', 'canceled',
+                                                      'expired'))
+                          THEN now() END
+     WHERE b.id = $1
+    RETURNING b.run_id
 ), woken AS (
     UPDATE taskd.runs r SET status = 'queued', run_at = now()
       FROM ended WHERE r.id = ended.run_id AND r.status = 'waiting'
@@ -132,6 +166,6 @@ SELECT DISTINCT woken.id, woken.task_id
 
 -- name: list_of_run
 -- A run's batches, oldest first (what tests and operators look at).
-SELECT id, batch_id, step, status, request_count, polls, submitted_at, next_poll_at, ended_at,
-       cancel_requested_at, last_error, admission_id, reserved_usd
+SELECT id, batch_id, step, in_step, status, request_count, polls, submitted_at, next_poll_at,
+       ended_at, cancel_requested_at, last_error, finish_failures, admission_id, reserved_usd
   FROM taskd.llm_batches WHERE run_id = $1 ORDER BY id;

@@ -1298,6 +1298,7 @@ CREATE TABLE taskd.llm_batches (
     missed_wakes integer DEFAULT 0 NOT NULL,
     admission_id bigint,
     reserved_usd numeric(20,10) DEFAULT 0 NOT NULL,
+    finish_failures integer DEFAULT 0 NOT NULL,
     CONSTRAINT llm_batches_check CHECK (((cardinality(custom_ids) = request_count) AND (cardinality(models) = request_count))),
     CONSTRAINT llm_batches_request_count_check CHECK ((request_count > 0)),
     CONSTRAINT llm_batches_reserved_usd_check CHECK ((reserved_usd >= (0)::numeric)),
@@ -1320,7 +1321,7 @@ COMMENT ON COLUMN taskd.llm_batches.batch_id IS 'The Anthropic Message Batch id 
 -- Name: COLUMN llm_batches.step; Type: COMMENT; Schema: taskd; Owner: -
 --
 
-COMMENT ON COLUMN taskd.llm_batches.step IS 'The run''s step recording the submission (llm-batch:N): a re-execution never submits again.';
+COMMENT ON COLUMN taskd.llm_batches.step IS 'The run''s step recording the submission: llm-batch:N (the N-th batch outside ctx.step in an execution) or llm-batch:<step>:N (the N-th inside the ctx.step <step>): a re-execution never submits again.';
 
 --
 -- Name: COLUMN llm_batches.in_step; Type: COMMENT; Schema: taskd; Owner: -
@@ -1338,7 +1339,7 @@ COMMENT ON COLUMN taskd.llm_batches.next_poll_at IS 'No daemon asks the API abou
 -- Name: COLUMN llm_batches.results; Type: COMMENT; Schema: taskd; Owner: -
 --
 
-COMMENT ON COLUMN taskd.llm_batches.results IS 'Once ended: a JSON array in request order, each {custom_id, result} as the API gave it (result.type succeeded, errored, expired or canceled).';
+COMMENT ON COLUMN taskd.llm_batches.results IS 'Once ended: a JSON array in request order, each {custom_id, result} as the API gave it (result.type succeeded, errored, expired or canceled), NUL written as the text \x00; past 128 MiB a result is stored errored (results_too_large).';
 
 --
 -- Name: COLUMN llm_batches.read_at; Type: COMMENT; Schema: taskd; Owner: -
@@ -1357,6 +1358,12 @@ COMMENT ON COLUMN taskd.llm_batches.admission_id IS 'Its admission in taskd.llm_
 --
 
 COMMENT ON COLUMN taskd.llm_batches.reserved_usd IS 'The estimated cost reserved at submission (batch prices): counted against the run''s budget while the batch is open, replaced by its calls'' real cost when it ends.';
+
+--
+-- Name: COLUMN llm_batches.finish_failures; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_batches.finish_failures IS 'Tries at storing the ended batch that failed (the database refused or was away); at 3 it is written ended, each request errored with the cause (last_error), its results not stored.';
 
 --
 -- Name: llm_batches_id_seq; Type: SEQUENCE; Schema: taskd; Owner: -

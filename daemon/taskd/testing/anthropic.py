@@ -165,7 +165,8 @@ class FakeAnthropic:
     ``latency`` delays every answer (seconds); ``batch_polls_to_end`` ends each batch on that
     many retrievals (``None``: a batch ends only when :meth:`end_batch` says so);
     ``batch_results_order`` is the order of a batch's JSONL results: ``"request"``, or
-    ``"reversed"`` (the real API promises no order: a client must match them by custom_id).
+    ``"reversed"`` (the real API promises no order: a client must match them by custom_id);
+    ``batch_error_message`` is the message of a batch request that ends ``errored``.
     """
 
     def __init__(
@@ -175,6 +176,7 @@ class FakeAnthropic:
         latency: float = 0.0,
         batch_polls_to_end: int | None = None,
         batch_results_order: BatchResultsOrder = "request",
+        batch_error_message: str = "fake batch error",
     ) -> None:
         if latency < 0:
             raise ValueError(f"latency must be >= 0, got {latency}")
@@ -185,6 +187,7 @@ class FakeAnthropic:
         self.latency = latency
         self.batch_polls_to_end = batch_polls_to_end
         self.batch_results_order = batch_results_order
+        self.batch_error_message = batch_error_message
         self.requests: list[RecordedRequest] = []
         self._replies: dict[str | None, Reply | ReplyFn] = {None: Reply(default_text)}
         self._failures: deque[Failure] = deque()
@@ -654,7 +657,10 @@ class FakeAnthropic:
             elif outcome == "errored":
                 result["error"] = {
                     "type": "error",
-                    "error": {"type": "invalid_request_error", "message": "fake batch error"},
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": self.batch_error_message,
+                    },
                 }
             lines.append(json.dumps({"custom_id": custom_id, "result": result}))
         if self.batch_results_order == "reversed":

@@ -26,8 +26,14 @@ from taskd.logs import log_event
 from taskd.models import LLMCall
 from taskd.sdk.llm.failures import classify
 from taskd.sdk.llm.prices import Usage, cost_of, price_of
+from taskd.storable import escaped_text
 from taskd.store.database import DB_ERRORS
-from taskd.store.llm_batches import DueBatch
+from taskd.store.llm_batches import (
+    MAX_FINISH_FAILURES,
+    REFUSALS,
+    DueBatch,
+    errored_result,
+)
 from taskd.store.store import Store
 from taskd.telemetry import Telemetry
 from taskd.worker.findings import BATCH, Findings
@@ -40,6 +46,7 @@ log = logging.getLogger("taskd.llm")
 CLAIM_LIMIT = 8  # batches polled at once by one daemon (each one request, or a download)
 MAX_TICK = 1.0  # seconds between two looks for due batches (cheap: a partial index)
 MAX_ERROR_CHARS = 2000
+RUNS_FINISHED_EVERY = 10  # ticks between two looks for open batches whose run ended
 
 
 class LLMBatchPoller:
@@ -57,6 +64,7 @@ class LLMBatchPoller:
         self._client = client
         self._findings = findings
         self._telemetry = telemetry or findings.telemetry
+        self._ticks = 0
 
     @property
     def tick(self) -> float:
@@ -68,6 +76,10 @@ class LLMBatchPoller:
         """Wake runs whose batch ended unread, then poll the batches due; how many polled."""
         for run_id, task_id in await self._store.llm_batches.wake_missed(BATCH):
             self._findings.changed(ChangeKind.WOKEN, run_id, task_id, "queued", None, None)
+        if self._ticks % RUNS_FINISHED_EVERY == 0:
+            # a walk of the open batches: every few ticks (the claim is an index range)
+            await self._store.llm_batches.mark_runs_finished()
+        self._ticks += 1
         due = await self._store.llm_batches.claim_due(
             self._settings.batch_poll_interval, CLAIM_LIMIT
         )
@@ -100,6 +112,15 @@ class LLMBatchPoller:
         import anthropic  # loaded when a batch is due, not by every daemon's start
 
         store = self._store.llm_batches
+        if batch.finish_failures >= MAX_FINISH_FAILURES:
+            # Downloaded and refused (or the database away) that many times: ended without
+            # its results, each request errored naming the cause, so the run wakes.
+            cause = (
+                f"taskd could not store this batch's results after {batch.finish_failures} "
+                f"tries: {batch.last_error or 'unknown error'}"
+            )
+            await self._end_without_results(batch, "results_not_stored", cause)
+            return
         try:
             client = self._client()
             if batch.run_finished and batch.cancel_requested_at is None:
@@ -147,9 +168,65 @@ class LLMBatchPoller:
             await store.polled(batch.id, None, message[:MAX_ERROR_CHARS])
             return
         calls = self.calls(batch, results)
-        ended, woken = await store.finish(batch.id, results, calls)
+        try:
+            ended, woken = await store.finish(batch.id, results, calls)
+        except REFUSALS as exc:
+            # The data refused (not the database away): the same data would be refused on
+            # every poll. Ended with each request errored naming the cause; its calls kept.
+            cause = f"the database refused this batch's results: {type(exc).__name__}: {exc}"
+            log_event(
+                log,
+                logging.ERROR,
+                f"Message Batch {batch.batch_id}: {cause}",
+                run_id=str(batch.run_id),
+                batch_id=batch.batch_id,
+            )
+            await self._end_without_results(batch, "results_not_stored", cause, calls)
+            return
+        except DB_ERRORS as exc:
+            await self._count_failure(batch, exc)
+            raise
         if not ended:
             return
+        self._ended(batch, results, calls, woken)
+
+    async def _count_failure(self, batch: DueBatch, exc: BaseException) -> None:
+        try:
+            await self._store.llm_batches.finish_failed(
+                batch.id, escaped_text(f"{type(exc).__name__}: {exc}")[:MAX_ERROR_CHARS]
+            )
+        except DB_ERRORS:
+            pass  # the database away: the failure it had is logged by the caller
+
+    async def _end_without_results(
+        self,
+        batch: DueBatch,
+        error_type: str,
+        cause: str,
+        calls: list[LLMCall] | None = None,
+    ) -> None:
+        """The batch written ended, each request ``errored`` (``error_type``, ``cause``), its
+        run woken; ``calls``: its calls' records when known (what the API billed), else one
+        errored record per request without usage."""
+        cause = escaped_text(cause)[:MAX_ERROR_CHARS]
+        results = [errored_result(c, error_type, cause) for c in batch.custom_ids]
+        if calls is None:
+            calls = self.calls(batch, results)
+        try:
+            ended, woken = await self._store.llm_batches.finish(batch.id, results, calls)
+        except REFUSALS:
+            calls = self.calls(batch, results)  # the calls refused: their records without
+            ended, woken = await self._store.llm_batches.finish(batch.id, results, calls)
+        if ended:
+            self._ended(batch, results, calls, woken)
+
+    def _ended(
+        self,
+        batch: DueBatch,
+        results: Sequence[Any],
+        calls: list[LLMCall],
+        woken: list[tuple[Any, str]],
+    ) -> None:
         self._telemetry.llm_calls(calls)
         log_event(
             log,
@@ -188,6 +265,7 @@ class LLMBatchPoller:
                 message = result.get("message") or {}
                 usage = Usage.of(message.get("usage") or {})
                 stop_reason = message.get("stop_reason")
+                stop_reason = None if stop_reason is None else escaped_text(str(stop_reason))
                 outcome = "ok"
             else:
                 outcome = kind
@@ -235,5 +313,6 @@ def _result_error(result: dict[str, Any]) -> str:
     if kind == "errored":
         error = result.get("error") or {}
         inner = error.get("error", error) if isinstance(error, dict) else {}
-        return f"{inner.get('type') or 'error'}: {inner.get('message') or ''}"[:MAX_ERROR_CHARS]
+        text = f"{inner.get('type') or 'error'}: {inner.get('message') or ''}"
+        return escaped_text(text)[:MAX_ERROR_CHARS]
     return f"the request {kind} before it was processed"

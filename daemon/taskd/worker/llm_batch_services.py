@@ -17,6 +17,7 @@ from taskd.config import LLMSettings
 from taskd.logs import log_event
 from taskd.models import LLMAdmission
 from taskd.sdk.context import Context
+from taskd.sdk.llm.batch import BatchState
 from taskd.store.llm_batches import BatchRecord
 from taskd.store.store import Store
 
@@ -101,14 +102,23 @@ class LLMBatchServices:
         )
         return admission
 
-    async def llm_batch_read(
-        self, run_id: uuid.UUID, batch_id: str
-    ) -> tuple[str, list[Any] | None] | None:
+    async def llm_batch_read(self, run_id: uuid.UUID, batch_id: str) -> BatchState | None:
         # A retry is safe: marking the results read again changes nothing.
-        state: tuple[str, list[Any] | None] | None = await self._llm_patiently(
+        row: dict[str, Any] | None = await self._llm_patiently(
             "Message Batch not read", run_id, self._store.llm_batches.read, batch_id, run_id
         )
-        return state
+        return _state(row)
+
+    async def llm_batch_describe(self, run_id: uuid.UUID, batch_id: str) -> BatchState | None:
+        """The batch's custom ids and ``ctx.step``, its results not read."""
+        row: dict[str, Any] | None = await self._llm_patiently(
+            "Message Batch not read",
+            run_id,
+            self._store.llm_batches.describe,
+            batch_id,
+            run_id,
+        )
+        return _state(row)
 
     async def llm_batch_cancel(self, batch_id: str) -> None:
         """Best effort: a batch no run will read is canceled (what it already processed is
@@ -122,3 +132,9 @@ class LLMBatchServices:
                 f"Message Batch {batch_id} not canceled: {type(exc).__name__}: {exc}",
                 batch_id=batch_id,
             )
+
+
+def _state(row: dict[str, Any] | None) -> BatchState | None:
+    if row is None:
+        return None
+    return BatchState(row["status"], row["results"], list(row["custom_ids"]), row["in_step"])
