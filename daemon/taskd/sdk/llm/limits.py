@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from taskd.errors import BudgetExceeded
+from taskd.errors import BudgetExceeded, LLMRequestRefused
 from taskd.models import LLMAdmission
 from taskd.sdk.llm.prices import Usage, cost_of, price_of
 from taskd.sdk.wait import Suspend
@@ -104,6 +104,7 @@ class Ticket:
     admitted_at: datetime | None
     cost: Decimal
     settled: bool = False
+    input_tokens: int = 0  # its input estimate (what a call canceled in flight is trued up to)
 
 
 class CallLimits:
@@ -114,6 +115,7 @@ class CallLimits:
         self._limits: dict[str, Any] | None = None
         self._limits_read = False
         self._run_spent: Decimal | None = None  # earlier executions' calls, read once
+        self._run_spent_read = anyio.Lock()  # concurrent first calls: one read, not two
         self._spent = Decimal(0)  # this execution's calls, trued up
         self._reserved = Decimal(0)  # this execution's calls in flight, at their estimate
 
@@ -185,7 +187,7 @@ class CallLimits:
         except BaseException:
             self._reserved -= reserved
             raise
-        return Ticket(admission_id, admitted_at, reserved)
+        return Ticket(admission_id, admitted_at, reserved, input_tokens=input_tokens)
 
     async def admit_batch(
         self,
@@ -337,14 +339,27 @@ class CallLimits:
         self._spent += cost
         if ticket.admission_id is not None:
             input_tokens, output_tokens = used_tokens(usage)
-            await llm._services.llm_true_up(
-                ticket.admission_id, llm._ctx.run_id, input_tokens, output_tokens, cost
-            )
+            try:
+                await llm._services.llm_true_up(
+                    ticket.admission_id, llm._ctx.run_id, input_tokens, output_tokens, cost
+                )
+            except Exception as exc:
+                # the call is recorded already; raising would fail an attempt whose call was
+                # paid (and pay it again): the reservation stays at its estimate (counted
+                # high, never low) until it leaves its window
+                llm._ctx.log.warning(
+                    f"an LLM call's reservation was not trued up (it counts its estimate): {exc}",
+                    admission=ticket.admission_id,
+                )
 
     async def _within_run_budget(self, budget: Decimal, cost: Decimal, what: str = "call") -> None:
         ctx = self._llm._ctx
         if self._run_spent is None:
-            self._run_spent = await self._llm._services.llm_run_spend(ctx.run_id)
+            # one read per execution: a second read (by a call started with the first) could
+            # hold the first call's flushed cost, which self._spent holds too
+            async with self._run_spent_read:
+                if self._run_spent is None:
+                    self._run_spent = await self._llm._services.llm_run_spend(ctx.run_id)
         spent = self._run_spent + self._spent + self._reserved
         if spent + cost > budget:
             raise BudgetExceeded(
@@ -379,9 +394,18 @@ class CallLimits:
 
     async def _count(self, params: dict[str, Any]) -> int:
         """The input's tokens, as the API counts them (a recorded count_tokens call)."""
-        counted = await self._llm.messages.count_tokens(
-            **{name: params[name] for name in COUNTED_PARAMS if name in params}
-        )
+        try:
+            counted = await self._llm.messages.count_tokens(
+                **{name: params[name] for name in COUNTED_PARAMS if name in params}
+            )
+        except LLMRequestRefused as exc:  # an endpoint (a proxy, a gateway) without it
+            raise LLMRequestRefused(
+                f"counting the input's tokens for a token limit or a budget was refused: {exc} "
+                f"(an endpoint without messages.count_tokens: declare the input's tokens "
+                f"with {ESTIMATE_KEYWORD}=N on the call, or in each batch request's params)",
+                status=exc.status,
+                request_id=exc.request_id,
+            ) from exc
         return counted.input_tokens
 
 
