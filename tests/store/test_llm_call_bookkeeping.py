@@ -36,9 +36,7 @@ async def test_an_admission_asked_again_is_reserved_once(
     request = uuid.uuid4()
     first = await store.llm_limits.admit("q", "", None, 300, 100, None, request=request)
     # the commit's answer was lost: the same admission is asked again
-    again = await store.llm_limits.admit(
-        "q", "", None, 300, 100, None, request=request, again=True
-    )
+    again = await store.llm_limits.admit("q", "", None, 300, 100, None, request=request, again=True)
     assert first.admitted and again.admitted and again.id == first.id
     assert again.admitted_at == first.admitted_at
     assert await db.fetchval("SELECT sum(input + output) FROM taskd.llm_admissions") == 400
