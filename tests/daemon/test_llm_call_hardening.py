@@ -159,10 +159,10 @@ async def test_a_call_canceled_in_flight_is_recorded_and_its_reservation_settled
 @task(id="hardening.stream_then_raise", retry=Retry(max_attempts=1))
 async def stream_then_raise(payload: Any, ctx: Context) -> str:
     async with ctx.llm.messages.stream(model=HAIKU, max_tokens=50, messages=HELLO) as stream:
-        async for _ in stream.text_stream:
-            pass
-        await stream.get_final_message()
-        raise ValueError("the task's own code failed after the letter")
+        async for event in stream:
+            if event.type == "message_stop":  # the message has ended, the stream is not over
+                raise ValueError("the task's own code failed after the letter")
+    return "unreachable"
 
 
 async def test_a_stream_whose_message_ended_ends_the_wait_even_when_its_block_raises(
