@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import asyncpg
 
 from taskd import Client, Context, Queue, Rate, Retry, RunStatus, task
@@ -198,3 +199,83 @@ async def test_a_refused_count_tokens_names_the_estimate_to_declare(
     assert "Not Found" in done.error["message"]
     assert "estimated_input_tokens" in done.error["message"]
     assert len(done.attempts) == 1 and fake_anthropic.message_requests == []
+
+
+async def test_a_true_up_the_database_refuses_neither_loses_the_call_nor_pays_it_again(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply("Done.", input_tokens=10, output_tokens=5)
+    # the database refuses every true-up (data it will never take: no retry helps)
+    await db.execute(
+        """
+        CREATE FUNCTION public.refuse_true_up() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'true-up refused' USING ERRCODE = '22000'; END $$;
+        CREATE TRIGGER refuse_true_up BEFORE UPDATE ON taskd.llm_admissions
+            FOR EACH ROW EXECUTE FUNCTION public.refuse_true_up();
+        """
+    )
+    async with start_daemon([slow_call], llm_config(fake_anthropic)):
+        run_id = await client.trigger("hardening.slow_call", {})
+        done = await wait_for_run(client, run_id)
+    # the answer is the run's: recorded, not asked for again
+    assert done.status is RunStatus.COMPLETED and len(done.attempts) == 1
+    [call] = await calls_of(db, run_id)
+    assert call["outcome"] == "ok" and call["output_tokens"] == 5
+    assert len(fake_anthropic.message_requests) == 1
+    # the reservation stays at its estimate (counted high, not low)
+    row = await db.fetchrow("SELECT input, output, settled FROM taskd.llm_admissions")
+    assert row is not None and tuple(row) == (20, 200, False)
+
+
+@task(id="hardening.two_budgeted", budget_usd=1.0)
+async def two_budgeted(payload: Any, ctx: Context) -> list[str]:
+    texts = ["", ""]
+
+    async def one(i: int) -> None:
+        message = await ctx.llm.messages.create(
+            model=HAIKU, max_tokens=50, messages=HELLO, estimated_input_tokens=20
+        )
+        block = message.content[0]
+        assert block.type == "text"
+        texts[i] = block.text
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(one, 0)
+        group.start_soon(one, 1)
+    return texts
+
+
+async def test_concurrent_first_calls_read_the_run_spend_once(
+    client: Client, db: asyncpg.Connection, database: str, start_daemon,
+    fake_anthropic: FakeAnthropic,
+) -> None:  # fmt: skip
+    fake_anthropic.reply("Done.", input_tokens=10, output_tokens=5)
+    watcher = await asyncpg.connect(database)
+
+    async def reads_waiting() -> int:
+        waiting: int = await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%sum(reserved_usd)%'"
+        )
+        return waiting
+
+    try:
+        async with start_daemon([two_budgeted], llm_config(fake_anthropic)):
+            # the run's spend cannot be read while the test holds its table
+            locked = db.transaction()
+            await locked.start()
+            await db.execute("LOCK TABLE taskd.llm_batches IN ACCESS EXCLUSIVE MODE")
+            try:
+                run_id = await client.trigger("hardening.two_budgeted", {})
+                await wait_for(reads_waiting)
+                # the second call (started with the first) waits for the first's read, and
+                # reads nothing itself: no second read joins within a generous while
+                for _ in range(100):
+                    assert await reads_waiting() == 1
+                    await anyio.sleep(0.02)
+            finally:
+                await locked.rollback()
+            done = await wait_for_run(client, run_id)
+    finally:
+        await watcher.close()
+    assert done.status is RunStatus.COMPLETED and done.output == ["Done.", "Done."]
