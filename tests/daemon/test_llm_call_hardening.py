@@ -13,8 +13,8 @@ import anyio
 import asyncpg
 
 from taskd import Client, Context, Queue, Rate, Retry, RunStatus, task
-from taskd.testing.anthropic import FakeAnthropic
-from tests.support.llm import calls_of, llm_config
+from taskd.testing.anthropic import FakeAnthropic, Reply
+from tests.support.llm import calls_of, dollars, llm_config
 from tests.support.waiting import wait_for, wait_for_run
 
 HAIKU = "claude-haiku-4-5"
@@ -279,3 +279,40 @@ async def test_concurrent_first_calls_read_the_run_spend_once(
     finally:
         await watcher.close()
     assert done.status is RunStatus.COMPLETED and done.output == ["Done.", "Done."]
+
+
+@task(id="hardening.slow_stream", queue=TPM)
+async def slow_stream(payload: Any, ctx: Context) -> str:
+    async with ctx.llm.messages.stream(
+        model=HAIKU, max_tokens=200, messages=HELLO, estimated_input_tokens=30
+    ) as stream:
+        async for _ in stream.text_stream:
+            if not ctx.metadata:
+                await ctx.set_metadata(reading=True)  # the test cancels the run now
+    return "unreachable"
+
+
+async def test_a_stream_canceled_while_read_is_recorded_and_settled_to_what_it_used(
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
+    words = " ".join(f"word{n}" for n in range(40))
+    fake_anthropic.reply(Reply(words, input_tokens=40, output_tokens=41, chunk_delay=0.5))
+    async with start_daemon([slow_stream], llm_config(fake_anthropic)):
+        run_id = await client.trigger("hardening.slow_stream", {})
+
+        async def reading() -> bool:
+            return bool((await client.get_run(run_id)).metadata)
+
+        await wait_for(reading)
+        await client.cancel(run_id)
+        done = await wait_for_run(client, run_id, (RunStatus.CANCELED,))
+        admissions = await db.fetch(
+            "SELECT input, output, settled FROM taskd.llm_admissions WHERE run_id = $1", run_id
+        )
+        [call] = await calls_of(db, run_id)
+    assert done.status is RunStatus.CANCELED
+    # what the API had counted when the stream was left: the input and the first token
+    assert [tuple(row) for row in admissions] == [(40, 1, True)]
+    assert call["kind"] == "stream" and call["outcome"] == "canceled"
+    assert (call["input_tokens"], call["output_tokens"]) == (40, 1)
+    assert call["cost_usd"] == dollars(40, 1, "1", "5")
