@@ -10,7 +10,13 @@ is sent with the SDK's own retries off, and its outcome decides what happens to 
   the run goes back to the queue (``Suspend``: no slot held, no attempt spent) until the API's
   ``retry-after`` / reset time, else an adaptive backoff; past ``[llm] max_wait`` it fails;
 - a 400, 401, 403, 404, 413 or 422: ``LLMRequestRefused``, the run fails at once;
-- success: the call's usage and cost are recorded (batched; flushed before the run's outcome).
+- success: the call's usage and cost are recorded (batched; flushed before the run's outcome)
+  before anything else is awaited, and the run's wait for that key ends (``taskd.llm_deferrals``
+  holds a row per run and key, in the attempt that deferred: a success of another key, such as
+  the count_tokens a token limit makes, does not end it; the run's next attempt starts afresh);
+- cancellation in flight (the run canceled, past its max_duration, a drain): the call is
+  recorded as ``canceled`` and its reservation settled (shielded, at most
+  SHIELDED_BOOKKEEPING seconds), then the cancellation goes on.
 """
 
 from __future__ import annotations

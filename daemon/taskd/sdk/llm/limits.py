@@ -19,7 +19,10 @@ The estimate: ``max_tokens`` output tokens, and the input's tokens as the API co
 needs it), or the caller's own figure: ``estimated_input_tokens=300`` (taken out of the
 parameters before the SDK sees them). Its cost is at ``[llm] prices``; a model without a price
 cannot be called under a budget. After the call, whatever its outcome, the reservation becomes
-what the call used (a 429 used no tokens).
+what the call used (a 429 used no tokens; a call canceled in flight, its usage unknown, its
+input estimate). A true-up the database does not take is logged, not raised: the call is
+recorded already, and failing the attempt would pay for it again; the reservation then counts
+its estimate until it leaves its window.
 
 A Message Batch (``ctx.llm.batch``) is admitted once, before it is submitted, against the
 budgets only: its estimate is the sum over its requests (each one's ``max_tokens``, and its
