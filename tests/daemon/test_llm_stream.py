@@ -227,7 +227,11 @@ async def test_a_stream_left_early_is_still_recorded(
     left, whole = await calls_of(db, run_id)
     # left after its first words: what the API had counted by then (the input, the first
     # output token), priced
-    assert (left["step"], left["outcome"], left["stop_reason"]) == ("first", "ok", "abandoned")
+    assert (left["step"], left["outcome"], left["stop_reason"]) == (
+        "first",
+        "abandoned",
+        "abandoned",
+    )
     assert (left["input_tokens"], left["output_tokens"]) == (40, 1)
     assert left["cost_usd"] == dollars(40, 1, "1", "5")
     # left at message_stop: the message was whole, recorded as such

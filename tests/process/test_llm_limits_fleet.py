@@ -49,11 +49,15 @@ async def test_a_token_limit_holds_across_two_daemon_processes(
                 await wait_for(all_completed, timeout=90, interval=0.1)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{group.output()}") from None
-        # the sampler: the calls as recorded, by when they started (their admission)
+        # the sampler: every call that used tokens, whatever its outcome (an abandoned or a
+        # canceled stream, a failure with usage count in the window too), as recorded, by when
+        # they started (their admission)
         calls = await db.fetch(
             "SELECT extract(epoch FROM started_at)::float8 AS at,"
-            "       input_tokens + output_tokens AS tokens"
-            "  FROM taskd.llm_calls WHERE kind = 'message' AND outcome = 'ok'"
+            "       input_tokens + cache_write_tokens + cache_read_tokens + output_tokens"
+            "       AS tokens"
+            "  FROM taskd.llm_calls WHERE kind IN ('message', 'stream')"
+            "   AND input_tokens + cache_write_tokens + cache_read_tokens + output_tokens > 0"
             " ORDER BY started_at"
         )
         workers = await db.fetchval(

@@ -80,8 +80,11 @@ class LLMStore:
             [c.started_at for c in calls],
         )
 
-    async def gate(self, model: str, run_id: uuid.UUID | None, queue: str = "") -> LLMGate:
-        row = await self.pool.fetchrow(SQL["gate"], model, run_id, queue)
+    async def gate(
+        self, model: str, run_id: uuid.UUID | None, queue: str = "", attempt: int = 0
+    ) -> LLMGate:
+        """The key's backoff, the run's wait for that key in ``attempt``, the queue's limits."""
+        row = await self.pool.fetchrow(SQL["gate"], model, run_id, queue, attempt)
         assert row is not None
         return LLMGate(
             row["now"],
@@ -93,13 +96,29 @@ class LLMStore:
             row["queue_limits"],
         )
 
-    async def defer_run(self, run_id: uuid.UUID, reason: str) -> LLMDeferral:
-        row = await self.pool.fetchrow(SQL["defer_run"], run_id, reason)
+    async def defer_run(
+        self,
+        run_id: uuid.UUID,
+        reason: str,
+        key: str,
+        attempt: int,
+        request: uuid.UUID | None = None,
+    ) -> LLMDeferral:
+        """The run waits for ``key`` in ``attempt`` (``request``: the client's id of this
+        deferral, counted once however often it is asked)."""
+        row = await self.pool.fetchrow(SQL["defer_run"], run_id, reason, key, attempt, request)
         assert row is not None
         return LLMDeferral(row["since"], row["deferrals"], row["now"])
 
-    async def count_overload(self, model: str, reason: str) -> int:
-        overloads: int = await self.pool.fetchval(SQL["count_overload"], model, reason)
+    async def count_overload(
+        self, model: str, reason: str, least_wait: float, most_wait: float
+    ) -> int:
+        """One more overload in the model's streak, if the answer arrived after its backoff
+        window ended (``least_wait``: the shortest wait of the streak's first step, doubled
+        per step up to ``most_wait``, held at once); the streak's length."""
+        overloads: int = await self.pool.fetchval(
+            SQL["count_overload"], model, reason, least_wait, most_wait
+        )
         return overloads
 
     async def back_off(self, model: str, until: datetime, reason: str) -> datetime:

@@ -23,25 +23,46 @@ SELECT c.run_id, c.task_id, c.attempt, c.step, c.queue, c.concurrency_key,
              cost_usd, latency_ms, stop_reason, request_id, error, started_at);
 
 -- name: gate
--- Before a call: the model's backoff (no call before `until`), the run's time waiting and its
--- queue's LLM limits (one round trip for all three: it is on every call's path).
+-- Before a call: the model's backoff (no call before `until`), the run's time waiting for this
+-- key in this attempt ($4) and its queue's LLM limits (one round trip for all three: it is on
+-- every call's path).
 SELECT now() AS now, b.until, b.overloads, b.reason, d.since, d.deferrals,
        (SELECT q.llm_limits FROM taskd.queues q WHERE q.name = $3) AS queue_limits
   FROM (SELECT 1) AS one
   LEFT JOIN taskd.llm_backoffs b ON b.model = $1
-  LEFT JOIN taskd.llm_deferrals d ON d.run_id = $2;
+  LEFT JOIN taskd.llm_deferrals d ON d.run_id = $2 AND d.key = $1 AND d.attempt = $4;
 
 -- name: defer_run
--- The run goes back to the queue for the API: since when it has been waiting, how often.
-INSERT INTO taskd.llm_deferrals AS d (run_id, reason) VALUES ($1, $2)
-ON CONFLICT (run_id) DO UPDATE SET deferrals = d.deferrals + 1, reason = excluded.reason
+-- The run goes back to the queue for the API, waiting for key $3 in attempt $4: since when it
+-- has been waiting, how often. A deferral of an earlier attempt is over: it starts afresh. The
+-- same deferral asked again ($5, the client's id: its first answer lost) counts once.
+INSERT INTO taskd.llm_deferrals AS d (run_id, reason, key, attempt, request)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (run_id, key) DO UPDATE
+   SET since = CASE WHEN d.attempt = excluded.attempt THEN d.since ELSE now() END,
+       deferrals = CASE WHEN d.attempt <> excluded.attempt THEN 1
+                        WHEN d.request = excluded.request THEN d.deferrals
+                        ELSE d.deferrals + 1 END,
+       attempt = excluded.attempt, reason = excluded.reason, request = excluded.request
 RETURNING since, deferrals, now() AS now;
 
 -- name: count_overload
--- One more overload answer for the model in a row: the exponent of its backoff.
-INSERT INTO taskd.llm_backoffs AS b (model, until, overloads, reason) VALUES ($1, now(), 1, $2)
+-- An overload answer for the model: the streak (the exponent of its backoff) grows by one only
+-- for an answer that arrives after the backoff window it opened has ended (or the first of a
+-- streak): the answers of the calls in flight when the API overloaded, arriving together, are
+-- one overload, not a streak. A counted answer holds the model at least the shortest wait of
+-- its step ($3 seconds doubled per step, at most $4), so that the answers arriving with it
+-- find the window open; the caller then backs the model off to its jittered wait.
+INSERT INTO taskd.llm_backoffs AS b (model, until, overloads, reason)
+VALUES ($1, now() + make_interval(secs => $3), 1, $2)
 ON CONFLICT (model) DO UPDATE
-   SET overloads = b.overloads + 1, reason = excluded.reason, updated_at = now()
+   SET overloads = CASE WHEN b.until <= now() OR b.overloads = 0
+                        THEN b.overloads + 1 ELSE b.overloads END,
+       until = CASE WHEN b.until <= now() OR b.overloads = 0
+                    THEN greatest(b.until, now() + make_interval(
+                             secs => least($4, $3 * 2 ^ least(b.overloads, 30))))
+                    ELSE b.until END,
+       reason = excluded.reason, updated_at = now()
 RETURNING overloads;
 
 -- name: back_off
@@ -52,8 +73,9 @@ ON CONFLICT (model) DO UPDATE
 RETURNING until;
 
 -- name: recovered
--- A call of model $1 by run $2 succeeded: the model's overload streak ends, the run's wait too.
-WITH run AS (DELETE FROM taskd.llm_deferrals WHERE run_id = $2)
+-- A call of key $1 by run $2 succeeded: the key's overload streak ends, and the run's wait for
+-- that key (a wait for another key goes on).
+WITH run AS (DELETE FROM taskd.llm_deferrals WHERE run_id = $2 AND key = $1)
 UPDATE taskd.llm_backoffs SET overloads = 0, updated_at = now()
  WHERE model = $1 AND overloads > 0;
 

@@ -61,6 +61,8 @@ class LLMLimitStore:
         cost: Decimal | None,
         *,
         batch_requests: int | None = None,
+        request: uuid.UUID | None = None,
+        again: bool = False,
     ) -> LLMAdmission:
         """Admit a call estimated at ``input`` + ``output`` tokens and ``cost`` dollars (None:
         no price known) under the queue's limits and the budget of concurrency key ``key``
@@ -69,7 +71,11 @@ class LLMLimitStore:
 
         ``batch_requests``: a Message Batch of that many requests (the sums of their
         estimates), admitted under the budget alone (the token and request limits do not apply
-        to batches, nor count them); a queue without a budget admits it unrecorded."""
+        to batches, nor count them); a queue without a budget admits it unrecorded.
+
+        ``request``: the client's id of this admission; ``again``: it is asked again (its
+        first answer lost with the connection, say): the admission it made, if it was made,
+        is returned as it was, not reserved twice."""
         # read committed, said: each statement after the lock sees what the admissions before
         # it committed (a snapshot taken before the lock was granted would not)
         async with (
@@ -77,6 +83,12 @@ class LLMLimitStore:
             connection.transaction(isolation="read_committed"),
         ):
             await connection.execute(SQL["lock"], queue)
+            if again and request is not None:
+                made = await connection.fetchrow(SQL["admitted"], request)
+                if made is not None:
+                    return LLMAdmission(
+                        made["admitted_at"], True, id=made["id"], admitted_at=made["admitted_at"]
+                    )
             row = await connection.fetchrow(SQL["limits_now"], queue)
             assert row is not None
             now: datetime = row["now"]
@@ -115,10 +127,19 @@ class LLMLimitStore:
                     output,
                     batch_requests,
                     cost or Decimal(0),
+                    request,
                 )
             else:
                 admission_id = await connection.fetchval(
-                    SQL["admit"], queue, key, run_id, now, input, output, cost or Decimal(0)
+                    SQL["admit"],
+                    queue,
+                    key,
+                    run_id,
+                    now,
+                    input,
+                    output,
+                    cost or Decimal(0),
+                    request,
                 )
             return LLMAdmission(now, True, id=admission_id, admitted_at=now)
 

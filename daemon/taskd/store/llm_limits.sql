@@ -46,19 +46,25 @@ SELECT admitted_at, cost
  WHERE queue = $1 AND concurrency_key = $2 AND admitted_at > $3 AND cost > 0
  ORDER BY admitted_at, id;
 
+-- name: admitted
+-- Under the lock: the admission the client's id $1 names, if it was made already (the same
+-- admission asked again after its answer was lost with the connection).
+SELECT id, admitted_at FROM taskd.llm_admissions WHERE request = $1;
+
 -- name: admit
--- The call's reservation: its estimate, at the admission's time.
+-- The call's reservation: its estimate, at the admission's time ($8: the client's id of the
+-- admission, or NULL).
 INSERT INTO taskd.llm_admissions (queue, concurrency_key, run_id, admitted_at, input, output,
-                                  requests, cost)
-VALUES ($1, $2, $3, $4, $5, $6, 1, $7)
+                                  requests, cost, request)
+VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8)
 RETURNING id;
 
 -- name: admit_batch
 -- A Message Batch's reservation: the sum of its requests' estimates ($7 requests), counted by
--- the budgets only.
+-- the budgets only ($9: the client's id of the admission, or NULL).
 INSERT INTO taskd.llm_admissions (queue, concurrency_key, run_id, admitted_at, input, output,
-                                  requests, cost, batch)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true)
+                                  requests, cost, batch, request)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true, $9)
 RETURNING id;
 
 -- name: true_up

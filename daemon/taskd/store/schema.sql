@@ -1212,6 +1212,7 @@ CREATE TABLE taskd.llm_admissions (
     cost numeric(20,10) DEFAULT 0 NOT NULL,
     settled boolean DEFAULT false NOT NULL,
     batch boolean DEFAULT false NOT NULL,
+    request uuid,
     CONSTRAINT llm_admissions_cost_check CHECK ((cost >= (0)::numeric)),
     CONSTRAINT llm_admissions_input_check CHECK ((input >= 0)),
     CONSTRAINT llm_admissions_output_check CHECK ((output >= 0)),
@@ -1235,6 +1236,12 @@ COMMENT ON COLUMN taskd.llm_admissions.concurrency_key IS 'The run''s concurrenc
 --
 
 COMMENT ON COLUMN taskd.llm_admissions.batch IS 'A Message Batch (requests: its request count): counted by the budgets, not by the token and request limits.';
+
+--
+-- Name: COLUMN llm_admissions.request; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_admissions.request IS 'The client''s id of the admission (NULL: none given): asked again, it is found, not reserved twice.';
 
 --
 -- Name: llm_admissions_id_seq; Type: SEQUENCE; Schema: taskd; Owner: -
@@ -1416,7 +1423,7 @@ CREATE TABLE taskd.llm_calls (
 -- Name: TABLE llm_calls; Type: COMMENT; Schema: taskd; Owner: -
 --
 
-COMMENT ON TABLE taskd.llm_calls IS 'One row per call made through ctx.llm: tokens, cost (NULL: no price known for the model), outcome (ok, rate_limited, overloaded, server_error, connection_error, refused, budget).';
+COMMENT ON TABLE taskd.llm_calls IS 'One row per call made through ctx.llm: tokens, cost (NULL: no price known for the model), outcome (ok, rate_limited, overloaded, server_error, connection_error, refused, budget, abandoned: a stream left before its message ended, canceled: the run canceled, timed out or drained while the call was in flight, its usage unknown).';
 
 --
 -- Name: COLUMN llm_calls.cost_usd; Type: COMMENT; Schema: taskd; Owner: -
@@ -1445,14 +1452,23 @@ CREATE TABLE taskd.llm_deferrals (
     run_id uuid NOT NULL,
     since timestamp with time zone DEFAULT now() NOT NULL,
     deferrals integer DEFAULT 1 NOT NULL,
-    reason text NOT NULL
+    reason text NOT NULL,
+    key text NOT NULL,
+    attempt integer NOT NULL,
+    request uuid
 );
 
 --
 -- Name: TABLE llm_deferrals; Type: COMMENT; Schema: taskd; Owner: -
 --
 
-COMMENT ON TABLE taskd.llm_deferrals IS 'Runs waiting for the LLM API (429, overload, 5xx, connection): since when, how often.';
+COMMENT ON TABLE taskd.llm_deferrals IS 'Runs waiting for the LLM API (429, overload, 5xx, connection), per key (model, count_tokens, message_batches) and attempt: since when, how often. Ended by a success of the key, or by the run''s next attempt.';
+
+--
+-- Name: COLUMN llm_deferrals.attempt; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_deferrals.attempt IS 'The run''s attempt that deferred: a deferral of an earlier attempt is over.';
 
 --
 -- Name: migrations; Type: TABLE; Schema: taskd; Owner: -
@@ -2249,7 +2265,7 @@ ALTER TABLE ONLY taskd.llm_calls
 --
 
 ALTER TABLE ONLY taskd.llm_deferrals
-    ADD CONSTRAINT llm_deferrals_pkey PRIMARY KEY (run_id);
+    ADD CONSTRAINT llm_deferrals_pkey PRIMARY KEY (run_id, key);
 
 --
 -- Name: migrations migrations_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
@@ -2385,6 +2401,12 @@ CREATE INDEX llm_admissions_key_idx ON taskd.llm_admissions USING btree (queue, 
 --
 
 CREATE INDEX llm_admissions_queue_idx ON taskd.llm_admissions USING btree (queue, admitted_at);
+
+--
+-- Name: llm_admissions_request_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE UNIQUE INDEX llm_admissions_request_idx ON taskd.llm_admissions USING btree (request) WHERE (request IS NOT NULL);
 
 --
 -- Name: llm_batches_open_idx; Type: INDEX; Schema: taskd; Owner: -

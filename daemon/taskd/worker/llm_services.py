@@ -72,21 +72,45 @@ class LLMCallServices:
             await self._llm_client.close()
             self._llm_client = None
 
-    async def llm_gate(self, key: str, run_id: uuid.UUID, queue: str = "") -> LLMGate:
+    async def llm_gate(
+        self, key: str, run_id: uuid.UUID, queue: str = "", attempt: int = 0
+    ) -> LLMGate:
         gate: LLMGate = await self._llm_patiently(
-            "LLM backoff not read", run_id, self._llm_store.gate, key, run_id, queue
+            "LLM backoff not read", run_id, self._llm_store.gate, key, run_id, queue, attempt
         )
         return gate
 
-    async def llm_defer_run(self, run_id: uuid.UUID, reason: str) -> LLMDeferral:
+    async def llm_defer_run(
+        self, run_id: uuid.UUID, reason: str, key: str, attempt: int
+    ) -> LLMDeferral:
+        """The run waits for ``key`` (its attempt ``attempt``): one deferral, counted once
+        even when asked again after a lost answer (its id is made here, once)."""
+        request = uuid.uuid4()
         deferral: LLMDeferral = await self._llm_patiently(
-            "LLM wait not recorded", run_id, self._llm_store.defer_run, run_id, reason
+            "LLM wait not recorded",
+            run_id,
+            self._llm_store.defer_run,
+            run_id,
+            reason,
+            key,
+            attempt,
+            request,
         )
         return deferral
 
     async def llm_count_overload(self, key: str, reason: str) -> int:
+        """The key's overload streak after this answer (answers arriving inside the backoff
+        window the streak opened do not lengthen it: asked again, neither)."""
+        settings = self.llm_settings
+        # the shortest wait of the streak's steps (the jitter takes half to all of a step)
         overloads: int = await self._llm_patiently(
-            "LLM overload not counted", None, self._llm_store.count_overload, key, reason
+            "LLM overload not counted",
+            None,
+            self._llm_store.count_overload,
+            key,
+            reason,
+            settings.overload_backoff * 0.5,
+            settings.overload_backoff_max * 0.5,
         )
         return overloads
 
@@ -117,18 +141,20 @@ class LLMCallServices:
         output: int,
         cost: Decimal | None,
     ) -> LLMAdmission:
-        """Admit a call under the queue's limits and the key's budget, over every daemon."""
-        admission: LLMAdmission = await self._llm_patiently(
-            "LLM call not admitted",
-            run_id,
-            self._llm_limit_store.admit,
-            queue,
-            key,
-            run_id,
-            input,
-            output,
-            cost,
-        )
+        """Admit a call under the queue's limits and the key's budget, over every daemon.
+        Asked again after a lost answer, the admission already made is found by its id (made
+        here, once), not reserved twice."""
+        request = uuid.uuid4()
+        asked = 0
+
+        async def admit() -> LLMAdmission:
+            nonlocal asked
+            asked += 1
+            return await self._llm_limit_store.admit(
+                queue, key, run_id, input, output, cost, request=request, again=asked > 1
+            )
+
+        admission: LLMAdmission = await self._llm_patiently("LLM call not admitted", run_id, admit)
         return admission
 
     async def llm_true_up(

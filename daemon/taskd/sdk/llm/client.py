@@ -10,7 +10,13 @@ is sent with the SDK's own retries off, and its outcome decides what happens to 
   the run goes back to the queue (``Suspend``: no slot held, no attempt spent) until the API's
   ``retry-after`` / reset time, else an adaptive backoff; past ``[llm] max_wait`` it fails;
 - a 400, 401, 403, 404, 413 or 422: ``LLMRequestRefused``, the run fails at once;
-- success: the call's usage and cost are recorded (batched; flushed before the run's outcome).
+- success: the call's usage and cost are recorded (batched; flushed before the run's outcome)
+  before anything else is awaited, and the run's wait for that key ends (``taskd.llm_deferrals``
+  holds a row per run and key, in the attempt that deferred: a success of another key, such as
+  the count_tokens a token limit makes, does not end it; the run's next attempt starts afresh);
+- cancellation in flight (the run canceled, past its max_duration, a drain): the call is
+  recorded as ``canceled`` and its reservation settled (shielded, at most
+  SHIELDED_BOOKKEEPING seconds), then the cancellation goes on.
 """
 
 from __future__ import annotations
@@ -18,10 +24,20 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
 
 from taskd.errors import LLMRequestRefused, LLMUnavailable
 from taskd.models import LLMCall
@@ -48,6 +64,18 @@ T = TypeVar("T")
 # spread over a tenth of the wait (at most WAKE_SPREAD_MAX seconds).
 WAKE_SPREAD_MAX = 5.0
 COUNT_TOKENS_KEY = "count_tokens"  # its rate limit is the organisation's, not a model's
+# A call left by cancellation (the run canceled, past its max_duration, a drain): its
+# bookkeeping (the reservation's true-up, the key's recovery) is shielded from the
+# cancellation for at most this long (seconds), then the cancellation goes on.
+SHIELDED_BOOKKEEPING = 5.0
+STREAM_CANCELED_ERROR = (
+    "the stream was being read when the run was canceled, timed out or handed back: its "
+    "usage is what the API had counted so far"
+)
+CANCELED_ERROR = (
+    "the call was in flight when the run was canceled, timed out or handed back ({what}): "
+    "its usage is unknown (its reservation counts its input estimate)"
+)
 
 
 class LLM:
@@ -120,22 +148,51 @@ class LLM:
         try:
             result = await send(params)
         except Exception as exc:
+            verdict = self._failure(kind, model, exc, started, clock, Usage())  # recorded
             await self._limits.settle(ticket, model, Usage())  # it used no tokens
-            await self.failed(kind, key, model, exc, started, clock, Usage(), call)
+            await self._after_failure(key, verdict, exc, call)
             raise  # not the API's: a bad argument the SDK refused before sending
+        except BaseException as exc:  # canceled in flight: recorded, settled, then on its way
+            self._canceled(kind, model, exc, started, clock)
+            await self._shielded(self._limits.settle(ticket, model, _estimated_input(ticket)))
+            raise
         usage = usage_of(result)
-        await self._limits.settle(ticket, model, usage)
-        await self.succeeded(
+        # recorded before any await: nothing after the API's answer can lose the record
+        self._record_ok(
             kind,
-            key,
             model,
             usage,
             started,
             clock,
-            stop_reason=getattr(result, "stop_reason", None),
-            request_id=getattr(result, "_request_id", None),
+            getattr(result, "stop_reason", None),
+            getattr(result, "_request_id", None),
         )
+        await self._limits.settle(ticket, model, usage)
+        await self.recover(key)
         return result
+
+    async def _shielded(self, bookkeeping: Coroutine[Any, Any, None]) -> None:
+        """``bookkeeping`` for a call left by cancellation: shielded from it, for at most
+        SHIELDED_BOOKKEEPING seconds (the cancellation goes on after)."""
+        with anyio.move_on_after(SHIELDED_BOOKKEEPING, shield=True):
+            await bookkeeping
+
+    def _canceled(
+        self, kind: str, model: str, exc: BaseException, started: datetime, clock: float
+    ) -> None:
+        """Record a call the run's cancellation (or a drain, or max_duration) interrupted."""
+        self._record(
+            kind,
+            model,
+            "canceled",
+            Usage(),
+            None,
+            started,
+            clock,
+            None,
+            None,
+            CANCELED_ERROR.format(what=type(exc).__name__),
+        )
 
     @staticmethod
     def _started(ticket: Ticket | None) -> datetime:
@@ -151,8 +208,11 @@ class LLM:
 
     async def before(self, key: str) -> None:
         """Wait (suspended) while the fleet holds ``key`` backed off."""
-        gate = await self._services.llm_gate(key, self._ctx.run_id, self._ctx.queue)
+        ctx = self._ctx
+        gate = await self._services.llm_gate(key, ctx.run_id, ctx.queue, ctx.attempt)
         self._limits.known(gate.queue_limits)
+        # the run's wait for this key (not another's: a count_tokens success does not end a
+        # wait for the model), or the key's overload streak: a success ends them
         if gate.deferred_since is not None or gate.overloads > 0:
             self._recovering.add(key)
         if gate.backoff_until is not None and gate.backoff_until > gate.now:
@@ -182,12 +242,44 @@ class LLM:
         request_id: str | None = None,
         batch: bool = False,
     ) -> Decimal | None:
+        """Record a call that succeeded, then end the run's wait for ``key`` (and the key's
+        overload streak)."""
+        cost = self._record_ok(
+            kind, model, usage, started, clock, stop_reason, request_id, batch=batch
+        )
+        await self.recover(key)
+        return cost
+
+    def _record_ok(
+        self,
+        kind: str,
+        model: str,
+        usage: Usage,
+        started: datetime,
+        clock: float,
+        stop_reason: str | None,
+        request_id: str | None,
+        *,
+        batch: bool = False,
+    ) -> Decimal | None:
         cost = self.cost(model, usage, batch=batch)
         self._record(kind, model, "ok", usage, cost, started, clock, stop_reason, request_id, None)
-        if key in self._recovering:
-            self._recovering.discard(key)
-            await self._services.llm_recovered(key, self._ctx.run_id)
         return cost
+
+    async def recover(self, key: str) -> None:
+        """A call of ``key`` succeeded: the run's wait for it ends, and the key's overload
+        streak. Best effort: the call is recorded already, and a database away past its
+        patience leaves the wait to end with the attempt (logged, not raised: raising would
+        fail an attempt whose call was paid)."""
+        if key not in self._recovering:
+            return
+        self._recovering.discard(key)
+        try:
+            await self._services.llm_recovered(key, self._ctx.run_id)
+        except Exception as exc:
+            self._ctx.log.warning(
+                f"the end of the run's wait for {key} was not recorded: {exc}", key=key
+            )
 
     def cost(self, model: str, usage: Usage, *, batch: bool = False) -> Decimal | None:
         """Dollars for ``usage`` of ``model`` at ``[llm] prices`` (None: no price known)."""
@@ -207,9 +299,22 @@ class LLM:
     ) -> None:
         """Record a failed call, then wait for the API or fail the run; returns only for an
         exception that is not the API's (the caller raises it)."""
+        verdict = self._failure(kind, model, exc, started, clock, usage)
+        await self._after_failure(key, verdict, exc, call)
+
+    def _failure(
+        self,
+        kind: str,
+        model: str,
+        exc: BaseException,
+        started: datetime,
+        clock: float,
+        usage: Usage,
+    ) -> Unavailable | Refused | None:
+        """What a failed call means (None: not the API's), the call recorded (no await)."""
         verdict = classify(exc)
         if verdict is None:
-            return
+            return None
         outcome = verdict.kind.value if isinstance(verdict, Unavailable) else "refused"
         cost = self.cost(model, usage) if usage.total else None
         self._record(
@@ -224,6 +329,14 @@ class LLM:
             verdict.request_id,
             verdict.message,
         )
+        return verdict
+
+    async def _after_failure(
+        self, key: str, verdict: Unavailable | Refused | None, exc: BaseException, call: int
+    ) -> None:
+        """Fail the run (a refusal) or wait for the API (raises); returns for None."""
+        if verdict is None:
+            return
         if isinstance(verdict, Refused):
             raise LLMRequestRefused(
                 verdict.message, status=verdict.status, request_id=verdict.request_id
@@ -233,8 +346,10 @@ class LLM:
     async def _defer(self, key: str, unavailable: Unavailable, *, from_gate: bool = False) -> None:
         """Hand the run back to the queue until the API is expected back (raises Suspend), or
         fail it (LLMUnavailable) when that is past ``[llm] max_wait``."""
-        services, settings = self._services, self._settings
-        deferral = await services.llm_defer_run(self._ctx.run_id, unavailable.message[:2000])
+        services, settings, ctx = self._services, self._settings, self._ctx
+        deferral = await services.llm_defer_run(
+            ctx.run_id, unavailable.message[:2000], key, ctx.attempt
+        )
         now = deferral.now
         if from_gate:
             assert unavailable.until is not None
@@ -309,6 +424,17 @@ class LLM:
         )
 
 
+def _estimated_input(ticket: Ticket | None) -> Usage:
+    """What a call canceled in flight is trued up to: its input estimate (the API may have
+    read and billed it; what it wrote, if anything, is unknown)."""
+    return Usage(input_tokens=ticket.input_tokens if ticket is not None else 0)
+
+
+def _cancellation(exc_type: type[BaseException] | None) -> bool:
+    """Is the block left by cancellation (the run canceled, timed out, drained)?"""
+    return exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class())
+
+
 def _message_usage(message: Message) -> Usage:
     return Usage.of(message.usage)
 
@@ -381,8 +507,15 @@ class LLMStreamManager:
         try:
             sdk_stream = await self._manager.__aenter__()
         except Exception as exc:
+            verdict = llm._failure("stream", model, exc, started, clock, Usage())  # recorded
             await llm._limits.settle(self._ticket, model, Usage())  # it used no tokens
-            await llm.failed("stream", model, model, exc, started, clock, Usage(), call)
+            await llm._after_failure(model, verdict, exc, call)
+            raise
+        except BaseException as exc:  # canceled before the stream began
+            llm._canceled("stream", model, exc, started, clock)
+            await llm._shielded(
+                llm._limits.settle(self._ticket, model, _estimated_input(self._ticket))
+            )
             raise
         self._stream = LLMStream(llm, sdk_stream, model, call, started, clock)
         return self._stream
@@ -398,11 +531,22 @@ class LLMStreamManager:
                 await self._manager.__aexit__(*exc_info)
         finally:
             if stream is not None:
-                await stream._closed(leaving_on_error=exc_info[0] is not None)
-                # the reservation becomes what the stream used (so far, if it ended early)
-                await self._llm._limits.settle(
-                    self._ticket, self._params["model"], stream._usage_so_far()
-                )
+                canceled = _cancellation(exc_info[0])
+                # recorded at once (no await), whole when the message had ended
+                ended = stream._closed(canceled=canceled)
+                bookkeeping = self._bookkeeping(stream, ended)
+                if canceled:
+                    await self._llm._shielded(bookkeeping)
+                else:
+                    await bookkeeping
+
+    async def _bookkeeping(self, stream: LLMStream, ended: bool) -> None:
+        """The reservation becomes what the stream used (so far, if it ended early); a
+        stream whose message ended is a success of its model (the run's wait for it ends)."""
+        model = self._params["model"]
+        await self._llm._limits.settle(self._ticket, model, stream._usage_so_far())
+        if ended:
+            await self._llm.recover(model)
 
 
 class LLMStream:
@@ -524,42 +668,46 @@ class LLMStream:
         await self._text_deltas.aclose()
         await self._events.aclose()
 
-    async def _closed(self, *, leaving_on_error: bool) -> None:
+    def _closed(self, *, canceled: bool) -> bool:
         """The block ended before the stream was read to its end: the call is recorded all
-        the same, whole (its stop reason and usage) when the message had ended, else as
-        ``abandoned`` with the usage the API had counted so far."""
+        the same (no await), whole (outcome ``ok``, its stop reason and usage) when the
+        message had ended, else with the usage the API had counted so far, as ``canceled``
+        when the block was left by cancellation, else ``abandoned``. True: the message had
+        ended (a success of its model, whatever the block did after)."""
         if self._recorded:
-            return
+            return False
         self._recorded = True
         self._publish(done=True)
-        usage, stop_reason = self._usage_so_far(), "abandoned"
+        usage = self._usage_so_far()
         try:
             ended = self._sdk.current_message_snapshot.stop_reason
         except AssertionError:  # no message_start yet
             ended = None
-        if ended is not None and not leaving_on_error:
-            await self._llm.succeeded(
+        llm = self._llm
+        if ended is not None:
+            llm._record_ok(
                 "stream",
-                self._model,
                 self._model,
                 usage,
                 self._started,
                 self._clock,
-                stop_reason=ended,
-                request_id=self._sdk.request_id,
+                ended,
+                self._sdk.request_id,
             )
-            return
-        if ended is not None:
-            stop_reason = ended  # whole, but leaving on an error: no await, just the record
-        self._llm._record(
+            return True
+        outcome, error = "abandoned", None
+        if canceled:
+            outcome, error = "canceled", STREAM_CANCELED_ERROR
+        llm._record(
             "stream",
             self._model,
-            "ok",
+            outcome,
             usage,
-            self._llm.cost(self._model, usage),
+            llm.cost(self._model, usage),
             self._started,
             self._clock,
-            stop_reason,
+            "abandoned",
             self._sdk.request_id,
-            None,
+            error,
         )
+        return False

@@ -19,7 +19,10 @@ The estimate: ``max_tokens`` output tokens, and the input's tokens as the API co
 needs it), or the caller's own figure: ``estimated_input_tokens=300`` (taken out of the
 parameters before the SDK sees them). Its cost is at ``[llm] prices``; a model without a price
 cannot be called under a budget. After the call, whatever its outcome, the reservation becomes
-what the call used (a 429 used no tokens).
+what the call used (a 429 used no tokens; a call canceled in flight, its usage unknown, its
+input estimate). A true-up the database does not take is logged, not raised: the call is
+recorded already, and failing the attempt would pay for it again; the reservation then counts
+its estimate until it leaves its window.
 
 A Message Batch (``ctx.llm.batch``) is admitted once, before it is submitted, against the
 budgets only: its estimate is the sum over its requests (each one's ``max_tokens``, and its
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from taskd.errors import BudgetExceeded
+from taskd.errors import BudgetExceeded, LLMRequestRefused
 from taskd.models import LLMAdmission
 from taskd.sdk.llm.prices import Usage, cost_of, price_of
 from taskd.sdk.wait import Suspend
@@ -104,6 +107,7 @@ class Ticket:
     admitted_at: datetime | None
     cost: Decimal
     settled: bool = False
+    input_tokens: int = 0  # its input estimate (what a call canceled in flight is trued up to)
 
 
 class CallLimits:
@@ -114,6 +118,7 @@ class CallLimits:
         self._limits: dict[str, Any] | None = None
         self._limits_read = False
         self._run_spent: Decimal | None = None  # earlier executions' calls, read once
+        self._run_spent_read = anyio.Lock()  # concurrent first calls: one read, not two
         self._spent = Decimal(0)  # this execution's calls, trued up
         self._reserved = Decimal(0)  # this execution's calls in flight, at their estimate
 
@@ -185,7 +190,7 @@ class CallLimits:
         except BaseException:
             self._reserved -= reserved
             raise
-        return Ticket(admission_id, admitted_at, reserved)
+        return Ticket(admission_id, admitted_at, reserved, input_tokens=input_tokens)
 
     async def admit_batch(
         self,
@@ -337,14 +342,27 @@ class CallLimits:
         self._spent += cost
         if ticket.admission_id is not None:
             input_tokens, output_tokens = used_tokens(usage)
-            await llm._services.llm_true_up(
-                ticket.admission_id, llm._ctx.run_id, input_tokens, output_tokens, cost
-            )
+            try:
+                await llm._services.llm_true_up(
+                    ticket.admission_id, llm._ctx.run_id, input_tokens, output_tokens, cost
+                )
+            except Exception as exc:
+                # the call is recorded already; raising would fail an attempt whose call was
+                # paid (and pay it again): the reservation stays at its estimate (counted
+                # high, never low) until it leaves its window
+                llm._ctx.log.warning(
+                    f"an LLM call's reservation was not trued up (it counts its estimate): {exc}",
+                    admission=ticket.admission_id,
+                )
 
     async def _within_run_budget(self, budget: Decimal, cost: Decimal, what: str = "call") -> None:
         ctx = self._llm._ctx
         if self._run_spent is None:
-            self._run_spent = await self._llm._services.llm_run_spend(ctx.run_id)
+            # one read per execution: a second read (by a call started with the first) could
+            # hold the first call's flushed cost, which self._spent holds too
+            async with self._run_spent_read:
+                if self._run_spent is None:
+                    self._run_spent = await self._llm._services.llm_run_spend(ctx.run_id)
         spent = self._run_spent + self._spent + self._reserved
         if spent + cost > budget:
             raise BudgetExceeded(
@@ -379,9 +397,18 @@ class CallLimits:
 
     async def _count(self, params: dict[str, Any]) -> int:
         """The input's tokens, as the API counts them (a recorded count_tokens call)."""
-        counted = await self._llm.messages.count_tokens(
-            **{name: params[name] for name in COUNTED_PARAMS if name in params}
-        )
+        try:
+            counted = await self._llm.messages.count_tokens(
+                **{name: params[name] for name in COUNTED_PARAMS if name in params}
+            )
+        except LLMRequestRefused as exc:  # an endpoint (a proxy, a gateway) without it
+            raise LLMRequestRefused(
+                f"counting the input's tokens for a token limit or a budget was refused: {exc} "
+                f"(an endpoint without messages.count_tokens: declare the input's tokens "
+                f"with {ESTIMATE_KEYWORD}=N on the call, or in each batch request's params)",
+                status=exc.status,
+                request_id=exc.request_id,
+            ) from exc
         return counted.input_tokens
 
 
