@@ -340,7 +340,9 @@ class LLMSettings(_Section):
     back in the queue each time, no attempt spent) before it fails with the API's message."""
     overload_backoff: Seconds = Field(5.0, gt=0)
     """The first wait after an overload (529) or server error; doubled after each one in a
-    row (with jitter), up to ``overload_backoff_max``."""
+    row (with jitter), up to ``overload_backoff_max``. For overloads, "in a row" means an
+    answer after the backoff window the last one opened: the calls in flight when the API
+    overloaded count once."""
     overload_backoff_max: Seconds = Field(300.0, gt=0)
     """The longest wait after overload answers in a row."""
     stream_interval: Seconds = Field(0.25, gt=0)

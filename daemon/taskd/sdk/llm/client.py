@@ -112,8 +112,10 @@ class LLM:
 
         ``requests``: Messages API params dicts (``model`` defaults to ``[llm] model``; custom
         ids ``request-0``, ``request-1``...), or ``{"custom_id": ..., "params": {...}}``. The
-        submission is recorded as the run's step ``llm-batch:N``: a re-execution never submits
-        again. The run suspends while the batch is processed (no slot held); the daemons poll
+        submission is recorded as the run's step ``llm-batch:N`` (``llm-batch:<step>:N``
+        inside a ``ctx.step``): a re-execution never submits again, and a recorded batch is
+        returned only to a call with the same custom ids (``BatchStepMismatch`` otherwise).
+        The run suspends while the batch is processed (no slot held); the daemons poll
         it every ``[llm] batch_poll_interval`` and wake the run when it ends. Each request is
         recorded in ``taskd.llm_calls`` (kind ``batch``) at batch prices. A refused submission
         fails the run (LLMRequestRefused); a 429, 529, 5xx or lost connection hands it back to
