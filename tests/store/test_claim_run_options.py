@@ -40,7 +40,10 @@ async def test_a_run_committed_during_the_claim_keeps_its_trigger_options(databa
             group.start_soon(claim)
 
             async def claim_waits_on_the_lock() -> bool:
-                waiting = await blocker.fetchval(
+                # Not through `blocker`: inside its transaction pg_stat_activity is one snapshot
+                # (taken at its first read), so a first look that came before the claim began
+                # to wait would be the answer forever (this failed on a loaded machine).
+                waiting = await pool.fetchval(
                     "SELECT count(*) FROM pg_stat_activity"
                     " WHERE wait_event_type = 'Lock' AND query LIKE '%claim_runs%'"
                 )
