@@ -2,9 +2,10 @@
 database, the tasks served only by daemon B, a stream opened on daemon A (worker/change_feed.py).
 
 While no daemon has a stream client, nothing is sent: a session LISTENing on the feed's
-channel receives no notification while B completes runs. Once A has a client, A's stream shows
-B's runs (created through B's API, started, completed; an attempt failed, then failed), each
-change once, and A's own changes once too (not again through the database).
+channel receives no notification while B completes runs. Once A and B have a client each, A's
+stream shows B's runs (created through B's API, started, completed; an attempt failed, then
+failed), each change once, B's stream shows A's run, and each daemon's own changes reach its
+stream once (not again through the database).
 """
 
 from __future__ import annotations
@@ -100,15 +101,19 @@ async def test_a_stream_on_one_daemon_shows_the_runs_of_another(
             assert not b.find(lambda r: r["msg"].startswith("forwarding run changes"))
 
             stream = Stream()
+            on_b = Stream()
             async with anyio.create_task_group() as background:
                 background.start_soon(stream.follow, admin_url(a))
+                background.start_soon(on_b.follow, admin_url(b))
                 with anyio.fail_after(10):
                     await stream.connected.wait()
-                # B learns that A streams (A's NOTIFY on taskd_stream_watch, or B's next look
-                # at pg_stat_activity) and says so in its log
-                await b.wait_for_record(
-                    lambda r: r["msg"].startswith("forwarding run changes"), timeout=20
-                )
+                    await on_b.connected.wait()
+                # each learns that the other streams (its NOTIFY on taskd_stream_watch, or the
+                # next look at pg_stat_activity) and says so in its log
+                for daemon in (a, b):
+                    await daemon.wait_for_record(
+                        lambda r: r["msg"].startswith("forwarding run changes"), timeout=20
+                    )
                 async with aiohttp.ClientSession() as http:
                     reply = await http.post(
                         f"{admin_url(b)}/api/tasks/crash.work/trigger", json={"payload": {}}
@@ -124,6 +129,8 @@ async def test_a_stream_on_one_daemon_shows_the_runs_of_another(
                         "completed" in stream.of(works)
                         and "failed" in stream.of(fails)
                         and "completed" in stream.of(own)
+                        and "completed" in on_b.of(own)
+                        and "failed" in on_b.of(fails)
                     )
 
                 await wait_for(check, timeout=30)
@@ -140,7 +147,11 @@ async def test_a_stream_on_one_daemon_shows_the_runs_of_another(
         ["started", "attempt_failed", "started", "failed"]
     ), stream.events
     assert stream.of(fails)[-1] == "failed"
+    # A's run on both streams, once each: A's own readers had it in process, A skipped it
+    # when the database sent it back, and B received it through the database
     assert stream.of(own) == ["started", "completed"], stream.events
+    assert on_b.of(own) == ["started", "completed"], on_b.events
+    assert on_b.of(fails) == stream.of(fails), (on_b.events, stream.events)
     # the events keep their format: B's completion as B's own stream would show it
     completed = next(d for k, d in stream.events if k == "completed" and d["run_id"] == str(works))
     assert completed["task_id"] == "crash.work"

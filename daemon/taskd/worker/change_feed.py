@@ -48,6 +48,8 @@ INLINE_DATA = 2000  # a change's data up to this size travels in the notificatio
 MESSAGE_CHARS = 500  # a longer error message is cut (the run's page has it whole)
 MAX_PENDING = 20_000  # changes kept for the next flush; beyond, the oldest are dropped
 CATCH_UP_LIMIT = 1000
+CATCH_UP_MARGIN = 1.0  # seconds read before the cursor: finished_at is the commit's start
+STEP_TIMEOUT = 10.0  # a feed round trip that takes longer: the connection is dropped, retaken
 
 
 class ChangeFeed:
@@ -73,6 +75,7 @@ class ChangeFeed:
         self._received: list[str] = []
         self._wake = anyio.Event()
         self._look_now = False
+        self._next_check = 0.0
         self.streaming = False
         """Whether this daemon has a stream client and LISTENs for the others' changes."""
         self.forwarding = False
@@ -117,35 +120,42 @@ class ChangeFeed:
 
     async def _serve(self, connection: asyncpg.Connection) -> None:
         own_pid = connection.get_server_pid()
-        next_check = 0.0
+        self._next_check = 0.0
         lost = anyio.Event()
         connection.add_termination_listener(lambda _c: lost.set())
         while not lost.is_set():
-            want = self._hub.subscribers > 0
-            if want != self.streaming:
-                await self._set_streaming(connection, want)
-            now = time.monotonic()
-            if self._look_now or now >= next_check:
-                self._look_now = False
-                next_check = now + self._check_interval
-                others = await sql.streamers(connection, own_pid)
-                if others and not self.forwarding:
-                    self._hub.forward = []
-                    self.forwarding = True
-                    log.info("forwarding run changes: %d other daemon(s) stream", others)
-                elif not others and self.forwarding:
-                    self._stop_forwarding()
-                    log.info("no other daemon streams: run changes no longer forwarded")
-            if self._received:
-                await self._deliver(connection)
-            if self.forwarding:
-                await self._flush(connection)
+            with anyio.fail_after(STEP_TIMEOUT):
+                await self._step(connection, own_pid)
             self._wake = anyio.Event()
             if self._received:
                 continue
             with anyio.move_on_after(self._flush_interval if self.forwarding else self._tick):
                 await self._wake.wait()
         raise ConnectionError("the change feed's connection was closed")
+
+    async def _step(self, connection: asyncpg.Connection, own_pid: int) -> None:
+        """One look: start or stop streaming, count the others, deliver, send."""
+        want = self._hub.subscribers > 0
+        if want != self.streaming:
+            await self._set_streaming(connection, want)
+        elif not want:
+            self.cursor = None  # the readers left while the connection was down
+        now = time.monotonic()
+        if self._look_now or now >= self._next_check:
+            self._look_now = False
+            self._next_check = now + self._check_interval
+            others = await sql.streamers(connection, own_pid)
+            if others and not self.forwarding:
+                self._hub.forward = []
+                self.forwarding = True
+                log.info("forwarding run changes: %d other daemon(s) stream", others)
+            elif not others and self.forwarding:
+                self._stop_forwarding()
+                log.info("no other daemon streams: run changes no longer forwarded")
+        if self._received:
+            await self._deliver(connection)
+        if self.forwarding:
+            await self._flush(connection)
 
     async def _set_streaming(self, connection: asyncpg.Connection, streaming: bool) -> None:
         if streaming:
@@ -155,7 +165,7 @@ class ChangeFeed:
             await sql.announce(connection)
             if resumed:
                 assert self.cursor is not None
-                await self._catch_up(connection, self.cursor)
+                await self.catch_up(connection, self.cursor - CATCH_UP_MARGIN)
             self.cursor = time.time()
             self.streaming = True
         else:
@@ -209,7 +219,7 @@ class ChangeFeed:
             self.cursor = max(self.cursor or at, at)
         self.delivered_total += len(entries)
 
-    async def _catch_up(self, connection: asyncpg.Connection, since: float) -> None:
+    async def catch_up(self, connection: asyncpg.Connection, since: float) -> None:
         rows = await sql.finished_since(connection, since, self._worker_id, CATCH_UP_LIMIT)
         for row in rows:
             data = None
