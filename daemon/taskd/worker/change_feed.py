@@ -38,6 +38,7 @@ from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.config import DatabaseSettings
 from taskd.store import change_feed as sql
 from taskd.store.database import DB_ERRORS, connect
+from taskd.store.workers import SQL as WORKER_SQL
 
 log = logging.getLogger("taskd.change_feed")
 
@@ -93,7 +94,10 @@ class ChangeFeed:
             connection: asyncpg.Connection | None = None
             try:
                 connection = await connect(self._dsn, self._settings)
-                await connection.add_listener(WATCH_CHANNEL, self._on_watch)
+                # TCP keepalives as the other dedicated connections (session.py)
+                with anyio.fail_after(STEP_TIMEOUT):
+                    await connection.fetchval(WORKER_SQL["session_keepalives"])
+                    await connection.add_listener(WATCH_CHANNEL, self._on_watch)
                 failures = 0
                 if not started:
                     started = True
