@@ -118,3 +118,37 @@ async def test_a_stream_catches_up_on_what_finished_while_its_feed_was_cut(
         ]
         assert isinstance(uuid.UUID(events[0].data["run_id"]), uuid.UUID)
         group.cancel_scope.cancel()
+
+
+BIG = {"report": "z" * 20_000}  # too large for a notification: read from the run's row
+
+
+@task(id="feed.big_metadata")
+async def big_metadata(payload: Any, ctx: Context) -> None:
+    await ctx.set_metadata(**BIG)
+
+
+async def test_metadata_too_large_for_a_notification_reaches_the_other_daemon_whole(
+    client: Client, database: str
+) -> None:
+    async with (
+        daemon_with(database, [noop]) as reading,
+        daemon_with(database, [big_metadata]) as running,
+        aiohttp.ClientSession() as http,
+        anyio.create_task_group() as group,
+    ):
+        reader = await open_reader(group, http, f"{admin_url(reading)}/api/stream")
+        feed = running.change_feed
+        assert feed is not None
+
+        async def forwarding() -> bool:
+            return feed.forwarding
+
+        await wait_for(forwarding, timeout=20)
+        run_id = await client.trigger(big_metadata, None)
+        events = await reader.wait_for_kind(run_id, "completed")
+        metadata = [e for e in events if e.kind == "metadata"]
+        assert len(metadata) == 1
+        assert metadata[0].data["data"] == BIG
+        assert metadata[0].data["task_id"] == "feed.big_metadata"
+        group.cancel_scope.cancel()
