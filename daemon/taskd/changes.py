@@ -5,8 +5,10 @@ maintenance chores (expired, rescued), the run context (metadata set) and the da
 producers (created) publish here after their write committed. Each ``/api/stream`` client
 reads through a bounded subscription; a reader that falls behind is dropped, never buffered
 without bound, so the daemon's memory does not depend on how fast anyone reads. Changes are
-built only while someone subscribes: the metrics count through Telemetry instead, in batches
-(at 20,000 runs a second a change object per transition cost a fifth of the daemon's time).
+built only while someone subscribes, here or on another daemon (worker/change_feed.py sends
+them to the database then, and delivers the other daemons' changes here): the metrics count
+through Telemetry instead, in batches (at 20,000 runs a second a change object per transition
+cost a fifth of the daemon's time).
 """
 
 from __future__ import annotations
