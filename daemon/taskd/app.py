@@ -27,6 +27,7 @@ from taskd.store.store import Store
 from taskd.systemd import SystemdNotifier
 from taskd.telemetry import Telemetry
 from taskd.worker.burst import Burst
+from taskd.worker.change_feed import ChangeFeed
 from taskd.worker.claimer import Claimer
 from taskd.worker.completer import Completer
 from taskd.worker.event_relay import EventRelay
@@ -159,6 +160,7 @@ class Daemon:
         self.reconciled = False
         self.notifier = SystemdNotifier.from_environment()
         self.changes = ChangeHub()
+        self.change_feed: ChangeFeed | None = None
         self.metrics: Metrics | None = None
         self.admin: AdminServer | None = None
         self.log_writer: RunLogWriter | None = None
@@ -375,6 +377,11 @@ class Daemon:
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes
                 )
                 group.start_soon(self.event_relay.run)
+                # every daemon's run changes on any daemon's /api/stream (change_feed.py)
+                self.change_feed = ChangeFeed(
+                    self.dsn, settings.database, self.changes, self.worker_id
+                )
+                group.start_soon(self.change_feed.run)
                 if self.burst is not None:
                     await self._start_burst()
                 group.start_soon(self.scheduler.run)

@@ -5,8 +5,10 @@ maintenance chores (expired, rescued), the run context (metadata set) and the da
 producers (created) publish here after their write committed. Each ``/api/stream`` client
 reads through a bounded subscription; a reader that falls behind is dropped, never buffered
 without bound, so the daemon's memory does not depend on how fast anyone reads. Changes are
-built only while someone subscribes: the metrics count through Telemetry instead, in batches
-(at 20,000 runs a second a change object per transition cost a fifth of the daemon's time).
+built only while someone subscribes, here or on another daemon (worker/change_feed.py sends
+them to the database then, and delivers the other daemons' changes here): the metrics count
+through Telemetry instead, in batches (at 20,000 runs a second a change object per transition
+cost a fifth of the daemon's time).
 """
 
 from __future__ import annotations
@@ -140,11 +142,15 @@ class ChangeHub:
         self._subscriptions: set[Subscription] = set()
         self._seq = itertools.count(1)
         self.dropped_total = 0
+        self.forward: list[RunChange] | None = None
+        """Set (by the change feed) while another daemon streams: published changes are
+        collected here too, for the feed to send to the database in batches."""
 
     @property
     def active(self) -> bool:
-        """Whether anyone reads: publishers skip building changes nobody reads."""
-        return bool(self._subscriptions)
+        """Whether anyone reads, here or (through the feed) on another daemon: publishers
+        skip building changes nobody reads."""
+        return bool(self._subscriptions) or self.forward is not None
 
     @property
     def subscribers(self) -> int:
@@ -166,6 +172,12 @@ class ChangeHub:
         self._subscriptions.discard(subscription)
 
     def publish(self, change: RunChange) -> None:
+        if self.forward is not None:
+            self.forward.append(change)
+        self.deliver(change)
+
+    def deliver(self, change: RunChange) -> None:
+        """Hand a change to this daemon's readers only (a change another daemon made)."""
         object.__setattr__(change, "seq", next(self._seq))
         for subscription in list(self._subscriptions):
             if subscription.wants(change):
