@@ -13,9 +13,9 @@ import asyncpg
 import orjson
 
 from taskd import Client, Context, RunStatus, task
-from tests.daemon.test_stream import open_reader
 from tests.support.in_process import admin_url
 from tests.support.in_process import running_daemon as daemon_with
+from tests.support.sse import open_reader
 from tests.support.waiting import wait_for, wait_for_run
 
 
