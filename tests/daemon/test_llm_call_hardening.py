@@ -246,39 +246,44 @@ async def two_budgeted(payload: Any, ctx: Context) -> list[str]:
 
 
 async def test_concurrent_first_calls_read_the_run_spend_once(
-    client: Client, db: asyncpg.Connection, database: str, start_daemon,
-    fake_anthropic: FakeAnthropic,
-) -> None:  # fmt: skip
+    client: Client, db: asyncpg.Connection, start_daemon, fake_anthropic: FakeAnthropic
+) -> None:
     fake_anthropic.reply("Done.", input_tokens=10, output_tokens=5)
-    watcher = await asyncpg.connect(database)
+    async with start_daemon([two_budgeted], llm_config(fake_anthropic)) as daemon:
+        # count the daemon's own calls (the real ones run: these only count them)
+        services = daemon.services
+        gate, spend = services.llm_gate, services.llm_run_spend
+        gates_done, spend_reads = [0], [0]
 
-    async def reads_waiting() -> int:
-        waiting: int = await watcher.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE '%sum(reserved_usd)%'"
-        )
-        return waiting
+        async def counted_gate(*args: Any, **kwargs: Any) -> Any:
+            result = await gate(*args, **kwargs)
+            gates_done[0] += 1
+            return result
 
-    try:
-        async with start_daemon([two_budgeted], llm_config(fake_anthropic)):
-            # the run's spend cannot be read while the test holds its table
-            locked = db.transaction()
-            await locked.start()
-            await db.execute("LOCK TABLE taskd.llm_batches IN ACCESS EXCLUSIVE MODE")
-            try:
-                run_id = await client.trigger("hardening.two_budgeted", {})
-                await wait_for(reads_waiting)
-                # the second call (started with the first) waits for the first's read, and
-                # reads nothing itself: no second read joins within a generous while
-                for _ in range(100):
-                    assert await reads_waiting() == 1
-                    await anyio.sleep(0.02)
-            finally:
-                await locked.rollback()
-            done = await wait_for_run(client, run_id)
-    finally:
-        await watcher.close()
+        async def counted_spend(*args: Any, **kwargs: Any) -> Any:
+            spend_reads[0] += 1
+            return await spend(*args, **kwargs)
+
+        services.llm_gate = counted_gate  # type: ignore[method-assign]
+        services.llm_run_spend = counted_spend  # type: ignore[method-assign]
+        # the run's spend cannot be read while the test holds its table
+        locked = db.transaction()
+        await locked.start()
+        await db.execute("LOCK TABLE taskd.llm_batches IN ACCESS EXCLUSIVE MODE")
+        try:
+            run_id = await client.trigger("hardening.two_budgeted", {})
+
+            # both calls (started together) are past their gate, the first read is held:
+            # the second has reached the spend before the first's read could answer
+            async def both_past_the_gate() -> bool:
+                return gates_done[0] == 2 and spend_reads[0] >= 1
+
+            await wait_for(both_past_the_gate)
+        finally:
+            await locked.rollback()
+        done = await wait_for_run(client, run_id)
     assert done.status is RunStatus.COMPLETED and done.output == ["Done.", "Done."]
+    assert spend_reads[0] == 1
 
 
 @task(id="hardening.slow_stream", queue=TPM)
