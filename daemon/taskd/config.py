@@ -84,7 +84,8 @@ class DatabaseSettings(_Section):
     statement_cache_size: int = Field(1024, ge=0)
     """0 when the pool goes through PgBouncer in transaction mode."""
     connect_timeout: Seconds = 10.0
-    """Longest wait for a new connection to the database."""
+    """Longest wait for a new connection to the database; one that times out (or that a
+    starting server refuses for now) is tried again, 3 tries in all."""
     # PostgreSQL takes at most 2^31-1 ms (24.8 days) for either
     lock_timeout: Seconds = Field(5.0, gt=0, le=2_147_483)
     """Longest wait of a daemon statement for a lock another transaction holds (a run's row

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import anyio
 import asyncpg
 import orjson
 
 from taskd.config import DatabaseSettings
+
+log = logging.getLogger("taskd.database")
+
+T = TypeVar("T")
+
+CONNECT_TRIES = 3
+"""Tries of one connection (or pool) whose opening timed out or that the server was not
+ready to take: a server that stalls for a moment under load, or is still starting, answers the
+next try."""
+_TRANSIENT = (TimeoutError, asyncpg.CannotConnectNowError)
 
 
 def encode_json(value: Any) -> bytes:
@@ -36,14 +49,37 @@ async def init_connection(connection: asyncpg.Connection) -> None:
 async def connect(dsn: str, settings: DatabaseSettings | None = None) -> asyncpg.Connection:
     """A dedicated connection (LISTEN, advisory locks): never taken from a pool."""
     settings = settings or DatabaseSettings()
-    connection: asyncpg.Connection = await asyncpg.connect(
+    connection: asyncpg.Connection = await _retrying(
         dsn,
-        timeout=settings.connect_timeout,
-        statement_cache_size=settings.statement_cache_size,
-        server_settings={"application_name": "taskd"},
+        lambda: asyncpg.connect(
+            dsn,
+            timeout=settings.connect_timeout,
+            statement_cache_size=settings.statement_cache_size,
+            server_settings={"application_name": "taskd"},
+        ),
     )
     await init_connection(connection)
     return connection
+
+
+async def _retrying(dsn: str, open_: Callable[[], Awaitable[T]]) -> T:
+    """``open_()``, tried again (up to CONNECT_TRIES) when it timed out or the server was not
+    ready; every other failure (refused, no such database, bad password) at once."""
+    for attempt in range(1, CONNECT_TRIES + 1):
+        try:
+            return await open_()
+        except _TRANSIENT as exc:
+            if attempt == CONNECT_TRIES:
+                raise
+            log.warning(
+                "connecting to %s: %s; trying again (%d of %d)",
+                dsn_location(dsn),
+                str(exc) or type(exc).__name__,
+                attempt + 1,
+                CONNECT_TRIES,
+            )
+            await anyio.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 async def create_pool(
@@ -76,15 +112,18 @@ async def create_pool(
         server_settings["statement_timeout"] = str(max(1, int(statement_timeout * 1000)))
     if lock_timeout is not None:
         server_settings["lock_timeout"] = str(max(1, int(lock_timeout * 1000)))
-    pool: asyncpg.Pool = await asyncpg.create_pool(
+    pool: asyncpg.Pool = await _retrying(
         dsn,
-        min_size=size or settings.pool_min_size,
-        max_size=size or settings.pool_max_size,
-        timeout=settings.connect_timeout,
-        statement_cache_size=settings.statement_cache_size,
-        init=init_connection,
-        server_settings=server_settings,
-        reset=None if reset_session else _keep_session,
+        lambda: asyncpg.create_pool(
+            dsn,
+            min_size=size or settings.pool_min_size,
+            max_size=size or settings.pool_max_size,
+            timeout=settings.connect_timeout,
+            statement_cache_size=settings.statement_cache_size,
+            init=init_connection,
+            server_settings=server_settings,
+            reset=None if reset_session else _keep_session,
+        ),
     )
     return pool
 
