@@ -1,0 +1,48 @@
+"""Tasks the browser tests run: one that reports progress step by step, released by the test
+(a gate per run, not a sleep), one that fails with a traceback, one that waits to be canceled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from taskd import Context, Retry, task
+
+GATES: dict[str, anyio.Event] = {}
+"""Named gates the ``console.progress`` task waits at: ``{name}:{step}``."""
+
+
+def gate(name: str) -> anyio.Event:
+    return GATES.setdefault(name, anyio.Event())
+
+
+@task(id="console.progress")
+async def progress(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Sets metadata.progress to step/steps, waiting at gate ``{gate}:{step}`` before each."""
+    steps = int(payload["steps"])
+    for step in range(1, steps + 1):
+        await gate(f"{payload['gate']}:{step}").wait()
+        await ctx.set_metadata(progress=step / steps, stage=f"step {step}")
+        ctx.log.info(f"step {step} of {steps} done", step=step)
+    return {"done": steps, "echo": payload.get("echo")}
+
+
+@task(id="console.fails", retry=Retry(max_attempts=1))
+async def fails(payload: Any, ctx: Context) -> None:
+    ctx.log.warning("about to fail")
+    raise ValueError(f"order {payload.get('order', '?')} could not be charged")
+
+
+@task(id="console.sleeps")
+async def sleeps(payload: Any, ctx: Context) -> None:
+    """Runs until canceled."""
+    await anyio.sleep_forever()
+
+
+@task(id="console.echo")
+async def echo(payload: Any, ctx: Context) -> Any:
+    return payload
+
+
+TASKS = [progress, fails, sleeps, echo]
