@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from taskd import Context, Retry, task
+from taskd import Context, Retry, task, wait
 
 GATES: dict[str, anyio.Event] = {}
 """Named gates the ``console.progress`` task waits at: ``{name}:{step}``."""
@@ -46,3 +46,13 @@ async def echo(payload: Any, ctx: Context) -> Any:
 
 
 TASKS = [progress, fails, sleeps, echo]
+
+
+@task(id="console.token")
+async def token_waiter(payload: Any, ctx: Context) -> Any:
+    """Waits for a wait token (completed from the run page); returns what it was given."""
+    token = await wait.create_token(timeout="1h")
+    return {"token_output": await wait.for_token(token)}
+
+
+TASKS.append(token_waiter)

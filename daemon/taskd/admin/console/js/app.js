@@ -1,6 +1,8 @@
 // The console's shell: the session, the navigation, and a hash router that loads one page
 // module at a time (js/pages/<module>.js, exporting render(root, params, app) and optionally
-// dispose()).
+// dispose()). root is a fresh element inside <main> for each render; once the route changed
+// it is detached (root.isConnected is false): a page awaiting the API checks it before it
+// subscribes to live changes or starts timers, since dispose() was called before that.
 
 import { api, h, onRunChange } from "./lib.js";
 
@@ -8,6 +10,7 @@ import { api, h, onRunChange } from "./lib.js";
 // A page is listed here and in index.html's nav only once its module exists.
 const PAGES = {
   runs: { list: "runs", detail: "run", title: "Runs" },
+  errors: { list: "errors", title: "Errors" },
 };
 const DEFAULT_ROUTE = "#/runs";
 
@@ -65,15 +68,20 @@ async function route({ focus = true } = {}) {
   }
   const moduleName = id !== undefined && page.detail ? page.detail : page.list;
   document.title = `${page.title} · taskd console`;
+  // Each render fills a view of its own inside <main>: a render still awaiting the API when
+  // the route changes fills a detached view (pages check root.isConnected before they
+  // subscribe to anything live).
+  const view = h("div", { class: "view" });
+  main.replaceChildren(view);
   try {
     const module = await import(`./pages/${moduleName}.js`);
     if (token !== renderCount) return; // another route was asked for meanwhile
     current = { module };
-    await module.render(main, { ...params, id }, app);
+    await module.render(view, { ...params, id }, app);
   } catch (error) {
     if (token !== renderCount) return;
     console.error(error);
-    main.replaceChildren(
+    view.replaceChildren(
       h("h1", null, page.title),
       h("p", { class: "error", role: "alert" }, `This page failed to load: ${error.message}`),
     );
