@@ -6,11 +6,22 @@ from __future__ import annotations
 
 import uuid
 
-from playwright.async_api import Dialog, Page, expect
+from playwright.async_api import Browser, Dialog, Page, expect
 
 from taskd import RunStatus
-from tests.support.browser import Console, axe_check, screenshot
+from taskd.testing.anthropic import FakeAnthropic
+from tests.support.browser import (
+    TOKEN,
+    Console,
+    PageProblems,
+    axe_check,
+    login,
+    new_page,
+    screenshot,
+    serve_console,
+)
 from tests.support.console_tasks import gate
+from tests.support.llm import llm_config
 from tests.support.waiting import wait_for_run
 
 
@@ -168,3 +179,57 @@ async def test_filters_and_older_pages(page: Page, console: Console) -> None:
     await expect(page).to_have_url(f"{console.url}/#/runs?status=failed")
     await expect(rows).to_have_count(1)
     await expect(rows.first).to_have_attribute("data-run", str(failed))
+
+
+async def test_a_waiting_run_shows_its_wait_and_its_token(page: Page, console: Console) -> None:
+    run_id = await console.trigger("console.token", {})
+    await wait_for_run(console.client, run_id, [RunStatus.WAITING])
+    await page.goto(f"/#/runs/{run_id}")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("waiting")
+    timeline = page.get_by_role("list", name="Timeline")
+    await expect(timeline).to_contain_text("token:1")
+    await expect(timeline).to_contain_text("waiting (wakes")
+    await expect(page.get_by_role("button", name="Complete token:1")).to_be_visible()
+    await screenshot(page, "run-waiting")
+    await axe_check(page)
+    await console.call("POST", f"/api/runs/{run_id}/cancel")
+
+
+async def test_children_llm_calls_tokens_and_cost(
+    browser: Browser,
+    database: str,
+    fake_anthropic: FakeAnthropic,
+    problems: PageProblems,
+) -> None:
+    fake_anthropic.reply("Queues wait so you do not.", input_tokens=1200, output_tokens=34)
+    async with serve_console(database, llm_config(fake_anthropic)) as console:
+        run_id = await console.trigger("console.parent", {"llm": True})
+        await wait_for_run(console.client, run_id, [RunStatus.COMPLETED])
+        context, page = await new_page(browser, console)
+        problems.watch(page)
+        try:
+            await login(page, TOKEN)
+            await page.goto(f"/#/runs/{run_id}")
+            family = page.get_by_role("list", name="Children")
+            await expect(family.get_by_role("link")).to_have_count(2)
+            timeline = page.get_by_role("list", name="Timeline")
+            await expect(timeline).to_contain_text("children:1")
+            await expect(timeline.get_by_text("child console.echo · completed")).to_have_count(2)
+            await expect(timeline).to_contain_text("LLM claude-haiku-4-5 · message")
+            calls = page.get_by_role("table", name="LLM calls")
+            await expect(calls).to_contain_text("claude-haiku-4-5")
+            await expect(calls).to_contain_text("1200")
+            costs = page.get_by_role("region", name="LLM calls, tokens and cost")
+            await expect(costs).to_contain_text(
+                "1 call · 1,200 input and 34 output tokens · $0.00137"
+            )
+            await screenshot(page, "run-children-llm")
+            await axe_check(page)
+
+            child = family.get_by_role("link").first
+            await child.click()
+            await expect(page.get_by_role("heading", level=1)).to_contain_text("console.echo")
+            await expect(page.get_by_text("Parent:")).to_contain_text(str(run_id))
+        finally:
+            await context.close()
+        assert problems.errors == [], problems.errors

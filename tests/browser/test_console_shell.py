@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
 from tests.support.browser import (
     READ_TOKEN,
     TOKEN,
     Console,
+    PageProblems,
     axe_check,
     screenshot,
 )
 from tests.support.console_files import CSP, console_html_files
+from tests.support.in_process import admin_url, running_daemon
 
 
 async def test_the_token_opens_the_console_and_a_wrong_one_does_not(
@@ -130,3 +132,39 @@ async def test_a_read_only_session_cookie_is_not_an_admin_one(read_page: Page) -
     await read_page.context.add_cookies([{**cookie, "value": forged}])  # type: ignore[list-item]
     answer = await read_page.request.get("/api/session")
     assert (await answer.json())["role"] is None
+
+
+async def test_every_page_in_the_navigation_opens_and_is_accessible(page: Page) -> None:
+    """Each nav link loads its page module (no script error, no CSP refusal: the fixture
+    checks) and its heading, in the light and the dark scheme, on a wide and a narrow screen."""
+    links = page.get_by_role("navigation", name="Console pages").get_by_role("link")
+    names = await links.all_inner_texts()
+    assert "Runs" in names
+    for scheme, width in (("light", 1280), ("dark", 390)):
+        await page.emulate_media(color_scheme=scheme)
+        await page.set_viewport_size({"width": width, "height": 900})
+        for name in names:
+            await links.get_by_text(name, exact=True).click()
+            await expect(page.get_by_role("heading", level=1, name=name)).to_be_visible()
+            link = links.get_by_text(name, exact=True)
+            await expect(link).to_have_attribute("aria-current", "page")
+            await axe_check(page)
+    await screenshot(page, "shell-dark-narrow")
+
+
+async def test_without_a_token_the_console_opens_without_login(
+    browser: Browser, database: str, problems: PageProblems
+) -> None:
+    async with running_daemon(database, []) as daemon:
+        context = await browser.new_context(base_url=admin_url(daemon))
+        try:
+            page = await context.new_page()
+            problems.watch(page)
+            await page.goto("/login")
+            await expect(page).to_have_url(admin_url(daemon) + "/#/runs")
+            await expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+            await expect(page.locator("#role")).to_have_text("admin")
+            await expect(page.get_by_role("button", name="Log out")).to_be_hidden()
+        finally:
+            await context.close()
+    assert problems.errors == [], problems.errors

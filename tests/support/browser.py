@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,6 @@ class PageProblems:
             self.errors.append(f"console {message.type}: {text}")
 
 
-def _settings(settings: Settings) -> None:
-    settings.admin.token = TOKEN
-    settings.admin.read_token = READ_TOKEN
-
-
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     """Chromium, headless, for the whole session. Missing Chromium fails the tier (CI installs
@@ -112,9 +108,12 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-@pytest.fixture
-async def console(database: str) -> AsyncIterator[Console]:
-    """A daemon serving the console tasks, with an admin token and a read-only token.
+@asynccontextmanager
+async def serve_console(
+    database: str, configure: Callable[[Settings], None] | None = None
+) -> AsyncIterator[Console]:
+    """A daemon serving the console tasks, with an admin token and a read-only token
+    (``configure`` may change more settings after them).
 
     The daemon lives in a task of its own: a fixture's setup and teardown run in different
     tasks, and the daemon's task group must be left in the task that entered it.
@@ -122,9 +121,15 @@ async def console(database: str) -> AsyncIterator[Console]:
     started: asyncio.Future[Daemon] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
 
+    def settings(values: Settings) -> None:
+        values.admin.token = TOKEN
+        values.admin.read_token = READ_TOKEN
+        if configure is not None:
+            configure(values)
+
     async def serve() -> None:
         try:
-            async with running_daemon(database, TASKS, _settings, concurrency=8) as daemon:
+            async with running_daemon(database, TASKS, settings, concurrency=8) as daemon:
                 started.set_result(daemon)
                 await stop.wait()
         except BaseException as exc:
@@ -143,6 +148,13 @@ async def console(database: str) -> AsyncIterator[Console]:
     finally:
         stop.set()
         await server
+
+
+@pytest.fixture
+async def console(database: str) -> AsyncIterator[Console]:
+    """A daemon with the console (serve_console)."""
+    async with serve_console(database) as served:
+        yield served
 
 
 async def new_page(browser: Browser, console: Console) -> tuple[BrowserContext, Page]:

@@ -56,3 +56,26 @@ async def token_waiter(payload: Any, ctx: Context) -> Any:
 
 
 TASKS.append(token_waiter)
+
+
+@task(id="console.parent")
+async def parent(payload: dict[str, Any], ctx: Context) -> Any:
+    """Two child runs of console.echo, then (with ``llm``) one LLM call in a step."""
+    outputs = await echo.batch_trigger_and_wait([{"n": 1}, {"n": 2}])
+    if not payload.get("llm"):
+        return {"children": outputs}
+
+    async def write() -> str:
+        message = await ctx.llm.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "One line about queues."}],
+        )
+        block = message.content[0]
+        assert block.type == "text"
+        return block.text
+
+    return {"children": outputs, "line": await ctx.step("write", write)}
+
+
+TASKS.append(parent)

@@ -166,7 +166,6 @@ const STREAM_KINDS = [
 ];
 const listeners = new Set();
 let source = null;
-let wasOpen = false;
 
 function dispatch(change) {
   for (const listener of [...listeners]) {
@@ -186,9 +185,9 @@ function dispatch(change) {
 function openStream() {
   source = new EventSource("/api/stream");
   source.addEventListener("open", () => {
-    // After a cut, changes may have been missed: listeners re-read what they show.
-    if (wasOpen) dispatch({ kind: "reconnected" });
-    wasOpen = true;
+    // Changes before this moment (the first connection, or a cut) were not seen here:
+    // listeners re-read what they show.
+    dispatch({ kind: "reconnected" });
   });
   for (const kind of STREAM_KINDS) {
     source.addEventListener(kind, (event) => {
@@ -204,7 +203,8 @@ function openStream() {
 }
 
 // fn(change) for every run change ({kind, run_id, task_id, status, attempt, at, data}),
-// optionally of one run or one task; fn({kind: "reconnected"}) after the stream was cut.
+// optionally of one run or one task; fn({kind: "reconnected"}) each time the stream
+// (re)connects: what changed before that was not seen here, re-read what is shown.
 // One EventSource for the whole page, closed when nobody listens. Returns the unsubscribe.
 export function onRunChange(fn, { run, task } = {}) {
   const listener = { fn, run, task };
@@ -215,7 +215,6 @@ export function onRunChange(fn, { run, task } = {}) {
     if (listeners.size === 0 && source) {
       source.close();
       source = null;
-      wasOpen = false;
     }
   };
 }

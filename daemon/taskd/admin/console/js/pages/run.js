@@ -21,13 +21,20 @@ function kindOfStep(name) {
   return "step";
 }
 
+const CHILD_BARS = 20; // children read for the timeline (each its own GET)
+
 // The timeline's bars: [{kind, label, start, end, failed, running}], times in ms.
-function timeline(detail, now) {
+function timeline(detail, now, children) {
   const run = detail.run;
   const items = [];
   const started = run.started_at ? ms(run.started_at) : null;
   items.push({ kind: "queue", label: "queued", start: ms(run.created_at), end: started ?? (TERMINAL.has(run.status) ? ms(run.finished_at || run.created_at) : now) });
   let lastEnd = started;
+  const first = run.attempts[0];
+  if (started !== null && first && ms(first.started_at) - started > 50) {
+    // the attempt's earlier executions: it ran, suspended on a wait, and resumed later
+    items.push({ kind: "wait", label: `attempt ${first.attempt} · ran, then waited`, start: started, end: ms(first.started_at) });
+  }
   for (const attempt of run.attempts) {
     items.push({
       kind: "attempt",
@@ -55,6 +62,17 @@ function timeline(detail, now) {
     const from = Math.max(lastEnd ?? 0, ...run.steps.map((s) => ms(s.finished_at)), started ?? 0);
     items.push({ kind: "wait", label: `waiting (wakes ${new Date(run.run_at).toLocaleString()})`, start: from || now, end: now, running: true });
   }
+  for (const child of children) {
+    const end = child.finished_at ? ms(child.finished_at) : now;
+    items.push({
+      kind: "child",
+      label: `child ${child.task_id} · ${child.status}`,
+      start: ms(child.created_at),
+      end,
+      failed: child.status === "failed" || child.status === "expired",
+      running: !child.finished_at,
+    });
+  }
   for (const call of detail.llm_calls) {
     const start = ms(call.started_at);
     items.push({
@@ -68,9 +86,9 @@ function timeline(detail, now) {
   return items;
 }
 
-function waterfall(detail) {
+function waterfall(detail, children = []) {
   const now = Date.now();
-  const items = timeline(detail, now);
+  const items = timeline(detail, now, children);
   const t0 = Math.min(...items.map((i) => i.start));
   const t1 = Math.max(...items.map((i) => i.end), t0 + 1);
   const span = t1 - t0;
@@ -139,6 +157,11 @@ function errors(run) {
   return h("div", null, blocks);
 }
 
+// "0.0013700000" -> "0.00137" (the API's decimals are exact strings: no float rounding)
+function dollars(text) {
+  return String(text).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
+}
+
 function costs(detail) {
   const cost = detail.llm_cost;
   if (!cost || !cost.calls) return h("p", { class: "muted" }, "No LLM calls.");
@@ -146,10 +169,10 @@ function costs(detail) {
     h("tr", null,
       h("td", null, timeEl(c.started_at)), h("td", null, c.model), h("td", null, c.kind), h("td", null, c.outcome),
       h("td", { class: "num" }, String(c.input_tokens)), h("td", { class: "num" }, String(c.output_tokens)),
-      h("td", { class: "num" }, c.cost_usd === null ? "—" : `$${c.cost_usd}`),
+      h("td", { class: "num" }, c.cost_usd === null ? "—" : `$${dollars(c.cost_usd)}`),
       h("td", { class: "num" }, c.latency_ms === null ? "" : fmtDuration(c.latency_ms / 1000)), h("td", null, c.step || "")));
   return h("div", null,
-    h("p", null, `${cost.calls} calls · ${cost.input_tokens.toLocaleString()} input and ${cost.output_tokens.toLocaleString()} output tokens · $${cost.cost_usd}` +
+    h("p", null, `${cost.calls} call${cost.calls === 1 ? "" : "s"} · ${cost.input_tokens.toLocaleString()} input and ${cost.output_tokens.toLocaleString()} output tokens · $${dollars(cost.cost_usd)}` +
       (cost.unpriced_calls ? ` (${cost.unpriced_calls} calls without a price)` : "")),
     h("div", { class: "table-wrap" }, h("table", { class: "data", "aria-label": "LLM calls" },
       h("thead", null, h("tr", null, ["At", "Model", "Kind", "Outcome", "Input", "Output", "Cost", "Latency", "Step"].map((t) => h("th", { scope: "col" }, t)))),
@@ -316,6 +339,28 @@ export async function render(root, params, app) {
         })));
   }
 
+  // The first children, read one by one for their times (a RunLink has none).
+  const childRuns = new Map();
+  async function readChildren(data) {
+    const wanted = data.children.slice(0, CHILD_BARS).filter((c) => {
+      const known = childRuns.get(c.id);
+      return !known || !TERMINAL.has(known.status);
+    });
+    if (!wanted.length) return false;
+    const read = await Promise.all(
+      wanted.map((c) => api(`/api/runs/${c.id}?log_limit=0`).then((d) => d.run).catch(() => null)),
+    );
+    for (const child of read) if (child) childRuns.set(child.id, child);
+    return true;
+  }
+  function drawTimeline(data) {
+    const children = data.children.slice(0, CHILD_BARS).map((c) => childRuns.get(c.id)).filter(Boolean);
+    timelineBox.replaceChildren(waterfall(data, children));
+    if (data.children.length > CHILD_BARS) {
+      timelineBox.append(h("p", { class: "muted" }, `The first ${CHILD_BARS} of ${data.children.length} children are drawn.`));
+    }
+  }
+
   let shownText = null;
   function show(data) {
     detail = data;
@@ -323,7 +368,7 @@ export async function render(root, params, app) {
     const text = JSON.stringify(data);
     if (text === shownText) {
       // nothing new: only the bars of what is still running grow
-      if (!TERMINAL.has(run.status)) timelineBox.replaceChildren(waterfall(data));
+      if (!TERMINAL.has(run.status)) drawTimeline(data);
       return;
     }
     shownText = text;
@@ -332,7 +377,10 @@ export async function render(root, params, app) {
     setProgress(run.metadata);
     actionButtons(run);
     factsBox.replaceChildren(facts(data));
-    timelineBox.replaceChildren(waterfall(data));
+    drawTimeline(data);
+    readChildren(data).then((changed) => {
+      if (changed && !disposed && detail === data) drawTimeline(data);
+    });
     errorsBox.replaceChildren(errors(run));
     family.replaceChildren(
       ...[
@@ -414,7 +462,7 @@ export async function render(root, params, app) {
 
   // Live: a change of this run (status, metadata) shows at once; the progress bar follows
   // metadata changes without a read; logs are read again while the run is unfinished.
-  let due = false;
+  let due = false; // set by the (first) connection too: what changed before it is read again
   unsubscribe = app.stream((change) => {
     if (change.kind === "metadata" && change.data) setProgress(change.data);
     due = true;

@@ -320,18 +320,10 @@ export async function render(root, params, app) {
     }
   });
 
-  try {
-    await loadPage(null);
-  } catch (error) {
-    status.textContent = "";
-    root.append(h("p", { class: "error", role: "alert" }, error.message));
-    return;
-  }
-  loadCounts();
   if (!root.isConnected) return; // the route changed meanwhile: nothing live to start
-
-  // Live. A change to a shown run updates its row at once; a new run (or a reconnect) reads
-  // the first page again, at most every half second; the counts follow every 2 s.
+  // Live, subscribed before the first read so that no change falls in between. A change to a
+  // shown run updates its row at once; a new run (or a (re)connect) reads the first page
+  // again, at most every half second; the counts follow every 2 s.
   let newerDue = false;
   let countsDue = false;
   unsubscribe = app.stream((change) => {
@@ -348,8 +340,9 @@ export async function render(root, params, app) {
     if (change.kind === "reconnected" || (!tr && change.run_id && (!newest || change.run_id > newest))) newerDue = true;
     if (change.kind !== "metadata" && change.kind !== "llm_text") countsDue = true;
   });
+  let loaded = false;
   timers.push(setInterval(() => {
-    if (!newerDue) return;
+    if (!newerDue || !loaded) return;
     newerDue = false;
     loadNewer().catch((error) => { status.textContent = `Live update failed: ${error.message}`; });
   }, 500));
@@ -358,6 +351,16 @@ export async function render(root, params, app) {
     countsDue = false;
     loadCounts();
   }, 2000));
+
+  try {
+    await loadPage(null);
+  } catch (error) {
+    status.textContent = "";
+    root.append(h("p", { class: "error", role: "alert" }, error.message));
+    return;
+  }
+  loaded = true;
+  loadCounts();
 }
 
 export function dispose() {
