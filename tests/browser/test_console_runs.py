@@ -96,8 +96,16 @@ async def test_cancel_from_the_run_page(page: Page, console: Console) -> None:
     run_id = await console.trigger("console.sleeps", {})
     await page.goto(f"/#/runs/{run_id}")
     await expect(page.get_by_role("heading", level=1)).to_contain_text("executing")
-    await page.get_by_role("button", name="Cancel run").click()
+    # by keyboard: the dialog opens focused on its safe answer; Escape keeps the run
+    await page.get_by_role("button", name="Cancel run").focus()
+    await page.keyboard.press("Enter")
     dialog = page.get_by_role("dialog")
+    await expect(dialog.get_by_role("button", name="Keep it")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_have_count(0)
+    assert (await console.client.get_run(run_id)).status == RunStatus.EXECUTING
+
+    await page.get_by_role("button", name="Cancel run").click()
     await expect(dialog).to_contain_text("Cancel this run of console.sleeps?")
     await axe_check(page)
     await dialog.get_by_role("button", name="Cancel run").click()

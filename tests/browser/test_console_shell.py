@@ -152,6 +152,18 @@ async def test_every_page_in_the_navigation_opens_and_is_accessible(page: Page) 
     await screenshot(page, "shell-dark-narrow")
 
 
+async def test_the_skip_link_moves_the_focus_to_the_page(page: Page, console: Console) -> None:
+    await page.goto("/#/runs?task=x")
+    await page.reload()  # a fresh load: the focus starts at the top of the document
+    await expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+    await page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    await expect(skip).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("main")).to_be_focused()
+    await expect(page).to_have_url(console.url + "/#/runs?task=x")
+
+
 async def test_without_a_token_the_console_opens_without_login(
     browser: Browser, database: str, problems: PageProblems
 ) -> None:
