@@ -356,6 +356,9 @@ export async function render(root, params, app) {
   function drawTimeline(data) {
     const children = data.children.slice(0, CHILD_BARS).map((c) => childRuns.get(c.id)).filter(Boolean);
     timelineBox.replaceChildren(waterfall(data, children));
+    if (data.steps_truncated) {
+      timelineBox.append(h("p", { class: "muted" }, `The first ${data.run.steps.length} steps are drawn.`));
+    }
     if (data.children.length > CHILD_BARS) {
       timelineBox.append(h("p", { class: "muted" }, `The first ${CHILD_BARS} of ${data.children.length} children are drawn.`));
     }

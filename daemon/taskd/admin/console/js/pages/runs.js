@@ -296,7 +296,7 @@ export async function render(root, params, app) {
     const ok = await confirmDialog(
       `${verb} ${how} ${which}${preview.matching === 1 ? "" : "s"} matching the current filters?` +
         (action === "replay" ? " Each gets a new run with the same payload." : ""),
-      { confirm: `${verb} ${how}` },
+      { confirm: `${verb} ${how}`, cancel: "Go back" },
     );
     if (!ok) return;
     try {
