@@ -266,12 +266,14 @@ export function confirmDialog(text, { confirm = "Confirm", cancel = "Cancel", da
 // ---- charts ---------------------------------------------------------------------------
 
 // A small SVG chart in `parent` (emptied first). series: [{name, points: [{x, y}], kind:
-// "line"|"bar"}], x a Date, ISO string or number. opts: {width, height, title, yLabel,
-// xFormat(x) -> string}. The numbers are also in a visually hidden table for screen readers.
+// "line"|"bar"}], x a Date, ISO string or number (a time). opts: {width, height, title,
+// xFormat(x) -> string, compact: true for a sparkline without axis labels}. The numbers are
+// also in a visually hidden table for screen readers.
 export function chart(parent, series, opts = {}) {
   const width = opts.width || 640;
   const height = opts.height || 160;
-  const margin = { top: 10, right: 10, bottom: 22, left: 40 };
+  const compact = Boolean(opts.compact);
+  const margin = compact ? { top: 2, right: 2, bottom: 2, left: 2 } : { top: 10, right: 10, bottom: 22, left: 40 };
   const toNum = (x) => (x instanceof Date ? x.getTime() : typeof x === "string" ? new Date(x).getTime() : x);
   const all = series.flatMap((one) => one.points.map((p) => ({ x: toNum(p.x), y: p.y ?? 0 })));
   parent.replaceChildren();
@@ -304,12 +306,16 @@ export function chart(parent, series, opts = {}) {
   // axes and two labels on each
   svg.appendChild(s("line", { x1: margin.left, y1: margin.top + innerH, x2: width - margin.right, y2: margin.top + innerH, class: "chart-axis" }));
   svg.appendChild(s("line", { x1: margin.left, y1: margin.top, x2: margin.left, y2: margin.top + innerH, class: "chart-axis" }));
-  const fmt = Number.isInteger(yMax) ? String(yMax) : yMax.toPrecision(3);
-  svg.appendChild(s("text", { x: margin.left - 4, y: margin.top + 8, "text-anchor": "end", class: "chart-label" }, fmt));
-  svg.appendChild(s("text", { x: margin.left - 4, y: margin.top + innerH, "text-anchor": "end", class: "chart-label" }, "0"));
-  const xFormat = opts.xFormat || ((x) => fmtTime(new Date(x).toISOString()).slice(11, 16));
-  svg.appendChild(s("text", { x: margin.left, y: height - 6, class: "chart-label" }, xFormat(x0)));
-  svg.appendChild(s("text", { x: width - margin.right, y: height - 6, "text-anchor": "end", class: "chart-label" }, xFormat(Math.max(...xs))));
+  // times: the hour and minute, with the day when the chart spans more than a day
+  const long = Math.max(...xs) - Math.min(...xs) > 20 * 3600 * 1000;
+  const xFormat = opts.xFormat || ((x) => fmtTime(new Date(x).toISOString()).slice(long ? 5 : 11, 16));
+  if (!compact) {
+    const fmt = Number.isInteger(yMax) ? String(yMax) : yMax.toPrecision(3);
+    svg.appendChild(s("text", { x: margin.left - 4, y: margin.top + 8, "text-anchor": "end", class: "chart-label" }, fmt));
+    svg.appendChild(s("text", { x: margin.left - 4, y: margin.top + innerH, "text-anchor": "end", class: "chart-label" }, "0"));
+    svg.appendChild(s("text", { x: margin.left, y: height - 6, class: "chart-label" }, xFormat(x0)));
+    svg.appendChild(s("text", { x: width - margin.right, y: height - 6, "text-anchor": "end", class: "chart-label" }, xFormat(Math.max(...xs))));
+  }
   series.forEach((one, index) => {
     const cls = `chart-series chart-s${index % 6}`;
     const points = one.points.map((p) => ({ x: toNum(p.x), y: p.y ?? 0 }));

@@ -53,7 +53,7 @@ export async function render(root, params, app) {
           h("tbody", null, answer.groups.map((group) => {
             const spark = h("div", { class: "sparkline" });
             chart(spark, [{ name: "failures", kind: "bar", points: group.series.map((b) => ({ x: b.at, y: b.count })) }],
-              { width: 240, height: 48, title: `Failures of ${group.type} over time` });
+              { width: 240, height: 40, compact: true, title: `Failures of ${group.type} over time, ${RANGES.find(([v]) => v === since)?.[1] || since}` });
             return h("tr", { "data-fingerprint": group.fingerprint },
               h("td", null,
                 h("div", null, h("strong", { class: "mono" }, group.type), " ", h("span", null, group.message)),
@@ -61,7 +61,7 @@ export async function render(root, params, app) {
                 h("a", { href: `#/runs?error_group=${encodeURIComponent(group.fingerprint)}` }, `Runs of this error (${group.fingerprint})`)),
               h("td", { class: "num" }, group.count.toLocaleString()),
               h("td", { class: "num" }, group.runs.toLocaleString()),
-              h("td", null, spark),
+              h("td", null, spark, h("div", { class: "muted spark-range" }, `peak ${Math.max(0, ...group.series.map((b) => b.count))} per bucket`)),
               h("td", null, timeEl(group.first_seen)),
               h("td", null, timeEl(group.last_seen), h("div", { class: "muted" }, fmtAge(group.last_seen))),
               h("td", null, group.tasks.map((name, i) => [i ? ", " : "", h("a", { href: `#/runs?task=${encodeURIComponent(name)}&status=failed` }, name)])));

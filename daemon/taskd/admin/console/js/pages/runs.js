@@ -291,7 +291,9 @@ export async function render(root, params, app) {
       toast(`No run to ${action} matches these filters.`, "info");
       return;
     }
-    const how = `${preview.capped ? "at least " : ""}${preview.matching.toLocaleString()}`;
+    // capped: counting stopped at the cap; estimated (console-runs): extrapolated from a scan
+    const qualifier = preview.capped ? "at least " : preview.estimated ? "about " : "";
+    const how = `${qualifier}${preview.matching.toLocaleString()}`;
     const which = action === "cancel" ? "unfinished run" : "run";
     const ok = await confirmDialog(
       `${verb} ${how} ${which}${preview.matching === 1 ? "" : "s"} matching the current filters?` +
