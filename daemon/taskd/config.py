@@ -230,8 +230,13 @@ class AdminSettings(_Section):
     listen: str = "127.0.0.1:8787"
     """host:port of the admin HTTP endpoint (port 0: any free port); empty turns it off."""
     token: str = Field("", validate_default=True)
-    """Bearer token every request but /healthz must carry. Required to bind anything but
-    loopback. A secret: set it with TASKD_ADMIN__TOKEN, not in the file."""
+    """Bearer token every request but /healthz, /api/session and the console's files must
+    carry (or the console's session cookie, got by typing it on /login). Required to bind
+    anything but loopback. A secret: set it with TASKD_ADMIN__TOKEN, not in the file."""
+    read_token: str = Field("", validate_default=True)
+    """A second token that can look but not act: the console and the API answer every GET
+    with it and refuse every other method (403). Needs ``token`` and must differ from it. A
+    secret: set it with TASKD_ADMIN__READ_TOKEN."""
     stream_buffer: int = Field(1000, ge=1)
     """Run changes buffered per /api/stream client; a client that falls this far behind is
     disconnected (it reconnects and re-reads what it missed from /api/runs)."""
@@ -249,6 +254,15 @@ class AdminSettings(_Section):
         listen = info.data.get("listen")
         if listen and not value and not is_loopback(admin_address(listen)[0]):
             raise ValueError(f"required when admin.listen ({listen}) is not a loopback address")
+        return value
+
+    @field_validator("read_token")
+    @classmethod
+    def _read_token_beside_token(cls, value: str, info: ValidationInfo) -> str:
+        if value and not info.data.get("token"):
+            raise ValueError("needs admin.token (the read-only token comes beside the full one)")
+        if value and value == info.data.get("token"):
+            raise ValueError("must differ from admin.token")
         return value
 
 
@@ -467,7 +481,7 @@ def _check_environment_sections() -> None:
 
 
 # Values never echoed in an error line: a database URL may carry a password.
-_SECRETS = frozenset({"database.url", "admin.token"})
+_SECRETS = frozenset({"database.url", "admin.token", "admin.read_token"})
 
 
 def describe_validation_error(exc: ValidationError) -> str:

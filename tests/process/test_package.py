@@ -11,9 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.console_files import console_files
 from tests.support.paths import ROOT
 
-NOT_SOURCES = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".taskd", ".*_cache")
+NOT_SOURCES = (
+    ".git",
+    ".venv",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".taskd",
+    ".*_cache",
+    "test-artifacts",
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,6 +65,22 @@ def test_the_wheel_carries_its_sql_and_type_marker(wheel: zipfile.ZipFile) -> No
     on_disk = sorted(p.name for p in (ROOT / "daemon/taskd/store/migrations").glob("*.sql"))
     assert migrations == on_disk
     assert not any(n.startswith(("tasks/", "tests/", "bench/", "daemon/")) for n in names)
+
+
+def test_the_wheel_carries_the_console(wheel: zipfile.ZipFile) -> None:
+    """Every file of the console (admin/console/: HTML, CSS, the ES modules), as they are in
+    the checkout: no build step."""
+    names = set(wheel.namelist())
+    shipped = sorted(
+        n.removeprefix("taskd/admin/console/")
+        for n in names
+        if n.startswith("taskd/admin/console/") and not n.endswith("/")
+    )
+    assert shipped == console_files()
+    assert {"index.html", "login.html", "console.css", "js/app.js", "js/lib.js"} <= set(shipped)
+    for name in shipped:
+        on_disk = (ROOT / "daemon/taskd/admin/console" / name).read_bytes()
+        assert wheel.read(f"taskd/admin/console/{name}") == on_disk, name
 
 
 def test_the_command_runs_the_package(wheel: zipfile.ZipFile) -> None:

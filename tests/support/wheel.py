@@ -11,7 +11,16 @@ from pathlib import Path
 
 from tests.support.paths import ROOT
 
-NOT_SOURCES = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".taskd", ".*_cache")
+NOT_SOURCES = (
+    ".git",
+    ".venv",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".taskd",
+    ".*_cache",
+    "test-artifacts",
+)
 
 
 def build_wheel(workdir: Path, timeout: float = 280) -> Path:

@@ -9,7 +9,7 @@ import ast
 from tests.support.paths import ROOT
 
 TESTS = ROOT / "tests"
-TIERS = ("unit", "store", "daemon", "process")
+TIERS = ("unit", "store", "daemon", "process", "browser")
 
 
 def _is_test_module(name: str) -> bool:

@@ -38,6 +38,8 @@ from taskd.admin.schemas import (
     ScheduleList,
     ScheduleTriggerResult,
     ScheduleUpdate,
+    SessionInfo,
+    SessionLogin,
     StreamQuery,
     TaskInfo,
     TaskList,
@@ -45,6 +47,14 @@ from taskd.admin.schemas import (
     TriggerRequest,
     TriggerResult,
     WorkerList,
+)
+from taskd.admin.session import (
+    COOKIE,
+    SESSION_SECONDS,
+    bearer_role,
+    cookie_role,
+    cookie_value,
+    role_of_token,
 )
 from taskd.admin.state import AdminState
 from taskd.errors import RunNotFound, UnknownTask
@@ -397,6 +407,56 @@ def _run_id(request: web.Request) -> uuid.UUID:
         raise RunNotFound(f"no run with id {text!r} (not a run id)") from None
 
 
+async def get_session(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> SessionInfo:
+    settings = state.settings
+    if not settings.token:
+        return SessionInfo(role="admin", auth_required=False)
+    role = (
+        bearer_role(settings, request)
+        if "Authorization" in request.headers
+        else cookie_role(settings, request)
+    )
+    return SessionInfo(role=role, auth_required=True)
+
+
+async def login(
+    state: AdminState, request: web.Request, query: Any, body: SessionLogin
+) -> web.StreamResponse:
+    settings = state.settings
+    if not settings.token:
+        return _session_response(SessionInfo(role="admin", auth_required=False))
+    role = role_of_token(settings, body.token)
+    if role is None:
+        raise RequestInvalid(401, "wrong token")
+    response = _session_response(SessionInfo(role=role, auth_required=True))
+    response.set_cookie(
+        COOKIE,
+        cookie_value(settings, role),
+        max_age=SESSION_SECONDS,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
+    return response
+
+
+async def logout(
+    state: AdminState, request: web.Request, query: Any, body: Any
+) -> web.StreamResponse:
+    auth = bool(state.settings.token)
+    response = _session_response(SessionInfo(role=None if auth else "admin", auth_required=auth))
+    response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict")
+    return response
+
+
+def _session_response(info: SessionInfo) -> web.Response:
+    body = info.__pydantic_serializer__.to_json(info)
+    return web.Response(body=body, content_type="application/json")
+
+
 _NOT_FOUND = {404: "No run with this id"}
 
 ROUTES: list[Route] = [
@@ -551,6 +611,39 @@ ROUTES: list[Route] = [
         errors={400: "A parameter is not valid"},
     ),
     Route("GET", "/api/workers", list_workers, "Live workers", response=WorkerList),
+    Route(
+        "GET",
+        "/api/session",
+        get_session,
+        "The console session's role (null: not logged in)",
+        response=SessionInfo,
+        public=True,
+    ),
+    Route(
+        "POST",
+        "/api/session",
+        login,
+        "Log in with a token: sets the console's session cookie (HttpOnly, SameSite=Strict)",
+        body=SessionLogin,
+        response=SessionInfo,
+        public=True,
+        errors={
+            400: "The body is not JSON",
+            401: "Wrong token",
+            403: "Cross-origin request (CSRF)",
+            415: "Not application/json",
+            422: "The body is not valid",
+        },
+    ),
+    Route(
+        "DELETE",
+        "/api/session",
+        logout,
+        "Log out: clears the session cookie",
+        response=SessionInfo,
+        public=True,
+        errors={403: "Cross-origin request (CSRF)", 415: "Not application/json"},
+    ),
     Route(
         "GET",
         "/api/stream",

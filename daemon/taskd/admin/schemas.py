@@ -378,3 +378,16 @@ class StreamQuery(_Strict):
 
 class NoQuery(_Strict):
     pass
+
+
+class SessionInfo(_Model):
+    role: Literal["admin", "read"] | None
+    """What this browser session (or bearer token) may do: admin (everything), read (look,
+    not act), or null (not logged in)."""
+    auth_required: bool
+    """A token is configured: the console needs a login."""
+
+
+class SessionLogin(_Strict):
+    token: str = Field(min_length=1, max_length=4096)
+    """The admin token or the read-only token, as typed on the login page."""

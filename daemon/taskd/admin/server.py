@@ -1,16 +1,17 @@
 """The admin HTTP server (aiohttp) inside the daemon: routes, auth, errors as JSON.
 
-Every request but /healthz needs ``Authorization: Bearer <token>`` when ``[admin] token`` is
-set (compared in constant time); binding anything but loopback without a token is refused by
-the config. Errors are ``{"error": "...", "detail": ...}`` with the status the route table
-documents; an unexpected failure is a 500 with one line, logged with its traceback, and never
-stops the daemon.
+Every request but /healthz, /api/session and the console's static files needs
+``Authorization: Bearer <token>`` or the console's session cookie when ``[admin] token`` is set
+(compared in constant time; session.py); ``[admin] read_token`` may look (GET, HEAD) but not
+act (403). Binding anything but loopback without a token is refused by the config. Every
+answer carries the console's security headers (CSP, nosniff, no Referer). Errors are
+``{"error": "...", "detail": ...}`` with the status the route table documents; an unexpected
+failure is a 500 with one line, logged with its traceback, and never stops the daemon.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import os
 from typing import Any, get_args, get_origin
@@ -21,10 +22,12 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from taskd.admin.api import ROUTES, ReadinessFailed, RequestInvalid, Route
+from taskd.admin.console_files import CONSOLE_PAGES, CONSOLE_PREFIX, SECURITY_HEADERS, add_console
 from taskd.admin.openapi import openapi_document
 from taskd.admin.schemas import ErrorBody
+from taskd.admin.session import bearer_role, cookie_role
 from taskd.admin.state import AdminState
-from taskd.config import admin_address
+from taskd.config import AdminSettings, admin_address
 from taskd.errors import (
     InvalidPayload,
     InvalidRunId,
@@ -102,25 +105,64 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return error_response(500, f"internal error: {type(exc).__name__}")
 
 
-def _auth(token: str, public: set[str]) -> Any:
-    expected = f"Bearer {token}".encode()
+def _auth(settings: AdminSettings, public: set[str]) -> Any:
+    """With ``[admin] token`` set, every request but the public ones proves a role.
+
+    A bearer token or the console's session cookie (session.py). The read-only role gets 403
+    on every method but GET and HEAD. A browser attaches the cookie on its own, so a state
+    change proven by the cookie alone must also be same-origin JSON (see ``_cross_site``).
+    """
 
     @web.middleware
     async def check(request: web.Request, handler: Any) -> web.StreamResponse:
-        if token and request.path not in public:
-            # A header that is not UTF-8 arrives with surrogate escapes: compared, not a 500.
-            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, expected):
-                response = error_response(401, "missing or wrong bearer token")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="taskd"'
-                return response
-        result: web.StreamResponse = await handler(request)
+        if request.path in public or request.path.startswith(CONSOLE_PREFIX):
+            if request.method not in _SAFE_METHODS and (refused := _cross_site(request)):
+                return refused
+            result: web.StreamResponse = await handler(request)
+            return result
+        via_cookie = "Authorization" not in request.headers
+        role = cookie_role(settings, request) if via_cookie else bearer_role(settings, request)
+        if role is None:
+            response = error_response(401, "missing or wrong bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="taskd"'
+            return response
+        if role == "read" and request.method not in _READ_METHODS:
+            return error_response(
+                403,
+                f"the read-only token can look but not act: {request.method} {request.path} "
+                "needs the admin token",
+            )
+        if via_cookie and request.method not in _SAFE_METHODS and (refused := _cross_site(request)):
+            return refused
+        result = await handler(request)
         return result
 
     return check
 
 
+def _cross_site(request: web.Request) -> web.Response | None:
+    """A state change a browser sends with its cookie: same-origin JSON, or refused (CSRF).
+
+    The Origin a browser sends must name the Host the request was sent to; a form or a
+    ``no-cors`` fetch cannot send ``Content-Type: application/json``.
+    """
+    origin = request.headers.get("Origin")
+    host = request.headers.get("Host", "").lower()
+    scheme, _, rest = (origin or "").lower().partition("://")
+    if origin is None or scheme not in ("http", "https") or rest != host or not host:
+        shown = "no Origin" if origin is None else f"Origin {origin[:100]!r}"
+        return error_response(403, f"cross-origin request refused (CSRF): {shown}")
+    if request.headers.get("Sec-Fetch-Site", "same-origin") != "same-origin":
+        return error_response(403, "cross-site request refused (CSRF): Sec-Fetch-Site")
+    if request.content_type != "application/json":
+        return error_response(
+            415, "a request that changes state needs Content-Type: application/json"
+        )
+    return None
+
+
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_READ_METHODS = frozenset({"GET", "HEAD"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -242,8 +284,9 @@ def build_app(state: AdminState, version: str) -> web.Application:
     # escaping), then PayloadTooLarge (413) judges the payload itself.
     # With a token, the token is the guard: a browser never attaches it on its own (CSRF)
     # and a rebinding page does not know it; without one, the endpoint is on loopback.
+    public |= set(CONSOLE_PAGES)
     guard = (
-        _auth(state.settings.token, public)
+        _auth(state.settings, public)
         if state.settings.token
         else _browser_guard(admin_address(state.settings.listen)[0])
     )
@@ -263,7 +306,15 @@ def build_app(state: AdminState, version: str) -> web.Application:
         return json_response(document())
 
     app.router.add_get("/api/openapi.json", openapi)
+    add_console(app, state.settings)
+    app.on_response_prepare.append(_security_headers)
     return app
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, the API's as the console's: nothing but this origin's own files run,
+    nothing frames it, no Referer leaves it, no type is guessed."""
+    response.headers.update(SECURITY_HEADERS)
 
 
 class AdminListenFailed(TaskdError):
