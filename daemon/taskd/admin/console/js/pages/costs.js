@@ -73,7 +73,7 @@ async function topSpenders(days, by) {
   if (answer.rows.length === 0) return [h("p", { class: "muted" }, "No spend.")];
   const total = Number(answer.total.cost_usd) || 0;
   return [
-    table(`Top ${TOP} by ${DIMENSIONS[by]}, last ${days} days`, [DIMENSIONS[by], "Spend", "Share", "Input tokens", "Output tokens", "Calls", ""],
+    table(`Top ${TOP} by ${DIMENSIONS[by]}, last ${days} days`, [DIMENSIONS[by], "Spend", "Share", "Input tokens", "Output tokens", "Calls", h("span", { class: "visually-hidden" }, "Links")],
       answer.rows.map((row) => [
         groupName(row.name), fmtUsd(row.cost_usd), total ? `${Math.round((Number(row.cost_usd) / total) * 100)}%` : "—",
         fmtInt(row.input_tokens), fmtInt(row.output_tokens), fmtInt(row.calls), runsLink(by, row.name),
@@ -106,7 +106,7 @@ async function budgets() {
       h("a", { class: "small", href: link }, "runs"),
     ];
   });
-  return [table("Budgets and their spend", ["Scope", "Name", "Limit", "Spent", "Window since", "On exceed", ""], rows)];
+  return [table("Budgets and their spend", ["Scope", "Name", "Limit", "Spent", "Window since", "On exceed", h("span", { class: "visually-hidden" }, "Links")], rows)];
 }
 
 export async function render(root, params, app) {
@@ -126,11 +126,12 @@ export async function render(root, params, app) {
     h("div", { class: "filters" },
       h("div", { class: "field" }, h("label", { for: "cost-days" }, "Period"), daysSelect),
       h("div", { class: "field" }, h("label", { for: "cost-by" }, "Per day by"), bySelect)),
-    section("costs-daily", `Spend per day by ${DIMENSIONS[by]}`, dailyBox),
-    h("div", { class: "cards" },
-      section("costs-keys", "Top tenants (concurrency keys)", keysBox),
-      section("costs-tasks", "Top tasks", tasksBox)),
-    section("costs-budgets", "Budgets", budgetsBox),
+    h("div", { class: "stack" },
+      section("costs-daily", `Spend per day by ${DIMENSIONS[by]}`, dailyBox),
+      h("div", { class: "cards" },
+        section("costs-keys", "Top tenants (concurrency keys)", keysBox),
+        section("costs-tasks", "Top tasks", tasksBox)),
+      section("costs-budgets", "Budgets", budgetsBox)),
   );
   await Promise.all([
     fill(dailyBox, () => daily(days, by)),

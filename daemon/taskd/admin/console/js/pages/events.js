@@ -5,6 +5,13 @@ import { fmtInt, runLink, shortId, put } from "../pagekit.js";
 import { statusBadge, timeEl } from "../widgets.js";
 
 const PAGE_SIZE = 50;
+const PREVIEW = 60;
+
+// The payload on one line, cut at PREVIEW characters (the tree opens below it).
+function preview(payload) {
+  const text = JSON.stringify(payload) ?? "null";
+  return text.length > PREVIEW ? `${text.slice(0, PREVIEW)}…` : text;
+}
 
 function row(event) {
   const links = event.run_links || [];
@@ -13,7 +20,7 @@ function row(event) {
     { dataset: { event: event.id } },
     h("td", null, timeEl(event.created_at), h("div", { class: "muted small" }, fmtAge(event.created_at))),
     h("th", { scope: "row" }, h("a", { href: `#/events?name=${encodeURIComponent(event.name)}` }, event.name), h("div", { class: "mono small muted", title: event.id }, shortId(event.id))),
-    h("td", null, h("details", null, h("summary", null, "payload"), jsonView(event.payload))),
+    h("td", null, h("details", null, h("summary", { class: "mono small" }, preview(event.payload)), jsonView(event.payload))),
     h("td", { class: "num" }, fmtInt(event.runs)),
     h("td", null,
       links.length === 0
