@@ -58,7 +58,7 @@ export function fmtInZone(iso, zone) {
 export function fmtUsd(value) {
   const n = Number(value);
   if (value === null || value === undefined || Number.isNaN(n)) return "—";
-  if (n !== 0 && Math.abs(n) < 1) return `$${n.toFixed(4)}`;
+  if (n !== 0 && Math.abs(n) < 0.1) return `$${n.toFixed(4)}`;
   return `$${n.toFixed(2)}`;
 }
 
@@ -109,18 +109,27 @@ export function statusLine() {
   return h("p", { class: "status-line", role: "status", "aria-live": "polite" });
 }
 
-// The page's timers and unsubscribers, stopped by dispose().
-export function lifetime() {
+// The timers of one render of a page, stopped by dispose(). `root` is the element the render
+// fills: once it left the document (the route changed while the render awaited the API), no
+// timer starts and a running one stops.
+export function lifetime(root) {
   const stops = [];
+  let ended = false; // dispose() came first: a render still awaiting starts nothing
+  const gone = () => ended || (Boolean(root) && !root.isConnected);
   return {
     every(ms, fn) {
-      const id = setInterval(fn, ms);
+      if (gone()) return;
+      const id = setInterval(() => {
+        if (gone()) clearInterval(id);
+        else fn();
+      }, ms);
       stops.push(() => clearInterval(id));
     },
     add(stop) {
       stops.push(stop);
     },
     end() {
+      ended = true;
       while (stops.length) {
         try {
           stops.pop()();

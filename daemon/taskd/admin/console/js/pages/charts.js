@@ -73,7 +73,8 @@ function draw(target, stats) {
 }
 
 export async function render(root, params, app) {
-  life = lifetime();
+  const mine = lifetime(root);
+  life = mine;
   const windowName = params.window in WINDOWS ? params.window : "1h";
   const task = h("input", { id: "chart-task", type: "search", value: params.task || "", placeholder: "all tasks" });
   const queue = h("input", { id: "chart-queue", type: "search", value: params.queue || "", placeholder: "all queues" });
@@ -115,7 +116,7 @@ export async function render(root, params, app) {
     target.replaceChildren(h("p", { class: "error", role: "alert" }, `Could not read the stats: ${error.message}`));
     return;
   }
-  life.every(windowName === "1h" ? 30000 : 300000, () => load().catch((error) => {
+  mine.every(windowName === "1h" ? 30000 : 300000, () => load().catch((error) => {
     updated.textContent = `Refresh failed: ${error.message}`;
   }));
 }

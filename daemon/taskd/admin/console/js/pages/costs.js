@@ -6,9 +6,10 @@ import { fmtInt, fmtUsd, table, put } from "../pagekit.js";
 import { timeEl } from "../widgets.js";
 
 const DIMENSIONS = { task: "task", key: "tenant (concurrency key)", tag: "tag", model: "model" };
+const COLUMN = { task: "Task", key: "Tenant", tag: "Tag", model: "Model" };
 const DAYS = ["7", "30", "90", "400"];
 const TOP = 10;
-const SERIES = 6; // groups drawn in the chart (the rest summed as "other")
+const SERIES = 5; // groups drawn in the chart (the API sums the others in one more)
 
 function runsLink(by, name) {
   if (name === null || name === undefined) return null;
@@ -33,37 +34,37 @@ async function fill(target, load) {
   }
 }
 
+// A daily row's group: null is the other groups summed (past the top ones), "" no key/tag.
+function dailyLabel(group) {
+  return group === null || group === undefined ? "other groups" : group === "" ? "(none)" : group;
+}
+
 async function daily(days, by) {
-  const answer = await api(`/api/costs/daily?${new URLSearchParams({ days, by })}`);
+  const answer = await api(`/api/costs/daily?${new URLSearchParams({ days, by, top: String(SERIES) })}`);
   const rows = answer.days || [];
   if (rows.length === 0) return [h("p", { class: "muted" }, `No LLM call in the last ${days} days.`)];
   const totals = new Map();
   for (const row of rows) totals.set(row.group, (totals.get(row.group) || 0) + Number(row.cost_usd));
-  const top = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, SERIES).map(([group]) => group);
-  const dayList = [...new Set(rows.map((row) => row.day))].sort();
+  // the top groups by cost, the other groups (null) last
+  const groups = [...totals.entries()]
+    .sort((a, b) => (a[0] === null) - (b[0] === null) || b[1] - a[1])
+    .map(([group]) => group);
+  // every UTC day of the range (the API leaves out days without calls: they are zero)
+  const today = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
+  const dayList = Array.from({ length: Number(days) }, (_, i) => new Date(today - (Number(days) - 1 - i) * 86400000).toISOString().slice(0, 10));
   const byKey = new Map(rows.map((row) => [`${row.day}\u0000${row.group}`, row]));
-  const series = top.map((group) => ({
-    name: group || "(none)",
+  const series = groups.map((group) => ({
+    name: dailyLabel(group),
     kind: "line",
     points: dayList.map((day) => ({ x: `${day}T00:00:00Z`, y: Number((byKey.get(`${day}\u0000${group}`) || {}).cost_usd || 0) })),
   }));
-  if (totals.size > SERIES) {
-    series.push({
-      name: "other",
-      kind: "line",
-      points: dayList.map((day) => ({
-        x: `${day}T00:00:00Z`,
-        y: rows.filter((row) => row.day === day && !top.includes(row.group)).reduce((sum, row) => sum + Number(row.cost_usd), 0),
-      })),
-    });
-  }
   const chartBox = h("div", { class: "chart-box" });
   chart(chartBox, series, { title: `Spend in US dollars per day by ${DIMENSIONS[by]}, last ${days} days`, xFormat: (x) => new Date(x).toISOString().slice(5, 10) });
   const legend = h("ul", { class: "legend" }, series.map((one, i) => h("li", null, h("span", { class: `swatch chart-s${i % 6}`, "aria-hidden": "true" }), one.name)));
   const detail = h("details", null, h("summary", null, "Every day and group"),
-    table(`Spend and tokens per day by ${DIMENSIONS[by]}`, ["Day", DIMENSIONS[by], "Spend", "Input tokens", "Output tokens", "Calls"],
+    table(`Spend and tokens per day by ${DIMENSIONS[by]}`, ["Day", COLUMN[by], "Spend", "Input tokens", "Output tokens", "Calls"],
       [...rows].sort((a, b) => (a.day < b.day ? 1 : a.day > b.day ? -1 : Number(b.cost_usd) - Number(a.cost_usd))).map((row) => [
-        row.day, h("span", null, groupName(row.group), " ", runsLink(by, row.group)), fmtUsd(row.cost_usd), fmtInt(row.input_tokens), fmtInt(row.output_tokens), fmtInt(row.calls),
+        row.day, h("span", null, dailyLabel(row.group), " ", row.group ? runsLink(by, row.group) : null), fmtUsd(row.cost_usd), fmtInt(row.input_tokens), fmtInt(row.output_tokens), fmtInt(row.calls),
       ]), { numeric: [2, 3, 4, 5] }));
   return [h("p", null, `Total: ${fmtUsd(answer.total_usd)} over ${days} days.`), chartBox, legend, detail];
 }
@@ -73,7 +74,7 @@ async function topSpenders(days, by) {
   if (answer.rows.length === 0) return [h("p", { class: "muted" }, "No spend.")];
   const total = Number(answer.total.cost_usd) || 0;
   return [
-    table(`Top ${TOP} by ${DIMENSIONS[by]}, last ${days} days`, [DIMENSIONS[by], "Spend", "Share", "Input tokens", "Output tokens", "Calls", h("span", { class: "visually-hidden" }, "Links")],
+    table(`Top ${TOP} by ${DIMENSIONS[by]}, last ${days} days`, [COLUMN[by], "Spend", "Share", "Tokens in", "Tokens out", "Calls", h("span", { class: "visually-hidden" }, "Links")],
       answer.rows.map((row) => [
         groupName(row.name), fmtUsd(row.cost_usd), total ? `${Math.round((Number(row.cost_usd) / total) * 100)}%` : "—",
         fmtInt(row.input_tokens), fmtInt(row.output_tokens), fmtInt(row.calls), runsLink(by, row.name),

@@ -87,7 +87,8 @@ function limitsForm(queue, app, status, done) {
 }
 
 export async function render(root, params, app) {
-  life = lifetime();
+  const mine = lifetime(root);
+  life = mine;
   const status = statusLine();
   const body = h("div", { class: "queues" });
   const backoffs = h("div");
@@ -170,9 +171,9 @@ export async function render(root, params, app) {
   );
   last = await api("/api/queues");
   draw();
-  life.every(REFRESH_MS, refresh);
+  mine.every(REFRESH_MS, refresh);
   // the ages tick between refreshes
-  life.every(1000, () => {
+  mine.every(1000, () => {
     for (const el of root.querySelectorAll(".age[data-since]")) el.textContent = fmtAge(el.dataset.since).replace(/ ago$/, "");
   });
 }

@@ -46,7 +46,8 @@ async function fillLastRuns(cell, schedule) {
 }
 
 export async function render(root, params, app) {
-  life = lifetime();
+  const mine = lifetime(root);
+  life = mine;
   const status = statusLine();
   const body = h("div");
   const updated = h("p", { class: "muted small" });
@@ -123,8 +124,8 @@ export async function render(root, params, app) {
   const { schedules, truncated } = await api("/api/schedules");
   await draw(schedules, truncated);
   updated.textContent = `Updated ${new Date().toLocaleTimeString()}. Times are in this browser's time zone and in UTC.`;
-  life.every(REFRESH_MS, refresh);
-  life.every(1000, () => {
+  mine.every(REFRESH_MS, refresh);
+  mine.every(1000, () => {
     for (const el of root.querySelectorAll(".age[data-at]")) el.textContent = `(${fmtAge(el.dataset.at)})`;
   });
 }

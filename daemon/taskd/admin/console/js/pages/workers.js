@@ -48,7 +48,8 @@ function row(worker) {
 }
 
 export async function render(root, params, app) {
-  life = lifetime();
+  const mine = lifetime(root);
+  life = mine;
   const body = h("div");
   const updated = h("p", { class: "muted small" });
   const draw = (workers) => {
@@ -67,14 +68,14 @@ export async function render(root, params, app) {
   };
   put(root, h("h1", null, "Workers"), body, updated);
   draw((await api("/api/workers")).workers);
-  life.every(REFRESH_MS, async () => {
+  mine.every(REFRESH_MS, async () => {
     try {
       draw((await api("/api/workers")).workers);
     } catch (error) {
       updated.textContent = `Refresh failed: ${error.message}`;
     }
   });
-  life.every(1000, () => tick(root));
+  mine.every(1000, () => tick(root));
 }
 
 export function dispose() {
