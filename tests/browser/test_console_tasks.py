@@ -198,3 +198,18 @@ async def test_the_schema_is_described_field_by_field(page: Page) -> None:
     assert no_schema == []
     assert bad_json["ok"] is False
     assert "line 2" in bad_json["message"]
+
+
+async def test_what_the_daemon_refuses_is_shown_next_to_the_payload(
+    page: Page, console: Console
+) -> None:
+    """console.progress takes an object (dict[str, Any]): a list is refused, by the page when
+    it has the task's schema, by the daemon's 422 otherwise; either way under the payload."""
+    await page.goto("/#/tasks/console.progress")
+    await page.get_by_label("Payload (JSON)").fill("[1, 2]")
+    await page.get_by_role("button", name="Trigger run").click()
+    await expect(page.locator("#payload-problems li")).to_have_count(1)
+    await expect(page.locator("#payload-problems")).to_contain_text("(the payload): ")
+    await expect(page.get_by_label("Payload (JSON)")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator(".trigger-result")).to_contain_text("Not")
+    assert await _runs_of(console, "console.progress") == []
