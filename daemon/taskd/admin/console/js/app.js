@@ -11,6 +11,13 @@ import { api, h, onRunChange } from "./lib.js";
 const PAGES = {
   runs: { list: "runs", detail: "run", title: "Runs" },
   errors: { list: "errors", title: "Errors" },
+  tasks: { list: "tasks", detail: "tasks", title: "Tasks" },
+  queues: { list: "queues", title: "Queues" },
+  schedules: { list: "schedules", title: "Schedules" },
+  workers: { list: "workers", title: "Workers" },
+  events: { list: "events", title: "Events" },
+  costs: { list: "costs", title: "Costs" },
+  charts: { list: "charts", title: "Charts" },
 };
 const DEFAULT_ROUTE = "#/runs";
 
