@@ -504,14 +504,20 @@ class Client:
                 raise TokenFinished(message) from None
             raise
 
-    async def replay(self, run_id: uuid.UUID | str) -> uuid.UUID:
+    async def replay(self, run_id: uuid.UUID | str, *, payload: Any = _UNSET) -> uuid.UUID:
         """Create a new run with the payload and options of ``run_id``; return its id.
 
         The new run's ``replayed_from`` names the original. Any run can be replayed.
+        ``payload``: the new run's payload instead of the original's (None is the JSON null).
         """
         original = parse_run_id(run_id)
         new_id = new_run_id()
-        if not await self._store.runs.replay(original, new_id):
+        encoded = (
+            None
+            if payload is _UNSET
+            else encode_payload(payload, await self._payload_limit()).decode()
+        )
+        if not await self._store.runs.replay(original, new_id, encoded):
             raise RunNotFound(f"no run with id {original}")
         if self._changes is not None and self._changes.active:
             run = await self._store.runs.get(new_id, with_attempts=False)
