@@ -54,6 +54,7 @@ from taskd.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from taskd.sdk.task import TaskDefinition
 from taskd.store.database import create_pool
 from taskd.store.llm import CallFilter
+from taskd.store.run_scan import parse_search
 from taskd.store.runs import NewRuns, RunFilter
 from taskd.store.schedules import KEEP, NewSchedule, ScheduleChanges
 from taskd.store.store import Store
@@ -545,11 +546,21 @@ class Client:
         queue: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        key: str | None = None,
+        error_group: str | None = None,
+        search: str | None = None,
+        search_in: Sequence[str] = ("payload", "output", "metadata"),
         before: uuid.UUID | str | None = None,
         limit: int = 50,
     ) -> list[Run]:
         """Runs newest first, matching every filter given; page with
-        ``before=<last id of the previous page>``."""
+        ``before=<last id of the previous page>``.
+
+        ``key``: a concurrency key; ``error_group``: a fingerprint of ``/api/errors`` (runs
+        with a failed attempt in that group); ``search``: a run id, JSON (an object or array
+        that the payload, output or metadata contains: ``'{"customer": "acme"}'``), or a
+        value held at any depth (``acme``, ``42``), in ``search_in``. Unlike the console's
+        pages, this reads as many runs as it takes to fill ``limit``."""
         if isinstance(status, str | RunStatus):
             statuses = [RunStatus(status)]
         elif status is not None:
@@ -567,6 +578,9 @@ class Client:
                 queue=queue,
                 created_after=created_after,
                 created_before=created_before,
+                concurrency_key=key,
+                error_group=error_group,
+                search=parse_search(search, search_in) if search is not None else None,
             ),
             before=parse_run_id(before) if before is not None else None,
             limit=limit,

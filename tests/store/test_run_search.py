@@ -205,8 +205,7 @@ async def test_bulk_counts_and_batches_go_through_every_match(
 async def test_list_runs_takes_the_new_filters_too(db: asyncpg.Connection, client: Client) -> None:
     keyed = await insert_run(db, task_id="t", concurrency_key="tenant-9", payload='{"a": "z"}')
     await insert_run(db, task_id="t", payload='{"a": "z"}')
-    store = Store(client.pool)
-    found = await store.runs.list(
-        RunFilter(concurrency_key="tenant-9", search=parse_search('{"a": "z"}'))
-    )
+    found = await client.list_runs(key="tenant-9", search='{"a": "z"}')
     assert [run.id for run in found] == [keyed]
+    assert len(await client.list_runs(search="z", search_in=["payload"])) == 2
+    assert await client.list_runs(search="z", search_in=["output"]) == []

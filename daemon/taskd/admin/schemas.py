@@ -170,7 +170,7 @@ class RunPage(_Model):
     next_cursor: uuid.UUID | None
     """Pass as ``cursor`` for the next page; null on the last page."""
     scanned: int = 0
-    """Rows examined for this page (at most the scan budget: 50,000; 20,000 for a search of
+    """Rows examined for this page (at most the scan budget: 30,000; 12,000 for a search of
     a JSON scalar)."""
     search_complete: bool = True
     """False when the page stopped at the scan budget before filling: it may hold fewer than
@@ -192,7 +192,7 @@ class RunCounts(_Model):
     """Runs matching the filters, per status (0 for a status the filter leaves out)."""
     estimated: list[RunStatus]
     """The statuses whose number is the planner's estimate (counting would read the
-    history): exact when the filters narrow the runs to 50,000 or to an indexed set."""
+    history): exact when the filters narrow the runs to 30,000 or to an indexed set."""
 
 
 BulkAction = Literal["cancel", "replay"]
@@ -283,7 +283,7 @@ class ErrorGroup(_Model):
     first_seen: datetime
     last_seen: datetime
     tasks: list[str]
-    """The tasks of the group's latest 1,000 failing runs."""
+    """The tasks of the group's latest 100 failing runs."""
     series: list[ErrorBucket]
     """24 buckets over the range."""
 

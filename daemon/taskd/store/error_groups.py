@@ -13,8 +13,8 @@ from taskd.store.queries import load
 SQL = load("error_groups")
 
 BUCKETS = 24
-TASK_SAMPLE = 1000
-"""A group's tasks are those of its latest 1,000 failing runs."""
+TASK_SAMPLE = 100
+"""A group's tasks are those of its latest 100 failing runs (each a heap page of its own)."""
 
 
 class ErrorGroupStore:
