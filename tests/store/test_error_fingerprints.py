@@ -15,6 +15,10 @@ import asyncpg
 import orjson
 import pytest
 
+import taskd
+from taskd.store.migrations import MIGRATIONS_TABLE, shipped_migrations
+from tests.support.runs import insert_runs
+
 TRACEBACK = """Traceback (most recent call last):
   File "/srv/app/.venv/lib/python3.11/site-packages/taskd/worker/executor.py", line 301, in run
     result = await task.fn(payload, ctx)
@@ -95,3 +99,40 @@ async def test_failures_that_differ_in_their_data_or_line_share_a_fingerprint(
     assert first == expected
     assert await fingerprint(db, "null") is None
     assert await fingerprint(db, '{"type": "Canceled", "message": "x"}') is not None
+
+
+async def test_the_migration_gives_the_failures_recorded_before_it_their_group(
+    empty_database: str,
+) -> None:
+    migrations = shipped_migrations()
+    ours = next(i for i, m in enumerate(migrations) if m.name == "error_groups")
+    connection = await asyncpg.connect(empty_database)
+    try:
+        await connection.execute(MIGRATIONS_TABLE)
+        for migration in migrations[:ours]:  # the database as the taskd before this one left it
+            await connection.execute(migration.sql)
+            await connection.execute(
+                "INSERT INTO taskd.migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+        [run_id] = await insert_runs(connection, 1, task_id="t", status="completed", attempt=2)
+        await connection.execute(
+            "INSERT INTO taskd.attempts (run_id, attempt, started_at, finished_at, outcome, error)"
+            " VALUES ($1, 1, now(), now(), 'failed', $2::text::jsonb),"
+            "        ($1, 2, now(), now(), 'completed', NULL)",
+            run_id,
+            error("gateway timed out after 30 s"),
+        )
+        await taskd.migrate(empty_database)
+        rows = await connection.fetch(
+            "SELECT attempt, fingerprint FROM taskd.attempts ORDER BY attempt"
+        )
+        assert [row["fingerprint"] for row in rows] == [
+            await fingerprint(connection, error("gateway timed out after 30 s")),
+            None,
+        ]
+        assert rows[0]["fingerprint"] is not None
+    finally:
+        await connection.close()
