@@ -30,7 +30,12 @@ class ErrorGroupStore:
         width = (until - since).total_seconds() / BUCKETS
         async with self.pool.acquire() as connection, connection.transaction(readonly=True):
             await connection.execute(SQL["work_mem"])
-            rows = await connection.fetch(SQL["groups"], since, until, task_id, limit, width)
+            if task_id is None:
+                rows = await connection.fetch(SQL["groups"], since, until, limit, width)
+            else:
+                rows = await connection.fetch(
+                    SQL["groups_of_task"], since, until, limit, width, task_id
+                )
             described = {
                 row["fingerprint"]: row
                 for row in await connection.fetch(

@@ -3,31 +3,56 @@
 -- Loaded by store/error_groups.py (store/queries.py: blocks headed `-- name: NAME`).
 
 -- name: groups
--- The groups of the failures finished in [$1, $2) (of task $3 if not NULL), most recently seen
--- first, at most $4: their failures, first and last in the range, runs, and failures per
--- bucket ($5: a bucket's seconds, from $1). attempts_failed_idx: an index-only scan of the
--- range's failures, read once.
+-- The groups of the failures finished in [$1, $2), most recently seen first, at most $3: their
+-- failures, first and last in the range, runs, and failures per bucket ($4: a bucket's
+-- seconds, from $1). attempts_failed_idx: index-only scans of the range's failures, one for
+-- the buckets (a few hundred rows however many failures), one for the distinct runs of the
+-- groups listed.
 WITH buckets AS MATERIALIZED (
-    -- one pass: failures per group and bucket (a few hundred rows however many failures)
-    SELECT a.fingerprint, date_bin(make_interval(secs => $5), a.finished_at, $1) AS at,
+    SELECT a.fingerprint, date_bin(make_interval(secs => $4), a.finished_at, $1) AS at,
            count(*) AS count, min(a.finished_at) AS first_seen, max(a.finished_at) AS last_seen
       FROM taskd.attempts a
      WHERE a.fingerprint IS NOT NULL AND a.finished_at >= $1 AND a.finished_at < $2
-       AND ($3::text IS NULL
-            OR a.run_id IN (SELECT r.id FROM taskd.runs r WHERE r.task_id = $3))
      GROUP BY 1, 2
 ), top AS MATERIALIZED (
     SELECT fingerprint, sum(count)::bigint AS count, min(first_seen) AS first_seen,
            max(last_seen) AS last_seen
-      FROM buckets GROUP BY fingerprint ORDER BY max(last_seen) DESC, fingerprint LIMIT $4
+      FROM buckets GROUP BY fingerprint ORDER BY max(last_seen) DESC, fingerprint LIMIT $3
 ), runs AS (
-    -- a second pass for the distinct runs, of the listed groups only
     SELECT d.fingerprint, count(*) AS runs
       FROM (SELECT DISTINCT a.fingerprint, a.run_id FROM taskd.attempts a
              WHERE a.fingerprint IS NOT NULL AND a.finished_at >= $1 AND a.finished_at < $2
-               AND a.fingerprint = ANY(ARRAY(SELECT fingerprint FROM top))
-               AND ($3::text IS NULL
-                    OR a.run_id IN (SELECT r.id FROM taskd.runs r WHERE r.task_id = $3))) AS d
+               AND a.fingerprint = ANY(ARRAY(SELECT fingerprint FROM top))) AS d
+     GROUP BY d.fingerprint
+)
+SELECT t.fingerprint, t.count, r.runs, t.first_seen, t.last_seen,
+       ARRAY(SELECT b.at FROM buckets b WHERE b.fingerprint = t.fingerprint ORDER BY b.at)
+           AS ats,
+       ARRAY(SELECT b.count FROM buckets b WHERE b.fingerprint = t.fingerprint ORDER BY b.at)
+           AS counts
+  FROM top t JOIN runs r ON r.fingerprint = t.fingerprint
+ ORDER BY t.last_seen DESC, t.fingerprint;
+
+-- name: groups_of_task
+-- The same for the failures of one task's runs ($5): the range's failures read once, each
+-- checked against its run (by primary key), then grouped.
+WITH failures AS MATERIALIZED (
+    SELECT a.fingerprint, a.run_id, a.finished_at
+      FROM taskd.attempts a JOIN taskd.runs r ON r.id = a.run_id
+     WHERE a.fingerprint IS NOT NULL AND a.finished_at >= $1 AND a.finished_at < $2
+       AND r.task_id = $5
+), buckets AS MATERIALIZED (
+    SELECT fingerprint, date_bin(make_interval(secs => $4), finished_at, $1) AS at,
+           count(*) AS count, min(finished_at) AS first_seen, max(finished_at) AS last_seen
+      FROM failures GROUP BY 1, 2
+), top AS MATERIALIZED (
+    SELECT fingerprint, sum(count)::bigint AS count, min(first_seen) AS first_seen,
+           max(last_seen) AS last_seen
+      FROM buckets GROUP BY fingerprint ORDER BY max(last_seen) DESC, fingerprint LIMIT $3
+), runs AS (
+    SELECT d.fingerprint, count(*) AS runs
+      FROM (SELECT DISTINCT f.fingerprint, f.run_id FROM failures f
+             WHERE f.fingerprint = ANY(ARRAY(SELECT fingerprint FROM top))) AS d
      GROUP BY d.fingerprint
 )
 SELECT t.fingerprint, t.count, r.runs, t.first_seen, t.last_seen,
