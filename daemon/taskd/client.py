@@ -54,6 +54,7 @@ from taskd.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from taskd.sdk.task import TaskDefinition
 from taskd.store.database import create_pool
 from taskd.store.llm import CallFilter
+from taskd.store.run_scan import parse_search
 from taskd.store.runs import NewRuns, RunFilter
 from taskd.store.schedules import KEEP, NewSchedule, ScheduleChanges
 from taskd.store.store import Store
@@ -504,14 +505,20 @@ class Client:
                 raise TokenFinished(message) from None
             raise
 
-    async def replay(self, run_id: uuid.UUID | str) -> uuid.UUID:
+    async def replay(self, run_id: uuid.UUID | str, *, payload: Any = _UNSET) -> uuid.UUID:
         """Create a new run with the payload and options of ``run_id``; return its id.
 
         The new run's ``replayed_from`` names the original. Any run can be replayed.
+        ``payload``: the new run's payload instead of the original's (None is the JSON null).
         """
         original = parse_run_id(run_id)
         new_id = new_run_id()
-        if not await self._store.runs.replay(original, new_id):
+        encoded = (
+            None
+            if payload is _UNSET
+            else encode_payload(payload, await self._payload_limit()).decode()
+        )
+        if not await self._store.runs.replay(original, new_id, encoded):
             raise RunNotFound(f"no run with id {original}")
         if self._changes is not None and self._changes.active:
             run = await self._store.runs.get(new_id, with_attempts=False)
@@ -539,11 +546,21 @@ class Client:
         queue: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        key: str | None = None,
+        error_group: str | None = None,
+        search: str | None = None,
+        search_in: Sequence[str] = ("payload", "output", "metadata"),
         before: uuid.UUID | str | None = None,
         limit: int = 50,
     ) -> list[Run]:
         """Runs newest first, matching every filter given; page with
-        ``before=<last id of the previous page>``."""
+        ``before=<last id of the previous page>``.
+
+        ``key``: a concurrency key; ``error_group``: a fingerprint of ``/api/errors`` (runs
+        with a failed attempt in that group); ``search``: a run id, JSON (an object or array
+        that the payload, output or metadata contains: ``'{"customer": "acme"}'``), or a
+        value held at any depth (``acme``, ``42``), in ``search_in``. Unlike the console's
+        pages, this reads as many runs as it takes to fill ``limit``."""
         if isinstance(status, str | RunStatus):
             statuses = [RunStatus(status)]
         elif status is not None:
@@ -561,6 +578,9 @@ class Client:
                 queue=queue,
                 created_after=created_after,
                 created_before=created_before,
+                concurrency_key=key,
+                error_group=error_group,
+                search=parse_search(search, search_in) if search is not None else None,
             ),
             before=parse_run_id(before) if before is not None else None,
             limit=limit,

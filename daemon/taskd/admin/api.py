@@ -6,33 +6,47 @@ runs, and the OpenAPI document (openapi.py) is generated from the same table.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from taskd.admin.schemas import (
+    MAX_BULK_RUNS,
     MAX_CHILDREN,
     MAX_LIST_ITEMS,
     MAX_LLM_CALLS,
     MAX_STEPS,
+    BulkPreview,
+    BulkPreviewQuery,
+    BulkRequest,
+    BulkResult,
     CancelResult,
     CostsQuery,
     ErrorBody,
+    ErrorGroup,
+    ErrorGroupList,
+    ErrorsQuery,
     Liveness,
     NoQuery,
     QueueList,
     QueuePauseResult,
     Readiness,
+    ReplayRequest,
     ReplayResult,
+    RunCounts,
     RunDetail,
     RunDetailQuery,
+    RunFilterQuery,
     RunLink,
     RunListQuery,
     RunPage,
+    RunSearchQuery,
     ScheduleCreate,
     ScheduleDeleted,
     ScheduleList,
@@ -40,6 +54,7 @@ from taskd.admin.schemas import (
     ScheduleUpdate,
     SessionInfo,
     SessionLogin,
+    StatusCounts,
     StreamQuery,
     TaskInfo,
     TaskList,
@@ -57,9 +72,13 @@ from taskd.admin.session import (
     role_of_token,
 )
 from taskd.admin.state import AdminState
+from taskd.changes import ChangeKind, RunChange
+from taskd.client import moment_of
 from taskd.errors import RunNotFound, UnknownTask
-from taskd.models import Costs, QueueDepth, RunLogLine, Schedule, WorkerInfo
+from taskd.ids import new_run_id
+from taskd.models import Costs, QueueDepth, RunLogLine, RunStatus, Schedule, WorkerInfo
 from taskd.store.llm import CallFilter
+from taskd.store.run_scan import parse_search
 from taskd.store.runs import RunFilter
 
 if TYPE_CHECKING:
@@ -125,24 +144,134 @@ async def metrics(state: AdminState, request: web.Request, query: Any, body: Any
 async def list_runs(
     state: AdminState, request: web.Request, query: RunListQuery, body: Any
 ) -> RunPage:
-    runs = await state.store.runs.list(
-        RunFilter(
-            statuses=query.status,
-            task_id=query.task,
-            tag=query.tag,
-            queue=query.queue,
-            event=query.event,
-            schedule_id=query.schedule,
-            created_after=query.created_after,
-            created_before=query.created_before,
-        ),
-        before=query.cursor,
-        limit=query.limit + 1,  # one more: is there a next page?
-        summary=True,
+    page = await state.store.run_scan.page(
+        _run_filter(query), before=query.cursor, limit=query.limit
     )
-    page = runs[: query.limit]
-    more = len(runs) > query.limit
-    return RunPage(runs=page, next_cursor=page[-1].id if more else None)
+    return RunPage(
+        runs=page.runs,
+        next_cursor=page.next_cursor,
+        scanned=page.scanned,
+        search_complete=page.complete,
+    )
+
+
+def _run_filter(query: RunFilterQuery) -> RunFilter:
+    """The store's filter of a query's (a search: parsed; a bad one is a 400)."""
+    search = None
+    if isinstance(query, RunSearchQuery) and query.search is not None:
+        try:
+            search = parse_search(
+                query.search, query.search_in or ("payload", "output", "metadata")
+            )
+        except ValueError as exc:
+            raise RequestInvalid(400, str(exc)) from None
+    return RunFilter(
+        statuses=query.status,
+        task_id=query.task,
+        tag=query.tag,
+        queue=query.queue,
+        event=query.event,
+        schedule_id=query.schedule,
+        created_after=query.created_after,
+        created_before=query.created_before,
+        concurrency_key=query.key,
+        error_group=query.error_group,
+        search=search,
+    )
+
+
+async def run_counts(
+    state: AdminState, request: web.Request, query: RunFilterQuery, body: Any
+) -> RunCounts:
+    counted = await state.store.run_scan.counts(_run_filter(query))
+    return RunCounts(
+        counts=StatusCounts(**counted.counts),
+        estimated=[RunStatus(s) for s in counted.estimated],
+    )
+
+
+def _bulk_filter(action: str, query: RunSearchQuery) -> RunFilter | None:
+    """The runs an action touches: cancel only the unfinished ones (None: no run can match)."""
+    f = _run_filter(query)
+    if action == "cancel":
+        unfinished = [s for s in (f.statuses or list(RunStatus)) if not RunStatus(s).terminal]
+        if not unfinished:
+            return None
+        f = dataclasses.replace(f, statuses=unfinished)
+    return f
+
+
+async def bulk_preview(
+    state: AdminState, request: web.Request, query: BulkPreviewQuery, body: Any
+) -> BulkPreview:
+    f = _bulk_filter(query.action, query)
+    if f is None:
+        return BulkPreview(action=query.action, matching=0, capped=False)
+    matching, capped, estimated = await state.store.run_scan.count_matching(f, MAX_BULK_RUNS)
+    return BulkPreview(action=query.action, matching=matching, capped=capped, estimated=estimated)
+
+
+BULK_BATCH = 500
+"""Runs per transaction of a bulk action."""
+
+
+async def bulk_action(
+    state: AdminState, request: web.Request, query: Any, body: BulkRequest
+) -> BulkResult:
+    f = _bulk_filter(body.action, body.filter)
+    result = BulkResult(action=body.action, matched=0, done=0, skipped=0, runs=[])
+    if f is None:
+        return result
+    scan = state.store.run_scan
+    # counted as the preview counted (the same estimate where it estimated)
+    result.matched, _, _ = await scan.count_matching(f, MAX_BULK_RUNS)
+    if result.matched > body.expected * 1.1 + 10:
+        raise RequestInvalid(
+            409,
+            f"{result.matched} runs match the filter now, {body.expected} were confirmed: "
+            "look at the filter again",
+        )
+    cursor: uuid.UUID | None = None
+    seen = 0
+    while seen < MAX_BULK_RUNS:
+        ids = await scan.matching_ids(f, before=cursor, limit=min(BULK_BATCH, MAX_BULK_RUNS - seen))
+        if not ids:
+            break
+        seen += len(ids)
+        cursor = ids[-1]
+        if body.action == "cancel":
+            canceled = await state.store.runs.cancel_many(ids)
+            touched = [run_id for run_id, _, _ in canceled]
+            for run_id, task_id, status in canceled:
+                if status == RunStatus.CANCELED and state.changes.active:
+                    state.changes.publish(
+                        RunChange(ChangeKind.CANCELED, run_id, task_id, "canceled")
+                    )
+        else:
+            replayed = await state.store.runs.replay_many(ids, [new_run_id() for _ in ids])
+            touched = [new_id for new_id, _, _ in replayed]
+            if state.changes.active:
+                for new_id, _, task_id in replayed:
+                    state.changes.publish(RunChange(ChangeKind.CREATED, new_id, task_id, "queued"))
+        result.done += len(touched)
+        result.skipped += len(ids) - len(touched)
+        result.runs.extend(touched[: 100 - len(result.runs)])
+    return result
+
+
+async def list_errors(
+    state: AdminState, request: web.Request, query: ErrorsQuery, body: Any
+) -> ErrorGroupList:
+    now = datetime.now(UTC)
+    since = moment_of(query.since, "since", now)
+    until = moment_of(query.until, "until", now) or now
+    assert since is not None
+    if since >= until:
+        raise RequestInvalid(400, "since must be before until")
+    groups = await state.store.error_groups.groups(
+        since, until, task_id=query.task, limit=query.limit
+    )
+    return ErrorGroupList(groups=[ErrorGroup(**g) for g in groups])
 
 
 async def get_run(
@@ -190,11 +319,34 @@ async def cancel_run(
 
 
 async def replay_run(
-    state: AdminState, request: web.Request, query: Any, body: Any
+    state: AdminState, request: web.Request, query: Any, body: ReplayRequest
 ) -> ReplayResult:
     run_id = _run_id(request)
-    new_id = await state.client.replay(run_id)
+    if "payload" not in body.model_fields_set:
+        new_id = await state.client.replay(run_id)
+        return ReplayResult(id=new_id, replayed_from=run_id)
+    run = await state.store.runs.get(run_id, with_attempts=False)
+    if run is None:
+        raise RunNotFound(f"no run with id {run_id}")
+    definition = state.registry.get(run.task_id) if run.task_id in state.registry else None
+    if definition is not None:
+        _check_payload(definition, run.task_id, body.payload)
+    new_id = await state.client.replay(run_id, payload=body.payload)
     return ReplayResult(id=new_id, replayed_from=run_id)
+
+
+def _check_payload(definition: TaskDefinition[Any, Any], task_id: str, payload: Any) -> None:
+    """422 when ``payload`` does not fit the task's payload model."""
+    try:
+        definition.parse_payload(payload)
+    except ValidationError as exc:
+        raise RequestInvalid(
+            422,
+            f"payload does not fit task {task_id!r}",
+            exc.errors(include_url=False, include_context=False),
+        ) from None
+    except Exception as exc:  # a validator of the task's own that raised something else
+        raise RequestInvalid(422, f"payload does not fit task {task_id!r}: {exc}") from None
 
 
 async def trigger_task(
@@ -204,16 +356,7 @@ async def trigger_task(
     definition = await _registered(state, task_id)
     payload = body.payload
     if definition is not None:
-        try:
-            definition.parse_payload(payload)
-        except ValidationError as exc:
-            raise RequestInvalid(
-                422,
-                f"payload does not fit task {task_id!r}",
-                exc.errors(include_url=False, include_context=False),
-            ) from None
-        except Exception as exc:  # a validator of the task's own that raised something else
-            raise RequestInvalid(422, f"payload does not fit task {task_id!r}: {exc}") from None
+        _check_payload(definition, task_id, payload)
     try:
         run_id = await state.client.trigger(
             task_id,
@@ -487,6 +630,50 @@ ROUTES: list[Route] = [
     ),
     Route(
         "GET",
+        "/api/runs/counts",
+        run_counts,
+        "Runs per status matching the filters of /api/runs (estimates where exact counts "
+        "would read the history: listed in estimated)",
+        query=RunFilterQuery,
+        response=RunCounts,
+        errors={400: "A filter is not valid"},
+    ),
+    Route(
+        "GET",
+        "/api/runs/bulk",
+        bulk_preview,
+        "How many runs a bulk cancel (the unfinished ones) or replay of the filters would "
+        "touch, counted up to 100,000",
+        query=BulkPreviewQuery,
+        response=BulkPreview,
+        errors={400: "A filter is not valid"},
+    ),
+    Route(
+        "POST",
+        "/api/runs/bulk",
+        bulk_action,
+        "Cancel or replay every run matching a filter (at most 100,000), in transactions of "
+        "500; runs finished meanwhile are skipped",
+        body=BulkRequest,
+        response=BulkResult,
+        errors={
+            400: "The body is not JSON, or the search is not valid",
+            409: "More runs match now than the confirmation showed (10% + 10)",
+            422: "The action, filter or expected count is not valid",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/errors",
+        list_errors,
+        "Failed attempts grouped by fingerprint (type, message shape, top frame of task "
+        "code): counts over 24 buckets, runs, first and last seen, tasks",
+        query=ErrorsQuery,
+        response=ErrorGroupList,
+        errors={400: "A parameter is not valid"},
+    ),
+    Route(
+        "GET",
         "/api/runs/{id}",
         get_run,
         "One run: attempts, error, output, metadata, parent and children, log lines",
@@ -506,10 +693,16 @@ ROUTES: list[Route] = [
         "POST",
         "/api/runs/{id}/replay",
         replay_run,
-        "A new run with the same task, payload and options",
+        "A new run with the same task, payload and options (or the body's payload)",
+        body=ReplayRequest,
         response=ReplayResult,
         status=201,
-        errors=_NOT_FOUND,
+        errors={
+            400: "The body is not JSON",
+            **_NOT_FOUND,
+            413: "The payload is over [tasks] max_payload_bytes",
+            422: "The payload does not fit the task's payload model",
+        },
     ),
     Route(
         "POST",

@@ -102,7 +102,14 @@ def _split(value: Any) -> Any:
     return value
 
 
-class RunListQuery(_Strict):
+MAX_BULK_RUNS = 100_000
+"""Most runs one bulk action touches (and its preview counts)."""
+SearchField = Literal["payload", "output", "metadata"]
+
+
+class RunFilterQuery(_Strict):
+    """The filters of the runs list (GET /api/runs, /api/runs/counts, /api/runs/bulk)."""
+
     status: list[RunStatus] | None = None
     """One or more statuses, comma-separated or repeated."""
     task: Text | None = None
@@ -111,11 +118,12 @@ class RunListQuery(_Strict):
     schedule: Text | None = None
     event: Text | None = None
     """An event name: runs that events of this name created."""
+    key: Text | None = Field(None, max_length=200)
+    """A concurrency key (exact): one tenant's runs."""
+    error_group: Text | None = Field(None, min_length=1, max_length=64)
+    """A fingerprint from GET /api/errors: runs with a failed attempt in that group."""
     created_after: datetime | None = None
     created_before: datetime | None = None
-    cursor: uuid.UUID | None = None
-    """``next_cursor`` of the previous page."""
-    limit: int = Field(50, ge=1, le=200)
 
     @field_validator("status", mode="before")
     @classmethod
@@ -130,11 +138,159 @@ class RunListQuery(_Strict):
         return value
 
 
+class RunSearchQuery(RunFilterQuery):
+    search: Text | None = Field(None, max_length=400)
+    """A run id (that run), JSON (an object or array: runs whose payload, output or metadata
+    contains it, jsonb @>; a scalar: runs holding it as a value at any depth) or other text
+    (taken as a JSON string: ``acme`` finds ``{"customer": "acme"}``). Answered by a bounded
+    scan: see ``search_complete``."""
+    search_in: list[SearchField] | None = None
+    """Where to search: payload, output, metadata (comma-separated; default all three)."""
+
+    @field_validator("search_in", mode="before")
+    @classmethod
+    def _split_fields(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("search")
+    @classmethod
+    def _blank(cls, value: str | None) -> str | None:
+        return value if value is None or value.strip() else None
+
+
+class RunListQuery(RunSearchQuery):
+    cursor: uuid.UUID | None = None
+    """``next_cursor`` of the previous page."""
+    limit: int = Field(50, ge=1, le=200)
+
+
 class RunPage(_Model):
     runs: list[RunSummary]
     """Newest first, without payload and output (GET /api/runs/{id} has them)."""
     next_cursor: uuid.UUID | None
     """Pass as ``cursor`` for the next page; null on the last page."""
+    scanned: int = 0
+    """Rows examined for this page (at most the scan budget: 30,000; 12,000 for a search of
+    a JSON scalar)."""
+    search_complete: bool = True
+    """False when the page stopped at the scan budget before filling: it may hold fewer than
+    ``limit`` runs, and ``next_cursor`` continues the scan."""
+
+
+class StatusCounts(_Model):
+    queued: int
+    executing: int
+    waiting: int
+    completed: int
+    failed: int
+    canceled: int
+    expired: int
+
+
+class RunCounts(_Model):
+    counts: StatusCounts
+    """Runs matching the filters, per status (0 for a status the filter leaves out)."""
+    estimated: list[RunStatus]
+    """The statuses whose number is the planner's estimate (counting would read the
+    history): exact when the filters narrow the runs to 30,000 or to an indexed set."""
+
+
+BulkAction = Literal["cancel", "replay"]
+
+
+class BulkPreviewQuery(RunSearchQuery):
+    action: BulkAction
+
+
+class BulkPreview(_Model):
+    action: BulkAction
+    matching: int
+    """Runs the action would touch (cancel: the unfinished ones), counted up to 100,000."""
+    capped: bool
+    """Counting stopped at 100,000: at least that many."""
+    estimated: bool = False
+    """The number is an estimate (the filters leave more than the scan budget of runs to
+    read and no index narrows them): the matches among the newest runs read, extrapolated
+    to the planner's estimate of the runs to read. The page shows "about"."""
+
+
+class BulkFilter(RunSearchQuery):
+    """The filters of GET /api/runs as JSON values (``status``: a list)."""
+
+
+class BulkRequest(_Strict):
+    action: BulkAction
+    filter: BulkFilter = BulkFilter()
+    expected: int = Field(ge=0)
+    """The number the confirmation showed (``matching`` of the preview): refused (409) when
+    more than 10% + 10 more runs match now."""
+
+
+class BulkResult(_Model):
+    action: BulkAction
+    matched: int
+    """Runs matching when the action began (at most 100,000; counted as the preview counts,
+    an estimate where it estimates)."""
+    done: int
+    """Runs canceled (or asked to cancel, executing) / replayed."""
+    skipped: int
+    """Runs that finished or vanished meanwhile."""
+    runs: list[uuid.UUID]
+    """The first 100 canceled runs' ids, or new runs' ids (replay)."""
+
+
+class ReplayRequest(_Strict):
+    """Optional: a payload for the new run instead of the original's."""
+
+    payload: Any = None
+    """Checked against the task's payload model like a trigger's (422)."""
+
+
+class ErrorsQuery(_Strict):
+    since: Text = "24h"
+    """Failures finished at or after: an ISO 8601 time or a duration before now (24h, 7d)."""
+    until: Text | None = None
+    """Failures finished before (default now)."""
+    task: Text | None = None
+    limit: int = Field(50, ge=1, le=200)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _moment(cls, value: str | None, info: ValidationInfo) -> str | None:
+        moment_of(value, info.field_name or "time")  # ValueError: a 400 saying why
+        return value
+
+
+class ErrorBucket(_Model):
+    at: datetime
+    """The bucket's start."""
+    count: int
+
+
+class ErrorGroup(_Model):
+    fingerprint: str
+    """16 hex digits of SHA-256(type, message shape, top frame of task code without its
+    line number); GET /api/runs?error_group= lists its runs."""
+    type: str
+    message: str
+    """The latest failure's message, its data replaced (<num>, <str>, <id>, <hex>)."""
+    frame: str | None
+    """The top frame of task code of the latest failure: "tasks/x.py:12 in fn"."""
+    count: int
+    """Failed attempts (failed or timed out) in the range."""
+    runs: int
+    """Runs they belong to."""
+    first_seen: datetime
+    last_seen: datetime
+    tasks: list[str]
+    """The tasks of the group's latest 100 failing runs."""
+    series: list[ErrorBucket]
+    """24 buckets over the range."""
+
+
+class ErrorGroupList(_Model):
+    groups: list[ErrorGroup]
+    """Most recently seen first."""
 
 
 class RunLink(_Model):

@@ -11,7 +11,7 @@ import builtins
 import dataclasses
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,6 +56,37 @@ class NewRuns:
 
 
 @dataclass(frozen=True, slots=True)
+class RunSearch:
+    """A search in runs (store/run_scan.py's parse_search reads what an operator typed): one
+    run by id, runs whose ``fields`` contain a JSON object or array (``contains``, jsonb
+    ``@>``), or hold a JSON scalar as a value at any depth (``value``)."""
+
+    run_id: uuid.UUID | None = None
+    contains: str | None = None
+    value: str | None = None
+    fields: tuple[str, ...] = ("payload", "output", "metadata")
+
+    def condition(self, param: Callable[[Any], str]) -> str:
+        """The SQL condition on ``r``; ``param(value)`` binds a value, giving its $n."""
+        if self.run_id is not None:
+            return f"r.id = {param(self.run_id)}"
+        columns = [c for c in self.fields if c in ("payload", "output", "metadata")]
+        if self.contains is not None:
+            n = param(self.contains)
+            return " OR ".join(f"r.{c} @> {n}::text::jsonb" for c in columns) or "false"
+        if self.value is not None:
+            n = param(orjson.dumps({"v": orjson.loads(self.value)}).decode())
+            return (
+                " OR ".join(
+                    f"jsonb_path_exists(r.{c}, 'strict $.** ? (@ == $v)', {n}::text::jsonb)"
+                    for c in columns
+                )
+                or "false"
+            )
+        return "true"
+
+
+@dataclass(frozen=True, slots=True)
 class RunFilter:
     """What a listing matches: every filter given (None: any)."""
 
@@ -67,6 +98,11 @@ class RunFilter:
     schedule_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    concurrency_key: str | None = None
+    """Runs of this concurrency key ("" : runs without one)."""
+    error_group: str | None = None
+    """Runs with a failed attempt of this fingerprint (taskd.error_fingerprint)."""
+    search: RunSearch | None = None
 
 
 class RunStore:
@@ -155,9 +191,20 @@ class RunStore:
         run_id: uuid.UUID = await on.fetchval(SQL["trigger"], task_id, payload, options)
         return run_id
 
-    async def replay(self, run_id: uuid.UUID, new_id: uuid.UUID) -> bool:
-        """Create ``new_id`` as a copy of ``run_id``; False when ``run_id`` does not exist."""
-        return await self.pool.fetchrow(SQL["replay"], run_id, new_id) is not None
+    async def replay(
+        self, run_id: uuid.UUID, new_id: uuid.UUID, payload: str | None = None
+    ) -> bool:
+        """Create ``new_id`` as a copy of ``run_id`` (with ``payload``, JSON text, instead of
+        its own if given); False when ``run_id`` does not exist."""
+        return bool(await self.replay_many([run_id], [new_id], payload))
+
+    async def replay_many(
+        self, run_ids: Sequence[uuid.UUID], new_ids: Sequence[uuid.UUID], payload: str | None = None
+    ) -> builtins.list[tuple[uuid.UUID, uuid.UUID, str]]:
+        """Copies of ``run_ids`` as ``new_ids`` (same positions), in one statement: (new id,
+        replayed run, task id) of each created (a run missing is left out)."""
+        rows = await self.pool.fetch(SQL["replay"], list(run_ids), list(new_ids), payload)
+        return [(row[0], row[1], row[2]) for row in rows]
 
     # the claimer and the completer --------------------------------------------------------
 
@@ -302,6 +349,17 @@ class RunStore:
             await self._wake_parents([run_id])
         return status
 
+    async def cancel_many(
+        self, run_ids: Sequence[uuid.UUID]
+    ) -> builtins.list[tuple[uuid.UUID, str, str]]:
+        """taskd.cancel for each of these runs still unfinished, in one transaction: (id,
+        task id, status after the call) of each ('canceled', or 'executing': its daemon was
+        asked); the runs finished or gone meanwhile are left out."""
+        rows = await self.pool.fetch(SQL["cancel_many"], list(run_ids))
+        done = [(row[0], row[1], row[2]) for row in rows]
+        await self._wake_parents_after_commit([r[0] for r in done if r[2] == RunStatus.CANCELED])
+        return done
+
     async def _wake_parents(self, finished: list[uuid.UUID]) -> None:
         if finished:
             await self._waits.wake_parents(finished)
@@ -364,6 +422,20 @@ class RunStore:
             match("r.id < $?", uuid_at(f.created_before))
         if before is not None:
             match("r.id < $?", before)
+        if f.concurrency_key is not None:
+            match("r.concurrency_key = $?", f.concurrency_key)
+        if f.error_group is not None:
+            match(
+                "r.id IN (SELECT a.run_id FROM taskd.attempts a WHERE a.fingerprint = $?)",
+                f.error_group,
+            )
+        if f.search is not None:
+
+            def param(value: Any) -> str:
+                args.append(value)
+                return f"${len(args)}"
+
+            conditions.append(f"({f.search.condition(param)})")
         args.append(limit)
         base = SQL["list_summary" if summary else "list"]
         sql = "\n   AND ".join([base, *conditions])

@@ -86,8 +86,12 @@ WITH outcome AS (
                     WHERE r.id = u.id AND r.status = 'executing' AND r.worker_id = $1
                       AND r.attempt = u.attempt)
 ), recorded AS (
-    INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)
-    SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error::jsonb
+    -- a failure's error group (fingerprint) is computed here, once: failures are the rare path
+    INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error,
+                                fingerprint)
+    SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error::jsonb,
+           CASE WHEN o.attempt_outcome IN ('failed', 'timed_out')
+                THEN taskd.error_fingerprint(o.error::jsonb) END
       FROM updated u JOIN outcome o ON o.id = u.id
      WHERE o.status <> 'waiting'
 ), hooked AS (
@@ -234,17 +238,26 @@ SELECT id FROM taskd.runs
  WHERE id = ANY($1::uuid[]) AND status = 'executing' AND cancel_requested_at IS NOT NULL;
 
 -- name: replay
--- A new run with the same task, payload, queue, priority, tags, attempt limit, retry and
--- max_duration.
+-- New runs ($2) with the same task, payload (or $3's for every one of them), queue, priority,
+-- tags, attempt limit, retry and max_duration as the runs $1 (the same positions); one NOTIFY
+-- per queue. The runs created: (id, replayed_from, task_id); a run of $1 missing is left out.
 WITH inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, priority, max_attempts, tags,
                             replayed_from, concurrency_key, retry, max_duration)
-    SELECT $2, task_id, queue, payload, priority, max_attempts, tags, id, concurrency_key,
-           retry, max_duration
-      FROM taskd.runs WHERE id = $1
-    RETURNING id, queue
+    SELECT u.new_id, r.task_id, r.queue, coalesce($3::text::jsonb, r.payload), r.priority,
+           r.max_attempts, r.tags, r.id, r.concurrency_key, r.retry, r.max_duration
+      FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS u (old_id, new_id, n)
+      JOIN taskd.runs r ON r.id = u.old_id
+     ORDER BY u.n
+    RETURNING id, queue, replayed_from, task_id
+), notified AS (
+    SELECT pg_notify('taskd_wakeup', q.queue) FROM (SELECT DISTINCT queue FROM inserted) AS q
 )
-SELECT inserted.id, pg_notify('taskd_wakeup', inserted.queue) FROM inserted;
+SELECT i.id, i.replayed_from, i.task_id FROM inserted i CROSS JOIN (SELECT count(*) FROM notified) AS n;
+
+-- name: cancel_many
+-- taskd.cancel for each run still unfinished (see taskd.cancel_many): (id, task_id, status).
+SELECT id, task_id, status FROM taskd.cancel_many($1::uuid[]);
 
 -- name: count_unserved
 SELECT task_id, count(*) AS queued, min(created_at) AS oldest

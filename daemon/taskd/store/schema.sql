@@ -51,6 +51,40 @@ $$;
 COMMENT ON FUNCTION taskd.cancel(run_id uuid) IS 'Cancel a run; returns its status after the call: ''canceled'' for a run that had not started (queued, delayed, waiting), ''executing'' for a running one, whose daemon is notified and cancels it (it then ends canceled, after its on_cancel hook). Its unfinished child runs are canceled too. SQLSTATE TD404: no such run; TD409: the run has already finished.';
 
 --
+-- Name: cancel_many(uuid[]); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.cancel_many(run_ids uuid[]) RETURNS TABLE(id uuid, task_id text, status text)
+    LANGUAGE plpgsql
+    AS $$
+-- taskd.cancel for each run of the batch that is still unfinished when its row is locked (in
+-- id order); the others (finished meanwhile, deleted, or canceled as a child of an earlier run
+-- of the batch) are left out of the result.
+DECLARE
+    one     uuid;
+    current text;
+    task    text;
+BEGIN
+    FOR one IN SELECT u FROM unnest(run_ids) AS u ORDER BY u LOOP
+        SELECT r.status, r.task_id INTO current, task FROM taskd.runs r WHERE r.id = one
+           FOR UPDATE;
+        IF FOUND AND current NOT IN ('completed', 'failed', 'canceled', 'expired') THEN
+            id := one;
+            task_id := task;
+            status := taskd.cancel(one);
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+--
+-- Name: FUNCTION cancel_many(run_ids uuid[]); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.cancel_many(run_ids uuid[]) IS 'taskd.cancel for each of these runs still unfinished (one transaction): (id, task_id, status after the call) of each; finished or missing runs are skipped, not an error.';
+
+--
 -- Name: cancel_without_wake(uuid); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
@@ -643,6 +677,89 @@ $$;
 COMMENT ON FUNCTION taskd.delete_schedule(schedule_id text) IS 'Delete a schedule; the runs it fired stay (their schedule_id still names it). SQLSTATE TD404: no such schedule.';
 
 --
+-- Name: error_fingerprint(jsonb); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.error_fingerprint(error jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+-- The frame's line number is left out of the hash: a deploy that moves the line keeps the group.
+SELECT CASE WHEN error IS NULL OR jsonb_typeof(error) <> 'object' THEN NULL
+       ELSE left(encode(sha256(convert_to(
+                coalesce(error->>'type', '') || E'\n'
+                || taskd.error_message_shape(error->>'message') || E'\n'
+                || coalesce(regexp_replace(taskd.error_frame(error->>'traceback'),
+                                           ':[0-9]+ in ', ' in '), ''),
+                'UTF8')), 'hex'), 16)
+       END
+$$;
+
+--
+-- Name: FUNCTION error_fingerprint(error jsonb); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.error_fingerprint(error jsonb) IS 'The error group of a failure: the first 16 hex digits of the SHA-256 of its type, its message''s shape (taskd.error_message_shape) and its top frame of task code (taskd.error_frame, without the line number).';
+
+--
+-- Name: error_frame(text); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.error_frame(traceback text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $_$
+-- The last frame of a Python traceback that is the task's own code: not inside the standard
+-- library, an installed package (site-packages, dist-packages) or taskd itself. Its file is
+-- given as its last two path components (stable across deploy directories):
+-- "tasks/orders.py:12 in charge". NULL when no frame is the task's.
+DECLARE
+    m     text[];
+    found text;
+BEGIN
+    FOR m IN SELECT regexp_matches(right(coalesce(traceback, ''), 8000),
+                                   'File "([^"\n]*)", line ([0-9]+), in ([^\n]*)', 'g') LOOP
+        IF m[1] !~ '(/lib/python[0-9.]*/|/site-packages/|/dist-packages/|^<)'
+           AND m[1] !~ '/taskd/(admin|sdk|store|testing|worker)/[^/]*$|/taskd/[^/]*\.py$' THEN
+            found := substring(m[1] FROM '([^/]*/?[^/]*)$') || ':' || m[2] || ' in '
+                     || left(m[3], 200);
+        END IF;
+    END LOOP;
+    RETURN found;
+END
+$_$;
+
+--
+-- Name: FUNCTION error_frame(traceback text); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.error_frame(traceback text) IS 'The top frame of task code in a Python traceback text: its last frame outside the standard library, installed packages and taskd, as "dir/file.py:LINE in function"; NULL if none.';
+
+--
+-- Name: error_message_shape(text); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.error_message_shape(message text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+SELECT regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+           left(coalesce(message, ''), 2000),
+           -- quoted strings first: what they quote (numbers included) is data
+           '''[^'']*''|"[^"]*"', '<str>', 'g'),
+           '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}',
+           '<id>', 'g'),
+           -- 0x..., or a word of 6+ hex digits holding a digit and a letter (ab12cd34)
+           '0[xX][0-9a-fA-F]+|\m(?=[0-9a-fA-F]{6,}\M)(?=[a-fA-F]*[0-9])(?=[0-9]*[a-fA-F])'
+           '[0-9a-fA-F]+\M', '<hex>', 'g'),
+           '[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?', '<num>', 'g'),
+           '\s+', ' ', 'g')
+$$;
+
+--
+-- Name: FUNCTION error_message_shape(message text); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.error_message_shape(message text) IS 'An error message with its data replaced by placeholders (quoted strings <str>, UUIDs <id>, hexadecimal <hex>, numbers <num>, runs of white space one space), first 2,000 characters: failures that differ only in their data have one shape.';
+
+--
 -- Name: new_run_id(); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
@@ -1072,6 +1189,7 @@ CREATE TABLE taskd.attempts (
     finished_at timestamp with time zone NOT NULL,
     outcome text NOT NULL,
     error jsonb,
+    fingerprint text,
     CONSTRAINT attempts_outcome_check CHECK ((outcome = ANY (ARRAY['completed'::text, 'failed'::text, 'timed_out'::text, 'canceled'::text, 'lost'::text])))
 );
 
@@ -1122,6 +1240,12 @@ COMMENT ON COLUMN taskd.attempts.outcome IS 'completed, failed, timed_out (max_d
 --
 
 COMMENT ON COLUMN taskd.attempts.error IS 'The attempt''s error, shaped as taskd.runs.error; NULL when completed.';
+
+--
+-- Name: COLUMN attempts.fingerprint; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.attempts.fingerprint IS 'The error group of a failed or timed-out attempt (taskd.error_fingerprint of its error), written with the attempt; NULL for the other outcomes.';
 
 --
 -- Name: events; Type: TABLE; Schema: taskd; Owner: -
@@ -2371,6 +2495,18 @@ ALTER TABLE ONLY taskd.wait_tokens
 
 ALTER TABLE ONLY taskd.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+
+--
+-- Name: attempts_failed_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX attempts_failed_idx ON taskd.attempts USING btree (finished_at, fingerprint, run_id) WHERE (fingerprint IS NOT NULL);
+
+--
+-- Name: attempts_fingerprint_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX attempts_fingerprint_idx ON taskd.attempts USING btree (fingerprint, run_id DESC) WHERE (fingerprint IS NOT NULL);
 
 --
 -- Name: events_name_idx; Type: INDEX; Schema: taskd; Owner: -

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from taskd.store.attempts import AttemptStore
+from taskd.store.error_groups import ErrorGroupStore
 from taskd.store.events import EventStore
 from taskd.store.failure_hooks import FailureHookStore
 from taskd.store.llm import LLMStore
@@ -19,6 +20,7 @@ from taskd.store.llm_limits import LLMLimitStore
 from taskd.store.logs import LogStore
 from taskd.store.queues import QueueStore
 from taskd.store.retention import RetentionStore
+from taskd.store.run_scan import RunScanStore
 from taskd.store.runs import RunStore
 from taskd.store.schedules import ScheduleStore
 from taskd.store.settings import SettingStore
@@ -40,6 +42,8 @@ class Store:
         self.runs = RunStore(
             pool, self.claim_pool, attempts=self.attempts, steps=self.steps, waits=self.waits
         )
+        self.run_scan = RunScanStore(pool)
+        self.error_groups = ErrorGroupStore(pool)
         self.tokens = TokenStore(pool)
         self.queues = QueueStore(pool)
         self.schedules = ScheduleStore(pool)
