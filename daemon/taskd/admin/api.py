@@ -7,13 +7,12 @@ runs, and the OpenAPI document (openapi.py) is generated from the same table.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from taskd.admin.routes import Route
 from taskd.admin.schemas import (
     MAX_CHILDREN,
     MAX_LIST_ITEMS,
@@ -23,7 +22,6 @@ from taskd.admin.schemas import (
     CostsQuery,
     ErrorBody,
     Liveness,
-    NoQuery,
     QueueList,
     QueuePauseResult,
     Readiness,
@@ -47,6 +45,7 @@ from taskd.admin.schemas import (
     WorkerList,
 )
 from taskd.admin.state import AdminState
+from taskd.admin.stats_api import STATS_ROUTES
 from taskd.errors import RunNotFound, UnknownTask
 from taskd.models import Costs, QueueDepth, RunLogLine, Schedule, WorkerInfo
 from taskd.store.llm import CallFilter
@@ -54,23 +53,6 @@ from taskd.store.runs import RunFilter
 
 if TYPE_CHECKING:
     from taskd.sdk.task import TaskDefinition
-
-Handler = Callable[[AdminState, web.Request, Any, Any], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    query: type[BaseModel] = NoQuery
-    body: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    status: int = 200
-    errors: dict[int, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    public: bool = False  # reachable without the token
 
 
 class RequestInvalid(Exception):
@@ -551,6 +533,7 @@ ROUTES: list[Route] = [
         errors={400: "A parameter is not valid"},
     ),
     Route("GET", "/api/workers", list_workers, "Live workers", response=WorkerList),
+    *STATS_ROUTES,  # GET /api/stats: the console's charts (stats_api.py)
     Route(
         "GET",
         "/api/stream",

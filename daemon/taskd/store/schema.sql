@@ -1482,6 +1482,61 @@ CREATE TABLE taskd.migrations (
 );
 
 --
+-- Name: queue_samples; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.queue_samples (
+    at timestamp with time zone NOT NULL,
+    queue text NOT NULL,
+    due integer NOT NULL,
+    delayed integer NOT NULL,
+    executing integer NOT NULL,
+    oldest_due_age double precision
+);
+
+--
+-- Name: TABLE queue_samples; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.queue_samples IS 'Queue depth once a minute (one daemon of the fleet writes each minute), kept two days: what the console charts.';
+
+--
+-- Name: COLUMN queue_samples.at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.at IS 'The minute sampled (its start).';
+
+--
+-- Name: COLUMN queue_samples.queue; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.queue IS 'The queue.';
+
+--
+-- Name: COLUMN queue_samples.due; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.due IS 'Queued runs due (run_at reached) then.';
+
+--
+-- Name: COLUMN queue_samples.delayed; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.delayed IS 'Queued runs not due yet (delayed, retries).';
+
+--
+-- Name: COLUMN queue_samples.executing; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.executing IS 'Runs executing (leased) then.';
+
+--
+-- Name: COLUMN queue_samples.oldest_due_age; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.oldest_due_age IS 'Seconds the oldest due run had waited then; NULL when none was due.';
+
+--
 -- Name: queue_starts; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -2273,6 +2328,13 @@ ALTER TABLE ONLY taskd.llm_deferrals
 
 ALTER TABLE ONLY taskd.migrations
     ADD CONSTRAINT migrations_pkey PRIMARY KEY (version);
+
+--
+-- Name: queue_samples queue_samples_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.queue_samples
+    ADD CONSTRAINT queue_samples_pkey PRIMARY KEY (at, queue);
 
 --
 -- Name: queues queues_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -

@@ -1,0 +1,107 @@
+"""The queue sampler's one statement against the database (no daemon): the depths it writes
+for a minute, one writer per minute however many samplers look at once, and samples older
+than two days deleted by the writer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import asyncpg
+import pytest
+
+from taskd.store.database import create_pool
+from taskd.store.store import Store
+from taskd.worker.queue_sampler import QueueSampler, minute_of
+from tests.support.runs import insert_runs, sql
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Store]:
+    pool = await create_pool(database, size=12)
+    try:
+        yield Store(pool)
+    finally:
+        await pool.close()
+
+
+async def samples(db: asyncpg.Connection) -> list[tuple[datetime, str, int, int, int]]:
+    rows = await db.fetch(
+        "SELECT at, queue, due, delayed, executing FROM taskd.queue_samples ORDER BY at, queue"
+    )
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+async def test_a_sample_holds_each_queues_depth(store: Store, db: asyncpg.Connection) -> None:
+    await insert_runs(db, 3, task_id="t", queue="mail", run_at=sql("now() - interval '90 s'"))
+    await insert_runs(db, 2, task_id="t", queue="mail", run_at=sql("now() + interval '1 hour'"))
+    await insert_runs(
+        db,
+        4,
+        task_id="t",
+        queue="reports",
+        status="executing",
+        attempt=1,
+        lease_expires_at=sql("now() + interval '1 minute'"),
+    )
+    await insert_runs(db, 5, task_id="t", queue="reports", status="completed")
+    await db.execute("INSERT INTO taskd.queues (name) VALUES ('idle')")
+    at = datetime(2026, 12, 1, 10, 30, 42, tzinfo=UTC)
+
+    written = await QueueSampler(store).run_once(at)
+
+    assert written == 3
+    minute = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
+    assert await samples(db) == [
+        (minute, "idle", 0, 0, 0),
+        (minute, "mail", 3, 2, 0),
+        (minute, "reports", 0, 0, 4),
+    ]
+    ages = dict(await db.fetch("SELECT queue, oldest_due_age FROM taskd.queue_samples"))
+    assert 89 < ages["mail"] < 200 and ages["idle"] is None and ages["reports"] is None
+    # the same minute again, later in it: already written, nothing more
+    assert await QueueSampler(store).run_once(at + timedelta(seconds=10)) == 0
+    assert len(await samples(db)) == 3
+
+
+async def test_many_samplers_at_once_write_each_minute_once(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    await insert_runs(db, 2, task_id="t", queue="a")
+    await insert_runs(db, 1, task_id="t", queue="b", run_at=sql("now() + interval '1 day'"))
+    samplers = [QueueSampler(store) for _ in range(8)]
+    start = minute_of(datetime.now(UTC)) - timedelta(hours=1)
+    writers_per_minute = []
+    for minute in range(5):
+        at = start + timedelta(minutes=minute, seconds=3)
+        written: list[int] = []
+
+        async def look(sampler: QueueSampler, at: datetime = at, into: list[int] = written) -> None:
+            into.append(await sampler.run_once(at))
+
+        async with anyio.create_task_group() as group:
+            for sampler in samplers:
+                group.start_soon(look, sampler)
+        writers_per_minute.append(sum(1 for count in written if count))
+        assert sum(written) == 2  # queues a and b, once
+    assert writers_per_minute == [1, 1, 1, 1, 1]
+    per_minute = await db.fetch(
+        "SELECT at, count(*) AS n FROM taskd.queue_samples GROUP BY at ORDER BY at"
+    )
+    assert [(row["at"], row["n"]) for row in per_minute] == [
+        (start + timedelta(minutes=m), 2) for m in range(5)
+    ]
+
+
+async def test_samples_older_than_two_days_go_when_a_minute_is_written(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    await insert_runs(db, 1, task_id="t", queue="a")
+    sampler = QueueSampler(store)
+    now = minute_of(datetime.now(UTC))
+    for age in (timedelta(days=3), timedelta(days=2, minutes=1), timedelta(days=1)):
+        assert await sampler.run_once(now - age) == 1
+    assert await sampler.run_once(now) == 1
+    kept = [row[0] for row in await samples(db)]
+    assert kept == [now - timedelta(days=1), now]
