@@ -118,11 +118,30 @@ async def test_runs_per_bucket_with_their_wait(database: str, db: asyncpg.Connec
         empty = bucket_at(hour, ten_ago - timedelta(minutes=20))
         assert (empty["started"], empty["wait_p50"], empty["wait_p95"]) == (0, None, None)
 
+        # the day: read from the runs while no minute is rolled up, from the roll-ups (and the
+        # runs of the last minute or two) once the daemon's sampler wrote the current minute
+        await db.execute("TRUNCATE taskd.stats_minutes, taskd.run_minutes")
+        status, live = await get(url, "/api/stats?window=24h")
+        assert status == 200
+        # (unless the daemon's own loop wrote a minute meanwhile: a new minute began)
+        read_live = await db.fetchval("SELECT count(*) FROM taskd.stats_minutes") == 0
+        assert daemon.queue_sampler is not None
+        await daemon.queue_sampler.run_once()
+        assert await db.fetchval("SELECT sum(started) FROM taskd.run_minutes") == 8
         status, day = await get(url, "/api/stats?window=24h")
         assert status == 200
-        assert day["bucket_seconds"] == 900 and len(day["buckets"]) == 96
-        assert totals(day) == (8, 6, 2)  # + the run of two hours ago, + the one created early
-        assert bucket_at(day, now - timedelta(hours=2))["completed"] == 1
+        for answer in (live, day):
+            assert answer["bucket_seconds"] == 900 and len(answer["buckets"]) == 96
+            # + the run of two hours ago, + the one created early
+            assert totals(answer) == (8, 6, 2)
+            assert bucket_at(answer, now - timedelta(hours=2))["completed"] == 1
+        assert [b["at"] for b in live["buckets"]] == [b["at"] for b in day["buckets"]]
+        # waits 2, 2, 2, 4, 7, 10 (and 1 when the five-minutes-earlier run shares the bucket):
+        # exact from the runs; from the roll-ups, within the histogram's bin [1 s, 2.5 s)
+        if read_live:
+            assert bucket_at(live, ten_ago)["wait_p50"] == 2.0
+        assert 1.0 <= bucket_at(day, ten_ago)["wait_p50"] < 2.5
+        assert bucket_at(day, ten_ago)["started"] == bucket_at(live, ten_ago)["started"]
 
         status, other = await get(url, "/api/stats?window=1h&task=stats.other")
         assert status == 200 and totals(other) == (1, 1, 0)

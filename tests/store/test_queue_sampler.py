@@ -1,20 +1,25 @@
 """The queue sampler's one statement against the database (no daemon): the depths it writes
-for a minute, one writer per minute however many samplers look at once, and samples older
-than two days deleted by the writer."""
+for a minute, one writer per minute however many samplers look at once, the roll-up of the
+runs of the minutes before (each minute once, gaps included), and rows older than two days
+deleted by the writer."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import asyncpg
+import orjson
 import pytest
 
 from taskd.store.database import create_pool
+from taskd.store.stats import WAIT_BOUNDS
 from taskd.store.store import Store
 from taskd.worker.queue_sampler import QueueSampler, minute_of
-from tests.support.runs import insert_runs, sql
+from tests.support.runs import each, insert_runs, sql
 
 
 @pytest.fixture
@@ -105,3 +110,88 @@ async def test_samples_older_than_two_days_go_when_a_minute_is_written(
     assert await sampler.run_once(now) == 1
     kept = [row[0] for row in await samples(db)]
     assert kept == [now - timedelta(days=1), now]
+
+
+async def finished_runs(
+    db: asyncpg.Connection,
+    started: datetime,
+    waits: list[float],
+    *,
+    status: str = "completed",
+    took: float = 10.0,
+    task_id: str = "t",
+    queue: str = "default",
+) -> None:
+    await insert_runs(
+        db,
+        len(waits),
+        task_id=task_id,
+        queue=queue,
+        status=status,
+        attempt=1,
+        run_at=each([started - timedelta(seconds=wait) for wait in waits]),
+        started_at=started,
+        attempt_started_at=started,
+        finished_at=started + timedelta(seconds=took),
+    )
+
+
+async def run_minutes(db: asyncpg.Connection) -> dict[tuple[datetime, str, str], Any]:
+    rows = await db.fetch("SELECT * FROM taskd.run_minutes")
+    return {
+        (row["at"], row["task_id"], row["queue"]): (
+            row["started"],
+            row["completed"],
+            row["failed"],
+            {int(i): n for i, n in orjson.loads(row["waits"]).items()},
+        )
+        for row in rows
+    }
+
+
+def bins(*waits: float) -> dict[int, int]:
+    counted: dict[int, int] = {}
+    for wait in waits:
+        i = bisect.bisect_right(WAIT_BOUNDS, wait)
+        counted[i] = counted.get(i, 0) + 1
+    return counted
+
+
+async def test_each_minute_rolls_up_the_runs_of_the_minutes_before_once(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    x = minute_of(datetime.now(UTC)) - timedelta(minutes=10)
+    await finished_runs(db, x + timedelta(seconds=10), [0.02, 0.3, 4.0])
+    # started in minute x, failed in the next one
+    await finished_runs(db, x + timedelta(seconds=30), [100.0], status="failed", took=40)
+    await finished_runs(db, x + timedelta(seconds=5), [0.0], task_id="b", queue="q2")
+    await finished_runs(db, x - timedelta(hours=3), [1.0])  # long before: rolled up too
+    sampler = QueueSampler(store)
+
+    # minute x + 2 rolls up every minute before x + 1 (a minute's grace): x, not x + 1
+    await sampler.run_once(x + timedelta(minutes=2, seconds=3))
+    rolled = await run_minutes(db)
+    assert rolled[(x, "t", "default")] == (4, 3, 0, bins(0.02, 0.3, 4.0, 100.0))
+    assert rolled[(x, "b", "q2")] == (1, 1, 0, bins(0.0))
+    assert rolled[(x - timedelta(hours=3), "t", "default")] == (1, 1, 0, bins(1.0))
+    assert (x + timedelta(minutes=1), "t", "default") not in rolled
+    assert len(rolled) == 3
+
+    # the same minute again writes nothing; the next one rolls up x + 1 only
+    assert await QueueSampler(store).run_once(x + timedelta(minutes=2, seconds=40)) == 0
+    await sampler.run_once(x + timedelta(minutes=3, seconds=1))
+    rolled = await run_minutes(db)
+    assert rolled[(x + timedelta(minutes=1), "t", "default")] == (0, 0, 1, {})
+    assert len(rolled) == 4
+    # no daemon for five minutes, then one: the minutes between are rolled up (none had runs)
+    await finished_runs(db, x + timedelta(minutes=5, seconds=1), [0.5])
+    await sampler.run_once(x + timedelta(minutes=9))
+    rolled = await run_minutes(db)
+    assert rolled[(x + timedelta(minutes=5), "t", "default")] == (1, 1, 0, bins(0.5))
+    assert len(rolled) == 5
+    marks = await db.fetch("SELECT at, rolled_up_to FROM taskd.stats_minutes ORDER BY at")
+    assert [(m["at"] - x, m["rolled_up_to"] - x) for m in marks] == [
+        (timedelta(minutes=2), timedelta(minutes=1)),
+        (timedelta(minutes=3), timedelta(minutes=2)),
+        (timedelta(minutes=9), timedelta(minutes=8)),
+    ]

@@ -2,10 +2,13 @@
 daemon's memory).
 
 Runs started, completed and failed per bucket (a minute over the last hour, 15 minutes over
-the last day) and their wait, read from ``taskd.runs`` along its primary key (run ids are
-UUIDv7, by creation time): the runs created in the window and a LOOKBACK before it, no index
-of its own on the hot path. Queue depth from the samples the queue sampler
-(worker/queue_sampler.py) writes once a minute.
+the last day) and their wait from due to start. The hour is read from ``taskd.runs`` along its
+primary key (run ids are UUIDv7, by creation time: the hour's runs and those created an hour
+before it), exact. The day is read from the roll-ups the queue sampler
+(worker/queue_sampler.py) writes each minute (``taskd.run_minutes``: a few rows per minute),
+and the minutes not rolled up yet (the last one or two) from ``taskd.runs`` as the hour is; its
+wait percentiles come from a histogram (interpolated within bins of 10 ms, 25 ms, ... 1 day).
+Queue depth from the samples the same chore writes once a minute.
 """
 
 from __future__ import annotations
@@ -18,13 +21,10 @@ from aiohttp import web
 from taskd.admin.routes import Route
 from taskd.admin.state import AdminState
 from taskd.admin.stats_schemas import Stats, StatsBucket, StatsDepth, StatsQuery
-from taskd.store.stats import MAX_DEPTH_QUEUES
+from taskd.store.stats import MAX_DEPTH_QUEUES, RunBucket
 
 WINDOWS = {"1h": (timedelta(hours=1), 60), "24h": (timedelta(days=1), 900)}
 """Each window: its length and its bucket's seconds."""
-LOOKBACK = timedelta(hours=1)
-"""Runs created this long before the window are counted too (a run queued, delayed or
-executing that long before it started or ended in the window); older ones are not read."""
 
 
 def window_of(window: str, now: datetime) -> tuple[datetime, datetime, int]:
@@ -35,34 +35,46 @@ def window_of(window: str, now: datetime) -> tuple[datetime, datetime, int]:
     return end - length, end, bucket
 
 
+async def run_buckets(
+    state: AdminState, query: StatsQuery, start: datetime, end: datetime, bucket: int
+) -> dict[datetime, RunBucket]:
+    """The window's buckets with something in them, by start."""
+    store = state.store.stats
+    filters = {"task": query.task, "queue": query.queue}
+    if query.window == "1h":
+        rolled_to = start  # an hour of runs: read them all, exact
+    else:
+        rolled_to = min(max(await store.rolled_up_to() or start, start), end)
+    found: dict[datetime, RunBucket] = {}
+    if rolled_to > start:
+        for part in await store.rolled_buckets(start, rolled_to, bucket, **filters):
+            found[part.at] = part
+    for part in await store.run_buckets(rolled_to, end, bucket, origin=start, **filters):
+        if part.at in found:
+            found[part.at].add(part)
+        else:
+            found[part.at] = part
+    return found
+
+
 async def stats(state: AdminState, request: web.Request, query: StatsQuery, body: Any) -> Stats:
     start, end, bucket = window_of(query.window, datetime.now(UTC))
-    store = state.store.stats
-    counted = {
-        b.index: b
-        for b in await store.run_buckets(
-            start,
-            end,
-            bucket,
-            created_after=start - LOOKBACK,
-            task=query.task,
-            queue=query.queue,
-        )
-    }
+    found = await run_buckets(state, query, start, end, bucket)
     buckets = []
     for index in range(int((end - start).total_seconds()) // bucket):
-        found = counted.get(index)
+        at = start + timedelta(seconds=index * bucket)
+        part = found.get(at) or RunBucket(at=at)
         buckets.append(
             StatsBucket(
-                at=start + timedelta(seconds=index * bucket),
-                started=found.started if found else 0,
-                completed=found.completed if found else 0,
-                failed=found.failed if found else 0,
-                wait_p50=found.wait_p50 if found else None,
-                wait_p95=found.wait_p95 if found else None,
+                at=at,
+                started=part.started,
+                completed=part.completed,
+                failed=part.failed,
+                wait_p50=part.wait_p50,
+                wait_p95=part.wait_p95,
             )
         )
-    samples, queues = await store.depth_buckets(start, end, bucket, queue=query.queue)
+    samples, queues = await state.store.stats.depth_buckets(start, end, bucket, queue=query.queue)
     return Stats(
         window=query.window,
         bucket_seconds=bucket,

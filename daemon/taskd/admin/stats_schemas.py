@@ -31,7 +31,8 @@ class StatsBucket(_Model):
     """Runs that failed in the bucket (their last attempt failed)."""
     wait_p50: float | None
     """Median seconds from run_at (due) to the start, of the runs started in the bucket
-    (None: none started)."""
+    (None: none started). Exact over 1h; over 24h read from a histogram of the waits
+    (interpolated within bins bounded at 10 ms, 25 ms, 50 ms, 0.1 s, ... 1 h, 6 h, 1 d)."""
     wait_p95: float | None
     """95th percentile of the same."""
 

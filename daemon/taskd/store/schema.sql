@@ -1671,6 +1671,56 @@ ALTER TABLE taskd.run_logs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 );
 
 --
+-- Name: run_minutes; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.run_minutes (
+    at timestamp with time zone NOT NULL,
+    task_id text NOT NULL,
+    queue text NOT NULL,
+    started integer NOT NULL,
+    completed integer NOT NULL,
+    failed integer NOT NULL,
+    waits jsonb NOT NULL
+);
+
+--
+-- Name: TABLE run_minutes; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.run_minutes IS 'Runs started, completed and failed per minute, task and queue (minutes with none have no row), written a minute after the minute ends by the daemon sampling the queues; kept two days.';
+
+--
+-- Name: COLUMN run_minutes.at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.at IS 'The minute (its start).';
+
+--
+-- Name: COLUMN run_minutes.started; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.started IS 'Runs whose latest attempt started in the minute.';
+
+--
+-- Name: COLUMN run_minutes.completed; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.completed IS 'Runs that completed in the minute.';
+
+--
+-- Name: COLUMN run_minutes.failed; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.failed IS 'Runs that failed in the minute.';
+
+--
+-- Name: COLUMN run_minutes.waits; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.waits IS 'The started runs'' waits from run_at to start, as a histogram: {"i": count}, i the width_bucket of the wait in seconds over the bounds 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400.';
+
+--
 -- Name: runs; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -2014,6 +2064,33 @@ CREATE TABLE taskd.settings (
 );
 
 --
+-- Name: stats_minutes; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.stats_minutes (
+    at timestamp with time zone NOT NULL,
+    rolled_up_to timestamp with time zone NOT NULL
+);
+
+--
+-- Name: TABLE stats_minutes; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.stats_minutes IS 'The minutes sampled for the console''s charts: one row each, inserted by the one daemon that writes the minute (kept two days).';
+
+--
+-- Name: COLUMN stats_minutes.at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.stats_minutes.at IS 'The minute sampled (its start).';
+
+--
+-- Name: COLUMN stats_minutes.rolled_up_to; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.stats_minutes.rolled_up_to IS 'taskd.run_minutes holds every minute before this one (written with this minute).';
+
+--
 -- Name: steps; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -2351,6 +2428,13 @@ ALTER TABLE ONLY taskd.run_logs
     ADD CONSTRAINT run_logs_pkey PRIMARY KEY (id);
 
 --
+-- Name: run_minutes run_minutes_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.run_minutes
+    ADD CONSTRAINT run_minutes_pkey PRIMARY KEY (at, task_id, queue);
+
+--
 -- Name: runs runs_max_duration_positive; Type: CHECK CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -2398,6 +2482,13 @@ ALTER TABLE ONLY taskd.schedules
 
 ALTER TABLE ONLY taskd.settings
     ADD CONSTRAINT settings_pkey PRIMARY KEY (key);
+
+--
+-- Name: stats_minutes stats_minutes_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.stats_minutes
+    ADD CONSTRAINT stats_minutes_pkey PRIMARY KEY (at);
 
 --
 -- Name: steps steps_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -

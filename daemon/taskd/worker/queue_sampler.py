@@ -1,11 +1,15 @@
-"""The queue sampler: once a minute, the depth of every queue recorded for the console's
-charts (``taskd.queue_samples``, read by ``GET /api/stats``), by one daemon of the fleet.
+"""The queue sampler: once a minute, by one daemon of the fleet, the figures the console's charts
+read (``GET /api/stats``): the depth of every queue (``taskd.queue_samples``) and the runs
+started, completed and failed per task and queue in the minutes before (``taskd.run_minutes``).
 
-Every daemon runs this loop; each wakes shortly after a minute starts (a random delay of up to
-SPREAD seconds, so the daemons do not all look at once) and makes one statement: the first
-daemon to look at the minute writes one row per queue (due, delayed, executing, the oldest due
-run's age) and deletes the samples older than two days; the others find the minute written
-and write nothing (store/stats.sql says how). A minute in which no daemon runs has no sample.
+Every daemon runs this loop: it looks when the daemon starts, then shortly after each minute
+starts (a random delay of up to SPREAD seconds, so the daemons do not all look at once), one
+statement each time. The first daemon to look at a minute inserts its row in
+``taskd.stats_minutes`` and writes it: one row per queue, the roll-up of the minutes since the
+previous roll-up up to the one before this minute, and deletes what is older than two days; the
+others find the minute's row there and write nothing (store/stats.sql says how). A minute in
+which no daemon runs has no depth sample; its runs are rolled up by the next minute written (at
+most a day back).
 """
 
 from __future__ import annotations
@@ -37,18 +41,19 @@ class QueueSampler:
         self._telemetry = telemetry or Telemetry()
 
     async def run_once(self, now: datetime | None = None) -> int:
-        """Sample the queues for ``now``'s minute unless a daemon did; how many rows written
-        (0: the minute was written already, or there is no queue)."""
-        return await self._store.stats.sample_queues(minute_of(now or datetime.now(UTC)))
+        """Write ``now``'s minute unless a daemon did; how many queue samples written (0: the
+        minute was written already, or there is no queue)."""
+        return await self._store.stats.sample_minute(minute_of(now or datetime.now(UTC)))
 
     async def run(self) -> None:
-        """Once a minute, in a loop of its own, a few seconds after the minute starts."""
+        """At once (a daemon starting writes the current minute if no daemon has), then once a
+        minute, a few seconds after the minute starts, in a loop of its own."""
         while True:
-            now = datetime.now(UTC).timestamp()
-            next_minute = (now // SAMPLE_INTERVAL + 1) * SAMPLE_INTERVAL
-            await anyio.sleep(next_minute - now + random.uniform(0.0, SPREAD))
             try:
                 await self.run_once()
             except DB_ERRORS as exc:
                 self._telemetry.db_error("maintenance")
                 log.error("sampling the queues' depth failed, next try in a minute: %s", exc)
+            now = datetime.now(UTC).timestamp()
+            next_minute = (now // SAMPLE_INTERVAL + 1) * SAMPLE_INTERVAL
+            await anyio.sleep(next_minute - now + random.uniform(0.0, SPREAD))
