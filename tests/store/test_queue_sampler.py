@@ -136,8 +136,13 @@ async def finished_runs(
     )
 
 
-async def run_minutes(db: asyncpg.Connection) -> dict[tuple[datetime, str, str], Any]:
-    rows = await db.fetch("SELECT * FROM taskd.run_minutes")
+async def run_minutes(
+    db: asyncpg.Connection, *, detail: bool = True
+) -> dict[tuple[datetime, str, str], Any]:
+    """The roll-ups: per task and queue (``detail``), else the sums ('': every task/queue)."""
+    rows = await db.fetch(
+        "SELECT * FROM taskd.run_minutes WHERE (task_id <> '' AND queue <> '') = $1", detail
+    )
     return {
         (row["at"], row["task_id"], row["queue"]): (
             row["started"],
@@ -176,12 +181,26 @@ async def test_each_minute_rolls_up_the_runs_of_the_minutes_before_once(
     assert rolled[(x - timedelta(hours=3), "t", "default")] == (1, 1, 0, bins(1.0))
     assert (x + timedelta(minutes=1), "t", "default") not in rolled
     assert len(rolled) == 3
+    # and the sums a filter reads: per task, per queue, in all
+    summed = await run_minutes(db, detail=False)
+    every = bins(0.02, 0.3, 4.0, 100.0, 0.0)
+    assert summed[(x, "", "")] == (5, 4, 0, every)
+    assert summed[(x, "t", "")] == summed[(x, "", "default")] == rolled[(x, "t", "default")]
+    assert summed[(x, "b", "")] == summed[(x, "", "q2")] == rolled[(x, "b", "q2")]
+    assert summed[(x - timedelta(hours=3), "", "")] == (1, 1, 0, bins(1.0))
+    assert len(summed) == 8
 
     # the same minute again writes nothing; the next one rolls up x + 1 only
     assert await QueueSampler(store).run_once(x + timedelta(minutes=2, seconds=40)) == 0
     await sampler.run_once(x + timedelta(minutes=3, seconds=1))
     rolled = await run_minutes(db)
     assert rolled[(x + timedelta(minutes=1), "t", "default")] == (0, 0, 1, {})
+    assert (await run_minutes(db, detail=False))[(x + timedelta(minutes=1), "", "")] == (
+        0,
+        0,
+        1,
+        {},
+    )
     assert len(rolled) == 4
     # no daemon for five minutes, then one: the minutes between are rolled up (none had runs)
     await finished_runs(db, x + timedelta(minutes=5, seconds=1), [0.5])

@@ -1688,13 +1688,25 @@ CREATE TABLE taskd.run_minutes (
 -- Name: TABLE run_minutes; Type: COMMENT; Schema: taskd; Owner: -
 --
 
-COMMENT ON TABLE taskd.run_minutes IS 'Runs started, completed and failed per minute, task and queue (minutes with none have no row), written a minute after the minute ends by the daemon sampling the queues; kept two days.';
+COMMENT ON TABLE taskd.run_minutes IS 'Runs started, completed and failed per minute, per task and queue, per task, per queue and in all (minutes with none have no row), written a minute after the minute ends by the daemon sampling the queues; kept two days.';
 
 --
 -- Name: COLUMN run_minutes.at; Type: COMMENT; Schema: taskd; Owner: -
 --
 
 COMMENT ON COLUMN taskd.run_minutes.at IS 'The minute (its start).';
+
+--
+-- Name: COLUMN run_minutes.task_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.task_id IS 'The task; '''''' (empty): every task.';
+
+--
+-- Name: COLUMN run_minutes.queue; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.queue IS 'The queue; '''''' (empty): every queue.';
 
 --
 -- Name: COLUMN run_minutes.started; Type: COMMENT; Schema: taskd; Owner: -
@@ -2432,7 +2444,7 @@ ALTER TABLE ONLY taskd.run_logs
 --
 
 ALTER TABLE ONLY taskd.run_minutes
-    ADD CONSTRAINT run_minutes_pkey PRIMARY KEY (at, task_id, queue);
+    ADD CONSTRAINT run_minutes_pkey PRIMARY KEY (task_id, queue, at);
 
 --
 -- Name: runs runs_max_duration_positive; Type: CHECK CONSTRAINT; Schema: taskd; Owner: -
@@ -2608,6 +2620,12 @@ CREATE INDEX queue_starts_idx ON taskd.queue_starts USING btree (queue, at);
 --
 
 CREATE INDEX run_logs_run_idx ON taskd.run_logs USING btree (run_id, id);
+
+--
+-- Name: run_minutes_at_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX run_minutes_at_idx ON taskd.run_minutes USING btree (at);
 
 --
 -- Name: runs_claim_idx; Type: INDEX; Schema: taskd; Owner: -

@@ -158,7 +158,7 @@ class StatsStore:
         """From the roll-ups: the same per bucket (aligned on ``start``), wait percentiles
         left to the histogram. Buckets with nothing are left out."""
         rows = await self.pool.fetch(
-            SQL["rolled_buckets"], start, end, float(bucket_seconds), task, queue
+            SQL["rolled_buckets"], start, end, float(bucket_seconds), task or "", queue or ""
         )
         buckets = _buckets(rows)
         for bucket in buckets:

@@ -40,17 +40,25 @@ WITH turn AS (
       FROM seen, span
      WHERE attempt_started_at >= span.lo AND attempt_started_at < span.hi
      GROUP BY 1, 2, 3, 4
+), started_bins AS (
+    -- per task and queue, per task, per queue, in all ('' for every task or queue: neither
+    -- column is ever empty in taskd.runs)
+    SELECT at, coalesce(task_id, '') AS task_id, coalesce(queue, '') AS queue, i,
+           sum(n) AS n
+      FROM starts
+     GROUP BY GROUPING SETS ((at, task_id, queue, i), (at, task_id, i), (at, queue, i), (at, i))
 ), started AS (
     SELECT at, task_id, queue, sum(n)::int AS started, jsonb_object_agg(i, n) AS waits
-      FROM starts GROUP BY 1, 2, 3
+      FROM started_bins GROUP BY 1, 2, 3
 ), ended AS (
-    SELECT date_trunc('minute', finished_at) AS at, task_id, queue,
+    SELECT at, coalesce(task_id, '') AS task_id, coalesce(queue, '') AS queue,
            count(*) FILTER (WHERE status = 'completed')::int AS completed,
            count(*) FILTER (WHERE status = 'failed')::int AS failed
-      FROM seen, span
-     WHERE finished_at >= span.lo AND finished_at < span.hi
-       AND status IN ('completed', 'failed')
-     GROUP BY 1, 2, 3
+      FROM (SELECT date_trunc('minute', finished_at) AS at, task_id, queue, status
+              FROM seen, span
+             WHERE finished_at >= span.lo AND finished_at < span.hi
+               AND status IN ('completed', 'failed')) AS ends
+     GROUP BY GROUPING SETS ((at, task_id, queue), (at, task_id), (at, queue), (at))
 ), rolled AS (
     INSERT INTO taskd.run_minutes (at, task_id, queue, started, completed, failed, waits)
     SELECT coalesce(s.at, e.at), coalesce(s.task_id, e.task_id), coalesce(s.queue, e.queue),
@@ -58,7 +66,7 @@ WITH turn AS (
            coalesce(s.waits, '{}')
       FROM started s
       FULL JOIN ended e ON e.at = s.at AND e.task_id = s.task_id AND e.queue = s.queue
-    ON CONFLICT (at, task_id, queue) DO NOTHING
+    ON CONFLICT (task_id, queue, at) DO NOTHING
 ), queued AS (
     SELECT queue,
            count(*) FILTER (WHERE run_at <= now()) AS due,
@@ -146,13 +154,12 @@ SELECT coalesce(s.at, e.at) AS at, coalesce(s.started, 0) AS started,
 
 -- name: rolled_buckets
 -- The roll-ups (run_minutes) from $1 to $2 per bucket of $3 seconds (aligned on $1): sums,
--- and the wait histograms merged. $4 task, $5 queue: NULL for all.
+-- and the wait histograms merged; of task $4 and queue $5 ('' for every task or queue): one
+-- range of the primary key.
 WITH minutes AS MATERIALIZED (
     SELECT date_bin(make_interval(secs => $3), at, $1) AS at, started, completed, failed, waits
       FROM taskd.run_minutes
-     WHERE at >= $1 AND at < $2
-       AND ($4::text IS NULL OR task_id = $4)
-       AND ($5::text IS NULL OR queue = $5)
+     WHERE task_id = $4 AND queue = $5 AND at >= $1 AND at < $2
 ), sums AS (
     SELECT at, sum(started)::int AS started, sum(completed)::int AS completed,
            sum(failed)::int AS failed

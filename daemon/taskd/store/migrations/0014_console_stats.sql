@@ -1,9 +1,10 @@
 -- Figures over time for the console's charts (GET /api/stats), written once a minute by one
 -- daemon of the fleet (worker/queue_sampler.py) in one statement and kept two days: the minute
 -- itself (its row is the turn: the first daemon to insert it writes the minute, the others
--- find it there), the depth of each queue, and the runs started, completed and failed per
--- task and queue in the minutes before (read from taskd.runs along its primary key: a day's
--- chart then sums 1,440 small rows per task and queue instead of reading every run of the day).
+-- find it there), the depth of each queue, and the runs started, completed and failed in the
+-- minutes before, per task and queue, per task, per queue and in all (read from taskd.runs
+-- along its primary key): a day's chart, whatever its filter, then reads 1,440 small rows
+-- along the primary key instead of every run of the day.
 CREATE TABLE taskd.stats_minutes (
     at timestamptz PRIMARY KEY,
     rolled_up_to timestamptz NOT NULL
@@ -27,8 +28,10 @@ CREATE TABLE taskd.run_minutes (
     completed int NOT NULL,
     failed int NOT NULL,
     waits jsonb NOT NULL,
-    PRIMARY KEY (at, task_id, queue)
+    PRIMARY KEY (task_id, queue, at)
 );
+-- what the pruning deletes, oldest first (the primary key serves the reads: one filter each)
+CREATE INDEX run_minutes_at_idx ON taskd.run_minutes (at);
 
 COMMENT ON TABLE taskd.stats_minutes IS
     'The minutes sampled for the console''s charts: one row each, inserted by the one daemon '
@@ -49,10 +52,12 @@ COMMENT ON COLUMN taskd.queue_samples.oldest_due_age IS
     'Seconds the oldest due run had waited then; NULL when none was due.';
 
 COMMENT ON TABLE taskd.run_minutes IS
-    'Runs started, completed and failed per minute, task and queue (minutes with none have no '
-    'row), written a minute after the minute ends by the daemon sampling the queues; kept two '
-    'days.';
+    'Runs started, completed and failed per minute, per task and queue, per task, per queue and '
+    'in all (minutes with none have no row), written a minute after the minute ends by the '
+    'daemon sampling the queues; kept two days.';
 COMMENT ON COLUMN taskd.run_minutes.at IS 'The minute (its start).';
+COMMENT ON COLUMN taskd.run_minutes.task_id IS 'The task; '''''' (empty): every task.';
+COMMENT ON COLUMN taskd.run_minutes.queue IS 'The queue; '''''' (empty): every queue.';
 COMMENT ON COLUMN taskd.run_minutes.started IS
     'Runs whose latest attempt started in the minute.';
 COMMENT ON COLUMN taskd.run_minutes.completed IS 'Runs that completed in the minute.';
