@@ -214,3 +214,25 @@ async def test_each_minute_rolls_up_the_runs_of_the_minutes_before_once(
         (timedelta(minutes=3), timedelta(minutes=2)),
         (timedelta(minutes=9), timedelta(minutes=8)),
     ]
+
+
+async def test_a_minute_another_daemon_is_still_writing_is_left_to_it(
+    database: str, db: asyncpg.Connection
+) -> None:
+    await insert_runs(db, 1, task_id="t", queue="a")
+    minute = minute_of(datetime.now(UTC)) - timedelta(minutes=5)
+    pool = await create_pool(database, lock_timeout=0.2, statement_timeout=10)
+    try:
+        sampler = QueueSampler(Store(pool))
+        # a statement of another daemon writing the minute, slow (its transaction open)
+        writing = db.transaction()
+        await writing.start()
+        await db.execute(
+            "INSERT INTO taskd.stats_minutes (at, rolled_up_to) VALUES ($1, $1)", minute
+        )
+        # past the lock_timeout: not an error, the minute is the other daemon's
+        assert await sampler.run_once(minute + timedelta(seconds=4)) == 0
+        await writing.rollback()  # it failed: the minute is free again
+        assert await sampler.run_once(minute + timedelta(seconds=8)) == 1
+    finally:
+        await pool.close()

@@ -105,14 +105,19 @@ class StatsStore:
         """Write ``minute`` unless a daemon did (queue depths, the roll-up of the minutes
         before, old rows deleted): how many queue samples this call wrote (0: the minute was
         written already, or there is no queue). One statement."""
-        status = await self.pool.execute(
-            SQL["sample_minute"],
-            minute,
-            SAMPLES_KEPT.total_seconds(),
-            LOOKBACK.total_seconds(),
-            list(WAIT_BOUNDS),
-            MAX_ROLL_UP.total_seconds(),
-        )
+        try:
+            status = await self.pool.execute(
+                SQL["sample_minute"],
+                minute,
+                SAMPLES_KEPT.total_seconds(),
+                LOOKBACK.total_seconds(),
+                list(WAIT_BOUNDS),
+                MAX_ROLL_UP.total_seconds(),
+            )
+        except asyncpg.LockNotAvailableError:
+            # another daemon's statement is writing this minute and took longer than the
+            # lock_timeout (a first roll-up of a busy day): the minute is its
+            return 0
         return int(status.split()[-1])
 
     async def rolled_up_to(self) -> datetime | None:
