@@ -376,7 +376,8 @@ class Daemon:
                     group.start_soon(chore.run)
                 # open Message Batches (ctx.llm.batch), polled in a loop of their own too
                 group.start_soon(self.llm_batch_poller.run)
-                # queue depth once a minute for the console's charts (one daemon writes it)
+                # the console's charts: queue depths and the runs of the minutes before, once a
+                # minute (one daemon of the fleet writes each minute)
                 group.start_soon(self.queue_sampler.run)
                 self.event_relay = EventRelay(
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes
