@@ -42,6 +42,7 @@ from taskd.worker.llm_call_writer import LLMCallWriter
 from taskd.worker.lock import WorkerLock, new_lock_key
 from taskd.worker.log_writer import RunLogWriter
 from taskd.worker.pruner import Pruner
+from taskd.worker.queue_sampler import QueueSampler
 from taskd.worker.reconciler import Reconciler
 from taskd.worker.registrar import (
     publish_registry,
@@ -151,6 +152,7 @@ class Daemon:
         self.subscription_retirer: SubscriptionRetirer | None = None
         self.failure_hooks: FailureHooks | None = None
         self.pruner: Pruner | None = None
+        self.queue_sampler: QueueSampler | None = None
         self.llm_batch_poller: LLMBatchPoller | None = None
         self.sweeper: Sweeper | None = None
         self.event_relay: EventRelay | None = None
@@ -337,6 +339,7 @@ class Daemon:
                 store, self.registry, self.worker_id, services, settings=worker, findings=findings
             )
             self.pruner = Pruner(store, settings.retention, telemetry=telemetry)
+            self.queue_sampler = QueueSampler(store, telemetry=telemetry)
             self.llm_batch_poller = LLMBatchPoller(
                 store, settings.llm, services.llm_client, findings=findings, telemetry=telemetry
             )
@@ -373,6 +376,9 @@ class Daemon:
                     group.start_soon(chore.run)
                 # open Message Batches (ctx.llm.batch), polled in a loop of their own too
                 group.start_soon(self.llm_batch_poller.run)
+                # the console's charts: queue depths and the runs of the minutes before, once a
+                # minute (one daemon of the fleet writes each minute)
+                group.start_soon(self.queue_sampler.run)
                 self.event_relay = EventRelay(
                     self.dsn, settings.database, store, settings.tasks.max_payload_bytes
                 )

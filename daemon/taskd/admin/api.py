@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from taskd.admin.routes import Route
 from taskd.admin.schemas import (
     MAX_BULK_RUNS,
     MAX_CHILDREN,
@@ -33,7 +32,6 @@ from taskd.admin.schemas import (
     ErrorGroupList,
     ErrorsQuery,
     Liveness,
-    NoQuery,
     QueueList,
     QueuePauseResult,
     Readiness,
@@ -72,6 +70,7 @@ from taskd.admin.session import (
     role_of_token,
 )
 from taskd.admin.state import AdminState
+from taskd.admin.stats_api import STATS_ROUTES
 from taskd.changes import ChangeKind, RunChange
 from taskd.client import moment_of
 from taskd.errors import RunNotFound, UnknownTask
@@ -83,23 +82,6 @@ from taskd.store.runs import RunFilter
 
 if TYPE_CHECKING:
     from taskd.sdk.task import TaskDefinition
-
-Handler = Callable[[AdminState, web.Request, Any, Any], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    query: type[BaseModel] = NoQuery
-    body: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    status: int = 200
-    errors: dict[int, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    public: bool = False  # reachable without the token
 
 
 class RequestInvalid(Exception):
@@ -804,6 +786,7 @@ ROUTES: list[Route] = [
         errors={400: "A parameter is not valid"},
     ),
     Route("GET", "/api/workers", list_workers, "Live workers", response=WorkerList),
+    *STATS_ROUTES,  # GET /api/stats: the console's charts (stats_api.py)
     Route(
         "GET",
         "/api/session",

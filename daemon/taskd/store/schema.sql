@@ -1606,6 +1606,61 @@ CREATE TABLE taskd.migrations (
 );
 
 --
+-- Name: queue_samples; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.queue_samples (
+    at timestamp with time zone NOT NULL,
+    queue text NOT NULL,
+    due integer NOT NULL,
+    delayed integer NOT NULL,
+    executing integer NOT NULL,
+    oldest_due_age double precision
+);
+
+--
+-- Name: TABLE queue_samples; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.queue_samples IS 'Queue depth once a minute (one daemon of the fleet writes each minute), kept two days: what the console charts.';
+
+--
+-- Name: COLUMN queue_samples.at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.at IS 'The minute sampled (its start).';
+
+--
+-- Name: COLUMN queue_samples.queue; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.queue IS 'The queue.';
+
+--
+-- Name: COLUMN queue_samples.due; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.due IS 'Queued runs due (run_at reached) then.';
+
+--
+-- Name: COLUMN queue_samples.delayed; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.delayed IS 'Queued runs not due yet (delayed, retries).';
+
+--
+-- Name: COLUMN queue_samples.executing; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.executing IS 'Runs executing (leased) then.';
+
+--
+-- Name: COLUMN queue_samples.oldest_due_age; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.queue_samples.oldest_due_age IS 'Seconds the oldest due run had waited then; NULL when none was due.';
+
+--
 -- Name: queue_starts; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -1738,6 +1793,68 @@ ALTER TABLE taskd.run_logs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MAXVALUE
     CACHE 1
 );
+
+--
+-- Name: run_minutes; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.run_minutes (
+    at timestamp with time zone NOT NULL,
+    task_id text NOT NULL,
+    queue text NOT NULL,
+    started integer NOT NULL,
+    completed integer NOT NULL,
+    failed integer NOT NULL,
+    waits jsonb NOT NULL
+);
+
+--
+-- Name: TABLE run_minutes; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.run_minutes IS 'Runs started, completed and failed per minute, per task and queue, per task, per queue and in all (minutes with none have no row), written a minute after the minute ends by the daemon sampling the queues; kept two days.';
+
+--
+-- Name: COLUMN run_minutes.at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.at IS 'The minute (its start).';
+
+--
+-- Name: COLUMN run_minutes.task_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.task_id IS 'The task; '''''' (empty): every task.';
+
+--
+-- Name: COLUMN run_minutes.queue; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.queue IS 'The queue; '''''' (empty): every queue.';
+
+--
+-- Name: COLUMN run_minutes.started; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.started IS 'Runs whose latest attempt started in the minute.';
+
+--
+-- Name: COLUMN run_minutes.completed; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.completed IS 'Runs that completed in the minute.';
+
+--
+-- Name: COLUMN run_minutes.failed; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.failed IS 'Runs that failed in the minute.';
+
+--
+-- Name: COLUMN run_minutes.waits; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.run_minutes.waits IS 'The started runs'' waits from run_at to start, as a histogram: {"i": count}, i the width_bucket of the wait in seconds over the bounds 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400.';
 
 --
 -- Name: runs; Type: TABLE; Schema: taskd; Owner: -
@@ -2083,6 +2200,33 @@ CREATE TABLE taskd.settings (
 );
 
 --
+-- Name: stats_minutes; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.stats_minutes (
+    at timestamp with time zone NOT NULL,
+    rolled_up_to timestamp with time zone NOT NULL
+);
+
+--
+-- Name: TABLE stats_minutes; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.stats_minutes IS 'The minutes sampled for the console''s charts: one row each, inserted by the one daemon that writes the minute (kept two days).';
+
+--
+-- Name: COLUMN stats_minutes.at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.stats_minutes.at IS 'The minute sampled (its start).';
+
+--
+-- Name: COLUMN stats_minutes.rolled_up_to; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.stats_minutes.rolled_up_to IS 'taskd.run_minutes holds every minute before this one (written with this minute).';
+
+--
 -- Name: steps; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -2399,6 +2543,13 @@ ALTER TABLE ONLY taskd.migrations
     ADD CONSTRAINT migrations_pkey PRIMARY KEY (version);
 
 --
+-- Name: queue_samples queue_samples_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.queue_samples
+    ADD CONSTRAINT queue_samples_pkey PRIMARY KEY (at, queue);
+
+--
 -- Name: queues queues_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -2411,6 +2562,13 @@ ALTER TABLE ONLY taskd.queues
 
 ALTER TABLE ONLY taskd.run_logs
     ADD CONSTRAINT run_logs_pkey PRIMARY KEY (id);
+
+--
+-- Name: run_minutes run_minutes_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.run_minutes
+    ADD CONSTRAINT run_minutes_pkey PRIMARY KEY (task_id, queue, at);
 
 --
 -- Name: runs runs_max_duration_positive; Type: CHECK CONSTRAINT; Schema: taskd; Owner: -
@@ -2460,6 +2618,13 @@ ALTER TABLE ONLY taskd.schedules
 
 ALTER TABLE ONLY taskd.settings
     ADD CONSTRAINT settings_pkey PRIMARY KEY (key);
+
+--
+-- Name: stats_minutes stats_minutes_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.stats_minutes
+    ADD CONSTRAINT stats_minutes_pkey PRIMARY KEY (at);
 
 --
 -- Name: steps steps_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
@@ -2591,6 +2756,12 @@ CREATE INDEX queue_starts_idx ON taskd.queue_starts USING btree (queue, at);
 --
 
 CREATE INDEX run_logs_run_idx ON taskd.run_logs USING btree (run_id, id);
+
+--
+-- Name: run_minutes_at_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX run_minutes_at_idx ON taskd.run_minutes USING btree (at);
 
 --
 -- Name: runs_claim_idx; Type: INDEX; Schema: taskd; Owner: -

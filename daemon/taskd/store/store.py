@@ -24,6 +24,7 @@ from taskd.store.run_scan import RunScanStore
 from taskd.store.runs import RunStore
 from taskd.store.schedules import ScheduleStore
 from taskd.store.settings import SettingStore
+from taskd.store.stats import StatsStore
 from taskd.store.steps import StepStore
 from taskd.store.tasks import TaskStore
 from taskd.store.tokens import TokenStore
@@ -57,3 +58,4 @@ class Store:
         self.llm_limits = LLMLimitStore(pool)
         self.failure_hooks = FailureHookStore(pool)
         self.retention = RetentionStore(pool)
+        self.stats = StatsStore(pool)
