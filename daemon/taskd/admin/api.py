@@ -7,13 +7,13 @@ runs, and the OpenAPI document (openapi.py) is generated from the same table.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from taskd.admin.fleet_api import FLEET_ROUTES
+from taskd.admin.routing import Handler, RequestInvalid, Route
 from taskd.admin.schemas import (
     MAX_CHILDREN,
     MAX_LIST_ITEMS,
@@ -23,7 +23,6 @@ from taskd.admin.schemas import (
     CostsQuery,
     ErrorBody,
     Liveness,
-    NoQuery,
     QueueList,
     QueuePauseResult,
     Readiness,
@@ -54,33 +53,6 @@ from taskd.store.runs import RunFilter
 
 if TYPE_CHECKING:
     from taskd.sdk.task import TaskDefinition
-
-Handler = Callable[[AdminState, web.Request, Any, Any], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    query: type[BaseModel] = NoQuery
-    body: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    status: int = 200
-    errors: dict[int, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    public: bool = False  # reachable without the token
-
-
-class RequestInvalid(Exception):
-    """A request that does not fit its route's models: 400 (query) or 422 (body)."""
-
-    def __init__(self, status: int, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
-
 
 # handlers -----------------------------------------------------------------------------------
 
@@ -247,6 +219,7 @@ async def list_tasks(state: AdminState, request: web.Request, query: Any, body: 
                 events=sorted(subscriptions.get(row["id"], [])),
                 served_here=definition is not None,
                 updated_at=row["updated_at"],
+                payload_schema=settings.get("payload_schema"),
             )
         )
     return TaskList(tasks=tasks[:MAX_LIST_ITEMS], truncated=len(tasks) > MAX_LIST_ITEMS)
@@ -560,6 +533,7 @@ ROUTES: list[Route] = [
         content_type="text/event-stream",
         errors={400: "A parameter is not valid"},
     ),
+    *FLEET_ROUTES,
 ]
 
-__all__ = ["ROUTES", "ErrorBody", "ReadinessFailed", "RequestInvalid", "Route"]
+__all__ = ["ROUTES", "ErrorBody", "Handler", "ReadinessFailed", "RequestInvalid", "Route"]

@@ -37,6 +37,11 @@ _GROUPS: dict[str, str] = {
 }
 _TAG_JOIN = "LEFT JOIN LATERAL unnest(c.tags) AS t (tag) ON true"
 
+# The dimensions of taskd.llm_costs_daily (0014_llm_costs_daily.sql).
+DAILY_DIMENSIONS = ("task", "tag", "key", "model")
+MAX_COST_DAYS = 400
+"""The most days a daily cost report covers ([retention] llm_calls keeps 400 days)."""
+
 
 @dataclass(frozen=True, slots=True)
 class CallFilter:
@@ -192,6 +197,13 @@ class LLMStore:
             truncated=len(rows) > limit,
             total=CostSums(**total),
         )
+
+    async def daily_costs(self, days: int, by: str, top: int) -> list[dict[str, Any]]:
+        """Sums per UTC day (the last ``days``, today included) and group of ``by`` (task,
+        tag, key, model); the ``top`` groups of the range by cost, the rest summed per day
+        with group None. Rows: day, grp, calls, input_tokens, output_tokens, cost_usd, others
+        (how many groups were summed as None)."""
+        return [dict(row) for row in await self.pool.fetch(SQL["daily_costs"], by, days, top)]
 
     async def run_calls(self, run_id: uuid.UUID, limit: int) -> list[LLMCallRecord]:
         """The run's calls, oldest first, at most ``limit``."""

@@ -118,3 +118,27 @@ SELECT id, run_id, task_id, attempt, step, queue, concurrency_key, tags, model, 
  WHERE run_id = $1
  ORDER BY id
  LIMIT $2;
+
+-- name: daily_costs
+-- What calls cost per UTC day and group of dimension $1 (task, key, model, tag) over the last
+-- $2 days (today included), from taskd.llm_costs_daily (kept by triggers on llm_calls: a row
+-- per day and group, not every call; its primary key leads with dimension and day). The $3
+-- groups that cost the most over the range are listed per day, most first; the others are
+-- summed per day with group NULL, last (their number in `others`).
+WITH range AS MATERIALIZED (
+    SELECT day, grp, calls, input_tokens, output_tokens, cost_usd
+      FROM taskd.llm_costs_daily
+     WHERE dimension = $1 AND day > (now() AT TIME ZONE 'UTC')::date - $2::int
+), ranked AS MATERIALIZED (
+    SELECT grp, row_number() OVER (ORDER BY sum(cost_usd) DESC, sum(calls) DESC, grp) AS rank
+      FROM range GROUP BY grp
+), top AS MATERIALIZED (
+    SELECT grp, rank FROM ranked WHERE rank <= $3
+)
+SELECT r.day, t.grp,
+       sum(r.calls)::bigint AS calls, sum(r.input_tokens)::bigint AS input_tokens,
+       sum(r.output_tokens)::bigint AS output_tokens, sum(r.cost_usd) AS cost_usd,
+       (SELECT count(*) FROM ranked WHERE rank > $3) AS others
+  FROM range r LEFT JOIN top t ON t.grp = r.grp
+ GROUP BY 1, 2
+ ORDER BY 1, min(t.rank) NULLS LAST;
