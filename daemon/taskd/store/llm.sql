@@ -121,10 +121,11 @@ SELECT id, run_id, task_id, attempt, step, queue, concurrency_key, tags, model, 
 
 -- name: daily_costs
 -- What calls cost per UTC day and group of dimension $1 (task, key, model, tag) over the last
--- $2 days (today included), from taskd.llm_costs_daily (kept by triggers on llm_calls: a row
--- per day and group, not every call; its primary key leads with dimension and day). The $3
--- groups that cost the most over the range are listed per day, most first; the others are
--- summed per day with group NULL, last (their number in `others`).
+-- $2 days (today included), from taskd.llm_costs_daily (kept by triggers on llm_calls: one row
+-- per dimension, day and group, not every call; its primary key leads with dimension and
+-- day). The $3 groups that cost the most over the range are listed per day, most first (their
+-- rows as they are); the others are summed per day with group NULL, last (their number in
+-- `others`).
 WITH range AS MATERIALIZED (
     SELECT day, grp, calls, input_tokens, output_tokens, cost_usd
       FROM taskd.llm_costs_daily
@@ -132,13 +133,14 @@ WITH range AS MATERIALIZED (
 ), ranked AS MATERIALIZED (
     SELECT grp, row_number() OVER (ORDER BY sum(cost_usd) DESC, sum(calls) DESC, grp) AS rank
       FROM range GROUP BY grp
-), top AS MATERIALIZED (
-    SELECT grp, rank FROM ranked WHERE rank <= $3
 )
-SELECT r.day, t.grp,
-       sum(r.calls)::bigint AS calls, sum(r.input_tokens)::bigint AS input_tokens,
-       sum(r.output_tokens)::bigint AS output_tokens, sum(r.cost_usd) AS cost_usd,
+SELECT day, grp, calls, input_tokens, output_tokens, cost_usd,
        (SELECT count(*) FROM ranked WHERE rank > $3) AS others
-  FROM range r LEFT JOIN top t ON t.grp = r.grp
- GROUP BY 1, 2
- ORDER BY 1, min(t.rank) NULLS LAST;
+  FROM (SELECT r.day, r.grp, r.calls, r.input_tokens, r.output_tokens, r.cost_usd, k.rank
+          FROM range r JOIN ranked k ON k.grp = r.grp AND k.rank <= $3
+        UNION ALL
+        SELECT r.day, NULL, sum(r.calls)::bigint, sum(r.input_tokens)::bigint,
+               sum(r.output_tokens)::bigint, sum(r.cost_usd), NULL
+          FROM range r JOIN ranked k ON k.grp = r.grp AND k.rank > $3
+         GROUP BY r.day) AS rows
+ ORDER BY day, rank NULLS LAST;
