@@ -194,8 +194,9 @@ async def test_queue_routes_answer_404_and_422_for_bad_names(database: str) -> N
     async with admin_daemon(database, [limited]) as daemon, api_of(daemon) as api:
         reply = await api.call("POST", "/api/queues/nowhere/reset")
         assert (reply.status, reply.error) == (404, "no queue 'nowhere' has settings")
-        reply = await api.call("PATCH", "/api/queues/" + "q" * 201, json={"concurrency": 1})
-        assert reply.status == 422 and "at most 200 characters" in reply.error
+        for body in ({"concurrency": 1}, {"rate_period": 3}):
+            reply = await api.call("PATCH", "/api/queues/" + "q" * 201, json=body)
+            assert reply.status == 422 and "at most 200 characters" in reply.error
         reply = await api.call("PATCH", "/api/queues/fleet-q", data=b"{not json")
         assert reply.status == 400 and reply.error.startswith("the body is not JSON")
 

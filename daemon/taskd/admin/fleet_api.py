@@ -22,7 +22,7 @@ from taskd.admin.schemas import MAX_LIST_ITEMS
 from taskd.admin.state import AdminState
 from taskd.errors import QueueNotFound, TokenFinished, TokenNotFound
 from taskd.models import Budgets, DailyCosts, QueueDepth, Schedule
-from taskd.sdk.queues import Rate
+from taskd.sdk.queues import Rate, check_queue_name
 
 
 async def set_queue_limits(
@@ -40,6 +40,7 @@ async def set_queue_limits(
     if "concurrency_per_key" in given:
         changes["concurrency_limit_per_key"] = body.concurrency_per_key
     try:
+        check_queue_name(name)
         if "rate_limit" in given or "rate_period" in given:
             changes["rate_limit"] = await _rate(state, name, body, given)
         await state.client.set_queue_limits(name, **changes)
