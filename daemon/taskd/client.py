@@ -720,7 +720,7 @@ class Client:
         for name, value, most in (("days", days, MAX_COST_DAYS), ("top", top, 1000)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
                 raise ValueError(f"{name} must be a whole number from 1 to {most}, not {value!r}")
-        rows = await self._store.llm.daily_costs(days, by, top)
+        rows, total = await self._store.llm.daily_costs(days, by, top)
         # up to 400 days x (top + 1) rows, typed by the database: built without validating
         return DailyCosts.model_construct(
             days=[
@@ -734,7 +734,7 @@ class Client:
                 )
                 for row in rows
             ],
-            total_usd=sum((row["cost_usd"] for row in rows), Decimal(0)),
+            total_usd=total,
             others=rows[0]["others"] if rows else 0,
         )
 

@@ -702,7 +702,8 @@ class DailyCosts(BaseModel):
     """Per day (oldest first), the ``top`` groups by cost over the whole range, then the
     others summed in one row with group null; days without calls are left out."""
     total_usd: Decimal
-    """The range's calls summed."""
+    """Every call of the range, each once (by tag, a call with several tags is in the rows of
+    each)."""
     others: int
     """How many groups were summed into the rows with group null."""
 

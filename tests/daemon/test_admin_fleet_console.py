@@ -371,6 +371,8 @@ async def test_daily_costs_by_each_dimension(database: str, db: asyncpg.Connecti
             ("eu", 1),
             ("", 1),
         ]
+        # the total counts each call once, whatever its tags
+        assert by_tag["total_usd"] == by_key["total_usd"] == "0.5300000001"
         by_model = await api.ok("GET", "/api/costs/daily", params={"by": "model", "days": 400})
         assert {(r["day"], r["group"], r["input_tokens"]) for r in by_model["days"]} == {
             (day(40), "haiku", 999),

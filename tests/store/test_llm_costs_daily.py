@@ -25,7 +25,8 @@ SELECT g.dimension, (c.started_at AT TIME ZONE 'UTC')::date AS day, g.grp, count
        coalesce(sum(c.cost_usd), 0) AS cost_usd
   FROM taskd.llm_calls c
  CROSS JOIN LATERAL (
-     SELECT 'task', c.task_id UNION ALL SELECT 'key', coalesce(c.concurrency_key, '')
+     SELECT 'all', '' UNION ALL SELECT 'task', c.task_id
+     UNION ALL SELECT 'key', coalesce(c.concurrency_key, '')
      UNION ALL SELECT 'model', c.model
      UNION ALL SELECT 'tag', t FROM unnest(CASE WHEN c.tags = '{}' THEN '{""}' ELSE c.tags END) t
  ) AS g (dimension, grp)

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -198,12 +199,22 @@ class LLMStore:
             total=CostSums(**total),
         )
 
-    async def daily_costs(self, days: int, by: str, top: int) -> list[dict[str, Any]]:
+    async def daily_costs(
+        self, days: int, by: str, top: int
+    ) -> tuple[list[dict[str, Any]], Decimal]:
         """Sums per UTC day (the last ``days``, today included) and group of ``by`` (task,
         tag, key, model); the ``top`` groups of the range by cost, the rest summed per day
         with group None. Rows: day, grp, calls, input_tokens, output_tokens, cost_usd, others
-        (how many groups were summed as None)."""
-        return [dict(row) for row in await self.pool.fetch(SQL["daily_costs"], by, days, top)]
+        (how many groups were summed as None); and the range's total dollars (each call
+        once), from the same snapshot."""
+        statement = SQL["daily_costs_tags" if by == "tag" else "daily_costs"]
+        async with (
+            self.pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = await connection.fetch(statement, by, days, top)
+            total: Decimal = await connection.fetchval(SQL["daily_total"], days)
+        return [dict(row) for row in rows], total
 
     async def run_calls(self, run_id: uuid.UUID, limit: int) -> list[LLMCallRecord]:
         """The run's calls, oldest first, at most ``limit``."""

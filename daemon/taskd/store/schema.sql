@@ -658,8 +658,8 @@ BEGIN
                    c.input_tokens, c.output_tokens, c.cost_usd
               FROM added c
              CROSS JOIN LATERAL (
-                 VALUES ('task', c.task_id), ('key', coalesce(c.concurrency_key, '')),
-                        ('model', c.model)
+                 VALUES ('all', ''), ('task', c.task_id),
+                        ('key', coalesce(c.concurrency_key, '')), ('model', c.model)
                  UNION ALL
                  SELECT 'tag', t.tag FROM unnest(c.tags) AS t (tag)
                  UNION ALL
@@ -696,8 +696,8 @@ BEGIN
                            c.input_tokens, c.output_tokens, c.cost_usd
                       FROM removed c
                      CROSS JOIN LATERAL (
-                         VALUES ('task', c.task_id), ('key', coalesce(c.concurrency_key, '')),
-                                ('model', c.model)
+                         VALUES ('all', ''), ('task', c.task_id),
+                                ('key', coalesce(c.concurrency_key, '')), ('model', c.model)
                          UNION ALL
                          SELECT 'tag', t.tag FROM unnest(c.tags) AS t (tag)
                          UNION ALL
@@ -710,7 +710,8 @@ BEGIN
      WHERE d.calls <= 0
        AND (d.dimension, d.day) IN (
            SELECT g.dimension, (c.started_at AT TIME ZONE 'UTC')::date
-             FROM removed c CROSS JOIN (VALUES ('task'), ('key'), ('model'), ('tag')) AS g (dimension));
+             FROM removed c
+            CROSS JOIN (VALUES ('all'), ('task'), ('key'), ('model'), ('tag')) AS g (dimension));
     RETURN NULL;
 END;
 $$;
@@ -1529,14 +1530,14 @@ CREATE TABLE taskd.llm_costs_daily (
     input_tokens bigint NOT NULL,
     output_tokens bigint NOT NULL,
     cost_usd numeric NOT NULL,
-    CONSTRAINT llm_costs_daily_dimension_check CHECK ((dimension = ANY (ARRAY['task'::text, 'key'::text, 'model'::text, 'tag'::text])))
+    CONSTRAINT llm_costs_daily_dimension_check CHECK ((dimension = ANY (ARRAY['all'::text, 'task'::text, 'key'::text, 'model'::text, 'tag'::text])))
 );
 
 --
 -- Name: TABLE llm_costs_daily; Type: COMMENT; Schema: taskd; Owner: -
 --
 
-COMMENT ON TABLE taskd.llm_costs_daily IS 'taskd.llm_calls summed per dimension (task, key, model, tag), UTC day of started_at and group ('''' for no key or no tag); kept by triggers on taskd.llm_calls.';
+COMMENT ON TABLE taskd.llm_costs_daily IS 'taskd.llm_calls summed per dimension (task, key, model, tag; all: every call), UTC day of started_at and group ('''' for no key or no tag); kept by triggers on taskd.llm_calls.';
 
 --
 -- Name: llm_deferrals; Type: TABLE; Schema: taskd; Owner: -

@@ -2,11 +2,12 @@
 -- costs (GET /api/costs/daily, up to 400 days) read one row per day and group instead of every
 -- call: for each of the four dimensions a report groups by (task, key: the concurrency key,
 -- model, tag), one row per day and group ('' for a call without a key or without tags; a call
--- with several tags counts in each). Kept equal to the sums of taskd.llm_calls by statement
+-- with several tags counts in each), and one row per day of every call (dimension 'all', group
+-- ''). Kept equal to the sums of taskd.llm_calls by statement
 -- triggers: a statement of inserts adds its calls in one upsert, the pruner's deletes take
 -- theirs away.
 CREATE TABLE taskd.llm_costs_daily (
-    dimension text NOT NULL CHECK (dimension IN ('task', 'key', 'model', 'tag')),
+    dimension text NOT NULL CHECK (dimension IN ('all', 'task', 'key', 'model', 'tag')),
     day date NOT NULL,
     grp text NOT NULL,
     calls bigint NOT NULL,
@@ -16,8 +17,8 @@ CREATE TABLE taskd.llm_costs_daily (
     PRIMARY KEY (dimension, day, grp)
 );
 COMMENT ON TABLE taskd.llm_costs_daily IS
-    'taskd.llm_calls summed per dimension (task, key, model, tag), UTC day of started_at and '
-    'group ('''' for no key or no tag); kept by triggers on taskd.llm_calls.';
+    'taskd.llm_calls summed per dimension (task, key, model, tag; all: every call), UTC day of '
+    'started_at and group ('''' for no key or no tag); kept by triggers on taskd.llm_calls.';
 
 CREATE FUNCTION taskd.llm_costs_daily_add() RETURNS trigger
     LANGUAGE plpgsql AS $$
@@ -30,8 +31,8 @@ BEGIN
                    c.input_tokens, c.output_tokens, c.cost_usd
               FROM added c
              CROSS JOIN LATERAL (
-                 VALUES ('task', c.task_id), ('key', coalesce(c.concurrency_key, '')),
-                        ('model', c.model)
+                 VALUES ('all', ''), ('task', c.task_id),
+                        ('key', coalesce(c.concurrency_key, '')), ('model', c.model)
                  UNION ALL
                  SELECT 'tag', t.tag FROM unnest(c.tags) AS t (tag)
                  UNION ALL
@@ -63,8 +64,8 @@ BEGIN
                            c.input_tokens, c.output_tokens, c.cost_usd
                       FROM removed c
                      CROSS JOIN LATERAL (
-                         VALUES ('task', c.task_id), ('key', coalesce(c.concurrency_key, '')),
-                                ('model', c.model)
+                         VALUES ('all', ''), ('task', c.task_id),
+                                ('key', coalesce(c.concurrency_key, '')), ('model', c.model)
                          UNION ALL
                          SELECT 'tag', t.tag FROM unnest(c.tags) AS t (tag)
                          UNION ALL
@@ -77,7 +78,8 @@ BEGIN
      WHERE d.calls <= 0
        AND (d.dimension, d.day) IN (
            SELECT g.dimension, (c.started_at AT TIME ZONE 'UTC')::date
-             FROM removed c CROSS JOIN (VALUES ('task'), ('key'), ('model'), ('tag')) AS g (dimension));
+             FROM removed c
+            CROSS JOIN (VALUES ('all'), ('task'), ('key'), ('model'), ('tag')) AS g (dimension));
     RETURN NULL;
 END;
 $$;
@@ -97,8 +99,8 @@ SELECT s.dimension, s.day, s.grp, count(*), sum(s.input_tokens), sum(s.output_to
                c.input_tokens, c.output_tokens, c.cost_usd
           FROM taskd.llm_calls c
          CROSS JOIN LATERAL (
-             VALUES ('task', c.task_id), ('key', coalesce(c.concurrency_key, '')),
-                    ('model', c.model)
+             VALUES ('all', ''), ('task', c.task_id),
+                    ('key', coalesce(c.concurrency_key, '')), ('model', c.model)
              UNION ALL
              SELECT 'tag', t.tag FROM unnest(c.tags) AS t (tag)
              UNION ALL
