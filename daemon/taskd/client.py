@@ -721,10 +721,9 @@ class Client:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
                 raise ValueError(f"{name} must be a whole number from 1 to {most}, not {value!r}")
         rows, total = await self._store.llm.daily_costs(days, by, top)
-        # up to 400 days x (top + 1) rows, typed by the database: built without validating
-        return DailyCosts.model_construct(
+        return DailyCosts(
             days=[
-                DailyCost.model_construct(
+                DailyCost(
                     day=row["day"],
                     group=row["grp"],
                     cost_usd=row["cost_usd"],
