@@ -180,7 +180,7 @@ async def time_routes(dsn: str) -> None:
                 ("GET", "/api/costs/daily?by=model&days=400", None),
                 ("GET", "/api/costs/daily?by=task&days=400", None),
                 ("GET", "/api/costs/daily?by=key&days=400", None),
-                ("GET", "/api/costs/daily?by=key&days=400&top=5", None),
+                ("GET", "/api/costs/daily?by=key&days=400&top=20", None),
                 ("GET", "/api/budgets", None),
                 ("PATCH", "/api/queues/q1", {"concurrency": 5}),
                 ("POST", "/api/queues/q1/reset", None),

@@ -708,7 +708,7 @@ class Client:
         return await self._store.llm.run_calls(parse_run_id(run), limit)
 
     async def daily_costs(
-        self, *, days: int = 30, by: DailyCostDimension = "task", top: int = 20
+        self, *, days: int = 30, by: DailyCostDimension = "task", top: int = 10
     ) -> DailyCosts:
         """What the LLM calls made through ``ctx.llm`` cost per UTC day over the last ``days``
         (today included, at most 400), per ``by`` (``"task"``, ``"tag"``, ``"key"``: the

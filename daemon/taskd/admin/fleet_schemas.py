@@ -103,6 +103,6 @@ class DailyCostsQuery(_Strict):
     """The last N UTC days, today included (at most 400)."""
     by: DailyCostDimension = "task"
     """Sum per task, tag, key (the concurrency key: the tenant) or model."""
-    top: int = Field(20, ge=1, le=200)
+    top: int = Field(10, ge=1, le=200)
     """The groups that cost the most over the range listed per day; the others are summed per
     day in one row with group null."""
