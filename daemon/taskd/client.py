@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,7 +19,7 @@ import orjson
 
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.config import DatabaseSettings, find_config, load_settings
-from taskd.durations import Duration, to_seconds
+from taskd.durations import Duration, duration_text, to_seconds
 from taskd.embedded import embedded_dsn
 from taskd.errors import (
     QueueNotFound,
@@ -31,8 +32,13 @@ from taskd.errors import (
 from taskd.ids import new_run_id, parse_run_id
 from taskd.models import (
     COST_DIMENSIONS,
+    Budgets,
+    BudgetStatus,
     CostDimension,
     Costs,
+    DailyCost,
+    DailyCostDimension,
+    DailyCosts,
     Event,
     Health,
     LLMBackoff,
@@ -53,7 +59,7 @@ from taskd.sdk.retry import Retry, run_policy
 from taskd.sdk.schedules import CATCH_UP_POLICIES, CatchUp, ScheduleSpec
 from taskd.sdk.task import TaskDefinition
 from taskd.store.database import create_pool
-from taskd.store.llm import CallFilter
+from taskd.store.llm import DAILY_DIMENSIONS, MAX_COST_DAYS, CallFilter
 from taskd.store.run_scan import parse_search
 from taskd.store.runs import NewRuns, RunFilter
 from taskd.store.schedules import KEEP, NewSchedule, ScheduleChanges
@@ -720,6 +726,79 @@ class Client:
         """The run's LLM calls, oldest first (at most ``limit``): model, step, tokens, cost,
         outcome. They stay after the run itself is pruned (``[retention] llm_calls``)."""
         return await self._store.llm.run_calls(parse_run_id(run), limit)
+
+    async def daily_costs(
+        self, *, days: int = 30, by: DailyCostDimension = "task", top: int = 10
+    ) -> DailyCosts:
+        """What the LLM calls made through ``ctx.llm`` cost per UTC day over the last ``days``
+        (today included, at most 400), per ``by`` (``"task"``, ``"tag"``, ``"key"``: the
+        concurrency key, ``"model"``): the ``top`` groups that cost the most over the range
+        have a row per day, the others are summed per day in a row with group None. Read from
+        daily sums kept beside the calls (``taskd.llm_costs_daily``), not from every call."""
+        if by not in DAILY_DIMENSIONS:
+            raise ValueError(f"by must be one of {', '.join(DAILY_DIMENSIONS)}, not {by!r}")
+        for name, value, most in (("days", days, MAX_COST_DAYS), ("top", top, 1000)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                raise ValueError(f"{name} must be a whole number from 1 to {most}, not {value!r}")
+        rows, total = await self._store.llm.daily_costs(days, by, top)
+        return DailyCosts(
+            days=[
+                DailyCost(
+                    day=row["day"],
+                    group=row["grp"],
+                    cost_usd=row["cost_usd"],
+                    input_tokens=row["input_tokens"],
+                    output_tokens=row["output_tokens"],
+                    calls=row["calls"],
+                )
+                for row in rows
+            ],
+            total_usd=total,
+            others=rows[0]["others"] if rows else 0,
+        )
+
+    async def budgets(self, *, limit: int = 1000) -> Budgets:
+        """Every LLM budget with what it has spent: each queue ``Budget`` per concurrency key
+        that spent in its current window (most first; a budget nothing spent in has one entry
+        with key None), then each task's ``budget_usd`` with the most any of its unfinished
+        runs has spent. At most ``limit`` entries (``truncated`` says when more keys spent)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise ValueError(f"limit must be a whole number from 1 to 100000, not {limit!r}")
+        entries: list[BudgetStatus] = []
+        truncated = False
+        for row in await self._store.llm_limits.queue_budgets(limit + 1):
+            if len(entries) >= limit:
+                truncated = True
+                break
+            entries.append(
+                BudgetStatus(
+                    scope="queue",
+                    name=row["name"],
+                    key=row["concurrency_key"],
+                    limit_usd=row["limit_usd"],
+                    per=duration_text(row["period"]),
+                    spent_usd=row["spent"] if row["spent"] is not None else Decimal(0),
+                    window_start=row["window_start"],
+                    on_exceed=row["on_exceed"],
+                )
+            )
+        for budgeted in await self._store.llm_limits.task_budgets():
+            if len(entries) >= limit:
+                truncated = True
+                break
+            entries.append(
+                BudgetStatus(
+                    scope="task",
+                    name=budgeted["id"],
+                    key=None,
+                    limit_usd=budgeted["limit_usd"],
+                    per=None,
+                    spent_usd=budgeted["spent"],
+                    window_start=None,
+                    on_exceed="fail",
+                )
+            )
+        return Budgets(budgets=entries, truncated=truncated)
 
     async def llm_backoffs(self) -> list[LLMBackoff]:
         """The models the fleet holds backed off: no daemon starts a call of one before its

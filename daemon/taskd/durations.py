@@ -41,3 +41,12 @@ def to_seconds(value: Duration) -> float:
     if seconds < 0:
         raise ValueError(f"duration must not be negative: {value!r}")
     return seconds
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds as the shortest duration text ``to_seconds`` reads back: 86400 -> "1d",
+    5400 -> "90m", 90 -> "90s", 1.5 -> "1.5s"."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

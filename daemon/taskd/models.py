@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -668,3 +668,78 @@ class LLMBackoff(BaseModel):
     """The API's message that set the backoff."""
     updated_at: datetime
     """When the backoff was last set or changed."""
+
+
+DailyCostDimension = Literal["task", "tag", "key", "model"]
+
+
+class DailyCost(BaseModel):
+    """What one group's LLM calls cost on one UTC day (``client.daily_costs``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    day: date
+    """The UTC day the calls started on."""
+    group: str | None
+    """The task id, tag, concurrency key or model ('' for calls without a tag or key); null
+    for the other groups summed (those past ``top``)."""
+    cost_usd: Decimal
+    """US dollars (calls without a known price count none)."""
+    input_tokens: int
+    """Input tokens."""
+    output_tokens: int
+    """Output tokens."""
+    calls: int
+    """Calls recorded."""
+
+
+class DailyCosts(BaseModel):
+    """``client.daily_costs(...)``: the sums per day and group, oldest day first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    days: list[DailyCost]
+    """Per day (oldest first), the ``top`` groups by cost over the whole range, then the
+    others summed in one row with group null; days without calls are left out."""
+    total_usd: Decimal
+    """Every call of the range, each once (by tag, a call with several tags is in the rows of
+    each)."""
+    others: int
+    """How many groups were summed into the rows with group null."""
+
+
+class BudgetStatus(BaseModel):
+    """An LLM budget and what it has spent (``client.budgets``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scope: Literal["queue", "task"]
+    """A queue's ``Budget`` (per concurrency key, over a window) or a task's ``budget_usd``
+    (per run)."""
+    name: str
+    """The queue or the task."""
+    key: str | None
+    """The concurrency key this entry's spend is of ('' for runs without a key); null for a
+    task budget, and for a queue budget that nothing spent in its window."""
+    limit_usd: Decimal
+    """The budget in US dollars (per key and window, or per run)."""
+    per: str | None
+    """The queue budget's window ("1d", "12h"); null for a task budget (per run)."""
+    spent_usd: Decimal
+    """What the key spent (or reserved) in the current window; for a task, the most any of
+    its unfinished runs has spent."""
+    window_start: datetime | None
+    """Where the queue budget's sliding window starts now; null for a task budget."""
+    on_exceed: str
+    """What a call that would pass it does: "fail" (BudgetExceeded) or "wait"."""
+
+
+class Budgets(BaseModel):
+    """``client.budgets()``: every LLM budget, with its spend."""
+
+    model_config = ConfigDict(frozen=True)
+
+    budgets: list[BudgetStatus]
+    """Queue budgets by queue (keys that spent most first), then task budgets by task."""
+    truncated: bool = False
+    """More keys spent than listed (at most 1,000 entries)."""

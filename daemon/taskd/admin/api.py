@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from taskd.admin.routes import Route
+from taskd.admin.fleet_api import FLEET_ROUTES
+from taskd.admin.routing import Handler, RequestInvalid, Route
 from taskd.admin.schemas import (
     MAX_BULK_RUNS,
     MAX_CHILDREN,
@@ -82,16 +83,6 @@ from taskd.store.runs import RunFilter
 
 if TYPE_CHECKING:
     from taskd.sdk.task import TaskDefinition
-
-
-class RequestInvalid(Exception):
-    """A request that does not fit its route's models: 400 (query) or 422 (body)."""
-
-    def __init__(self, status: int, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
-
 
 # handlers -----------------------------------------------------------------------------------
 
@@ -382,6 +373,7 @@ async def list_tasks(state: AdminState, request: web.Request, query: Any, body: 
                 events=sorted(subscriptions.get(row["id"], [])),
                 served_here=definition is not None,
                 updated_at=row["updated_at"],
+                payload_schema=settings.get("payload_schema"),
             )
         )
     return TaskList(tasks=tasks[:MAX_LIST_ITEMS], truncated=len(tasks) > MAX_LIST_ITEMS)
@@ -829,6 +821,7 @@ ROUTES: list[Route] = [
         content_type="text/event-stream",
         errors={400: "A parameter is not valid"},
     ),
+    *FLEET_ROUTES,
 ]
 
-__all__ = ["ROUTES", "ErrorBody", "ReadinessFailed", "RequestInvalid", "Route"]
+__all__ = ["ROUTES", "ErrorBody", "Handler", "ReadinessFailed", "RequestInvalid", "Route"]

@@ -469,6 +469,9 @@ class TaskInfo(_Model):
     served_here: bool
     """Registered in this daemon (else only known from another daemon's registration)."""
     updated_at: datetime
+    payload_schema: dict[str, Any] | None = None
+    """The JSON Schema of the task's payload model (pydantic), as the daemon that registered
+    it last stored it; null when the task takes any JSON (or its schema was over 32 KiB)."""
 
 
 class TaskList(_Model):

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from taskd.admin.routes import Route
+from taskd.admin.routing import Route
 from taskd.admin.state import AdminState
 from taskd.admin.stats_schemas import Stats, StatsBucket, StatsDepth, StatsQuery
 from taskd.store.stats import MAX_DEPTH_QUEUES, RunBucket

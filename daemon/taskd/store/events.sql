@@ -10,6 +10,23 @@ SELECT id, name, payload, runs, created_at FROM taskd.events
  ORDER BY id DESC
  LIMIT $2;
 
+-- name: page
+-- A page of events, newest first: EventStore.page puts the filters given (name = $n, id < $n:
+-- the keyset cursor) in place of WHERE_CONDITIONS and the limit's parameter for $LIMIT. Along
+-- events_pkey, or events_name_idx (name, id DESC) for one name.
+SELECT id, name, payload, runs, created_at FROM taskd.events
+ WHERE WHERE_CONDITIONS
+ ORDER BY id DESC
+ LIMIT $LIMIT;
+
+-- name: run_links
+-- The first $2 runs (oldest first) of each event in $1 (runs_event_idx).
+SELECT ev.id AS event_id, r.id, r.task_id, r.status
+  FROM unnest($1::uuid[]) AS ev (id)
+ CROSS JOIN LATERAL (SELECT id, task_id, status FROM taskd.runs
+                      WHERE event_id = ev.id ORDER BY id LIMIT $2) AS r
+ ORDER BY ev.id DESC, r.id;
+
 -- name: subscription_clear
 -- (with events.subscription_add, in one transaction: these tasks' subscriptions become exactly
 -- the given pairs; a name removed from the code stops starting the task)

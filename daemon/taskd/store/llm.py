@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -36,6 +37,11 @@ _GROUPS: dict[str, str] = {
     "run": "c.run_id::text",
 }
 _TAG_JOIN = "LEFT JOIN LATERAL unnest(c.tags) AS t (tag) ON true"
+
+# The dimensions of taskd.llm_costs_daily (0016_llm_costs_daily.sql).
+DAILY_DIMENSIONS = ("task", "tag", "key", "model")
+MAX_COST_DAYS = 400
+"""The most days a daily cost report covers ([retention] llm_calls keeps 400 days)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +198,23 @@ class LLMStore:
             truncated=len(rows) > limit,
             total=CostSums(**total),
         )
+
+    async def daily_costs(
+        self, days: int, by: str, top: int
+    ) -> tuple[list[dict[str, Any]], Decimal]:
+        """Sums per UTC day (the last ``days``, today included) and group of ``by`` (task,
+        tag, key, model); the ``top`` groups of the range by cost, the rest summed per day
+        with group None. Rows: day, grp, calls, input_tokens, output_tokens, cost_usd, others
+        (how many groups were summed as None); and the range's total dollars (each call
+        once), from the same snapshot."""
+        statement = SQL["daily_costs_tags" if by == "tag" else "daily_costs"]
+        async with (
+            self.pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = await connection.fetch(statement, by, days, top)
+            total: Decimal = await connection.fetchval(SQL["daily_total"], days)
+        return [dict(row) for row in rows], total
 
     async def run_calls(self, run_id: uuid.UUID, limit: int) -> list[LLMCallRecord]:
         """The run's calls, oldest first, at most ``limit``."""

@@ -118,3 +118,67 @@ SELECT id, run_id, task_id, attempt, step, queue, concurrency_key, tags, model, 
  WHERE run_id = $1
  ORDER BY id
  LIMIT $2;
+
+-- name: daily_costs
+-- What calls cost per UTC day and group of dimension $1 (task, key, model: each call in one
+-- group) over the last $2 days (today included), from taskd.llm_costs_daily (kept by triggers
+-- on llm_calls: one row per dimension, day and group, not every call; its primary key leads
+-- with dimension and day). The $3 groups that cost the most over the range are listed per day,
+-- most first (their rows as they are); the others are summed per day with group NULL, last:
+-- the day's total (dimension 'all') less the listed rows, so that only the top groups' rows
+-- are read twice. `others`: how many groups were summed.
+WITH ranked AS MATERIALIZED (
+    SELECT grp, row_number() OVER (ORDER BY sum(cost_usd) DESC, sum(calls) DESC, grp) AS rank
+      FROM taskd.llm_costs_daily
+     WHERE dimension = $1 AND day > (now() AT TIME ZONE 'UTC')::date - $2::int
+     GROUP BY grp
+), listed AS MATERIALIZED (
+    SELECT d.day, d.grp, d.calls, d.input_tokens, d.output_tokens, d.cost_usd, k.rank
+      FROM taskd.llm_costs_daily d JOIN ranked k ON k.grp = d.grp AND k.rank <= $3
+     WHERE d.dimension = $1 AND d.day > (now() AT TIME ZONE 'UTC')::date - $2::int
+), listed_per_day AS (
+    SELECT day, sum(calls) AS calls, sum(input_tokens) AS input_tokens,
+           sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd
+      FROM listed GROUP BY day
+)
+SELECT day, grp, calls, input_tokens, output_tokens, cost_usd,
+       (SELECT count(*) FROM ranked WHERE rank > $3) AS others
+  FROM (SELECT day, grp, calls, input_tokens, output_tokens, cost_usd, rank FROM listed
+        UNION ALL
+        SELECT a.day, NULL, (a.calls - coalesce(l.calls, 0))::bigint,
+               (a.input_tokens - coalesce(l.input_tokens, 0))::bigint,
+               (a.output_tokens - coalesce(l.output_tokens, 0))::bigint,
+               a.cost_usd - coalesce(l.cost_usd, 0), NULL
+          FROM taskd.llm_costs_daily a LEFT JOIN listed_per_day l ON l.day = a.day
+         WHERE a.dimension = 'all' AND a.grp = ''
+           AND a.day > (now() AT TIME ZONE 'UTC')::date - $2::int
+           AND a.calls > coalesce(l.calls, 0)) AS rows
+ ORDER BY day, rank NULLS LAST;
+
+-- name: daily_costs_tags
+-- daily_costs by tag ($1 'tag'): a call with several tags counts in the row of each, so the others are
+-- the sum of the other tags' rows (a handful: tags are few).
+WITH range AS MATERIALIZED (
+    SELECT day, grp, calls, input_tokens, output_tokens, cost_usd
+      FROM taskd.llm_costs_daily
+     WHERE dimension = $1 AND day > (now() AT TIME ZONE 'UTC')::date - $2::int
+), ranked AS MATERIALIZED (
+    SELECT grp, row_number() OVER (ORDER BY sum(cost_usd) DESC, sum(calls) DESC, grp) AS rank
+      FROM range GROUP BY grp
+)
+SELECT day, grp, calls, input_tokens, output_tokens, cost_usd,
+       (SELECT count(*) FROM ranked WHERE rank > $3) AS others
+  FROM (SELECT r.day, r.grp, r.calls, r.input_tokens, r.output_tokens, r.cost_usd, k.rank
+          FROM range r JOIN ranked k ON k.grp = r.grp AND k.rank <= $3
+        UNION ALL
+        SELECT r.day, NULL, sum(r.calls)::bigint, sum(r.input_tokens)::bigint,
+               sum(r.output_tokens)::bigint, sum(r.cost_usd), NULL
+          FROM range r JOIN ranked k ON k.grp = r.grp AND k.rank > $3
+         GROUP BY r.day) AS rows
+ ORDER BY day, rank NULLS LAST;
+
+-- name: daily_total
+-- Every call of the last $1 days (today included), each once.
+SELECT coalesce(sum(cost_usd), 0) AS cost_usd
+  FROM taskd.llm_costs_daily
+ WHERE dimension = 'all' AND day > (now() AT TIME ZONE 'UTC')::date - $1::int;

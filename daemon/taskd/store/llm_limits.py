@@ -46,6 +46,17 @@ class LLMLimitStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    async def queue_budgets(self, keys: int) -> list[dict[str, Any]]:
+        """Every queue budget (name, limit_usd, period, on_exceed, window_start), once per
+        concurrency key that spent in its window now (concurrency_key, spent: most first, at
+        most ``keys`` per queue), or once with both None when nothing spent."""
+        return [dict(row) for row in await self.pool.fetch(SQL["queue_budgets"], keys)]
+
+    async def task_budgets(self) -> list[dict[str, Any]]:
+        """Every task registered with ``budget_usd``: id, limit_usd, spent (the most one of
+        its unfinished runs has spent)."""
+        return [dict(row) for row in await self.pool.fetch(SQL["task_budgets"])]
+
     async def limits(self, queue: str) -> dict[str, Any] | None:
         """The queue's LLM call limits and budget (``Queue.llm_limits``), or None."""
         limits: dict[str, Any] | None = await self.pool.fetchval(SQL["limits"], queue)

@@ -89,3 +89,59 @@ DELETE FROM taskd.llm_admissions
                WHERE admitted_at < now() - interval '1 day'
                ORDER BY admitted_at LIMIT $1
                  FOR UPDATE SKIP LOCKED);
+
+-- name: queue_budgets
+-- Every queue budget (llm_limits.budget), with its window's start now and, per concurrency
+-- key that spent (or reserved) in the window, its dollars: most first, at most $1 keys per
+-- queue (NULL key and spent: nothing spent). Along llm_admissions_key_idx (admissions are
+-- kept a day, the longest window).
+WITH budgets AS (
+    SELECT name, (llm_limits->'budget'->>'usd')::numeric AS limit_usd,
+           (llm_limits->'budget'->>'period')::float8 AS period,
+           coalesce(llm_limits->'budget'->>'on_exceed', 'fail') AS on_exceed,
+           now() - make_interval(secs => (llm_limits->'budget'->>'period')::float8)
+               AS window_start
+      FROM taskd.queues
+     WHERE jsonb_typeof(llm_limits->'budget') = 'object'
+)
+SELECT b.name, b.limit_usd, b.period, b.on_exceed, b.window_start, s.concurrency_key, s.spent
+  FROM budgets b
+  LEFT JOIN LATERAL (
+      SELECT a.concurrency_key, sum(a.cost) AS spent
+        FROM taskd.llm_admissions a
+       WHERE a.queue = b.name AND a.admitted_at > b.window_start
+       GROUP BY a.concurrency_key
+      HAVING sum(a.cost) > 0
+       ORDER BY spent DESC, a.concurrency_key
+       LIMIT $1
+  ) s ON true
+ ORDER BY b.name, s.spent DESC NULLS LAST, s.concurrency_key;
+
+-- name: task_budgets
+-- Every task registered with a run budget (tasks.settings budget_usd), with the most any of its
+-- unfinished runs has spent (run_spend's sum: its recorded calls plus its open Message
+-- Batches). The unfinished runs that can have spent come from the small partial indexes, not
+-- from the tasks' history: executing (runs_lease_idx), waiting (runs_waiting_idx), queued
+-- again after an attempt (runs_claim_idx); a queued run that never started spent nothing.
+WITH budgeted AS (
+    SELECT id, (settings->>'budget_usd')::numeric AS limit_usd
+      FROM taskd.tasks
+     WHERE jsonb_typeof(settings->'budget_usd') = 'number'
+), unfinished AS MATERIALIZED (
+    SELECT id, task_id FROM taskd.runs WHERE lease_expires_at IS NOT NULL
+    UNION
+    SELECT id, task_id FROM taskd.runs WHERE status = 'waiting'
+    UNION
+    SELECT id, task_id FROM taskd.runs WHERE status = 'queued' AND attempt > 0
+), spent AS MATERIALIZED (
+    SELECT u.task_id,
+           (SELECT coalesce(sum(cost_usd), 0) FROM taskd.llm_calls WHERE run_id = u.id)
+           + (SELECT coalesce(sum(reserved_usd), 0) FROM taskd.llm_batches
+               WHERE run_id = u.id AND status <> 'ended') AS spent
+      FROM unfinished u
+     WHERE u.task_id IN (SELECT id FROM budgeted)
+)
+SELECT b.id, b.limit_usd, coalesce(max(s.spent), 0) AS spent
+  FROM budgeted b LEFT JOIN spent s ON s.task_id = b.id
+ GROUP BY b.id, b.limit_usd
+ ORDER BY b.id;

@@ -39,6 +39,19 @@ def llm_budget_text(stored: Any) -> str | None:
     return f"${budget['usd']:g}/{budget['period']:g}s per key{wait}"
 
 
+def _settings_fields(row: Any) -> dict[str, Any]:
+    return {
+        "paused": row["paused"],
+        "concurrency": row["concurrency"],
+        "concurrency_limit_per_key": row["concurrency_per_key"],
+        "rate_limit": row["rate_limit"],
+        "rate_period": row["rate_period"],
+        "overridden": row["overridden"],
+        "llm_rate": llm_rate_text(row["llm_limits"]),
+        "llm_budget": llm_budget_text(row["llm_limits"]),
+    }
+
+
 class QueueStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -63,17 +76,23 @@ class QueueStore:
         for queue, count in executing.items():
             entry(queue)["executing"] = count
         for row in settings:
-            entry(row["name"]).update(
-                paused=row["paused"],
-                concurrency=row["concurrency"],
-                concurrency_limit_per_key=row["concurrency_per_key"],
-                rate_limit=row["rate_limit"],
-                rate_period=row["rate_period"],
-                overridden=row["overridden"],
-                llm_rate=llm_rate_text(row["llm_limits"]),
-                llm_budget=llm_budget_text(row["llm_limits"]),
-            )
+            entry(row["name"]).update(_settings_fields(row))
         return [depths[queue] for queue in sorted(depths)]
+
+    async def depth(self, name: str) -> dict[str, Any] | None:
+        """One queue's entry of ``depths`` (along the queue's indexes: runs_claim_idx,
+        runs_lease_idx), or None for a queue with neither runs nor settings."""
+        async with self.pool.acquire() as connection:
+            queued = await connection.fetchrow(SQL["depth_one"], name)
+            executing = await connection.fetchval(SQL["executing_one"], name)
+            settings = await connection.fetchrow(SQL["settings_one"], name)
+        assert queued is not None
+        if settings is None and queued["due"] + queued["delayed"] == 0 and not executing:
+            return None
+        found: dict[str, Any] = {"queue": name, **dict(queued), "executing": executing}
+        if settings is not None:
+            found.update(_settings_fields(settings))
+        return found
 
     async def sync(self, queues: Sequence[QueueSettings]) -> None:
         """Record the queues this daemon's tasks declare, with their limits."""

@@ -14,6 +14,22 @@ SELECT name, concurrency, concurrency_per_key, rate_limit, rate_period, paused, 
        declared, updated_at, llm_limits
   FROM taskd.queues ORDER BY name;
 
+-- name: depth_one
+-- One queue's queued runs (runs_claim_idx, whose first column is the queue).
+SELECT count(*) FILTER (WHERE run_at <= now()) AS due,
+       count(*) FILTER (WHERE run_at > now()) AS delayed,
+       min(run_at) FILTER (WHERE run_at <= now()) AS oldest_due
+  FROM taskd.runs WHERE status = 'queued' AND queue = $1;
+
+-- name: executing_one
+-- One queue's runs executing (runs_lease_idx).
+SELECT count(*) FROM taskd.runs WHERE lease_expires_at IS NOT NULL AND queue = $1;
+
+-- name: settings_one
+SELECT name, concurrency, concurrency_per_key, rate_limit, rate_period, paused, overridden,
+       declared, updated_at, llm_limits
+  FROM taskd.queues WHERE name = $1;
+
 -- name: sync
 -- The queues this daemon's tasks declare, with the limits in the code. Limits an operator set
 -- (overridden) stay; the code's are kept in declared for `taskd queues reset`. The LLM call

@@ -760,6 +760,80 @@ $$;
 COMMENT ON FUNCTION taskd.error_message_shape(message text) IS 'An error message with its data replaced by placeholders (quoted strings <str>, UUIDs <id>, hexadecimal <hex>, numbers <num>, runs of white space one space), first 2,000 characters: failures that differ only in their data have one shape.';
 
 --
+-- Name: llm_costs_daily_add(); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.llm_costs_daily_add() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- in key order: two statements adding to the same rows lock them in the same order
+    INSERT INTO taskd.llm_costs_daily AS d
+    SELECT s.dimension, s.day, s.grp, count(*), sum(s.input_tokens), sum(s.output_tokens),
+           coalesce(sum(s.cost_usd), 0)
+      FROM (SELECT g.dimension, (c.started_at AT TIME ZONE 'UTC')::date AS day, g.grp,
+                   c.input_tokens, c.output_tokens, c.cost_usd
+              FROM added c
+             CROSS JOIN LATERAL (
+                 VALUES ('all', ''), ('task', c.task_id),
+                        ('key', coalesce(c.concurrency_key, '')), ('model', c.model)
+                 UNION ALL
+                 SELECT 'tag', t.tag FROM unnest(c.tags) AS t (tag)
+                 UNION ALL
+                 SELECT 'tag', '' WHERE c.tags = '{}'
+             ) AS g (dimension, grp)) AS s
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2, 3
+    ON CONFLICT (dimension, day, grp) DO UPDATE
+       SET calls = d.calls + excluded.calls,
+           input_tokens = d.input_tokens + excluded.input_tokens,
+           output_tokens = d.output_tokens + excluded.output_tokens,
+           cost_usd = d.cost_usd + excluded.cost_usd;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: llm_costs_daily_remove(); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.llm_costs_daily_remove() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE taskd.llm_costs_daily d
+       SET calls = d.calls - r.calls,
+           input_tokens = d.input_tokens - r.input_tokens,
+           output_tokens = d.output_tokens - r.output_tokens,
+           cost_usd = d.cost_usd - r.cost_usd
+      FROM (SELECT s.dimension, s.day, s.grp, count(*) AS calls,
+                   sum(s.input_tokens) AS input_tokens, sum(s.output_tokens) AS output_tokens,
+                   coalesce(sum(s.cost_usd), 0) AS cost_usd
+              FROM (SELECT g.dimension, (c.started_at AT TIME ZONE 'UTC')::date AS day, g.grp,
+                           c.input_tokens, c.output_tokens, c.cost_usd
+                      FROM removed c
+                     CROSS JOIN LATERAL (
+                         VALUES ('all', ''), ('task', c.task_id),
+                                ('key', coalesce(c.concurrency_key, '')), ('model', c.model)
+                         UNION ALL
+                         SELECT 'tag', t.tag FROM unnest(c.tags) AS t (tag)
+                         UNION ALL
+                         SELECT 'tag', '' WHERE c.tags = '{}'
+                     ) AS g (dimension, grp)) AS s
+             GROUP BY 1, 2, 3
+             ORDER BY 1, 2, 3) AS r
+     WHERE (d.dimension, d.day, d.grp) = (r.dimension, r.day, r.grp);
+    DELETE FROM taskd.llm_costs_daily d
+     WHERE d.calls <= 0
+       AND (d.dimension, d.day) IN (
+           SELECT g.dimension, (c.started_at AT TIME ZONE 'UTC')::date
+             FROM removed c
+            CROSS JOIN (VALUES ('all'), ('task'), ('key'), ('model'), ('tag')) AS g (dimension));
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: new_run_id(); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
@@ -1567,6 +1641,27 @@ ALTER TABLE taskd.llm_calls ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MAXVALUE
     CACHE 1
 );
+
+--
+-- Name: llm_costs_daily; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.llm_costs_daily (
+    dimension text NOT NULL,
+    day date NOT NULL,
+    grp text NOT NULL,
+    calls bigint NOT NULL,
+    input_tokens bigint NOT NULL,
+    output_tokens bigint NOT NULL,
+    cost_usd numeric NOT NULL,
+    CONSTRAINT llm_costs_daily_dimension_check CHECK ((dimension = ANY (ARRAY['all'::text, 'task'::text, 'key'::text, 'model'::text, 'tag'::text])))
+);
+
+--
+-- Name: TABLE llm_costs_daily; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.llm_costs_daily IS 'taskd.llm_calls summed per dimension (task, key, model, tag; all: every call), UTC day of started_at and group ('''' for no key or no tag); kept by triggers on taskd.llm_calls.';
 
 --
 -- Name: llm_deferrals; Type: TABLE; Schema: taskd; Owner: -
@@ -2529,6 +2624,13 @@ ALTER TABLE ONLY taskd.llm_calls
     ADD CONSTRAINT llm_calls_pkey PRIMARY KEY (id);
 
 --
+-- Name: llm_costs_daily llm_costs_daily_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.llm_costs_daily
+    ADD CONSTRAINT llm_costs_daily_pkey PRIMARY KEY (dimension, day, grp);
+
+--
 -- Name: llm_deferrals llm_deferrals_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -2840,6 +2942,18 @@ CREATE INDEX wait_tokens_run_idx ON taskd.wait_tokens USING btree (run_id);
 --
 
 CREATE INDEX wait_tokens_unseen_idx ON taskd.wait_tokens USING btree (run_id) WHERE unseen;
+
+--
+-- Name: llm_calls llm_costs_daily_add; Type: TRIGGER; Schema: taskd; Owner: -
+--
+
+CREATE TRIGGER llm_costs_daily_add AFTER INSERT ON taskd.llm_calls REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION taskd.llm_costs_daily_add();
+
+--
+-- Name: llm_calls llm_costs_daily_remove; Type: TRIGGER; Schema: taskd; Owner: -
+--
+
+CREATE TRIGGER llm_costs_daily_remove AFTER DELETE ON taskd.llm_calls REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION taskd.llm_costs_daily_remove();
 
 --
 -- Name: llm_batches llm_batches_run_id_fkey; Type: FK CONSTRAINT; Schema: taskd; Owner: -

@@ -15,6 +15,8 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
+import orjson
+
 from taskd.config import Settings
 from taskd.sdk.registry import Registry
 from taskd.sdk.task import TaskDefinition
@@ -86,5 +88,45 @@ async def retire_undeclared_schedules(store: Store, registry: Registry) -> list[
     return retired
 
 
+MAX_PAYLOAD_SCHEMA_BYTES = 32_768
+"""The largest payload JSON Schema stored with a task (larger: none is stored, and a log line
+says so): every daemon reads the tasks' rows, so they stay small."""
+
+
 def _describe(definition: TaskDefinition[Any, Any]) -> dict[str, Any]:
-    return {"retry": asdict(definition.retry), "max_duration": definition.max_duration}
+    return {
+        "retry": asdict(definition.retry),
+        "max_duration": definition.max_duration,
+        "budget_usd": definition.budget_usd,
+        "payload_schema": payload_schema(definition),
+    }
+
+
+def payload_schema(definition: TaskDefinition[Any, Any]) -> dict[str, Any] | None:
+    """The JSON Schema of the task's payload type (pydantic), or None when the task takes any
+    JSON, when its type has no JSON Schema, or when the schema is over
+    MAX_PAYLOAD_SCHEMA_BYTES (both logged)."""
+    adapter = definition.payload_adapter
+    if adapter is None:
+        return None
+    try:
+        schema: dict[str, Any] = adapter.json_schema()
+        size = len(orjson.dumps(schema))
+    except Exception as exc:  # a type pydantic cannot describe (an arbitrary class, say)
+        log.warning(
+            "task %s: its payload schema is not stored: pydantic cannot describe its payload "
+            "type (%s: %s)",
+            definition.id,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+        return None
+    if size > MAX_PAYLOAD_SCHEMA_BYTES:
+        log.warning(
+            "task %s: its payload schema is not stored: %d bytes of JSON Schema, over %d",
+            definition.id,
+            size,
+            MAX_PAYLOAD_SCHEMA_BYTES,
+        )
+        return None
+    return schema

@@ -1,5 +1,6 @@
-"""A route of the admin API: its method and path, handler, and the models of its query, body
-and response (api.py holds the table; modules of routes such as stats_api.py add theirs)."""
+"""A route of the admin API (its method, path, handler and models) and the error a handler
+raises for a request that does not fit: apart from api.py so that route modules beside it
+(fleet_api.py) build routes without importing api.py, which gathers them."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ class Route:
     errors: dict[int, str] = field(default_factory=dict)
     content_type: str = "application/json"
     public: bool = False  # reachable without the token
+
+
+class RequestInvalid(Exception):
+    """A request that does not fit its route's models: 400 (query) or 422 (body); or a
+    handler's own 404/422 with a one-line message."""
+
+    def __init__(self, status: int, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
