@@ -174,6 +174,14 @@ async def test_counts_are_exact_when_narrow_and_estimated_when_they_would_read_t
     assert broad.counts["queued"] == 4 and broad.counts["waiting"] == 2  # partial indexes
     assert broad.counts["completed"] == pytest.approx(30, abs=3)  # the statistics' estimate
 
+    # a table young enough to count is counted: no "~1" for statuses nobody has
+    young = await store.run_scan.counts(RunFilter(), budget=100)
+    assert young.estimated == []
+    assert young.counts == {
+        "queued": 4, "executing": 0, "waiting": 2, "completed": 30, "failed": 5,
+        "canceled": 0, "expired": 0,
+    }  # fmt: skip
+
     keyed = await store.run_scan.counts(
         RunFilter(concurrency_key="k", statuses=[RunStatus.WAITING]), budget=10
     )

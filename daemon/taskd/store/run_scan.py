@@ -286,10 +286,9 @@ class RunScanStore:
         return result
 
     async def _narrow(self, f: RunFilter, budget: int) -> bool:
-        """Whether the driving set (an id range) is estimated to hold at most twice the
-        budget: then an exact count is worth a scan."""
-        if f.created_after is None and f.created_before is None:
-            return False
+        """Whether the driving set (an id range, or every run) is estimated to hold at most
+        twice the budget: then an exact count is worth a scan (a young table's counts are
+        exact, not the planner's floor of one row per status)."""
         c = _Conditions(0)
         _range_conditions(f, None, c)
         return await self._plan_rows(c) <= 2 * budget
