@@ -122,11 +122,12 @@ def seeding(runs: int, calls: int) -> list[tuple[str, str]]:
         ),
         (
             "3 calls of each executing run",
+            # no concurrency key: NULL, as the daemon records a call of a run without one
             """INSERT INTO taskd.llm_calls (run_id, task_id, attempt, queue, concurrency_key,
                                             model, kind, outcome, input_tokens, output_tokens,
                                             cost_usd, started_at)
-               SELECT r.id, r.task_id, 1, r.queue, '', 'model-1', 'message', 'ok', 10, 10, 0.5,
-                      now()
+               SELECT r.id, r.task_id, 1, r.queue, NULL, 'model-1', 'message', 'ok', 10, 10,
+                      0.5, now()
                  FROM taskd.runs r, generate_series(1, 3) WHERE r.status = 'executing'""",
         ),
         (
@@ -181,6 +182,12 @@ async def time_routes(dsn: str) -> None:
                 ("GET", "/api/costs/daily?by=task&days=400", None),
                 ("GET", "/api/costs/daily?by=key&days=400", None),
                 ("GET", "/api/costs/daily?by=key&days=400&top=20", None),
+                ("GET", "/api/costs?by=task&since=30d&limit=10", None),
+                ("GET", "/api/costs?by=key&since=30d&limit=10", None),
+                ("GET", "/api/costs?by=tag&since=30d", None),
+                ("GET", "/api/costs?by=key&key=k7&since=30d", None),
+                ("GET", "/api/costs?by=key&since=400d", None),
+                ("GET", "/api/costs?by=model&since=400d", None),
                 ("GET", "/api/budgets", None),
                 ("PATCH", "/api/queues/q1", {"concurrency": 5}),
                 ("POST", "/api/queues/q1/reset", None),

@@ -109,6 +109,66 @@ SELECT GROUP_NAME AS name,
   TAG_JOIN
  WHERE true
 
+-- name: costs_of_days
+-- What costs answers for a range of whole UTC days and partial days at its ends (LLMStore.costs,
+-- by task, key, model, tag or none, with no filter or one on task, key or model): the sums of
+-- the daily rows (taskd.llm_costs_daily: the store puts the conditions on dimension, day range
+-- and group in place of the daily condition) and of the calls of the partial days (the
+-- costs_of_calls statements, one per end, in place of the parts), added per group. The daily
+-- name: the daily row's group as the scan names it (by key and by tag, '' is the calls
+-- without any: NULL). Dollars: 0 for a group none of whose calls has a price, like the scan's
+-- coalesce(sum(cost_usd), 0). The report's name: parts.name (the store appends the grouping),
+-- NULL for the total.
+SELECT REPORT_NAME AS name,
+       coalesce(sum(calls), 0)::bigint AS calls,
+       coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
+       coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
+       coalesce(sum(cache_write_tokens), 0)::bigint AS cache_write_tokens,
+       coalesce(sum(cache_read_tokens), 0)::bigint AS cache_read_tokens,
+       CASE WHEN sum(priced_calls) > 0 THEN sum(cost_usd) ELSE 0 END AS cost_usd,
+       coalesce(sum(unpriced_calls), 0)::bigint AS unpriced_calls
+  FROM (SELECT DAILY_NAME AS name, d.calls, d.input_tokens, d.output_tokens,
+               d.cache_write_tokens, d.cache_read_tokens, d.cost_usd, d.priced_calls,
+               d.unpriced_calls
+          FROM taskd.llm_costs_daily d
+         WHERE DAILY_WHERE
+        PARTS) AS parts
+
+-- name: costs_of_calls
+-- The sums of costs_of_days's partial days, per group (the group's expression and the tag join
+-- as in costs; the store appends the conditions and the grouping).
+SELECT GROUP_NAME AS name,
+       count(*) AS calls,
+       coalesce(sum(c.input_tokens), 0)::bigint AS input_tokens,
+       coalesce(sum(c.output_tokens), 0)::bigint AS output_tokens,
+       coalesce(sum(c.cache_write_tokens), 0)::bigint AS cache_write_tokens,
+       coalesce(sum(c.cache_read_tokens), 0)::bigint AS cache_read_tokens,
+       coalesce(sum(c.cost_usd), 0) AS cost_usd,
+       count(c.cost_usd) AS priced_calls,
+       count(*) FILTER (
+           WHERE c.cost_usd IS NULL
+             AND c.input_tokens + c.output_tokens + c.cache_write_tokens
+                 + c.cache_read_tokens > 0) AS unpriced_calls
+  FROM taskd.llm_calls c
+  TAG_JOIN
+ WHERE true
+
+-- name: calls_keyed_empty
+-- Whether a call of [$1, $2) (NULL: unbounded) has the concurrency key '' (the daily rows
+-- count it with the calls without a key; llm_calls_key_idx).
+SELECT EXISTS (SELECT 1 FROM taskd.llm_calls
+                WHERE concurrency_key = ''
+                  AND ($1::timestamptz IS NULL OR started_at >= $1)
+                  AND ($2::timestamptz IS NULL OR started_at < $2));
+
+-- name: calls_tagged_empty
+-- Whether a call of [$1, $2) (NULL: unbounded) has the tag '' (the daily rows count it with
+-- the calls without tags; llm_calls_empty_tag_idx).
+SELECT EXISTS (SELECT 1 FROM taskd.llm_calls
+                WHERE '' = ANY (tags)
+                  AND ($1::timestamptz IS NULL OR started_at >= $1)
+                  AND ($2::timestamptz IS NULL OR started_at < $2));
+
 -- name: run_calls
 -- A run's calls, oldest first (llm_calls_run_idx), at most $2.
 SELECT id, run_id, task_id, attempt, step, queue, concurrency_key, tags, model, kind, outcome,

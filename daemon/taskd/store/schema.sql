@@ -768,11 +768,19 @@ CREATE FUNCTION taskd.llm_costs_daily_add() RETURNS trigger
     AS $$
 BEGIN
     -- in key order: two statements adding to the same rows lock them in the same order
-    INSERT INTO taskd.llm_costs_daily AS d
+    INSERT INTO taskd.llm_costs_daily AS d (
+        dimension, day, grp, calls, input_tokens, output_tokens, cost_usd,
+        cache_write_tokens, cache_read_tokens, priced_calls, unpriced_calls)
     SELECT s.dimension, s.day, s.grp, count(*), sum(s.input_tokens), sum(s.output_tokens),
-           coalesce(sum(s.cost_usd), 0)
+           coalesce(sum(s.cost_usd), 0), sum(s.cache_write_tokens), sum(s.cache_read_tokens),
+           count(s.cost_usd),
+           count(*) FILTER (
+               WHERE s.cost_usd IS NULL
+                 AND s.input_tokens + s.output_tokens + s.cache_write_tokens
+                     + s.cache_read_tokens > 0)
       FROM (SELECT g.dimension, (c.started_at AT TIME ZONE 'UTC')::date AS day, g.grp,
-                   c.input_tokens, c.output_tokens, c.cost_usd
+                   c.input_tokens, c.output_tokens, c.cache_write_tokens, c.cache_read_tokens,
+                   c.cost_usd
               FROM added c
              CROSS JOIN LATERAL (
                  VALUES ('all', ''), ('task', c.task_id),
@@ -788,7 +796,11 @@ BEGIN
        SET calls = d.calls + excluded.calls,
            input_tokens = d.input_tokens + excluded.input_tokens,
            output_tokens = d.output_tokens + excluded.output_tokens,
-           cost_usd = d.cost_usd + excluded.cost_usd;
+           cost_usd = d.cost_usd + excluded.cost_usd,
+           cache_write_tokens = d.cache_write_tokens + excluded.cache_write_tokens,
+           cache_read_tokens = d.cache_read_tokens + excluded.cache_read_tokens,
+           priced_calls = d.priced_calls + excluded.priced_calls,
+           unpriced_calls = d.unpriced_calls + excluded.unpriced_calls;
     RETURN NULL;
 END;
 $$;
@@ -805,12 +817,24 @@ BEGIN
        SET calls = d.calls - r.calls,
            input_tokens = d.input_tokens - r.input_tokens,
            output_tokens = d.output_tokens - r.output_tokens,
-           cost_usd = d.cost_usd - r.cost_usd
+           cost_usd = d.cost_usd - r.cost_usd,
+           cache_write_tokens = d.cache_write_tokens - r.cache_write_tokens,
+           cache_read_tokens = d.cache_read_tokens - r.cache_read_tokens,
+           priced_calls = d.priced_calls - r.priced_calls,
+           unpriced_calls = d.unpriced_calls - r.unpriced_calls
       FROM (SELECT s.dimension, s.day, s.grp, count(*) AS calls,
                    sum(s.input_tokens) AS input_tokens, sum(s.output_tokens) AS output_tokens,
-                   coalesce(sum(s.cost_usd), 0) AS cost_usd
+                   coalesce(sum(s.cost_usd), 0) AS cost_usd,
+                   sum(s.cache_write_tokens) AS cache_write_tokens,
+                   sum(s.cache_read_tokens) AS cache_read_tokens,
+                   count(s.cost_usd) AS priced_calls,
+                   count(*) FILTER (
+                       WHERE s.cost_usd IS NULL
+                         AND s.input_tokens + s.output_tokens + s.cache_write_tokens
+                             + s.cache_read_tokens > 0) AS unpriced_calls
               FROM (SELECT g.dimension, (c.started_at AT TIME ZONE 'UTC')::date AS day, g.grp,
-                           c.input_tokens, c.output_tokens, c.cost_usd
+                           c.input_tokens, c.output_tokens, c.cache_write_tokens,
+                           c.cache_read_tokens, c.cost_usd
                       FROM removed c
                      CROSS JOIN LATERAL (
                          VALUES ('all', ''), ('task', c.task_id),
@@ -1654,6 +1678,10 @@ CREATE TABLE taskd.llm_costs_daily (
     input_tokens bigint NOT NULL,
     output_tokens bigint NOT NULL,
     cost_usd numeric NOT NULL,
+    cache_write_tokens bigint DEFAULT 0 NOT NULL,
+    cache_read_tokens bigint DEFAULT 0 NOT NULL,
+    priced_calls bigint DEFAULT 0 NOT NULL,
+    unpriced_calls bigint DEFAULT 0 NOT NULL,
     CONSTRAINT llm_costs_daily_dimension_check CHECK ((dimension = ANY (ARRAY['all'::text, 'task'::text, 'key'::text, 'model'::text, 'tag'::text])))
 );
 
@@ -1662,6 +1690,18 @@ CREATE TABLE taskd.llm_costs_daily (
 --
 
 COMMENT ON TABLE taskd.llm_costs_daily IS 'taskd.llm_calls summed per dimension (task, key, model, tag; all: every call), UTC day of started_at and group ('''' for no key or no tag); kept by triggers on taskd.llm_calls.';
+
+--
+-- Name: COLUMN llm_costs_daily.priced_calls; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_costs_daily.priced_calls IS 'Calls with a price (cost_usd not NULL).';
+
+--
+-- Name: COLUMN llm_costs_daily.unpriced_calls; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.llm_costs_daily.unpriced_calls IS 'Calls with tokens but no price (cost_usd NULL).';
 
 --
 -- Name: llm_deferrals; Type: TABLE; Schema: taskd; Owner: -
@@ -2830,6 +2870,12 @@ CREATE INDEX llm_batches_run_idx ON taskd.llm_batches USING btree (run_id);
 CREATE INDEX llm_batches_unread_idx ON taskd.llm_batches USING btree (run_id) WHERE ((status = 'ended'::text) AND (read_at IS NULL));
 
 --
+-- Name: llm_calls_empty_tag_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX llm_calls_empty_tag_idx ON taskd.llm_calls USING btree (started_at) WHERE (''::text = ANY (tags));
+
+--
 -- Name: llm_calls_key_idx; Type: INDEX; Schema: taskd; Owner: -
 --
 
@@ -2954,6 +3000,18 @@ CREATE TRIGGER llm_costs_daily_add AFTER INSERT ON taskd.llm_calls REFERENCING N
 --
 
 CREATE TRIGGER llm_costs_daily_remove AFTER DELETE ON taskd.llm_calls REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION taskd.llm_costs_daily_remove();
+
+--
+-- Name: llm_calls llm_costs_daily_update_1_remove; Type: TRIGGER; Schema: taskd; Owner: -
+--
+
+CREATE TRIGGER llm_costs_daily_update_1_remove AFTER UPDATE ON taskd.llm_calls REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION taskd.llm_costs_daily_remove();
+
+--
+-- Name: llm_calls llm_costs_daily_update_2_add; Type: TRIGGER; Schema: taskd; Owner: -
+--
+
+CREATE TRIGGER llm_costs_daily_update_2_add AFTER UPDATE ON taskd.llm_calls REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION taskd.llm_costs_daily_add();
 
 --
 -- Name: llm_batches llm_batches_run_id_fkey; Type: FK CONSTRAINT; Schema: taskd; Owner: -
