@@ -63,9 +63,21 @@ async def test_a_token_limit_holds_across_two_daemon_processes(
         workers = await db.fetchval(
             "SELECT count(DISTINCT worker_id) FROM taskd.attempts WHERE outcome = 'completed'"
         )
+        # runs that called more than once: each must be one whose earlier attempt was lost
+        # (its daemon stalled past the tests' 3 s lease: at-least-once, the call was made
+        # again by the attempt that completed, and it too went through the limit)
+        per_run = await db.fetch(
+            "SELECT c.run_id, count(*) AS calls,"
+            "       (SELECT count(*) FROM taskd.attempts a"
+            "         WHERE a.run_id = c.run_id AND a.outcome = 'lost') AS lost"
+            "  FROM taskd.llm_calls c WHERE c.kind IN ('message', 'stream')"
+            "   AND c.input_tokens + c.output_tokens > 0 GROUP BY c.run_id"
+        )
     finally:
         await db.close()
-    assert len(calls) == RUNS
+    assert len(per_run) == RUNS  # every run made its call
+    assert all(r["calls"] <= 1 + r["lost"] for r in per_run), [dict(r) for r in per_run]
+    assert len(calls) == sum(r["calls"] for r in per_run)
     biggest = max(c["tokens"] for c in calls)
     assert biggest <= MAX_TOKENS + 20  # one line's input and the scripted output
     # every window of WINDOW seconds, wherever it begins, holds at most the limit plus one

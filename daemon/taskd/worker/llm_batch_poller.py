@@ -37,6 +37,7 @@ from taskd.store.llm_batches import (
 from taskd.store.store import Store
 from taskd.telemetry import Telemetry
 from taskd.worker.findings import BATCH, Findings
+from taskd.worker.llm_services import load_sdk
 
 if TYPE_CHECKING:
     import anthropic
@@ -109,7 +110,8 @@ class LLMBatchPoller:
     async def poll(self, batch: DueBatch) -> None:
         """One claimed batch: one request to the API (cancel if its run ended, else
         retrieve); if it ended, its results read and the end recorded."""
-        import anthropic  # loaded when a batch is due, not by every daemon's start
+        await load_sdk()  # off the event loop, when a batch is due, not at every start
+        import anthropic
 
         store = self._store.llm_batches
         if batch.finish_failures >= MAX_FINISH_FAILURES:

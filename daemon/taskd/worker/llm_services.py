@@ -3,12 +3,16 @@ database, the call records' writer and the stream's text on the run's change str
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
 
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.config import LLMSettings
@@ -22,6 +26,35 @@ if TYPE_CHECKING:
     import anthropic
 
 T = TypeVar("T")
+
+SDK_MODULES = (
+    "httpx2",
+    "anthropic",
+    "anthropic.types",
+    "anthropic.lib.streaming",
+    "anthropic.resources.messages.batches",
+)
+"""What ctx.llm and the batch poller import from the SDK."""
+
+
+async def load_sdk() -> None:
+    """The Anthropic SDK imported in a worker thread, the first time only.
+
+    Its imports take a second or more on a loaded machine; on the event loop they would stall
+    every heartbeat, claim and stream of the daemon meanwhile (in CI, a daemon's 3 s leases
+    expired while it imported the SDK at its first call, and its runs ran twice). In a thread
+    the loop keeps turning (the import lock makes a concurrent import wait for this one).
+    """
+    if all(name in sys.modules for name in SDK_MODULES):
+        return
+    await anyio.to_thread.run_sync(_import_sdk)
+
+
+def _import_sdk() -> None:
+    for name in SDK_MODULES:
+        importlib.import_module(name)
+
+
 # ``patiently(what, run_id, call, *args)``: the call again while the database is away
 Patiently = Callable[..., Awaitable[Any]]
 
@@ -75,6 +108,8 @@ class LLMCallServices:
     async def llm_gate(
         self, key: str, run_id: uuid.UUID, queue: str = "", attempt: int = 0
     ) -> LLMGate:
+        if self._llm_client is None:
+            await load_sdk()  # every call passes its gate first: the client is built after it
         gate: LLMGate = await self._llm_patiently(
             "LLM backoff not read", run_id, self._llm_store.gate, key, run_id, queue, attempt
         )
