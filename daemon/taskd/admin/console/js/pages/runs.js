@@ -213,9 +213,9 @@ export async function render(root, params, app) {
     status.textContent = shown.size ? "" : params.search && nextCursor ? "No match yet in the rows searched." : "No runs match.";
   }
 
-  async function loadPage(cursor) {
-    const page = await api(`/api/runs?${listQuery(cursor)}`);
-    if (!cursor) {
+  // A page of the list: the first one (fresh) replaces what is shown, a later one is added.
+  function showPage(page, fresh) {
+    if (fresh) {
       tbody.replaceChildren();
       shown.clear();
       scannedTotal = 0;
@@ -232,9 +232,20 @@ export async function render(root, params, app) {
     describe(page);
   }
 
+  async function loadPage(cursor) {
+    showPage(await api(`/api/runs?${listQuery(cursor)}`), !cursor);
+  }
+
   // New runs: the first page read again, its runs newer than the newest shown put on top.
   async function loadNewer() {
     const page = await api(`/api/runs?${listQuery(null)}`);
+    // Nothing was shown, or more new runs came than one page holds (every run of the page is
+    // newer than the newest shown, and more follow): the page replaces the list, its cursor
+    // with it; put on top, the new runs below the page would be missing from the list.
+    if (!newest || (page.next_cursor && page.runs.length && page.runs.every((run) => run.id > newest))) {
+      showPage(page, true);
+      return;
+    }
     const fresh = [];
     for (const run of page.runs) {
       if (newest && run.id <= newest) {
@@ -249,7 +260,6 @@ export async function render(root, params, app) {
       tbody.prepend(tr);
       newest = run.id;
     }
-    if (!newest && page.runs.length) newest = page.runs[0].id;
     if (shown.size) status.textContent = "";
   }
 
