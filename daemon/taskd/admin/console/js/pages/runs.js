@@ -311,8 +311,27 @@ export async function render(root, params, app) {
       { confirm: `${verb} ${how}`, cancel: "Go back" },
     );
     if (!ok) return;
+    let expected = preview.matching;
     try {
-      const done = await api("/api/runs/bulk", { method: "POST", body: { action, filter: filterBody(params), expected: preview.matching } });
+      let done = null;
+      while (done === null) {
+        try {
+          done = await api("/api/runs/bulk", { method: "POST", body: { action, filter: filterBody(params), expected } });
+        } catch (error) {
+          // More runs match than the confirmation said (an estimate from the newest runs, or
+          // runs created since): the daemon counted them exactly; ask again with that number.
+          const exact = error.status === 409 && error.detail ? error.detail.matching : undefined;
+          if (typeof exact !== "number" || exact <= expected) throw error;
+          const again = await confirmDialog(
+            error.detail.capped
+              ? `Over ${exact.toLocaleString()} ${which}s match the current filters, not ${how}. ${verb} the newest ${exact.toLocaleString()}?`
+              : `${exact.toLocaleString()} ${which}s match the current filters, not ${how}. ${verb} all ${exact.toLocaleString()}?`,
+            { confirm: `${verb} ${exact.toLocaleString()}`, cancel: "Go back" },
+          );
+          if (!again) return;
+          expected = exact;
+        }
+      }
       const past = action === "cancel" ? "Canceled" : "Replayed";
       toast(`${past} ${done.done.toLocaleString()} of ${done.matched.toLocaleString()} runs` + (done.skipped ? ` (${done.skipped} skipped: finished meanwhile)` : ""), "ok");
       await Promise.all([loadNewer(), loadCounts()]);

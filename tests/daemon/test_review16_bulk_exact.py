@@ -1,0 +1,45 @@
+"""A bulk action whose preview was an estimate: the daemon counts the runs it would touch
+exactly before touching any, and refuses (409, with the exact count) when they are far more
+than the confirmation showed."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from tests.daemon.test_admin_runs_console import api_of
+from tests.support.admin import admin_daemon
+from tests.support.runs import each, insert_runs
+
+
+async def test_a_replay_confirmed_on_an_estimate_touches_no_more_than_confirmed(
+    database: str, db: asyncpg.Connection
+) -> None:
+    # 400 failed runs of customer acme, then 12,100 newer ones of which 5 are acme's: a value
+    # search reads the newest 12,000 runs and extrapolates from the 5 it finds there
+    await insert_runs(
+        db, 400, task_id="console.order", status="failed", payload='{"customer": "acme"}'
+    )
+    await insert_runs(
+        db,
+        12_100,
+        task_id="console.order",
+        status="failed",
+        payload=each(['{"customer": "other"}'] * 12_095 + ['{"customer": "acme"}'] * 5),
+    )
+    async with admin_daemon(database, []) as daemon, api_of(daemon) as api:
+        preview = await api.ok("/api/runs/bulk", action="replay", search="acme")
+        assert preview["estimated"] and preview["matching"] < 100, preview
+
+        request = {"action": "replay", "filter": {"search": "acme"}}
+        status, body = await api.call(
+            "POST", "/api/runs/bulk", json={**request, "expected": preview["matching"]}
+        )
+        assert status == 409, body
+        assert body["detail"] == {"matching": 405, "capped": False}
+        assert "405 runs match" in body["error"]
+        assert await db.fetchval("SELECT count(*) FROM taskd.runs WHERE status = 'queued'") == 0
+
+        status, body = await api.call("POST", "/api/runs/bulk", json={**request, "expected": 405})
+        assert status == 200, body
+        assert (body["matched"], body["done"], body["skipped"]) == (405, 405, 0)
+        assert await db.fetchval("SELECT count(*) FROM taskd.runs WHERE status = 'queued'") == 405
