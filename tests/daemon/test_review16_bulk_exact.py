@@ -4,11 +4,38 @@ than the confirmation showed."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
 import asyncpg
 
-from tests.daemon.test_admin_runs_console import api_of
+from taskd.app import Daemon
 from tests.support.admin import admin_daemon
+from tests.support.in_process import admin_url
 from tests.support.runs import each, insert_runs
+
+
+class Api:
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http = http
+        self.url = url
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.http.request(method, self.url + path, **kwargs) as response:
+            return response.status, await response.json()
+
+    async def ok(self, path: str, **params: Any) -> Any:
+        status, body = await self.call("GET", path, params=params)
+        assert status == 200, body
+        return body
+
+
+@asynccontextmanager
+async def api_of(daemon: Daemon) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as http:
+        yield Api(http, admin_url(daemon))
 
 
 async def test_a_replay_confirmed_on_an_estimate_touches_no_more_than_confirmed(
