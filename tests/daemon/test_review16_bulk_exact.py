@@ -10,7 +10,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
+import taskd.admin.api as api_module
 from taskd.app import Daemon
 from tests.support.admin import admin_daemon
 from tests.support.in_process import admin_url
@@ -70,3 +72,23 @@ async def test_a_replay_confirmed_on_an_estimate_touches_no_more_than_confirmed(
         assert status == 200, body
         assert (body["matched"], body["done"], body["skipped"]) == (405, 405, 0)
         assert await db.fetchval("SELECT count(*) FROM taskd.runs WHERE status = 'queued'") == 405
+
+
+async def test_the_runs_gathered_in_several_statements_are_each_touched_once(
+    database: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_module, "BULK_COLLECT", 64)  # 405 runs: 7 statements
+    monkeypatch.setattr(api_module, "BULK_BATCH", 50)  # and 9 transactions
+    acme = await insert_runs(
+        db, 405, task_id="console.order", status="failed", payload='{"customer": "acme"}'
+    )
+    await insert_runs(
+        db, 300, task_id="console.order", status="failed", payload='{"customer": "other"}'
+    )
+    async with admin_daemon(database, []) as daemon, api_of(daemon) as api:
+        request = {"action": "replay", "filter": {"search": "acme"}, "expected": 405}
+        status, body = await api.call("POST", "/api/runs/bulk", json=request)
+        assert status == 200, body
+        assert (body["matched"], body["done"], body["skipped"]) == (405, 405, 0)
+    replayed = await db.fetch("SELECT replayed_from FROM taskd.runs WHERE status = 'queued'")
+    assert sorted(row["replayed_from"] for row in replayed) == sorted(acme)
