@@ -227,6 +227,7 @@ export async function render(root, params, app) {
       shown.set(run.id, tr);
       tbody.append(tr);
     }
+    if (!newest && page.runs.length) newest = page.runs[0].id; // a search's first matches
     scannedTotal += page.scanned || 0;
     nextCursor = page.next_cursor;
     describe(page);
@@ -239,10 +240,13 @@ export async function render(root, params, app) {
   // New runs: the first page read again, its runs newer than the newest shown put on top.
   async function loadNewer() {
     const page = await api(`/api/runs?${listQuery(null)}`);
-    // Nothing was shown, or more new runs came than one page holds (every run of the page is
-    // newer than the newest shown, and more follow): the page replaces the list, its cursor
-    // with it; put on top, the new runs below the page would be missing from the list.
-    if (!newest || (page.next_cursor && page.runs.length && page.runs.every((run) => run.id > newest))) {
+    // More new runs came than one page holds (a full page, each run of it newer than the
+    // newest shown, and more below): the page replaces the list, its cursor with it; put on
+    // top, the new runs below the page would be missing from the list. (A page not full holds
+    // every new match of the rows it read: those go on top, and a search continued further
+    // down keeps its place.)
+    const full = page.runs.length >= PAGE_SIZE && page.next_cursor;
+    if (full && page.runs.every((run) => !newest || run.id > newest)) {
       showPage(page, true);
       return;
     }
