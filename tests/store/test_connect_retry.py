@@ -67,7 +67,7 @@ async def stalling_proxy(dsn: str, stalls: int) -> AsyncIterator[str]:
 async def test_a_stalled_connect_is_tried_again(
     database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = DatabaseSettings(connect_timeout=0.5)
+    settings = DatabaseSettings(connect_timeout=2.0)  # the try after the stall: a loaded machine
     async with stalling_proxy(database, stalls=1) as dsn:
         with caplog.at_level(logging.WARNING, logger="taskd.database"):
             connection = await connect(dsn, settings)
@@ -80,7 +80,7 @@ async def test_a_stalled_connect_is_tried_again(
 
 
 async def test_a_pool_whose_first_connection_stalls_opens_on_the_next_try(database: str) -> None:
-    settings = DatabaseSettings(connect_timeout=0.5)
+    settings = DatabaseSettings(connect_timeout=2.0)  # the try after the stall: a loaded machine
     async with stalling_proxy(database, stalls=1) as dsn:
         pool = await create_pool(dsn, settings, size=2)
         try:

@@ -186,6 +186,8 @@ async def bulk_preview(
 
 BULK_BATCH = 500
 """Runs per transaction of a bulk action."""
+BULK_COLLECT = 5_000
+"""Ids per statement when a bulk action gathers the runs it touches."""
 
 
 async def bulk_action(
@@ -196,24 +198,31 @@ async def bulk_action(
     if f is None:
         return result
     scan = state.store.run_scan
-    # counted as the preview counted (the same estimate where it estimated)
-    result.matched, _, _ = await scan.count_matching(f, MAX_BULK_RUNS)
+    # Every matching run's id first, exactly (up to the cap): the preview may have estimated
+    # from the newest runs, and matches gathered further back must not make the action touch
+    # far more runs than its confirmation showed.
+    ids: list[uuid.UUID] = []
+    cursor: uuid.UUID | None = None
+    while len(ids) <= MAX_BULK_RUNS:
+        asked = min(BULK_COLLECT, MAX_BULK_RUNS + 1 - len(ids))
+        found = await scan.matching_ids(f, before=cursor, limit=asked)
+        ids.extend(found)
+        if len(found) < asked:
+            break
+        cursor = found[-1]
+    capped = len(ids) > MAX_BULK_RUNS
+    result.matched = min(len(ids), MAX_BULK_RUNS)
     if result.matched > body.expected * 1.1 + 10:
         raise RequestInvalid(
             409,
-            f"{result.matched} runs match the filter now, {body.expected} were confirmed: "
-            "look at the filter again",
+            f"{'over ' if capped else ''}{result.matched} runs match the filter now, "
+            f"{body.expected} were confirmed: look at the filter again",
+            {"matching": result.matched, "capped": capped},
         )
-    cursor: uuid.UUID | None = None
-    seen = 0
-    while seen < MAX_BULK_RUNS:
-        ids = await scan.matching_ids(f, before=cursor, limit=min(BULK_BATCH, MAX_BULK_RUNS - seen))
-        if not ids:
-            break
-        seen += len(ids)
-        cursor = ids[-1]
+    for start in range(0, result.matched, BULK_BATCH):
+        ids_batch = ids[start : start + BULK_BATCH]
         if body.action == "cancel":
-            canceled = await state.store.runs.cancel_many(ids)
+            canceled = await state.store.runs.cancel_many(ids_batch)
             touched = [run_id for run_id, _, _ in canceled]
             for run_id, task_id, status in canceled:
                 if status == RunStatus.CANCELED and state.changes.active:
@@ -221,13 +230,15 @@ async def bulk_action(
                         RunChange(ChangeKind.CANCELED, run_id, task_id, "canceled")
                     )
         else:
-            replayed = await state.store.runs.replay_many(ids, [new_run_id() for _ in ids])
+            replayed = await state.store.runs.replay_many(
+                ids_batch, [new_run_id() for _ in ids_batch]
+            )
             touched = [new_id for new_id, _, _ in replayed]
             if state.changes.active:
                 for new_id, _, task_id in replayed:
                     state.changes.publish(RunChange(ChangeKind.CREATED, new_id, task_id, "queued"))
         result.done += len(touched)
-        result.skipped += len(ids) - len(touched)
+        result.skipped += len(ids_batch) - len(touched)
         result.runs.extend(touched[: 100 - len(result.runs)])
     return result
 
@@ -632,7 +643,8 @@ ROUTES: list[Route] = [
         response=BulkResult,
         errors={
             400: "The body is not JSON, or the search is not valid",
-            409: "More runs match now than the confirmation showed (10% + 10)",
+            409: "More runs match now than the confirmation showed (10% + 10); detail: "
+            "{matching, capped}, the exact count",
             422: "The action, filter or expected count is not valid",
         },
     ),

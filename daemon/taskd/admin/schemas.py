@@ -223,14 +223,14 @@ class BulkRequest(_Strict):
     filter: BulkFilter = BulkFilter()
     expected: int = Field(ge=0)
     """The number the confirmation showed (``matching`` of the preview): refused (409) when
-    more than 10% + 10 more runs match now."""
+    more than 10% + 10 more runs match now (the 409's detail holds the exact ``matching``)."""
 
 
 class BulkResult(_Model):
     action: BulkAction
     matched: int
-    """Runs matching when the action began (at most 100,000; counted as the preview counts,
-    an estimate where it estimates)."""
+    """Runs matching when the action began, counted exactly (at most 100,000), however the
+    preview counted."""
     done: int
     """Runs canceled (or asked to cancel, executing) / replayed."""
     skipped: int

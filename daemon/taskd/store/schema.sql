@@ -743,7 +743,8 @@ CREATE FUNCTION taskd.error_message_shape(message text) RETURNS text
 SELECT regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
            left(coalesce(message, ''), 2000),
            -- quoted strings first: what they quote (numbers included) is data
-           '''[^'']*''|"[^"]*"', '<str>', 'g'),
+           '(?<![[:alnum:]])''(?:[^'']|''(?=[[:alnum:]]))*''(?![[:alnum:]])|"[^"]*"',
+           '<str>', 'g'),
            '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}',
            '<id>', 'g'),
            -- 0x..., or a word of 6+ hex digits holding a digit and a letter (ab12cd34)
@@ -757,7 +758,7 @@ $$;
 -- Name: FUNCTION error_message_shape(message text); Type: COMMENT; Schema: taskd; Owner: -
 --
 
-COMMENT ON FUNCTION taskd.error_message_shape(message text) IS 'An error message with its data replaced by placeholders (quoted strings <str>, UUIDs <id>, hexadecimal <hex>, numbers <num>, runs of white space one space), first 2,000 characters: failures that differ only in their data have one shape.';
+COMMENT ON FUNCTION taskd.error_message_shape(message text) IS 'An error message with its data replaced by placeholders (quoted strings <str>: an apostrophe inside a word opens none; UUIDs <id>, hexadecimal <hex>, numbers <num>, runs of white space one space), first 2,000 characters: failures that differ only in their data have one shape.';
 
 --
 -- Name: llm_costs_daily_add(); Type: FUNCTION; Schema: taskd; Owner: -

@@ -120,6 +120,11 @@ class StatsStore:
             return 0
         return int(status.split()[-1])
 
+    async def database_now(self) -> datetime:
+        """The database's clock (the one clock every daemon of the fleet shares)."""
+        moment: datetime = await self.pool.fetchval(SQL["database_now"])
+        return moment
+
     async def rolled_up_to(self) -> datetime | None:
         """run_minutes holds every minute before this one (None: nothing rolled up yet)."""
         moment: datetime | None = await self.pool.fetchval(SQL["rolled_up_to"])

@@ -105,6 +105,11 @@ SELECT $1::timestamptz, n.queue, coalesce(q.due, 0), coalesce(q.delayed, 0),
  LIMIT 1000
 ON CONFLICT (at, queue) DO NOTHING;
 
+-- name: database_now
+-- The database's clock: every daemon's sampler names the minute by it, not by its own clock
+-- (a daemon whose clock runs ahead would write a minute not yet over, and its runs for good).
+SELECT now();
+
 -- name: rolled_up_to
 -- Where the roll-ups end: run_minutes holds every minute before it (NULL: none written).
 SELECT max(rolled_up_to) FROM taskd.stats_minutes;

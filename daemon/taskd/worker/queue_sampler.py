@@ -4,7 +4,8 @@ started, completed and failed per task and queue in the minutes before (``taskd.
 
 Every daemon runs this loop: it looks when the daemon starts, then shortly after each minute
 starts (a random delay of up to SPREAD seconds, so the daemons do not all look at once), one
-statement each time. The first daemon to look at a minute inserts its row in
+statement each time, for the minute the database's clock is in (a daemon whose clock runs ahead
+must not write a minute that is not over). The first daemon to look at a minute inserts its row in
 ``taskd.stats_minutes`` and writes it: one row per queue, the roll-up of the minutes since the
 previous roll-up up to the one before this minute, and deletes what is older than two days; the
 others find the minute's row there and write nothing (store/stats.sql says how). A minute in
@@ -41,9 +42,11 @@ class QueueSampler:
         self._telemetry = telemetry or Telemetry()
 
     async def run_once(self, now: datetime | None = None) -> int:
-        """Write ``now``'s minute unless a daemon did; how many queue samples written (0: the
-        minute was written already, or there is no queue)."""
-        return await self._store.stats.sample_minute(minute_of(now or datetime.now(UTC)))
+        """Write ``now``'s minute (by default the database's current minute: the daemons'
+        clocks may disagree, the database's is one) unless a daemon did; how many queue samples
+        written (0: the minute was written already, or there is no queue)."""
+        moment = now or await self._store.stats.database_now()
+        return await self._store.stats.sample_minute(minute_of(moment))
 
     async def run(self) -> None:
         """At once (a daemon starting writes the current minute if no daemon has), then once a

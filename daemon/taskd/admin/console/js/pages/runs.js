@@ -213,9 +213,9 @@ export async function render(root, params, app) {
     status.textContent = shown.size ? "" : params.search && nextCursor ? "No match yet in the rows searched." : "No runs match.";
   }
 
-  async function loadPage(cursor) {
-    const page = await api(`/api/runs?${listQuery(cursor)}`);
-    if (!cursor) {
+  // A page of the list: the first one (fresh) replaces what is shown, a later one is added.
+  function showPage(page, fresh) {
+    if (fresh) {
       tbody.replaceChildren();
       shown.clear();
       scannedTotal = 0;
@@ -227,14 +227,29 @@ export async function render(root, params, app) {
       shown.set(run.id, tr);
       tbody.append(tr);
     }
+    if (!newest && page.runs.length) newest = page.runs[0].id; // a search's first matches
     scannedTotal += page.scanned || 0;
     nextCursor = page.next_cursor;
     describe(page);
   }
 
+  async function loadPage(cursor) {
+    showPage(await api(`/api/runs?${listQuery(cursor)}`), !cursor);
+  }
+
   // New runs: the first page read again, its runs newer than the newest shown put on top.
   async function loadNewer() {
     const page = await api(`/api/runs?${listQuery(null)}`);
+    // More new runs came than one page holds (a full page, each run of it newer than the
+    // newest shown, and more below): the page replaces the list, its cursor with it; put on
+    // top, the new runs below the page would be missing from the list. (A page not full holds
+    // every new match of the rows it read: those go on top, and a search continued further
+    // down keeps its place.)
+    const full = page.runs.length >= PAGE_SIZE && page.next_cursor;
+    if (full && page.runs.every((run) => !newest || run.id > newest)) {
+      showPage(page, true);
+      return;
+    }
     const fresh = [];
     for (const run of page.runs) {
       if (newest && run.id <= newest) {
@@ -249,7 +264,6 @@ export async function render(root, params, app) {
       tbody.prepend(tr);
       newest = run.id;
     }
-    if (!newest && page.runs.length) newest = page.runs[0].id;
     if (shown.size) status.textContent = "";
   }
 
@@ -301,8 +315,27 @@ export async function render(root, params, app) {
       { confirm: `${verb} ${how}`, cancel: "Go back" },
     );
     if (!ok) return;
+    let expected = preview.matching;
     try {
-      const done = await api("/api/runs/bulk", { method: "POST", body: { action, filter: filterBody(params), expected: preview.matching } });
+      let done = null;
+      while (done === null) {
+        try {
+          done = await api("/api/runs/bulk", { method: "POST", body: { action, filter: filterBody(params), expected } });
+        } catch (error) {
+          // More runs match than the confirmation said (an estimate from the newest runs, or
+          // runs created since): the daemon counted them exactly; ask again with that number.
+          const exact = error.status === 409 && error.detail ? error.detail.matching : undefined;
+          if (typeof exact !== "number" || exact <= expected) throw error;
+          const again = await confirmDialog(
+            error.detail.capped
+              ? `Over ${exact.toLocaleString()} ${which}s match the current filters, not ${how}. ${verb} the newest ${exact.toLocaleString()}?`
+              : `${exact.toLocaleString()} ${which}s match the current filters, not ${how}. ${verb} all ${exact.toLocaleString()}?`,
+            { confirm: `${verb} ${exact.toLocaleString()}`, cancel: "Go back" },
+          );
+          if (!again) return;
+          expected = exact;
+        }
+      }
       const past = action === "cancel" ? "Canceled" : "Replayed";
       toast(`${past} ${done.done.toLocaleString()} of ${done.matched.toLocaleString()} runs` + (done.skipped ? ` (${done.skipped} skipped: finished meanwhile)` : ""), "ok");
       await Promise.all([loadNewer(), loadCounts()]);
