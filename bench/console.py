@@ -164,18 +164,23 @@ SELECT encode(substring(int8send((extract(epoch FROM created) * 1000)::bigint) F
 # Every attempt of every started run: the earlier ones failed (a failed run's error; a
 # transient error before a completed run's second attempt).
 SEED_ATTEMPTS = f"""
-INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error)
-SELECT r.id, n, '{WORKER}'::uuid,
-       r.attempt_started_at - (r.attempt - n) * (d + w + interval '1 s'),
-       r.attempt_started_at - (r.attempt - n) * (d + w + interval '1 s') + d,
-       CASE WHEN n = r.attempt THEN r.status ELSE 'failed' END,
-       CASE WHEN n = r.attempt THEN r.error WHEN r.status = 'failed' THEN r.error
-            ELSE '{{"type": "ConnectionError", "message": "connection reset by peer",
-                   "traceback": null}}'::jsonb END
-  FROM (SELECT id, attempt, status, error, attempt_started_at,
-               finished_at - attempt_started_at AS d, attempt_started_at - run_at AS w
-          FROM taskd.runs WHERE attempt > 0) AS r
- CROSS JOIN LATERAL generate_series(1, r.attempt) AS n
+INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error,
+                            fingerprint)
+SELECT run_id, n, worker_id, started_at, finished_at, outcome, error,
+       -- the error group the completer would have computed (failures only)
+       CASE WHEN outcome = 'failed' THEN taskd.error_fingerprint(error) END
+  FROM (SELECT r.id AS run_id, n, '{WORKER}'::uuid AS worker_id,
+               r.attempt_started_at - (r.attempt - n) * (d + w + interval '1 s') AS started_at,
+               r.attempt_started_at - (r.attempt - n) * (d + w + interval '1 s') + d
+                   AS finished_at,
+               CASE WHEN n = r.attempt THEN r.status ELSE 'failed' END AS outcome,
+               CASE WHEN n = r.attempt THEN r.error WHEN r.status = 'failed' THEN r.error
+                    ELSE '{{"type": "ConnectionError", "message": "connection reset by peer",
+                           "traceback": null}}'::jsonb END AS error
+          FROM (SELECT id, attempt, status, error, attempt_started_at,
+                       finished_at - attempt_started_at AS d, attempt_started_at - run_at AS w
+                  FROM taskd.runs WHERE attempt > 0) AS r
+         CROSS JOIN LATERAL generate_series(1, r.attempt) AS n) AS a
 """
 # Every seventh run that started: two steps and three log lines (an error line if it failed).
 SEED_STEPS = """
