@@ -2,7 +2,7 @@
 range and sums only the calls of the partial days at its ends: its answer is the one summing
 every call gives (the same groups, dollars to the last digit and scale, tokens, order, total
 and truncation), for every grouping and filter, and it does not read the calls of the whole
-days. Migration 0017 sums the columns it added for the calls recorded before it."""
+days. Its migration (0016) sums every column for the calls recorded before it."""
 
 from __future__ import annotations
 
@@ -222,11 +222,11 @@ async def test_the_calls_of_whole_days_are_not_read(llm: LLMStore, db: asyncpg.C
     )
 
 
-async def test_migration_0017_sums_the_calls_recorded_before_it(
+async def test_the_migration_sums_every_column_of_the_calls_recorded_before_it(
     empty_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shipped = migrations.shipped_migrations()
-    [full] = [m for m in shipped if m.name == "llm_costs_daily_full"]
+    [full] = [m for m in shipped if m.name == "llm_costs_daily"]
     monkeypatch.setattr(
         migrations, "shipped_migrations", lambda: [m for m in shipped if m.version < full.version]
     )

@@ -742,7 +742,9 @@ CREATE FUNCTION taskd.error_message_shape(message text) RETURNS text
     AS $$
 SELECT regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
            left(coalesce(message, ''), 2000),
-           -- quoted strings first: what they quote (numbers included) is data
+           -- quoted strings first: what they quote (numbers included) is data. A single-quoted
+           -- one starts at a quote no letter or digit precedes and ends at one none follows:
+           -- an apostrophe inside a word (can't, O'Brien) opens or closes none
            '(?<![[:alnum:]])''(?:[^'']|''(?=[[:alnum:]]))*''(?![[:alnum:]])|"[^"]*"',
            '<str>', 'g'),
            '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}',

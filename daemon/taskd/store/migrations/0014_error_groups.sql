@@ -9,8 +9,11 @@ CREATE FUNCTION taskd.error_message_shape(message text) RETURNS text
     AS $$
 SELECT regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
            left(coalesce(message, ''), 2000),
-           -- quoted strings first: what they quote (numbers included) is data
-           '''[^'']*''|"[^"]*"', '<str>', 'g'),
+           -- quoted strings first: what they quote (numbers included) is data. A single-quoted
+           -- one starts at a quote no letter or digit precedes and ends at one none follows:
+           -- an apostrophe inside a word (can't, O'Brien) opens or closes none
+           '(?<![[:alnum:]])''(?:[^'']|''(?=[[:alnum:]]))*''(?![[:alnum:]])|"[^"]*"',
+           '<str>', 'g'),
            '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}',
            '<id>', 'g'),
            -- 0x..., or a word of 6+ hex digits holding a digit and a letter (ab12cd34)
@@ -21,9 +24,10 @@ SELECT regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replac
 $$;
 
 COMMENT ON FUNCTION taskd.error_message_shape(text) IS
-    'An error message with its data replaced by placeholders (quoted strings <str>, UUIDs <id>, '
-    'hexadecimal <hex>, numbers <num>, runs of white space one space), first 2,000 characters: '
-    'failures that differ only in their data have one shape.';
+    'An error message with its data replaced by placeholders (quoted strings <str>: an '
+    'apostrophe inside a word opens none; UUIDs <id>, hexadecimal <hex>, numbers <num>, runs of '
+    'white space one space), first 2,000 characters: failures that differ only in their data '
+    'have one shape.';
 
 CREATE FUNCTION taskd.error_frame(traceback text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
