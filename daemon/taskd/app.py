@@ -60,11 +60,14 @@ from taskd.worker.waker import Waker
 if TYPE_CHECKING:
     from taskd.admin.metrics import Metrics
     from taskd.admin.server import AdminServer
+    from taskd.hooks.server import HooksServer
 
 log = logging.getLogger("taskd.daemon")
 
 ADMIN_POOL_SIZE = 3
 ADMIN_STATEMENT_TIMEOUT = 10.0  # seconds; a longer admin query answers 503
+HOOKS_POOL_SIZE = 2  # the webhook listener's own connections: a flood never takes the worker's
+HOOKS_STATEMENT_TIMEOUT = 10.0  # seconds; a longer webhook transaction answers 503
 EXIT_RUNS_FAILED = 3  # burst mode: a run it attempted failed (or is left to retry)
 
 
@@ -165,6 +168,7 @@ class Daemon:
         self.change_feed: ChangeFeed | None = None
         self.metrics: Metrics | None = None
         self.admin: AdminServer | None = None
+        self.hooks: HooksServer | None = None
         self.log_writer: RunLogWriter | None = None
         self.llm_writer: LLMCallWriter | None = None
         self.services: WorkerRunServices | None = None
@@ -230,6 +234,7 @@ class Daemon:
         client = Client(db_pool, changes=self.changes)
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
         llm_writer = self.llm_writer = LLMCallWriter(store, telemetry)
+        hooks_pool = None
         try:
             if settings.admin.listen:
                 from taskd.admin.server import AdminServer
@@ -252,6 +257,22 @@ class Daemon:
                 )
                 await self.admin.start()
             await publish_registry(store, self.registry, settings)
+            if settings.hooks.listen:
+                # The inbound webhook listener (aiohttp), after this daemon's subscriptions are
+                # written: its first event already starts their runs. A pool of its own.
+                from taskd.hooks.server import HooksServer
+
+                hooks_pool = await create_pool(
+                    self.dsn,
+                    settings.database,
+                    size=HOOKS_POOL_SIZE,
+                    reset_session=False,
+                    lock_timeout=lock_timeout,
+                    statement_timeout=HOOKS_STATEMENT_TIMEOUT,
+                    application_name="taskd-hooks",
+                )
+                self.hooks = HooksServer(settings.hooks, hooks_pool, telemetry)
+                await self.hooks.start()
             served = self.registry
             set_current_client(client)
             self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
@@ -423,7 +444,11 @@ class Daemon:
                 if self.admin is not None:
                     with anyio.move_on_after(5):
                         await self.admin.stop()
-                for pool in (claim_pool, db_pool, *([admin_pool] if admin_pool else [])):
+                if self.hooks is not None:
+                    with anyio.move_on_after(5):
+                        await self.hooks.stop()
+                extra_pools = [p for p in (admin_pool, hooks_pool) if p is not None]
+                for pool in (claim_pool, db_pool, *extra_pools):
                     with anyio.move_on_after(5) as closing:
                         await pool.close()
                     if closing.cancelled_caught:

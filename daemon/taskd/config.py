@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -384,6 +385,111 @@ class LLMSettings(_Section):
         return self
 
 
+_HOOK_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HMAC_ONLY = ("header", "prefix", "timestamp_header")
+
+
+class HookSource(_Section):
+    """``[hooks.sources.NAME]`` (or ``[[hooks.sources]]`` with ``name``): one sender of
+    webhooks, reached at ``POST /hooks/NAME``."""
+
+    name: str = ""
+    """The source's name, the ``{source}`` of its URL (in the ``[hooks.sources.NAME]`` form:
+    NAME)."""
+    event: str = ""
+    """The event each verified request is sent as (``send_event``); default ``webhook.NAME``."""
+    verify: Literal["standard-webhooks", "hmac-sha256", "stripe"]
+    """How requests are verified: ``standard-webhooks`` (``webhook-id``, ``webhook-timestamp``,
+    ``webhook-signature``), ``hmac-sha256`` (the body's HMAC in ``header``, as GitHub's
+    ``X-Hub-Signature-256``), ``stripe`` (``Stripe-Signature: t=...,v1=...`` over
+    ``t.body``)."""
+    secret: str = ""
+    """The shared secret (Standard Webhooks: ``whsec_`` and base64). Prefer ``secret_env``."""
+    secret_env: str = ""
+    """The environment variable holding the secret, read when the daemon starts."""
+    header: str = ""
+    """hmac-sha256: the header carrying the signature (``X-Hub-Signature-256``)."""
+    prefix: str = ""
+    """hmac-sha256: what precedes the signature in the header (``sha256=``)."""
+    encoding: Literal["hex", "base64"] = "hex"
+    """hmac-sha256: how the signature is written."""
+    timestamp_header: str = ""
+    """hmac-sha256: a header with the send time in Unix seconds; the signature then covers
+    ``<timestamp>.<body>`` and requests outside ``tolerance`` are refused."""
+    tolerance: Seconds = Field(300.0, gt=0)
+    """How far a request's signed timestamp may be from now (either way)."""
+    id_header: str = ""
+    """The header holding the delivery's id, the idempotency key (``X-GitHub-Delivery``);
+    default: ``webhook-id`` for Standard Webhooks, the body's ``id`` for Stripe, the body's
+    SHA-256 for hmac-sha256."""
+    headers: StringList = Field(default_factory=list)
+    """Request headers kept in the event's payload (``["X-GitHub-Event"]``)."""
+
+    @model_validator(mode="after")
+    def _scheme_keys(self) -> HookSource:
+        if bool(self.secret) == bool(self.secret_env):
+            raise ValueError("give exactly one of secret and secret_env")
+        if self.verify == "hmac-sha256" and not self.header.strip():
+            raise ValueError("verify = hmac-sha256 needs header (the signature's header)")
+        if self.verify != "hmac-sha256":
+            extra = [key for key in _HMAC_ONLY if getattr(self, key)]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: only for verify = hmac-sha256")
+        self.headers = [h.strip().lower() for h in self.headers if h.strip()]
+        return self
+
+
+def _sources_by_name(value: Any) -> Any:
+    """``[[hooks.sources]]`` (a list, each with ``name``) or ``[hooks.sources.NAME]``."""
+    if isinstance(value, list):
+        named: dict[str, Any] = {}
+        for entry in value:
+            if not isinstance(entry, dict) or not entry.get("name"):
+                raise ValueError("each [[hooks.sources]] needs a name")
+            if entry["name"] in named:
+                raise ValueError(f"two sources named {entry['name']!r}")
+            named[entry["name"]] = entry
+        return named
+    return value
+
+
+class HooksSettings(_Section):
+    """``[hooks]``: the inbound webhook listener, ``POST /hooks/{source}`` only."""
+
+    listen: str = ""
+    """host:port of the webhook listener (port 0: any free port); empty: off."""
+    max_body: int = Field(1_048_576, ge=1)
+    """Largest request body accepted (413 beyond, the rest unread)."""
+    redelivery_window: Seconds = Field(7 * 86_400.0, gt=0)
+    """How long a delivery's id is remembered: a redelivery within it makes no second event."""
+    sources: Annotated[dict[str, HookSource], BeforeValidator(_sources_by_name)] = Field(
+        default_factory=dict
+    )
+    """The senders, by name (``[hooks.sources.github]``)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value.strip():
+            admin_address(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _named_sources(self) -> HooksSettings:
+        for key, source in self.sources.items():
+            if not _HOOK_SOURCE_NAME.match(key):
+                raise ValueError(
+                    f"source name {key!r}: letters, digits, '_', '.', '-' (at most 64)"
+                )
+            if source.name and source.name != key:
+                raise ValueError(f"source {key!r} has name {source.name!r}")
+            source.name = key
+            source.event = source.event.strip() or f"webhook.{key}"
+        if self.listen and not self.sources:
+            raise ValueError("hooks.listen is set but no [hooks.sources.NAME] is configured")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -399,6 +505,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    hooks: HooksSettings = Field(default_factory=HooksSettings)
 
 
 def find_config(start: Path | str | None = None) -> Path | None:
@@ -498,6 +605,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         and first["type"] not in ("missing",)
         and loc
         and key not in _SECRETS
+        and loc[-1] != "secret"  # [hooks.sources.NAME] secret
         and not isinstance(first["input"], dict)  # a whole section: the message names the keys
     ):
         message = f"{message} (got {first['input']!r})"

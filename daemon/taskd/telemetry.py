@@ -32,3 +32,7 @@ class Telemetry:
 
     def llm_calls(self, calls: Sequence[LLMCall]) -> None:
         """Records of LLM calls were stored (their tokens and cost count from now)."""
+
+    def hook_request(self, source: str, result: str) -> None:
+        """The webhook listener answered a request of ``source`` (a configured name, or
+        ``(unknown)``): ``accepted``, ``duplicate``, or why it was refused."""

@@ -300,6 +300,13 @@ class Metrics(Telemetry):
             ["component"],
             registry=registry,
         )
+        self._hook_requests = Counter(
+            "taskd_hooks_requests",
+            "Requests to the webhook listener, by source and result (accepted, duplicate, "
+            "unauthorized, stale, too_large, bad_request, unavailable, unknown_source)",
+            ["source", "result"],
+            registry=registry,
+        )
         self.pool_in_use = Gauge(
             "taskd_pool_in_use", "Runs executing in this daemon", registry=registry
         )
@@ -359,6 +366,9 @@ class Metrics(Telemetry):
 
     def db_error(self, component: str) -> None:
         self._db_errors.labels(component).inc()
+
+    def hook_request(self, source: str, result: str) -> None:
+        self._hook_requests.labels(source, result).inc()
 
     def llm_calls(self, calls: Sequence[LLMCall]) -> None:
         counters = self._llm

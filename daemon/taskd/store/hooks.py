@@ -1,0 +1,36 @@
+"""Inbound webhooks' store: a delivery's event, sent once per idempotency key."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from taskd.ids import new_run_id
+from taskd.store.queries import load
+
+SQL = load("hooks")
+
+KEY_OWNER = "taskd:hooks"
+"""The ``task_id`` under which deliveries' keys are held in ``taskd.idempotency_keys``."""
+
+
+class HookStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def send_once(
+        self, key: str, event: str, payload: str, key_ttl: float
+    ) -> tuple[uuid.UUID, bool]:
+        """In one transaction: hold ``key`` for ``key_ttl`` seconds and send the event
+        (``taskd.send_event``); (its id, True). When an earlier delivery holds the key:
+        (that delivery's event id, False) and nothing is sent. Returns once committed."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            held = await connection.fetchval(SQL["hold_key"], KEY_OWNER, key, new_run_id(), key_ttl)
+            if not held:
+                earlier: uuid.UUID = await connection.fetchval(SQL["held_by"], KEY_OWNER, key)
+                return earlier, False
+            event_id: uuid.UUID = await connection.fetchval(
+                SQL["send_keyed"], KEY_OWNER, key, event, payload
+            )
+        return event_id, True
