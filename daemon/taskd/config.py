@@ -465,7 +465,10 @@ class HooksSettings(_Section):
     sources: Annotated[dict[str, HookSource], BeforeValidator(_sources_by_name)] = Field(
         default_factory=dict
     )
-    """The senders, by name (``[hooks.sources.github]``)."""
+    """The senders, by name (``[hooks.sources.github]``), each with ``verify``,
+    ``secret_env`` or ``secret``, ``event``, ``tolerance``, ``id_header``, ``headers``, and
+    for hmac-sha256 ``header``, ``prefix``, ``encoding``, ``timestamp_header``; one key of a
+    source from the environment: ``TASKD_HOOKS__SOURCES__GITHUB__TOLERANCE``."""
 
     @field_validator("listen")
     @classmethod

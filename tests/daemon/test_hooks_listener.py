@@ -18,7 +18,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,7 +206,12 @@ async def test_forged_stale_oversized_and_misrouted_requests_are_refused_and_rec
 ) -> None:
     body = json.dumps({"type": "invoice.paid"}).encode()
     stale = datetime.now(UTC) - timedelta(minutes=6)
-    async with start_daemon([record], hooks(max_body=2048)) as daemon:
+
+    def configure(settings: Settings) -> None:
+        hooks(max_body=2048)(settings)
+        settings.tasks.max_payload_bytes = 1000  # an event's payload, body and all
+
+    async with start_daemon([record], configure) as daemon:
         std, github, stripe = (hooks_url(daemon, s) for s in ("std", "github", "stripe"))
         async with aiohttp.ClientSession() as http:
             tampered = body.replace(b"paid", b"void")
@@ -253,6 +258,21 @@ async def test_forged_stale_oversized_and_misrouted_requests_are_refused_and_rec
                 assert STANDARD_SECRET not in answer["error"]
                 assert reply_headers["X-Content-Type-Options"] == "nosniff"
 
+            # A body sent in chunks (no Content-Length) is read up to max_body, no further.
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(3):
+                    yield b"x" * 1024
+
+            headers = standard_headers("m-4", b"x" * 3072)
+            async with http.post(std, data=chunks(), headers=headers) as reply:
+                assert reply.status == 413
+                assert "over 2048 bytes" in (await reply.json())["error"]
+            # A body within max_body whose event would be over tasks.max_payload_bytes.
+            big = json.dumps({"text": "y" * 1500}).encode()
+            status, answer, _ = await post(http, std, big, standard_headers("m-5", big))
+            assert status == 413
+            assert answer["error"] == "the event's payload is over tasks.max_payload_bytes"
+
             # Only POST /hooks/{source}: no admin route, no console, no other method.
             for method, path, want in [
                 ("GET", "/hooks/std", 405),
@@ -275,7 +295,7 @@ async def test_forged_stale_oversized_and_misrouted_requests_are_refused_and_rec
     assert counts == {
         ("std", "unauthorized"): 2.0,
         ("std", "stale"): 1.0,
-        ("std", "too_large"): 1.0,
+        ("std", "too_large"): 3.0,
         ("github", "unauthorized"): 2.0,
         ("github", "bad_request"): 1.0,
         ("stripe", "stale"): 1.0,

@@ -35,6 +35,9 @@ log = logging.getLogger("taskd.hooks")
 
 READ_TIMEOUT = 30.0
 """Longest a sender may take to send its body (408 after)."""
+ACQUIRE_TIMEOUT = 5.0
+"""Longest a request waits for one of the listener's connections (503 after: a flood of
+valid requests queues no further)."""
 RETRY_AFTER = "5"
 """Seconds a sender is asked to wait after a 503."""
 UNKNOWN_SOURCE = "(unknown)"
@@ -136,6 +139,7 @@ class HooksServer:
                 source.event,
                 encoded,
                 self.settings.redelivery_window,
+                acquire_timeout=ACQUIRE_TIMEOUT,
             )
         except asyncpg.ProgramLimitExceededError:
             raise Refused(

@@ -20,12 +20,14 @@ class HookStore:
         self.pool = pool
 
     async def send_once(
-        self, key: str, event: str, payload: str, key_ttl: float
+        self, key: str, event: str, payload: str, key_ttl: float, *, acquire_timeout: float
     ) -> tuple[uuid.UUID, bool]:
         """In one transaction: hold ``key`` for ``key_ttl`` seconds and send the event
         (``taskd.send_event``); (its id, True). When an earlier delivery holds the key:
-        (that delivery's event id, False) and nothing is sent. Returns once committed."""
-        async with self.pool.acquire() as connection, connection.transaction():
+        (that delivery's event id, False) and nothing is sent. Returns once committed;
+        TimeoutError when no connection is free within ``acquire_timeout`` seconds."""
+        acquiring = self.pool.acquire(timeout=acquire_timeout)
+        async with acquiring as connection, connection.transaction():
             held = await connection.fetchval(SQL["hold_key"], KEY_OWNER, key, new_run_id(), key_ttl)
             if not held:
                 earlier: uuid.UUID = await connection.fetchval(SQL["held_by"], KEY_OWNER, key)
