@@ -262,6 +262,7 @@ class Daemon:
                 # written: its first event already starts their runs. A pool of its own.
                 from taskd.hooks.server import HooksServer
 
+                self.hooks = HooksServer(settings.hooks, telemetry)  # a missing secret: stop
                 hooks_pool = await create_pool(
                     self.dsn,
                     settings.database,
@@ -271,8 +272,7 @@ class Daemon:
                     statement_timeout=HOOKS_STATEMENT_TIMEOUT,
                     application_name="taskd-hooks",
                 )
-                self.hooks = HooksServer(settings.hooks, hooks_pool, telemetry)
-                await self.hooks.start()
+                await self.hooks.start(hooks_pool)
             served = self.registry
             set_current_client(client)
             self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())

@@ -17,6 +17,7 @@ import hmac
 import json
 import re
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -44,10 +45,10 @@ async def record(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return payload
 
 
-def hooks(**changes: Any) -> Callable[[Settings], None]:
+def hooks(listen: str = "127.0.0.1:0", **changes: Any) -> Callable[[Settings], None]:
     def configure(settings: Settings) -> None:
         settings.hooks = HooksSettings(
-            listen="127.0.0.1:0",
+            listen=listen,
             sources={
                 "std": HookSource(verify="standard-webhooks", secret=STANDARD_SECRET),
                 "github": HookSource(
@@ -368,4 +369,24 @@ async def test_a_missing_secret_variable_stops_the_start_with_one_line(
     assert str(error) == (
         "config error: hooks.sources.github.secret_env: the environment variable "
         "GITHUB_HOOK_SECRET is not set (or empty)"
+    )
+
+
+async def test_a_taken_port_stops_the_start_with_one_line(start_daemon: StartDaemon) -> None:
+    from taskd.hooks.server import HooksListenFailed
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BaseException) as raised:
+            async with start_daemon([record], hooks(listen=f"127.0.0.1:{port}")):
+                pass
+    error: BaseException = raised.value
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    assert isinstance(error, HooksListenFailed)
+    assert str(error) == (
+        f"cannot open the webhook listener on 127.0.0.1:{port} (hooks.listen): "
+        "[Errno 98] address already in use"
     )

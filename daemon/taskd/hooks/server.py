@@ -63,21 +63,21 @@ def _answer(status: int, body: Mapping[str, object]) -> web.Response:
 
 
 class HooksServer:
-    """Binds ``[hooks] listen``; ``handle`` serves ``POST /hooks/{source}``."""
+    """Binds ``[hooks] listen`` (``start``, with the pool its events go through); ``handle``
+    serves ``POST /hooks/{source}``. Built before its pool: the sources' secrets are read
+    here, and a missing one stops the start with a ConfigError."""
 
     def __init__(
         self,
         settings: HooksSettings,
-        pool: asyncpg.Pool,
         telemetry: Telemetry,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        # secrets are read now: a missing variable stops the start with a config error
         self._verifiers: dict[str, Verifier] = {
             name: verifier_for(source) for name, source in settings.sources.items()
         }
-        self._store = HookStore(pool)
+        self._store: HookStore | None = None
         self._telemetry = telemetry
         self._clock = clock
         self._refusals = RefusalLog()
@@ -133,6 +133,7 @@ class HooksServer:
             source, delivery, body, encoding, headers, datetime.fromtimestamp(self._clock(), UTC)
         )
         encoded = orjson.dumps(payload).decode()
+        assert self._store is not None, "started"
         try:
             event_id, new = await self._store.send_once(
                 idempotency_key(source, delivery),
@@ -173,7 +174,8 @@ class HooksServer:
             raise Refused(408, "bad_request", f"the body took over {READ_TIMEOUT:g}s")
         return b"".join(chunks)
 
-    async def start(self) -> None:
+    async def start(self, pool: asyncpg.Pool) -> None:
+        self._store = HookStore(pool)
         host, port = admin_address(self.settings.listen)
         self._runner = web.AppRunner(
             self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
