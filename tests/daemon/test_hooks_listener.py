@@ -390,3 +390,24 @@ async def test_a_taken_port_stops_the_start_with_one_line(start_daemon: StartDae
         f"cannot open the webhook listener on 127.0.0.1:{port} (hooks.listen): "
         "[Errno 98] address already in use"
     )
+
+
+async def test_bodies_jsonb_cannot_hold_are_kept_as_text_or_base64(
+    client: Client, start_daemon: StartDaemon
+) -> None:
+    bodies = {
+        "d-json-nul": (b'{"name": "a\\u0000b"}', "text"),
+        "d-raw-nul": (b"a=1\x00&b=2", "base64"),
+        "d-form": (b"a=1&b=%20", "text"),
+    }
+    async with start_daemon([record], hooks()) as daemon:
+        async with aiohttp.ClientSession() as http:
+            for delivery, (body, _) in bodies.items():
+                headers = github_headers(delivery, body)
+                status, answer, _ = await post(http, hooks_url(daemon, "github"), body, headers)
+                assert status == 202, answer
+    runs = {r.payload["id"]: r.payload for r in await runs_of(client, "webhook.github")}
+    for delivery, (body, encoding) in bodies.items():
+        assert runs[delivery]["body_encoding"] == encoding
+        kept = runs[delivery]["body"]
+        assert (base64.b64decode(kept) if encoding == "base64" else kept.encode()) == body

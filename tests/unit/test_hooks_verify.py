@@ -267,6 +267,9 @@ def test_the_payload_and_the_key_a_request_becomes() -> None:
     assert (body, encoding) == ({"id": "evt_9", "n": 1}, "json")
     assert parse_body(b"a=1&b=2") == ("a=1&b=2", "text")
     assert parse_body(b"\xff\x00") == ("/wA=", "base64")
+    # jsonb stores no NUL character: such a body is kept as text, or base64
+    assert parse_body(b'{"a": "x\\u0000"}') == ('{"a": "x\\u0000"}', "text")
+    assert parse_body(b"a\x00b") == ("YQBi", "base64")
     assert delivery_id(source, None, body, b"", {}) == "evt_9"
     assert (
         delivery_id(source, None, "text", b"abc", {})

@@ -19,15 +19,19 @@ MAX_ID_CHARS = 200
 
 def parse_body(body: bytes) -> tuple[Any, str]:
     """(the body as the payload carries it, its encoding): JSON as its value, else UTF-8 text
-    as a string, else base64."""
-    try:
-        return orjson.loads(body), "json"
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return body.decode("utf-8"), "text"
-    except UnicodeDecodeError:
-        return base64.b64encode(body).decode("ascii"), "base64"
+    as a string, else base64. PostgreSQL's jsonb cannot store a NUL character: JSON holding
+    ``\u0000`` is kept as its text, a body with a NUL byte as base64."""
+    if b"\x00" not in body:
+        if b"\\u0000" not in body:
+            try:
+                return orjson.loads(body), "json"
+            except orjson.JSONDecodeError:
+                pass
+        try:
+            return body.decode("utf-8"), "text"
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(body).decode("ascii"), "base64"
 
 
 def delivery_id(

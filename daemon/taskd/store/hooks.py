@@ -28,10 +28,18 @@ class HookStore:
         TimeoutError when no connection is free within ``acquire_timeout`` seconds."""
         acquiring = self.pool.acquire(timeout=acquire_timeout)
         async with acquiring as connection, connection.transaction():
-            held = await connection.fetchval(SQL["hold_key"], KEY_OWNER, key, new_run_id(), key_ttl)
-            if not held:
-                earlier: uuid.UUID = await connection.fetchval(SQL["held_by"], KEY_OWNER, key)
-                return earlier, False
+            while True:
+                held = await connection.fetchval(
+                    SQL["hold_key"], KEY_OWNER, key, new_run_id(), key_ttl
+                )
+                if held:
+                    break
+                earlier: uuid.UUID | None = await connection.fetchval(
+                    SQL["held_by"], KEY_OWNER, key
+                )
+                if earlier is not None:
+                    return earlier, False
+                # the key expired and was pruned between the two statements: take it now
             event_id: uuid.UUID = await connection.fetchval(
                 SQL["send_keyed"], KEY_OWNER, key, event, payload
             )
