@@ -48,6 +48,8 @@ _UNSET: Any = object()
 class TesterError(AssertionError):
     """A tester's wait could not end: the run or the daemon cannot go on by itself."""
 
+    __test__ = False  # not a test class, for pytest
+
 
 @dataclass(frozen=True)
 class RunResult:
