@@ -4,13 +4,13 @@ a run sleeping in its slot wakes; ``assert_triggered`` names what it found."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
 import pytest
 
-from taskd import AbortRun, Context, Retry, RunStatus, ScheduledRun, schedules, task, wait
+from taskd import AbortRun, Context, Retry, RunStatus, ScheduledRun, clock, schedules, task, wait
 from taskd.testing import Tester, TesterError
 from tasks.daily_report import daily_report
 
@@ -51,6 +51,23 @@ async def nap(payload: dict[str, Any], ctx: Context) -> str:
 @schedules.task(id="testing-every-15-minutes", cron="*/15 * * * *", timezone="UTC")
 async def every_15_minutes(payload: ScheduledRun, ctx: Context) -> str:
     return payload.timestamp.isoformat()
+
+
+step_tries: list[datetime] = []
+
+
+@task(id="testing-step-retry")
+async def step_retry(payload: dict[str, Any], ctx: Context) -> int:
+    def call() -> int:
+        step_tries.append(clock.now())
+        if len(step_tries) == 1:
+            raise ConnectionError("down for ten minutes")
+        return len(step_tries)
+
+    # the step's own retry sleeps in the run's slot, ten minutes of the virtual clock
+    policy = Retry(max_attempts=2, min_delay=600.0, max_delay=600.0, jitter=False)
+    tries: int = await ctx.step("call", call, retry=policy)
+    return tries
 
 
 @task(id="testing-refuses")
@@ -142,6 +159,15 @@ async def test_a_run_waiting_a_few_seconds_resumes_after_them(taskd_tester: Test
 
     result = await taskd_tester.result(run_id, skip_time=False)
     assert result.status is RunStatus.COMPLETED and result.output == "after"
+
+
+async def test_a_step_retry_sleeping_in_its_slot_is_skipped(taskd_tester: Tester) -> None:
+    step_tries.clear()
+    result = await taskd_tester.run(step_retry, {})
+
+    assert result.status is RunStatus.COMPLETED, result.error
+    assert result.output == 2 and len(result.attempts) == 1
+    assert step_tries[1] - step_tries[0] >= timedelta(minutes=10)
 
 
 async def test_assert_triggered_finds_the_children_by_payload(taskd_tester: Tester) -> None:

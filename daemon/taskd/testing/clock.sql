@@ -5,9 +5,10 @@
 -- pg_catalog (`ALTER DATABASE ... SET search_path = taskd_clock, pg_catalog, "$user", public`):
 -- a pg_catalog named explicitly in the path is searched where it stands, so these functions
 -- shadow the built-in ones for every statement of every session on that database. Column
--- DEFAULT now() expressions were bound to pg_catalog.now() when the table was created and keep
--- real time, which is never later than the virtual time. The SQL keywords CURRENT_TIMESTAMP,
--- LOCALTIMESTAMP... are not function calls and cannot be shadowed: taskd's SQL uses none.
+-- DEFAULT now() expressions were bound to pg_catalog.now() when the table was created (a name
+-- in a stored expression is resolved once): the end of this file points them here. The SQL
+-- keywords CURRENT_TIMESTAMP, LOCALTIMESTAMP... are not function calls and cannot be
+-- shadowed: taskd's SQL uses none.
 
 CREATE SCHEMA taskd_clock;
 
@@ -35,3 +36,21 @@ CREATE FUNCTION taskd_clock.statement_timestamp() RETURNS timestamptz
 CREATE FUNCTION taskd_clock.clock_timestamp() RETURNS timestamptz
     LANGUAGE sql VOLATILE PARALLEL SAFE
     AS $$ SELECT pg_catalog.clock_timestamp() + s.amount FROM taskd_clock.skew s $$;
+
+-- The columns of taskd's tables that default to the time of the insert (a run's created_at, a
+-- schedule's created_at, a worker's heartbeat_at...) take the virtual time too, in this test
+-- database only: a schedule created after the clock moved counts its fire times from then.
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN
+        SELECT table_name, column_name, column_default
+          FROM information_schema.columns
+         WHERE table_schema = 'taskd' AND column_default IN ('now()', 'clock_timestamp()')
+    LOOP
+        EXECUTE format('ALTER TABLE taskd.%I ALTER COLUMN %I SET DEFAULT taskd_clock.%s',
+                       c.table_name, c.column_name, c.column_default);
+    END LOOP;
+END
+$$;
