@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -66,12 +67,15 @@ def taskd_server_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def taskd_template(taskd_server_dsn: str) -> str:
-    """The name of the migrated template database with the virtual clock, made once."""
-    from taskd.testing.server import create_template
+def taskd_template(taskd_server_dsn: str) -> Iterator[str]:
+    """The name of the migrated template database with the virtual clock: made once per
+    session (per process: parallel sessions may share a server), dropped at its end."""
+    from taskd.testing.server import create_template, drop_database, with_database
 
-    _in_thread(lambda: create_template(taskd_server_dsn, TEMPLATE, clock=True))
-    return TEMPLATE
+    name = f"{TEMPLATE}_{os.getpid()}"
+    _in_thread(lambda: create_template(taskd_server_dsn, name, clock=True))
+    yield name
+    _in_thread(lambda: drop_database(taskd_server_dsn, with_database(taskd_server_dsn, name)))
 
 
 if _ASYNC:
