@@ -323,7 +323,9 @@ class Tester:
     async def _busy(self, daemon: Daemon) -> str | None:
         """What keeps the daemon busy, or None when it is idle."""
         assert daemon.in_flight is not None and daemon.completer is not None
-        sleeping = len(clock.run_sleepers())
+        now = clock.now()
+        # runs asleep in their slot until later are idle; one whose time came is waking up
+        sleeping = sum(1 for wake_at in clock.run_sleepers() if wake_at > now)
         if daemon.completer.busy:
             return "outcomes are being written"
         if daemon.in_flight.in_use > sleeping:
@@ -367,14 +369,15 @@ class Tester:
 
     async def _next_due(self) -> datetime | None:
         """The earliest moment after now when something falls due by itself."""
-        candidates = list(clock.run_sleepers())
+        now = clock.now()
+        candidates = [wake_at for wake_at in clock.run_sleepers() if wake_at > now]
         found = await self._pool_().fetchval(SQL["next_due"], self._task_ids())
         if found is not None:
             candidates.append(found)
         daemon = self._daemon
         if daemon is not None and daemon.scheduler is not None:
             fire = await daemon.scheduler.tick()
-            if fire is not None:
+            if fire is not None and fire > now:
                 candidates.append(fire)
         return min(candidates) if candidates else None
 

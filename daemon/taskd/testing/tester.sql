@@ -12,13 +12,14 @@ SELECT count(*) FILTER (WHERE r.status = 'executing') AS executing,
  WHERE r.status IN ('executing', 'queued');
 
 -- name: next_due
--- The earliest time something of the served tasks happens on its own: a queued run falls due
--- (a delay, a retry's backoff), a waiting run's wait ends (a timer, a token's timeout, a
--- parent's recheck), a queued run's ttl passes.
+-- The earliest time after now when something of the served tasks happens on its own: a queued
+-- run falls due (a delay, a retry's backoff), a waiting run's wait ends (a timer, a token's
+-- timeout, a parent's recheck), a queued run's ttl passes.
 SELECT least(
-           min(r.run_at) FILTER (WHERE r.status IN ('queued', 'waiting')
+           min(r.run_at) FILTER (WHERE r.status IN ('queued', 'waiting') AND r.run_at > now()
                                    AND r.task_id = ANY($1::text[])),
-           min(r.expires_at) FILTER (WHERE r.status = 'queued' AND r.started_at IS NULL)
+           min(r.expires_at) FILTER (WHERE r.status = 'queued' AND r.started_at IS NULL
+                                       AND r.expires_at > now())
        )
   FROM taskd.runs r
  WHERE r.status IN ('queued', 'waiting');
