@@ -11,6 +11,7 @@ server of somebody else's. A template database holds the migrated schema; each t
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,7 +32,10 @@ TEMPLATE = "taskd_template"
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
     """DSN of a maintenance database on the test server (taskd.testing's embedded one)."""
-    with test_server(chosen_version()) as dsn:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        version = chosen_version()
+    with test_server(version) as dsn:
         yield dsn
 
 

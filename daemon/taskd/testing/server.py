@@ -58,16 +58,20 @@ def embedded_server(version: int | None = None) -> Iterator[str]:
             options["postgres_version"] = version
         server = postgres_server.get_server(data, **options)
     try:
-        # Durability is not under test; speed is welcome. Many daemons and pools at once.
-        server.psql(
-            "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
-            "ALTER SYSTEM SET full_page_writes = off; ALTER SYSTEM SET max_connections = 300;"
-        )
-        server._stop()
-        server.ensure_postgres_running()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Durability is not under test; speed is welcome. Many daemons and pools at once.
+            server.psql(
+                "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
+                "ALTER SYSTEM SET full_page_writes = off; ALTER SYSTEM SET max_connections = 300;"
+            )
+            server._stop()
+            server.ensure_postgres_running()
         yield str(server.get_uri())
     finally:
-        server.cleanup()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server.cleanup()
         shutil.rmtree(data.parent, ignore_errors=True)
 
 
