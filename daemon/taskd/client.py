@@ -17,6 +17,7 @@ import anyio.lowlevel
 import asyncpg
 import orjson
 
+from taskd import clock
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.config import DatabaseSettings, find_config, load_settings
 from taskd.durations import Duration, duration_text, to_seconds
@@ -705,7 +706,7 @@ class Client:
         for name, text in (("task", task_id), ("key", key), ("tag", tag), ("model", model)):
             if text is not None and (not isinstance(text, str) or "\x00" in text):
                 raise ValueError(f"{name} must be a string without NUL characters: {text!r}")
-        now = datetime.now(UTC)
+        now = clock.now()
         start, end = moment_of(since, "since", now), moment_of(until, "until", now)
         if start is not None and end is not None and start > end:
             raise ValueError(f"since ({start.isoformat()}) is after until ({end.isoformat()})")
@@ -853,7 +854,7 @@ def moment_of(
         else:
             if not seconds <= MAX_DELAY_SECONDS:  # also NaN
                 raise ValueError(f"{name}: a duration of at most 100 years, not {value!r}")
-            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+            return (now or clock.now()) - timedelta(seconds=seconds)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     try:
@@ -898,7 +899,7 @@ def _schedule(row: dict[str, Any]) -> Schedule:
     next_at = None
     if row["active"]:
         try:
-            upcoming = upcoming_fire(row["cron"], row["timezone"], datetime.now(UTC))
+            upcoming = upcoming_fire(row["cron"], row["timezone"], clock.now())
         except ValueError:  # a cron that never fires, written before taskd refused them
             upcoming = None
         next_at = upcoming.astimezone(ZoneInfo(row["timezone"])) if upcoming else None

@@ -9,7 +9,7 @@ cap holds over resumes.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -23,15 +23,14 @@ from taskd import (
     RunStatus,
     TokenFinished,
     WaitTimeout,
+    clock,
     task,
     wait,
 )
 from taskd.config import Settings
-from taskd.sdk import context as context_module
 from taskd.sdk.context import Context as ContextClass
 from taskd.store.database import create_pool
 from taskd.store.store import Store
-from taskd.worker import executor as executor_module
 from tests.support.retention import LONG_AGO, NOW, pruner, seed_run
 from tests.support.waiting import wait_for, wait_for_run
 
@@ -291,14 +290,7 @@ async def test_tokens_are_pruned_with_their_runs(database: str, db: asyncpg.Conn
 # L9: a daemon clock ahead of the database's -------------------------------------------------
 
 SKEW = timedelta(seconds=10)
-
-
-class AheadClock(datetime):
-    """The daemon's clock, SKEW ahead of the database's (a stand-in for a skewed host)."""
-
-    @classmethod
-    def now(cls, tz: Any = None) -> Any:  # type: ignore[override]
-        return datetime.now(tz) + SKEW
+"""How far the daemon's clock is ahead of the database's (a stand-in for a skewed host)."""
 
 
 @task(id="hardening.skewed_token")
@@ -323,9 +315,8 @@ async def test_a_daemon_clock_ahead_of_the_databases_suspends_until_the_timeout(
         return await real_wait_for_token(self, token_id)
 
     monkeypatch.setattr(ContextClass, "wait_for_token", counted)
-    # the daemon's clock, where it reads it for waits: the context and the executor
-    monkeypatch.setattr(context_module, "datetime", AheadClock)
-    monkeypatch.setattr(executor_module, "datetime", AheadClock)
+    # the daemon's clock (taskd.clock, where the context and the executor read it for waits)
+    monkeypatch.setattr(clock, "_offset", SKEW)
     async with start_daemon([skewed_token], wait_threshold=THRESHOLD):
         run_id = await client.trigger(skewed_token)
         done = await wait_for_run(client, run_id, timeout=20)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import anyio
 
+from taskd import clock
 from taskd.errors import RunFailed, StepNameRepeated, TokenNotFound, WaitTimeout
 from taskd.logs import RunLogger
 from taskd.models import RunStatus
@@ -235,13 +236,13 @@ class Context:
         self._waits += 1
         wake_text = await self._steps_of_run().run(
             f"wait:{self._waits}",
-            lambda: wake_at_from(datetime.now(UTC)).isoformat(),
+            lambda: wake_at_from(clock.now()).isoformat(),
             (),
             {},
             None,
         )
         wake_at = datetime.fromisoformat(wake_text)
-        remaining = (wake_at - datetime.now(UTC)).total_seconds()
+        remaining = (wake_at - clock.now()).total_seconds()
         if remaining <= 0:
             return
         if remaining <= self.wait_threshold:
@@ -299,7 +300,7 @@ class Context:
             # clock went back: look again soon, without holding the slot or waiting on a lock.
             left = min(left, TOKEN_RECHECK) if left > 0 else TOKEN_RECHECK
         # The wake-up is handed over as a time on this daemon's clock: "left" from now.
-        raise Suspend(datetime.now(UTC) + timedelta(seconds=left))
+        raise Suspend(clock.now() + timedelta(seconds=left))
 
     async def run_children(
         self,
@@ -325,7 +326,7 @@ class Context:
             raise StepNameRepeated(f"step name {name!r} used twice in this run")
         steps.seen.add(name)
         recorded = (await steps.recorded()).get(name)
-        created_at = datetime.now(UTC)
+        created_at = clock.now()
         if recorded is not None and recorded.status == "completed":
             ids = [uuid.UUID(text) for text in recorded.result]
             created_at = recorded.started_at
@@ -350,9 +351,9 @@ class Context:
             # child that finished while this parent was still writing its suspension, or by a
             # path that wakes no parent (a cancel in SQL): half the time waited so far, from
             # half a second to CHILDREN_RECHECK, so a parent re-executes O(log) times.
-            waited = (datetime.now(UTC) - created_at).total_seconds()
+            waited = (clock.now() - created_at).total_seconds()
             recheck = min(CHILDREN_RECHECK, max(0.5, waited / 2))
-            raise Suspend(datetime.now(UTC) + timedelta(seconds=recheck))
+            raise Suspend(clock.now() + timedelta(seconds=recheck))
         outputs: list[Any] = []
         for child_id in ids:
             child = results.get(child_id)

@@ -14,13 +14,14 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
 import orjson
 from pydantic import BaseModel
 
+from taskd import clock
 from taskd.errors import AbortRun, StepNameRepeated, StepResultNotStored
 from taskd.logs import log_event
 from taskd.models import Step
@@ -99,7 +100,7 @@ class Steps:
             # Its function returned once already: the task caught the error and went on.
             raise StepResultNotStored((recorded.error or {}).get("message", ""))
         policy = retry or Retry(max_attempts=1)
-        started_at = datetime.now(UTC)
+        started_at = clock.now()
         tries = 0
         while True:
             tries += 1
@@ -121,7 +122,7 @@ class Steps:
                         run_id=str(self._run_id),
                         step=name,
                     )
-                    await anyio.sleep(delay)
+                    await clock.sleep(delay, in_run=True)
                     continue
                 await self._record(name, "failed", None, _error(exc), tries, started_at)
                 raise

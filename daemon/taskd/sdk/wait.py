@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-import anyio
-
+from taskd import clock
 from taskd.durations import Duration, to_seconds
 from taskd.sdk.current import current_context
 
@@ -81,6 +80,4 @@ wait = Wait()
 
 
 async def sleep_until(wake_at: datetime) -> None:
-    remaining = (wake_at - datetime.now(UTC)).total_seconds()
-    if remaining > 0:
-        await anyio.sleep(remaining)
+    await clock.sleep_until(wake_at, in_run=True)

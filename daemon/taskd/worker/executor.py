@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from taskd import clock
 from taskd.errors import AbortRun, OutcomeNotStored
 from taskd.logs import log_event
 from taskd.models import AttemptOutcome, ClaimedRun, Outcome, RunStatus
@@ -175,7 +175,7 @@ async def execute(
 
 def _suspended(run: ClaimedRun, suspended: Suspend) -> Outcome:
     """A long wait: the attempt ends without being spent; the run sleeps in the database."""
-    delay = max(0.0, (suspended.wake_at - datetime.now(UTC)).total_seconds())
+    delay = max(0.0, (suspended.wake_at - clock.now()).total_seconds())
     log_event(
         log,
         logging.DEBUG,

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from taskd import clock
 from taskd.changes import ChangeKind
 from taskd.config import LLMSettings
 from taskd.logs import log_event
@@ -98,7 +98,7 @@ class LLMBatchPoller:
             except DB_ERRORS as exc:
                 self._telemetry.db_error("maintenance")
                 log.error("polling Message Batches failed, retrying: %s", exc)
-            await anyio.sleep(self.tick)
+            await clock.sleep(self.tick)
 
     async def _poll_safely(self, batch: DueBatch) -> None:
         try:
@@ -256,7 +256,7 @@ class LLMBatchPoller:
     def calls(self, batch: DueBatch, results: Sequence[dict[str, Any]]) -> list[LLMCall]:
         """One call record per request, attributed to the run, step and tenant that submitted
         the batch; succeeded ones with their tokens at batch prices (half)."""
-        now = datetime.now(UTC)
+        now = clock.now()
         latency = max(0, round((now - batch.submitted_at).total_seconds() * 1000))
         calls = []
         for model, item in zip(batch.models, results, strict=True):

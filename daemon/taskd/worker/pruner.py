@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import anyio.lowlevel
 
+from taskd import clock
 from taskd.config import RetentionSettings
 from taskd.logs import log_event
 from taskd.store.database import DB_ERRORS
@@ -48,7 +49,7 @@ class Pruner:
 
     async def run_once(self, now: datetime | None = None) -> dict[str, int]:
         """Delete what is past its retention at ``now``; how many rows of each kind."""
-        now = now or datetime.now(UTC)
+        now = now or clock.now()
         retention = self._retention
         deleted = {"runs": 0, "events": 0, "workers": 0, "idempotency_keys": 0, "llm_calls": 0}
 

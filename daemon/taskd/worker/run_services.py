@@ -7,12 +7,13 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
 import orjson
 
+from taskd import clock
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.config import LLMSettings
 from taskd.errors import MetadataTooLarge
@@ -303,7 +304,7 @@ class WorkerRunServices(LLMCallServices, LLMBatchServices):
                 ctx.run_id,
                 ctx.task_id,
                 ctx.attempt,
-                datetime.now(UTC),
+                clock.now(),
                 level_name(level),
                 _cap_message(storable_text(message)),
                 _cap_fields(encode_fields(fields)) if fields else None,

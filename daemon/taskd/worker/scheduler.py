@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,7 @@ import anyio
 import anyio.lowlevel
 import orjson
 
+from taskd import clock
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.ids import new_run_id
 from taskd.logs import log_event
@@ -75,7 +76,7 @@ class Scheduler:
                 next_at = None
                 delay = 1.0
             else:
-                now = datetime.now(UTC)
+                now = clock.now()
                 delay = RELOAD_INTERVAL
                 if next_at is not None:
                     delay = min(delay, max(0.0, (next_at - now).total_seconds()))
@@ -84,7 +85,7 @@ class Scheduler:
 
     async def tick(self, now: datetime | None = None) -> datetime | None:
         """Fire what is due at ``now``; return the next fire time of any active schedule."""
-        now = now or datetime.now(UTC)
+        now = now or clock.now()
         soonest: datetime | None = None
         schedules = await self._store.schedules.active()
         await anyio.lowlevel.checkpoint()  # reading many rows took a slice of the loop already

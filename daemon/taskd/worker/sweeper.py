@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 
-import anyio
-
+from taskd import clock
 from taskd.config import WorkerSettings
 from taskd.store.database import DB_ERRORS
 from taskd.telemetry import Telemetry
@@ -82,5 +81,5 @@ class Sweeper:
             except DB_ERRORS as exc:
                 self._telemetry.db_error("maintenance")
                 log.error("maintenance failed, retrying (%s): %s", self._chore, exc)
-            await anyio.sleep(tick)
+            await clock.sleep(tick)
             self._since_rescue += tick

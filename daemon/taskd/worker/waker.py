@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-import anyio
-
+from taskd import clock
 from taskd.changes import ChangeKind
 from taskd.store.database import DB_ERRORS
 from taskd.store.store import Store
@@ -60,4 +59,4 @@ class Waker:
             except DB_ERRORS as exc:
                 self._findings.telemetry.db_error("maintenance")
                 log.error("waking waiting runs failed, retrying: %s", exc)
-            await anyio.sleep(WAKE_INTERVAL)
+            await clock.sleep(WAKE_INTERVAL)

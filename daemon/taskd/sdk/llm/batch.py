@@ -34,12 +34,13 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import anyio
 
+from taskd.clock import now as wall_now
 from taskd.errors import AbortRun, StepNameRepeated, TaskdError
 from taskd.logs import log_event
 from taskd.models import LLMAdmission
@@ -264,7 +265,7 @@ async def batch(
         )
     _check(name, batch_id, state, custom_ids)
     if state.status != "ended" or state.results is None:
-        raise Suspend(datetime.now(UTC) + timedelta(seconds=BATCH_RECHECK))
+        raise Suspend(wall_now() + timedelta(seconds=BATCH_RECHECK))
     results = state.results
     if len(results) != len(custom_ids):
         raise BatchStepMismatch(
@@ -365,7 +366,7 @@ async def _submit(
         [(params, declared) for _, params, declared in items], admit
     )
     call = llm._next_call()
-    started, clock = datetime.now(UTC), time.perf_counter()
+    started, clock = wall_now(), time.perf_counter()
     client = llm.client
     body = [{"custom_id": custom_id, "params": params} for custom_id, params, _ in items]
     try:

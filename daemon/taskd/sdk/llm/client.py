@@ -33,12 +33,13 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from taskd.clock import now as wall_now
 from taskd.errors import LLMRequestRefused, LLMUnavailable
 from taskd.models import LLMCall
 from taskd.sdk.llm import batch as batches
@@ -202,7 +203,7 @@ class LLM:
         time (the database's clock), the instant the limits count it at."""
         if ticket is not None and ticket.admitted_at is not None:
             return ticket.admitted_at
-        return datetime.now(UTC)
+        return wall_now()
 
     def _next_call(self) -> int:
         self._calls += 1
@@ -374,7 +375,7 @@ class LLM:
                 f"next try would be past [llm] max_wait of {settings.max_wait:g}s)"
             )
         self._recovering.add(key)
-        raise Suspend(datetime.now(UTC) + timedelta(seconds=wait))
+        raise Suspend(wall_now() + timedelta(seconds=wait))
 
     def _backoff(self, count: int) -> timedelta:
         """The adaptive wait after ``count`` failures in a row: doubled each time, with jitter

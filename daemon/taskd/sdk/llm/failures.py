@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
+
+from taskd import clock
 
 if TYPE_CHECKING:
     import httpx2
@@ -60,7 +62,7 @@ def classify(exc: BaseException, now: datetime | None = None) -> Unavailable | R
     import anthropic  # loaded with the client already: a failure follows a call
     import httpx2  # the HTTP client of anthropic 2.x
 
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     if isinstance(exc, anthropic.APIConnectionError):  # APITimeoutError is one
         what = "timed out" if isinstance(exc, anthropic.APITimeoutError) else "connection failed"
         return Unavailable(

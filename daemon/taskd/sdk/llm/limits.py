@@ -43,12 +43,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from taskd.clock import now as wall_now
 from taskd.errors import BudgetExceeded, LLMRequestRefused
 from taskd.models import LLMAdmission
 from taskd.sdk.llm.prices import Usage, cost_of, price_of
@@ -126,7 +127,7 @@ class CallLimits:
         """Admit the call ``params`` describes (waiting, suspending the run, or raising
         ``BudgetExceeded``, recorded as a call of outcome "budget", never sent); None when no
         limit or budget applies to it."""
-        started, clock = datetime.now(UTC), time.perf_counter()
+        started, clock = wall_now(), time.perf_counter()
         try:
             return await self._admit(params, declared)
         except BudgetExceeded as exc:
@@ -203,7 +204,7 @@ class CallLimits:
         fleet's admission. Raises ``BudgetExceeded`` (recorded as a ``batch`` call of outcome
         "budget", never submitted) or ``Suspend`` (a tenant budget that waits); None when no
         budget applies."""
-        started, clock = datetime.now(UTC), time.perf_counter()
+        started, clock = wall_now(), time.perf_counter()
         try:
             return await self._admit_batch(requests, admit)
         except BudgetExceeded as exc:
@@ -393,7 +394,7 @@ class CallLimits:
                 reason=admission.reason,
             )
             wait += random.uniform(0, min(WAKE_SPREAD_MAX, 0.1 * wait))
-            raise Suspend(datetime.now(UTC) + timedelta(seconds=wait))
+            raise Suspend(wall_now() + timedelta(seconds=wait))
 
     async def _count(self, params: dict[str, Any]) -> int:
         """The input's tokens, as the API counts them (a recorded count_tokens call)."""
