@@ -201,7 +201,7 @@ async def test_config_sync_and_disable_after_failing(database: str) -> None:
         old = SubscriptionSpec("old", "http://127.0.0.1:9/b", ["run.failed"])
         await hooks.sync_config([(spec, SECRET, True), (old, SECRET, True)], 60)
         assert await hooks.sync_config([(spec, SECRET + "x", True)], 60) == ["old"]
-        listed = {s["name"]: s for s in await hooks.list()}
+        listed = {s["name"]: s for s in await hooks.subscriptions()}
         assert listed["old"]["enabled"] is False
         assert listed["old"]["disabled_reason"] == "no longer in the config"
         assert listed["jobs"]["rotating"] is True and listed["jobs"]["source"] == "config"

@@ -47,6 +47,11 @@ class Outgoing:
     """Why it is not sent (the subscription paused or disabled); None: send it."""
 
 
+def _json_bytes(value: Any) -> bytes:
+    """A jsonb value as JSON bytes (text on a bare connection, decoded with taskd's codecs)."""
+    return value.encode() if isinstance(value, str) else orjson.dumps(value)
+
+
 def _list(values: Sequence[str] | None) -> list[str] | None:
     return list(values) if values is not None else None
 
@@ -95,11 +100,11 @@ class WebhookStore:
         )
         return result
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def subscriptions(self) -> list[dict[str, Any]]:
         return [dict(row) for row in await self.pool.fetch(SQL["list"])]
 
     async def get(self, name: str) -> dict[str, Any] | None:
-        return next((s for s in await self.list() if s["name"] == name), None)
+        return next((s for s in await self.subscriptions() if s["name"] == name), None)
 
     async def pause(self, name: str) -> bool:
         return await self.pool.fetchval(SQL["set_paused"], name, True) is not None
@@ -145,7 +150,7 @@ class WebhookStore:
         if row is None:
             return None
         found = dict(row)
-        found["payload"] = orjson.loads(found["payload"])
+        found["payload"] = orjson.loads(_json_bytes(found["payload"]))
         return found
 
     async def redeliver(self, delivery_id: uuid.UUID) -> tuple[str | None, uuid.UUID | None]:
@@ -177,7 +182,7 @@ class WebhookStore:
         secrets = (row["secret"],) + ((row["previous_secret"],) if row["previous_secret"] else ())
         return Outgoing(
             id=row["id"],
-            body=row["payload"].encode(),
+            body=_json_bytes(row["payload"]),
             subscription=row["name"],
             url=row["url"],
             secrets=secrets,
