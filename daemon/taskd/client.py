@@ -866,6 +866,7 @@ class Client:
         return [WebhookSubscription(**s) for s in await self._store.webhooks.subscriptions()]
 
     async def get_webhook(self, name: str) -> WebhookSubscription:
+        """One subscription (WebhookNotFound when there is none of that name)."""
         found = await self._store.webhooks.get(name)
         if found is None:
             raise WebhookNotFound(f"no webhook named {name!r}")

@@ -462,6 +462,8 @@ def _svix_schedule() -> list[float]:
 
 
 class WebhookDeliverySettings(_Section):
+    """``[webhook_delivery]``: how status webhooks are sent, for every subscription."""
+
     concurrency: int = Field(10, ge=1, le=10_000)
     """Deliveries sent at once, for the whole fleet (the queue taskd.webhooks' limit)."""
     timeout: Seconds = Field(15.0, gt=0, le=300)
@@ -494,6 +496,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    """Status webhooks: one ``[[webhooks]]`` table per subscription (see WebhookConfig)."""
     webhook_delivery: WebhookDeliverySettings = Field(default_factory=WebhookDeliverySettings)
 
     @field_validator("webhooks")
