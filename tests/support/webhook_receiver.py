@@ -4,13 +4,14 @@
 ``async with webhook_receiver(secret) as receiver:`` serves ``receiver.url`` on a free port.
 A request whose signature no secret of ``receiver.secrets`` verifies is answered 401 and kept
 in ``receiver.rejected``; a verified one is answered by ``receiver.answer(delivery)`` (204 by
-default; set it to give 503s, 410...) and kept in ``receiver.received`` (every arrival,
-duplicates included). ``receiver.verified_by[webhook_id]`` names the secrets that verified it.
+default; set it to give 503s, 410...) and kept, once answered, in ``receiver.received`` (every
+arrival, duplicates included). ``receiver.verified_by[webhook_id]`` names the secrets that
+verified it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ class Receiver:
     rejected: list[dict[str, str]] = field(default_factory=list)
     verified_by: dict[str, set[str]] = field(default_factory=dict)
     answer: Callable[[Delivery], web.Response] = lambda _: web.Response(status=204)
+    before_answer: Callable[[Delivery], Awaitable[None]] | None = None
+    """Awaited before answering (a test holds a request there: a delivery in flight)."""
 
     def unique(self) -> dict[str, Delivery]:
         """The first arrival of each webhook-id."""
@@ -71,6 +74,8 @@ class Receiver:
             return web.Response(status=401, text="signature not verified")
         delivery = Delivery(headers["webhook-id"], body, headers)
         self.verified_by.setdefault(delivery.webhook_id, set()).update(verified)
+        if self.before_answer is not None:
+            await self.before_answer(delivery)
         response = self.answer(delivery)
         delivery.answered = response.status
         self.received.append(delivery)
