@@ -5,6 +5,7 @@ time, in order. No daemon: runs are moved with plain UPDATEs, as every room's SQ
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -206,5 +207,24 @@ async def test_config_sync_and_disable_after_failing(database: str) -> None:
         assert listed["old"]["disabled_reason"] == "no longer in the config"
         assert listed["jobs"]["rotating"] is True and listed["jobs"]["source"] == "config"
         assert "secret" not in listed["jobs"]
+    finally:
+        await pool.close()
+
+
+async def test_finished_deliveries_go_with_the_runs_retention(
+    database: str, db: asyncpg.Connection
+) -> None:
+    await subscribe(db, "all", events=["run.completed"])
+    for _ in range(3):
+        await move(db, await insert_run(db, task_id="t"), "completed")
+    senders = await delivery_runs(db)
+    await move(db, senders[0]["id"], "completed")  # delivered
+    await move(db, senders[1]["id"], "failed")  # dead; the third is still being sent
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        hooks = Store(pool).webhooks
+        assert await hooks.prune(datetime.now(UTC) - timedelta(days=1), 10) == 0
+        assert await hooks.prune(datetime.now(UTC) + timedelta(seconds=1), 10) == 2
+        assert await db.fetchval("SELECT status FROM taskd.webhook_deliveries") == "sending"
     finally:
         await pool.close()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
+from taskd.ids import uuid_at
 from taskd.store.queries import load
 
 SQL = load("webhooks")
@@ -188,6 +190,11 @@ class WebhookStore:
             secrets=secrets,
             refused=refused,
         )
+
+    async def prune(self, created_before: datetime, batch: int) -> int:
+        """Delete up to ``batch`` finished deliveries made before ``created_before``."""
+        status = await self.pool.execute(SQL["prune"], uuid_at(created_before), batch)
+        return int(status.rsplit(" ", 1)[-1])
 
     async def record_attempt(
         self,

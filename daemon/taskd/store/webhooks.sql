@@ -149,3 +149,11 @@ WITH old AS (
     RETURNING s.enabled, s.disabled_reason, s.name
 )
 SELECT sub.enabled, sub.disabled_reason, sub.name, old.enabled AS was_enabled FROM sub, old;
+
+-- name: prune
+-- Finished deliveries (delivered or dead) made before $1 (a UUIDv7 of the cutoff: ids sort by
+-- creation, read through the primary key), at most $2 per statement.
+DELETE FROM taskd.webhook_deliveries
+ WHERE id IN (SELECT d.id FROM taskd.webhook_deliveries d
+               WHERE d.id < $1 AND d.status IN ('delivered', 'dead')
+               ORDER BY d.id LIMIT $2);
