@@ -8,12 +8,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import asyncpg
 import orjson
+import pytest
 
 from taskd.store.store import Store
 from taskd.store.webhooks import SubscriptionSpec
 from tests.support.runs import insert_run
+from tests.support.waiting import wait_for
 
 ALL = [
     "run.started",
@@ -228,3 +231,49 @@ async def test_finished_deliveries_go_with_the_runs_retention(
         assert await db.fetchval("SELECT status FROM taskd.webhook_deliveries") == "sending"
     finally:
         await pool.close()
+
+
+async def waiting_for_a_lock(db: asyncpg.Connection) -> bool:
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    )
+
+
+@pytest.mark.parametrize("first", ["delivery_ends", "event_captured"])
+async def test_an_event_captured_while_the_delivery_before_it_ends_is_sent(
+    database: str, db: asyncpg.Connection, first: str
+) -> None:
+    """The race of the chain: the next event of a run is captured in one transaction while
+    the delivery run of the event before it ends in another. Whichever goes first, the new
+    delivery gets its run."""
+    await subscribe(db, "all", events=["run.started", "run.completed"])
+    run = await insert_run(db, task_id="t")
+    await move(db, run, "executing", attempt="1")
+    (sender,) = await delivery_runs(db)
+    ends = await asyncpg.connect(database)
+    captures = await asyncpg.connect(database)
+    try:
+        end_tx, capture_tx = ends.transaction(), captures.transaction()
+        await end_tx.start()
+        await capture_tx.start()
+        end = ("UPDATE taskd.runs SET status = 'completed' WHERE id = $1", sender["id"])
+        capture = ("UPDATE taskd.runs SET status = 'completed' WHERE id = $1", run)
+        one, other = (ends, captures) if first == "delivery_ends" else (captures, ends)
+        first_sql, second_sql = (end, capture) if first == "delivery_ends" else (capture, end)
+        await one.execute(*first_sql)
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: other.execute(*second_sql))
+            await wait_for(lambda: waiting_for_a_lock(db))
+            await (end_tx if one is ends else capture_tx).commit()
+        await (capture_tx if one is ends else end_tx).commit()
+    finally:
+        await ends.close()
+        await captures.close()
+    rows = await db.fetch(
+        "SELECT seq, status, delivery_run_id FROM taskd.webhook_deliveries ORDER BY seq"
+    )
+    assert [(r["seq"], r["status"]) for r in rows] == [(1, "delivered"), (2, "sending")]
+    assert rows[1]["delivery_run_id"] is not None

@@ -171,9 +171,16 @@ BEGIN
                            WHERE w.subscription_id = sub.id AND w.run_id = NEW.id), 0) + 1,
                 event, body)
         RETURNING id INTO delivery;
-        IF NOT EXISTS (SELECT 1 FROM taskd.webhook_deliveries w
-                        WHERE w.subscription_id = sub.id AND w.run_id = NEW.id
-                          AND w.status IN ('pending', 'sending') AND w.id <> delivery) THEN
+        -- The deliveries before it, locked: a delivery run ending now (which marks its
+        -- delivery with an UPDATE, then starts the next pending one) cannot see this
+        -- uncommitted one, so the two serialize on its row: if it ended first, this one
+        -- finds it delivered and starts itself; if not, it waits for this commit and then
+        -- finds this one pending.
+        PERFORM 1 FROM taskd.webhook_deliveries w
+          WHERE w.subscription_id = sub.id AND w.run_id = NEW.id
+            AND w.status IN ('pending', 'sending') AND w.id <> delivery
+            FOR UPDATE;
+        IF NOT FOUND THEN
             PERFORM taskd.webhook_start_delivery(delivery);
         END IF;
     END LOOP;
