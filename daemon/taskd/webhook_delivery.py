@@ -220,6 +220,12 @@ async def sync_config_webhooks(store: Store, settings: Settings) -> None:
         for w in settings.webhooks
     ]
     disabled = await store.webhooks.sync_config(specs, settings.webhook_delivery.rotation_overlap)
+    if settings.worker.queues and DELIVERY_QUEUE not in settings.worker.queues:
+        log_event(
+            log,
+            logging.WARNING,
+            f"this daemon sends no status webhooks: [worker] queues leaves out {DELIVERY_QUEUE}",
+        )
     if specs or disabled:
         log_event(
             log,
