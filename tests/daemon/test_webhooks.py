@@ -16,6 +16,7 @@ from taskd import AbortRun, Client, Context, Retry, RunStatus, task
 from taskd.config import Settings, WebhookConfig
 from taskd.errors import WebhookExists, WebhookNotFound
 from tests.support.in_process import StartDaemon
+from tests.support.runs import insert_run
 from tests.support.waiting import wait_for, wait_for_run
 from tests.support.webhook_receiver import Receiver, webhook_receiver
 
@@ -324,3 +325,22 @@ async def test_client_errors(client: Client) -> None:
     assert (await client.get_webhook("jobs")).paused
     await client.delete_webhook("jobs")
     assert await client.webhooks() == []
+
+
+async def test_a_paused_webhooks_queued_deliveries_end_dead_and_redeliverable(
+    client: Client, db: asyncpg.Connection, start_daemon: StartDaemon
+) -> None:
+    async with webhook_receiver(SECRET) as receiver:
+        await client.create_webhook("jobs", receiver.url, ["run.completed"], secret=SECRET)
+        # a run completed while no daemon runs: its delivery is queued, then the webhook paused
+        run_id = await insert_run(db, task_id="elsewhere")
+        await db.execute("UPDATE taskd.runs SET status = 'completed' WHERE id = $1", run_id)
+        await client.pause_webhook("jobs")
+        async with start_daemon([ok]):
+            (dead,) = await wait_for(lambda: client.webhook_deliveries(status="dead"))
+            assert dead.last_error == "webhook 'jobs' is paused" and dead.attempts == 0
+            assert receiver.received == []
+            await client.resume_webhook("jobs")
+            await client.redeliver_webhook(dead.id)
+            await wait_for(lambda: deliveries_settled(db))
+        assert receiver.events_of(run_id) == ["run.completed"]
