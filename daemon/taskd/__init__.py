@@ -28,6 +28,8 @@ from taskd.errors import (
     TokenNotFound,
     UnknownTask,
     WaitTimeout,
+    WebhookExists,
+    WebhookNotFound,
 )
 from taskd.models import (
     Attempt,
@@ -56,6 +58,7 @@ from taskd.sdk.schedules import ScheduledRun, schedules
 from taskd.sdk.task import TaskDefinition, task
 from taskd.sdk.wait import WaitToken, wait
 from taskd.store.migrations import migrate, schema_status
+from taskd.webhook_models import WebhookDelivery, WebhookSecret, WebhookSubscription
 
 __all__ = [
     "AbortRun",
@@ -107,6 +110,11 @@ __all__ = [
     "UnknownTask",
     "WaitTimeout",
     "WaitToken",
+    "WebhookDelivery",
+    "WebhookExists",
+    "WebhookNotFound",
+    "WebhookSecret",
+    "WebhookSubscription",
     "current_client",
     "migrate",
     "schedules",

@@ -26,6 +26,7 @@ from taskd.store.migrations import apply_migrations, read_plan, status_of
 from taskd.store.store import Store
 from taskd.systemd import SystemdNotifier
 from taskd.telemetry import Telemetry
+from taskd.webhook_delivery import WebhookSender, sync_config_webhooks
 from taskd.worker.burst import Burst
 from taskd.worker.change_feed import ChangeFeed
 from taskd.worker.claimer import Claimer
@@ -180,6 +181,8 @@ class Daemon:
         task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         settings = self.settings
+        for webhook in settings.webhooks:  # a secret_env not set stops start-up at once
+            webhook.resolved_secret()
         await prepare_schema(self.dsn, settings)
         # Every worker statement is bounded: a lock held by a transaction outside taskd (an
         # application's open `SELECT taskd.cancel(id)`) fails the one call that needs it after
@@ -202,6 +205,9 @@ class Daemon:
             statement_timeout=statement_timeout,
         )
         store = Store(db_pool, claim_pool=claim_pool)
+        # status webhooks: every daemon serves the delivery task (taskd.webhook)
+        webhook_sender = WebhookSender(store, settings.webhook_delivery)
+        self.registry.add(webhook_sender.definition)
         # The admin API reads through a small pool of its own, each statement capped: many
         # operators' requests (or one heavy filter) never take the connections the worker
         # needs for its claims, outcomes and heartbeats.
@@ -256,6 +262,7 @@ class Daemon:
                     taskd_version(),
                 )
                 await self.admin.start()
+            await sync_config_webhooks(store, settings)
             await publish_registry(store, self.registry, settings)
             if settings.hooks.listen:
                 # The inbound webhook listener (aiohttp), after this daemon's subscriptions are
@@ -441,6 +448,8 @@ class Daemon:
             log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
         finally:
             with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(2):
+                    await webhook_sender.close()
                 if self.admin is not None:
                     with anyio.move_on_after(5):
                         await self.admin.stop()

@@ -940,6 +940,123 @@ def _run_guarded(call: Callable[[], Any], dsn: str | None = None) -> Any:
         raise
 
 
+# status webhooks --------------------------------------------------------------------------
+
+
+def cmd_webhooks_list(args: argparse.Namespace) -> None:
+    hooks = _with_client(args, lambda client: client.webhooks())
+    if args.json:
+        print(orjson.dumps([h.model_dump(mode="json") for h in hooks]).decode())
+        return
+    _table(
+        ("NAME", "STATE", "URL", "EVENTS", "FILTERS", "PENDING", "DEAD", "SOURCE"),
+        [
+            (
+                h.name,
+                "disabled" if not h.enabled else "paused" if h.paused else "active",
+                h.url,
+                ",".join(e.removeprefix("run.") for e in h.events),
+                _webhook_filters(h.tasks, h.queues, h.tags),
+                str(h.pending),
+                str(h.dead),
+                h.source,
+            )
+            for h in hooks
+        ],
+    )
+    for h in hooks:
+        if not h.enabled:
+            print(f"{h.name} disabled: {h.disabled_reason}")
+
+
+def cmd_webhooks_add(args: argparse.Namespace) -> None:
+    created = _with_client(
+        args,
+        lambda client: client.create_webhook(
+            args.name,
+            args.url,
+            _csv(args.events),
+            tasks=_csv(args.tasks) if args.tasks else None,
+            queues=_csv(args.queues) if args.queues else None,
+            tags=_csv(args.tags) if args.tags else None,
+        ),
+    )
+    print(f"created webhook {created.name}; its secret (shown once): {created.secret}")
+
+
+def cmd_webhooks_toggle(args: argparse.Namespace, *, verb: str) -> None:
+    def act(client: Any) -> Awaitable[None]:
+        calls = {
+            "pause": client.pause_webhook,
+            "resume": client.resume_webhook,
+            "delete": client.delete_webhook,
+        }
+        result: Awaitable[None] = calls[verb](args.name)
+        return result
+
+    _with_client(args, act)
+    done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[verb]
+    print(f"{done} webhook {args.name}")
+
+
+def cmd_webhooks_rotate(args: argparse.Namespace) -> None:
+    rotated = _with_client(
+        args, lambda client: client.rotate_webhook_secret(args.name, overlap=args.overlap)
+    )
+    print(
+        f"rotated webhook {rotated.name}; its new secret (shown once): {rotated.secret} "
+        f"(the previous one signs too for {args.overlap})"
+    )
+
+
+def cmd_webhooks_deliveries(args: argparse.Namespace) -> None:
+    found = _with_client(
+        args,
+        lambda client: client.webhook_deliveries(
+            webhook=args.name, status=args.status, run_id=args.run, limit=args.limit
+        ),
+    )
+    if args.json:
+        print(orjson.dumps([d.model_dump(mode="json") for d in found]).decode())
+        return
+    _table(
+        ("ID", "WEBHOOK", "EVENT", "RUN", "STATUS", "TRIES", "LAST", "SENDER RUN", "CREATED"),
+        [
+            (
+                str(d.id),
+                d.subscription,
+                d.event,
+                str(d.run_id),
+                d.status,
+                str(d.attempts),
+                (str(d.last_status) if d.last_status else (d.last_error or "-"))[:40],
+                str(d.delivery_run_id or "-"),
+                _when(d.created_at),
+            )
+            for d in found
+        ],
+    )
+
+
+def cmd_webhooks_redeliver(args: argparse.Namespace) -> None:
+    if args.all_dead:
+        runs = _with_client(args, lambda client: client.redeliver_dead_webhooks(args.target))
+        print(f"redelivering {len(runs)} dead deliveries of webhook {args.target}")
+        return
+    run_id = _with_client(args, lambda client: client.redeliver_webhook(args.target))
+    print(f"redelivering {args.target}: run {run_id}")
+
+
+def _webhook_filters(*filters: list[str] | None) -> str:
+    labels = ("tasks", "queues", "tags")
+    shown = [f"{k}={','.join(v)}" for k, v in zip(labels, filters, strict=True) if v]
+    return " ".join(shown) or "-"
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _with_client(args: argparse.Namespace, use: Callable[[Any], Awaitable[Any]]) -> Any:
     from taskd.app import resolve_dsn
     from taskd.client import Client
@@ -1164,6 +1281,60 @@ def _parser() -> argparse.ArgumentParser:
     setting.add_argument("--per-key", help="runs of one concurrency key at once, or none")
     setting.add_argument("--rate", help="starts per period, e.g. 50/1m, 20/1s, or none")
     setting.set_defaults(handler=cmd_queues_set)
+
+    webhooks = commands.add_parser(
+        "webhooks", help="status webhooks: run events POSTed, signed, to a URL"
+    ).add_subparsers(dest="webhooks_command", required=True, metavar="COMMAND")
+    hook_listing = webhooks.add_parser("list", parents=[common], help="every subscription")
+    hook_listing.add_argument("--json", action="store_true", help="one JSON array")
+    hook_listing.set_defaults(handler=cmd_webhooks_list)
+    hook_add = webhooks.add_parser(
+        "add", parents=[common], help="subscribe a URL to run events; prints its secret once"
+    )
+    hook_add.add_argument("name", help="its name")
+    hook_add.add_argument("url", help="where events are POSTed")
+    hook_add.add_argument(
+        "--events", required=True, help="comma-separated, e.g. run.completed,run.failed"
+    )
+    hook_add.add_argument("--tasks", help="only runs of these tasks (comma-separated)")
+    hook_add.add_argument("--queues", help="only runs in these queues (comma-separated)")
+    hook_add.add_argument("--tags", help="only runs with one of these tags (comma-separated)")
+    hook_add.set_defaults(handler=cmd_webhooks_add)
+    for verb, text in (
+        ("pause", "capture no events for it until resumed"),
+        ("resume", "resume a paused one, or enable a disabled one"),
+        ("delete", "delete it and its deliveries"),
+    ):
+        hook_toggle = webhooks.add_parser(verb, parents=[common], help=text)
+        hook_toggle.add_argument("name", help="webhook name")
+        hook_toggle.set_defaults(handler=lambda a, verb=verb: cmd_webhooks_toggle(a, verb=verb))
+    hook_rotate = webhooks.add_parser(
+        "rotate", parents=[common], help="a new secret; the previous one signs too for a while"
+    )
+    hook_rotate.add_argument("name", help="webhook name")
+    hook_rotate.add_argument(
+        "--overlap", default="24h", help="how long the previous secret signs too (default 24h)"
+    )
+    hook_rotate.set_defaults(handler=cmd_webhooks_rotate)
+    hook_deliveries = webhooks.add_parser(
+        "deliveries", parents=[common], help="deliveries, newest first (dead: the dead letter)"
+    )
+    hook_deliveries.add_argument("name", nargs="?", help="of this webhook only")
+    hook_deliveries.add_argument(
+        "--status", choices=["pending", "sending", "delivered", "dead"], help="only these"
+    )
+    hook_deliveries.add_argument("--run", help="only the events of this run")
+    hook_deliveries.add_argument("--limit", type=int, default=50, help="at most (default 50)")
+    hook_deliveries.add_argument("--json", action="store_true", help="one JSON array")
+    hook_deliveries.set_defaults(handler=cmd_webhooks_deliveries)
+    hook_redeliver = webhooks.add_parser(
+        "redeliver", parents=[common], help="send a delivery again (same webhook-id)"
+    )
+    hook_redeliver.add_argument("target", help="a delivery id (or a webhook name with --all-dead)")
+    hook_redeliver.add_argument(
+        "--all-dead", action="store_true", help="every dead delivery of the webhook TARGET"
+    )
+    hook_redeliver.set_defaults(handler=cmd_webhooks_redeliver)
 
     tokens = commands.add_parser("tokens", help="wait tokens").add_subparsers(
         dest="tokens_command", required=True, metavar="COMMAND"

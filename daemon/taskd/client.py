@@ -29,6 +29,8 @@ from taskd.errors import (
     ScheduleNotFound,
     TokenFinished,
     TokenNotFound,
+    WebhookExists,
+    WebhookNotFound,
 )
 from taskd.ids import new_run_id, parse_run_id
 from taskd.models import (
@@ -65,6 +67,16 @@ from taskd.store.run_scan import parse_search
 from taskd.store.runs import NewRuns, RunFilter
 from taskd.store.schedules import KEEP, NewSchedule, ScheduleChanges
 from taskd.store.store import Store
+from taskd.store.webhooks import DELIVERY_STATUSES, SubscriptionSpec
+from taskd.webhook_models import WebhookDelivery, WebhookSecret, WebhookSubscription
+from taskd.webhook_rules import (
+    check_events,
+    check_filter,
+    check_name,
+    check_secret,
+    check_url,
+    new_secret,
+)
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 MAX_DELAY_SECONDS = 100 * 365.25 * 86_400
@@ -820,6 +832,122 @@ class Client:
             executing=sum(w.executing for w in workers),
             oldest_due=min(due) if due else None,
         )
+
+    # status webhooks ---------------------------------------------------------------------
+
+    async def create_webhook(
+        self,
+        name: str,
+        url: str,
+        events: Sequence[str],
+        *,
+        tasks: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        secret: str | None = None,
+    ) -> WebhookSecret:
+        """Subscribe ``url`` to run ``events`` (``run.completed``, ...), optionally only for
+        some tasks, queues or tags. The secret (given, or made: ``whsec_`` + base64) is
+        returned this once. ValueError on a bad value; WebhookExists when the name is taken."""
+        spec = SubscriptionSpec(
+            check_name(name),
+            check_url(url),
+            check_events(events),
+            check_filter("tasks", tasks),
+            check_filter("queues", queues),
+            check_filter("tags", tags),
+        )
+        secret = check_secret(secret) if secret is not None else new_secret()
+        if await self._store.webhooks.create(spec, secret) is None:
+            raise WebhookExists(f"a webhook named {name!r} exists already")
+        return WebhookSecret(name=name, secret=secret)
+
+    async def webhooks(self) -> list[WebhookSubscription]:
+        """Every status webhook subscription, by name (without secrets)."""
+        return [WebhookSubscription(**s) for s in await self._store.webhooks.subscriptions()]
+
+    async def get_webhook(self, name: str) -> WebhookSubscription:
+        """One subscription (WebhookNotFound when there is none of that name)."""
+        found = await self._store.webhooks.get(name)
+        if found is None:
+            raise WebhookNotFound(f"no webhook named {name!r}")
+        return WebhookSubscription(**found)
+
+    async def pause_webhook(self, name: str) -> None:
+        """Capture no more events for it until resumed (deliveries already queued are not
+        sent: they end dead, redeliverable)."""
+        if not await self._store.webhooks.pause(name):
+            raise WebhookNotFound(f"no webhook named {name!r}")
+
+    async def resume_webhook(self, name: str) -> None:
+        """Resume a paused subscription, or enable a disabled one (its failures forgotten)."""
+        if not await self._store.webhooks.resume(name):
+            raise WebhookNotFound(f"no webhook named {name!r}")
+
+    async def delete_webhook(self, name: str) -> None:
+        """Delete it with its deliveries (a config one comes back at the next daemon start
+        while its ``[[webhooks]]`` table is there)."""
+        if not await self._store.webhooks.delete(name):
+            raise WebhookNotFound(f"no webhook named {name!r}")
+
+    async def rotate_webhook_secret(
+        self, name: str, *, secret: str | None = None, overlap: Duration = "24h"
+    ) -> WebhookSecret:
+        """A new secret (given or made) signs from now on; the previous one signs too for
+        ``overlap`` (two signatures), while receivers move to the new one."""
+        secret = check_secret(secret) if secret is not None else new_secret()
+        seconds = to_seconds(overlap)
+        if not 0 <= seconds <= 365 * 86_400:
+            raise ValueError(f"overlap must be between 0 and a year (got {overlap!r})")
+        if not await self._store.webhooks.rotate(name, secret, seconds):
+            raise WebhookNotFound(f"no webhook named {name!r}")
+        return WebhookSecret(name=name, secret=secret)
+
+    async def webhook_deliveries(
+        self,
+        *,
+        webhook: str | None = None,
+        status: str | None = None,
+        run_id: uuid.UUID | str | None = None,
+        before: uuid.UUID | str | None = None,
+        limit: int = 50,
+    ) -> list[WebhookDelivery]:
+        """Deliveries, newest first: of one subscription, in one status (pending, sending,
+        delivered, dead), about one run; ``before``: the page after that delivery id."""
+        if status is not None and status not in DELIVERY_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(DELIVERY_STATUSES)}")
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be between 1 and 1000")
+        rows = await self._store.webhooks.deliveries(
+            subscription=webhook,
+            status=status,
+            run_id=parse_run_id(run_id) if run_id is not None else None,
+            before=parse_run_id(before) if before is not None else None,
+            limit=limit,
+        )
+        return [WebhookDelivery(**row) for row in rows]
+
+    async def webhook_delivery(self, delivery_id: uuid.UUID | str) -> WebhookDelivery:
+        """One delivery with its body."""
+        found = await self._store.webhooks.delivery(parse_run_id(delivery_id))
+        if found is None:
+            raise WebhookNotFound(f"no webhook delivery {delivery_id}")
+        return WebhookDelivery(**found)
+
+    async def redeliver_webhook(self, delivery_id: uuid.UUID | str) -> uuid.UUID:
+        """Send a dead (or delivered) delivery again, same ``webhook-id``, by a new run (its
+        id returned). ValueError while it is still pending or being sent."""
+        was, sender = await self._store.webhooks.redeliver(parse_run_id(delivery_id))
+        if was is None:
+            raise WebhookNotFound(f"no webhook delivery {delivery_id}")
+        if sender is None:
+            raise ValueError(f"webhook delivery {delivery_id} is {was}: it is being sent")
+        return sender
+
+    async def redeliver_dead_webhooks(self, name: str) -> list[uuid.UUID]:
+        """Send every dead delivery of a subscription again; their new runs' ids."""
+        await self.get_webhook(name)
+        return await self._store.webhooks.redeliver_dead(name)
 
     async def _payload_limit(self) -> int:
         if self._max_payload_bytes is None:

@@ -38,6 +38,7 @@ from pydantic_settings import (
 
 from taskd.durations import to_seconds
 from taskd.errors import ConfigError
+from taskd.webhook_rules import check_events, check_filter, check_name, check_secret, check_url
 
 ENV_PREFIX = "TASKD_"
 ENV_DELIMITER = "__"
@@ -492,6 +493,100 @@ class HooksSettings(_Section):
             raise ValueError("hooks.listen is set but no [hooks.sources.NAME] is configured")
         return self
 
+class WebhookConfig(_Section):
+    """One ``[[webhooks]]`` table: a status webhook subscription, synced to the database at
+    start-up (upsert by name; one no longer listed is disabled)."""
+
+    name: str
+    """Its name (unique): the CLI and the API address it by it."""
+    url: str
+    """Where the run events are POSTed (http:// or https://)."""
+    events: list[str]
+    """The run events sent: run.started, run.completed, run.failed, run.canceled,
+    run.expired, run.attempt_failed, run.waiting."""
+    tasks: list[str] | None = None
+    """Only runs of these tasks (left out: all)."""
+    queues: list[str] | None = None
+    """Only runs in these queues (left out: all)."""
+    tags: list[str] | None = None
+    """Only runs with one of these tags (left out: all)."""
+    secret: str = ""
+    """The signing secret, ``whsec_`` + base64 (Standard Webhooks). Better: ``secret_env``."""
+    secret_env: str = ""
+    """The environment variable holding the secret."""
+    enabled: bool = True
+    """false: kept but disabled (no events captured)."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        return check_events(value)
+
+    @field_validator("tasks", "queues", "tags")
+    @classmethod
+    def _filters(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        return check_filter(str(info.field_name), value)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        return check_secret(value) if value else value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> WebhookConfig:
+        if bool(self.secret) == bool(self.secret_env):
+            raise ValueError(f"webhook {self.name!r} needs secret or secret_env (one of them)")
+        return self
+
+    def resolved_secret(self) -> str:
+        """The secret, read from ``secret_env`` when given (ConfigError when unset or bad)."""
+        if self.secret:
+            return self.secret
+        value = os.environ.get(self.secret_env, "")
+        if not value:
+            raise ConfigError(
+                f"config error: webhooks {self.name!r}: secret_env {self.secret_env} is not set"
+            )
+        try:
+            return check_secret(value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"config error: webhooks {self.name!r}: ${self.secret_env}: {exc}"
+            ) from None
+
+
+def _svix_schedule() -> list[float]:
+    return [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+
+
+class WebhookDeliverySettings(_Section):
+    """``[webhook_delivery]``: how status webhooks are sent, for every subscription."""
+
+    concurrency: int = Field(10, ge=1, le=10_000)
+    """Deliveries sent at once, for the whole fleet (the queue taskd.webhooks' limit)."""
+    timeout: Seconds = Field(15.0, gt=0, le=300)
+    """An attempt that has no answer in this long fails (and is retried)."""
+    retry_schedule: Annotated[list[Seconds], NoDecode, BeforeValidator(_string_list)] = Field(
+        default_factory=_svix_schedule, max_length=50
+    )
+    """The delays before each retry (Svix's: 5s, 5m, 30m, 2h, 5h, 10h, 10h); after the last
+    one fails the delivery is dead. A 429's or 503's Retry-After is honoured instead."""
+    disable_after: Seconds = Field(86_400.0, gt=0)
+    """A subscription whose deliveries have failed for this long without one success is
+    disabled, with the reason."""
+    rotation_overlap: Seconds = Field(86_400.0, ge=0)
+    """After a secret rotation the previous secret signs too (two signatures) this long."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -509,6 +604,18 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     hooks: HooksSettings = Field(default_factory=HooksSettings)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    """Status webhooks: one ``[[webhooks]]`` table per subscription (see WebhookConfig)."""
+    webhook_delivery: WebhookDeliverySettings = Field(default_factory=WebhookDeliverySettings)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhook_names(cls, value: list[WebhookConfig]) -> list[WebhookConfig]:
+        names = [w.name for w in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"webhook name(s) given twice: {', '.join(twice)}")
+        return value
 
 
 def find_config(start: Path | str | None = None) -> Path | None:
@@ -608,7 +715,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         and first["type"] not in ("missing",)
         and loc
         and key not in _SECRETS
-        and loc[-1] != "secret"  # [hooks.sources.NAME] secret
+        and loc[-1] != "secret"  # a [hooks.sources.NAME] or [[webhooks]] signing secret
         and not isinstance(first["input"], dict)  # a whole section: the message names the keys
     ):
         message = f"{message} (got {first['input']!r})"

@@ -50,6 +50,14 @@ class QueueNotFound(TaskdError):
     """No queue of that name has settings (limits or a pause)."""
 
 
+class WebhookNotFound(TaskdError):
+    """No status webhook subscription (or delivery) has the given name (or id)."""
+
+
+class WebhookExists(TaskdError):
+    """A status webhook subscription of that name exists already."""
+
+
 class InvalidRunId(TaskdError):
     """A string that is not a run id (a UUID) was given where one was expected."""
 

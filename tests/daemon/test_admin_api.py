@@ -496,7 +496,7 @@ async def test_tasks_queues_schedules_workers(database: str, client: Client) -> 
         queues = {q["queue"]: q for q in (await api.ok("/api/queues"))["queues"]}
         schedule_list = (await api.ok("/api/schedules"))["schedules"]
         workers = (await api.ok("/api/workers"))["workers"]
-    assert set(tasks) == {t.id for t in ALL}
+    assert set(tasks) == {t.id for t in ALL} | {"taskd.webhook"}  # every daemon sends webhooks
     assert all(t["served_here"] for t in tasks.values())
     assert tasks["adm.fail"]["max_attempts"] == 1 and tasks["adm.ok"]["max_attempts"] == 3
     assert tasks["adm.ok"]["queue"] == "default"
@@ -519,7 +519,7 @@ async def test_tasks_queues_schedules_workers(database: str, client: Client) -> 
     [worker] = workers
     assert worker["id"] == str(daemon.worker_id)
     assert worker["concurrency"] == 3
-    assert set(worker["tasks"]) == {t.id for t in ALL}
+    assert set(worker["tasks"]) == {t.id for t in ALL} | {"taskd.webhook"}
 
 
 # metrics ------------------------------------------------------------------------------------------
@@ -625,6 +625,8 @@ async def test_every_route_but_healthz_needs_the_token(database: str) -> None:
                 refused = (method, path) == ("POST", "/api/schedules") and reply.status == 422
                 # nor does a bulk action name its action (and the count its page confirmed)
                 refused |= path == "/api/runs/bulk" and reply.status in (400, 422)
+                # nor a webhook without its name, url and events
+                refused |= (method, path) == ("POST", "/api/webhooks") and reply.status == 422
                 assert reply.status in (200, 201, 404) or refused, (method, path, reply)
         url = admin_url(daemon)
         raw = await raw_request(url, b"GET /api/runs", b"Authorization: Bearer \xed\xa0\x80\xff")

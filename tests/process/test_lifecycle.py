@@ -359,7 +359,7 @@ async def test_runs_of_unknown_tasks_are_visible_then_fail_after_the_timeout(
         run_id = await client.trigger("nobody-has-this", {})
         health = await client.health()
         assert [(u.task_id, u.queued) for u in health.unserved] == [("nobody-has-this", 1)]
-        assert len(health.workers) == 1 and health.workers[0].tasks == ["echo"]
+        assert len(health.workers) == 1 and health.workers[0].tasks == ["echo", "taskd.webhook"]
         run = await wait_for_run(client, run_id, FINISHED, timeout=5)
     assert run.status is RunStatus.FAILED and run.error["type"] == "UnknownTask"
     assert "nobody-has-this" in run.error["message"]

@@ -72,6 +72,7 @@ from taskd.admin.session import (
 )
 from taskd.admin.state import AdminState
 from taskd.admin.stats_api import STATS_ROUTES
+from taskd.admin.webhook_api import WEBHOOK_ROUTES
 from taskd.changes import ChangeKind, RunChange
 from taskd.client import moment_of
 from taskd.errors import RunNotFound, UnknownTask
@@ -834,6 +835,7 @@ ROUTES: list[Route] = [
         errors={400: "A parameter is not valid"},
     ),
     *FLEET_ROUTES,
+    *WEBHOOK_ROUTES,  # /api/webhooks: status webhooks (webhook_api.py)
 ]
 
 __all__ = ["ROUTES", "ErrorBody", "Handler", "ReadinessFailed", "RequestInvalid", "Route"]

@@ -1279,6 +1279,397 @@ $$;
 COMMENT ON FUNCTION taskd.update_schedule(schedule_id text, changes jsonb) IS 'Change a schedule; returns its id. changes: cron, timezone, catch_up (each replaces the value), payload (null clears it), external_id (null clears it), active (false pauses, true resumes). A key left out keeps its value. SQLSTATE TD404: no such schedule; 22023: a bad value.';
 
 --
+-- Name: webhook_capture(); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.webhook_capture() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    event text;
+    body jsonb;
+    sub record;
+    delivery uuid;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM taskd.webhook_subscriptions WHERE enabled AND NOT paused) THEN
+        RETURN NULL;
+    END IF;
+    event := CASE NEW.status
+        WHEN 'executing' THEN 'run.started'
+        WHEN 'completed' THEN 'run.completed'
+        WHEN 'failed' THEN 'run.failed'
+        WHEN 'canceled' THEN 'run.canceled'
+        WHEN 'expired' THEN 'run.expired'
+        WHEN 'waiting' THEN 'run.waiting'
+        -- an attempt that failed (the completer's retry, the rescuer's lost attempt); a
+        -- hand-back at a drain gives its attempt back and says nothing
+        WHEN 'queued' THEN CASE WHEN OLD.status = 'executing' AND NEW.attempt >= OLD.attempt
+                                THEN 'run.attempt_failed' END
+    END;
+    IF event IS NULL THEN
+        RETURN NULL;
+    END IF;
+    FOR sub IN
+        SELECT s.id FROM taskd.webhook_subscriptions s
+         WHERE s.enabled AND NOT s.paused AND event = ANY (s.events)
+           AND (s.tasks IS NULL OR NEW.task_id = ANY (s.tasks))
+           AND (s.queues IS NULL OR NEW.queue = ANY (s.queues))
+           AND (s.tags IS NULL OR NEW.tags && s.tags)
+         ORDER BY s.id
+    LOOP
+        body := coalesce(body, taskd.webhook_payload(NEW, event));
+        INSERT INTO taskd.webhook_deliveries (subscription_id, run_id, seq, event, payload)
+        VALUES (sub.id, NEW.id,
+                coalesce((SELECT max(w.seq) FROM taskd.webhook_deliveries w
+                           WHERE w.subscription_id = sub.id AND w.run_id = NEW.id), 0) + 1,
+                event, body)
+        RETURNING id INTO delivery;
+        -- The deliveries before it, locked: a delivery run ending now (which marks its
+        -- delivery with an UPDATE, then starts the next pending one) cannot see this
+        -- uncommitted one, so the two serialize on its row: if it ended first, this one
+        -- finds it delivered and starts itself; if not, it waits for this commit and then
+        -- finds this one pending.
+        PERFORM 1 FROM taskd.webhook_deliveries w
+          WHERE w.subscription_id = sub.id AND w.run_id = NEW.id
+            AND w.status IN ('pending', 'sending') AND w.id <> delivery
+            FOR UPDATE;
+        IF NOT FOUND THEN
+            PERFORM taskd.webhook_start_delivery(delivery);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: webhook_delivery_ended(); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.webhook_delivery_ended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    done record;
+    following uuid;
+BEGIN
+    UPDATE taskd.webhook_deliveries w
+       SET status = CASE WHEN NEW.status = 'completed' THEN 'delivered' ELSE 'dead' END,
+           delivered_at = CASE WHEN NEW.status = 'completed' THEN now() END,
+           last_error = CASE WHEN NEW.status = 'completed' THEN w.last_error
+                             ELSE coalesce(NEW.error->>'message', w.last_error, 'its run ended ' || NEW.status) END
+     WHERE w.delivery_run_id = NEW.id AND w.status = 'sending'
+    RETURNING w.subscription_id, w.run_id INTO done;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM taskd.webhook_deliveries w
+                WHERE w.subscription_id = done.subscription_id AND w.run_id = done.run_id
+                  AND w.status = 'sending') THEN
+        RETURN NULL;  -- a redelivery ended while the chain's head is still being sent
+    END IF;
+    SELECT w.id INTO following FROM taskd.webhook_deliveries w
+     WHERE w.subscription_id = done.subscription_id AND w.run_id = done.run_id
+       AND w.status = 'pending'
+     ORDER BY w.seq LIMIT 1;
+    IF following IS NOT NULL THEN
+        PERFORM taskd.webhook_start_delivery(following);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: runs; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.runs (
+    id uuid DEFAULT taskd.new_run_id() NOT NULL,
+    task_id text NOT NULL,
+    queue text DEFAULT 'default'::text NOT NULL,
+    status text DEFAULT 'queued'::text NOT NULL,
+    payload jsonb DEFAULT 'null'::jsonb NOT NULL,
+    output jsonb,
+    error jsonb,
+    priority integer DEFAULT 0 NOT NULL,
+    run_at timestamp with time zone DEFAULT now() NOT NULL,
+    attempt integer DEFAULT 0 NOT NULL,
+    max_attempts integer,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    attempt_started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    worker_id uuid,
+    lease_expires_at timestamp with time zone,
+    expires_at timestamp with time zone,
+    cancel_requested_at timestamp with time zone,
+    replayed_from uuid,
+    event_id uuid,
+    schedule_id text,
+    scheduled_for timestamp with time zone,
+    metadata jsonb,
+    parent_id uuid,
+    idempotency_key text,
+    concurrency_key text DEFAULT ''::text NOT NULL COLLATE pg_catalog."C",
+    retry jsonb,
+    max_duration double precision,
+    CONSTRAINT runs_concurrency_key_check CHECK ((length(concurrency_key) <= 200)),
+    CONSTRAINT runs_max_attempts_check CHECK (((max_attempts IS NULL) OR (max_attempts >= 1))),
+    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'executing'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'canceled'::text, 'expired'::text]))),
+    CONSTRAINT runs_task_id_check CHECK ((task_id <> ''::text)),
+    CONSTRAINT runs_times_in_range CHECK (((run_at < '9000-01-01 00:00:00+00'::timestamp with time zone) AND ((expires_at IS NULL) OR (expires_at < '9000-01-01 00:00:00+00'::timestamp with time zone))))
+)
+WITH (fillfactor='80', autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_limit='2000');
+
+--
+-- Name: TABLE runs; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.runs IS 'One row per run: its state, payload, output or error, and where it stands. Finished runs are deleted after [retention] runs.';
+
+--
+-- Name: COLUMN runs.id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.id IS 'The run id: a UUIDv7, so ids sort by creation.';
+
+--
+-- Name: COLUMN runs.task_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.task_id IS 'The task it runs (@task(id=...)).';
+
+--
+-- Name: COLUMN runs.queue; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.queue IS 'The queue it waits in (the task''s, unless the trigger gave one).';
+
+--
+-- Name: COLUMN runs.status; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.status IS 'queued (includes delayed runs and retries), executing, waiting, then completed, failed, canceled or expired (terminal).';
+
+--
+-- Name: COLUMN runs.payload; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.payload IS 'The JSON payload it was triggered with.';
+
+--
+-- Name: COLUMN runs.output; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.output IS 'What the task returned, as JSON (completed runs).';
+
+--
+-- Name: COLUMN runs.error; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.error IS 'The last attempt''s error (the final one once failed): {"type": exception class name, "message": text, "traceback": text or null}; for failures outside the task''s code, type is Canceled, Expired, WorkerLost, UnknownTask, OutcomeNotStored or ExecutorError.';
+
+--
+-- Name: COLUMN runs.priority; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.priority IS 'Higher starts first (within its queue and concurrency key).';
+
+--
+-- Name: COLUMN runs.run_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.run_at IS 'When it may start (queued), or when it next looks (waiting).';
+
+--
+-- Name: COLUMN runs.attempt; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.attempt IS 'Attempts started so far (1-based once started).';
+
+--
+-- Name: COLUMN runs.max_attempts; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.max_attempts IS 'The trigger''s attempt limit; NULL: the task''s retry policy.';
+
+--
+-- Name: COLUMN runs.tags; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.tags IS 'The trigger''s tags.';
+
+--
+-- Name: COLUMN runs.created_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.created_at IS 'When it was triggered.';
+
+--
+-- Name: COLUMN runs.started_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.started_at IS 'When its first attempt started.';
+
+--
+-- Name: COLUMN runs.attempt_started_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.attempt_started_at IS 'When its current (or last) attempt started.';
+
+--
+-- Name: COLUMN runs.finished_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.finished_at IS 'When it reached a terminal state.';
+
+--
+-- Name: COLUMN runs.worker_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.worker_id IS 'The worker (taskd.workers.id) holding it while executing.';
+
+--
+-- Name: COLUMN runs.lease_expires_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.lease_expires_at IS 'Set exactly while executing: past it, another daemon hands the run back.';
+
+--
+-- Name: COLUMN runs.expires_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.expires_at IS 'The ttl''s deadline: a run not started by then ends expired.';
+
+--
+-- Name: COLUMN runs.cancel_requested_at; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.cancel_requested_at IS 'When a cancel was asked for (taskd.cancel on an executing run).';
+
+--
+-- Name: COLUMN runs.replayed_from; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.replayed_from IS 'The run this one replays.';
+
+--
+-- Name: COLUMN runs.event_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.event_id IS 'The event that created it (taskd.events.id).';
+
+--
+-- Name: COLUMN runs.schedule_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.schedule_id IS 'The schedule that fired it (taskd.schedules.id).';
+
+--
+-- Name: COLUMN runs.scheduled_for; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.scheduled_for IS 'The fire time it is for (NULL for a schedule fired on demand).';
+
+--
+-- Name: COLUMN runs.metadata; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.metadata IS 'What the task set with ctx.set_metadata (a JSON object), kept after it ends.';
+
+--
+-- Name: COLUMN runs.parent_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.parent_id IS 'The run that created this one (child runs, trigger_and_wait).';
+
+--
+-- Name: COLUMN runs.idempotency_key; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.idempotency_key IS 'The key it was triggered with, if any.';
+
+--
+-- Name: COLUMN runs.concurrency_key; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.concurrency_key IS 'Its concurrency key ('''' = none): runs of one key in one queue share the per-key limit.';
+
+--
+-- Name: COLUMN runs.retry; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.retry IS 'The trigger''s own backoff (some of min_delay, max_delay, factor, jitter); NULL: the task''s.';
+
+--
+-- Name: COLUMN runs.max_duration; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.max_duration IS 'Seconds an attempt may run, given at trigger; NULL: the task''s max_duration.';
+
+--
+-- Name: webhook_payload(taskd.runs, text); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.webhook_payload(r taskd.runs, event text) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+SELECT jsonb_build_object(
+    'type', event,
+    'timestamp', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'data', jsonb_build_object(
+        'id', r.id,
+        'task', r.task_id,
+        'status', r.status,
+        'attempt', r.attempt,
+        'max_attempts', coalesce(r.max_attempts,
+                                 (SELECT t.max_attempts FROM taskd.tasks t WHERE t.id = r.task_id)),
+        'queue', r.queue,
+        'tags', to_jsonb(r.tags),
+        'metadata', r.metadata,
+        'output', CASE WHEN r.status = 'completed' THEN r.output END,
+        'error', CASE WHEN r.status IN ('failed', 'queued', 'canceled', 'expired') THEN r.error END,
+        'created_at', r.created_at,
+        'started_at', r.started_at,
+        'finished_at', r.finished_at,
+        'idempotency_key', r.idempotency_key,
+        'parent_id', r.parent_id
+    )
+)
+$$;
+
+--
+-- Name: FUNCTION webhook_payload(r taskd.runs, event text); Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON FUNCTION taskd.webhook_payload(r taskd.runs, event text) IS 'The JSON body of a status webhook: {type, timestamp, data: the run''s state}.';
+
+--
+-- Name: webhook_start_delivery(uuid); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.webhook_start_delivery(delivery uuid) RETURNS uuid
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    d record;
+    sub_name text;
+    sender uuid;
+BEGIN
+    SELECT w.id, w.event, w.run_id, w.subscription_id INTO d
+      FROM taskd.webhook_deliveries w WHERE w.id = delivery;
+    SELECT s.name INTO sub_name FROM taskd.webhook_subscriptions s WHERE s.id = d.subscription_id;
+    sender := taskd.trigger('taskd.webhook',
+        jsonb_build_object('delivery_id', d.id, 'subscription', sub_name, 'event', d.event,
+                           'run_id', d.run_id),
+        jsonb_build_object('queue', 'taskd.webhooks', 'tags', jsonb_build_array('webhook:' || sub_name)));
+    UPDATE taskd.webhook_deliveries SET status = 'sending', delivery_run_id = sender
+     WHERE id = delivery;
+    RETURN sender;
+END
+$$;
+
+--
 -- Name: attempts; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -1995,235 +2386,6 @@ COMMENT ON COLUMN taskd.run_minutes.failed IS 'Runs that failed in the minute.';
 COMMENT ON COLUMN taskd.run_minutes.waits IS 'The started runs'' waits from run_at to start, as a histogram: {"i": count}, i the width_bucket of the wait in seconds over the bounds 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400.';
 
 --
--- Name: runs; Type: TABLE; Schema: taskd; Owner: -
---
-
-CREATE TABLE taskd.runs (
-    id uuid DEFAULT taskd.new_run_id() NOT NULL,
-    task_id text NOT NULL,
-    queue text DEFAULT 'default'::text NOT NULL,
-    status text DEFAULT 'queued'::text NOT NULL,
-    payload jsonb DEFAULT 'null'::jsonb NOT NULL,
-    output jsonb,
-    error jsonb,
-    priority integer DEFAULT 0 NOT NULL,
-    run_at timestamp with time zone DEFAULT now() NOT NULL,
-    attempt integer DEFAULT 0 NOT NULL,
-    max_attempts integer,
-    tags text[] DEFAULT '{}'::text[] NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    started_at timestamp with time zone,
-    attempt_started_at timestamp with time zone,
-    finished_at timestamp with time zone,
-    worker_id uuid,
-    lease_expires_at timestamp with time zone,
-    expires_at timestamp with time zone,
-    cancel_requested_at timestamp with time zone,
-    replayed_from uuid,
-    event_id uuid,
-    schedule_id text,
-    scheduled_for timestamp with time zone,
-    metadata jsonb,
-    parent_id uuid,
-    idempotency_key text,
-    concurrency_key text DEFAULT ''::text NOT NULL COLLATE pg_catalog."C",
-    retry jsonb,
-    max_duration double precision,
-    CONSTRAINT runs_concurrency_key_check CHECK ((length(concurrency_key) <= 200)),
-    CONSTRAINT runs_max_attempts_check CHECK (((max_attempts IS NULL) OR (max_attempts >= 1))),
-    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'executing'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'canceled'::text, 'expired'::text]))),
-    CONSTRAINT runs_task_id_check CHECK ((task_id <> ''::text)),
-    CONSTRAINT runs_times_in_range CHECK (((run_at < '9000-01-01 00:00:00+00'::timestamp with time zone) AND ((expires_at IS NULL) OR (expires_at < '9000-01-01 00:00:00+00'::timestamp with time zone))))
-)
-WITH (fillfactor='80', autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_limit='2000');
-
---
--- Name: TABLE runs; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON TABLE taskd.runs IS 'One row per run: its state, payload, output or error, and where it stands. Finished runs are deleted after [retention] runs.';
-
---
--- Name: COLUMN runs.id; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.id IS 'The run id: a UUIDv7, so ids sort by creation.';
-
---
--- Name: COLUMN runs.task_id; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.task_id IS 'The task it runs (@task(id=...)).';
-
---
--- Name: COLUMN runs.queue; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.queue IS 'The queue it waits in (the task''s, unless the trigger gave one).';
-
---
--- Name: COLUMN runs.status; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.status IS 'queued (includes delayed runs and retries), executing, waiting, then completed, failed, canceled or expired (terminal).';
-
---
--- Name: COLUMN runs.payload; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.payload IS 'The JSON payload it was triggered with.';
-
---
--- Name: COLUMN runs.output; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.output IS 'What the task returned, as JSON (completed runs).';
-
---
--- Name: COLUMN runs.error; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.error IS 'The last attempt''s error (the final one once failed): {"type": exception class name, "message": text, "traceback": text or null}; for failures outside the task''s code, type is Canceled, Expired, WorkerLost, UnknownTask, OutcomeNotStored or ExecutorError.';
-
---
--- Name: COLUMN runs.priority; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.priority IS 'Higher starts first (within its queue and concurrency key).';
-
---
--- Name: COLUMN runs.run_at; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.run_at IS 'When it may start (queued), or when it next looks (waiting).';
-
---
--- Name: COLUMN runs.attempt; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.attempt IS 'Attempts started so far (1-based once started).';
-
---
--- Name: COLUMN runs.max_attempts; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.max_attempts IS 'The trigger''s attempt limit; NULL: the task''s retry policy.';
-
---
--- Name: COLUMN runs.tags; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.tags IS 'The trigger''s tags.';
-
---
--- Name: COLUMN runs.created_at; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.created_at IS 'When it was triggered.';
-
---
--- Name: COLUMN runs.started_at; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.started_at IS 'When its first attempt started.';
-
---
--- Name: COLUMN runs.attempt_started_at; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.attempt_started_at IS 'When its current (or last) attempt started.';
-
---
--- Name: COLUMN runs.finished_at; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.finished_at IS 'When it reached a terminal state.';
-
---
--- Name: COLUMN runs.worker_id; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.worker_id IS 'The worker (taskd.workers.id) holding it while executing.';
-
---
--- Name: COLUMN runs.lease_expires_at; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.lease_expires_at IS 'Set exactly while executing: past it, another daemon hands the run back.';
-
---
--- Name: COLUMN runs.expires_at; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.expires_at IS 'The ttl''s deadline: a run not started by then ends expired.';
-
---
--- Name: COLUMN runs.cancel_requested_at; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.cancel_requested_at IS 'When a cancel was asked for (taskd.cancel on an executing run).';
-
---
--- Name: COLUMN runs.replayed_from; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.replayed_from IS 'The run this one replays.';
-
---
--- Name: COLUMN runs.event_id; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.event_id IS 'The event that created it (taskd.events.id).';
-
---
--- Name: COLUMN runs.schedule_id; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.schedule_id IS 'The schedule that fired it (taskd.schedules.id).';
-
---
--- Name: COLUMN runs.scheduled_for; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.scheduled_for IS 'The fire time it is for (NULL for a schedule fired on demand).';
-
---
--- Name: COLUMN runs.metadata; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.metadata IS 'What the task set with ctx.set_metadata (a JSON object), kept after it ends.';
-
---
--- Name: COLUMN runs.parent_id; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.parent_id IS 'The run that created this one (child runs, trigger_and_wait).';
-
---
--- Name: COLUMN runs.idempotency_key; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.idempotency_key IS 'The key it was triggered with, if any.';
-
---
--- Name: COLUMN runs.concurrency_key; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.concurrency_key IS 'Its concurrency key ('''' = none): runs of one key in one queue share the per-key limit.';
-
---
--- Name: COLUMN runs.retry; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.retry IS 'The trigger''s own backoff (some of min_delay, max_delay, factor, jitter); NULL: the task''s.';
-
---
--- Name: COLUMN runs.max_duration; Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON COLUMN taskd.runs.max_duration IS 'Seconds an attempt may run, given at trigger; NULL: the task''s max_duration.';
-
---
 -- Name: schedules; Type: TABLE; Schema: taskd; Owner: -
 --
 
@@ -2604,6 +2766,133 @@ CREATE TABLE taskd.wait_tokens (
 );
 
 --
+-- Name: webhook_deliveries; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.webhook_deliveries (
+    id uuid DEFAULT taskd.new_run_id() NOT NULL,
+    subscription_id uuid NOT NULL,
+    run_id uuid NOT NULL,
+    seq integer NOT NULL,
+    event text NOT NULL,
+    payload jsonb NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_status integer,
+    last_error text,
+    delivery_run_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    delivered_at timestamp with time zone,
+    CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'delivered'::text, 'dead'::text])))
+);
+
+--
+-- Name: TABLE webhook_deliveries; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.webhook_deliveries IS 'One row per run event and subscription; its id is the webhook-id header (stable across retries).';
+
+--
+-- Name: COLUMN webhook_deliveries.seq; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_deliveries.seq IS 'Its place among the events of one (subscription, run): sent in this order.';
+
+--
+-- Name: COLUMN webhook_deliveries.payload; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_deliveries.payload IS 'The JSON body: the run''s state when the event happened (taskd.webhook_payload).';
+
+--
+-- Name: COLUMN webhook_deliveries.status; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_deliveries.status IS 'pending (waiting for the delivery before it), sending (its run is queued or executing), delivered, dead (its last try failed: redeliverable).';
+
+--
+-- Name: COLUMN webhook_deliveries.delivery_run_id; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_deliveries.delivery_run_id IS 'The run of taskd.webhook sending it (the latest, after a redelivery).';
+
+--
+-- Name: webhook_subscriptions; Type: TABLE; Schema: taskd; Owner: -
+--
+
+CREATE TABLE taskd.webhook_subscriptions (
+    id uuid DEFAULT taskd.new_run_id() NOT NULL,
+    name text NOT NULL,
+    url text NOT NULL,
+    events text[] NOT NULL,
+    tasks text[],
+    queues text[],
+    tags text[],
+    secret text NOT NULL,
+    previous_secret text,
+    previous_secret_expires_at timestamp with time zone,
+    source text DEFAULT 'api'::text NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    disabled_reason text,
+    failing_since timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_subscriptions_events_check CHECK (((cardinality(events) > 0) AND (events <@ ARRAY['run.started'::text, 'run.completed'::text, 'run.failed'::text, 'run.canceled'::text, 'run.expired'::text, 'run.attempt_failed'::text, 'run.waiting'::text]))),
+    CONSTRAINT webhook_subscriptions_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$'::text)),
+    CONSTRAINT webhook_subscriptions_source_check CHECK ((source = ANY (ARRAY['config'::text, 'api'::text]))),
+    CONSTRAINT webhook_subscriptions_url_check CHECK ((url ~ '^https?://'::text))
+);
+
+--
+-- Name: TABLE webhook_subscriptions; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON TABLE taskd.webhook_subscriptions IS 'Outbound status webhooks: where run events are POSTed, signed per Standard Webhooks.';
+
+--
+-- Name: COLUMN webhook_subscriptions.events; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_subscriptions.events IS 'The run events sent: run.started, run.completed, run.failed, run.canceled, run.expired, run.attempt_failed, run.waiting.';
+
+--
+-- Name: COLUMN webhook_subscriptions.tasks; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_subscriptions.tasks IS 'Only runs of these tasks (NULL: all).';
+
+--
+-- Name: COLUMN webhook_subscriptions.queues; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_subscriptions.queues IS 'Only runs in these queues (NULL: all).';
+
+--
+-- Name: COLUMN webhook_subscriptions.tags; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_subscriptions.tags IS 'Only runs with one of these tags (NULL: all).';
+
+--
+-- Name: COLUMN webhook_subscriptions.secret; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_subscriptions.secret IS 'The signing secret (whsec_ + base64); previous_secret signs too until previous_secret_expires_at (rotation).';
+
+--
+-- Name: COLUMN webhook_subscriptions.enabled; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_subscriptions.enabled IS 'false: disabled (disabled_reason says why: failing for [webhook_delivery] disable_after, a 410 Gone, the config); no events are captured.';
+
+--
+-- Name: COLUMN webhook_subscriptions.failing_since; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.webhook_subscriptions.failing_since IS 'The first failed attempt since the last success (NULL: not failing).';
+
+--
 -- Name: attempts attempts_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -2800,6 +3089,34 @@ ALTER TABLE ONLY taskd.wait_tokens
     ADD CONSTRAINT wait_tokens_pkey PRIMARY KEY (id);
 
 --
+-- Name: webhook_deliveries webhook_deliveries_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+--
+-- Name: webhook_deliveries webhook_deliveries_subscription_id_run_id_seq_key; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_subscription_id_run_id_seq_key UNIQUE (subscription_id, run_id, seq);
+
+--
+-- Name: webhook_subscriptions webhook_subscriptions_name_key; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.webhook_subscriptions
+    ADD CONSTRAINT webhook_subscriptions_name_key UNIQUE (name);
+
+--
+-- Name: webhook_subscriptions webhook_subscriptions_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.webhook_subscriptions
+    ADD CONSTRAINT webhook_subscriptions_pkey PRIMARY KEY (id);
+
+--
 -- Name: workers workers_pkey; Type: CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -2993,6 +3310,24 @@ CREATE INDEX wait_tokens_run_idx ON taskd.wait_tokens USING btree (run_id);
 CREATE INDEX wait_tokens_unseen_idx ON taskd.wait_tokens USING btree (run_id) WHERE unseen;
 
 --
+-- Name: webhook_deliveries_open_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_open_idx ON taskd.webhook_deliveries USING btree (subscription_id, run_id, seq) WHERE (status = ANY (ARRAY['pending'::text, 'sending'::text]));
+
+--
+-- Name: webhook_deliveries_run_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_run_idx ON taskd.webhook_deliveries USING btree (delivery_run_id) WHERE (delivery_run_id IS NOT NULL);
+
+--
+-- Name: webhook_deliveries_sub_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_sub_idx ON taskd.webhook_deliveries USING btree (subscription_id, id);
+
+--
 -- Name: llm_calls llm_costs_daily_add; Type: TRIGGER; Schema: taskd; Owner: -
 --
 
@@ -3017,6 +3352,18 @@ CREATE TRIGGER llm_costs_daily_update_1_remove AFTER UPDATE ON taskd.llm_calls R
 CREATE TRIGGER llm_costs_daily_update_2_add AFTER UPDATE ON taskd.llm_calls REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION taskd.llm_costs_daily_add();
 
 --
+-- Name: runs webhook_capture; Type: TRIGGER; Schema: taskd; Owner: -
+--
+
+CREATE TRIGGER webhook_capture AFTER UPDATE OF status ON taskd.runs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.task_id <> 'taskd.webhook'::text))) EXECUTE FUNCTION taskd.webhook_capture();
+
+--
+-- Name: runs webhook_delivery_ended; Type: TRIGGER; Schema: taskd; Owner: -
+--
+
+CREATE TRIGGER webhook_delivery_ended AFTER UPDATE OF status ON taskd.runs FOR EACH ROW WHEN (((new.task_id = 'taskd.webhook'::text) AND (old.status IS DISTINCT FROM new.status) AND (new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'canceled'::text, 'expired'::text])))) EXECUTE FUNCTION taskd.webhook_delivery_ended();
+
+--
 -- Name: llm_batches llm_batches_run_id_fkey; Type: FK CONSTRAINT; Schema: taskd; Owner: -
 --
 
@@ -3029,3 +3376,10 @@ ALTER TABLE ONLY taskd.llm_batches
 
 ALTER TABLE ONLY taskd.llm_deferrals
     ADD CONSTRAINT llm_deferrals_run_id_fkey FOREIGN KEY (run_id) REFERENCES taskd.runs(id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_deliveries webhook_deliveries_subscription_id_fkey; Type: FK CONSTRAINT; Schema: taskd; Owner: -
+--
+
+ALTER TABLE ONLY taskd.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_subscription_id_fkey FOREIGN KEY (subscription_id) REFERENCES taskd.webhook_subscriptions(id) ON DELETE CASCADE;

@@ -29,6 +29,7 @@ from taskd.store.steps import StepStore
 from taskd.store.tasks import TaskStore
 from taskd.store.tokens import TokenStore
 from taskd.store.waits import WaitStore
+from taskd.store.webhooks import WebhookStore
 from taskd.store.workers import WorkerStore
 
 
@@ -59,3 +60,4 @@ class Store:
         self.failure_hooks = FailureHookStore(pool)
         self.retention = RetentionStore(pool)
         self.stats = StatsStore(pool)
+        self.webhooks = WebhookStore(pool)

@@ -70,6 +70,10 @@ class Pruner:
                 if count < retention.batch:  # the batch read up to the cutoff
                     break
                 await anyio.lowlevel.checkpoint()  # the daemon's other work between batches
+            # status webhooks' finished deliveries go with the runs' retention (not counted
+            # in the figures above: those name the run's own rows)
+            while await self._store.webhooks.prune(cutoff, retention.batch) == retention.batch:
+                await anyio.lowlevel.checkpoint()
         if retention.events > 0:
             cutoff = now - timedelta(seconds=retention.events)
             while (count := await self._store.retention.prune_events(cutoff, retention.batch)) > 0:
