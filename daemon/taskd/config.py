@@ -493,6 +493,7 @@ class HooksSettings(_Section):
             raise ValueError("hooks.listen is set but no [hooks.sources.NAME] is configured")
         return self
 
+
 class WebhookConfig(_Section):
     """One ``[[webhooks]]`` table: a status webhook subscription, synced to the database at
     start-up (upsert by name; one no longer listed is disabled)."""
