@@ -246,7 +246,8 @@ class WorkerReport(BaseModel):
     found something (``rescue``), found. ``counts`` per kind: handed_back (runs of gone workers,
     or with an expired lease, back in the queue), failed (the same, attempts used up), canceled
     (the same, a cancel requested), expired (not started within their ttl), unknown_task (no
-    daemon served their task within unknown_task_timeout). Counts are exact; ``by_task`` keeps
+    daemon served their task within unknown_task_timeout), version_unavailable (no daemon served
+    their version within version_timeout). Counts are exact; ``by_task`` keeps
     the 20 tasks with the most runs of each kind, ``run_ids`` the first 20 ids of each kind
     (per task)."""
 

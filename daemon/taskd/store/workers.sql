@@ -2,8 +2,9 @@
 -- Loaded by store/workers.py (store/queries.py: blocks headed `-- name: NAME`).
 
 -- name: register
-INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks, lock_key, process)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb);
+INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks, lock_key, process,
+                           task_versions, version_policy)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::text[], $11);
 
 -- name: lock
 -- On the worker's own session, for its whole life (released when the session ends). Polled,
