@@ -597,6 +597,15 @@ def cmd_status(args: argparse.Namespace) -> None:
             ("TASK", "QUEUED", "OLDEST"),
             [(u.task_id, str(u.queued), _when(u.oldest)) for u in health.unserved],
         )
+    if health.unserved_versions:
+        print("\nqueued runs pinned to a version no live worker serves")
+        _table(
+            ("TASK", "VERSION", "QUEUED", "OLDEST", "DUE SINCE"),
+            [
+                (u.task_id, u.version, str(u.queued), _when(u.oldest), _when(u.due_since))
+                for u in health.unserved_versions
+            ],
+        )
     # last, so that `taskd status | head -1` still reads the workers line
     print(f"\n{_schema_line(schema)}")
 
@@ -627,6 +636,7 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
             tag=args.tag,
             queue=args.queue,
             limit=args.limit,
+            version=args.version,
         ),
     )
     if args.json:
@@ -675,6 +685,8 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         f"created   {_when(run.created_at)}   run at {_when(run.run_at)}",
         f"started   {_when(run.started_at)}   finished {_when(run.finished_at)}",
     ]
+    if run.version is not None:
+        lines.append(f"version   {run.version}")
     if run.retry:
         lines.append(f"retry     {_retry_text(run.retry)} (the trigger's; the rest: the task's)")
     if run.max_duration is not None:
@@ -1068,6 +1080,9 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--schedule", help="runs fired by this schedule")
     listing.add_argument("--tag", help="runs carrying this tag")
     listing.add_argument("--queue", help="runs in this queue")
+    listing.add_argument(
+        "--version", dest="version", help="runs started by this version of their task's code"
+    )
     listing.add_argument("--limit", type=int, default=50, help="most runs printed")
     listing.add_argument("--json", action="store_true", help="one JSON array of runs")
     listing.set_defaults(handler=cmd_runs_list)

@@ -172,6 +172,9 @@ class RunSummary(BaseModel):
     ``max_attempts``)."""
     max_duration: float | None = None
     """Seconds an attempt may run, given at trigger; None: the task's ``max_duration``."""
+    version: str | None = None
+    """The version of the task's code that started it (``@task(version=...)``, else the
+    daemon's ``[worker] version``; a child's is its parent's); None before it starts."""
 
 
 class Run(RunSummary):
@@ -272,6 +275,10 @@ class WorkerInfo(BaseModel):
     heartbeat_at: datetime
     executing: int
     last_report: WorkerReport | None = None
+    task_versions: list[str | None] | None = None
+    """The version of its code for each of ``tasks`` (the same positions)."""
+    version_policy: str | None = None
+    """Its ``[worker] version_policy``: pinned or latest."""
 
 
 class QueueDepth(BaseModel):
@@ -314,6 +321,20 @@ class UnservedTask(BaseModel):
     oldest: datetime
 
 
+class UnservedVersion(BaseModel):
+    """Queued runs pinned to a version of their task's code that no live worker serves (see
+    the README's Versions): they start when a daemon of that version does, or fail after
+    ``[worker] version_timeout``."""
+
+    task_id: str
+    version: str
+    queued: int
+    oldest: datetime
+    """When the oldest of them was triggered."""
+    due_since: datetime
+    """The ``run_at`` of the one due longest."""
+
+
 class Health(BaseModel):
     """What `taskd status` prints (and the admin endpoint serves)."""
 
@@ -327,6 +348,8 @@ class Health(BaseModel):
     """Runs executing now, over all workers."""
     oldest_due: datetime | None
     """The oldest queued run whose time has come, over all queues."""
+    unserved_versions: list[UnservedVersion] = []
+    """Queued runs pinned to a version no live worker serves, per task and version."""
 
 
 class SchemaStatus(BaseModel):

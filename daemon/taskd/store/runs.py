@@ -103,6 +103,8 @@ class RunFilter:
     error_group: str | None = None
     """Runs with a failed attempt of this fingerprint (taskd.error_fingerprint)."""
     search: RunSearch | None = None
+    version: str | None = None
+    """Runs started by this version of their task's code (taskd.runs.version)."""
 
 
 class RunStore:
@@ -436,6 +438,8 @@ class RunStore:
                 "r.id IN (SELECT a.run_id FROM taskd.attempts a WHERE a.fingerprint = $?)",
                 f.error_group,
             )
+        if f.version is not None:
+            match("r.version = $?", f.version)
         if f.search is not None:
 
             def param(value: Any) -> str:

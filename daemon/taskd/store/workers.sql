@@ -57,7 +57,7 @@ UPDATE taskd.workers SET stopped_at = now() WHERE id = ANY($1::uuid[]) AND stopp
 
 -- name: list
 SELECT w.id, w.host, w.pid, w.version, w.concurrency, w.queues, w.tasks, w.started_at,
-       w.heartbeat_at, w.stopped_at, w.last_report,
+       w.heartbeat_at, w.stopped_at, w.last_report, w.task_versions, w.version_policy,
        (SELECT count(*) FROM taskd.runs r
          WHERE r.lease_expires_at IS NOT NULL AND r.worker_id = w.id) AS executing
   FROM taskd.workers w
