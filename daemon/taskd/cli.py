@@ -532,6 +532,14 @@ def _report_line(report: WorkerReport) -> str:
     )
 
 
+def _code_versions(worker: Any) -> str:
+    """The versions of its tasks' code a worker serves (``1.4.0+g3f2a9c1``; ``(latest)`` after
+    them when its version_policy is latest); ``-`` for a worker of a taskd without versions."""
+    served = sorted({v for v in worker.task_versions or () if v})
+    text = ",".join(served) or "-"
+    return f"{text} (latest)" if worker.version_policy == "latest" else text
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     from taskd.store.migrations import schema_status
 
@@ -555,13 +563,14 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(f"workers: {len(health.workers)} live, {health.executing} run(s) executing")
     if health.workers:
         _table(
-            ("WORKER", "HOST", "PID", "VERSION", "UP SINCE", "HEARTBEAT", "EXECUTING"),
+            ("WORKER", "HOST", "PID", "VERSION", "CODE", "UP SINCE", "HEARTBEAT", "EXECUTING"),
             [
                 (
                     str(w.id),
                     w.host,
                     str(w.pid),
                     w.version,
+                    _code_versions(w),
                     _when(w.started_at),
                     f"{(now - w.heartbeat_at).total_seconds():.0f}s ago",
                     f"{w.executing}/{w.concurrency}",

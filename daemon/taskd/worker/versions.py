@@ -4,8 +4,9 @@ code").
 A task's version is its ``@task(version=...)``, else the deployment's: ``[worker] version``,
 else one computed at start-up from the code itself:
 
-- the version of the installed distribution that contains the first module of ``[tasks]
-  modules`` (a project installed with pip, even editable), else taskd's own version;
+- the version of the installed distribution named like the top-level package of the first
+  module of ``[tasks] modules`` (``myproject`` for ``myproject.tasks``: a project installed
+  with pip, even editable), else taskd's own version;
 - plus ``+g<commit>`` (the short hash from ``git rev-parse --short HEAD`` run in the folder of
   that module) when the module's folder is in a git checkout; no git, or no checkout: the
   version alone, never an error.
@@ -42,18 +43,18 @@ def taskd_package_version() -> str:
 
 
 def distribution_version(module: str) -> str | None:
-    """The version of the installed distribution that provides ``module``'s top-level package,
-    or None (a module of a checkout that is not installed)."""
+    """The version of the installed distribution named like ``module``'s top-level package
+    (``myproject`` for ``myproject.tasks``; ``-`` and ``_`` alike), or None (a module of a
+    checkout that is not installed). By name, not by a scan of every installed distribution's
+    files (``packages_distributions``: 150 ms at each start)."""
     top = module.split(".", 1)[0]
-    try:
-        names = metadata.packages_distributions().get(top) or []
-    except Exception:  # a broken installation's metadata: no version from it
-        return None
-    for name in names:
+    for name in dict.fromkeys((top, top.replace("_", "-"))):
         try:
             return metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+        except Exception:  # a broken installation's metadata: no version from it
+            return None
     return None
 
 
