@@ -233,6 +233,7 @@ class Daemon:
                 lambda: counters(self),
                 known_task=lambda task_id: task_id in self.registry,
             )
+        telemetry.served_versions(task_versions(self.registry))
         client = Client(db_pool, changes=self.changes)
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
         llm_writer = self.llm_writer = LLMCallWriter(store, telemetry)

@@ -159,11 +159,12 @@ class WorkerSettings(_Section):
     """A queued run of a task no live worker serves fails after this long; 0: it waits."""
     version: str | None = Field(None, min_length=1, max_length=200)
     """The code's version for tasks without ``@task(version=...)``; not set: the version of the
-    distribution holding the first task module (else taskd's), plus ``+g<commit>`` when the
-    working directory is a git checkout (see the README's Versions)."""
+    installed distribution named like the first task module's package (else taskd's), plus
+    ``+g<commit>`` when that module's folder is in a git checkout (see the README's Versions)."""
     version_policy: Literal["pinned", "latest"] = "pinned"
-    """``pinned``: a started run with recorded steps (or children) is executed again only by a
-    daemon serving its version; ``latest``: this daemon executes it whatever its version."""
+    """``pinned``: a started run with recorded steps (waits, children) or a parent is executed
+    again only by a daemon serving its version; ``latest``: this daemon executes it whatever
+    its version."""
     version_timeout: Seconds = Field(86_400.0, le=_MAX_VERSION_TIMEOUT)
     """A pinned run whose version no live daemon serves fails (VersionUnavailable) after
     this long; 0: it waits."""

@@ -174,7 +174,8 @@ class RunSummary(BaseModel):
     """Seconds an attempt may run, given at trigger; None: the task's ``max_duration``."""
     version: str | None = None
     """The version of the task's code that started it (``@task(version=...)``, else the
-    daemon's ``[worker] version``; a child's is its parent's); None before it starts."""
+    daemon's ``[worker] version``; a child's: its task's version in its parent's deployment,
+    given at trigger); None before it starts."""
 
 
 class Run(RunSummary):

@@ -32,3 +32,6 @@ class Telemetry:
 
     def llm_calls(self, calls: Sequence[LLMCall]) -> None:
         """Records of LLM calls were stored (their tokens and cost count from now)."""
+
+    def served_versions(self, versions: Mapping[str, str]) -> None:
+        """The version of each task this daemon serves (task id: version), once at start."""
