@@ -81,8 +81,13 @@ class ApiError(Exception):
 
 # the tasks --------------------------------------------------------------------------------------
 
+# Seed 003 versions every job ("to manage changes safely"): a run started on 1.0.0 resumes after
+# its day's wait only on a daemon serving 1.0.0 (README: "Versions: runs pinned to their code").
+# Change it with any change that would not replay the recorded steps of a run in flight.
+VERSION = "1.0.0"
 
-@task(id="user-registration", on_event="user.registered", retry=API_RETRY)
+
+@task(id="user-registration", on_event="user.registered", retry=API_RETRY, version=VERSION)
 async def user_registration(payload: UserRegistered, ctx: Context) -> RegistrationResult:
     """Welcome email now, mailing list a day later: one durable run."""
     ctx.log.info(f"welcoming {payload.user_id}", user_id=payload.user_id)
@@ -93,7 +98,7 @@ async def user_registration(payload: UserRegistered, ctx: Context) -> Registrati
     return RegistrationResult(user_id=payload.user_id, welcome_email_id=email_id, subscribed=True)
 
 
-@task(id="add-to-mailing-list", retry=API_RETRY)
+@task(id="add-to-mailing-list", retry=API_RETRY, version=VERSION)
 async def add_to_mailing_list(payload: UserRegistered, ctx: Context) -> MailingListResult:
     """Subscribe a user to the mailing list on its own (an admin's re-subscription, say)."""
     await subscribe(payload, ctx)

@@ -56,6 +56,8 @@ from taskd.worker.scheduler import SCHEDULES_CHANNEL, Scheduler
 from taskd.worker.subscription_retirer import SubscriptionRetirer
 from taskd.worker.sweeper import Sweeper
 from taskd.worker.unknown_task_failer import UnknownTaskFailer
+from taskd.worker.version_failer import VersionFailer
+from taskd.worker.versions import deployment_version, task_versions, with_versions
 from taskd.worker.waker import Waker
 
 if TYPE_CHECKING:
@@ -136,6 +138,9 @@ class Daemon:
         self.registry = registry.with_defaults(
             Retry(**settings.tasks.retry.model_dump()), settings.tasks.max_duration or None
         )
+        # and each task's version: its @task(version=...), else the deployment's
+        self.version = deployment_version(settings)
+        self.registry = with_versions(self.registry, self.version)
         self.dsn = dsn
         self.until_empty = until_empty  # burst mode: exit once nothing due is left
         self.burst: Burst | None = None
@@ -153,6 +158,7 @@ class Daemon:
         self.waker: Waker | None = None
         self.expirer: Expirer | None = None
         self.unknown_task_failer: UnknownTaskFailer | None = None
+        self.version_failer: VersionFailer | None = None
         self.subscription_retirer: SubscriptionRetirer | None = None
         self.failure_hooks: FailureHooks | None = None
         self.pruner: Pruner | None = None
@@ -237,6 +243,7 @@ class Daemon:
                 lambda: counters(self),
                 known_task=lambda task_id: task_id in self.registry,
             )
+        telemetry.served_versions(task_versions(self.registry))
         client = Client(db_pool, changes=self.changes)
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
         llm_writer = self.llm_writer = LLMCallWriter(store, telemetry)
@@ -297,6 +304,7 @@ class Daemon:
                 max_output_bytes=settings.tasks.max_output_bytes,
                 llm_writer=llm_writer,
                 llm_settings=settings.llm,
+                task_versions=task_versions(self.registry),
             )
             self.services = services
             findings = Findings(store, self.worker_id, changes=self.changes, telemetry=telemetry)
@@ -355,6 +363,7 @@ class Daemon:
                 store, worker, self.worker_id, findings=findings
             )
             self.subscription_retirer = SubscriptionRetirer(store)
+            self.version_failer = VersionFailer(store, worker, self.worker_id, findings=findings)
             self.sweeper = Sweeper(
                 worker,
                 self.expirer,
@@ -362,6 +371,7 @@ class Daemon:
                 self.rescuer,
                 self.subscription_retirer,
                 telemetry=telemetry,
+                version_failer=self.version_failer,
             )
             self.failure_hooks = FailureHooks(
                 store, self.registry, self.worker_id, services, settings=worker, findings=findings

@@ -532,6 +532,14 @@ def _report_line(report: WorkerReport) -> str:
     )
 
 
+def _code_versions(worker: Any) -> str:
+    """The versions of its tasks' code a worker serves (``1.4.0+g3f2a9c1``; ``(latest)`` after
+    them when its version_policy is latest); ``-`` for a worker of a taskd without versions."""
+    served = sorted({v for v in worker.task_versions or () if v})
+    text = ",".join(served) or "-"
+    return f"{text} (latest)" if worker.version_policy == "latest" else text
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     from taskd.store.migrations import schema_status
 
@@ -555,13 +563,14 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(f"workers: {len(health.workers)} live, {health.executing} run(s) executing")
     if health.workers:
         _table(
-            ("WORKER", "HOST", "PID", "VERSION", "UP SINCE", "HEARTBEAT", "EXECUTING"),
+            ("WORKER", "HOST", "PID", "VERSION", "CODE", "UP SINCE", "HEARTBEAT", "EXECUTING"),
             [
                 (
                     str(w.id),
                     w.host,
                     str(w.pid),
                     w.version,
+                    _code_versions(w),
                     _when(w.started_at),
                     f"{(now - w.heartbeat_at).total_seconds():.0f}s ago",
                     f"{w.executing}/{w.concurrency}",
@@ -597,6 +606,15 @@ def cmd_status(args: argparse.Namespace) -> None:
             ("TASK", "QUEUED", "OLDEST"),
             [(u.task_id, str(u.queued), _when(u.oldest)) for u in health.unserved],
         )
+    if health.unserved_versions:
+        print("\nqueued runs pinned to a version no live worker serves")
+        _table(
+            ("TASK", "VERSION", "QUEUED", "OLDEST", "DUE SINCE"),
+            [
+                (u.task_id, u.version, str(u.queued), _when(u.oldest), _when(u.due_since))
+                for u in health.unserved_versions
+            ],
+        )
     # last, so that `taskd status | head -1` still reads the workers line
     print(f"\n{_schema_line(schema)}")
 
@@ -627,6 +645,7 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
             tag=args.tag,
             queue=args.queue,
             limit=args.limit,
+            version=args.version,
         ),
     )
     if args.json:
@@ -675,6 +694,8 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         f"created   {_when(run.created_at)}   run at {_when(run.run_at)}",
         f"started   {_when(run.started_at)}   finished {_when(run.finished_at)}",
     ]
+    if run.version is not None:
+        lines.append(f"version   {run.version}")
     if run.retry:
         lines.append(f"retry     {_retry_text(run.retry)} (the trigger's; the rest: the task's)")
     if run.max_duration is not None:
@@ -1185,6 +1206,9 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--schedule", help="runs fired by this schedule")
     listing.add_argument("--tag", help="runs carrying this tag")
     listing.add_argument("--queue", help="runs in this queue")
+    listing.add_argument(
+        "--version", dest="version", help="runs started by this version of their task's code"
+    )
     listing.add_argument("--limit", type=int, default=50, help="most runs printed")
     listing.add_argument("--json", action="store_true", help="one JSON array of runs")
     listing.set_defaults(handler=cmd_runs_list)

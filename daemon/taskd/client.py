@@ -52,6 +52,7 @@ from taskd.models import (
     RunStatus,
     Schedule,
     UnservedTask,
+    UnservedVersion,
     WorkerInfo,
 )
 from taskd.payloads import check_concurrency_key, check_idempotency_keys, encode_payload
@@ -571,6 +572,7 @@ class Client:
         search_in: Sequence[str] = ("payload", "output", "metadata"),
         before: uuid.UUID | str | None = None,
         limit: int = 50,
+        version: str | None = None,
     ) -> list[Run]:
         """Runs newest first, matching every filter given; page with
         ``before=<last id of the previous page>``.
@@ -578,8 +580,9 @@ class Client:
         ``key``: a concurrency key; ``error_group``: a fingerprint of ``/api/errors`` (runs
         with a failed attempt in that group); ``search``: a run id, JSON (an object or array
         that the payload, output or metadata contains: ``'{"customer": "acme"}'``), or a
-        value held at any depth (``acme``, ``42``), in ``search_in``. Unlike the console's
-        pages, this reads as many runs as it takes to fill ``limit``."""
+        value held at any depth (``acme``, ``42``), in ``search_in``; ``version``: runs
+        started by this version of their task's code. Unlike the console's pages, this reads
+        as many runs as it takes to fill ``limit``."""
         if isinstance(status, str | RunStatus):
             statuses = [RunStatus(status)]
         elif status is not None:
@@ -600,6 +603,7 @@ class Client:
                 concurrency_key=key,
                 error_group=error_group,
                 search=parse_search(search, search_in) if search is not None else None,
+                version=version,
             ),
             before=parse_run_id(before) if before is not None else None,
             limit=limit,
@@ -825,12 +829,14 @@ class Client:
         served = sorted({task for worker in workers for task in worker.tasks})
         unserved = [UnservedTask(**u) for u in await self._store.runs.count_unserved(served)]
         due = [q.oldest_due for q in queues if q.oldest_due is not None]
+        versions = [UnservedVersion(**u) for u in await self._store.runs.version_unserved()]
         return Health(
             workers=workers,
             queues=queues,
             unserved=unserved,
             executing=sum(w.executing for w in workers),
             oldest_due=min(due) if due else None,
+            unserved_versions=versions,
         )
 
     # status webhooks ---------------------------------------------------------------------

@@ -137,6 +137,9 @@ class DatabaseSettings(_Section):
         return self
 
 
+_MAX_VERSION_TIMEOUT = 100 * 365.25 * 86_400  # a hundred years, as the longest durations
+
+
 class WorkerSettings(_Section):
     concurrency: int = Field(100, ge=1, le=100_000)
     """Most runs this daemon executes at once."""
@@ -156,6 +159,17 @@ class WorkerSettings(_Section):
     """A wait longer than this suspends the run (WAITING, slot freed); shorter ones sleep."""
     unknown_task_timeout: Seconds = 0.0
     """A queued run of a task no live worker serves fails after this long; 0: it waits."""
+    version: str | None = Field(None, min_length=1, max_length=200)
+    """The code's version for tasks without ``@task(version=...)``; not set: the version of the
+    installed distribution named like the first task module's package (else taskd's), plus
+    ``+g<commit>`` when that module's folder is in a git checkout (see the README's Versions)."""
+    version_policy: Literal["pinned", "latest"] = "pinned"
+    """``pinned``: a started run with recorded steps (waits, children) or a parent is executed
+    again only by a daemon serving its version; ``latest``: this daemon executes it whatever
+    its version."""
+    version_timeout: Seconds = Field(86_400.0, le=_MAX_VERSION_TIMEOUT)
+    """A pinned run whose version no live daemon serves fails (VersionUnavailable) after
+    this long; 0: it waits."""
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> WorkerSettings:

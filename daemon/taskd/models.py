@@ -172,6 +172,10 @@ class RunSummary(BaseModel):
     ``max_attempts``)."""
     max_duration: float | None = None
     """Seconds an attempt may run, given at trigger; None: the task's ``max_duration``."""
+    version: str | None = None
+    """The version of the task's code that started it (``@task(version=...)``, else the
+    daemon's ``[worker] version``; a child's: its task's version in its parent's deployment,
+    given at trigger); None before it starts."""
 
 
 class Run(RunSummary):
@@ -246,7 +250,8 @@ class WorkerReport(BaseModel):
     found something (``rescue``), found. ``counts`` per kind: handed_back (runs of gone workers,
     or with an expired lease, back in the queue), failed (the same, attempts used up), canceled
     (the same, a cancel requested), expired (not started within their ttl), unknown_task (no
-    daemon served their task within unknown_task_timeout). Counts are exact; ``by_task`` keeps
+    daemon served their task within unknown_task_timeout), version_unavailable (no daemon served
+    their version within version_timeout). Counts are exact; ``by_task`` keeps
     the 20 tasks with the most runs of each kind, ``run_ids`` the first 20 ids of each kind
     (per task)."""
 
@@ -271,6 +276,10 @@ class WorkerInfo(BaseModel):
     heartbeat_at: datetime
     executing: int
     last_report: WorkerReport | None = None
+    task_versions: list[str | None] | None = None
+    """The version of its code for each of ``tasks`` (the same positions)."""
+    version_policy: str | None = None
+    """Its ``[worker] version_policy``: pinned or latest."""
 
 
 class QueueDepth(BaseModel):
@@ -313,6 +322,20 @@ class UnservedTask(BaseModel):
     oldest: datetime
 
 
+class UnservedVersion(BaseModel):
+    """Queued runs pinned to a version of their task's code that no live worker serves (see
+    the README's Versions): they start when a daemon of that version does, or fail after
+    ``[worker] version_timeout``."""
+
+    task_id: str
+    version: str
+    queued: int
+    oldest: datetime
+    """When the oldest of them was triggered."""
+    due_since: datetime
+    """The ``run_at`` of the one due longest."""
+
+
 class Health(BaseModel):
     """What `taskd status` prints (and the admin endpoint serves)."""
 
@@ -326,6 +349,8 @@ class Health(BaseModel):
     """Runs executing now, over all workers."""
     oldest_due: datetime | None
     """The oldest queued run whose time has come, over all queues."""
+    unserved_versions: list[UnservedVersion] = []
+    """Queued runs pinned to a version no live worker serves, per task and version."""
 
 
 class SchemaStatus(BaseModel):

@@ -36,3 +36,6 @@ class Telemetry:
     def hook_request(self, source: str, result: str) -> None:
         """The webhook listener answered a request of ``source`` (a configured name, or
         ``(unknown)``): ``accepted``, ``duplicate``, or why it was refused."""
+
+    def served_versions(self, versions: Mapping[str, str]) -> None:
+        """The version of each task this daemon serves (task id: version), once at start."""

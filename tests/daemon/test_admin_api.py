@@ -843,6 +843,7 @@ async def test_openapi_document_lists_every_route_and_responses_fit_it(database:
         "limit",
         "key",
         "error_group",
+        "version",
         "search",
         "search_in",
     }

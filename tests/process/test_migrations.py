@@ -110,7 +110,8 @@ async def test_two_migrate_processes_at_once(empty_database: str, tmp_path: Path
 
 
 # The statements of taskd.claim_runs (plpgsql) that read runs, with its variables as
-# parameters: $1 queue, $2 keys, $3 shares, $4 task ids, $5 worker, $6 lease seconds, $7 key.
+# parameters: $1 queue, $2 keys, $3 shares, $4 task ids, $5 worker, $6 lease seconds, $7 key,
+# $8 the task versions, $9 pinned.
 CLAIM_VARIABLES = {
     "qname": "$1::text",
     "keys": "$2::text[]",
@@ -120,6 +121,8 @@ CLAIM_VARIABLES = {
     "lease_seconds": "$6::float8",
     "t_start": "now()",
     "k": "$7::text",
+    "task_versions": "($8::text[])",
+    "pinned": "$9::boolean",
 }
 
 
@@ -184,8 +187,8 @@ async def test_the_claim_uses_the_partial_index_whatever_the_history(database: s
         )
         for _ in range(5):
             await connection.execute("SELECT taskd.trigger('noop', '{}')")
-        # queue, keys, shares, tasks, worker, lease, key
-        statement_args = ("default", [""], [100], ["noop"], uuid.uuid4(), 60.0, "k")
+        # queue, keys, shares, tasks, worker, lease, key, versions, pinned
+        statement_args = ("default", [""], [100], ["noop"], uuid.uuid4(), 60.0, "k", ["1"], True)
 
         # Right after the burst (no statistics yet), then once analyzed: ordered scans of the
         # partial index that stop at the limit; nothing that reads or sorts the history, and
@@ -199,7 +202,7 @@ async def test_the_claim_uses_the_partial_index_whatever_the_history(database: s
                     assert unwanted not in plan, f"{moment}:\n{plan}"
 
         # and the claim itself takes exactly the queued runs
-        args = (["noop"], None, 100, uuid.uuid4(), 60.0, None, "{}")
+        args = (["noop"], None, 100, uuid.uuid4(), 60.0, None, "{}", ["1"], True)
         claimed = await connection.fetch(RUN_SQL["claim"], *args)
         assert len([row for row in claimed if row["id"] is not None]) == 5
     finally:

@@ -60,6 +60,7 @@ async def test_startup_after_a_sigkill_reports_the_runs_it_handed_back(
             "canceled": 0,
             "expired": 0,
             "unknown_task": 0,
+            "version_unavailable": 0,
         }
         assert line["by_task"] == {"handed_back": {"hook.slow": 5}}
         assert sorted(line["run_ids"]["handed_back"]["hook.slow"]) == sorted(str(i) for i in ids)

@@ -151,6 +151,7 @@ def _run_filter(query: RunFilterQuery) -> RunFilter:
         concurrency_key=query.key,
         error_group=query.error_group,
         search=search,
+        version=query.version,
     )
 
 

@@ -320,6 +320,16 @@ class Metrics(Telemetry):
         self.stream_clients = Gauge(
             "taskd_stream_clients", "Connected /api/stream clients", registry=registry
         )
+        # One series per task this daemon serves (a daemon serves one version of each): as
+        # bounded as the task label, however many versions a fleet deploys over time. The
+        # runs' own versions are no label (every deploy would add series); the runs list
+        # filters by version instead.
+        self._task_versions = Gauge(
+            "taskd_task_version_info",
+            "1 for each task this daemon serves, with the version of its code",
+            ["task", "version"],
+            registry=registry,
+        )
         registry.register(self._durations)
         registry.register(self._llm)
         registry.register(_DatabaseCollector(lambda: self._snapshot))
@@ -327,6 +337,10 @@ class Metrics(Telemetry):
         ProcessCollector(registry=registry)  # RSS, CPU, open fds: memory growth shows here
 
     # Telemetry -------------------------------------------------------------------------------
+
+    def served_versions(self, versions: Mapping[str, str]) -> None:
+        for task_id, version in versions.items():
+            self._task_versions.labels(task=task_id, version=version).set(1)
 
     # These run on the hot path, once per claim or outcome batch: counts are summed per
     # (counter, task) first and added once each, durations go to plain bucket counts.

@@ -122,6 +122,8 @@ class RunFilterQuery(_Strict):
     """A concurrency key (exact): one tenant's runs."""
     error_group: Text | None = Field(None, min_length=1, max_length=64)
     """A fingerprint from GET /api/errors: runs with a failed attempt in that group."""
+    version: Text | None = Field(None, min_length=1, max_length=200)
+    """A version of the task's code (exact): runs it started (see the README's Versions)."""
     created_after: datetime | None = None
     created_before: datetime | None = None
 

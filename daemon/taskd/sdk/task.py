@@ -52,9 +52,13 @@ class TaskDefinition(Generic[P, R]):
         on_cancel: CancelHook | None = None,
         on_event: Sequence[str] = (),
         budget_usd: float | None = None,
+        version: str | None = None,
     ) -> None:
         self.fn = fn
         self.budget_usd = budget_usd
+        # the code's version as @task(version=...) gave it (None: the deployment's, [worker]
+        # version); runs record the version that first started them (see worker/versions.py)
+        self.version = version
         self.events = tuple(on_event)
         self.schedule: Any = None  # a ScheduleSpec when declared with @schedules.task
         self.id = id
@@ -285,6 +289,7 @@ def task(
     on_cancel: CancelHook | None = None,
     on_event: str | Sequence[str] = (),
     budget_usd: float | None = None,
+    version: str | None = None,
 ) -> Callable[[Callable[[P, Context], Awaitable[R]]], TaskDefinition[P, R]]:
     """Declare a task.
 
@@ -299,6 +304,10 @@ def task(
     several) whose every ``send_event`` starts a run of this task with the event's payload.
     ``budget_usd``: the most a run may spend on LLM calls made through ``ctx.llm`` (over all
     its attempts); a call that would pass it is not sent and the run fails (BudgetExceeded).
+    ``version``: this code's version of the task (not given: the deployment's, ``[worker]
+    version``); a run records the version that first started it, and a started run with
+    recorded steps is executed again only by a daemon serving that version (see the README's
+    "Versions").
     """
     if not isinstance(id, str) or not id.strip():
         raise ValueError("@task needs a non-empty id")
@@ -315,6 +324,12 @@ def task(
         or not 0 < budget_usd < float("inf")
     ):
         raise ValueError(f"task {id!r}: budget_usd must be a positive number of dollars")
+    if version is not None and (
+        not isinstance(version, str) or not version.strip() or len(version) > 200
+    ):
+        raise ValueError(
+            f"task {id!r}: version must be a non-empty string of at most 200 characters"
+        )
 
     def decorate(fn: Callable[[P, Context], Awaitable[R]]) -> TaskDefinition[P, R]:
         if not inspect.iscoroutinefunction(fn):
@@ -334,6 +349,7 @@ def task(
             on_cancel=on_cancel,
             on_event=events,
             budget_usd=float(budget_usd) if budget_usd is not None else None,
+            version=version.strip() if version is not None else None,
         )
         definition.own_retry = retry
         return definition

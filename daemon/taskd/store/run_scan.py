@@ -118,6 +118,8 @@ def _filter_conditions(
             "r.id IN (SELECT a.run_id FROM taskd.attempts a WHERE a.fingerprint = $?)",
             f.error_group,
         )
+    if f.version is not None:
+        c.add("r.version = $?", f.version)
     if search and f.search is not None:
         c.items.append(f.search.condition(c.param))
 

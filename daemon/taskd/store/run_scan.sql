@@ -28,7 +28,7 @@ SELECT r.id, r.task_id, r.queue, r.status, r.error, r.priority, r.run_at,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
        r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key, r.retry,
-       r.max_duration
+       r.max_duration, r.version
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE r.id = ANY($1::uuid[])
  ORDER BY r.id DESC

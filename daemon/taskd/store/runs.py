@@ -103,6 +103,8 @@ class RunFilter:
     error_group: str | None = None
     """Runs with a failed attempt of this fingerprint (taskd.error_fingerprint)."""
     search: RunSearch | None = None
+    version: str | None = None
+    """Runs started by this version of their task's code (taskd.runs.version)."""
 
 
 class RunStore:
@@ -218,10 +220,15 @@ class RunStore:
         *,
         queue_after: str | None = None,
         key_after: dict[str, str] | None = None,
+        task_versions: Sequence[str | None] | None = None,
+        pinned: bool = True,
     ) -> Claim:
         """Claim up to ``limit`` due runs of these tasks (in these queues; None: all), queue
         by queue after ``queue_after`` and key by key after ``key_after[queue]``; with what
-        the queues' limits held back."""
+        the queues' limits held back. ``task_versions``: this daemon's version of each task
+        (the same positions), recorded on a run's first start; ``pinned``: a run with a
+        recorded version and durable state (steps, a parent) is claimed only at its version
+        (False: the ``latest`` policy, at any)."""
         rows = await self.claim_pool.fetch(
             SQL["claim"],
             task_ids,
@@ -231,6 +238,8 @@ class RunStore:
             lease_seconds,
             queue_after,
             orjson.dumps(key_after or {}).decode(),
+            task_versions,
+            pinned,
         )
         claim = Claim()
         for row in rows:
@@ -429,6 +438,8 @@ class RunStore:
                 "r.id IN (SELECT a.run_id FROM taskd.attempts a WHERE a.fingerprint = $?)",
                 f.error_group,
             )
+        if f.version is not None:
+            match("r.version = $?", f.version)
         if f.search is not None:
 
             def param(value: Any) -> str:
@@ -447,6 +458,21 @@ class RunStore:
     async def children(self, run_id: uuid.UUID, limit: int = 1000) -> builtins.list[dict[str, Any]]:
         rows = await self.pool.fetch(SQL["children"], run_id, limit)
         return [dict(row) for row in rows]
+
+    async def fail_version_unavailable(
+        self, waited_seconds: float, limit: int = 1000
+    ) -> builtins.list[tuple[uuid.UUID, str, str]]:
+        """Fail due runs pinned to a version no live worker has served for ``waited_seconds``
+        (VersionUnavailable): (run id, task id, version)."""
+        rows = await self.pool.fetch(SQL["fail_version_unavailable"], waited_seconds, limit)
+        failed = [(row[0], row[1], row[2]) for row in rows]
+        await self._wake_parents([run_id for run_id, _, _ in failed])
+        return failed
+
+    async def version_unserved(self) -> builtins.list[dict[str, Any]]:
+        """Queued, due runs pinned to a version no live worker serves, per task and version:
+        task_id, version, queued, oldest (created), due_since."""
+        return [dict(row) for row in await self.pool.fetch(SQL["version_unserved"])]
 
     async def count_unserved(self, served: Sequence[str]) -> builtins.list[dict[str, Any]]:
         rows = await self.pool.fetch(SQL["count_unserved"], list(served))

@@ -34,7 +34,7 @@ SELECT id, task_id, payload, attempt, max_attempts, queue, tags, metadata, log_l
        concurrency_key, held_back, retry_in, cursors, run_retry AS retry,
        run_max_duration AS max_duration
   FROM taskd.claim_runs($1::text[], $2::text[], $3::int, $4::uuid, $5::float8, $6::text,
-                        $7::text::jsonb);
+                        $7::text::jsonb, $8::text[], $9::boolean);
 
 -- name: complete_many
 -- Write a batch of attempt outcomes. status is the run's next state: completed, failed,
@@ -284,7 +284,7 @@ SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.prior
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
        r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key, r.retry,
-       r.max_duration
+       r.max_duration, r.version
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE r.id = $1;
 
@@ -298,7 +298,7 @@ SELECT r.id, r.task_id, r.queue, r.status, r.payload, r.output, r.error, r.prior
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
        r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key, r.retry,
-       r.max_duration
+       r.max_duration, r.version
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE true
 
@@ -309,7 +309,7 @@ SELECT r.id, r.task_id, r.queue, r.status, r.error, r.priority, r.run_at,
        r.created_at, r.started_at, r.finished_at, r.worker_id, r.expires_at,
        r.cancel_requested_at, r.replayed_from, r.event_id, r.schedule_id, r.scheduled_for,
        r.metadata, r.parent_id, nullif(r.concurrency_key, '') AS concurrency_key, r.retry,
-       r.max_duration
+       r.max_duration, r.version
   FROM taskd.runs r LEFT JOIN taskd.tasks t ON t.id = r.task_id
  WHERE true
 
@@ -346,3 +346,66 @@ SELECT count(*) FILTER (WHERE r.status = 'queued' AND r.run_at > now()) AS delay
   FROM taskd.runs r
  WHERE r.status IN ('queued', 'waiting') AND r.task_id = ANY($1::text[])
    AND ($2::text[] IS NULL OR r.queue = ANY($2::text[]));
+
+-- name: fail_version_unavailable
+-- Queued, due runs pinned to a version (recorded, with durable state: a step or a parent) that
+-- no live worker serves, fail once they waited $1 seconds, counted from the later of their
+-- run_at and the last stop of a worker that served their version: a deploy's gap between the
+-- old daemon's stop and the new one's start fails nothing. Found through
+-- runs_versioned_queue_idx (queued runs with a version only). Each failed run's task gets its
+-- on_failure hook (failure_hooks) from a daemon that serves it, if one ever does.
+WITH serving AS MATERIALIZED (
+    SELECT u.task_id, u.version, w.version_policy = 'latest' AS any_version,
+           w.stopped_at IS NULL AS live, w.stopped_at
+      FROM taskd.workers w
+     CROSS JOIN LATERAL unnest(w.tasks, w.task_versions) AS u (task_id, version)
+     WHERE w.task_versions IS NOT NULL
+), stale AS (
+    SELECT r.id, r.version, greatest(r.run_at, v.until) AS since
+      FROM taskd.runs r
+     CROSS JOIN LATERAL (
+        SELECT bool_or(s.live) AS live, max(s.stopped_at) AS until FROM serving s
+         WHERE s.task_id = r.task_id AND (s.version = r.version OR s.any_version)) AS v
+     WHERE r.status = 'queued' AND r.version IS NOT NULL
+       AND r.run_at <= now() - make_interval(secs => $1)
+       AND v.live IS NOT TRUE
+       AND (v.until IS NULL OR v.until <= now() - make_interval(secs => $1))
+       AND (r.parent_id IS NOT NULL
+            OR EXISTS (SELECT FROM taskd.steps st WHERE st.run_id = r.id))
+     ORDER BY r.run_at
+     LIMIT $2
+       FOR UPDATE OF r SKIP LOCKED
+), failed AS (
+    UPDATE taskd.runs r
+       SET status = 'failed', finished_at = now(),
+           error = jsonb_build_object('type', 'VersionUnavailable',
+               'message', format('no live worker serves version %s of task %s (waited %s s)',
+                                 r.version, r.task_id,
+                                 round(extract(epoch FROM now() - stale.since))))
+      FROM stale
+     WHERE r.id = stale.id AND r.status = 'queued'
+    RETURNING r.id, r.task_id, r.version
+), hooked AS (
+    INSERT INTO taskd.failure_hooks (run_id, task_id) SELECT id, task_id FROM failed
+    ON CONFLICT DO NOTHING
+)
+SELECT id, task_id, version FROM failed;
+
+-- name: version_unserved
+-- (taskd status) Queued runs pinned to a version no live worker serves: how many per task and
+-- version, the oldest's creation and since when they are due.
+WITH serving AS MATERIALIZED (
+    SELECT u.task_id, u.version, w.version_policy = 'latest' AS any_version
+      FROM taskd.workers w
+     CROSS JOIN LATERAL unnest(w.tasks, w.task_versions) AS u (task_id, version)
+     WHERE w.task_versions IS NOT NULL AND w.stopped_at IS NULL
+)
+SELECT r.task_id, r.version, count(*) AS queued, min(r.created_at) AS oldest,
+       min(r.run_at) AS due_since
+  FROM taskd.runs r
+ WHERE r.status = 'queued' AND r.version IS NOT NULL AND r.run_at <= now()
+   AND NOT EXISTS (SELECT FROM serving s
+                    WHERE s.task_id = r.task_id AND (s.version = r.version OR s.any_version))
+   AND (r.parent_id IS NOT NULL OR EXISTS (SELECT FROM taskd.steps st WHERE st.run_id = r.id))
+ GROUP BY r.task_id, r.version
+ ORDER BY r.task_id, r.version;

@@ -254,10 +254,10 @@ $$;
 COMMENT ON FUNCTION taskd.check_schedule_payload(payload jsonb, caller text) IS 'The payload limit of taskd.create_schedule and taskd.update_schedule.';
 
 --
--- Name: claim_runs(text[], text[], integer, uuid, double precision, text, jsonb); Type: FUNCTION; Schema: taskd; Owner: -
+-- Name: claim_runs(text[], text[], integer, uuid, double precision, text, jsonb, text[], boolean); Type: FUNCTION; Schema: taskd; Owner: -
 --
 
-CREATE FUNCTION taskd.claim_runs(task_ids text[], queues text[], max_runs integer, worker uuid, lease_seconds double precision, queue_after text DEFAULT NULL::text, key_after jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(id uuid, task_id text, payload jsonb, attempt integer, max_attempts integer, queue text, tags text[], metadata jsonb, log_lines bigint, concurrency_key text, held_back boolean, retry_in double precision, cursors jsonb, run_retry jsonb, run_max_duration double precision)
+CREATE FUNCTION taskd.claim_runs(task_ids text[], queues text[], max_runs integer, worker uuid, lease_seconds double precision, queue_after text DEFAULT NULL::text, key_after jsonb DEFAULT '{}'::jsonb, task_versions text[] DEFAULT NULL::text[], pinned boolean DEFAULT true) RETURNS TABLE(id uuid, task_id text, payload jsonb, attempt integer, max_attempts integer, queue text, tags text[], metadata jsonb, log_lines bigint, concurrency_key text, held_back boolean, retry_in double precision, cursors jsonb, run_retry jsonb, run_max_duration double precision)
     LANGUAGE plpgsql
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -445,6 +445,10 @@ BEGIN
                    AND r.task_id = ANY(task_ids)
                    AND (r.expires_at IS NULL OR r.expires_at > now() OR r.started_at IS NOT NULL)
                    AND r.cancel_requested_at IS NULL
+                   AND (r.version IS NULL OR NOT pinned
+                        OR r.version = task_versions[array_position(task_ids, r.task_id)]
+                        OR (r.parent_id IS NULL
+                            AND NOT EXISTS (SELECT FROM taskd.steps st WHERE st.run_id = r.id)))
                  LIMIT 1;
                 IF FOUND THEN
                     keys := keys || k;
@@ -495,6 +499,13 @@ BEGIN
                                AND (r.expires_at IS NULL OR r.expires_at > now()
                                     OR r.started_at IS NOT NULL)
                                AND r.cancel_requested_at IS NULL
+                               -- (versions: see the comment at the top of 0017_versions.sql)
+                               AND (r.version IS NULL OR NOT pinned
+                                    OR r.version
+                                       = task_versions[array_position(task_ids, r.task_id)]
+                                    OR (r.parent_id IS NULL
+                                        AND NOT EXISTS (SELECT FROM taskd.steps st
+                                                         WHERE st.run_id = r.id)))
                              ORDER BY r.priority DESC, r.run_at, r.id
                              LIMIT s.n
                                FOR UPDATE SKIP LOCKED) AS p
@@ -503,7 +514,18 @@ BEGIN
         UPDATE taskd.runs r
            SET status = 'executing', attempt = r.attempt + 1, worker_id = worker,
                lease_expires_at = now() + make_interval(secs => lease_seconds),
-               attempt_started_at = t_start, started_at = coalesce(r.started_at, t_start)
+               attempt_started_at = t_start, started_at = coalesce(r.started_at, t_start),
+               -- the first start's version, or this daemon's when the run starts over here
+               -- with nothing recorded (no step, no parent): what it records next is this
+               -- code's, and binds it to this version
+               version = CASE
+                   WHEN r.version IS NULL THEN task_versions[array_position(task_ids, r.task_id)]
+                   WHEN r.version = task_versions[array_position(task_ids, r.task_id)]
+                        OR r.parent_id IS NOT NULL
+                        OR EXISTS (SELECT FROM taskd.steps st WHERE st.run_id = r.id)
+                   THEN r.version
+                   ELSE coalesce(task_versions[array_position(task_ids, r.task_id)], r.version)
+               END
           FROM picked
          WHERE r.id = picked.id
         RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags,
@@ -1413,6 +1435,7 @@ CREATE TABLE taskd.runs (
     concurrency_key text DEFAULT ''::text NOT NULL COLLATE pg_catalog."C",
     retry jsonb,
     max_duration double precision,
+    version text,
     CONSTRAINT runs_concurrency_key_check CHECK ((length(concurrency_key) <= 200)),
     CONSTRAINT runs_max_attempts_check CHECK (((max_attempts IS NULL) OR (max_attempts >= 1))),
     CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'executing'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'canceled'::text, 'expired'::text]))),
@@ -1606,6 +1629,12 @@ COMMENT ON COLUMN taskd.runs.retry IS 'The trigger''s own backoff (some of min_d
 --
 
 COMMENT ON COLUMN taskd.runs.max_duration IS 'Seconds an attempt may run, given at trigger; NULL: the task''s max_duration.';
+
+--
+-- Name: COLUMN runs.version; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.runs.version IS 'The version of the task''s code that first started the run (@task(version=...), else [worker] version of the daemon that claimed it; another version''s daemon that starts it again before it recorded a step takes it over); a child''s is inherited at trigger time. NULL until first started.';
 
 --
 -- Name: webhook_payload(taskd.runs, text); Type: FUNCTION; Schema: taskd; Owner: -
@@ -2642,7 +2671,9 @@ CREATE TABLE taskd.workers (
     stopped_at timestamp with time zone,
     lock_key bigint NOT NULL,
     last_report jsonb,
-    process jsonb
+    process jsonb,
+    task_versions text[],
+    version_policy text
 );
 
 --
@@ -2728,6 +2759,18 @@ COMMENT ON COLUMN taskd.workers.last_report IS 'What its start-up reconciliation
 --
 
 COMMENT ON COLUMN taskd.workers.process IS 'Which process it is (boot id, pid namespace, pid, start time), to prove it exited; NULL: not recorded.';
+
+--
+-- Name: COLUMN workers.task_versions; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.task_versions IS 'The version this worker serves of each of its tasks, in the order of tasks.';
+
+--
+-- Name: COLUMN workers.version_policy; Type: COMMENT; Schema: taskd; Owner: -
+--
+
+COMMENT ON COLUMN taskd.workers.version_policy IS 'Its [worker] version_policy: pinned (runs with recorded steps only at their version) or latest (any version).';
 
 --
 -- Name: task_service; Type: VIEW; Schema: taskd; Owner: -
@@ -3284,6 +3327,12 @@ CREATE INDEX runs_task_idx ON taskd.runs USING btree (task_id, id DESC);
 --
 
 CREATE INDEX runs_unfinished_children_idx ON taskd.runs USING btree (parent_id) WHERE ((parent_id IS NOT NULL) AND (status <> ALL (ARRAY['completed'::text, 'failed'::text, 'canceled'::text, 'expired'::text])));
+
+--
+-- Name: runs_versioned_queue_idx; Type: INDEX; Schema: taskd; Owner: -
+--
+
+CREATE INDEX runs_versioned_queue_idx ON taskd.runs USING btree (run_at) WHERE ((status = 'queued'::text) AND (version IS NOT NULL));
 
 --
 -- Name: runs_waiting_idx; Type: INDEX; Schema: taskd; Owner: -

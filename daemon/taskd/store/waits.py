@@ -43,6 +43,9 @@ class ChildRuns:
     key_ttl: float = 0.0
     retry: dict[str, Any] | None = None  # the trigger's backoff fields (max_attempts apart)
     max_duration: float | None = None
+    # the version the children are pinned to (the creating daemon's of their task); None: the
+    # parent's
+    version: str | None = None
 
 
 class WaitStore:
@@ -109,6 +112,7 @@ class WaitStore:
                     [keys[i] for i in new],
                     orjson.dumps(c.retry).decode() if c.retry else None,
                     c.max_duration,
+                    c.version,
                 )
                 if row is None or not row["recorded"]:
                     # A statement of its own: it sees a first try that committed while this

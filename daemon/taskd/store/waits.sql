@@ -53,7 +53,8 @@ SELECT woken.id, woken.task_id FROM woken CROSS JOIN (SELECT count(*) FROM notif
 -- the parent's compare-and-set ($1 parent, $2 worker, $3 attempt, $4 step name): a parent
 -- that executes again finds the step and creates nothing. $7, $8, $13: the runs to create
 -- (id, payload, idempotency key); $12: every id the step records, including runs that
--- already held their idempotency key. Returns whether the step was written.
+-- already held their idempotency key; $16 the children's version. Returns whether the step
+-- was written.
 WITH owner AS (
     -- FOR SHARE: waits for a concurrent change of the parent and checks it again (see
     -- steps.record)
@@ -70,9 +71,12 @@ WITH owner AS (
     SELECT queue FROM taskd.tasks WHERE id = $5
 ), inserted AS (
     INSERT INTO taskd.runs (id, task_id, queue, payload, parent_id, tags, max_attempts,
-                            concurrency_key, idempotency_key, retry, max_duration)
+                            concurrency_key, idempotency_key, retry, max_duration, version)
     SELECT u.id, $5, coalesce($6, (SELECT queue FROM task), 'default'), u.payload::jsonb, $1,
-           $9, $10, $11, u.key, $14::text::jsonb, $15
+           $9, $10, $11, u.key, $14::text::jsonb, $15,
+           -- pinned at birth: the version of the child's task deployed beside the parent's
+           -- code ($16, the creating daemon's), else the parent's own
+           coalesce($16::text, (SELECT p.version FROM taskd.runs p WHERE p.id = $1))
       FROM unnest($7::uuid[], $8::text[], $13::text[]) AS u (id, payload, key)
      WHERE EXISTS (SELECT 1 FROM step)
     RETURNING queue

@@ -28,6 +28,9 @@ class WorkerRegistration:
     tasks: Sequence[str]
     lock_key: int
     process: dict[str, Any] | None = None
+    # the version served of each of tasks (the same positions), and [worker] version_policy
+    task_versions: Sequence[str | None] | None = None
+    version_policy: str | None = None
 
 
 class WorkerStore:
@@ -46,6 +49,8 @@ class WorkerStore:
             list(worker.tasks),
             worker.lock_key,
             worker.process,
+            list(worker.task_versions) if worker.task_versions is not None else None,
+            worker.version_policy,
         )
 
     async def lock(self, connection: asyncpg.Connection, lock_key: int) -> bool:

@@ -2,8 +2,9 @@
 -- Loaded by store/workers.py (store/queries.py: blocks headed `-- name: NAME`).
 
 -- name: register
-INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks, lock_key, process)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb);
+INSERT INTO taskd.workers (id, host, pid, version, concurrency, queues, tasks, lock_key, process,
+                           task_versions, version_policy)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::text[], $11);
 
 -- name: lock
 -- On the worker's own session, for its whole life (released when the session ends). Polled,
@@ -56,7 +57,7 @@ UPDATE taskd.workers SET stopped_at = now() WHERE id = ANY($1::uuid[]) AND stopp
 
 -- name: list
 SELECT w.id, w.host, w.pid, w.version, w.concurrency, w.queues, w.tasks, w.started_at,
-       w.heartbeat_at, w.stopped_at, w.last_report,
+       w.heartbeat_at, w.stopped_at, w.last_report, w.task_versions, w.version_policy,
        (SELECT count(*) FROM taskd.runs r
          WHERE r.lease_expires_at IS NOT NULL AND r.worker_id = w.id) AS executing
   FROM taskd.workers w

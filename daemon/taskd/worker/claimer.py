@@ -59,6 +59,10 @@ class Claimer:
         # as gone, and runs claimed now could be handed to them too.
         self._may_claim = may_claim
         self._task_ids = registry.ids
+        # the version of each task this daemon serves (worker/versions.py), recorded on a
+        # run's first start; pinned: started runs with durable state only at their version
+        self._task_versions = [registry.get(t).version for t in self._task_ids]
+        self._pinned = settings.version_policy == "pinned"
         self._queues = list(settings.queues) or None  # None: every queue
         # Where claimed runs go: the InFlight built on this claimer sets itself here.
         self.in_flight: InFlight | None = None
@@ -153,6 +157,8 @@ class Claimer:
             self._settings.lease,
             queue_after=self._queue_after,
             key_after=self._key_after,
+            task_versions=self._task_versions,
+            pinned=self._pinned,
         )
         claimed = claim.runs
         if not self._claiming:  # a drain began while the claim was in flight

@@ -67,7 +67,11 @@ class Findings:
     async def publish_report(self, msg: str, **extra: object) -> None:
         """One log line with what was found since the last report, and the worker's row."""
         report, self.report = self.report, Report("rescue")
-        failed = report.counts["failed"] or report.counts["unknown_task"]
+        failed = (
+            report.counts["failed"]
+            or report.counts["unknown_task"]
+            or report.counts["version_unavailable"]
+        )
         level = logging.WARNING if report.gone_workers or failed else logging.INFO
         log_event(
             log,

@@ -73,6 +73,10 @@ async def register_worker(
             lock_key=lock_key,
             # lets a successor on this machine prove this process gone (reconciler.py)
             process=identity.stored() if identity else None,
+            # which version of each task (worker/versions.py): the claim and the version
+            # failer read them
+            task_versions=[registry.get(t).version for t in registry.ids],
+            version_policy=settings.worker.version_policy,
         )
     )
 

@@ -19,11 +19,12 @@ MAX_IDS = 20
 MAX_TASKS = 20
 MAX_WORKERS = 20
 
-KINDS = ("handed_back", "failed", "canceled", "expired", "unknown_task")
+KINDS = ("handed_back", "failed", "canceled", "expired", "unknown_task", "version_unavailable")
 """handed_back: runs of gone workers (or with an expired lease) back in the queue; failed: the
 same with their attempts used up (WorkerLost); canceled: the same with a cancel requested;
 expired: queued runs past their ttl; unknown_task: runs failed because no daemon served their
-task within unknown_task_timeout."""
+task within unknown_task_timeout; version_unavailable: runs pinned to a version that no daemon
+served within version_timeout (worker/version_failer.py)."""
 
 RESCUED_KINDS = {"queued": "handed_back", "failed": "failed", "canceled": "canceled"}
 

@@ -71,8 +71,12 @@ class WorkerRunServices(LLMCallServices, LLMBatchServices):
         max_output_bytes: int = 1_048_576,
         llm_writer: LLMCallWriter | None = None,
         llm_settings: LLMSettings | None = None,
+        task_versions: dict[str, str] | None = None,
     ) -> None:
         super().__init__(store, changes, llm_writer, llm_settings or LLMSettings(), self._patiently)
+        # this daemon's version of each task it serves: a child run gets its task's (the code
+        # deployed beside its parent's), else its parent's (store/waits.sql create_children)
+        self._task_versions = task_versions or {}
         self.wait_threshold = wait_threshold
         self.max_output_bytes = max_output_bytes
         self._max_payload_bytes = max_payload_bytes
@@ -150,6 +154,7 @@ class WorkerRunServices(LLMCallServices, LLMBatchServices):
                 idempotency_ttl,
                 retry,
                 max_duration,
+                version=self._task_versions.get(task_id),
             ),
         )
         if created is None:

@@ -1,5 +1,5 @@
 """The sweeper: the one loop that runs the expirer, and every heartbeat the unknown-task failer,
-the rescuer and the subscription retirer, one after the other in that order.
+the version failer, the rescuer and the subscription retirer, one after the other in that order.
 
 Each chore is a module of its own, with a ``run_once`` a test can call; this loop is their
 order and their cadence. One loop, not one per chore, for two reasons:
@@ -26,6 +26,7 @@ from taskd.worker.expirer import Expirer
 from taskd.worker.rescuer import Rescuer
 from taskd.worker.subscription_retirer import SubscriptionRetirer
 from taskd.worker.unknown_task_failer import UnknownTaskFailer
+from taskd.worker.version_failer import VersionFailer
 
 log = logging.getLogger("taskd.maintenance")
 
@@ -40,8 +41,10 @@ class Sweeper:
         subscription_retirer: SubscriptionRetirer,
         *,
         telemetry: Telemetry | None = None,
+        version_failer: VersionFailer | None = None,
     ) -> None:
         self._settings = settings
+        self._version_failer = version_failer
         self._expirer = expirer
         self._unknown_task_failer = unknown_task_failer
         self._rescuer = rescuer
@@ -66,6 +69,9 @@ class Sweeper:
             self._since_rescue = 0.0
             self._chore = "unknown-task failer"
             await self._unknown_task_failer.run_once()
+            if self._version_failer is not None:
+                self._chore = "version failer"
+                await self._version_failer.run_once()
             self._chore = "rescuer"
             await self._rescuer.run_once()
             self._chore = "subscription retirer"

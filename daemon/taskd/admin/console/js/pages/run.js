@@ -130,6 +130,7 @@ function facts(detail) {
     ["Duration", run.started_at ? fmtDuration(((run.finished_at ? ms(run.finished_at) : Date.now()) - ms(run.started_at)) / 1000) : "—"],
   ];
   if (run.concurrency_key) rows.push(["Concurrency key", run.concurrency_key]);
+  if (run.version) rows.push(["Version", h("span", { class: "mono" }, run.version)]);
   if (run.tags.length) rows.push(["Tags", run.tags.join(", ")]);
   if (run.schedule_id) rows.push(["Schedule", run.schedule_id]);
   if (run.event_id) rows.push(["Event", h("span", { class: "mono" }, run.event_id)]);

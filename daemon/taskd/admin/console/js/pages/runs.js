@@ -8,7 +8,7 @@ const STATUSES = ["queued", "executing", "waiting", "completed", "failed", "canc
 const UNFINISHED = new Set(["queued", "executing", "waiting"]);
 const PAGE_SIZE = 50;
 // The filters of GET /api/runs (and /counts, /bulk), as the address carries them.
-const FILTERS = ["status", "task", "queue", "tag", "key", "schedule", "event", "error_group", "created_after", "created_before"];
+const FILTERS = ["status", "task", "queue", "tag", "key", "version", "schedule", "event", "error_group", "created_after", "created_before"];
 const SEARCH = ["search", "search_in"];
 
 let unsubscribe = null;
@@ -84,11 +84,12 @@ function filterForm(params, tasks, queues) {
     field("Queue", input("queue", { list: "queue-names" })),
     h(
       "details",
-      { class: "more-filters", open: ["tag", "key", "schedule", "event", "created_after", "created_before"].some((n) => params[n]) },
+      { class: "more-filters", open: ["tag", "key", "version", "schedule", "event", "created_after", "created_before"].some((n) => params[n]) },
       h("summary", null, "More filters"),
       h("div", { class: "filters" },
         field("Tag", input("tag")),
         field("Concurrency key", input("key")),
+        field("Version", input("version")),
         field("Schedule", input("schedule")),
         field("Event", input("event")),
         field("Created after", after),
@@ -161,6 +162,7 @@ export async function render(root, params, app) {
         h("thead", null, h("tr", null,
           h("th", { scope: "col" }, "Run"), h("th", { scope: "col" }, "Task"), h("th", { scope: "col" }, "Status"),
           h("th", { scope: "col", class: "hide-small" }, "Queue"), h("th", { scope: "col", class: "hide-small" }, "Key"),
+          h("th", { scope: "col", class: "hide-small" }, "Version"),
           h("th", { scope: "col", class: "num" }, "Attempts"), h("th", { scope: "col" }, "Created"),
           h("th", { scope: "col", class: "num hide-small" }, "Duration"))),
         tbody)),
@@ -176,6 +178,7 @@ export async function render(root, params, app) {
       h("td", null, statusBadge(run.status), " ", progressBar(run.metadata, `progress of run ${shortId(run.id)}`)),
       h("td", { class: "hide-small" }, run.queue),
       h("td", { class: "hide-small" }, run.concurrency_key || ""),
+      h("td", { class: "hide-small mono" }, run.version || ""),
       h("td", { class: "num" }, run.max_attempts ? `${run.attempt}/${run.max_attempts}` : String(run.attempt)),
       h("td", null, timeEl(run.created_at), h("span", { class: "muted" }, ` ${fmtAge(run.created_at)}`)),
       h("td", { class: "num hide-small" }, runDuration(run)),
