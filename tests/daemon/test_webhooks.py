@@ -106,6 +106,8 @@ async def test_every_event_arrives_signed_once_in_order(
         data = completed.body["data"]
         assert data["status"] == "completed" and data["output"] == {"echo": {"n": 1}}
         assert data["tags"] == ["user:1"] and data["task"] == "wh-ok"
+        # the version of the code that started the run, as the run records it
+        assert data["version"] == (await client.get_run(done)).version is not None
         assert completed.headers["webhook-id"] == completed.webhook_id
         # the delivery runs are runs: listed, completed
         sender = (await client.webhook_delivery(completed.webhook_id)).delivery_run_id

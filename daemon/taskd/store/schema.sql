@@ -1662,7 +1662,8 @@ SELECT jsonb_build_object(
         'started_at', r.started_at,
         'finished_at', r.finished_at,
         'idempotency_key', r.idempotency_key,
-        'parent_id', r.parent_id
+        'parent_id', r.parent_id,
+        'version', r.version
     )
 )
 $$;
