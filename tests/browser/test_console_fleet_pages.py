@@ -81,8 +81,17 @@ async def test_the_workers_page_shows_this_daemon(page: Page, console: Console) 
     await expect(row.locator("td").first).to_have_text(str(os.getpid()))
     await expect(row).to_contain_text(worker["version"])
     await expect(row).to_contain_text("0 / 8")  # executing / concurrency
-    for task_id in ("console.echo", "console.fails", "console.progress", "console.sleeps"):
+    # more than six tasks (the console's and taskd.webhook): a list to open, which stays open
+    # across the page's refreshes
+    served = row.locator("summary", has_text="tasks")
+    await expect(served).to_have_text(f"{len(worker['tasks'])} tasks")
+    await served.click()
+    for task_id in ("console.echo", "console.fails", "console.progress", "taskd.webhook"):
         await expect(row.get_by_role("link", name=task_id)).to_be_visible()
+    await expect(page.locator("p", has_text="live worker; updated")).not_to_have_text(
+        await page.locator("p", has_text="live worker; updated").inner_text()
+    )  # refreshed
+    await expect(row.get_by_role("link", name="console.sleeps")).to_be_visible()
     heartbeat = row.locator(".heartbeat")
     await expect(heartbeat).to_contain_text("ago")
     first = await heartbeat.inner_text()

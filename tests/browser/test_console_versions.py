@@ -3,6 +3,8 @@ of the Runs list, a row of the run's page, and the Version filter under "More fi
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from playwright.async_api import Page, expect
 
 from tests.support.browser import Console
@@ -24,7 +26,12 @@ async def test_the_runs_list_shows_and_filters_by_version(page: Page, console: C
     await expect(page).to_have_url(f"{console.url}/#/runs?version=no-such-version")
     await expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_count(0)
 
-    await page.goto(f"{console.url}/#/runs?version={version}")
+    # the default version has a "+" (0.1.0+g<commit>): the filter's link must keep it
+    await page.get_by_label("Version").fill(version)
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page).to_have_url(f"{console.url}/#/runs?version={quote(version, safe='')}")
+    await expect(page.locator(f'tr[data-run="{run_id}"]')).to_be_visible()
+    await page.reload()  # a shared link gives the same list
     await expect(page.locator(f'tr[data-run="{run_id}"]')).to_be_visible()
     await page.locator(f'tr[data-run="{run_id}"] a').first.click()
     await expect(page.locator("dl.facts")).to_contain_text(version)

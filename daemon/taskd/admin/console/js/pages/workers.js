@@ -53,6 +53,9 @@ export async function render(root, params, app) {
   const body = h("div");
   const updated = h("p", { class: "muted small" });
   const draw = (workers) => {
+    // a refresh rebuilds the table: the lists a reader opened stay open
+    const open = new Set([...body.querySelectorAll("tr[data-worker] details[open]")].map(
+      (el) => `${el.closest("tr").dataset.worker}/${el.closest("td").cellIndex}`));
     replaceKeepingFocus(
       body,
       workers.length === 0
@@ -63,6 +66,9 @@ export async function render(root, params, app) {
               h("th", { scope: "col", class: i === 1 || i === 5 ? "num" : null }, text)))),
             h("tbody", null, workers.map(row)))),
     );
+    for (const el of body.querySelectorAll("tr[data-worker] details")) {
+      if (open.has(`${el.closest("tr").dataset.worker}/${el.closest("td").cellIndex}`)) el.open = true;
+    }
     tick(root);
     updated.textContent = `${workers.length} live worker${workers.length === 1 ? "" : "s"}; updated ${new Date().toLocaleTimeString()}. A heartbeat older than ${STALE_SECONDS} s is marked.`;
   };
