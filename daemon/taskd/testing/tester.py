@@ -400,7 +400,13 @@ class Tester:
     # helpers ------------------------------------------------------------------------------
 
     def _task_ids(self) -> list[str]:
-        return [task.id for task in self._tasks]
+        """The tasks whose runs the daemon claims: the test's, and taskd's own (``taskd.webhook``
+        sends status webhooks: drain and advance follow its deliveries and their retries)."""
+        daemon = self._daemon
+        if daemon is None:
+            return [task.id for task in self._tasks]
+        queues = daemon.settings.worker.queues
+        return [t.id for t in daemon.registry if not queues or t.queue.name in queues]
 
     def _pool_(self) -> asyncpg.Pool:
         if self._pool is None:
