@@ -57,3 +57,20 @@ async def test_advance_stops_at_each_retry_of_a_delivery(taskd_tester: Tester) -
         assert [d.answered for d in receiver.received] == [503, 503, 204]
         [delivery] = await taskd_tester.client.webhook_deliveries()
         assert delivery.run_id == result.id and delivery.status == "delivered"
+
+
+async def test_a_delivery_run_records_the_daemons_version(taskd_tester: Tester) -> None:
+    """taskd.webhook's runs are runs like any other: the version of the code that sent them
+    (the daemon's deployment version), as `taskd runs list --version` filters by."""
+    async with webhook_receiver(SECRET) as receiver:
+        await taskd_tester.client.create_webhook(
+            "jobs", receiver.url, ["run.completed"], secret=SECRET
+        )
+        result = await taskd_tester.run(echo, {"n": 3})
+        await taskd_tester.drain()
+        [delivery] = await taskd_tester.client.webhook_deliveries()
+        assert delivery.delivery_run_id is not None
+        sender = await taskd_tester.client.get_run(delivery.delivery_run_id)
+        assert taskd_tester.daemon is not None
+        assert sender.version == taskd_tester.daemon.version != ""
+        assert result.run.version == taskd_tester.daemon.version
