@@ -34,7 +34,7 @@ async def dead_deliveries(db: asyncpg.Connection, count: int) -> list[asyncpg.Re
 async def test_the_pruner_skips_a_delivery_another_transaction_holds(
     database: str, db: asyncpg.Connection
 ) -> None:
-    held, free = await dead_deliveries(db, 2)
+    held, _other = await dead_deliveries(db, 2)
     redelivering = await asyncpg.connect(database)
     pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
     try:
