@@ -213,6 +213,8 @@ class Daemon:
         store = Store(db_pool, claim_pool=claim_pool)
         # status webhooks: every daemon serves the delivery task (taskd.webhook)
         webhook_sender = WebhookSender(store, settings.webhook_delivery)
+        # its runs record the deployment's version, as every task without its own
+        webhook_sender.definition.version = self.version
         self.registry.add(webhook_sender.definition)
         # The admin API reads through a small pool of its own, each statement capped: many
         # operators' requests (or one heavy filter) never take the connections the worker

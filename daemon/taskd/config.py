@@ -732,6 +732,10 @@ def describe_validation_error(exc: ValidationError) -> str:
         and key not in _SECRETS
         and loc[-1] != "secret"  # a [hooks.sources.NAME] or [[webhooks]] signing secret
         and not isinstance(first["input"], dict)  # a whole section: the message names the keys
+        # a list of tables ([[webhooks]], [[hooks.sources]]): its tables hold secrets
+        and not (
+            isinstance(first["input"], list) and any(isinstance(i, dict) for i in first["input"])
+        )
     ):
         message = f"{message} (got {first['input']!r})"
     problems = len(exc.errors())

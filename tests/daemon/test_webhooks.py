@@ -6,6 +6,7 @@ now (as time passing would)."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any
 
 import asyncpg
@@ -133,8 +134,8 @@ async def test_receiver_down_then_back_gets_everything(
             async def tried_twice() -> bool:
                 # each first delivery failed, was tried again (time skipped), failed again
                 await skip_delivery_delays(db)
-                failed = [d for d in receiver.received if d.answered == 503]
-                return len({d.webhook_id for d in failed}) == 5 and len(failed) >= 10
+                failed = Counter(d.webhook_id for d in receiver.received if d.answered == 503)
+                return len(failed) == 5 and min(failed.values()) >= 2
 
             await wait_for(tried_twice)
             assert [d.type for d in receiver.received] == ["run.started"] * len(receiver.received)

@@ -193,7 +193,9 @@ class WebhookStore:
 
     async def prune(self, created_before: datetime, batch: int) -> int:
         """Delete up to ``batch`` finished deliveries made before ``created_before``."""
-        status = await self.pool.execute(SQL["prune"], uuid_at(created_before), batch)
+        status = await self.pool.execute(
+            SQL["prune"], uuid_at(created_before), batch, created_before
+        )
         return int(status.rsplit(" ", 1)[-1])
 
     async def record_attempt(

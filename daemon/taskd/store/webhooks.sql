@@ -151,9 +151,13 @@ WITH old AS (
 SELECT sub.enabled, sub.disabled_reason, sub.name, old.enabled AS was_enabled FROM sub, old;
 
 -- name: prune
--- Finished deliveries (delivered or dead) made before $1 (a UUIDv7 of the cutoff: ids sort by
--- creation, read through the primary key), at most $2 per statement.
-DELETE FROM taskd.webhook_deliveries
- WHERE id IN (SELECT d.id FROM taskd.webhook_deliveries d
-               WHERE d.id < $1 AND d.status IN ('delivered', 'dead')
-               ORDER BY d.id LIMIT $2);
+-- Finished deliveries (delivered or dead) made before $3, at most $2 per statement, read
+-- through the primary key up to $1 (a UUIDv7 of the cutoff: ids sort by creation). SKIP
+-- LOCKED: a delivery being redelivered is left for the next pass, never waited for.
+WITH doomed AS (
+    SELECT d.id FROM taskd.webhook_deliveries d
+     WHERE d.id < $1 AND d.created_at < $3 AND d.status IN ('delivered', 'dead')
+     ORDER BY d.id LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+DELETE FROM taskd.webhook_deliveries w USING doomed WHERE w.id = doomed.id;

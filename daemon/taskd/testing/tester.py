@@ -33,6 +33,7 @@ from taskd.models import Attempt, LLMCallRecord, Run, RunLogLine, RunStatus, Ste
 from taskd.sdk.task import TaskDefinition
 from taskd.store.database import create_pool
 from taskd.testing.daemon import running_daemon
+from taskd.webhook_rules import DELIVERY_QUEUE, DELIVERY_TASK
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _parts = _HEADER.split(resources.files("taskd.testing").joinpath("tester.sql").read_text())
@@ -400,7 +401,14 @@ class Tester:
     # helpers ------------------------------------------------------------------------------
 
     def _task_ids(self) -> list[str]:
-        return [task.id for task in self._tasks]
+        """The tasks whose runs the daemon claims: the test's, and taskd's own (``taskd.webhook``
+        sends status webhooks: drain and advance follow its deliveries and their retries)."""
+        ids = [task.id for task in self._tasks]
+        daemon = self._daemon
+        queues = daemon.settings.worker.queues if daemon is not None else None
+        if daemon is not None and (not queues or DELIVERY_QUEUE in queues):
+            ids.append(DELIVERY_TASK)
+        return ids
 
     def _pool_(self) -> asyncpg.Pool:
         if self._pool is None:
