@@ -277,3 +277,57 @@ async def test_an_event_captured_while_the_delivery_before_it_ends_is_sent(
     )
     assert [(r["seq"], r["status"]) for r in rows] == [(1, "delivered"), (2, "sending")]
     assert rows[1]["delivery_run_id"] is not None
+
+
+async def test_attempts_start_and_clear_failing_and_disable_after_a_day(
+    database: str, db: asyncpg.Connection
+) -> None:
+    await subscribe(db, "all")
+    run_id = await insert_run(db, task_id="wh.task")
+    await move(db, run_id, "executing")
+    delivery = await db.fetchval(
+        "SELECT id FROM taskd.webhook_deliveries WHERE run_id = $1", run_id
+    )
+    row = "SELECT xmin::text AS xmin, failing_since, enabled FROM taskd.webhook_subscriptions"
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        hooks = Store(pool).webhooks
+        healthy = await db.fetchrow(row)
+        # a success of a subscription that was not failing writes nothing to its row (ten
+        # deliveries at once to one receiver do not queue on it)
+        assert (
+            await hooks.record_attempt(
+                delivery, ok=True, status=204, error=None, disable_after=86400
+            )
+            is None
+        )
+        assert await db.fetchrow(row) == healthy
+        # a failure starts failing_since; a second keeps it; a success clears it
+        await hooks.record_attempt(delivery, ok=False, status=500, error=None, disable_after=86400)
+        first = (await db.fetchrow(row))["failing_since"]
+        assert first is not None
+        await hooks.record_attempt(delivery, ok=False, status=500, error=None, disable_after=86400)
+        assert (await db.fetchrow(row))["failing_since"] == first
+        await hooks.record_attempt(delivery, ok=True, status=200, error=None, disable_after=86400)
+        assert (await db.fetchrow(row))["failing_since"] is None
+        # failing for longer than disable_after: the next failure disables it, saying why
+        await hooks.record_attempt(delivery, ok=False, status=503, error=None, disable_after=86400)
+        await db.execute(
+            "UPDATE taskd.webhook_subscriptions SET failing_since = now() - interval '25h'"
+        )
+        reason = await hooks.record_attempt(
+            delivery, ok=False, status=503, error=None, disable_after=86400
+        )
+        assert reason is not None and reason.startswith("its deliveries have failed since ")
+        assert "HTTP 503" in reason
+        assert (await db.fetchrow(row))["enabled"] is False
+        # a success after that does not re-enable it (resume does), nor says it again
+        assert (
+            await hooks.record_attempt(
+                delivery, ok=True, status=204, error=None, disable_after=86400
+            )
+            is None
+        )
+        assert (await db.fetchrow(row))["enabled"] is False
+    finally:
+        await pool.close()

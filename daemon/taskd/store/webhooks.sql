@@ -121,9 +121,11 @@ SELECT d.id, d.payload, d.status, s.id AS subscription_id, s.name, s.url, s.enab
 -- name: record_attempt
 -- One HTTP attempt: counted on the delivery; a success clears the subscription's failing_since,
 -- a failure starts it. A subscription failing for longer than $5 seconds (or answered 410
--- Gone: $6) is disabled, the reason returned (was_enabled: it was enabled before).
+-- Gone: $6) is disabled, the reason returned (was_enabled: it was enabled before). A success
+-- of a subscription that was not failing leaves its row alone: concurrent deliveries to one
+-- receiver do not queue on one hot row.
 WITH old AS (
-    SELECT s.enabled FROM taskd.webhook_subscriptions s
+    SELECT s.enabled, s.disabled_reason, s.name FROM taskd.webhook_subscriptions s
       JOIN taskd.webhook_deliveries d ON d.subscription_id = s.id
      WHERE d.id = $1
 ), delivery AS (
@@ -145,10 +147,16 @@ WITH old AS (
                     || to_char(s.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')
                     || ' UTC (last: ' || coalesce($4, 'HTTP ' || $3) || ')'
            END
-      FROM delivery WHERE s.id = delivery.subscription_id
-    RETURNING s.enabled, s.disabled_reason, s.name
+      FROM delivery
+     WHERE s.id = delivery.subscription_id
+       AND (NOT $2 OR s.failing_since IS NOT NULL OR $6::text IS NOT NULL)
+    RETURNING s.enabled, s.disabled_reason
 )
-SELECT sub.enabled, sub.disabled_reason, sub.name, old.enabled AS was_enabled FROM sub, old;
+SELECT coalesce(sub.enabled, old.enabled) AS enabled,
+       CASE WHEN sub.enabled IS NULL THEN old.disabled_reason ELSE sub.disabled_reason END
+           AS disabled_reason,
+       old.name, old.enabled AS was_enabled
+  FROM old LEFT JOIN sub ON true;
 
 -- name: prune
 -- Finished deliveries (delivered or dead) made before $3, at most $2 per statement, read
