@@ -250,6 +250,7 @@ class Daemon:
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
         llm_writer = self.llm_writer = LLMCallWriter(store, telemetry)
         hooks_pool = None
+        read_replica = None
         try:
             if settings.admin.listen:
                 from taskd.admin.server import AdminServer
@@ -257,6 +258,8 @@ class Daemon:
 
                 assert self.metrics is not None
                 assert admin_pool is not None and admin_store is not None
+                if settings.admin.read_url:
+                    read_replica = await _read_replica(settings, admin_pool, self.metrics)
                 self.admin = AdminServer(
                     AdminState(
                         store=admin_store,
@@ -267,6 +270,7 @@ class Daemon:
                         settings=settings.admin,
                         readiness=lambda: readiness(self, admin_store),
                         max_payload_bytes=settings.tasks.max_payload_bytes,
+                        replica=read_replica,
                     ),
                     taskd_version(),
                 )
@@ -469,6 +473,8 @@ class Daemon:
                     with anyio.move_on_after(5):
                         await self.hooks.stop()
                 extra_pools = [p for p in (admin_pool, hooks_pool) if p is not None]
+                if read_replica is not None:
+                    extra_pools.append(read_replica.pool)
                 for pool in (claim_pool, db_pool, *extra_pools):
                     with anyio.move_on_after(5) as closing:
                         await pool.close()
@@ -581,3 +587,19 @@ def run_daemon(settings: Settings, registry: Registry, *, until_empty: bool = Fa
 
 
 __all__ = ["EXIT_RUNS_FAILED", "Daemon", "migrate", "resolve_dsn", "run_daemon"]
+
+
+async def _read_replica(settings: Settings, admin_pool: Any, metrics: Any) -> Any:
+    """[admin] read_url's replica for the admin API's reads: a pool that connects on the first
+    read (a replica down at start costs a fallback, not the start)."""
+    from taskd.admin.read_replica import ReadReplica
+    from taskd.store.replica import create_read_pool
+
+    pool = await create_read_pool(
+        settings.admin.read_url,
+        settings.database,
+        size=ADMIN_POOL_SIZE,
+        statement_timeout=ADMIN_STATEMENT_TIMEOUT,
+        application_name="taskd-admin-read",
+    )
+    return ReadReplica(settings.admin.read_url, pool, admin_pool, metrics.registry)

@@ -635,7 +635,7 @@ def _schema_line(schema: SchemaStatus) -> str:
 
 def cmd_runs_list(args: argparse.Namespace) -> None:
     statuses = [RunStatus(s) for s in args.status] if args.status else None
-    runs: list[Run] = _with_client(
+    runs: list[Run] = _with_read_client(
         args,
         lambda client: client.list_runs(
             status=statuses,
@@ -682,7 +682,7 @@ def _retry_text(retry: dict[str, Any]) -> str:
 
 def cmd_runs_show(args: argparse.Namespace) -> None:
     run: Run
-    run, llm_calls, llm_cost = _with_client(args, _run_with_llm_calls(args.id))
+    run, llm_calls, llm_cost = _with_read_client(args, _run_with_llm_calls(args.id))
     if args.json:
         print(orjson.dumps(run.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
         return
@@ -892,16 +892,16 @@ def cmd_logs(args: argparse.Namespace) -> None:
     dsn = resolve_dsn(settings)
     emit = _print_log_json if args.json else _print_log_text
 
-    async def main() -> None:
-        async with Client.connect(dsn, settings.database) as client:
-            if run_id is not None:
-                await client.get_run(run_id)  # RunNotFound: one line, exit 1
-            tail = LogTail(client, run=run_id, task=args.task, levels=levels)
-            await tail.backlog(emit, args.lines)
-            if args.follow:
-                await tail.follow(emit, dsn, settings.database, until_finished=run_id is not None)
+    async def follow(client: Client) -> None:
+        if run_id is not None:
+            await client.get_run(run_id)  # RunNotFound: one line, exit 1
+        tail = LogTail(client, run=run_id, task=args.task, levels=levels)
+        await tail.backlog(emit, args.lines)
+        if args.follow:  # LISTEN on the primary (a standby refuses it); reads on the client's
+            await tail.follow(emit, dsn, settings.database, until_finished=run_id is not None)
 
-    _run_async(main, settings.database.url or None)
+    # on [admin] read_url's replica when set (the primary when it is unreachable)
+    _run_async(lambda: _on_replica(settings, follow), settings.database.url or None)
 
 
 def _print_log_text(line: Any) -> None:
@@ -1090,6 +1090,42 @@ def _with_client(args: argparse.Namespace, use: Callable[[Any], Awaitable[Any]])
             return await use(client)
 
     return _run_async(main, settings.database.url or None)
+
+
+def _with_read_client(args: argparse.Namespace, use: Callable[[Any], Awaitable[Any]]) -> Any:
+    """``use(client)`` on [admin] read_url's replica when it is set (`taskd runs`, `taskd
+    logs`): on the primary when the replica cannot be reached (one line on stderr) or does
+    not know the run yet."""
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+    return _run_async(lambda: _on_replica(settings, use), settings.database.url or None)
+
+
+async def _on_replica(settings: Settings, use: Callable[[Any], Awaitable[Any]]) -> Any:
+    from taskd.app import resolve_dsn
+    from taskd.client import Client
+    from taskd.errors import RunNotFound
+    from taskd.store.database import dsn_location
+    from taskd.store.replica import unreachable
+
+    read_url = settings.admin.read_url
+    if read_url:
+        try:
+            async with Client.connect(read_url, settings.database) as client:
+                return await use(client)
+        except RunNotFound:
+            pass  # not replayed yet (or nowhere): the primary decides
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            print(
+                f"taskd: the replica at {dsn_location(read_url)} is unreachable "
+                f"({type(exc).__name__}: {str(exc).strip() or 'no answer'}): "
+                "reading from the primary",
+                file=sys.stderr,
+            )
+    async with Client.connect(resolve_dsn(settings), settings.database) as client:
+        return await use(client)
 
 
 def _when(value: datetime | None) -> str:

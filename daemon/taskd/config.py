@@ -256,6 +256,19 @@ class AdminSettings(_Section):
     stream_buffer: int = Field(1000, ge=1)
     """Run changes buffered per /api/stream client; a client that falls this far behind is
     disconnected (it reconnects and re-reads what it missed from /api/runs)."""
+    read_url: str = ""
+    """DSN of a streaming replica (hot standby) the admin API, the console and `taskd runs` /
+    `taskd logs` read history from; writes stay on the primary. Unreachable: reads fall back
+    to the primary (one warning). Empty: everything reads the primary. Its password belongs
+    in the environment (TASKD_ADMIN__READ_URL)."""
+
+    @field_validator("read_url")
+    @classmethod
+    def _read_url_is_a_dsn(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a PostgreSQL DSN: postgresql://host:port/database")
+        return value
 
     @field_validator("listen")
     @classmethod

@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from taskd.admin.fleet_api import FLEET_ROUTES
+from taskd.admin.replica_api import REPLICA_ROUTES
 from taskd.admin.routing import Handler, RequestInvalid, Route
 from taskd.admin.schemas import (
     MAX_BULK_RUNS,
@@ -109,6 +110,8 @@ async def metrics(state: AdminState, request: web.Request, query: Any, body: Any
     from taskd.admin.metrics import CONTENT_TYPE
 
     await state.readiness()  # sets taskd_ready: a scrape must not depend on a /readyz call
+    if state.replica is not None:
+        await state.replica.lag(fresh=True)  # taskd_replica_lag_seconds, _bytes
     text = await state.metrics.render()
     response = web.Response(body=text)
     response.headers["Content-Type"] = CONTENT_TYPE
@@ -837,6 +840,7 @@ ROUTES: list[Route] = [
     ),
     *FLEET_ROUTES,
     *WEBHOOK_ROUTES,  # /api/webhooks: status webhooks (webhook_api.py)
+    *REPLICA_ROUTES,  # GET /api/replica: the read replica's lag (replica_api.py)
 ]
 
 __all__ = ["ROUTES", "ErrorBody", "Handler", "ReadinessFailed", "RequestInvalid", "Route"]

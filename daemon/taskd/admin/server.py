@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from taskd.admin.api import ROUTES, ReadinessFailed, RequestInvalid, Route
 from taskd.admin.console_files import CONSOLE_PAGES, CONSOLE_PREFIX, SECURITY_HEADERS, add_console
 from taskd.admin.openapi import openapi_document
+from taskd.admin.read_replica import LAG_HEADER, READ_FROM, ReadReplica, reads_history
 from taskd.admin.schemas import ErrorBody
 from taskd.admin.session import bearer_role, cookie_role
 from taskd.admin.state import AdminState
@@ -264,12 +265,31 @@ def _endpoint(route: Route) -> Any:
                     _first_problem(exc),
                     exc.errors(include_url=False, include_context=False, include_input=False),
                 ) from None
+        if state.replica is not None and reads_history(route):
+            return await _read_on_replica(route, state, state.replica, request, query)
         result = await route.handler(state, request, query, body)
         if isinstance(result, web.StreamResponse):
             return result
         return json_response(result, route.status)
 
     return handle
+
+
+async def _read_on_replica(
+    route: Route, state: AdminState, replica: ReadReplica, request: web.Request, query: Any
+) -> web.StreamResponse:
+    """A read of history on [admin] read_url's replica (the primary as its fallback), its
+    answer saying where it was read and the replica's lag."""
+    result, source = await replica.read(state, lambda on: route.handler(on, request, query, None))
+    response = (
+        result if isinstance(result, web.StreamResponse) else json_response(result, route.status)
+    )
+    response.headers[READ_FROM] = source
+    if source == "replica":
+        lag = await replica.lag()
+        if lag is not None and lag.seconds is not None:
+            response.headers[LAG_HEADER] = f"{lag.seconds:.3f}"
+    return response
 
 
 def _first_problem(exc: ValidationError) -> str:

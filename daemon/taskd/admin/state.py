@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from taskd.admin.metrics import Metrics
 from taskd.admin.schemas import Readiness
@@ -13,6 +14,9 @@ from taskd.client import Client
 from taskd.config import AdminSettings
 from taskd.sdk.registry import Registry
 from taskd.store.store import Store
+
+if TYPE_CHECKING:
+    from taskd.admin.read_replica import ReadReplica
 
 
 @dataclass
@@ -25,3 +29,5 @@ class AdminState:
     settings: AdminSettings
     readiness: Callable[[], Awaitable[Readiness]]
     max_payload_bytes: int
+    replica: ReadReplica | None = None
+    """[admin] read_url's replica: the GET routes that read history run on it (read_replica.py)."""
