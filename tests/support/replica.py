@@ -27,11 +27,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import asyncpg
 
+from tests.support.daemon_process import count_runs
 from tests.support.postgres import chosen_version
+from tests.support.waiting import wait_for
 
 STANDBY_NAME = "replica1"
 
@@ -249,3 +252,55 @@ async def replica_pair(prefix: str, *, synchronous: bool = True) -> AsyncIterato
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(pair.cleanup)
+
+
+async def fail_over_under_load(pair: ReplicaPair, after: int) -> dict[str, Any]:
+    """Wait for ``after`` completed runs, crash the primary, promote the replica; the times."""
+    db = await asyncpg.connect(pair.primary.dsn)
+    try:
+
+        async def some_completed() -> int:
+            done = (await count_runs(db)).get("completed", 0)
+            return done if done >= after else 0
+
+        completed_before = await wait_for(some_completed, timeout=20, interval=0.01)
+    finally:
+        await db.close()
+    killed_at = time.time()
+    await anyio.to_thread.run_sync(pair.kill_primary)
+    promoting = time.time()  # pg_ctl stop -m immediate returned: the primary is gone
+    await anyio.to_thread.run_sync(pair.promote)
+    promoted_at = time.time()
+    return {
+        "completed_before": completed_before,
+        "killed_at": killed_at,
+        "promoted_at": promoted_at,
+        "promote_took": promoted_at - promoting,
+    }
+
+
+async def claim_gap(
+    db: asyncpg.Connection, killed_at: float, promoted_at: float
+) -> dict[str, float]:
+    """The longest stretch without an attempt starting, from a second before the crash on
+    (database clock, same machine), and when the first attempt after the promotion started."""
+    without_claims = await db.fetchval(
+        """
+        SELECT extract(epoch FROM max(gap)) FROM (
+            SELECT started_at - lag(started_at) OVER (ORDER BY started_at) AS gap
+              FROM taskd.attempts
+             WHERE started_at >= to_timestamp($1) - interval '1 second'
+        ) AS gaps
+        """,
+        killed_at,
+    )
+    first_after = await db.fetchval(
+        "SELECT extract(epoch FROM min(started_at)) FROM taskd.attempts"
+        " WHERE started_at > to_timestamp($1)",
+        promoted_at,
+    )
+    assert first_after is not None, "no attempt started after the promotion"
+    return {
+        "without_claims": float(without_claims),
+        "first_after_promote": float(first_after) - promoted_at,
+    }
