@@ -137,6 +137,9 @@ async def test_admin_and_cli_read_from_the_replica_and_fall_back_when_it_stops()
         assert "unreachable" in cli.err and "reading from the primary" in cli.err, cli
         assert len(cli.err.strip().splitlines()) == 1, cli
         assert fresh in cli.out, cli
+        logs = await taskd(pair.primary.dsn, "logs", "--lines", "5", **read_url)
+        assert logs.code == 0, logs
+        assert "reading from the primary" in logs.err, logs
         assert daemon.alive
         code = await daemon.stop(signal.SIGTERM)
         assert code == 0, daemon.output()

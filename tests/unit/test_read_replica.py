@@ -95,6 +95,22 @@ async def test_a_run_the_replica_does_not_know_yet_is_read_on_the_primary() -> N
     assert not replica.down  # a 404 says nothing about the replica's health
 
 
+async def test_a_recovery_conflict_reads_that_query_on_the_primary_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    replica, _ = replica_and_clock()
+    state = primary_state()
+
+    async def handler(on: AdminState) -> str:
+        if on.store is not state.store:
+            raise asyncpg.SerializationError("canceling statement due to conflict with recovery")
+        return "the runs"
+
+    with caplog.at_level(logging.INFO, logger="taskd.admin.replica"):
+        assert await replica.read(state, handler) == ("the runs", "primary")
+    assert not replica.down and not caplog.records  # the replica is up: the next read goes there
+
+
 async def test_a_query_that_fails_on_the_replica_fails_there() -> None:
     replica, _ = replica_and_clock()
     state = primary_state()

@@ -38,7 +38,13 @@ from taskd.errors import (
     WebhookNotFound,
 )
 from taskd.store.database import dsn_location
-from taskd.store.replica import ReplicaLag, measure_lag, unreachable
+from taskd.store.replica import (
+    ReplicaLag,
+    primary_position,
+    replica_lag,
+    server_down,
+    unreachable,
+)
 from taskd.store.store import Store
 
 log = logging.getLogger("taskd.admin.replica")
@@ -138,7 +144,9 @@ class ReadReplica:
         except Exception as exc:
             if not unreachable(exc):
                 raise
-            self._fell_back(exc)
+            if server_down(exc):
+                self._fell_back(exc)
+            # else one query the standby could not answer (a recovery conflict): this read only
             return await handler(state), "primary"
         if not self._reading:  # the replica answers again
             log.info("reading from the replica at %s again", self.where)
@@ -166,17 +174,21 @@ class ReadReplica:
 
     async def lag(self, *, fresh: bool = False) -> ReplicaLag | None:
         """The replica's lag, measured at most once per LAG_EVERY (``fresh``: now); None while
-        the replica is unreachable."""
+        the replica cannot be read. A primary that cannot be asked raises (its own error)."""
         now = self._clock()
         if not fresh and now - self._lag_at < LAG_EVERY:
             return self._lag
         self._lag_at = now
+        position = await primary_position(self._primary_pool)
         try:
-            lag = await measure_lag(self._primary_pool, self.pool)
+            lag = await replica_lag(self.pool, position)
         except Exception as exc:
             if not unreachable(exc):
                 raise
-            self._fell_back(exc)
+            if server_down(exc):
+                self._fell_back(exc)
+            self._lag = None
+            self.last_error = one_line(exc)
             return None
         self._lag = lag
         self.lag_seconds.set(nan_if_none(lag.seconds))
@@ -184,16 +196,9 @@ class ReadReplica:
         return lag
 
     async def status(self) -> ReplicaStatus:
-        error = None
-        lag: ReplicaLag | None = None
-        try:
-            lag = await self.lag(fresh=True)
-        except Exception as exc:  # not the replica's fault: the primary's, one line
-            if not unreachable(exc):
-                raise
-            error = one_line(exc)
-        if lag is None and error is None:
-            error = self.last_error
+        """GET /api/replica: measured now (a primary that cannot be asked: a 503, as any
+        other read of it)."""
+        lag = await self.lag(fresh=True)
         return ReplicaStatus(
             configured=True,
             reading_from="primary" if self.down else "replica",
@@ -201,7 +206,7 @@ class ReadReplica:
             in_recovery=lag.in_recovery if lag is not None else None,
             lag_seconds=lag.seconds if lag is not None else None,
             lag_bytes=lag.bytes if lag is not None else None,
-            error=error,
+            error=None if lag is not None else self.last_error,
         )
 
 

@@ -61,13 +61,37 @@ async def measure_lag(
     """The replica's lag behind the primary's WAL position read now (two statements, one on
     each server). A primary in recovery (being failed over): the replica's own figures with
     nothing to compare to count as no lag known (both None)."""
+    return await replica_lag(replica, await primary_position(primary))
+
+
+async def primary_position(primary: asyncpg.Pool | asyncpg.Connection) -> str | None:
+    """The primary's WAL position now (None: the server is in recovery)."""
     position: str | None = await primary.fetchval(SQL["primary_position"])
+    return position
+
+
+async def replica_lag(
+    replica: asyncpg.Pool | asyncpg.Connection, position: str | None
+) -> ReplicaLag:
+    """The replica's distance to ``position`` (read on the primary just before)."""
     if position is None:
         return ReplicaLag(in_recovery=True, bytes=None, seconds=None)
     row = await replica.fetchrow(SQL["replica_lag"], position)
     assert row is not None
     return ReplicaLag(
         in_recovery=bool(row["in_recovery"]), bytes=row["bytes"], seconds=row["seconds"]
+    )
+
+
+RETRY_ON_PRIMARY = frozenset({"40001", "25006"})
+"""SQLSTATEs a read gets from a healthy standby that the primary answers: a query canceled by
+a conflict with recovery, a read-only transaction asked to write."""
+
+
+def server_down(exc: BaseException) -> bool:
+    """``unreachable`` because the replica is down, not because of one query."""
+    return unreachable(exc) and not (
+        isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in RETRY_ON_PRIMARY
     )
 
 
@@ -81,5 +105,5 @@ def unreachable(exc: BaseException) -> bool:
     read-only transaction asked to write) is: a read that writes belongs on the primary."""
     if isinstance(exc, asyncpg.PostgresError):
         state = str(exc.sqlstate or "")
-        return state.startswith(("08", "57P")) or state in {"40001", "25006"}
+        return state.startswith(("08", "57P")) or state in RETRY_ON_PRIMARY
     return isinstance(exc, DB_ERRORS)
