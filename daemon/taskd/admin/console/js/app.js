@@ -135,4 +135,39 @@ async function start() {
   await route({ focus: false });
 }
 
-start();
+// [admin] read_url: where the console's reads come from and how far the replica is behind, in
+// the footer (GET /api/replica, every REPLICA_EVERY_MS); hidden, and not asked again, when the
+// daemon has no replica.
+const REPLICA_EVERY_MS = 10_000;
+
+function replicaText(status) {
+  if (!status.reachable) return "Replica unreachable: reading from the primary";
+  if (!status.in_recovery) return "Reading from the replica, which is no longer a standby (promoted?)";
+  const seconds = status.lag_seconds === null ? "unknown" : `${status.lag_seconds.toFixed(2)} s`;
+  const bytes = status.lag_bytes === null ? "" : `, ${status.lag_bytes.toLocaleString("en")} bytes of WAL`;
+  return `Reading from the replica: lag ${seconds}${bytes}`;
+}
+
+async function showReplica() {
+  const footer = document.getElementById("replica-status");
+  let status;
+  try {
+    status = await api("/api/replica");
+  } catch (error) {
+    if (!footer.hidden) footer.textContent = `Replica status unavailable: ${error.message}`;
+    return true;
+  }
+  if (!status.configured) return false;
+  footer.hidden = false;
+  footer.textContent = replicaText(status);
+  footer.title = status.error || "";
+  footer.classList.toggle("warn", !status.reachable || !status.in_recovery);
+  return true;
+}
+
+async function watchReplica() {
+  if (app.role === null) return; // no session (the login page is loading) or no API
+  if (await showReplica()) setInterval(showReplica, REPLICA_EVERY_MS);
+}
+
+start().then(watchReplica);
