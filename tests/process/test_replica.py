@@ -84,6 +84,12 @@ async def test_admin_and_cli_read_from_the_replica_and_fall_back_when_it_stops()
             replica = await asyncpg.connect(pair.replica.dsn)
             try:
                 await replica.execute("SELECT pg_wal_replay_pause()")
+
+                async def paused() -> bool:  # a pause is a request: replay stops a bit later
+                    state = await replica.fetchval("SELECT pg_get_wal_replay_pause_state()")
+                    return bool(state == "paused")
+
+                await wait_for(paused, timeout=10)
                 answer = await http.post(
                     f"{url}/api/tasks/crash.work/trigger", json={"payload": {"i": 2}}
                 )

@@ -7,9 +7,10 @@ an operator from seeing less than the primary knows:
 
 - a read the replica answers 404 (a run just triggered through the API, not replayed yet) is
   asked of the primary again;
-- a replica that cannot be reached (refused, timed out, shutting down, a query canceled by a
-  recovery conflict) makes that read, and every read of the next ``RETRY_AFTER`` seconds, go
-  to the primary; the switch is logged once (warning), and the return once (info).
+- a replica that cannot be reached (refused, timed out, shutting down) makes that read, and
+  every read of the next ``RETRY_AFTER`` seconds, go to the primary; the switch is logged once
+  (warning), and the return once (info). A query the standby cancels (a conflict with
+  recovery) or that would write is asked of the primary for that request only.
 
 Answers say where they were read: ``Taskd-Read-From: replica`` (with ``Taskd-Replica-Lag``,
 seconds, measured at most once per ``LAG_EVERY``) or ``primary``.
@@ -93,6 +94,7 @@ class ReadReplica:
         self.pool = pool
         self._primary_pool = primary_pool
         self._store = Store(pool)
+        self._client: Client | None = None
         self._clock = clock
         self._down_until = 0.0
         self._lag: ReplicaLag | None = None
@@ -124,7 +126,9 @@ class ReadReplica:
 
     def on(self, state: AdminState) -> AdminState:
         """``state`` with the replica's store and a client reading through it."""
-        return replace(state, store=self._store, client=Client(self.pool, changes=state.changes))
+        if self._client is None:
+            self._client = Client(self.pool, changes=state.changes)
+        return replace(state, store=self._store, client=self._client)
 
     async def read(
         self,
