@@ -52,6 +52,7 @@ bench: $(BIN)/taskd
 	$(BIN)/python bench/cron.py
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/console.py
+	$(BIN)/python bench/failover.py
 
 clean:
 	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
