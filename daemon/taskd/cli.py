@@ -126,7 +126,7 @@ def _queue_names(names: Sequence[str]) -> list[str]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    from taskd.app import migrate, resolve_dsn
+    from taskd.app import migrate, resolve_direct_dsn
 
     settings = _settings(args)
     configure_logging("WARNING", "text")
@@ -134,7 +134,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
         print(_run_async(lambda: _migrate_preview(args, settings), settings.database.url or None))
         return
     applied = _run_async(
-        lambda: migrate(resolve_dsn(settings), settings), settings.database.url or None
+        lambda: migrate(resolve_direct_dsn(settings), settings), settings.database.url or None
     )
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
@@ -880,7 +880,7 @@ def _no_name(by: str | None) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> None:
-    from taskd.app import resolve_dsn
+    from taskd.app import resolve_direct_dsn, resolve_dsn
     from taskd.client import Client
     from taskd.ids import parse_run_id
     from taskd.log_tail import LogTail, levels_from
@@ -899,7 +899,13 @@ def cmd_logs(args: argparse.Namespace) -> None:
             tail = LogTail(client, run=run_id, task=args.task, levels=levels)
             await tail.backlog(emit, args.lines)
             if args.follow:
-                await tail.follow(emit, dsn, settings.database, until_finished=run_id is not None)
+                # its LISTEN on a session: database.direct_url
+                await tail.follow(
+                    emit,
+                    resolve_direct_dsn(settings, dsn),
+                    settings.database,
+                    until_finished=run_id is not None,
+                )
 
     _run_async(main, settings.database.url or None)
 
