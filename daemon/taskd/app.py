@@ -23,7 +23,7 @@ from taskd.sdk.registry import Registry
 from taskd.sdk.retry import Retry
 from taskd.store.database import DB_ERRORS, create_pool
 from taskd.store.migrations import apply_migrations, read_plan, status_of
-from taskd.store.pooler import connect_session
+from taskd.store.pooler import check_pool_statements, connect_session
 from taskd.store.store import Store
 from taskd.systemd import SystemdNotifier
 from taskd.telemetry import Telemetry
@@ -201,6 +201,8 @@ class Daemon:
         for webhook in settings.webhooks:  # a secret_env not set stops start-up at once
             webhook.resolved_secret()
         await prepare_schema(self.direct_dsn, settings)
+        if self.dsn != self.direct_dsn:  # the pools go through a pooler: do statements stay?
+            await check_pool_statements(self.dsn, settings.database)
         # Every worker statement is bounded: a lock held by a transaction outside taskd (an
         # application's open `SELECT taskd.cancel(id)`) fails the one call that needs it after
         # lock_timeout instead of stalling the heartbeat, the completer or the claims.

@@ -25,6 +25,7 @@ from taskd.app import Daemon
 from taskd.config import DatabaseSettings, Settings
 from taskd.errors import ConfigError
 from taskd.sdk.registry import Registry
+from taskd.store.pooler import Pooling, _connect_and_look
 from taskd.testing.daemon import running_daemon, test_settings
 from tests.support.pgbouncer import Bouncer, pgbouncer_missing, running_pgbouncer
 from tests.support.waiting import wait_for, wait_for_run
@@ -208,3 +209,41 @@ async def test_a_session_through_the_transaction_pooler_stops_the_start_in_one_l
     key = "database.direct_url" if direct else "database.url"
     assert message.startswith(f"config error: {key} "), message
     assert f"127.0.0.1:{bouncer.port}" in message and "postgres@" not in message
+
+
+async def test_named_prepared_statements_through_a_pooler_that_loses_them_stop_the_start(
+    bouncer: Bouncer, database: str
+) -> None:
+    # PgBouncer 1.18 keeps no prepared statement for its clients: asyncpg's statement cache
+    # would fail under load with "prepared statement ... does not exist"; refused at start
+    settings = test_settings(bouncer.through(database))
+    settings.database.direct_url = database
+    daemon = Daemon(settings, Registry([with_steps]), bouncer.through(database))
+    with pytest.raises(ConfigError) as raised:
+        with anyio.fail_after(30):
+            await daemon.run(handle_signals=False)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "config error: database.statement_cache_size (TASKD_DATABASE__STATEMENT_CACHE_SIZE): "
+    ), message
+    assert "does not keep prepared statements" in message and "set it to 0" in message
+
+
+async def test_a_session_mode_pool_is_a_session_and_postgresql_itself_needs_no_probe(
+    server_dsn: str, database: str, bouncer: Bouncer
+) -> None:
+    settings = DatabaseSettings()
+    with running_pgbouncer(server_dsn, pool_mode="session", pool_size=5) as session_pool:
+        connection, pooling = await _connect_and_look(session_pool.through(database), settings)
+        assert connection is not None
+        await connection.close()
+        assert pooling == Pooling("session")
+    connection, pooling = await _connect_and_look(database, settings)
+    assert connection is not None
+    await connection.close()
+    assert pooling == Pooling("direct")
+    cached, pooling = await _connect_and_look(bouncer.through(database), settings)
+    if cached is not None:
+        await cached.close()
+    assert pooling.mode == "transaction" and pooling.statements_lost, pooling
