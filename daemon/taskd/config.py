@@ -133,6 +133,16 @@ class DatabaseSettings(_Section):
         return value
 
     @model_validator(mode="after")
+    def _direct_beside_url(self) -> DatabaseSettings:
+        # the embedded server's pools beside some other database's sessions: never meant
+        if self.direct_url and not self.url:
+            raise ValueError(
+                "database.direct_url is set but database.url is empty: set both (the pools' "
+                "url, the session connections' direct_url), or neither (the embedded server)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _pool_sizes(self) -> DatabaseSettings:
         if self.pool_min_size > self.pool_max_size:
             raise ValueError(
