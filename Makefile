@@ -53,6 +53,7 @@ bench: $(BIN)/taskd
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/pgbouncer.py
 
 clean:
 	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -21,8 +21,9 @@ from taskd.logs import log_event
 from taskd.sdk.current import set_current_client
 from taskd.sdk.registry import Registry
 from taskd.sdk.retry import Retry
-from taskd.store.database import DB_ERRORS, connect, create_pool
+from taskd.store.database import DB_ERRORS, create_pool
 from taskd.store.migrations import apply_migrations, read_plan, status_of
+from taskd.store.pooler import check_pool_statements, connect_session
 from taskd.store.store import Store
 from taskd.systemd import SystemdNotifier
 from taskd.telemetry import Telemetry
@@ -96,8 +97,16 @@ def resolve_dsn(settings: Settings) -> str:
     return settings.database.url or embedded_dsn(settings.database.data_dir)
 
 
+def resolve_direct_dsn(settings: Settings, dsn: str | None = None) -> str:
+    """The session connections' database (``database.direct_url``), else ``dsn`` (else the
+    configured database): LISTEN, the worker lock, the event relay, the migrations' lock."""
+    return settings.database.direct_url or dsn or resolve_dsn(settings)
+
+
 async def migrate(dsn: str, settings: Settings) -> list[str]:
-    connection = await connect(dsn, settings.database)
+    """Apply the pending migrations on ``dsn``, a session (under its advisory lock): a
+    transaction pooler is refused with a one-line ConfigError naming database.direct_url."""
+    connection = await connect_session(dsn, settings.database)
     try:
         applied = await apply_migrations(connection)
     finally:
@@ -111,7 +120,7 @@ async def prepare_schema(dsn: str, settings: Settings) -> None:
     if settings.database.migrate:
         await migrate(dsn, settings)
         return
-    connection = await connect(dsn, settings.database)
+    connection = await connect_session(dsn, settings.database)
     try:
         status = status_of(await read_plan(connection))  # ahead: MigrationError
     finally:
@@ -142,6 +151,8 @@ class Daemon:
         self.version = deployment_version(settings)
         self.registry = with_versions(self.registry, self.version)
         self.dsn = dsn
+        # the session connections (LISTEN, locks): database.direct_url, else the pools' dsn
+        self.direct_dsn = resolve_direct_dsn(settings, dsn)
         self.until_empty = until_empty  # burst mode: exit once nothing due is left
         self.burst: Burst | None = None
         self.worker_id = uuid.uuid4()
@@ -189,7 +200,9 @@ class Daemon:
         settings = self.settings
         for webhook in settings.webhooks:  # a secret_env not set stops start-up at once
             webhook.resolved_secret()
-        await prepare_schema(self.dsn, settings)
+        await prepare_schema(self.direct_dsn, settings)
+        if self.dsn != self.direct_dsn:  # the pools go through a pooler: do statements stay?
+            await check_pool_statements(self.dsn, settings.database)
         # Every worker statement is bounded: a lock held by a transaction outside taskd (an
         # application's open `SELECT taskd.cancel(id)`) fails the one call that needs it after
         # lock_timeout instead of stalling the heartbeat, the completer or the claims.
@@ -295,7 +308,7 @@ class Daemon:
                 await self.hooks.start(hooks_pool)
             served = self.registry
             set_current_client(client)
-            self.lock = WorkerLock(self.dsn, settings.database, store, new_lock_key())
+            self.lock = WorkerLock(self.direct_dsn, settings.database, store, new_lock_key())
             lock = self.lock
             services = WorkerRunServices(
                 store,
@@ -349,7 +362,7 @@ class Daemon:
             )
             self.scheduler = Scheduler(store, self.changes)
             self.listener = Listener(
-                self.dsn,
+                self.direct_dsn,
                 settings.database,
                 {
                     NUDGE_CHANNEL: self._on_nudge,
@@ -424,12 +437,12 @@ class Daemon:
                 # minute (one daemon of the fleet writes each minute)
                 group.start_soon(self.queue_sampler.run)
                 self.event_relay = EventRelay(
-                    self.dsn, settings.database, store, settings.tasks.max_payload_bytes
+                    self.direct_dsn, settings.database, store, settings.tasks.max_payload_bytes
                 )
                 group.start_soon(self.event_relay.run)
                 # every daemon's run changes on any daemon's /api/stream (change_feed.py)
                 self.change_feed = ChangeFeed(
-                    self.dsn, settings.database, self.changes, self.worker_id
+                    self.direct_dsn, settings.database, self.changes, self.worker_id
                 )
                 group.start_soon(self.change_feed.run)
                 if self.burst is not None:
@@ -586,7 +599,14 @@ def run_daemon(settings: Settings, registry: Registry, *, until_empty: bool = Fa
     return daemon.exit_code
 
 
-__all__ = ["EXIT_RUNS_FAILED", "Daemon", "migrate", "resolve_dsn", "run_daemon"]
+__all__ = [
+    "EXIT_RUNS_FAILED",
+    "Daemon",
+    "migrate",
+    "resolve_direct_dsn",
+    "resolve_dsn",
+    "run_daemon",
+]
 
 
 async def _read_replica(settings: Settings, admin_pool: Any, metrics: Any) -> Any:

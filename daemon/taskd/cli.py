@@ -126,7 +126,7 @@ def _queue_names(names: Sequence[str]) -> list[str]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    from taskd.app import migrate, resolve_dsn
+    from taskd.app import migrate, resolve_direct_dsn
 
     settings = _settings(args)
     configure_logging("WARNING", "text")
@@ -134,7 +134,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
         print(_run_async(lambda: _migrate_preview(args, settings), settings.database.url or None))
         return
     applied = _run_async(
-        lambda: migrate(resolve_dsn(settings), settings), settings.database.url or None
+        lambda: migrate(resolve_direct_dsn(settings), settings), settings.database.url or None
     )
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
@@ -880,7 +880,7 @@ def _no_name(by: str | None) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> None:
-    from taskd.app import resolve_dsn
+    from taskd.app import resolve_direct_dsn, resolve_dsn
     from taskd.client import Client
     from taskd.ids import parse_run_id
     from taskd.log_tail import LogTail, levels_from
@@ -897,8 +897,15 @@ def cmd_logs(args: argparse.Namespace) -> None:
             await client.get_run(run_id)  # RunNotFound: one line, exit 1
         tail = LogTail(client, run=run_id, task=args.task, levels=levels)
         await tail.backlog(emit, args.lines)
-        if args.follow:  # LISTEN on the primary (a standby refuses it); reads on the client's
-            await tail.follow(emit, dsn, settings.database, until_finished=run_id is not None)
+        if args.follow:
+            # LISTEN on a session of the primary (a standby and a transaction pooler refuse
+            # it): database.direct_url; reads on the client's
+            await tail.follow(
+                emit,
+                resolve_direct_dsn(settings, dsn),
+                settings.database,
+                until_finished=run_id is not None,
+            )
 
     # on [admin] read_url's replica when set (the primary when it is unreachable)
     _run_async(lambda: _on_replica(settings, follow), settings.database.url or None)

@@ -76,6 +76,10 @@ class _Section(BaseModel):
 class DatabaseSettings(_Section):
     url: str = ""
     """PostgreSQL DSN. Empty: the embedded server under ``data_dir`` (started on demand)."""
+    direct_url: str = ""
+    """DSN of the session connections (LISTEN, the worker lock, the event relay, the change
+    feed, the migrations' lock): PostgreSQL itself or a session-mode pool, never a
+    transaction pooler. Empty: ``url``."""
     data_dir: Path = Path(".taskd/pgdata")
     """Where the embedded PostgreSQL keeps its data when ``url`` is empty (relative to the
     config file)."""
@@ -84,7 +88,8 @@ class DatabaseSettings(_Section):
     pool_max_size: int = Field(10, ge=2)
     """Most connections of each pool."""
     statement_cache_size: int = Field(1024, ge=0)
-    """0 when the pool goes through PgBouncer in transaction mode."""
+    """0 when the pool goes through PgBouncer in transaction mode (before 1.21, or without
+    ``max_prepared_statements``): asyncpg then sends every statement unnamed."""
     connect_timeout: Seconds = 10.0
     """Longest wait for a new connection to the database; one that times out (or that a
     starting server refuses for now) is tried again, 3 tries in all."""
@@ -108,7 +113,7 @@ class DatabaseSettings(_Section):
             )
         return self
 
-    @field_validator("url")
+    @field_validator("url", "direct_url")
     @classmethod
     def _postgres_url(cls, value: str) -> str:
         # What asyncpg would refuse at connect, refused here so the error names the key.
@@ -126,6 +131,16 @@ class DatabaseSettings(_Section):
             if colon and port and not port.isdigit():
                 raise ValueError(f"port {port!r} of host {spec.split(':')[0]!r} is not a number")
         return value
+
+    @model_validator(mode="after")
+    def _direct_beside_url(self) -> DatabaseSettings:
+        # the embedded server's pools beside some other database's sessions: never meant
+        if self.direct_url and not self.url:
+            raise ValueError(
+                "database.direct_url is set but database.url is empty: set both (the pools' "
+                "url, the session connections' direct_url), or neither (the embedded server)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _pool_sizes(self) -> DatabaseSettings:
@@ -726,7 +741,7 @@ def _check_environment_sections() -> None:
 
 
 # Values never echoed in an error line: a database URL may carry a password.
-_SECRETS = frozenset({"database.url", "admin.token", "admin.read_token"})
+_SECRETS = frozenset({"database.url", "database.direct_url", "admin.token", "admin.read_token"})
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -112,20 +112,76 @@ async def create_pool(
         server_settings["statement_timeout"] = str(max(1, int(statement_timeout * 1000)))
     if lock_timeout is not None:
         server_settings["lock_timeout"] = str(max(1, int(lock_timeout * 1000)))
-    pool: asyncpg.Pool = await _retrying(
-        dsn,
-        lambda: asyncpg.create_pool(
+
+    def open_pool(startup: dict[str, str]) -> Awaitable[asyncpg.Pool]:
+        return _retrying(
             dsn,
-            min_size=size or settings.pool_min_size,
-            max_size=size or settings.pool_max_size,
-            timeout=settings.connect_timeout,
-            statement_cache_size=settings.statement_cache_size,
-            init=init_connection,
-            server_settings=server_settings,
-            reset=None if reset_session else _keep_session,
-        ),
-    )
+            lambda: asyncpg.create_pool(
+                dsn,
+                min_size=size or settings.pool_min_size,
+                max_size=size or settings.pool_max_size,
+                timeout=settings.connect_timeout,
+                statement_cache_size=settings.statement_cache_size,
+                init=init_connection,
+                server_settings=startup,
+                reset=None if reset_session else _keep_session,
+            ),
+        )
+
+    try:
+        pool: asyncpg.Pool = await open_pool(server_settings)
+    except asyncpg.ProtocolViolationError as exc:
+        # PgBouncer refuses every startup parameter it does not track (it cannot set one
+        # on the server connections its clients share): connect without them, then say
+        # which bounds are missing (below)
+        if _REFUSED not in str(exc) or len(server_settings) == 1:
+            raise
+        pool = await open_pool({"application_name": application_name})
+    if len(server_settings) > 1:
+        await _check_settings(pool, dsn, application_name, server_settings)
     return pool
+
+
+_REFUSED = "unsupported startup parameter"
+_warned: set[tuple[str, str, tuple[str, ...]]] = set()
+
+
+async def _check_settings(
+    pool: asyncpg.Pool, dsn: str, application_name: str, wanted: dict[str, str]
+) -> None:
+    """Warn (once) when the pool's sessions do not have the settings sent at startup: a
+    pooler refused them (PgBouncer without them in ``ignore_startup_parameters``) or dropped
+    them (with). One statement when the pool opens; nothing per statement."""
+    rows = await pool.fetch(
+        "SELECT name, setting, coalesce(unit, '') AS unit, current_user AS role"
+        " FROM pg_settings WHERE name = ANY($1::text[])",
+        [name for name in wanted if name != "application_name"],
+    )
+    unit = {r["name"]: f" {r['unit']}" if r["unit"] else "" for r in rows}
+    missing = {r["name"]: r["setting"] for r in rows if r["setting"] != wanted[r["name"]]}
+    if not missing:
+        return
+    key = (dsn_location(dsn), application_name, tuple(sorted(missing)))
+    if key in _warned:
+        return
+    _warned.add(key)
+    role = rows[0]["role"]
+    bounds = [
+        f"{name} is {missing[name]}{unit[name]}, not {wanted[name]}{unit[name]}"
+        for name in sorted(missing)
+    ]
+    fixes = [
+        f"ALTER ROLE {role} SET {name} = '{wanted[name]}ms'"
+        for name in ("lock_timeout", "statement_timeout")
+        if name in missing and application_name == "taskd"  # the worker's bounds
+    ]
+    log.warning(
+        "%s (%s pool): the pooler does not pass startup parameters: %s%s",
+        key[0],
+        application_name,
+        "; ".join(bounds),
+        f"; set them on the role: {'; '.join(fixes)}" if fixes else "",
+    )
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -123,7 +123,10 @@ class ChangeFeed:
         self._wake.set()
 
     async def _serve(self, connection: asyncpg.Connection) -> None:
-        own_pid = connection.get_server_pid()
+        # the backend's own pid (behind a session-mode pooler, get_server_pid() is the
+        # pooler's, which pg_stat_activity does not know)
+        with anyio.fail_after(STEP_TIMEOUT):
+            own_pid = await connection.fetchval("SELECT pg_backend_pid()")
         self._next_check = 0.0
         lost = anyio.Event()
         connection.add_termination_listener(lambda _c: lost.set())
