@@ -265,6 +265,7 @@ CREATE FUNCTION taskd.claim_runs(task_ids text[], queues text[], max_runs intege
     SET enable_hashjoin TO 'off'
     SET enable_mergejoin TO 'off'
     SET plan_cache_mode TO 'force_generic_plan'
+    SET jit TO 'off'
     AS $$
 DECLARE
     remaining  int := max_runs;
