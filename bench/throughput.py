@@ -198,7 +198,12 @@ def pg_server(debian_with_statements: bool = False) -> Iterator[PgServer]:
             if debian_with_statements:
                 server.ensure_pgdata_inited()
                 with open(pgdata / "postgresql.conf", "a") as conf:
-                    conf.write("\nshared_preload_libraries = 'pg_stat_statements'\n")
+                    # jit off: PostgreSQL 15 adds disable_cost (1e10) to the plans of
+                    # taskd.claim_runs (its SET enable_seqscan = off ...), which puts every
+                    # statement over jit_above_cost, and Debian's build has LLVM: the claim then
+                    # spends seconds compiling. The embedded 18 does not (it counts disabled
+                    # nodes instead of adding cost). Off, the profile is of the claim as on 18.
+                    conf.write("\nshared_preload_libraries = 'pg_stat_statements'\njit = off\n")
             server.start()
             pid = server.get_pid()
             assert pid is not None
@@ -680,6 +685,9 @@ class PgQueuer(System):
         # Finished jobs are deleted from the queue table and written to pgqueuer_log.
         return bool(await conn.fetchval("select exists(select 1 from pgqueuer)"))
 
+    async def started(self, conn: Any) -> bool:
+        return bool(await conn.fetchval("select exists(select 1 from pgqueuer_log)"))
+
     async def span(self, conn: Any) -> float | None:
         v = await conn.fetchval(
             "select extract(epoch from max(created) filter (where status = 'successful')"
@@ -751,6 +759,10 @@ class Raw(System):
 
     async def remaining(self, conn: Any) -> bool:
         return bool(await conn.fetchval("/*bench*/ select exists(select 1 from raw_jobs)"))
+
+    async def started(self, conn: Any) -> bool:
+        # ids start at 1 on the fresh server and the first claim takes the lowest
+        return not await conn.fetchval("select exists(select 1 from raw_jobs where id = 1)")
 
     async def span(self, conn: Any) -> float | None:
         return None  # the smallest queue keeps no times
@@ -849,6 +861,13 @@ class Procrastinate(System):
         return bool(
             await conn.fetchval(
                 "select exists(select 1 from procrastinate_jobs where status in ('todo', 'doing'))"
+            )
+        )
+
+    async def started(self, conn: Any) -> bool:
+        return bool(
+            await conn.fetchval(
+                "select exists(select 1 from procrastinate_jobs where status <> 'todo')"
             )
         )
 
@@ -968,8 +987,11 @@ async def phase_drain(
         await worker.start()
         assert worker.proc is not None
         recording = profile is None or profile.pyspy_error != ""
+        startup_cpu: float | None = None
         while True:
-            if not recording and await system.started(meter):
+            if startup_cpu is None and await system.started(meter):
+                startup_cpu = proc_cpu(worker.proc.pid)
+            if not recording and startup_cpu is not None:
                 recording = True
                 spy = await asyncio.create_subprocess_exec(
                     str(BIN / "py-spy"), "record", "--pid", str(worker.proc.pid),
@@ -1028,6 +1050,10 @@ async def phase_drain(
             out.problem(p)
         after = await db_counters(dsn, wait_idle=True)
         put_costs(out, system.name, key, n, meter, a, b, worker_cpu, before, after)
+        if startup_cpu is not None:
+            # the worker's CPU until its first claim was seen, and per run after it
+            out.put(system.name, f"{key}.startup_cpu_ms", startup_cpu * 1000)
+            out.put(system.name, f"{key}.steady_cpu_ms", (worker_cpu - startup_cpu) * 1000 / n)
     finally:
         if spy is not None and spy.returncode is None:
             spy.kill()
@@ -1147,6 +1173,8 @@ COST_ROWS: list[tuple[str, str, int]] = [  # suffix, label, decimals
     ("blocks", "buffer accesses/run", 1),
     ("wal_bytes", "WAL bytes/run", 0),
     ("client_cpu_ms", "worker CPU ms/run", 3),
+    ("startup_cpu_ms", "  of which start-up, until the first claim (ms, not per run)", 0),
+    ("steady_cpu_ms", "  worker CPU ms/run after the first claim", 3),
     ("pg_cpu_ms", "PostgreSQL CPU ms/run", 3),
     ("pg_share", "PostgreSQL share of the CPU used (%)", 0),
     ("pg_cores", "PostgreSQL cores busy (CPU s / wall s)", 2),
