@@ -43,9 +43,11 @@ which the embedded server's wheel does not ship: after the phases, one more drai
 server) with pg_stat_statements preloaded and `jit = off` (with JIT, PostgreSQL 15 compiles
 every statement of taskd.claim_runs, whose `SET enable_* = off` put each plan's cost over
 jit_above_cost: seconds per claim; 18 has no such cost). That drain gives statements per run,
-the top statements by total time and, for taskd, py-spy's samples of the worker from its first
-claim to the empty queue (top functions by own and by inclusive time). Its rate is printed
-apart: py-spy and a different server make it no figure to compare.
+the top statements by total time, the slowest plans of the drain (auto_explain: EXPLAIN
+ANALYZE BUFFERS of every statement of 20 ms or more; the nodes with a tenth of the time or more
+are printed, the whole plans go into the JSON) and, for taskd, py-spy's samples of the worker
+from its first claim to the empty queue (top functions by own and by inclusive time). Its rate
+is printed apart: py-spy, auto_explain and a different server make it no figure to compare.
 
 Issue 18's targets are then checked from the medians (taskd against PgQueuer and raw): drain
 >= 2.5x PgQueuer and >= 0.3x raw, trigger-to-start p50 <= 1.5x raw and p99 <= 2x raw, batched
@@ -201,6 +203,7 @@ class PgServer:
     pid: int  # the postmaster's
     version: int
     statements: bool  # pg_stat_statements loaded (and created in the database)
+    log: Path | None = None  # the server's log (auto_explain writes its plans there)
 
 
 @contextlib.contextmanager
@@ -239,11 +242,21 @@ def pg_server(debian_with_statements: bool = False) -> Iterator[PgServer]:
                     # statement over jit_above_cost, and Debian's build has LLVM: the claim then
                     # spends seconds compiling. The embedded 18 does not (it counts disabled
                     # nodes instead of adding cost). Off, the profile is of the claim as on 18.
-                    conf.write("\nshared_preload_libraries = 'pg_stat_statements'\njit = off\n")
+                    preload = "pg_stat_statements"
+                    if (DEBIAN_PG.parent / "lib" / "auto_explain.so").is_file():
+                        # the plans, with their row counts, times and buffers, of the
+                        # statements that take 20 ms or more (the profile prints the slowest)
+                        preload += ",auto_explain"
+                        conf.write(
+                            "\nauto_explain.log_min_duration = 20\nauto_explain.log_analyze = on"
+                            "\nauto_explain.log_buffers = on"
+                            "\nauto_explain.log_nested_statements = on"
+                        )
+                    conf.write(f"\nshared_preload_libraries = '{preload}'\njit = off\n")
             server.start()
             pid = server.get_pid()
             assert pid is not None
-            yield PgServer(server.get_uri(), pid, version, debian_with_statements)
+            yield PgServer(server.get_uri(), pid, version, debian_with_statements, Path(server.log))
         finally:
             server.cleanup()
 
@@ -986,6 +999,7 @@ class Profile:
     """What the profiled drain found: the worker's py-spy samples and the server's statements."""
 
     statements: list[tuple[int, float, str]] = field(default_factory=list)
+    plans: list[tuple[float, str]] = field(default_factory=list)  # (ms, plan text), slowest first
     pyspy_raw: str = ""
     pyspy_error: str = ""
 
@@ -1015,6 +1029,8 @@ async def phase_drain(
     before = await db_counters(dsn)
     meter = Meter(await asyncpg.connect(dsn), server)
     await meter.reset_statements()
+    # the plans auto_explain logs from here on are the drain's (not the enqueue's)
+    log_from = server.log.stat().st_size if server.log and server.log.is_file() else 0
     argv, env = system.worker_command(dsn)
     worker = Worker(argv, env, logdir / f"{system.name}-{key}{out.file_suffix}.log")
     spy: asyncio.subprocess.Process | None = None
@@ -1080,6 +1096,9 @@ async def phase_drain(
             out.put(system.name, "drain_steady", n / span)
         if profile is not None:
             profile.statements = await meter.statements()
+            if server.log is not None and server.log.is_file():
+                log_text = server.log.read_bytes()[log_from:].decode(errors="replace")
+                profile.plans = slowest_plans(log_text)
             calls = sum(c for c, _, _ in profile.statements)
             out.put(system.name, f"{key}.statements", calls / n)
         code = await worker.stop()
@@ -1349,6 +1368,43 @@ def pyspy_top(
     return total, top, top_incl
 
 
+def slowest_plans(log: str, limit: int = 3) -> list[tuple[float, str]]:
+    """auto_explain's plans in a server log: the slowest of each statement (told apart by the
+    first line of its text), slowest first."""
+    import re
+
+    found: dict[str, tuple[float, str]] = {}
+    parts = re.split(r"^\S.*?LOG:\s+duration: ([0-9.]+) ms\s+plan:\n", log, flags=re.M)
+    for ms_s, body in zip(parts[1::2], parts[2::2], strict=False):
+        lines = []
+        for ln in body.splitlines():
+            if ln and not ln[0].isspace():
+                break  # the next log line
+            lines.append(ln.rstrip())
+        text = "\n".join(lines)
+        first = next((ln.strip() for ln in lines if ln.strip().startswith("Query Text:")), "")
+        ms = float(ms_s)
+        if first not in found or found[first][0] < ms:
+            found[first] = (ms, text)
+    return sorted(found.values(), key=lambda p: -p[0])[:limit]
+
+
+def plan_hot_nodes(ms: float, text: str, share: float = 0.10) -> list[str]:
+    """The plan's nodes whose own subtree took at least `share` of the statement's time."""
+    import re
+
+    out = []
+    for ln in text.splitlines():
+        m = re.search(r"actual time=[0-9.]+\.\.([0-9.]+) rows=([0-9.]+) loops=([0-9]+)", ln)
+        if m and float(m.group(1)) * int(m.group(3)) >= share * ms:
+            node = ln.split("(cost=")[0].rstrip()
+            out.append(
+                f"{node}  ({float(m.group(1)) * int(m.group(3)):.1f} ms,"
+                f" rows={m.group(2)} loops={m.group(3)})"
+            )
+    return out
+
+
 def render_profile(system: str, prof: Profile, n: int) -> tuple[str, dict[str, Any]]:
     lines = [f"profile of {system}'s drain of {n:,} runs (one run, on Debian's PostgreSQL 15):"]
     data: dict[str, Any] = {}
@@ -1367,6 +1423,23 @@ def render_profile(system: str, prof: Profile, n: int) -> tuple[str, dict[str, A
         data["statements"] = [
             {"calls": c, "total_ms": round(ms, 3), "query": q} for c, ms, q in prof.statements[:30]
         ]
+    if prof.plans:
+        lines.append(
+            "  the slowest plans (auto_explain, EXPLAIN ANALYZE BUFFERS of statements >= 20 ms;"
+            " nodes with >= 10% of the time):"
+        )
+        for ms, text in prof.plans:
+            query = next(
+                (
+                    ln.strip()[len("Query Text: ") :]
+                    for ln in text.splitlines()
+                    if "Query Text:" in ln
+                ),
+                "",
+            )
+            lines.append(f"    {ms:.1f} ms: {query[:100]}")
+            lines += [f"      {node.strip()[:150]}" for node in plan_hot_nodes(ms, text)[:12]]
+        data["plans"] = [{"ms": ms, "plan": text[:20000]} for ms, text in prof.plans]
     if prof.pyspy_raw:
         total, top, top_incl = pyspy_top(prof.pyspy_raw)
         lines.append(f"  py-spy of the worker ({total:,} samples at 200 Hz while busy); own time:")
