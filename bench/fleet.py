@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,7 @@ async def measure(n_daemons: int, runs: int, cfg: Config, dsn: str, logdir: Path
             left = await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'taskd'"
             )
-            return left == 0
+            return bool(left == 0)
 
         await _wait(backends_gone, 30, "waiting for the backends to exit", [])
         after = await conn.fetchrow(STATS)
@@ -223,8 +224,11 @@ async def measure(n_daemons: int, runs: int, cfg: Config, dsn: str, logdir: Path
     return out
 
 
+Column = tuple[str, Callable[[int, dict[str, float], list[Round]], str]]
+
+
 def render(rounds: dict[int, list[Round]]) -> str:
-    cols = [
+    cols: list[Column] = [
         ("daemons", lambda n, f, rs: str(n)),
         ("runs/s", lambda n, f, rs: f"{f['rate']:,.0f}"),
         ("ratio", lambda n, f, rs: "{ratio}"),
