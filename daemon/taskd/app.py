@@ -21,7 +21,7 @@ from taskd.logs import log_event
 from taskd.sdk.current import set_current_client
 from taskd.sdk.registry import Registry
 from taskd.sdk.retry import Retry
-from taskd.store.database import DB_ERRORS, create_pool
+from taskd.store.database import DB_ERRORS, create_pool, create_worker_pool
 from taskd.store.migrations import apply_migrations, read_plan, status_of
 from taskd.store.pooler import check_pool_statements, connect_session
 from taskd.store.store import Store
@@ -208,12 +208,7 @@ class Daemon:
         # lock_timeout instead of stalling the heartbeat, the completer or the claims.
         lock_timeout = settings.database.lock_timeout
         statement_timeout = settings.database.statement_timeout
-        db_pool = await create_pool(
-            self.dsn,
-            settings.database,
-            lock_timeout=lock_timeout,
-            statement_timeout=statement_timeout,
-        )
+        db_pool = await create_worker_pool(self.dsn, settings.database)
         claim_pool = await create_pool(
             self.dsn,
             settings.database,

@@ -12,7 +12,9 @@ $1``, joined to the outcomes). Under a steady load it reads the whole table per 
 function frees its slot before its outcome is written), the daemon's RSS grew from 150 MB to
 540 MB in a minute and the backlog to 134,000 runs.
 
-Not a timing test: the prepared statement runs under ``EXPLAIN (ANALYZE)`` in a transaction
+The daemon's worker pool plans each statement for its arguments
+(``plan_cache_mode = force_custom_plan``, store/database.py ``create_worker_pool``): this
+prepares the statement on a connection of that pool. Not a timing test: the prepared statement runs under ``EXPLAIN (ANALYZE)`` in a transaction
 rolled back, and the rows its plan's scans of ``taskd.runs`` visit are counted.
 """
 
@@ -23,8 +25,9 @@ from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 
+from taskd.config import DatabaseSettings
+from taskd.store.database import create_worker_pool
 from taskd.store.runs import SQL
 from tests.support.runs import insert_runs, sql
 
@@ -51,18 +54,23 @@ def arguments(worker: uuid.UUID, ids: list[uuid.UUID]) -> list[Any]:
     ]  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18, found by bench/soak.py: complete_many keeps a generic plan built on an"
-    " empty taskd.runs (sequential scan); see /work/readme-notes/fleet.md",
-)
 async def test_an_outcome_write_prepared_on_an_empty_table_reads_its_runs_not_the_table(
-    db: asyncpg.Connection,
+    database: str, db: asyncpg.Connection
 ) -> None:
+    # the daemon's worker pool, as it is made (store/database.py create_worker_pool)
+    pool = await create_worker_pool(database, DatabaseSettings())
+    try:
+        async with pool.acquire() as worker_connection:
+            await outcome_write_after_growth(worker_connection, db)
+    finally:
+        await pool.close()
+
+
+async def outcome_write_after_growth(conn: Any, db: asyncpg.Connection) -> None:
     worker = uuid.uuid4()
     # the daemon's first batches, on a fresh database: the statement prepared and run ten
     # times (PostgreSQL weighs a generic plan from the sixth execution on)
-    statement = await db.prepare(SQL["complete_many"], name="outcome_write")
+    statement = await conn.prepare(SQL["complete_many"], name="outcome_write")
     for _ in range(10):
         await statement.fetch(*arguments(worker, [uuid.uuid4() for _ in range(BATCH)]))
     # the table grows before anything analyzes it (autovacuum looks once a minute)
@@ -72,12 +80,12 @@ async def test_an_outcome_write_prepared_on_an_empty_table_reads_its_runs_not_th
         started_at=sql("now()"), attempt_started_at=sql("now()"),
         lease_expires_at=sql("now() + interval '1 minute'"),
     )  # fmt: skip
-    transaction = db.transaction()
+    transaction = conn.transaction()
     await transaction.start()
     try:
         ids = ",".join(f"'{i}'" for i in executing)
         n = len(executing)
-        [plan_json] = await db.fetchrow(
+        [plan_json] = await conn.fetchrow(
             "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE outcome_write("
             f"'{worker}', ARRAY[{ids}]::uuid[], array_fill(1, ARRAY[{n}]),"
             f" array_fill('completed'::text, ARRAY[{n}]),"
@@ -85,7 +93,7 @@ async def test_an_outcome_write_prepared_on_an_empty_table_reads_its_runs_not_th
             f" array_fill(NULL::text, ARRAY[{n}]), array_fill(NULL::text, ARRAY[{n}]),"
             f" array_fill(0.0::float8, ARRAY[{n}]), array_fill(false, ARRAY[{n}]))"
         )
-        written = await db.fetchval(
+        written = await conn.fetchval(
             "SELECT count(*) FROM taskd.attempts WHERE worker_id = $1", worker
         )
     finally:

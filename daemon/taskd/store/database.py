@@ -92,6 +92,7 @@ async def create_pool(
     statement_timeout: float | None = None,
     lock_timeout: float | None = None,
     application_name: str = "taskd",
+    custom_plans: bool = False,
 ) -> asyncpg.Pool:
     """A pool with taskd's codecs. ``size`` fixes min = max (the claim pool).
 
@@ -112,6 +113,8 @@ async def create_pool(
         server_settings["statement_timeout"] = str(max(1, int(statement_timeout * 1000)))
     if lock_timeout is not None:
         server_settings["lock_timeout"] = str(max(1, int(lock_timeout * 1000)))
+    if custom_plans:  # see create_worker_pool
+        server_settings["plan_cache_mode"] = "force_custom_plan"
 
     def open_pool(startup: dict[str, str]) -> Awaitable[asyncpg.Pool]:
         return _retrying(
@@ -140,6 +143,24 @@ async def create_pool(
     if len(server_settings) > 1:
         await _check_settings(pool, dsn, application_name, server_settings)
     return pool
+
+
+async def create_worker_pool(dsn: str, settings: DatabaseSettings) -> asyncpg.Pool:
+    """The worker's pool (outcomes, heartbeats, chores): every statement bounded by
+    ``lock_timeout`` and ``statement_timeout``, and planned for its arguments at each call
+    (``plan_cache_mode = force_custom_plan``). A generic plan is kept from a statement's sixth
+    execution until the table's statistics change; made on an empty ``taskd.runs`` (every new
+    deployment's first minute) the outcome write's read the whole table at every batch once
+    it had grown, and under a steady load the outcomes stopped within seconds while claims went
+    on (bench/soak.py). Planning costs about half a millisecond per batch of outcomes; the
+    claim keeps its own generic plans (``taskd.claim_runs`` sets its own plan_cache_mode)."""
+    return await create_pool(
+        dsn,
+        settings,
+        lock_timeout=settings.lock_timeout,
+        statement_timeout=settings.statement_timeout,
+        custom_plans=True,
+    )
 
 
 _REFUSED = "unsupported startup parameter"
@@ -171,8 +192,8 @@ async def _check_settings(
         for name in sorted(missing)
     ]
     fixes = [
-        f"ALTER ROLE {role} SET {name} = '{wanted[name]}ms'"
-        for name in ("lock_timeout", "statement_timeout")
+        f"ALTER ROLE {role} SET {name} = '{wanted[name]}{'ms' if name.endswith('timeout') else ''}'"
+        for name in ("lock_timeout", "statement_timeout", "plan_cache_mode")
         if name in missing and application_name == "taskd"  # the worker's bounds
     ]
     log.warning(
