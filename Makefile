@@ -54,6 +54,8 @@ bench: $(BIN)/taskd
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/pgbouncer.py
+	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/soak.py --minutes 1
 
 clean:
 	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -14,8 +14,9 @@ function frees its slot before its outcome is written), the daemon's RSS grew fr
 
 The daemon's worker pool plans each statement for its arguments
 (``plan_cache_mode = force_custom_plan``, store/database.py ``create_worker_pool``): this
-prepares the statement on a connection of that pool. Not a timing test: the prepared statement runs under ``EXPLAIN (ANALYZE)`` in a transaction
-rolled back, and the rows its plan's scans of ``taskd.runs`` visit are counted.
+prepares the statement on a connection of that pool. Not a timing test: the prepared statement
+runs under ``EXPLAIN (ANALYZE)`` in a transaction rolled back, and the rows its plan's scans of
+``taskd.runs`` visit are counted.
 """
 
 from __future__ import annotations
