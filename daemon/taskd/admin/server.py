@@ -38,6 +38,8 @@ from taskd.errors import (
     ScheduleNotFound,
     TaskdError,
     UnknownTask,
+    WebhookExists,
+    WebhookNotFound,
 )
 from taskd.store.database import DB_ERRORS
 
@@ -47,9 +49,11 @@ _STATE: web.AppKey[AdminState] = web.AppKey("state", AdminState)
 _ERROR_STATUS: dict[type[Exception], int] = {
     RunNotFound: 404,
     ScheduleNotFound: 404,
+    WebhookNotFound: 404,
     UnknownTask: 404,
     InvalidRunId: 404,
     RunFinished: 409,
+    WebhookExists: 409,
     PayloadTooLarge: 413,
     InvalidPayload: 422,
 }

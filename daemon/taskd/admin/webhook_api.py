@@ -20,7 +20,7 @@ from taskd.admin.webhook_schemas import (
     WebhookRedelivered,
     WebhookRotate,
 )
-from taskd.errors import WebhookExists, WebhookNotFound
+from taskd.errors import WebhookNotFound
 from taskd.webhook_models import WebhookDelivery, WebhookSecret, WebhookSubscription
 
 
@@ -29,10 +29,8 @@ def _name(request: web.Request) -> str:
 
 
 async def _subscription(state: AdminState, name: str) -> WebhookSubscription:
-    try:
-        return await state.client.get_webhook(name)
-    except WebhookNotFound as exc:
-        raise RequestInvalid(404, str(exc)) from None
+    # WebhookNotFound answers 404 and WebhookExists 409 (admin/server.py _ERROR_STATUS)
+    return await state.client.get_webhook(name)
 
 
 async def list_webhooks(
@@ -54,8 +52,6 @@ async def create_webhook(
             tags=body.tags,
             secret=body.secret,
         )
-    except WebhookExists as exc:
-        raise RequestInvalid(409, str(exc)) from None
     except ValueError as exc:
         raise RequestInvalid(422, str(exc)) from None
 
@@ -69,30 +65,21 @@ async def get_webhook(
 async def pause_webhook(
     state: AdminState, request: web.Request, query: Any, body: Any
 ) -> WebhookSubscription:
-    try:
-        await state.client.pause_webhook(_name(request))
-    except WebhookNotFound as exc:
-        raise RequestInvalid(404, str(exc)) from None
+    await state.client.pause_webhook(_name(request))
     return await _subscription(state, _name(request))
 
 
 async def resume_webhook(
     state: AdminState, request: web.Request, query: Any, body: Any
 ) -> WebhookSubscription:
-    try:
-        await state.client.resume_webhook(_name(request))
-    except WebhookNotFound as exc:
-        raise RequestInvalid(404, str(exc)) from None
+    await state.client.resume_webhook(_name(request))
     return await _subscription(state, _name(request))
 
 
 async def delete_webhook(
     state: AdminState, request: web.Request, query: Any, body: Any
 ) -> WebhookDeleted:
-    try:
-        await state.client.delete_webhook(_name(request))
-    except WebhookNotFound as exc:
-        raise RequestInvalid(404, str(exc)) from None
+    await state.client.delete_webhook(_name(request))
     return WebhookDeleted(name=_name(request))
 
 
@@ -103,8 +90,6 @@ async def rotate_webhook(
         return await state.client.rotate_webhook_secret(
             _name(request), secret=body.secret, overlap=body.overlap_seconds
         )
-    except WebhookNotFound as exc:
-        raise RequestInvalid(404, str(exc)) from None
     except ValueError as exc:
         raise RequestInvalid(422, str(exc)) from None
 
@@ -153,10 +138,7 @@ async def redeliver(
 async def redeliver_dead(
     state: AdminState, request: web.Request, query: Any, body: Any
 ) -> WebhookRedelivered:
-    try:
-        return WebhookRedelivered(runs=await state.client.redeliver_dead_webhooks(_name(request)))
-    except WebhookNotFound as exc:
-        raise RequestInvalid(404, str(exc)) from None
+    return WebhookRedelivered(runs=await state.client.redeliver_dead_webhooks(_name(request)))
 
 
 _NO_WEBHOOK = {404: "No webhook of this name"}
