@@ -83,8 +83,15 @@ WITH outcome AS (
      -- by id: `locked` checked the run is this attempt's, executing, on its newest version,
      -- and holds it until the commit; a condition on the run here would let the planner
      -- scan the runs and join the outcomes to each (quadratic), as it did.
-     WHERE r.id = locked.id
-    RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status, r.parent_id, r.task_id
+     -- (the ids as an array too: each run found through the primary key whatever the
+     -- statistics say; on a small table the planner hashed a scan of all of it at every batch)
+     WHERE r.id = locked.id AND r.id = ANY (ARRAY(SELECT l.id FROM locked l))
+    -- the outcome's own fields come back with the run: the statements below read them here,
+    -- not through a join with the outcomes (planned as a nested loop, as the statistics know
+    -- nothing of the outcomes, it compared each outcome with each updated run: 250,000 pairs
+    -- for a batch of 500)
+    RETURNING r.id, o.attempt, r.attempt_started_at, r.queue, r.status, r.parent_id, r.task_id,
+              o.status AS asked, o.attempt_outcome, o.error, o.retry_delay, o.owes_hook
 ), unlocked AS MATERIALIZED (
     -- (materialized: the ownership probe below then runs only for the few outcomes not
     -- locked, usually none, not for the whole batch)
@@ -103,26 +110,25 @@ WITH outcome AS (
     -- a failure's error group (fingerprint) is computed here, once: failures are the rare path
     INSERT INTO taskd.attempts (run_id, attempt, worker_id, started_at, finished_at, outcome, error,
                                 fingerprint)
-    SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), o.attempt_outcome, o.error::jsonb,
-           CASE WHEN o.attempt_outcome IN ('failed', 'timed_out')
-                THEN taskd.error_fingerprint(o.error::jsonb) END
-      FROM updated u JOIN outcome o ON o.id = u.id
-     WHERE o.status <> 'waiting'
+    SELECT u.id, u.attempt, $1, u.attempt_started_at, now(), u.attempt_outcome, u.error::jsonb,
+           CASE WHEN u.attempt_outcome IN ('failed', 'timed_out')
+                THEN taskd.error_fingerprint(u.error::jsonb) END
+      FROM updated u
+     WHERE u.asked <> 'waiting'
 ), hooked AS (
     -- a failure the executor did not decide (an outcome the database refused, replaced by
     -- this one; an executor defect) has not run the task's on_failure hook: it is owed (see
     -- failure_hooks.claim). An output the executor refused ran the hook already.
     INSERT INTO taskd.failure_hooks (run_id, task_id)
     SELECT u.id, u.task_id
-      FROM updated u JOIN outcome o ON o.id = u.id
-     WHERE u.status = 'failed' AND o.status = 'failed' AND o.owes_hook
+      FROM updated u
+     WHERE u.status = 'failed' AND u.asked = 'failed' AND u.owes_hook
     ON CONFLICT DO NOTHING
 ), notified AS (
     -- a retry due now must nudge the claimers like a new run would; so must a slot freed in a
     -- queue with a concurrency limit (another daemon may start the next run now)
     SELECT pg_notify('taskd_wakeup', q.queue)
-      FROM (SELECT u.queue FROM updated u JOIN outcome o ON o.id = u.id
-             WHERE u.status = 'queued' AND o.retry_delay = 0
+      FROM (SELECT u.queue FROM updated u WHERE u.status = 'queued' AND u.retry_delay = 0
             UNION
             SELECT u.queue FROM updated u JOIN taskd.queues lq ON lq.name = u.queue
              WHERE lq.concurrency IS NOT NULL OR lq.concurrency_per_key IS NOT NULL) AS q
