@@ -1043,9 +1043,11 @@ async def phase_drain(
         assert worker.proc is not None
         recording = profile is None or profile.pyspy_error != ""
         startup_cpu: float | None = None
+        startup_pg_cpu = 0.0
         while True:
             if startup_cpu is None and await system.started(meter):
                 startup_cpu = proc_cpu(worker.proc.pid)
+                startup_pg_cpu = proc_cpu(server.pid)
             if not recording and startup_cpu is not None:
                 recording = True
                 spy = await asyncio.create_subprocess_exec(
@@ -1112,6 +1114,12 @@ async def phase_drain(
             # the worker's CPU until its first claim was seen, and per run after it
             out.put(system.name, f"{key}.startup_cpu_ms", startup_cpu * 1000)
             out.put(system.name, f"{key}.steady_cpu_ms", (worker_cpu - startup_cpu) * 1000 / n)
+            # the server's too: its CPU per run once the worker claims (the start-up's
+            # statements, schema checks and first chores left out), what the drain itself costs
+            steady_pg = (b[2] - startup_pg_cpu) * 1000 / n
+            out.put(system.name, f"{key}.steady_pg_cpu_ms", steady_pg)
+            if steady_pg > 0:
+                out.put(system.name, f"{key}.steady_floor", 1000.0 / steady_pg)
     finally:
         if spy is not None and spy.returncode is None:
             spy.kill()
@@ -1237,6 +1245,8 @@ COST_ROWS: list[tuple[str, str, int]] = [  # suffix, label, decimals
     ("pg_share", "PostgreSQL share of the CPU used (%)", 0),
     ("pg_cores", "PostgreSQL cores busy (CPU s / wall s)", 2),
     ("floor", "floor: runs/s per PostgreSQL core", 0),
+    ("steady_pg_cpu_ms", "PostgreSQL CPU ms/run after the first claim", 3),
+    ("steady_floor", "  floor after the first claim: runs/s per PostgreSQL core", 0),
 ]
 
 
