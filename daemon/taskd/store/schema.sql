@@ -1309,24 +1309,73 @@ CREATE FUNCTION taskd.webhook_capture() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    news taskd.runs[];
-    olds taskd.runs[];
-    i int;
+    olds jsonb;
+    prev jsonb;
+    run taskd.runs;
+    old_status text;
+    event text;
+    body jsonb;
+    sub record;
+    delivery uuid;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM taskd.webhook_subscriptions WHERE enabled AND NOT paused) THEN
         RETURN NULL;
     END IF;
-    -- Each run's two images, paired by position: both in id order, and both tables hold the
-    -- same ids (no statement changes a run's id). Aggregates rather than a join, because a
-    -- join's plan would follow the caller's planner settings (taskd.claim_runs turns hash and
-    -- merge joins off: a nested loop over the claim's rows squared).
-    SELECT array_agg(n ORDER BY n.id) INTO news FROM changed_new n;
-    SELECT array_agg(o ORDER BY o.id) INTO olds FROM changed_old o;
-    FOR i IN 1 .. coalesce(cardinality(news), 0) LOOP
-        IF (olds[i]).status IS DISTINCT FROM (news[i]).status
-           AND (news[i]).task_id <> 'taskd.webhook' THEN
-            PERFORM taskd.webhook_capture_run(news[i], (olds[i]).status, (olds[i]).attempt);
-        END IF;
+    -- Each run's status and attempt before the statement, by id: a jsonb object is looked up
+    -- by binary search. Not a join of the two transition tables: its plan would follow the
+    -- caller's planner settings (taskd.claim_runs turns hash and merge joins off: a nested
+    -- loop over the claim's rows squared). Not arrays indexed by position either: an array
+    -- of rows is walked from its start at each subscript.
+    SELECT jsonb_object_agg(o.id::text, jsonb_build_array(o.status, o.attempt)) INTO olds
+      FROM changed_old o;
+    FOR run IN SELECT n.* FROM changed_new n LOOP
+        prev := olds -> run.id::text;
+        old_status := prev ->> 0;
+        CONTINUE WHEN old_status IS NOT DISTINCT FROM run.status
+                      OR run.task_id = 'taskd.webhook';
+        event := CASE run.status
+            WHEN 'executing' THEN 'run.started'
+            WHEN 'completed' THEN 'run.completed'
+            WHEN 'failed' THEN 'run.failed'
+            WHEN 'canceled' THEN 'run.canceled'
+            WHEN 'expired' THEN 'run.expired'
+            WHEN 'waiting' THEN 'run.waiting'
+            -- an attempt that failed (the completer's retry, the rescuer's lost attempt); a
+            -- hand-back at a drain gives its attempt back and says nothing
+            WHEN 'queued' THEN CASE WHEN old_status = 'executing'
+                                         AND run.attempt >= (prev ->> 1)::int
+                                    THEN 'run.attempt_failed' END
+        END;
+        CONTINUE WHEN event IS NULL;
+        body := NULL;
+        FOR sub IN
+            SELECT s.id FROM taskd.webhook_subscriptions s
+             WHERE s.enabled AND NOT s.paused AND event = ANY (s.events)
+               AND (s.tasks IS NULL OR run.task_id = ANY (s.tasks))
+               AND (s.queues IS NULL OR run.queue = ANY (s.queues))
+               AND (s.tags IS NULL OR run.tags && s.tags)
+             ORDER BY s.id
+        LOOP
+            body := coalesce(body, taskd.webhook_payload(run, event));
+            INSERT INTO taskd.webhook_deliveries (subscription_id, run_id, seq, event, payload)
+            VALUES (sub.id, run.id,
+                    coalesce((SELECT max(w.seq) FROM taskd.webhook_deliveries w
+                               WHERE w.subscription_id = sub.id AND w.run_id = run.id), 0) + 1,
+                    event, body)
+            RETURNING id INTO delivery;
+            -- The deliveries before it, locked: a delivery run ending now (which marks its
+            -- delivery with an UPDATE, then starts the next pending one) cannot see this
+            -- uncommitted one, so the two serialize on its row: if it ended first, this one
+            -- finds it delivered and starts itself; if not, it waits for this commit and then
+            -- finds this one pending.
+            PERFORM 1 FROM taskd.webhook_deliveries w
+              WHERE w.subscription_id = sub.id AND w.run_id = run.id
+                AND w.status IN ('pending', 'sending') AND w.id <> delivery
+                FOR UPDATE;
+            IF NOT FOUND THEN
+                PERFORM taskd.webhook_start_delivery(delivery);
+            END IF;
+        END LOOP;
     END LOOP;
     RETURN NULL;
 END
@@ -1337,6 +1386,43 @@ $$;
 --
 
 COMMENT ON FUNCTION taskd.webhook_capture() IS 'Statement trigger on taskd.runs: returns at once while no status-webhook subscription is enabled.';
+
+--
+-- Name: webhook_delivery_ended(); Type: FUNCTION; Schema: taskd; Owner: -
+--
+
+CREATE FUNCTION taskd.webhook_delivery_ended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    done record;
+    following uuid;
+BEGIN
+    UPDATE taskd.webhook_deliveries w
+       SET status = CASE WHEN NEW.status = 'completed' THEN 'delivered' ELSE 'dead' END,
+           delivered_at = CASE WHEN NEW.status = 'completed' THEN now() END,
+           last_error = CASE WHEN NEW.status = 'completed' THEN w.last_error
+                             ELSE coalesce(NEW.error->>'message', w.last_error, 'its run ended ' || NEW.status) END
+     WHERE w.delivery_run_id = NEW.id AND w.status = 'sending'
+    RETURNING w.subscription_id, w.run_id INTO done;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM taskd.webhook_deliveries w
+                WHERE w.subscription_id = done.subscription_id AND w.run_id = done.run_id
+                  AND w.status = 'sending') THEN
+        RETURN NULL;  -- a redelivery ended while the chain's head is still being sent
+    END IF;
+    SELECT w.id INTO following FROM taskd.webhook_deliveries w
+     WHERE w.subscription_id = done.subscription_id AND w.run_id = done.run_id
+       AND w.status = 'pending'
+     ORDER BY w.seq LIMIT 1;
+    IF following IS NOT NULL THEN
+        PERFORM taskd.webhook_start_delivery(following);
+    END IF;
+    RETURN NULL;
+END
+$$;
 
 --
 -- Name: runs; Type: TABLE; Schema: taskd; Owner: -
@@ -1573,108 +1659,6 @@ COMMENT ON COLUMN taskd.runs.max_duration IS 'Seconds an attempt may run, given 
 --
 
 COMMENT ON COLUMN taskd.runs.version IS 'The version of the task''s code that first started the run (@task(version=...), else [worker] version of the daemon that claimed it; another version''s daemon that starts it again before it recorded a step takes it over); a child''s is inherited at trigger time. NULL until first started.';
-
---
--- Name: webhook_capture_run(taskd.runs, text, integer); Type: FUNCTION; Schema: taskd; Owner: -
---
-
-CREATE FUNCTION taskd.webhook_capture_run(run taskd.runs, old_status text, old_attempt integer) RETURNS void
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    event text;
-    body jsonb;
-    sub record;
-    delivery uuid;
-BEGIN
-    event := CASE run.status
-        WHEN 'executing' THEN 'run.started'
-        WHEN 'completed' THEN 'run.completed'
-        WHEN 'failed' THEN 'run.failed'
-        WHEN 'canceled' THEN 'run.canceled'
-        WHEN 'expired' THEN 'run.expired'
-        WHEN 'waiting' THEN 'run.waiting'
-        -- an attempt that failed (the completer's retry, the rescuer's lost attempt); a
-        -- hand-back at a drain gives its attempt back and says nothing
-        WHEN 'queued' THEN CASE WHEN old_status = 'executing' AND run.attempt >= old_attempt
-                                THEN 'run.attempt_failed' END
-    END;
-    IF event IS NULL THEN
-        RETURN;
-    END IF;
-    FOR sub IN
-        SELECT s.id FROM taskd.webhook_subscriptions s
-         WHERE s.enabled AND NOT s.paused AND event = ANY (s.events)
-           AND (s.tasks IS NULL OR run.task_id = ANY (s.tasks))
-           AND (s.queues IS NULL OR run.queue = ANY (s.queues))
-           AND (s.tags IS NULL OR run.tags && s.tags)
-         ORDER BY s.id
-    LOOP
-        body := coalesce(body, taskd.webhook_payload(run, event));
-        INSERT INTO taskd.webhook_deliveries (subscription_id, run_id, seq, event, payload)
-        VALUES (sub.id, run.id,
-                coalesce((SELECT max(w.seq) FROM taskd.webhook_deliveries w
-                           WHERE w.subscription_id = sub.id AND w.run_id = run.id), 0) + 1,
-                event, body)
-        RETURNING id INTO delivery;
-        -- The deliveries before it, locked: a delivery run ending now (which marks its
-        -- delivery with an UPDATE, then starts the next pending one) cannot see this
-        -- uncommitted one, so the two serialize on its row: if it ended first, this one
-        -- finds it delivered and starts itself; if not, it waits for this commit and then
-        -- finds this one pending.
-        PERFORM 1 FROM taskd.webhook_deliveries w
-          WHERE w.subscription_id = sub.id AND w.run_id = run.id
-            AND w.status IN ('pending', 'sending') AND w.id <> delivery
-            FOR UPDATE;
-        IF NOT FOUND THEN
-            PERFORM taskd.webhook_start_delivery(delivery);
-        END IF;
-    END LOOP;
-END
-$$;
-
---
--- Name: FUNCTION webhook_capture_run(run taskd.runs, old_status text, old_attempt integer); Type: COMMENT; Schema: taskd; Owner: -
---
-
-COMMENT ON FUNCTION taskd.webhook_capture_run(run taskd.runs, old_status text, old_attempt integer) IS 'One run''s status change to its status-webhook deliveries (called by the webhook_capture trigger).';
-
---
--- Name: webhook_delivery_ended(); Type: FUNCTION; Schema: taskd; Owner: -
---
-
-CREATE FUNCTION taskd.webhook_delivery_ended() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    done record;
-    following uuid;
-BEGIN
-    UPDATE taskd.webhook_deliveries w
-       SET status = CASE WHEN NEW.status = 'completed' THEN 'delivered' ELSE 'dead' END,
-           delivered_at = CASE WHEN NEW.status = 'completed' THEN now() END,
-           last_error = CASE WHEN NEW.status = 'completed' THEN w.last_error
-                             ELSE coalesce(NEW.error->>'message', w.last_error, 'its run ended ' || NEW.status) END
-     WHERE w.delivery_run_id = NEW.id AND w.status = 'sending'
-    RETURNING w.subscription_id, w.run_id INTO done;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    IF EXISTS (SELECT 1 FROM taskd.webhook_deliveries w
-                WHERE w.subscription_id = done.subscription_id AND w.run_id = done.run_id
-                  AND w.status = 'sending') THEN
-        RETURN NULL;  -- a redelivery ended while the chain's head is still being sent
-    END IF;
-    SELECT w.id INTO following FROM taskd.webhook_deliveries w
-     WHERE w.subscription_id = done.subscription_id AND w.run_id = done.run_id
-       AND w.status = 'pending'
-     ORDER BY w.seq LIMIT 1;
-    IF following IS NOT NULL THEN
-        PERFORM taskd.webhook_start_delivery(following);
-    END IF;
-    RETURN NULL;
-END
-$$;
 
 --
 -- Name: webhook_payload(taskd.runs, text); Type: FUNCTION; Schema: taskd; Owner: -
