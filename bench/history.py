@@ -170,6 +170,8 @@ async def build_history(dsn: str, runs: int, span_days: float) -> dict[str, Any]
     parts = await console.seed(dsn, runs, span_days)  # ends with VACUUM (ANALYZE)
     db = await asyncpg.connect(dsn)
     try:
+        # the seed's cron schedules would fire runs of tasks the drains' daemons do not serve
+        await db.execute("UPDATE taskd.schedules SET active = false")
         t1 = time.perf_counter()
         await db.execute(CHILDREN)
         parts["children"] = time.perf_counter() - t1
@@ -202,6 +204,7 @@ async def forget_runs_of_earlier_runs(dsn: str) -> int:
             list(HISTORY_TASKS),
             uuid_at(datetime.now(UTC) - timedelta(days=30)),
         )
+        await db.execute("UPDATE taskd.schedules SET active = false")
         count = int(await db.fetchval("SELECT count(*) FROM extra"))
         if count:
             for table in ("attempts", "run_logs", "steps", "wait_tokens"):
@@ -209,7 +212,7 @@ async def forget_runs_of_earlier_runs(dsn: str) -> int:
                     f"DELETE FROM taskd.{table} WHERE run_id IN (SELECT id FROM extra)"
                 )
             await db.execute("DELETE FROM taskd.runs WHERE id IN (SELECT id FROM extra)")
-            for table in ("runs", "attempts", "run_logs", "steps"):
+            for table in ("runs", "attempts"):
                 await db.execute(f"VACUUM (ANALYZE) taskd.{table}")
         return count
     finally:
@@ -339,8 +342,11 @@ class Scoped(Taskd):
     async def started(self, conn: Any) -> bool:
         return bool(
             await conn.fetchval(
+                # ORDER BY ... LIMIT 1, not EXISTS: for EXISTS the planner expects the first
+                # match early in a sequential scan, and none comes before the drain's start
                 "select exists(select 1 from taskd.runs where status = 'executing')"
-                " or exists(select 1 from taskd.attempts where run_id >= $1)",
+                " or exists(select run_id from taskd.attempts where run_id >= $1"
+                "           order by run_id limit 1)",
                 self.since,
             )
         )
@@ -376,7 +382,11 @@ async def phase_drains(srv: PgServer, dsns: dict[str, str], args: argparse.Names
             out = Outcome()
             server = PgServer(dsns[db], srv.pid, srv.version, False)
             system.mark()
+            before = await table_blocks(dsns[db])
             await phase_drain(system, server, Sizes(drain=args.drain), cfg, out, logdir)
+            after = await table_blocks(dsns[db])
+            for table, blocks in after.items():
+                fig.put(db, f"drain.blocks.{table}", (blocks - before.get(table, 0)) / args.drain)
             for problem in out.problems:
                 fig.note(f"PROBLEM {problem}")
             values = out.values.get(db, {})
@@ -387,6 +397,23 @@ async def phase_drains(srv: PgServer, dsns: dict[str, str], args: argparse.Names
             print(f"  drain {db} round {r + 1}: {values.get('drain', 0):,.0f} runs/s spawn to"
                   f" empty, {values.get('drain_steady', 0):,.0f} excl. start-up; {load()}",
                   flush=True)  # fmt: skip
+
+
+async def table_blocks(dsn: str) -> dict[str, int]:
+    """Buffer accesses (heap, indexes, TOAST) of each taskd table so far."""
+    db = await asyncpg.connect(dsn)
+    try:
+        await asyncio.sleep(1.0)  # a backend's counters reach the view within a second of idling
+        rows = await db.fetch(
+            "SELECT relname, coalesce(heap_blks_read, 0) + coalesce(heap_blks_hit, 0)"
+            " + coalesce(idx_blks_read, 0) + coalesce(idx_blks_hit, 0)"
+            " + coalesce(toast_blks_read, 0) + coalesce(toast_blks_hit, 0)"
+            " + coalesce(tidx_blks_read, 0) + coalesce(tidx_blks_hit, 0)"
+            "  FROM pg_statio_user_tables WHERE schemaname = 'taskd'"
+        )
+        return {r[0]: int(r[1]) for r in rows}
+    finally:
+        await db.close()
 
 
 async def phase_latencies(srv: PgServer, dsns: dict[str, str], args: argparse.Namespace,
@@ -411,8 +438,8 @@ async def phase_startups(dsns: dict[str, str], args: argparse.Namespace, fig: Fi
                          logdir: Path) -> None:  # fmt: skip
     for r in range(args.repeat):
         for db in DBS:
-            workdir = logdir / f"startup-{db}"
-            workdir.mkdir(exist_ok=True)
+            workdir = logdir / f"startup-{db}-{r}"  # a new NOTIFY_SOCKET path each time
+            workdir.mkdir()
             bench = startup.Bench(dsns[db], workdir)
             try:
                 await bench.setup()
@@ -660,6 +687,10 @@ def report(fig: Figures) -> list[dict[str, Any]]:
         row(key, label, higher)
     for key, label in COSTS:
         row(key, label, None)
+    tables = [k for k in fig.samples if k.startswith("drain.blocks.")]
+    tables.sort(key=lambda k: -(fig.value(k, "history") or 0))
+    for key in tables[:6]:
+        row(key, f"drain: buffer accesses/run of taskd.{key[13:]}", None)
     others = sorted(k for k in fig.samples if k.startswith("route: ")
                     and k[7:] not in LIST_ROUTES)  # fmt: skip
     for key in others:
@@ -728,24 +759,37 @@ async def main(args: argparse.Namespace) -> int:
         await apply_migrations_to(dsns["empty"])
         fig = Figures()
         only = args.only.split(",") if args.only else PHASES
+
+        def save() -> None:  # after each phase: a failing later phase loses nothing
+            if args.json:
+                with open(args.json, "w") as out:
+                    json.dump(result | {"samples": fig.samples, "notes": fig.notes}, out,
+                              indent=2, default=str)  # fmt: skip
+
         if "routes" in only:  # first: the history's newest runs are its own, not the drains'
             print("routes", flush=True)
             await phase_routes(dsns, args, fig, logdir)
+            save()
         if "drain" in only:
             print("drain", flush=True)
             await phase_drains(srv, dsns, args, fig, logdir)
+            save()
         if "startup" in only:
             print("startup", flush=True)
             await phase_startups(dsns, args, fig, logdir)
+            save()
         if "latency" in only:
             print("latency", flush=True)
             await phase_latencies(srv, dsns, args, fig, logdir)
+            save()
         if "prune" in only:
             print("prune", flush=True)
             await phase_prune(dsns, fig)
+            save()
         if "retention" in only:
             print("retention", flush=True)
             await phase_retention(dsns, args, fig, logdir)
+            save()
         lines = report(fig)
         print(f"\n{load()}")
         result |= {"summary": lines, "samples": fig.samples, "notes": fig.notes,
