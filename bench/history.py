@@ -484,7 +484,8 @@ async def new_minute(dsn: str) -> None:
         started = await db.fetchval("SELECT now()")
         for _ in range(1500):
             if await db.fetchval(
-                "SELECT count(*) FROM taskd.stats_minutes WHERE at >= date_trunc('minute', $1::timestamptz)",
+                "SELECT count(*) FROM taskd.stats_minutes"
+                " WHERE at >= date_trunc('minute', $1::timestamptz)",
                 started,
             ):
                 return
