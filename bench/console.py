@@ -244,8 +244,8 @@ SELECT m, q, d, (d / 3)::int, least(d, 20), CASE WHEN d > 0 THEN d * 0.05 END
 """
 
 
-async def seed(dsn: str, runs: int) -> dict[str, float]:
-    """Write the history; seconds per part."""
+async def seed(dsn: str, runs: int, span_days: float = SPAN_DAYS) -> dict[str, float]:
+    """Write the history (over the last ``span_days``); seconds per part."""
     timings: dict[str, float] = {}
     db = await asyncpg.connect(dsn)
     try:
@@ -262,7 +262,7 @@ async def seed(dsn: str, runs: int) -> dict[str, float]:
             await db.execute(statement, *args)
             timings[name] = time.perf_counter() - t0
 
-        await part("runs", SEED_RUNS, runs, SPAN_DAYS * 86400.0)
+        await part("runs", SEED_RUNS, runs, span_days * 86400.0)
         t0 = time.perf_counter()
         for row in indexes:  # built once over the whole table: faster than row by row
             await db.execute(row["indexdef"])

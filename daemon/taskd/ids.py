@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from taskd.errors import InvalidRunId
 
@@ -47,6 +47,11 @@ def uuid_at(moment: datetime) -> uuid.UUID:
         raise ValueError("moment must be timezone-aware")
     ms = min(max(0, int(moment.timestamp() * 1000)), (1 << 48) - 1)
     return uuid.UUID(int=ms << 80 | 0x7 << 76 | 0b10 << 62)
+
+
+def id_time(run_id: uuid.UUID) -> datetime:
+    """The millisecond a UUIDv7 was made (of another version: what its first 48 bits say)."""
+    return datetime.fromtimestamp((run_id.int >> 80) / 1000, UTC)
 
 
 def parse_run_id(text: str | uuid.UUID) -> uuid.UUID:

@@ -206,8 +206,9 @@ async def test_the_pruner_skips_locked_rows_and_never_blocks_a_claim(
     try:
         batch = other.transaction()
         await batch.start()
-        pruning = await other.execute(RETENTION_SQL["prune_runs"], uuid_at(NOW), NOW, 10, None)
-        assert pruning == "DELETE 10"
+        # its window: the 11 oldest ids, the queued run (which stays) and 10 finished ones
+        pruning = await other.fetchrow(RETENTION_SQL["prune_runs"], uuid_at(NOW), NOW, 11, None)
+        assert pruning is not None and pruning["deleted"] == 10
         async with db.transaction():
             await db.execute("SELECT 1 FROM taskd.runs WHERE id = $1 FOR UPDATE", locked)
             with anyio.fail_after(5):  # waiting on either lock would hang here

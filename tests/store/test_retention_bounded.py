@@ -9,6 +9,7 @@ flushed before they are read.
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -154,3 +155,74 @@ async def test_children_of_a_parent_not_finished_are_kept(
     assert (await pruner(store, batch=2).run_once(now=NOW))["runs"] == 1 + 3
     left = {row[0] for row in await db.fetch("SELECT id FROM taskd.runs")}
     assert left == {executing, *kept[3:]}
+
+
+BACKLOG = 20_000  # a backlog past the retention, as after a day the daemons were stopped
+WINDOW = 200  # the shipped [retention] batch
+
+
+async def test_a_large_backlog_is_read_once_not_once_per_batch(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    """Analyzed, the planner costs get_byte(uuid_send(id), 6) >> 4 = 7 at 0.5 % of the rows:
+    it expects fewer prunable runs than a batch, and read (and sorted) the whole range below
+    the cutoff at every batch: quadratic in the backlog, a day of a million runs read a million
+    rows per batch of 200 (bench/history.py). The pass now walks the key a window at a time."""
+    await seed_runs(
+        db, ids_from(LONG_AGO, BACKLOG), "completed", finished=LONG_AGO + timedelta(seconds=1)
+    )
+    await db.execute("VACUUM ANALYZE taskd.runs")
+
+    before = await runs_rows_read(db, store)
+    deleted = await pruner(store, WINDOW).run_once(now=NOW)
+    read = await runs_rows_read(db, store) - before
+
+    assert deleted["runs"] == BACKLOG
+    # each run: the window's look at the key, the batch's scan, the delete's lookup
+    assert read <= 4 * BACKLOG, f"a pass of {BACKLOG // WINDOW} batches read {read} rows"
+
+
+async def test_a_backlog_close_to_the_cutoff_is_deleted_at_the_pace(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    """Less than a tenth of the retention behind, the pruner sleeps between its batches (it
+    keeps to its share of the database beside the drain); further behind, it does not."""
+    retention = RetentionSettings(runs=DAY, events=0, workers=0, batch=50)
+    cutoff = NOW - timedelta(seconds=DAY)
+    near = ids_from(cutoff - timedelta(minutes=30), 200)  # within a tenth of a day
+    await seed_runs(db, near, "completed", finished=cutoff - timedelta(minutes=30))
+    pacing = Pruner(store, retention, pace=0.5)
+    assert (await pacing.run_once(now=NOW))["runs"] == 200
+    assert pacing.paced > 0  # slept after each of the four full windows
+
+    far = ids_from(LONG_AGO, 200)  # nine days behind
+    await seed_runs(db, far, "completed", finished=LONG_AGO)
+    flat_out = Pruner(store, retention, pace=0.5)
+    assert (await flat_out.run_once(now=NOW))["runs"] == 200
+    assert flat_out.paced == 0
+
+
+HISTORY = 20_000  # finished ten days ago: older than any roll-up reaches
+
+
+async def test_a_minute_of_statistics_does_not_read_the_history(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    """The queue sampler's minute (store/stats.py sample_minute) rolls up the runs of the
+    minutes since the last roll-up. Its bound on the primary key was known at run time only:
+    the planner expected a third of the table and read all of it, every minute (10 GB with
+    10,000,000 runs of history, bench/history.py). A constant bound (a day and an hour back
+    at most) lets it plan the range."""
+    # written out of id order, as copies, restores and updates leave a table: the heap's order
+    # is not the key's, and the planner prices the third of the table it expects accordingly
+    history = ids_from(LONG_AGO, HISTORY)
+    random.shuffle(history)
+    await seed_runs(db, history, "completed", finished=LONG_AGO + timedelta(seconds=1))
+    await db.execute("VACUUM ANALYZE taskd.runs")
+    minute = NOW.replace(second=0, microsecond=0)
+
+    before = await runs_rows_read(db, store)
+    await store.stats.sample_minute(minute)
+    read = await runs_rows_read(db, store) - before
+
+    assert read <= 100, f"a minute's roll-up read {read} runs of a history {HISTORY:,} long"

@@ -22,13 +22,14 @@ class RetentionStore:
     async def prune_runs(
         self, finished_before: datetime, batch: int, after: uuid.UUID | None = None
     ) -> tuple[int, uuid.UUID | None]:
-        """Delete one batch of runs finished before the cutoff, the first ones after ``after``
-        (the previous batch's return, None to start a pass); how many were deleted, and the
-        last id deleted (None if none) to pass to the next batch."""
-        rows = await self.pool.fetch(
+        """Delete the prunable runs among the next ``batch`` runs (by id) after ``after`` (None
+        to start a pass) made before the cutoff; how many were deleted, and the last id looked
+        at, to pass to the next batch (None once the pass has reached the cutoff)."""
+        row = await self.pool.fetchrow(
             SQL["prune_runs"], uuid_at(finished_before), finished_before, batch, after
         )
-        return len(rows), max((row[0] for row in rows), default=None)
+        assert row is not None
+        return int(row["deleted"]), row["last"]
 
     async def prune_events(self, created_before: datetime, batch: int) -> int:
         return _count(

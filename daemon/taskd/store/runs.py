@@ -424,7 +424,11 @@ class RunStore:
         if f.schedule_id is not None:
             match("r.schedule_id = $?", f.schedule_id)
         if f.event is not None:
-            match("r.event_id IN (SELECT e.id FROM taskd.events e WHERE e.name = $?)", f.event)
+            # a lookup per run (store/run_scan.py says why not IN (SELECT ...))
+            match(
+                "EXISTS (SELECT FROM taskd.events e WHERE e.id = r.event_id AND e.name = $?)",
+                f.event,
+            )
         if f.created_after is not None:
             match("r.id >= $?", uuid_at(f.created_after))
         if f.created_before is not None:
@@ -435,7 +439,8 @@ class RunStore:
             match("r.concurrency_key = $?", f.concurrency_key)
         if f.error_group is not None:
             match(
-                "r.id IN (SELECT a.run_id FROM taskd.attempts a WHERE a.fingerprint = $?)",
+                "EXISTS (SELECT FROM taskd.attempts a"
+                " WHERE a.run_id = r.id AND a.fingerprint = $?)",
                 f.error_group,
             )
         if f.version is not None:

@@ -113,6 +113,7 @@ class StatsStore:
                 LOOKBACK.total_seconds(),
                 list(WAIT_BOUNDS),
                 MAX_ROLL_UP.total_seconds(),
+                uuid_at(minute - MAX_ROLL_UP - LOOKBACK),
             )
         except asyncpg.LockNotAvailableError:
             # another daemon's statement is writing this minute and took longer than the

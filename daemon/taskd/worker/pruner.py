@@ -11,6 +11,7 @@ pruning at once split the work.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -19,12 +20,22 @@ import anyio.lowlevel
 
 from taskd import clock
 from taskd.config import RetentionSettings
+from taskd.ids import id_time
 from taskd.logs import log_event
 from taskd.store.database import DB_ERRORS
 from taskd.store.store import Store
 from taskd.telemetry import Telemetry
 
 log = logging.getLogger("taskd.maintenance")
+
+# The share of its own time the run pruner spends in its statements, sleeping the rest: a day
+# of runs past the retention at once (a retention shortened, daemons stopped for a day) is
+# deleted beside the drain instead of taking a core of the database from it
+# (bench/history.py measures both). Rates: README "Performance".
+PACE = 0.1
+# How far behind the cutoff (a share of the retention) the pruner may fall at that pace: a
+# steady load beyond what it deletes at PACE makes it fall behind, and then it goes flat out.
+CATCH_UP = 0.1
 
 
 class Pruner:
@@ -34,8 +45,10 @@ class Pruner:
         retention: RetentionSettings | None = None,
         *,
         telemetry: Telemetry | None = None,
+        pace: float = PACE,
     ) -> None:
         self._store = store
+        self._pace = pace
         self._retention = retention or RetentionSettings()
         self._telemetry = telemetry or Telemetry()
         self.pruned: dict[str, int] = {
@@ -46,6 +59,8 @@ class Pruner:
             "llm_calls": 0,
         }
         """Rows deleted since start, counted as each batch commits (the metrics read it)."""
+        self.paced = 0.0
+        """Seconds slept between batches of runs since start, to keep to the pace."""
 
     async def run_once(self, now: datetime | None = None) -> dict[str, int]:
         """Delete what is past its retention at ``now``; how many rows of each kind."""
@@ -59,17 +74,26 @@ class Pruner:
 
         if retention.runs > 0:
             cutoff = now - timedelta(seconds=retention.runs)
+            # Further behind than this, the pruner deletes flat out: the history it holds is
+            # then a tenth longer than the retention asks, and growing.
+            slack = timedelta(seconds=retention.runs * CATCH_UP)
             after: uuid.UUID | None = None
             while True:
                 # Each batch starts after the previous one's last run: the old runs that stay
                 # (not finished, or a child of a parent not finished) are read once per pass.
+                started = time.monotonic()
                 count, after = await self._store.retention.prune_runs(
                     cutoff, retention.batch, after
                 )
                 done("runs", count)
-                if count < retention.batch:  # the batch read up to the cutoff
+                if after is None:  # the pass read up to the cutoff
                     break
-                await anyio.lowlevel.checkpoint()  # the daemon's other work between batches
+                if cutoff - id_time(after) > slack:
+                    await anyio.lowlevel.checkpoint()  # the daemon's other work between batches
+                else:
+                    pause = (time.monotonic() - started) * (1 - self._pace) / self._pace
+                    self.paced += pause
+                    await anyio.sleep(pause)
             # status webhooks' finished deliveries go with the runs' retention (not counted
             # in the figures above: those name the run's own rows)
             while await self._store.webhooks.prune(cutoff, retention.batch) == retention.batch:
