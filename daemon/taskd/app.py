@@ -25,7 +25,7 @@ from taskd.store.migrations import apply_migrations, read_plan, status_of
 from taskd.store.pooler import check_pool_statements, connect_session
 from taskd.store.store import Store
 from taskd.systemd import SystemdNotifier
-from taskd.telemetry import Telemetry
+from taskd.telemetry import LateTelemetry, Telemetry
 from taskd.webhook_delivery import WebhookSender, sync_config_webhooks
 from taskd.worker.burst import Burst
 from taskd.worker.change_feed import ChangeFeed
@@ -248,17 +248,11 @@ class Daemon:
         )
         # Every operator read (the API, /metrics, /readyz) goes through the admin pool.
         admin_store = Store(admin_pool) if admin_pool is not None else None
-        telemetry = Telemetry()
-        if admin_store is not None:
-            # The admin endpoint's parts (prometheus-client here, aiohttp and the API's models
-            # below) are imported where they are built: a daemon without it never loads them.
-            from taskd.admin.metrics import Metrics
-
-            self.metrics = telemetry = Metrics(
-                admin_store,
-                lambda: counters(self),
-                known_task=lambda task_id: task_id in self.registry,
-            )
+        # The admin endpoint's metrics (prometheus-client) are built with the rest of it, once
+        # the first claims are made (_start_admin); what is reported before is kept for them.
+        # A daemon without the endpoint never loads them.
+        late_telemetry = LateTelemetry() if admin_store is not None else None
+        telemetry = late_telemetry or Telemetry()
         telemetry.served_versions(task_versions(self.registry))
         client = Client(db_pool, changes=self.changes)
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
@@ -414,8 +408,14 @@ class Daemon:
                 admin_started = anyio.Event()
                 if admin_listener is not None:
                     assert admin_store is not None and admin_pool is not None
+                    assert late_telemetry is not None
                     group.start_soon(
-                        self._start_admin, admin_listener, admin_store, admin_pool, admin_started
+                        self._start_admin,
+                        admin_listener,
+                        admin_store,
+                        admin_pool,
+                        late_telemetry,
+                        admin_started,
                     )
                 else:
                     admin_started.set()
@@ -496,16 +496,23 @@ class Daemon:
         listener: AdminListener,
         admin_store: Store,
         admin_pool: Pool,
+        telemetry: LateTelemetry,
         started: anyio.Event,
     ) -> None:
         """Serve the admin endpoint on its sockets, bound before the first claim. Its modules
-        (aiohttp, the API's models: about as much CPU as the rest of the start-up) load in a
-        thread, so that the claims and the reconciliation go on meanwhile."""
+        (aiohttp, prometheus-client, the API's models: about as much CPU as the rest of the
+        start-up) load in a thread, so that the claims go on meanwhile."""
         await anyio.to_thread.run_sync(_load_admin_modules)
+        from taskd.admin.metrics import Metrics
         from taskd.admin.server import AdminServer
         from taskd.admin.state import AdminState
 
-        assert self.metrics is not None
+        self.metrics = Metrics(
+            admin_store,
+            lambda: counters(self),
+            known_task=lambda task_id: task_id in self.registry,
+        )
+        telemetry.attach(self.metrics)
         settings = self.settings
         if settings.admin.read_url:
             self.read_replica = await _read_replica(settings, admin_pool, self.metrics)
@@ -643,6 +650,7 @@ __all__ = [
 
 
 def _load_admin_modules() -> None:
+    import taskd.admin.metrics
     import taskd.admin.server
     import taskd.admin.state  # noqa: F401
 

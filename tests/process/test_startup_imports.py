@@ -1,7 +1,7 @@
 """What `taskd run` has imported when it makes its first claim (issue 18: start-up CPU).
 
-The admin endpoint's code (aiohttp's server, the API's models), the Anthropic SDK, the inbound
-webhook listener and the status webhooks' HTTP client cost as much CPU as the rest of the
+The admin endpoint's code (aiohttp's server, the API's models, the metrics' exporter), the
+Anthropic SDK, the inbound webhook listener, the status webhooks' HTTP client and the cron math cost as much CPU as the rest of the
 start-up and no claim needs them: they load after the first claim, or when first used. A real
 `taskd run` (the CLI's path, shipped defaults, the admin endpoint on) records ``sys.modules``
 at the moment its claimer makes its first claim, then exits; the test reads the record. An
@@ -57,6 +57,9 @@ LATE = (
     "taskd.admin.api",
     "taskd.admin.schemas",
     "taskd.admin.openapi",
+    "taskd.admin.metrics",  # the /metrics exporter: built with the endpoint
+    "prometheus_client",
+    "apscheduler",  # cron math: loaded by the first cron computed (no schedule here)
     "taskd.hooks.server",
     "anthropic",
     "httpx",
