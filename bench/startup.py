@@ -175,10 +175,12 @@ class Bench:
         self.workdir = workdir
         self.record = workdir / "starts.txt"
         self.notifications = Notifications(workdir / "notify.sock")
+        # without PYTHONDONTWRITEBYTECODE: the daemon's bytecode is cached, as installed
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("TASKD_") and k not in ("WATCHDOG_USEC", "WATCHDOG_PID")
+            if not k.startswith("TASKD_")
+            and k not in ("WATCHDOG_USEC", "WATCHDOG_PID", "PYTHONDONTWRITEBYTECODE")
         }
         self.env |= {
             "PYTHONPATH": os.pathsep.join(
