@@ -251,8 +251,9 @@ class Daemon:
                 from taskd.admin.listen import AdminListener
 
                 admin_listener = await AdminListener.bind(settings.admin.listen)
-            await sync_config_webhooks(store, settings)
-            await publish_registry(store, self.registry, settings)
+            await publish_registry(
+                store, self.registry, settings, lambda: sync_config_webhooks(store, settings)
+            )
             if settings.hooks.listen:
                 # The inbound webhook listener (aiohttp), after this daemon's subscriptions are
                 # written: its first event already starts their runs. A pool of its own.
