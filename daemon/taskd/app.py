@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import signal
 import uuid
@@ -208,29 +206,46 @@ class Daemon:
         settings = self.settings
         for webhook in settings.webhooks:  # a secret_env not set stops start-up at once
             webhook.resolved_secret()
-        # The pools open while the schema is checked (they do not read it): the round trips
-        # of both overlap. A failed check closes whatever opened and stops with its error.
-        opening = asyncio.ensure_future(self._open_pools())
-        try:
-            await prepare_schema(self.direct_dsn, settings)
-            if self.dsn != self.direct_dsn:  # the pools go through a pooler: statements stay?
-                await check_pool_statements(self.dsn, settings.database)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                opening.cancel()
-            with contextlib.suppress(BaseException):  # the pools' own failure, if any
-                for pool in await opening:
-                    if pool is not None:
-                        pool.terminate()
-            raise
-        db_pool, claim_pool, admin_pool = await opening
+        await prepare_schema(self.direct_dsn, settings)
+        if self.dsn != self.direct_dsn:  # the pools go through a pooler: do statements stay?
+            await check_pool_statements(self.dsn, settings.database)
+        # Every worker statement is bounded: a lock held by a transaction outside taskd (an
+        # application's open `SELECT taskd.cancel(id)`) fails the one call that needs it after
+        # lock_timeout instead of stalling the heartbeat, the completer or the claims.
         lock_timeout = settings.database.lock_timeout
+        statement_timeout = settings.database.statement_timeout
+        db_pool = await create_worker_pool(self.dsn, settings.database)
+        claim_pool = await create_pool(
+            self.dsn,
+            settings.database,
+            size=1,
+            synchronous_commit=False,
+            reset_session=False,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+        )
         store = Store(db_pool, claim_pool=claim_pool)
         # status webhooks: every daemon serves the delivery task (taskd.webhook)
         webhook_sender = WebhookSender(store, settings.webhook_delivery)
         # its runs record the deployment's version, as every task without its own
         webhook_sender.definition.version = self.version
         self.registry.add(webhook_sender.definition)
+        # The admin API reads through a small pool of its own, each statement capped: many
+        # operators' requests (or one heavy filter) never take the connections the worker
+        # needs for its claims, outcomes and heartbeats.
+        admin_pool = (
+            await create_pool(
+                self.dsn,
+                settings.database,
+                size=ADMIN_POOL_SIZE,
+                reset_session=False,
+                statement_timeout=ADMIN_STATEMENT_TIMEOUT,
+                # what pg_stat_activity shows: an operator's reads apart from the worker's
+                application_name="taskd-admin",
+            )
+            if settings.admin.listen
+            else None
+        )
         # Every operator read (the API, /metrics, /readyz) goes through the admin pool.
         admin_store = Store(admin_pool) if admin_pool is not None else None
         # The admin endpoint's metrics (prometheus-client) are built with the rest of it, once
@@ -477,50 +492,6 @@ class Daemon:
                     if closing.cancelled_caught:
                         pool.terminate()
 
-    async def _open_pools(self) -> tuple[Pool, Pool, Pool | None]:
-        """The worker's pool, the claim's and the admin API's (when it is on), opened at once;
-        if one fails, the others are closed and its error raised."""
-        settings = self.settings.database
-        # Every worker statement is bounded: a lock held by a transaction outside taskd (an
-        # application's open `SELECT taskd.cancel(id)`) fails the one call that needs it after
-        # lock_timeout instead of stalling the heartbeat, the completer or the claims.
-        worker = create_worker_pool(self.dsn, settings)
-        claim = create_pool(
-            self.dsn,
-            settings,
-            size=1,
-            synchronous_commit=False,
-            reset_session=False,
-            lock_timeout=settings.lock_timeout,
-            statement_timeout=settings.statement_timeout,
-        )
-        # The admin API reads through a small pool of its own, each statement capped: many
-        # operators' requests (or one heavy filter) never take the connections the worker
-        # needs for its claims, outcomes and heartbeats.
-        admin = (
-            create_pool(
-                self.dsn,
-                settings,
-                size=ADMIN_POOL_SIZE,
-                reset_session=False,
-                statement_timeout=ADMIN_STATEMENT_TIMEOUT,
-                # what pg_stat_activity shows: an operator's reads apart from the worker's
-                application_name="taskd-admin",
-            )
-            if self.settings.admin.listen
-            else _no_pool()
-        )
-        opened = await asyncio.gather(worker, claim, admin, return_exceptions=True)
-        failed = [r for r in opened if isinstance(r, BaseException)]
-        if failed:
-            for pool in opened:
-                if not isinstance(pool, BaseException) and pool is not None:
-                    pool.terminate()
-            raise failed[0]
-        db_pool, claim_pool, admin_pool = opened
-        assert db_pool is not None and claim_pool is not None
-        return db_pool, claim_pool, admin_pool
-
     async def _start_admin(
         self,
         listener: AdminListener,
@@ -677,10 +648,6 @@ __all__ = [
     "resolve_dsn",
     "run_daemon",
 ]
-
-
-async def _no_pool() -> None:
-    return None
 
 
 def _load_admin_modules() -> None:
