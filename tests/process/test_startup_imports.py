@@ -1,11 +1,12 @@
 """What `taskd run` has imported when it makes its first claim (issue 18: start-up CPU).
 
 The admin endpoint's code (aiohttp's server, the API's models, the metrics' exporter), the
-Anthropic SDK, the inbound webhook listener, the status webhooks' HTTP client and the cron math cost as much CPU as the rest of the
-start-up and no claim needs them: they load after the first claim, or when first used. A real
-`taskd run` (the CLI's path, shipped defaults, the admin endpoint on) records ``sys.modules``
-at the moment its claimer makes its first claim, then exits; the test reads the record. An
-import added back on that path fails here, whatever the machine's speed.
+Anthropic SDK, the inbound webhook listener, the status webhooks' HTTP client and the cron math
+cost as much CPU as the rest of the start-up and no claim needs them: they load after the first
+claim, or when first used. A real `taskd run` (the CLI's path, shipped defaults, the admin
+endpoint on) records ``sys.modules`` at the moment its claimer makes its first claim, then
+exits; the test reads the record. An import added back on that path fails here, whatever the
+machine's speed.
 """
 
 from __future__ import annotations
