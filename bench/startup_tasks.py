@@ -17,14 +17,16 @@ _RECORD_FD: int | None = None
 
 @task(id="startup.work")
 async def work(payload: dict, ctx: Context) -> None:  # type: ignore[type-arg]
-    """Writes its start time (wall clock) to BENCH_STARTUP_FILE, then sleeps payload["sleep"]."""
+    """Writes its start time (wall clock) and its process's CPU time so far to
+    BENCH_STARTUP_FILE, then sleeps payload["sleep"]."""
     started = time.time()
+    cpu = time.process_time()
     global _RECORD_FD
     path = os.environ.get("BENCH_STARTUP_FILE")
     if path:
         if _RECORD_FD is None:
             _RECORD_FD = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(_RECORD_FD, f"{started!r}\n".encode())
+        os.write(_RECORD_FD, f"{started!r} {cpu!r}\n".encode())
     if payload.get("sleep"):
         await asyncio.sleep(payload["sleep"])
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import uuid
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,7 +25,7 @@ from taskd.store.migrations import apply_migrations, read_plan, status_of
 from taskd.store.pooler import check_pool_statements, connect_session
 from taskd.store.store import Store
 from taskd.systemd import SystemdNotifier
-from taskd.telemetry import Telemetry
+from taskd.telemetry import LateTelemetry, Telemetry
 from taskd.webhook_delivery import WebhookSender, sync_config_webhooks
 from taskd.worker.burst import Burst
 from taskd.worker.change_feed import ChangeFeed
@@ -58,11 +57,20 @@ from taskd.worker.subscription_retirer import SubscriptionRetirer
 from taskd.worker.sweeper import Sweeper
 from taskd.worker.unknown_task_failer import UnknownTaskFailer
 from taskd.worker.version_failer import VersionFailer
-from taskd.worker.versions import deployment_version, task_versions, with_versions
+from taskd.worker.versions import (
+    deployment_version,
+    task_versions,
+    taskd_package_version,
+    with_versions,
+)
 from taskd.worker.waker import Waker
 
 if TYPE_CHECKING:
+    from asyncpg import Pool
+
+    from taskd.admin.listen import AdminListener
     from taskd.admin.metrics import Metrics
+    from taskd.admin.read_replica import ReadReplica
     from taskd.admin.server import AdminServer
     from taskd.hooks.server import HooksServer
 
@@ -86,10 +94,7 @@ async def flush_run_rows(log_writer: RunLogWriter, llm_writer: LLMCallWriter) ->
 
 
 def taskd_version() -> str:
-    try:
-        return metadata.version("taskd")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+    return taskd_package_version()  # read once (each read searches sys.path)
 
 
 def resolve_dsn(settings: Settings) -> str:
@@ -186,6 +191,7 @@ class Daemon:
         self.change_feed: ChangeFeed | None = None
         self.metrics: Metrics | None = None
         self.admin: AdminServer | None = None
+        self.read_replica: ReadReplica | None = None  # [admin] read_url's
         self.hooks: HooksServer | None = None
         self.log_writer: RunLogWriter | None = None
         self.llm_writer: LLMCallWriter | None = None
@@ -242,49 +248,27 @@ class Daemon:
         )
         # Every operator read (the API, /metrics, /readyz) goes through the admin pool.
         admin_store = Store(admin_pool) if admin_pool is not None else None
-        telemetry = Telemetry()
-        if admin_store is not None:
-            # The admin endpoint's parts (prometheus-client here, aiohttp and the API's models
-            # below) are imported where they are built: a daemon without it never loads them.
-            from taskd.admin.metrics import Metrics
-
-            self.metrics = telemetry = Metrics(
-                admin_store,
-                lambda: counters(self),
-                known_task=lambda task_id: task_id in self.registry,
-            )
+        # The admin endpoint's metrics (prometheus-client) are built with the rest of it, once
+        # the first claims are made (_start_admin); what is reported before is kept for them.
+        # A daemon without the endpoint never loads them.
+        late_telemetry = LateTelemetry() if admin_store is not None else None
+        telemetry = late_telemetry or Telemetry()
         telemetry.served_versions(task_versions(self.registry))
         client = Client(db_pool, changes=self.changes)
         log_writer = self.log_writer = RunLogWriter(store, telemetry)
         llm_writer = self.llm_writer = LLMCallWriter(store, telemetry)
         hooks_pool = None
-        read_replica = None
+        admin_listener = None
         try:
             if settings.admin.listen:
-                from taskd.admin.server import AdminServer
-                from taskd.admin.state import AdminState
+                # Bound now, so that a port already in use stops the daemon before it has
+                # started any run; served once the claims have begun (_start_admin).
+                from taskd.admin.listen import AdminListener
 
-                assert self.metrics is not None
-                assert admin_pool is not None and admin_store is not None
-                if settings.admin.read_url:
-                    read_replica = await _read_replica(settings, admin_pool, self.metrics)
-                self.admin = AdminServer(
-                    AdminState(
-                        store=admin_store,
-                        client=Client(admin_pool, changes=self.changes),
-                        registry=self.registry,
-                        changes=self.changes,
-                        metrics=self.metrics,
-                        settings=settings.admin,
-                        readiness=lambda: readiness(self, admin_store),
-                        max_payload_bytes=settings.tasks.max_payload_bytes,
-                        replica=read_replica,
-                    ),
-                    taskd_version(),
-                )
-                await self.admin.start()
-            await sync_config_webhooks(store, settings)
-            await publish_registry(store, self.registry, settings)
+                admin_listener = await AdminListener.bind(settings.admin.listen)
+            await publish_registry(
+                store, self.registry, settings, lambda: sync_config_webhooks(store, settings)
+            )
             if settings.hooks.listen:
                 # The inbound webhook listener (aiohttp), after this daemon's subscriptions are
                 # written: its first event already starts their runs. A pool of its own.
@@ -420,6 +404,22 @@ class Daemon:
                 self.reconciled = True
                 await retire_undeclared_schedules(store, self.registry)
                 await group.start(self.listener.run)
+                # the admin endpoint's code loads once the first claims are made (its CPU
+                # would delay them); served before READY
+                admin_started = anyio.Event()
+                if admin_listener is not None:
+                    assert admin_store is not None and admin_pool is not None
+                    assert late_telemetry is not None
+                    group.start_soon(
+                        self._start_admin,
+                        admin_listener,
+                        admin_store,
+                        admin_pool,
+                        late_telemetry,
+                        admin_started,
+                    )
+                else:
+                    admin_started.set()
                 # the expirer, failer, rescuer and retirer run in the sweeper's one loop, in
                 # order (sweeper.py says why); the pruner, waker and failure hooks each in a
                 # loop of its own (a long backlog to prune, or a slow hook, must not delay a
@@ -444,6 +444,7 @@ class Daemon:
                     await self._start_burst()
                 group.start_soon(self.scheduler.run)
                 group.start_soon(self.notifier.run_watchdog, self.status_line)
+                await admin_started.wait()  # /readyz answers from READY on
                 log_event(
                     log,
                     logging.INFO,
@@ -477,17 +478,62 @@ class Daemon:
                 if self.admin is not None:
                     with anyio.move_on_after(5):
                         await self.admin.stop()
+                elif admin_listener is not None:
+                    await admin_listener.close()
                 if self.hooks is not None:
                     with anyio.move_on_after(5):
                         await self.hooks.stop()
                 extra_pools = [p for p in (admin_pool, hooks_pool) if p is not None]
-                if read_replica is not None:
-                    extra_pools.append(read_replica.pool)
+                if self.read_replica is not None:
+                    extra_pools.append(self.read_replica.pool)
                 for pool in (claim_pool, db_pool, *extra_pools):
                     with anyio.move_on_after(5) as closing:
                         await pool.close()
                     if closing.cancelled_caught:
                         pool.terminate()
+
+    async def _start_admin(
+        self,
+        listener: AdminListener,
+        admin_store: Store,
+        admin_pool: Pool,
+        telemetry: LateTelemetry,
+        started: anyio.Event,
+    ) -> None:
+        """Serve the admin endpoint on its sockets, bound before the first claim. Its modules
+        (aiohttp, prometheus-client, the API's models: about as much CPU as the rest of the
+        start-up) load in a thread, so that the claims go on meanwhile."""
+        await anyio.to_thread.run_sync(_load_admin_modules)
+        from taskd.admin.metrics import Metrics
+        from taskd.admin.server import AdminServer
+        from taskd.admin.state import AdminState
+
+        self.metrics = Metrics(
+            admin_store,
+            lambda: counters(self),
+            known_task=lambda task_id: task_id in self.registry,
+        )
+        telemetry.attach(self.metrics)
+        settings = self.settings
+        if settings.admin.read_url:
+            self.read_replica = await _read_replica(settings, admin_pool, self.metrics)
+        self.admin = AdminServer(
+            AdminState(
+                store=admin_store,
+                client=Client(admin_pool, changes=self.changes),
+                registry=self.registry,
+                changes=self.changes,
+                metrics=self.metrics,
+                settings=settings.admin,
+                readiness=lambda: readiness(self, admin_store),
+                max_payload_bytes=settings.tasks.max_payload_bytes,
+                replica=self.read_replica,
+            ),
+            taskd_version(),
+            listener,
+        )
+        await self.admin.start()
+        started.set()
 
     async def _serve(self, drained: anyio.Event) -> None:
         """The runs in flight, until they have drained; ``drained`` is set then."""
@@ -602,6 +648,12 @@ __all__ = [
     "resolve_dsn",
     "run_daemon",
 ]
+
+
+def _load_admin_modules() -> None:
+    import taskd.admin.metrics
+    import taskd.admin.server
+    import taskd.admin.state  # noqa: F401
 
 
 async def _read_replica(settings: Settings, admin_pool: Any, metrics: Any) -> Any:

@@ -14,10 +14,72 @@ from pydantic import ConfigDict
 
 
 class BaseModel(_PydanticModel):
-    """The models' base: attribute docstrings become field descriptions (the admin API's
-    OpenAPI document and docs/reference show them)."""
+    """The models' base. Their attribute docstrings become field descriptions (the admin API's
+    OpenAPI document and docs/reference show them) through ``describe_fields``, not pydantic's
+    ``use_attribute_docstrings``: that one reads and parses each class's source as the class
+    is made, two thirds of this module's import, which every daemon paid at start-up for a
+    document built at the first request for it. Each model's validator is built at its first
+    use (``defer_build``): the worker's own data are the dataclasses below."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(defer_build=True)
+
+
+_described = False
+
+
+def describe_fields() -> None:
+    """Give the fields of this module's models their attribute docstrings as descriptions
+    (where a field has none), and rebuild those models. Called before anything shows or
+    embeds their schema (the admin API's models, docs/build_reference.py); once is enough."""
+    global _described
+    if _described:
+        return
+    _described = True
+    docs = _attribute_docstrings()
+    for model in [m for m in globals().values() if _is_model(m)]:
+        merged: dict[str, str] = {}
+        for base in reversed(model.__mro__):  # a subclass's own docstring wins
+            merged.update(docs.get(base.__name__, {}) if _is_model(base) else {})
+        changed = False
+        for name, info in model.model_fields.items():
+            if info.description is None and name in merged:
+                info.description = merged[name]
+                changed = True
+        if changed:
+            model.model_rebuild(force=True)
+
+
+def _is_model(value: object) -> bool:
+    return (
+        isinstance(value, type)
+        and issubclass(value, BaseModel)
+        and value is not BaseModel
+        and value.__module__ == __name__
+    )
+
+
+def _attribute_docstrings() -> dict[str, dict[str, str]]:
+    """class name -> {attribute: its docstring}, from this module's source (one parse)."""
+    import ast
+    import inspect
+    import sys
+
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    found: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        attributes = found.setdefault(node.name, {})
+        for statement, following in zip(node.body, node.body[1:], strict=False):
+            if (
+                isinstance(statement, ast.AnnAssign)
+                and isinstance(statement.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                attributes[statement.target.id] = inspect.cleandoc(following.value.value)
+    return found
 
 
 class RunStatus(enum.StrEnum):

@@ -31,7 +31,11 @@ from taskd.models import (
     RunSummary,
     Schedule,
     WorkerInfo,
+    describe_fields,
 )
+
+# before the models below embed them: the OpenAPI document shows their fields' docstrings
+describe_fields()
 
 MAX_LOG_LINES = 1000
 """Most log lines one run detail carries (``log_limit``)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from typing import Any, get_args, get_origin
 
 import asyncpg
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from taskd.admin.api import ROUTES, ReadinessFailed, RequestInvalid, Route
 from taskd.admin.console_files import CONSOLE_PAGES, CONSOLE_PREFIX, SECURITY_HEADERS, add_console
+from taskd.admin.listen import AdminListener
 from taskd.admin.openapi import openapi_document
 from taskd.admin.read_replica import LAG_HEADER, READ_FROM, ReadReplica, reads_history
 from taskd.admin.schemas import ErrorBody
@@ -36,7 +36,6 @@ from taskd.errors import (
     RunFinished,
     RunNotFound,
     ScheduleNotFound,
-    TaskdError,
     UnknownTask,
     WebhookExists,
     WebhookNotFound,
@@ -341,48 +340,32 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     response.headers.update(SECURITY_HEADERS)
 
 
-class AdminListenFailed(TaskdError):
-    """``[admin] listen`` cannot be bound (the port is taken, the address is not local)."""
-
-
 class AdminServer:
-    """Binds ``[admin] listen`` and serves until ``stop``."""
+    """Serves the admin endpoint on ``[admin] listen``'s sockets, bound before the daemon
+    claimed anything (taskd.admin.listen), until ``stop``."""
 
-    def __init__(self, state: AdminState, version: str) -> None:
+    def __init__(self, state: AdminState, version: str, listener: AdminListener) -> None:
         self._state = state
         self._version = version
+        self._listener = listener
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
 
     async def start(self) -> None:
-        host, port = admin_address(self._state.settings.listen)
         app = build_app(self._state, self._version)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            # Not a database problem, whatever errno says: name the key and the address.
-            await self._runner.cleanup()
-            self._runner = None
-            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-            errno = f"[Errno {exc.errno}] " if exc.errno else ""
-            raise AdminListenFailed(
-                f"cannot open the admin endpoint on {self._state.settings.listen} "
-                f"(admin.listen): {errno}{reason}"
-            ) from None
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound_port = sockets[0].getsockname()[1] if sockets else port
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{bound_port}"
+        server = self._runner.server
+        assert server is not None
+        await self._listener.serve(server)
+        self.url = self._listener.url
         log.info("admin endpoint on %s", self.url)
 
     async def stop(self) -> None:
         self._state.changes.close()  # ends every stream, so cleanup does not wait on them
+        await self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -21,10 +21,23 @@ import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-# re-exported: this module is taskd's only import of APScheduler
-from apscheduler.triggers.cron import CronTrigger as CronTrigger
+if TYPE_CHECKING:
+    # re-exported: this module is taskd's only import of APScheduler
+    from apscheduler.triggers.cron import CronTrigger as CronTrigger
+
+
+def __getattr__(name: str) -> Any:
+    # APScheduler (with its own import of package metadata) loads at the first cron computed:
+    # a daemon, a client or a test without schedules never pays for it
+    if name == "CronTrigger":
+        from apscheduler.triggers.cron import CronTrigger
+
+        return CronTrigger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SHORTHANDS = {
     "@yearly": "0 0 1 1 *",
@@ -85,6 +98,8 @@ def cron_trigger(cron: str, timezone: str = "UTC") -> CronTrigger:
             f"cron {cron!r} needs 5 fields (minute hour day month weekday), 6 (seconds first), "
             "or a shorthand such as @daily"
         )
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
         trigger = CronTrigger(
             second=second,

@@ -131,8 +131,9 @@ class RunStore:
     ) -> None:
         """Insert runs of one task (their keys, if any, already held: see insert_many_keyed)."""
         on = connection if connection is not None else self.pool
+        one = len(runs.ids) == 1  # a single trigger: scalars, not arrays of one
         await on.execute(
-            SQL["insert_many"],
+            SQL["insert_one"] if one else SQL["insert_many"],
             runs.task_id,
             runs.queue,
             runs.priority,
@@ -140,11 +141,13 @@ class RunStore:
             runs.delay,
             runs.max_attempts,
             list(runs.tags),
-            runs.ids,
-            [payload.decode() for payload in runs.payloads],
+            runs.ids[0] if one else runs.ids,
+            runs.payloads[0].decode() if one else [p.decode() for p in runs.payloads],
             runs.ttl,
             runs.concurrency_key or "",
-            list(runs.keys) if runs.keys is not None else [None] * len(runs.ids),
+            (runs.keys[0] if runs.keys is not None else None)
+            if one
+            else (list(runs.keys) if runs.keys is not None else [None] * len(runs.ids)),
             orjson.dumps(runs.retry).decode() if runs.retry else None,
             runs.max_duration,
         )

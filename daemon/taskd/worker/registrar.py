@@ -8,10 +8,12 @@ the code declared before and declares no more are deactivated.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -29,24 +31,48 @@ from taskd.worker import process_identity
 log = logging.getLogger("taskd.daemon")
 
 
-async def publish_registry(store: Store, registry: Registry, settings: Settings) -> None:
+async def publish_registry(
+    store: Store,
+    registry: Registry,
+    settings: Settings,
+    *also: Callable[[], Awaitable[None]],
+) -> None:
     """The tasks, queues, subscriptions and schedules of the code, and the payload limit that
-    SQL producers check against."""
-    await store.settings.put("max_payload_bytes", settings.tasks.max_payload_bytes)
-    await store.tasks.sync(
-        [TaskRegistration(d.id, d.queue.name, d.retry.max_attempts, _describe(d)) for d in registry]
-    )
-    await store.queues.sync([queue.settings() for queue in registry.queues()])
-    await store.events.sync_subscriptions(
-        registry.ids, [(event, d.id) for d in registry for event in d.events]
-    )
-    await store.schedules.declare(
-        [
-            DeclaredSchedule(d.id, d.schedule.cron, d.schedule.timezone, d.schedule.catch_up)
-            for d in registry
-            if d.schedule is not None
-        ]
-    )
+    SQL producers check against; and ``also`` (the config's webhooks). Independent upserts of
+    different tables, in two sequences at once: the worker pool's two connections, half the
+    start-up's serial round trips, no connection opened for it."""
+
+    async def first() -> None:
+        await store.settings.put("max_payload_bytes", settings.tasks.max_payload_bytes)
+        await store.tasks.sync(
+            [
+                TaskRegistration(d.id, d.queue.name, d.retry.max_attempts, _describe(d))
+                for d in registry
+            ]
+        )
+
+    async def second() -> None:
+        # the queues here: theirs and the tasks' statements each make asyncpg look up array
+        # types (three round trips on a fresh connection), so these two run side by side
+        await store.queues.sync([queue.settings() for queue in registry.queues()])
+        for write in also:
+            await write()
+        await store.events.sync_subscriptions(
+            registry.ids, [(event, d.id) for d in registry for event in d.events]
+        )
+        await store.schedules.declare(
+            [
+                DeclaredSchedule(d.id, d.schedule.cron, d.schedule.timezone, d.schedule.catch_up)
+                for d in registry
+                if d.schedule is not None
+            ]
+        )
+
+    # both run to their end (no write left running behind an error), then the first error
+    done = await asyncio.gather(first(), second(), return_exceptions=True)
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def register_worker(

@@ -29,12 +29,14 @@ from taskd import clock
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.ids import new_run_id
 from taskd.logs import log_event
-from taskd.sdk.cron import CronTrigger, Due, cached_trigger, due_fire_times, next_fire_after
+from taskd.sdk.cron import Due, cached_trigger, due_fire_times, next_fire_after
 from taskd.store.database import DB_ERRORS
 from taskd.store.store import Store
 
 if TYPE_CHECKING:
     from asyncpg import Record as Row
+
+    from taskd.sdk.cron import CronTrigger  # APScheduler loads at the first cron computed
 else:
     Row = Any
 

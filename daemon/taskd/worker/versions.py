@@ -19,6 +19,7 @@ only to a daemon serving that version (``[worker] version_policy = "pinned"``, t
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import subprocess
 import sys
@@ -35,6 +36,7 @@ log = logging.getLogger("taskd.daemon")
 GIT_TIMEOUT = 2.0  # seconds: a start-up must not hang on a slow or locked repository
 
 
+@functools.cache
 def taskd_package_version() -> str:
     try:
         return metadata.version("taskd")
