@@ -157,9 +157,6 @@ async def create_worker_pool(dsn: str, settings: DatabaseSettings) -> asyncpg.Po
     return await create_pool(
         dsn,
         settings,
-        # only taskd's own statements run on it (no SET, LISTEN or session lock): asyncpg's
-        # reset query would add a round trip to every outcome batch, heartbeat and chore
-        reset_session=False,
         lock_timeout=settings.lock_timeout,
         statement_timeout=settings.statement_timeout,
         custom_plans=True,
