@@ -56,6 +56,8 @@ bench: $(BIN)/taskd
 	$(BIN)/python bench/pgbouncer.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/soak.py --minutes 1
+	$(BIN)/python bench/history.py --quick
+	$(BIN)/python bench/drain_sql.py --pg 18
 
 clean:
 	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
