@@ -121,3 +121,37 @@ async def test_filters_apply_per_run_within_one_statement(db: asyncpg.Connection
     )
     got = await db.fetch("SELECT run_id, event FROM taskd.webhook_deliveries")
     assert [(r["run_id"], r["event"]) for r in got] == [(ids[0], "run.completed")]
+
+
+async def test_a_statement_larger_than_work_mem_captures_every_changed_run(
+    db: asyncpg.Connection,
+) -> None:
+    """The transition tables spill to temporary files past work_mem, and the capture reads
+    them by a join under its own planner settings, whatever the caller's (taskd.claim_runs
+    turns hash joins off): every run whose status changed gets its one delivery, no other."""
+    await db.execute(
+        "INSERT INTO taskd.webhook_subscriptions (name, url, events, tasks, secret)"
+        " VALUES ('canceled', 'http://127.0.0.1:9/hook', '{run.canceled}', '{t}', $1)",
+        SECRET,
+    )
+    ids = await insert_runs(db, 5_000, task_id="t")
+    others = await insert_runs(db, 1_000, task_id="other")
+    already = ids[:100]
+    await db.execute("UPDATE taskd.runs SET status = 'canceled' WHERE id = ANY($1)", already)
+    assert await db.fetchval("SELECT count(*) FROM taskd.webhook_deliveries") == 100
+    async with db.transaction():
+        await db.execute("SET LOCAL work_mem = '64kB'")
+        await db.execute("SET LOCAL enable_hashjoin = off")
+        await db.execute("SET LOCAL enable_mergejoin = off")
+        # every run in one statement: 100 whose status does not change, 1,000 not subscribed
+        await db.execute(
+            "UPDATE taskd.runs SET status = 'canceled', finished_at = now()"
+            " WHERE id = ANY($1) OR id = ANY($2)",
+            ids,
+            others,
+        )
+    rows = await db.fetch(
+        "SELECT run_id, count(*) AS n FROM taskd.webhook_deliveries GROUP BY run_id"
+    )
+    assert {r["run_id"] for r in rows} == set(ids)
+    assert all(r["n"] == 1 for r in rows)

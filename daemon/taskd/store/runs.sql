@@ -66,7 +66,9 @@ WITH outcome AS (
     -- outcome (500 outcomes: 70 ms, growing with the square of the batch). The outcomes in
     -- id order (a sorted subquery is not flattened), so that two batches lock the runs they
     -- share in one order.
-    SELECT r.id FROM (SELECT id, attempt FROM outcome ORDER BY id) o
+    -- (with the attempt it holds: a batch with two outcomes of one run, a superseded attempt
+    -- and its successor, writes the outcome of the attempt the run is at, never the other)
+    SELECT r.id, o.attempt FROM (SELECT id, attempt FROM outcome ORDER BY id) o
      CROSS JOIN LATERAL (
         SELECT r.id FROM taskd.runs r
          WHERE r.id = o.id AND r.status = 'executing' AND r.worker_id = $1
@@ -89,7 +91,7 @@ WITH outcome AS (
            attempt = CASE WHEN o.status = 'waiting' THEN r.attempt - 1 ELSE r.attempt END,
            worker_id = NULL,
            lease_expires_at = NULL
-      FROM outcome o JOIN locked ON locked.id = o.id
+      FROM outcome o JOIN locked ON locked.id = o.id AND locked.attempt = o.attempt
      -- by id, not by the ctid the lock returned: a row updated and committed after this
      -- statement's snapshot (a heartbeat, a cancel request) is locked in its newest version,
      -- which the snapshot cannot see; the UPDATE finds the old one and follows it there. Only
@@ -109,7 +111,7 @@ WITH outcome AS (
     -- (materialized: the ownership probe below then runs only for the few outcomes not
     -- locked, usually none, not for the whole batch)
     SELECT o.id, o.attempt FROM outcome o
-     WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.id = o.id)
+     WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.id = o.id AND l.attempt = o.attempt)
 ), skipped AS (
     -- (this statement's snapshot: a run held by an open transaction still reads as ours)
     -- (a LATERAL with a LIMIT: each run looked up by its key, only for the outcomes not

@@ -1307,12 +1307,17 @@ COMMENT ON FUNCTION taskd.update_schedule(schedule_id text, changes jsonb) IS 'C
 
 CREATE FUNCTION taskd.webhook_capture() RETURNS trigger
     LANGUAGE plpgsql
+    SET enable_hashjoin TO 'on'
+    SET enable_mergejoin TO 'on'
+    SET enable_seqscan TO 'on'
+    SET enable_sort TO 'on'
+    SET enable_bitmapscan TO 'on'
     AS $$
 DECLARE
-    olds jsonb;
-    prev jsonb;
+    changed record;
     run taskd.runs;
     old_status text;
+    old_attempt int;
     event text;
     body jsonb;
     sub record;
@@ -1321,18 +1326,14 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM taskd.webhook_subscriptions WHERE enabled AND NOT paused) THEN
         RETURN NULL;
     END IF;
-    -- Each run's status and attempt before the statement, by id: a jsonb object is looked up
-    -- by binary search. Not a join of the two transition tables: its plan would follow the
-    -- caller's planner settings (taskd.claim_runs turns hash and merge joins off: a nested
-    -- loop over the claim's rows squared). Not arrays indexed by position either: an array
-    -- of rows is walked from its start at each subscript.
-    SELECT jsonb_object_agg(o.id::text, jsonb_build_array(o.status, o.attempt)) INTO olds
-      FROM changed_old o;
-    FOR run IN SELECT n.* FROM changed_new n LOOP
-        prev := olds -> run.id::text;
-        old_status := prev ->> 0;
-        CONTINUE WHEN old_status IS NOT DISTINCT FROM run.status
-                      OR run.task_id = 'taskd.webhook';
+    FOR changed IN
+        SELECT n AS run, o.status AS old_status, o.attempt AS old_attempt
+          FROM changed_new n JOIN changed_old o ON o.id = n.id
+         WHERE o.status IS DISTINCT FROM n.status AND n.task_id <> 'taskd.webhook'
+    LOOP
+        run := changed.run;
+        old_status := changed.old_status;
+        old_attempt := changed.old_attempt;
         event := CASE run.status
             WHEN 'executing' THEN 'run.started'
             WHEN 'completed' THEN 'run.completed'
@@ -1342,8 +1343,7 @@ BEGIN
             WHEN 'waiting' THEN 'run.waiting'
             -- an attempt that failed (the completer's retry, the rescuer's lost attempt); a
             -- hand-back at a drain gives its attempt back and says nothing
-            WHEN 'queued' THEN CASE WHEN old_status = 'executing'
-                                         AND run.attempt >= (prev ->> 1)::int
+            WHEN 'queued' THEN CASE WHEN old_status = 'executing' AND run.attempt >= old_attempt
                                     THEN 'run.attempt_failed' END
         END;
         CONTINUE WHEN event IS NULL;

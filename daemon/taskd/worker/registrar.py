@@ -38,11 +38,13 @@ async def publish_registry(
     *also: Callable[[], Awaitable[None]],
 ) -> None:
     """The tasks, queues, subscriptions and schedules of the code, and the payload limit that
-    SQL producers check against; and ``also`` (the config's webhooks). Independent upserts of
-    different tables, in two sequences at once: the worker pool's two connections, half the
-    start-up's serial round trips, no connection opened for it."""
+    SQL producers check against; and ``also`` (the config's webhooks). Two steps, each of two
+    writes at once on the worker pool's two connections (no connection opened for it): the
+    tasks and the queues first, then what refers to a task (its event subscriptions, its
+    schedule: a schedule fired before its task's row would take the queue ``default``) beside
+    the config's webhooks."""
 
-    async def first() -> None:
+    async def tasks() -> None:
         await store.settings.put("max_payload_bytes", settings.tasks.max_payload_bytes)
         await store.tasks.sync(
             [
@@ -51,12 +53,12 @@ async def publish_registry(
             ]
         )
 
-    async def second() -> None:
-        # the queues here: theirs and the tasks' statements each make asyncpg look up array
-        # types (three round trips on a fresh connection), so these two run side by side
+    async def queues() -> None:
+        # theirs and the tasks' statements each make asyncpg look up array types (three round
+        # trips on a fresh connection): side by side, on the two connections
         await store.queues.sync([queue.settings() for queue in registry.queues()])
-        for write in also:
-            await write()
+
+    async def task_parts() -> None:
         await store.events.sync_subscriptions(
             registry.ids, [(event, d.id) for d in registry for event in d.events]
         )
@@ -68,8 +70,17 @@ async def publish_registry(
             ]
         )
 
-    # both run to their end (no write left running behind an error), then the first error
-    done = await asyncio.gather(first(), second(), return_exceptions=True)
+    async def config_parts() -> None:
+        for write in also:
+            await write()
+
+    await _side_by_side(tasks(), queues())
+    await _side_by_side(task_parts(), config_parts())
+
+
+async def _side_by_side(*writes: Awaitable[None]) -> None:
+    """Both run to their end (no write left running behind an error), then the first error."""
+    done = await asyncio.gather(*writes, return_exceptions=True)
     for outcome in done:
         if isinstance(outcome, BaseException):
             raise outcome
