@@ -14,7 +14,7 @@ from taskd.changes import ChangeHub
 from taskd.client import Client
 from taskd.config import Settings
 from taskd.embedded import embedded_dsn
-from taskd.errors import MigrationError
+from taskd.errors import MigrationError, TaskdError
 from taskd.health import counters, readiness, status_line
 from taskd.logs import log_event
 from taskd.sdk.current import set_current_client
@@ -81,6 +81,11 @@ ADMIN_STATEMENT_TIMEOUT = 10.0  # seconds; a longer admin query answers 503
 HOOKS_POOL_SIZE = 2  # the webhook listener's own connections: a flood never takes the worker's
 HOOKS_STATEMENT_TIMEOUT = 10.0  # seconds; a longer webhook transaction answers 503
 EXIT_RUNS_FAILED = 3  # burst mode: a run it attempted failed (or is left to retry)
+
+
+class AdminStartFailed(TaskdError):
+    """The admin endpoint could not be built or served once the claims had begun: the daemon
+    drained (as on SIGTERM), then exits with this one line."""
 
 
 async def flush_run_rows(log_writer: RunLogWriter, llm_writer: LLMCallWriter) -> bool:
@@ -184,6 +189,8 @@ class Daemon:
         self.event_relay: EventRelay | None = None
         self.scheduler: Scheduler | None = None
         self.stopping = False
+        self._stop_begun: anyio.Event | None = None  # set by stop(); made in run(), on the loop
+        self.admin_failure: TaskdError | None = None  # why the admin endpoint did not start
         self.declared_gone = False
         self.reconciled = False
         self.notifier = SystemdNotifier.from_environment()
@@ -259,10 +266,12 @@ class Daemon:
         llm_writer = self.llm_writer = LLMCallWriter(store, telemetry)
         hooks_pool = None
         admin_listener = None
+        self._stop_begun = anyio.Event()
         try:
             if settings.admin.listen:
-                # Bound now, so that a port already in use stops the daemon before it has
-                # started any run; served once the claims have begun (_start_admin).
+                # Bound and listening now, so that a port already in use (another daemon's
+                # too) stops the daemon before it has started any run; served once the claims
+                # have begun (_start_admin).
                 from taskd.admin.listen import AdminListener
 
                 admin_listener = await AdminListener.bind(settings.admin.listen)
@@ -444,16 +453,19 @@ class Daemon:
                     await self._start_burst()
                 group.start_soon(self.scheduler.run)
                 group.start_soon(self.notifier.run_watchdog, self.status_line)
-                await admin_started.wait()  # /readyz answers from READY on
-                log_event(
-                    log,
-                    logging.INFO,
-                    f"taskd ready: {len(served)} task(s), concurrency "
-                    f"{settings.worker.concurrency}",
-                    worker_id=str(self.worker_id),
-                    tasks=served.ids,
-                )
-                self.notifier.ready(self.status_line())
+                # /readyz answers from READY on; a drain begun meanwhile (a SIGTERM, a burst
+                # with nothing due, the admin endpoint failing) sends no READY
+                await _first_of(admin_started, self._stop_begun, drained)
+                if admin_started.is_set() and not self.stopping and not drained.is_set():
+                    log_event(
+                        log,
+                        logging.INFO,
+                        f"taskd ready: {len(served)} task(s), concurrency "
+                        f"{settings.worker.concurrency}",
+                        worker_id=str(self.worker_id),
+                        tasks=served.ids,
+                    )
+                    self.notifier.ready(self.status_line())
                 task_status.started(self)
                 await drained.wait()
                 with anyio.move_on_after(5):
@@ -471,6 +483,8 @@ class Daemon:
                 with anyio.move_on_after(5):
                     await self.burst.report(claimer.claimed_total, self.exit_code)
             log_event(log, logging.INFO, "taskd stopped", worker_id=str(self.worker_id))
+            if self.admin_failure is not None:
+                raise self.admin_failure
         finally:
             with anyio.CancelScope(shield=True):
                 with anyio.move_on_after(2):
@@ -500,9 +514,43 @@ class Daemon:
         telemetry: LateTelemetry,
         started: anyio.Event,
     ) -> None:
-        """Serve the admin endpoint on its sockets, bound before the first claim. Its modules
-        (aiohttp, prometheus-client, the API's models: about as much CPU as the rest of the
-        start-up) load in a thread, so that the claims go on meanwhile."""
+        """Serve the admin endpoint on its sockets, bound and listening before the first
+        claim. Its modules (aiohttp, prometheus-client, the API's models: about as much CPU as
+        the rest of the start-up) load in a thread, so that the claims go on meanwhile; nothing
+        on the loop may import them while that thread runs (a cross-thread import cycle).
+
+        A failure here comes after the claims began: the daemon drains as on SIGTERM (runs
+        finish within the grace or go back without spending an attempt), then exits with one
+        line (``admin_failure``), instead of cancelling the runs in flight."""
+        try:
+            await self._build_admin(listener, admin_store, admin_pool, telemetry)
+        except Exception as exc:
+            line = (str(exc).splitlines() or [""])[0]
+            if isinstance(exc, TaskdError) and line == str(exc):
+                failure: TaskdError = exc  # AdminListenFailed, ConfigError: their own line
+            else:
+                failure = AdminStartFailed(
+                    f"cannot start the admin endpoint on {listener.listen} (admin.listen): "
+                    f"{type(exc).__name__}: {line}"
+                )
+            self.admin_failure = failure
+            # the traceback goes to the log, the exit's message stays one line
+            log.error("%s; draining", failure, exc_info=not isinstance(exc, TaskdError))
+            await self.stop()
+        else:
+            started.set()
+
+    async def _build_admin(
+        self,
+        listener: AdminListener,
+        admin_store: Store,
+        admin_pool: Pool,
+        telemetry: LateTelemetry,
+    ) -> None:
+        from taskd.models import describe_fields
+
+        # on the loop, before the thread: it rebuilds models the loop validates with
+        describe_fields()
         await anyio.to_thread.run_sync(_load_admin_modules)
         from taskd.admin.metrics import Metrics
         from taskd.admin.server import AdminServer
@@ -533,7 +581,6 @@ class Daemon:
             listener,
         )
         await self.admin.start()
-        started.set()
 
     async def _serve(self, drained: anyio.Event) -> None:
         """The runs in flight, until they have drained; ``drained`` is set then."""
@@ -594,6 +641,8 @@ class Daemon:
         if self.in_flight is None or self.stopping:
             return
         self.stopping = True
+        if self._stop_begun is not None:
+            self._stop_begun.set()
         log.info("stopping: no new claims")
         self.notifier.stopping(f"draining: {self.status_line()}")
         await self.in_flight.drain(self.settings.worker.shutdown_grace if grace is None else grace)
@@ -654,6 +703,18 @@ def _load_admin_modules() -> None:
     import taskd.admin.metrics
     import taskd.admin.server
     import taskd.admin.state  # noqa: F401
+
+
+async def _first_of(*events: anyio.Event) -> None:
+    """Return once any of ``events`` is set."""
+    async with anyio.create_task_group() as group:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in events:
+            group.start_soon(wait, event)
 
 
 async def _read_replica(settings: Settings, admin_pool: Any, metrics: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -25,28 +26,36 @@ class BaseModel(_PydanticModel):
 
 
 _described = False
+_describing = threading.Lock()
 
 
 def describe_fields() -> None:
     """Give the fields of this module's models their attribute docstrings as descriptions
     (where a field has none), and rebuild those models. Called before anything shows or
-    embeds their schema (the admin API's models, docs/build_reference.py); once is enough."""
+    embeds their schema (the admin API's models, docs/build_reference.py); once is enough.
+
+    It rebuilds models that other code validates with, so the daemon calls it on its event
+    loop, before the admin's modules load in a thread (taskd.app): a rebuild in that thread
+    would race the loop's validations on pydantic versions without a rebuild lock."""
     global _described
     if _described:
         return
-    _described = True
-    docs = _attribute_docstrings()
-    for model in [m for m in globals().values() if _is_model(m)]:
-        merged: dict[str, str] = {}
-        for base in reversed(model.__mro__):  # a subclass's own docstring wins
-            merged.update(docs.get(base.__name__, {}) if _is_model(base) else {})
-        changed = False
-        for name, info in model.model_fields.items():
-            if info.description is None and name in merged:
-                info.description = merged[name]
-                changed = True
-        if changed:
-            model.model_rebuild(force=True)
+    with _describing:  # a second caller waits until the models are described
+        if _described:
+            return
+        docs = _attribute_docstrings()
+        for model in [m for m in globals().values() if _is_model(m)]:
+            merged: dict[str, str] = {}
+            for base in reversed(model.__mro__):  # a subclass's own docstring wins
+                merged.update(docs.get(base.__name__, {}) if _is_model(base) else {})
+            changed = False
+            for name, info in model.model_fields.items():
+                if info.description is None and name in merged:
+                    info.description = merged[name]
+                    changed = True
+            if changed:
+                model.model_rebuild(force=True)
+        _described = True
 
 
 def _is_model(value: object) -> bool:
@@ -64,7 +73,13 @@ def _attribute_docstrings() -> dict[str, dict[str, str]]:
     import inspect
     import sys
 
-    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    try:
+        source = inspect.getsource(sys.modules[__name__])
+    except OSError:
+        # an install without sources (bytecode only, a zipapp): no descriptions, as pydantic's
+        # use_attribute_docstrings gives there, rather than no admin endpoint
+        return {}
+    tree = ast.parse(source)
     found: dict[str, dict[str, str]] = {}
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):

@@ -8,7 +8,8 @@ nothing for it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from taskd.models import ClaimedRun, LLMCall, Outcome
 
@@ -44,50 +45,55 @@ class Telemetry:
 class LateTelemetry(Telemetry):
     """Telemetry whose exporter comes later: the admin endpoint's metrics are built once the
     daemon's first claims are made (its code loads then), and the reports made before are
-    kept and handed to them in order, so that none is missing from the counts."""
+    kept and handed to them in order, so that none is missing from the counts.
+
+    Every public hook of Telemetry is forwarded (the class is completed below), so a hook
+    added there later reaches the exporter without a line here; only the hot path's two are
+    written out, to skip the lookup by name once attached."""
 
     def __init__(self) -> None:
         self._target: Telemetry | None = None
-        self._kept: list[tuple[str, tuple[object, ...]]] = []
+        self._kept: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
     def attach(self, target: Telemetry) -> None:
         kept, self._kept = self._kept, []
-        for name, args in kept:
-            getattr(target, name)(*args)
+        for name, args, kwargs in kept:
+            getattr(target, name)(*args, **kwargs)
         self._target = target
 
-    def _report(self, name: str, *args: object) -> None:
+    def _report(self, name: str, *args: Any, **kwargs: Any) -> None:
         if self._target is not None:
-            getattr(self._target, name)(*args)
+            getattr(self._target, name)(*args, **kwargs)
         else:
-            self._kept.append((name, args))
+            self._kept.append((name, args, kwargs))
 
     def claimed(self, runs: Sequence[ClaimedRun]) -> None:
-        if self._target is not None:  # the hot path: no lookup by name once attached
+        if self._target is not None:
             self._target.claimed(runs)
         else:
-            self._kept.append(("claimed", (runs,)))
+            self._kept.append(("claimed", (runs,), {}))
 
     def ended(self, outcomes: Sequence[Outcome], written: Mapping[uuid.UUID, str]) -> None:
         if self._target is not None:
             self._target.ended(outcomes, written)
         else:
-            self._kept.append(("ended", (outcomes, written)))
+            self._kept.append(("ended", (outcomes, written), {}))
 
-    def changed(self, kind: str, task_id: str) -> None:
-        self._report("changed", kind, task_id)
 
-    def db_error(self, component: str) -> None:
-        self._report("db_error", component)
+def hooks() -> list[str]:
+    """The public hooks of Telemetry, in the order the class defines them."""
+    return [name for name, value in vars(Telemetry).items() if callable(value) and name[0] != "_"]
 
-    def log_lines_dropped(self, count: int) -> None:
-        self._report("log_lines_dropped", count)
 
-    def llm_calls(self, calls: Sequence[LLMCall]) -> None:
-        self._report("llm_calls", calls)
+def _forward(name: str) -> Callable[..., None]:
+    def forward(self: LateTelemetry, *args: Any, **kwargs: Any) -> None:
+        self._report(name, *args, **kwargs)
 
-    def hook_request(self, source: str, result: str) -> None:
-        self._report("hook_request", source, result)
+    forward.__name__ = forward.__qualname__ = name
+    forward.__doc__ = getattr(Telemetry, name).__doc__
+    return forward
 
-    def served_versions(self, versions: Mapping[str, str]) -> None:
-        self._report("served_versions", versions)
+
+for _name in hooks():
+    if _name not in vars(LateTelemetry):
+        setattr(LateTelemetry, _name, _forward(_name))

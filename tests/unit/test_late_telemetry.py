@@ -1,52 +1,56 @@
 """LateTelemetry (taskd.telemetry): the reports a daemon makes before its admin endpoint's
-metrics exist (they are built after the first claims) reach them, in order, once attached."""
+metrics exist (they are built after the first claims) reach them, in order, once attached;
+every public hook of Telemetry is forwarded, including one added later."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping, Sequence
+import inspect
 from typing import Any
 
-from taskd.telemetry import LateTelemetry, Telemetry
+from taskd.telemetry import LateTelemetry, Telemetry, hooks
 
 
 class Recorder(Telemetry):
+    """Records every public hook of Telemetry, whatever hooks it has (made from the class)."""
+
     def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    def claimed(self, runs: Sequence[Any]) -> None:
-        self.calls.append(("claimed", list(runs)))
-
-    def ended(self, outcomes: Sequence[Any], written: Mapping[uuid.UUID, str]) -> None:
-        self.calls.append(("ended", (list(outcomes), dict(written))))
-
-    def changed(self, kind: str, task_id: str) -> None:
-        self.calls.append(("changed", (kind, task_id)))
-
-    def served_versions(self, versions: Mapping[str, str]) -> None:
-        self.calls.append(("served_versions", dict(versions)))
-
-    def db_error(self, component: str) -> None:
-        self.calls.append(("db_error", component))
+    def __getattribute__(self, name: str) -> Any:
+        if name in hooks():
+            calls = object.__getattribute__(self, "calls")
+            return lambda *args: calls.append((name, args))
+        return object.__getattribute__(self, name)
 
 
-def test_reports_before_the_exporter_exists_reach_it_in_order_then_pass_straight() -> None:
+def arguments(name: str, tag: str) -> tuple[str, ...]:
+    """As many distinct arguments as the hook takes."""
+    count = len(inspect.signature(getattr(Telemetry, name)).parameters) - 1  # self
+    return tuple(f"{name}:{tag}:{i}" for i in range(count))
+
+
+def test_the_hooks_are_telemetrys_public_methods() -> None:
+    names = hooks()
+    assert {"claimed", "ended", "changed", "db_error", "served_versions"} <= set(names)
+    assert "attach" not in names and all(not n.startswith("_") for n in names)
+
+
+def test_every_hook_reaches_the_exporter_once_in_order_before_and_after_attach() -> None:
     late = LateTelemetry()
-    run = uuid.uuid4()
-    late.served_versions({"t": "1"})
-    late.claimed(["r1", "r2"])  # type: ignore[list-item]
-    late.ended(["o1"], {run: "completed"})  # type: ignore[list-item]
-    late.changed("rescued", "t")
+    before = [(name, arguments(name, "before")) for name in hooks()]
+    for name, args in before:
+        getattr(late, name)(*args)
     recorder = Recorder()
+    assert recorder.calls == []
     late.attach(recorder)
-    assert recorder.calls == [
-        ("served_versions", {"t": "1"}),
-        ("claimed", ["r1", "r2"]),
-        ("ended", (["o1"], {run: "completed"})),
-        ("changed", ("rescued", "t")),
-    ]
-    late.db_error("claim")
-    late.claimed(["r3"])  # type: ignore[list-item]
-    assert recorder.calls[-2:] == [("db_error", "claim"), ("claimed", ["r3"])]
-    late.log_lines_dropped(3)  # a report the exporter ignores is still handed on, harmlessly
-    assert len(recorder.calls) == 6
+    assert recorder.calls == before
+    after = [(name, arguments(name, "after")) for name in reversed(hooks())]
+    for name, args in after:
+        getattr(late, name)(*args)
+    assert recorder.calls == before + after
+
+
+def test_a_hook_added_to_telemetry_later_is_forwarded_too() -> None:
+    for name in hooks():
+        assert name in vars(LateTelemetry), f"{name} is not forwarded by LateTelemetry"
+        assert getattr(LateTelemetry, name) is not getattr(Telemetry, name)

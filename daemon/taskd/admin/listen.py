@@ -1,20 +1,24 @@
-"""The admin endpoint's address, bound before the daemon claims anything, served later.
+"""The admin endpoint's address, bound and listening before the daemon claims anything, served
+later.
 
 A port already in use must stop the daemon before it has started any run, but the endpoint's
 code (aiohttp, the API's models) costs about as much CPU as the rest of the start-up: the
-daemon binds the address here, with the standard library only, claims, then loads the API
-and starts serving on the sockets bound here (taskd.admin.server), before READY.
+daemon binds the address here and listens on it, with the standard library only, claims, then
+loads the API and starts serving on the sockets bound here (taskd.admin.server), before READY.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from taskd.config import admin_address
 from taskd.errors import TaskdError
+
+BACKLOG = 100  # asyncio's own default for create_server
 
 
 class AdminListenFailed(TaskdError):
@@ -22,8 +26,8 @@ class AdminListenFailed(TaskdError):
 
 
 class AdminListener:
-    """``[admin] listen``'s sockets, bound and not yet accepting: a connection made before
-    ``serve`` waits in no backlog (it is refused), as before the daemon bound anything."""
+    """``[admin] listen``'s sockets, bound and listening but not yet accepting: a connection
+    made before ``serve`` waits in the backlog and is answered once the endpoint serves."""
 
     def __init__(self, listen: str, server: asyncio.AbstractServer, url: str) -> None:
         self.listen = listen
@@ -33,8 +37,8 @@ class AdminListener:
 
     @classmethod
     async def bind(cls, listen: str) -> AdminListener:
-        """Bind ``listen`` (host:port, port 0: any free port); AdminListenFailed if it cannot
-        be bound."""
+        """Bind ``listen`` (host:port, port 0: any free port) and listen on it;
+        AdminListenFailed if it cannot."""
         host, port = admin_address(listen)
         listener: AdminListener | None = None
 
@@ -49,13 +53,18 @@ class AdminListener:
                 protocol, host, port, reuse_address=True, start_serving=False
             )
         except OSError as exc:
-            # Not a database problem, whatever errno says: name the key and the address.
-            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-            errno = f"[Errno {exc.errno}] " if exc.errno else ""
-            raise AdminListenFailed(
-                f"cannot open the admin endpoint on {listen} (admin.listen): {errno}{reason}"
-            ) from None
+            raise _failed(listen, exc) from None
         sockets: list[Any] = list(server.sockets or [])
+        try:
+            # Listening now, not at serve(): on Linux SO_REUSEADDR lets any number of sockets
+            # bind one address while none of them listens, so only listen() tells that
+            # another daemon holds the port, and it must before this one claims.
+            for bound in sockets:
+                with socket.fromfd(bound.fileno(), bound.family, bound.type) as duplicate:
+                    duplicate.listen(BACKLOG)
+        except OSError as exc:
+            server.close()
+            raise _failed(listen, exc) from None
         bound_port = sockets[0].getsockname()[1] if sockets else port
         shown = f"[{host}]" if ":" in host else host
         listener = cls(listen, server, f"http://{shown}:{bound_port}")
@@ -64,8 +73,22 @@ class AdminListener:
     async def serve(self, factory: Callable[[], Any]) -> None:
         """Accept connections from now on, each handled by ``factory()``'s protocol."""
         self._factory = factory
-        await self._server.start_serving()
+        try:
+            await self._server.start_serving()
+        except OSError as exc:
+            raise _failed(self.listen, exc) from None
 
     async def close(self) -> None:
+        """Stop accepting. Not ``wait_closed()``: on Python 3.12.1+ it waits for every client
+        to go, and idle keep-alive clients (a metrics scraper) go only when aiohttp's runner
+        cleans up, after this (what aiohttp's own ``BaseSite.stop`` does too)."""
         self._server.close()
-        await self._server.wait_closed()
+
+
+def _failed(listen: str, exc: OSError) -> AdminListenFailed:
+    # Not a database problem, whatever errno says: name the key and the address.
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    errno = f"[Errno {exc.errno}] " if exc.errno else ""
+    return AdminListenFailed(
+        f"cannot open the admin endpoint on {listen} (admin.listen): {errno}{reason}"
+    )

@@ -365,7 +365,7 @@ class AdminServer:
 
     async def stop(self) -> None:
         self._state.changes.close()  # ends every stream, so cleanup does not wait on them
-        await self._listener.close()
+        await self._listener.close()  # stops accepting; the runner's cleanup closes the clients
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
