@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import asyncpg
 
 from bench.throughput import lsn_bytes, pg_server
+from taskd.store.runs import SQL
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -36,11 +37,27 @@ def cpu(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / CLK
 
 
+async def claim(conn: asyncpg.Connection, worker: uuid.UUID, n: int) -> list[asyncpg.Record]:
+    """One claim of up to ``n`` no-op runs through taskd's own statement."""
+    return await conn.fetch(
+        SQL["claim"], ["bench.noop"], None, n, worker, 60.0, None, "{}", [None], True
+    )
+
+
+async def complete(
+    conn: asyncpg.Connection, worker: uuid.UUID, claimed: list[tuple[uuid.UUID, int]]
+) -> None:
+    """One outcome write: every claimed (id, attempt) completed."""
+    n = len(claimed)
+    await conn.fetch(
+        SQL["complete_many"], worker, [c[0] for c in claimed], [c[1] for c in claimed],
+        ["completed"] * n, ["completed"] * n, ["null"] * n, [None] * n, [0.0] * n, [False] * n,
+    )  # fmt: skip
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     import taskd
-    from taskd.store.queries import load
 
-    sql = load("runs")
     with pg_server(debian_with_statements=args.pg == 15) as server:
         dsn = server.dsn
         await taskd.migrate(dsn)
@@ -88,18 +105,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         pending: list[tuple[uuid.UUID, int]] = []
         claims = writes = 0
         while done < args.runs:
-            rows = await conn.fetch(
-                sql["claim"],
-                ["bench.noop"],
-                None,
-                args.claim,
-                worker,
-                60.0,
-                None,
-                "{}",
-                [None],
-                True,
-            )
+            rows = await claim(conn, worker, args.claim)
             claims += 1
             got = [r for r in rows if r[0] is not None]
             pending += [(r[0], r[3]) for r in got]
@@ -108,18 +114,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             if len(pending) >= args.outcomes or not got or done + len(pending) >= args.runs:
                 n = len(pending)
                 pending.sort()
-                await conn.fetch(
-                    sql["complete_many"],
-                    worker,
-                    [p[0] for p in pending],
-                    [p[1] for p in pending],
-                    ["completed"] * n,
-                    ["completed"] * n,
-                    ["null"] * n,
-                    [None] * n,
-                    [0.0] * n,
-                    [False] * n,
-                )
+                await complete(conn, worker, pending)
                 writes += 1
                 done += n
                 pending = []
@@ -144,33 +139,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             ):
                 await conn.execute(f"set auto_explain.{k} = '{v}'")
             await conn.execute("set client_min_messages = log")
-            rows = await conn.fetch(
-                sql["claim"],
-                ["bench.noop"],
-                None,
-                args.claim,
-                worker,
-                60.0,
-                None,
-                "{}",
-                [None],
-                True,
-            )
+            rows = await claim(conn, worker, args.claim)
             got = [(r[0], r[3]) for r in rows if r[0] is not None]
             got.sort()
             n = len(got)
-            await conn.fetch(
-                sql["complete_many"],
-                worker,
-                [p[0] for p in got],
-                [p[1] for p in got],
-                ["completed"] * n,
-                ["completed"] * n,
-                ["null"] * n,
-                [None] * n,
-                [0.0] * n,
-                [False] * n,
-            )
+            await complete(conn, worker, got)
             await conn.execute("set client_min_messages = notice")
             explained = "\n\n".join(msgs)
         lsn1 = await conn.fetchval("select pg_current_wal_lsn()::text")

@@ -76,7 +76,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import console, startup
+from bench import console, console_tasks, startup
 from bench.soak import _create, _drop, _until, with_database
 from bench.throughput import (
     Config,
@@ -94,14 +94,7 @@ from taskd.store.migrations import apply_migrations
 
 DBS = ("empty", "history")
 PHASES = ("routes", "drain", "startup", "latency", "prune", "retention")
-HISTORY_TASKS = (
-    "shop.send_invoice",
-    "shop.sync_inventory",
-    "mail.digest",
-    "ai.summarize",
-    "reports.nightly",
-    "webhooks.deliver",
-)
+HISTORY_TASKS = tuple(console_tasks.TASKS)  # the tasks of bench/console.py's seed
 OLD_DAY_AGE = timedelta(days=30, hours=1)  # the day ends past the default 30-day retention
 
 
