@@ -18,8 +18,10 @@ the table, ended exactly once (``check_completed_once``: one completed attempt, 
 its side effect; no gap in attempt numbers), and every run the stream reported completed
 before the crash is still completed after recovery with the same completing attempt. A claim is
 committed asynchronously (``synchronous_commit=off`` on the claim connection), so the crash may
-forget one: its run is queued again, the daemon's later outcome for it is refused by the
-compare-and-set and the run runs again; earlier attempts may therefore end ``lost``/``failed``
+forget one: its run is queued again at its previous attempt and runs again. The same daemon may
+claim it again under the same attempt number, while the outcome of its earlier execution still
+waits to be written: that outcome is dropped, never written against the new claim nor reported
+(``tests/store/test_forgotten_claim.py``). Earlier attempts may therefore end ``lost``/``failed``
 (the connection died under them) but never a second ``completed``.
 
 A process kill of the whole server loses the WAL buffers, not the operating system's page

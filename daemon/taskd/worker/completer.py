@@ -70,6 +70,9 @@ class Completer:
         self._locked_due = 0.0
         self._handbacks: list[Handback] = []
         self._writing: list[Handback] = []
+        # runs of the batch being written that were claimed here again meanwhile (see
+        # supersede): its retries leave them out
+        self._superseded: set[uuid.UUID] = set()
         self._handback_tasks: dict[uuid.UUID, str] = {}  # task ids, for the change stream
         self._pending = anyio.Event()
         self._closing = False
@@ -89,6 +92,26 @@ class Completer:
         self._handbacks.append((run_id, attempt))
         self._handback_tasks[run_id] = task_id
         self._pending.set()
+
+    def supersede(self, run_id: uuid.UUID) -> int:
+        """``run_id`` was claimed here again: forget what an earlier execution of it left to
+        write; how many outcomes and hand-backs that was.
+
+        A claim is committed asynchronously, so a database crash may forget one after this
+        daemon ran the run; recovery queues it again at its previous attempt and a new claim
+        here carries the same worker and attempt. The earlier execution's outcome would pass
+        that claim's compare-and-set and end a run another execution of it is running now
+        (two outcomes of one run in one batch: reported completed twice).
+        """
+        before = len(self._outcomes) + len(self._locked) + len(self._handbacks)
+        self._outcomes = [o for o in self._outcomes if o.run_id != run_id]
+        self._locked = [o for o in self._locked if o.run_id != run_id]
+        self._handbacks = [h for h in self._handbacks if h[0] != run_id]
+        dropped = before - len(self._outcomes) - len(self._locked) - len(self._handbacks)
+        if any(r == run_id for r, _ in self._writing):
+            self._superseded.add(run_id)  # the batch's next try, if any, leaves it out
+            dropped += 1
+        return dropped
 
     def leases(self) -> list[Handback]:
         """(run id, attempt) of the runs finished here and not yet written: their leases
@@ -187,6 +210,11 @@ class Completer:
         failures = 0
         try:
             while outcomes or handbacks:
+                if self._superseded:  # claimed here again while this batch was retried
+                    outcomes = [o for o in outcomes if o.run_id not in self._superseded]
+                    handbacks = [h for h in handbacks if h[0] not in self._superseded]
+                    if not (outcomes or handbacks):
+                        break
                 try:
                     if outcomes:
                         await self._write_outcomes(outcomes)
@@ -212,6 +240,7 @@ class Completer:
                         break
         finally:
             self._writing = []
+            self._superseded.clear()
         if self._claimer is not None:
             self._claimer.outcomes_written()
         if outcomes or handbacks:

@@ -183,7 +183,8 @@ class InFlight:
         stale = self._running.get(run.id)
         if stale is not None:
             # This daemon's earlier attempt lost its lease (its heartbeats failed for longer
-            # than the lease) and the run came back to it: that attempt's outcome is moot.
+            # than the lease, or a database crash forgot its claim) and the run came back to
+            # it: that attempt's outcome is moot.
             stale_run, stale_task = stale
             stale_run.superseded = True
             stale_task.cancel()
@@ -191,7 +192,21 @@ class InFlight:
                 log,
                 logging.WARNING,
                 "run claimed again while an earlier attempt of it was still running here "
-                "(its lease had expired); cancelling the earlier attempt",
+                "(its lease expired, or the database forgot that claim); cancelling the "
+                "earlier attempt",
+                run_id=str(run.id),
+                attempt=run.attempt,
+            )
+        elif self._completer.supersede(run.id):
+            # The earlier execution ended here but its outcome is not written yet, and the
+            # run came back (its lease expired, or a database crash forgot the claim's
+            # asynchronous commit): that outcome is moot.
+            log_event(
+                log,
+                logging.WARNING,
+                "run claimed again while the outcome of an earlier execution of it waited "
+                "to be written here (its lease expired, or the database forgot that claim); "
+                "dropping that outcome",
                 run_id=str(run.id),
                 attempt=run.attempt,
             )
