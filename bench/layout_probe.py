@@ -3,7 +3,7 @@ row, no update HOT) against a prototype, on one PostgreSQL server, the SQL alone
 connection (no daemon), measured physically per run.
 
     .venv/bin/python bench/layout_probe.py [--pg 15|18] [--runs 20000] [--claim 100]
-        [--outcomes 500] [--rounds 3] [--layouts A,A1,B,Bp,B2] [--fillfactor 45] [--leased K]
+        [--outcomes 500] [--rounds 3] [--layouts A,A1,B,Bp,Bl,B2] [--fillfactor 45] [--leased K]
 
 Layouts (each round rebuilds its tables, then enqueues --runs no-op runs in batches of 1,000,
 then drains them: claims of --claim, outcome batches of --outcomes, as bench/drain_sql.py):
@@ -18,6 +18,8 @@ B   schema `proto`: `proto.queue` holds only queued and leased runs; its claim i
     final) and the attempt (`proto.attempts`) in the same statement.
 Bp  B with the claim index partial on `worker_id IS NULL`: leased rows leave the index the
     claim walks, at the price of a claim that is no longer HOT (a new primary-key entry).
+Bl  Bp with taskd's lease index too ((queue, concurrency_key, lease_expires_at) WHERE
+    lease_expires_at IS NOT NULL), which rescue and concurrency limits read.
 B2  B, but the history row is written at enqueue (status 'queued') and updated once, HOT, by
     the outcome: the console keeps one table to list runs (no UNION), the queue row is slim.
 
@@ -106,6 +108,14 @@ CLAIM_INDEX = (
     " run_at, id)"
 )
 
+# Bl: the leased runs, for rescue (expired leases) and concurrency limits (leased per queue),
+# as taskd's runs_lease_idx. (A predicate on worker_id would be implied by the outcome's
+# `worker_id = $1`: the planner then walked every leased run for each outcome.)
+LEASE_INDEX = (
+    "CREATE INDEX queue_lease_idx ON proto.queue (queue, concurrency_key, lease_expires_at)"
+    " WHERE lease_expires_at IS NOT NULL"
+)
+
 # B2: the queue row without the payload, which lives in the history row from the start
 SLIM_QUEUE = "ALTER TABLE proto.queue DROP COLUMN payload"
 
@@ -150,8 +160,9 @@ UPDATE proto.queue q
    SET worker_id = $3, attempt = q.attempt + 1,
        lease_expires_at = now() + make_interval(secs => $4),
        attempt_started_at = now(), started_at = coalesce(q.started_at, now())
-  FROM picked
- WHERE q.id = picked.id
+ -- (the ids as an array: each row found through the primary key; joined with `picked`,
+ -- the planner hashed a scan of the whole queue at every claim)
+ WHERE q.id = ANY (ARRAY(SELECT picked.id FROM picked))
 RETURNING q.id, q.task_id, q.payload, q.attempt, q.max_attempts, q.queue
 """
 
@@ -169,8 +180,7 @@ UPDATE taskd.runs r
    SET status = 'executing', worker_id = $3, attempt = r.attempt + 1,
        lease_expires_at = now() + make_interval(secs => $4),
        attempt_started_at = now(), started_at = coalesce(r.started_at, now())
-  FROM picked
- WHERE r.id = picked.id
+ WHERE r.id = ANY (ARRAY(SELECT picked.id FROM picked))
 RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue
 """
 
@@ -188,12 +198,12 @@ WITH picked AS (
        SET worker_id = $3, attempt = q.attempt + 1,
            lease_expires_at = now() + make_interval(secs => $4),
            attempt_started_at = now(), started_at = coalesce(q.started_at, now())
-      FROM picked
-     WHERE q.id = picked.id
+     WHERE q.id = ANY (ARRAY(SELECT picked.id FROM picked))
     RETURNING q.id, q.task_id, q.attempt, q.max_attempts, q.queue
 )
-SELECT l.id, l.task_id, r.payload, l.attempt, l.max_attempts, l.queue
-  FROM leased l CROSS JOIN LATERAL (SELECT r.payload FROM proto.runs r WHERE r.id = l.id) r
+SELECT l.id, l.task_id, (SELECT r.payload FROM proto.runs r WHERE r.id = l.id), l.attempt,
+       l.max_attempts, l.queue
+  FROM leased l
 """
 
 # The outcome batch: lock this worker's runs at this attempt (SKIP LOCKED, as complete_many:
@@ -267,6 +277,7 @@ LAYOUTS = {
     "A1": Layout("A1", ("taskd.runs", "taskd.attempts")),
     "B": Layout("B", ("proto.queue", "proto.runs", "proto.attempts")),
     "Bp": Layout("Bp", ("proto.queue", "proto.runs", "proto.attempts")),
+    "Bl": Layout("Bl", ("proto.queue", "proto.runs", "proto.attempts")),
     "B2": Layout("B2", ("proto.queue", "proto.runs", "proto.attempts")),
 }
 
@@ -282,8 +293,10 @@ async def rebuild(conn: asyncpg.Connection, layout: Layout, fillfactor: int) -> 
             history_fillfactor=fillfactor if layout.name == "B2" else 100,
         )
     )
-    index = CLAIM_INDEX + (" WHERE worker_id IS NULL" if layout.name == "Bp" else "")
+    index = CLAIM_INDEX + (" WHERE worker_id IS NULL" if layout.name in ("Bp", "Bl") else "")
     await conn.execute(index)
+    if layout.name == "Bl":
+        await conn.execute(LEASE_INDEX)
     if layout.name == "B2":
         await conn.execute(SLIM_QUEUE)
 
@@ -683,7 +696,7 @@ if __name__ == "__main__":
     ap.add_argument("--claim", type=int, default=100)
     ap.add_argument("--outcomes", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--layouts", default="A,A1,B,Bp,B2")
+    ap.add_argument("--layouts", default="A,A1,B,Bp,Bl,B2")
     ap.add_argument("--fillfactor", type=int, default=45)
     ap.add_argument("--leased", type=int, default=0)
     asyncio.run(main(ap.parse_args()))
