@@ -457,7 +457,10 @@ async def one_round(
         await enqueue(conn, layout, args.leased)
         holder, held = uuid.uuid4(), 0
         while held < args.leased:
-            held += len(await claim(conn, layout, holder, min(100, args.leased - held)))
+            got = await claim(conn, layout, holder, min(100, args.leased - held))
+            if not got:
+                break
+            held += len(got)
         rnd.leased = held
     rows0, start = await meter.rows(layout.tables), await meter.lsn()
     for k in range(0, args.runs, BATCH):
