@@ -73,6 +73,9 @@ class Completer:
         # runs of the batch being written that were claimed here again meanwhile (see
         # supersede): its retries leave them out
         self._superseded: set[uuid.UUID] = set()
+        # every run id in the lists above (and maybe a few written since: rebuilt after each
+        # batch), so that ``supersede``, called for every run started, costs a set lookup
+        self._unwritten_ids: set[uuid.UUID] = set()
         self._handback_tasks: dict[uuid.UUID, str] = {}  # task ids, for the change stream
         self._pending = anyio.Event()
         self._closing = False
@@ -85,11 +88,13 @@ class Completer:
 
     def add_outcome(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
+        self._unwritten_ids.add(outcome.run_id)
         self._pending.set()
 
     def add_handback(self, run_id: uuid.UUID, attempt: int, task_id: str) -> None:
         """A run stopped before its outcome (drained): back to the queue, attempt not spent."""
         self._handbacks.append((run_id, attempt))
+        self._unwritten_ids.add(run_id)
         self._handback_tasks[run_id] = task_id
         self._pending.set()
 
@@ -103,10 +108,15 @@ class Completer:
         that claim's compare-and-set and end a run another execution of it is running now
         (two outcomes of one run in one batch: reported completed twice).
         """
+        if run_id not in self._unwritten_ids:
+            return 0
         before = len(self._outcomes) + len(self._locked) + len(self._handbacks)
         self._outcomes = [o for o in self._outcomes if o.run_id != run_id]
         self._locked = [o for o in self._locked if o.run_id != run_id]
+        handbacks = len(self._handbacks)
         self._handbacks = [h for h in self._handbacks if h[0] != run_id]
+        if len(self._handbacks) != handbacks:
+            self._handback_tasks.pop(run_id, None)
         dropped = before - len(self._outcomes) - len(self._locked) - len(self._handbacks)
         if any(r == run_id for r, _ in self._writing):
             self._superseded.add(run_id)  # the batch's next try, if any, leaves it out
@@ -145,6 +155,7 @@ class Completer:
         """Forget every unwritten outcome and hand-back (the runs are others' now); how many."""
         dropped = len(self._outcomes) + len(self._locked) + len(self._handbacks)
         self._outcomes, self._locked, self._handbacks = [], [], []
+        self._unwritten_ids = set()
         return dropped
 
     # the chore ----------------------------------------------------------------------------
@@ -241,6 +252,11 @@ class Completer:
         finally:
             self._writing = []
             self._superseded.clear()
+            self._unwritten_ids = {
+                *(o.run_id for o in self._outcomes),
+                *(o.run_id for o in self._locked),
+                *(r for r, _ in self._handbacks),
+            }
         if self._claimer is not None:
             self._claimer.outcomes_written()
         if outcomes or handbacks:
