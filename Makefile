@@ -30,18 +30,12 @@ test: $(VENV)/.dev-installed
 	$(BIN)/mypy daemon/taskd tasks docs/build_reference.py
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
-	@# The database-facing tiers on the other PostgreSQL versions at hand: the embedded 16 (the
-	@# store tier), and the server the distribution ships (Debian's `postgresql`, which .ci/run
-	@# installs: the store tier and the daemon tier's lifecycle files, $(LIFECYCLE)). schema.sql
-	@# is a dump of 18 (tested above). The whole daemon tier there would add 4 minutes.
-	TASKD_TEST_POSTGRES=16 $(BIN)/pytest -q tests/store --ignore=tests/store/test_schema_file.py
-	@found=; for bin in /usr/lib/postgresql/*/bin; do \
-	    [ -x "$$bin/postgres" ] || continue; found=1; \
-	    echo "TASKD_TEST_POSTGRES=$$bin pytest -q tests/store $(LIFECYCLE)"; \
-	    TASKD_TEST_POSTGRES=$$bin $(BIN)/pytest -q tests/store $(LIFECYCLE) \
-	        --ignore=tests/store/test_schema_file.py || exit 1; \
-	done; [ -n "$$found" ] || echo "make test: no PostgreSQL under /usr/lib/postgresql:" \
-	    "the daemon tier ran on the embedded 18 only (install Debian's postgresql to add it)"
+	@# The database-facing tiers on the other PostgreSQL versions at hand, side by side: the
+	@# embedded 16 (the store tier), and the server the distribution ships (Debian's
+	@# `postgresql`, which .ci/run installs: the store tier and the daemon tier's lifecycle files,
+	@# $(LIFECYCLE)). schema.sql is a dump of 18 (tested above). The whole daemon tier there would
+	@# add 4 minutes.
+	sh tests/other_postgres.sh $(BIN)/pytest $(LIFECYCLE)
 
 bench: $(BIN)/taskd
 	$(BIN)/pip install --quiet -e '.[bench]'
