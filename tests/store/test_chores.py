@@ -4,7 +4,6 @@ through the rooms: claimer -> in_flight (executor) -> completer; then the mainte
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,6 @@ from taskd.models import AttemptOutcome, Outcome, RunStatus
 from taskd.sdk.registry import Registry
 from taskd.store.database import create_pool
 from taskd.store.store import Store
-from taskd.store.workers import WorkerRegistration
 from taskd.worker import reconciler
 from taskd.worker.claimer import Claimer
 from taskd.worker.completer import Completer
@@ -37,6 +35,7 @@ from taskd.worker.sweeper import Sweeper
 from taskd.worker.unknown_task_failer import UnknownTaskFailer
 from taskd.worker.waker import Waker
 from tests.support.waiting import wait_for
+from tests.support.workers import register_worker
 
 
 @task(id="chores.echo")
@@ -66,21 +65,9 @@ async def store(database: str) -> AsyncIterator[Store]:
 
 
 async def register(store: Store, lock_key: int | None = None) -> uuid.UUID:
-    """A worker row; its lock is held by nobody unless the test takes ``lock_key``."""
-    worker_id = uuid.uuid4()
-    await store.workers.register(
-        WorkerRegistration(
-            worker_id,
-            host="chores-host",
-            pid=4242,
-            version="test",
-            concurrency=10,
-            queues=[],
-            tasks=["chores.echo"],
-            lock_key=lock_key if lock_key is not None else int.from_bytes(os.urandom(7), "big"),
-        )
-    )
-    return worker_id
+    """A worker serving chores.echo; its lock is held by nobody unless the test takes
+    ``lock_key``."""
+    return await register_worker(store, ["chores.echo"], host="chores-host", lock_key=lock_key)
 
 
 async def executing(

@@ -13,7 +13,6 @@ one batch) is a broken promise.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,11 +27,11 @@ from taskd.config import WorkerSettings
 from taskd.sdk.registry import Registry
 from taskd.store.database import create_pool
 from taskd.store.store import Store
-from taskd.store.workers import WorkerRegistration
 from taskd.worker.claimer import Claimer
 from taskd.worker.completer import Completer
 from taskd.worker.in_flight import InFlight
 from tests.support.waiting import wait_for
+from tests.support.workers import register_worker
 
 EXECUTIONS: list[uuid.UUID] = []
 
@@ -96,19 +95,7 @@ async def test_a_run_claimed_again_under_the_same_attempt_completes_once_with_th
 ) -> None:
     EXECUTIONS.clear()
     caplog.set_level(logging.WARNING, logger="taskd")
-    worker_id = uuid.uuid4()
-    await store.workers.register(
-        WorkerRegistration(
-            worker_id,
-            host="forgotten-host",
-            pid=4242,
-            version="test",
-            concurrency=4,
-            queues=[],
-            tasks=["forgotten.count"],
-            lock_key=int.from_bytes(os.urandom(7), "big"),
-        )
-    )
+    worker_id = await register_worker(store, ["forgotten.count"])
     run_id = await client.trigger(count, {})
     changes = ChangeHub()
     changes.forward = []  # every change the daemon publishes
@@ -136,7 +123,7 @@ async def test_a_run_claimed_again_under_the_same_attempt_completes_once_with_th
 
         if writing:
             await fail_outcomes(db, False)  # the database is back: the retry goes out
-            await wait_for(lambda: status_of(db, run_id), timeout=10)
+            await wait_for(lambda: completed(db, run_id), timeout=10)
             completer.close()
         else:
             await completer.run_once()
@@ -159,6 +146,6 @@ async def failed_once(caplog: pytest.LogCaptureFixture) -> bool:
     return any("writing 1 outcome(s) failed" in r.getMessage() for r in caplog.records)
 
 
-async def status_of(db: asyncpg.Connection, run_id: uuid.UUID) -> bool:
+async def completed(db: asyncpg.Connection, run_id: uuid.UUID) -> bool:
     status = await db.fetchval("SELECT status FROM taskd.runs WHERE id = $1", run_id)
     return bool(status == "completed")
