@@ -65,7 +65,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,6 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import console, console_tasks, startup
 from bench.soak import _create, _drop, _until, with_database
 from bench.throughput import (
+    BIN,
     Config,
     Outcome,
     PgServer,
@@ -455,10 +456,10 @@ async def phase_startups(dsns: dict[str, str], args: argparse.Namespace, fig: Fi
         for db in DBS:
             workdir = logdir / f"startup-{db}-{r}"  # a new NOTIFY_SOCKET path each time
             workdir.mkdir()
-            bench = startup.Bench(dsns[db], workdir)
+            bench = startup.Bench(dsns[db], workdir, str(BIN / "taskd"))
             try:
                 await bench.setup()
-                for ready, first in await bench.clean_starts(args.startup_rounds):
+                for ready, first, _cpu in await bench.clean_starts(args.startup_rounds):
                     fig.put(db, "startup_ready_s", ready)
                     fig.put(db, "startup_first_s", first)
             finally:
@@ -802,30 +803,21 @@ async def main(args: argparse.Namespace) -> int:
                     json.dump(result | {"samples": fig.samples, "notes": fig.notes}, out,
                               indent=2, default=str)  # fmt: skip
 
-        if "routes" in only:  # first: the history's newest runs are its own, not the drains'
-            print("routes", flush=True)
-            await phase_routes(dsns, args, fig, logdir)
-            save()
-        if "drain" in only:
-            print("drain", flush=True)
-            await phase_drains(srv, dsns, args, fig, logdir)
-            save()
-        if "startup" in only:
-            print("startup", flush=True)
-            await phase_startups(dsns, args, fig, logdir)
-            save()
-        if "latency" in only:
-            print("latency", flush=True)
-            await phase_latencies(srv, dsns, args, fig, logdir)
-            save()
-        if "prune" in only:
-            print("prune", flush=True)
-            await phase_prune(dsns, fig)
-            save()
-        if "retention" in only:
-            print("retention", flush=True)
-            await phase_retention(dsns, args, fig, logdir)
-            save()
+        # in this order: the routes first, as the history's newest runs are its own then,
+        # not the drains'
+        phases: dict[str, Callable[[], Awaitable[None]]] = {
+            "routes": lambda: phase_routes(dsns, args, fig, logdir),
+            "drain": lambda: phase_drains(srv, dsns, args, fig, logdir),
+            "startup": lambda: phase_startups(dsns, args, fig, logdir),
+            "latency": lambda: phase_latencies(srv, dsns, args, fig, logdir),
+            "prune": lambda: phase_prune(dsns, fig),
+            "retention": lambda: phase_retention(dsns, args, fig, logdir),
+        }
+        for name, phase in phases.items():
+            if name in only:
+                print(name, flush=True)
+                await phase()
+                save()
         lines = report(fig)
         print(f"\n{load()}")
         result |= {"summary": lines, "samples": fig.samples, "notes": fig.notes,
