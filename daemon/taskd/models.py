@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel as _PydanticModel
 from pydantic import ConfigDict
 
+from taskd.field_docs import attribute_docstrings
+
 
 class BaseModel(_PydanticModel):
     """The models' base. Their attribute docstrings become field descriptions (the admin API's
@@ -31,7 +33,7 @@ _describing = threading.Lock()
 
 def describe_fields() -> None:
     """Give the fields of this module's models their attribute docstrings as descriptions
-    (where a field has none), and rebuild those models. Called before anything shows or
+    (where a field has none), and rebuild those already built. Called before anything shows or
     embeds their schema (the admin API's models, docs/build_reference.py); once is enough.
 
     It rebuilds models that other code validates with, so the daemon calls it on its event
@@ -53,7 +55,9 @@ def describe_fields() -> None:
                 if info.description is None and name in merged:
                     info.description = merged[name]
                     changed = True
-            if changed:
+            # one not built yet (defer_build) takes its descriptions when it is: rebuilding it
+            # here would build it, on the loop of a daemon that is draining
+            if changed and model.__pydantic_complete__:
                 model.model_rebuild(force=True)
         _described = True
 
@@ -69,32 +73,7 @@ def _is_model(value: object) -> bool:
 
 def _attribute_docstrings() -> dict[str, dict[str, str]]:
     """class name -> {attribute: its docstring}, from this module's source (one parse)."""
-    import ast
-    import inspect
-    import sys
-
-    try:
-        source = inspect.getsource(sys.modules[__name__])
-    except OSError:
-        # an install without sources (bytecode only, a zipapp): no descriptions, as pydantic's
-        # use_attribute_docstrings gives there, rather than no admin endpoint
-        return {}
-    tree = ast.parse(source)
-    found: dict[str, dict[str, str]] = {}
-    for node in tree.body:
-        if not isinstance(node, ast.ClassDef):
-            continue
-        attributes = found.setdefault(node.name, {})
-        for statement, following in zip(node.body, node.body[1:], strict=False):
-            if (
-                isinstance(statement, ast.AnnAssign)
-                and isinstance(statement.target, ast.Name)
-                and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)
-            ):
-                attributes[statement.target.id] = inspect.cleandoc(following.value.value)
-    return found
+    return attribute_docstrings(__name__)
 
 
 class RunStatus(enum.StrEnum):

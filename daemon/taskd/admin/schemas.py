@@ -19,6 +19,7 @@ from pydantic import (
 
 from taskd.client import moment_of
 from taskd.durations import to_seconds
+from taskd.field_docs import describe_own_fields
 from taskd.models import (
     CostDimension,
     CostSums,
@@ -65,8 +66,16 @@ database error)."""
 
 
 class _Model(BaseModel):
-    # The attribute docstrings below become the descriptions of the OpenAPI document.
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    # The attribute docstrings below become the descriptions of the OpenAPI document: one parse
+    # of each module (taskd.field_docs), not pydantic's parse of each class. The validators are
+    # built at their first use, on the event loop: the daemon imports this module in a thread
+    # while it runs its first claims, and building them all took a tenth of that import.
+    model_config = ConfigDict(defer_build=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        describe_own_fields(cls)
 
 
 class _Strict(_Model):
