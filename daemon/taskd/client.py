@@ -32,7 +32,7 @@ from taskd.errors import (
     WebhookExists,
     WebhookNotFound,
 )
-from taskd.ids import new_run_id, parse_run_id
+from taskd.ids import new_run_id, new_run_ids, parse_run_id
 from taskd.models import (
     COST_DIMENSIONS,
     Budgets,
@@ -249,7 +249,7 @@ class Client:
         encoded = [encode_payload(payload, limit) for payload in payloads]
         if not encoded:
             return []
-        ids = [new_run_id() for _ in encoded]
+        ids = new_run_ids(len(encoded))
         runs = NewRuns(
             task_id,
             ids,

@@ -77,7 +77,7 @@ from taskd.admin.webhook_api import WEBHOOK_ROUTES
 from taskd.changes import ChangeKind, RunChange
 from taskd.client import moment_of
 from taskd.errors import RunNotFound, UnknownTask
-from taskd.ids import new_run_id
+from taskd.ids import new_run_ids
 from taskd.models import Costs, QueueDepth, RunLogLine, RunStatus, Schedule, WorkerInfo
 from taskd.store.llm import CallFilter
 from taskd.store.run_scan import parse_search
@@ -235,9 +235,7 @@ async def bulk_action(
                         RunChange(ChangeKind.CANCELED, run_id, task_id, "canceled")
                     )
         else:
-            replayed = await state.store.runs.replay_many(
-                ids_batch, [new_run_id() for _ in ids_batch]
-            )
+            replayed = await state.store.runs.replay_many(ids_batch, new_run_ids(len(ids_batch)))
             touched = [new_id for new_id, _, _ in replayed]
             if state.changes.active:
                 for new_id, _, task_id in replayed:

@@ -17,7 +17,7 @@ from taskd import clock
 from taskd.changes import ChangeHub, ChangeKind, RunChange
 from taskd.config import LLMSettings
 from taskd.errors import MetadataTooLarge
-from taskd.ids import new_run_id
+from taskd.ids import new_run_ids
 from taskd.logs import log_event
 from taskd.models import LogLine, RunStatus, Step
 from taskd.payloads import check_concurrency_key, encode_payload
@@ -131,7 +131,7 @@ class WorkerRunServices(LLMCallServices, LLMBatchServices):
     ) -> list[uuid.UUID]:
         check_concurrency_key(concurrency_key)
         encoded = [encode_payload(p, self._max_payload_bytes) for p in payloads]
-        ids = [new_run_id() for _ in encoded]
+        ids = new_run_ids(len(encoded))
         # A retry is safe: it has the same ids, and the statement is a compare-and-set under
         # the step's name; a first try that committed unseen is found by its ids.
         created = await self._patiently(
