@@ -52,6 +52,7 @@ bench: $(BIN)/taskd
 	$(BIN)/python bench/soak.py --minutes 1
 	$(BIN)/python bench/history.py --quick
 	$(BIN)/python bench/drain_sql.py --pg 18
+	$(BIN)/python bench/claim_parts.py
 
 clean:
 	rm -rf $(VENV) .taskd .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
