@@ -25,7 +25,13 @@ def test_batches_and_single_ids_are_one_increasing_sequence_of_uuid7() -> None:
     assert len(set(made)) == len(made)
     for run_id in made:
         assert run_id.version == 7 and run_id.variant == uuid.RFC_4122
-        assert before - timedelta(milliseconds=1) <= id_time(run_id) <= after
+        # (up to a few ms ahead: a batch of over 3,072 ids in one millisecond, by an earlier
+        # test of this process, borrows the next milliseconds)
+        assert (
+            before - timedelta(milliseconds=1)
+            <= id_time(run_id)
+            <= after + timedelta(milliseconds=50)
+        )
 
 
 def test_a_batch_past_a_milliseconds_counter_keeps_increasing() -> None:
