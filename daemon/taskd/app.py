@@ -231,7 +231,7 @@ class Daemon:
             lock_timeout=lock_timeout,
             statement_timeout=statement_timeout,
         )
-        store = Store(db_pool, claim_pool=claim_pool)
+        store = Store(db_pool, claim_pool=claim_pool, hold_claim_connection=True)
         # status webhooks: every daemon serves the delivery task (taskd.webhook)
         webhook_sender = WebhookSender(store, settings.webhook_delivery)
         # its runs record the deployment's version, as every task without its own
@@ -500,6 +500,8 @@ class Daemon:
                 extra_pools = [p for p in (admin_pool, hooks_pool) if p is not None]
                 if self.read_replica is not None:
                     extra_pools.append(self.read_replica.pool)
+                with anyio.move_on_after(5):
+                    await store.runs.release_claim_connection()
                 for pool in (claim_pool, db_pool, *extra_pools):
                     with anyio.move_on_after(5) as closing:
                         await pool.close()

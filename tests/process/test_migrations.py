@@ -111,7 +111,7 @@ async def test_two_migrate_processes_at_once(empty_database: str, tmp_path: Path
 
 # The statements of taskd.claim_runs (plpgsql) that read runs, with its variables as
 # parameters: $1 queue, $2 keys, $3 shares, $4 task ids, $5 worker, $6 lease seconds, $7 key,
-# $8 the task versions, $9 pinned.
+# $8 the task versions, $9 pinned, $10 the claim's limit, $11 the daemon's queues.
 CLAIM_VARIABLES = {
     "qname": "$1::text",
     "keys": "$2::text[]",
@@ -123,12 +123,15 @@ CLAIM_VARIABLES = {
     "k": "$7::text",
     "task_versions": "($8::text[])",
     "pinned": "$9::boolean",
+    "max_runs": "$10::int",
+    "queues": "$11::text[]",
 }
 
 
 async def claim_statements(connection: asyncpg.Connection) -> tuple[list[str], list[str]]:
-    """The claim function's statements over taskd.runs (the probes for keys with queued runs
-    and the pick), runnable on their own, and the function's pinned settings.
+    """The claim function's statements over taskd.runs (the one-key guard and its pick, the
+    probes for keys with queued runs and the loop's pick), runnable on their own, and the
+    function's pinned settings.
 
     EXPLAIN cannot see inside a function: explain its statements instead, with its settings,
     which are the plans the function runs.
@@ -141,16 +144,20 @@ async def claim_statements(connection: asyncpg.Connection) -> tuple[list[str], l
     body: str = function["prosrc"]
     statements = []
     for match in re.finditer(
-        r"SELECT r\.concurrency_key INTO k FROM taskd\.runs r.*?;|WITH picked AS \(.*?;",
+        r"SELECT lo\.queue.*?;|SELECT r\.concurrency_key INTO k FROM taskd\.runs r.*?;"
+        r"|WITH picked AS \(.*?;",
         body,
         re.S,
     ):
         statement = match.group(0).rstrip(";").replace(" INTO k ", " ")
-        statement = re.sub(r"RETURNING .*", "RETURNING r.id", statement, flags=re.S)
+        statement = re.sub(r"\s+INTO qname, k, one_key", "", statement)
+        # (the short path's pick: its update is a second CTE)
+        returned = "RETURNING r.id) SELECT id FROM claimed" if "claimed AS" in statement else ""
+        statement = re.sub(r"RETURNING .*", returned or "RETURNING r.id", statement, flags=re.S)
         for name, parameter in CLAIM_VARIABLES.items():
             statement = re.sub(rf"(?<![.\w]){name}\b(?!\s*[(.])", parameter, statement)
         statements.append(statement)
-    assert len(statements) == 3, body
+    assert len(statements) == 5, body
     return statements, list(function["proconfig"] or [])
 
 
@@ -187,8 +194,11 @@ async def test_the_claim_uses_the_partial_index_whatever_the_history(database: s
         )
         for _ in range(5):
             await connection.execute("SELECT taskd.trigger('noop', '{}')")
-        # queue, keys, shares, tasks, worker, lease, key, versions, pinned
-        statement_args = ("default", [""], [100], ["noop"], uuid.uuid4(), 60.0, "k", ["1"], True)
+        # queue, keys, shares, tasks, worker, lease, key, versions, pinned, limit, queues
+        statement_args = (
+            *("default", [""], [100], ["noop"], uuid.uuid4(), 60.0, "k", ["1"], True),
+            *(100, None),
+        )
 
         # Right after the burst (no statistics yet), then once analyzed: ordered scans of the
         # partial index that stop at the limit; nothing that reads or sorts the history, and

@@ -7,6 +7,7 @@ of its own after the verb's commit): no caller has to remember it.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import dataclasses
 import logging
@@ -116,10 +117,17 @@ class RunStore:
         attempts: AttemptStore,
         steps: StepStore,
         waits: WaitStore,
+        hold_claim_connection: bool = False,
     ) -> None:
         self.pool = pool
         # Claims may go through a pool of their own (asynchronous commit; see create_pool).
         self.claim_pool = claim_pool
+        # The daemon's claim pool is its claimer's alone: its connection stays out between
+        # claims (taken and given back, it cost 0.08 ms of a claim of one run's 0.6), and goes
+        # back on an error, the pool opening a new one for the next claim.
+        self._hold_claim_connection = hold_claim_connection
+        self._claim_connection: asyncpg.pool.PoolConnectionProxy | None = None
+        self._claim_lock = asyncio.Lock()
         self._attempts = attempts
         self._steps = steps
         self._waits = waits
@@ -232,8 +240,7 @@ class RunStore:
         (the same positions), recorded on a run's first start; ``pinned``: a run with a
         recorded version and durable state (steps, a parent) is claimed only at its version
         (False: the ``latest`` policy, at any)."""
-        rows = await self.claim_pool.fetch(
-            SQL["claim"],
+        args = (
             task_ids,
             queues,
             limit,
@@ -244,6 +251,20 @@ class RunStore:
             task_versions,
             pinned,
         )
+        if self._hold_claim_connection:
+            async with self._claim_lock:
+                connection = self._claim_connection
+                if connection is None:
+                    connection = await self.claim_pool.acquire()
+                    self._claim_connection = connection
+                try:
+                    rows = await connection.fetch(SQL["claim"], *args)
+                except BaseException:
+                    self._claim_connection = None
+                    await self.claim_pool.release(connection)
+                    raise
+        else:
+            rows = await self.claim_pool.fetch(SQL["claim"], *args)
         claim = Claim()
         for row in rows:
             if row[0] is None:
@@ -255,6 +276,13 @@ class RunStore:
                 run.retry, run.max_duration = row[13], row[14]
                 claim.runs.append(run)
         return claim
+
+    async def release_claim_connection(self) -> None:
+        """Give the claimer's connection back to its pool (before the pool closes)."""
+        async with self._claim_lock:
+            connection, self._claim_connection = self._claim_connection, None
+            if connection is not None:
+                await self.claim_pool.release(connection)
 
     async def complete_many(
         self,

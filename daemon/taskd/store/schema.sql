@@ -296,10 +296,86 @@ DECLARE
     lvl        int;
     n_claimed  int;
     i          int;
+    one_key    boolean;
 BEGIN
     IF remaining <= 0 THEN
         RETURN;
     END IF;
+    -- The common case first: one queue and one key hold every queued run (a daemon idle when
+    -- a run arrives, one queue draining), that queue unlimited and not paused. The loop below
+    -- would claim from that key alone; here one statement finds it out and one claims. Each
+    -- statement and expression of this function is set up again in every call's transaction:
+    -- the loop's probes were a third of the time a run triggered at idle waited for its claim
+    -- in the server. The result is the loop's: the same runs in the same order, no limit
+    -- held anything back, and the trailing row with the key as the queue's cursor
+    -- (tests/store/test_claim_one_key.py compares the two on every kind of run).
+    SELECT lo.queue, lo.concurrency_key,
+           hi.queue = lo.queue AND hi.concurrency_key = lo.concurrency_key
+           AND (queues IS NULL OR lo.queue = ANY(queues))
+           AND NOT EXISTS (SELECT FROM taskd.queues qq
+                            WHERE qq.name = lo.queue
+                              AND (qq.paused OR qq.concurrency IS NOT NULL
+                                   OR qq.concurrency_per_key IS NOT NULL
+                                   OR qq.rate_limit IS NOT NULL))
+      INTO qname, k, one_key
+      FROM (SELECT r.queue, r.concurrency_key FROM taskd.runs r WHERE r.status = 'queued'
+             ORDER BY r.queue, r.concurrency_key LIMIT 1) AS lo,
+           (SELECT r.queue, r.concurrency_key FROM taskd.runs r WHERE r.status = 'queued'
+             ORDER BY r.queue DESC, r.concurrency_key DESC LIMIT 1) AS hi;
+    IF NOT FOUND THEN
+        RETURN;  -- nothing queued in any queue
+    END IF;
+    IF one_key THEN
+        RETURN QUERY
+        WITH picked AS (
+            SELECT r.id, r.started_at FROM taskd.runs r
+             WHERE r.queue = qname AND r.concurrency_key = k
+               AND r.status = 'queued' AND r.run_at <= now()
+               AND r.task_id = ANY(task_ids)
+               AND (r.expires_at IS NULL OR r.expires_at > now() OR r.started_at IS NOT NULL)
+               AND r.cancel_requested_at IS NULL
+               AND (r.version IS NULL OR NOT pinned
+                    OR r.version = task_versions[array_position(task_ids, r.task_id)]
+                    OR (r.parent_id IS NULL
+                        AND NOT EXISTS (SELECT FROM taskd.steps st WHERE st.run_id = r.id)))
+             ORDER BY r.priority DESC, r.run_at, r.id
+             LIMIT max_runs
+               FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE taskd.runs r
+               SET status = 'executing', attempt = r.attempt + 1, worker_id = worker,
+                   lease_expires_at = now() + make_interval(secs => lease_seconds),
+                   attempt_started_at = now(), started_at = coalesce(r.started_at, now()),
+                   version = CASE
+                       WHEN r.version IS NULL
+                       THEN task_versions[array_position(task_ids, r.task_id)]
+                       WHEN r.version = task_versions[array_position(task_ids, r.task_id)]
+                            OR r.parent_id IS NOT NULL
+                            OR EXISTS (SELECT FROM taskd.steps st WHERE st.run_id = r.id)
+                       THEN r.version
+                       ELSE coalesce(task_versions[array_position(task_ids, r.task_id)],
+                                     r.version)
+                   END
+              FROM picked
+             WHERE r.id = picked.id
+            RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags,
+                      r.metadata,
+                      CASE WHEN picked.started_at IS NOT NULL
+                           THEN (SELECT count(*) FROM taskd.run_logs l WHERE l.run_id = r.id)
+                           ELSE 0 END AS log_lines,
+                      r.concurrency_key, r.retry, r.max_duration
+        )
+        SELECT c.id, c.task_id, c.payload, c.attempt, c.max_attempts, c.queue, c.tags,
+               c.metadata, c.log_lines, c.concurrency_key, NULL::boolean, NULL::float8,
+               NULL::jsonb, c.retry, c.max_duration
+          FROM claimed c
+        UNION ALL
+        SELECT NULL::uuid, NULL::text, NULL::jsonb, NULL::int, NULL::int, NULL::text,
+               NULL::text[], NULL::jsonb, NULL::bigint, NULL::text, false, NULL::float8,
+               jsonb_build_object(qname, nullif(k, '')), NULL::jsonb, NULL::float8;
+        RETURN;
+    END IF;
+
     -- The queues to look at, in round-robin order (after the one the caller's last claim
     -- ended with), and their settings, in one statement: every statement counts here, a
     -- claim of one run being what a run triggered at idle waits for.

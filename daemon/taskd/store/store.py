@@ -34,7 +34,15 @@ from taskd.store.workers import WorkerStore
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool, *, claim_pool: asyncpg.Pool | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        claim_pool: asyncpg.Pool | None = None,
+        hold_claim_connection: bool = False,
+    ) -> None:
+        """``hold_claim_connection``: the claim pool serves one claimer, which keeps its
+        connection between claims (``runs.release_claim_connection`` gives it back)."""
         self.pool = pool
         # Claims may go through a pool of their own (asynchronous commit; see create_pool).
         self.claim_pool = claim_pool or pool
@@ -42,7 +50,12 @@ class Store:
         self.steps = StepStore(pool)
         self.waits = WaitStore(pool)
         self.runs = RunStore(
-            pool, self.claim_pool, attempts=self.attempts, steps=self.steps, waits=self.waits
+            pool,
+            self.claim_pool,
+            attempts=self.attempts,
+            steps=self.steps,
+            waits=self.waits,
+            hold_claim_connection=hold_claim_connection and claim_pool is not None,
         )
         self.run_scan = RunScanStore(pool)
         self.error_groups = ErrorGroupStore(pool)
