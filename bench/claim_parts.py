@@ -6,8 +6,12 @@ before each claim, alternating in rounds, the round trip as the caller sees it (
 - ``claim_runs, nothing queued``: taskd's claim statement entering its plpgsql function and
   finding no queue (its first statement only);
 - ``claim_runs, one run``: the claim as the daemon sends it, on a bare connection;
-- ``claim_runs, one run, through the claim pool``: the same through an asyncpg pool like the
-  daemon's (acquire and release around it);
+- ``claim_runs before 0020, one run``: the same with the function as migration 0017 left it
+  (its loop alone, no one-key path), loaded beside the real one: what 0020 saved;
+- ``claim_runs, one run, through a pool``: the same through an asyncpg pool (acquire and
+  release around it), as the daemon claimed before it held its connection;
+- ``claim_runs, one run, as the daemon claims``: through taskd's store on a claim pool whose
+  connection the claimer holds (Store(hold_claim_connection=True), as taskd.app builds it);
 - ``the pick and update alone``: the claim's one writing statement (pick the oldest due run
   FOR UPDATE SKIP LOCKED, update it, return it) as a plain statement, without the function's
   queue and key round-robin, limits and cursors: what the function adds is the difference;
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import sys
 import time
@@ -40,7 +45,9 @@ from bench.peer_raw import DELETE as RAW_DELETE
 from bench.peer_raw import INSERT_ONE as RAW_INSERT
 from bench.throughput import pg_server
 from taskd.store.database import create_pool, init_connection
+from taskd.store.migrations import shipped_migrations
 from taskd.store.runs import SQL
+from taskd.store.store import Store
 
 TASK = "bench.noop"
 
@@ -68,6 +75,14 @@ RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags
 """
 
 
+def claim_before_0020() -> str:
+    """0017's taskd.claim_runs (the loop alone) as taskd.claim_runs_0017."""
+    [versions] = [m for m in shipped_migrations() if m.filename == "0017_versions.sql"]
+    match = re.search(r"CREATE FUNCTION taskd\.claim_runs\(.*?\n\$\$;\n", versions.sql, re.S)
+    assert match is not None
+    return match.group(0).replace("taskd.claim_runs(", "taskd.claim_runs_0017(", 1)
+
+
 async def timed(samples: list[float], call: Callable[[], Awaitable[Any]]) -> Any:
     started = time.perf_counter()
     result = await call()
@@ -81,6 +96,8 @@ async def main(args: argparse.Namespace) -> None:
         await taskd.migrate(dsn)
         setup = await asyncpg.connect(dsn)
         await setup.execute(RAW_DDL)
+        await setup.execute(claim_before_0020())
+        claim_0017 = SQL["claim"].replace("taskd.claim_runs(", "taskd.claim_runs_0017(")
         await setup.execute(
             "INSERT INTO taskd.tasks (id, queue, max_attempts) VALUES ($1, 'default', 3)", TASK
         )
@@ -88,13 +105,17 @@ async def main(args: argparse.Namespace) -> None:
         bare = await asyncpg.connect(dsn, server_settings={"synchronous_commit": "off"})
         await init_connection(bare)
         pool = await create_pool(dsn, size=1, synchronous_commit=False, reset_session=False)
+        held_pool = await create_pool(dsn, size=1, synchronous_commit=False, reset_session=False)
+        store = Store(held_pool, claim_pool=held_pool, hold_claim_connection=True)
         worker = uuid.uuid4()
         claim_args = ([TASK], None, 100, worker, 60.0, None, "{}", [None], True)
         parts: dict[str, list[float]] = {
             "select 1": [],
             "claim_runs, nothing queued": [],
             "claim_runs, one run": [],
-            "claim_runs, one run, through the claim pool": [],
+            "claim_runs before 0020, one run": [],
+            "claim_runs, one run, through a pool": [],
+            "claim_runs, one run, as the daemon claims": [],
             "the pick and update alone": [],
             "raw claim": [],
         }
@@ -122,10 +143,24 @@ async def main(args: argparse.Namespace) -> None:
                     assert len([row for row in one if row[0] is not None]) == 1
                     await client.trigger(TASK, {})
                     one = await timed(
-                        parts["claim_runs, one run, through the claim pool"],
+                        parts["claim_runs before 0020, one run"],
+                        lambda: bare.fetch(claim_0017, *claim_args),
+                    )
+                    assert len([row for row in one if row[0] is not None]) == 1
+                    await client.trigger(TASK, {})
+                    one = await timed(
+                        parts["claim_runs, one run, through a pool"],
                         lambda: pool.fetch(SQL["claim"], *claim_args),
                     )
                     assert len([row for row in one if row[0] is not None]) == 1
+                    await client.trigger(TASK, {})
+                    claim = await timed(
+                        parts["claim_runs, one run, as the daemon claims"],
+                        lambda: store.runs.claim(
+                            [TASK], None, 100, worker, 60.0, task_versions=[None]
+                        ),
+                    )
+                    assert len(claim.runs) == 1
                     await client.trigger(TASK, {})
                     one = await timed(
                         parts["the pick and update alone"],
@@ -134,6 +169,8 @@ async def main(args: argparse.Namespace) -> None:
                     assert len(one) == 1
                     await setup.execute(RAW_INSERT, "{}")
                     assert len(await raw_claim(time.perf_counter())) == 1
+        await store.runs.release_claim_connection()
+        await held_pool.close()
         await pool.close()
         await bare.close()
         await setup.close()
