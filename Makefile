@@ -29,7 +29,10 @@ test: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check daemon tasks tests bench docs
 	$(BIN)/mypy daemon/taskd tasks docs/build_reference.py
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	@# Three workers (pytest-xdist), each with its own embedded server, on however many cores:
+	@# the tests mostly wait (on PostgreSQL, daemons, Chromium), so a third worker fills the
+	@# cores where two leave them idle. A worker's tests run one at a time, as before.
+	$(BIN)/pytest -q -n 3 --dist worksteal
 	@# The database-facing tiers on the other PostgreSQL versions at hand, side by side: the
 	@# embedded 16 (the store tier), and the server the distribution ships (Debian's
 	@# `postgresql`, which .ci/run installs: the store tier and the daemon tier's lifecycle files,

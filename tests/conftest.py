@@ -29,6 +29,27 @@ from tests.support.postgres import chosen_version
 TEMPLATE = "taskd_template"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(
+    report: pytest.TestReport | pytest.CollectReport,
+) -> Iterator[Any]:
+    """A report as pytest-xdist sends it from a worker (``make test`` runs ``-n``): its text
+    made UTF-8 encodable (a lone surrogate as ``\\udcff``), as execnet refuses anything else
+    and the whole run would stop; a test's captured log may hold one (test_step_results)."""
+    data = yield
+    return _encodable(data)
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {key: _encodable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_encodable(item) for item in value)
+    return value
+
+
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
     """DSN of a maintenance database on the test server (taskd.testing's embedded one)."""

@@ -2,8 +2,9 @@
 # `make test`'s second part: the database-facing tiers on the other PostgreSQL versions at hand,
 # the embedded 16 (the store tier) and each server under /usr/lib/postgresql (the store tier and
 # the daemon tier's lifecycle files, given as arguments), all at once: each run is its own
-# pytest on its own server, and mostly waits on round trips, so together they take little
-# longer than the longest alone. Each one's output is printed whole when it ends, in order.
+# pytest on its own server (the distribution's: two workers, a server each), and mostly waits
+# on round trips, so together they take little longer than the longest alone. Each one's
+# output is printed whole when it ends, in order.
 # Exit status: 1 if any run failed.
 #
 #   tests/other_postgres.sh PYTEST LIFECYCLE_FILE...
@@ -31,7 +32,9 @@ found=
 for bin in /usr/lib/postgresql/*/bin; do
     [ -x "$bin/postgres" ] || continue
     found=1
-    start "$(basename "$(dirname "$bin")")" "$bin" tests/store "$@" \
+    # the longest of these runs (the lifecycle files too): on two workers (pytest-xdist, each
+    # with its own server), so that it ends about when the store tier alone does
+    start "$(basename "$(dirname "$bin")")" "$bin" -n 2 --dist worksteal tests/store "$@" \
         --ignore=tests/store/test_schema_file.py
 done
 wait
