@@ -11,6 +11,7 @@ server of somebody else's. A template database holds the migrated schema; each t
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -26,7 +27,11 @@ from taskd.testing.server import create_database, create_template, drop_database
 from tests.support.in_process import StartDaemon, running_daemon
 from tests.support.postgres import chosen_version
 
-TEMPLATE = "taskd_template"
+# One per pytest-xdist worker (`make test` runs -n 3): on a server of TASKD_TEST_DSN the
+# workers share, each re-creates its own at the start of its session.
+TEMPLATE = "taskd_template" + (
+    f"_{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else ""
+)
 
 
 @pytest.hookimpl(wrapper=True)
