@@ -3277,13 +3277,13 @@ CREATE INDEX attempts_failed_idx ON taskd.attempts USING btree (finished_at, fin
 -- Name: attempts_fingerprint_idx; Type: INDEX; Schema: taskd; Owner: -
 --
 
-CREATE INDEX attempts_fingerprint_idx ON taskd.attempts USING btree (fingerprint, run_id) WHERE (fingerprint IS NOT NULL);
+CREATE INDEX attempts_fingerprint_idx ON taskd.attempts USING btree (fingerprint, run_id DESC) WHERE (fingerprint IS NOT NULL);
 
 --
 -- Name: events_name_idx; Type: INDEX; Schema: taskd; Owner: -
 --
 
-CREATE INDEX events_name_idx ON taskd.events USING btree (name, id);
+CREATE INDEX events_name_idx ON taskd.events USING btree (name, id DESC);
 
 --
 -- Name: idempotency_keys_expiry_idx; Type: INDEX; Schema: taskd; Owner: -
@@ -3421,7 +3421,7 @@ CREATE INDEX runs_tags_idx ON taskd.runs USING gin (tags) WHERE (tags <> '{}'::t
 -- Name: runs_task_idx; Type: INDEX; Schema: taskd; Owner: -
 --
 
-CREATE INDEX runs_task_idx ON taskd.runs USING btree (task_id, id);
+CREATE INDEX runs_task_idx ON taskd.runs USING btree (task_id, id DESC);
 
 --
 -- Name: runs_unfinished_children_idx; Type: INDEX; Schema: taskd; Owner: -
