@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
 import sys
 import time
@@ -45,7 +44,7 @@ from bench.peer_raw import DELETE as RAW_DELETE
 from bench.peer_raw import INSERT_ONE as RAW_INSERT
 from bench.throughput import pg_server
 from taskd.store.database import create_pool, init_connection
-from taskd.store.migrations import shipped_migrations
+from taskd.store.migrations import baseline_function, shipped_migrations
 from taskd.store.runs import SQL
 from taskd.store.store import Store
 
@@ -78,9 +77,8 @@ RETURNING r.id, r.task_id, r.payload, r.attempt, r.max_attempts, r.queue, r.tags
 def claim_before_0020() -> str:
     """0017's taskd.claim_runs (the loop alone) as taskd.claim_runs_0017."""
     [versions] = [m for m in shipped_migrations() if m.filename == "0017_versions.sql"]
-    match = re.search(r"CREATE FUNCTION taskd\.claim_runs\(.*?\n\$\$;\n", versions.sql, re.S)
-    assert match is not None
-    return match.group(0).replace("taskd.claim_runs(", "taskd.claim_runs_0017(", 1)
+    created = baseline_function(versions, "claim_runs")
+    return created.replace("taskd.claim_runs(", "taskd.claim_runs_0017(", 1)
 
 
 async def timed(samples: list[float], call: Callable[[], Awaitable[Any]]) -> Any:

@@ -28,8 +28,7 @@ def new_run_id() -> uuid.UUID:
     Within one millisecond a 12-bit counter (seeded randomly) fills ``rand_a`` so that a
     batch of 1,000 ids made in the same millisecond still sorts in creation order.
     """
-    (stamp,) = _stamps(1)
-    return _uuid_of(stamp | int.from_bytes(os.urandom(8), "big") & _RAND_B)
+    return new_run_ids(1)[0]
 
 
 def new_run_ids(count: int) -> list[uuid.UUID]:

@@ -14,7 +14,6 @@ must not be taken: counted by the scans of runs_claim_idx the claim made.
 from __future__ import annotations
 
 import random
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,7 +22,7 @@ import asyncpg
 import orjson
 import pytest
 
-from taskd.store.migrations import shipped_migrations
+from taskd.store.migrations import baseline_function, shipped_migrations
 from tests.support.runs import each, insert_run, insert_runs, sql
 
 TASKS = ["a", "b"]
@@ -34,9 +33,8 @@ WORKER = uuid.UUID("00000000-0000-7000-8000-000000000001")
 def loop_function() -> str:
     """0017's claim_runs (the loop alone), as taskd.claim_runs_loop."""
     [versions] = [m for m in shipped_migrations() if m.filename == "0017_versions.sql"]
-    match = re.search(r"CREATE FUNCTION taskd\.claim_runs\(.*?\n\$\$;\n", versions.sql, re.S)
-    assert match is not None
-    return match.group(0).replace("taskd.claim_runs(", "taskd.claim_runs_loop(", 1)
+    created = baseline_function(versions, "claim_runs")
+    return created.replace("taskd.claim_runs(", "taskd.claim_runs_loop(", 1)
 
 
 async def runs_left(db: asyncpg.Connection) -> list[tuple[Any, ...]]:
@@ -194,7 +192,7 @@ async def two_queues(db: asyncpg.Connection) -> None:
     await insert_runs(db, 5, task_id="a", queue="other")
 
 
-async def with_limit(column: str, value: str) -> Setup:
+def with_limit(column: str, value: str) -> Setup:
     async def setup(db: asyncpg.Connection) -> None:
         await db.execute(f"INSERT INTO taskd.queues (name, {column}) VALUES ('default', {value})")
         await one_key_of_every_kind(db, "k1")
@@ -220,16 +218,15 @@ async def nothing_queued(db: asyncpg.Connection) -> None:
     await insert_runs(db, 5, task_id="a", status="completed")
 
 
-async def loop_setups() -> dict[str, Setup]:
-    return {
-        "two keys": two_keys,
-        "two queues": two_queues,
-        "a concurrency limit": await with_limit("concurrency", "3"),
-        "a limit per key": await with_limit("concurrency_per_key", "3"),
-        "a rate limit": await with_limit("rate_limit, rate_period", "4, 60"),
-        "a paused queue": paused,
-        "nothing queued": nothing_queued,
-    }
+LOOP: dict[str, Setup] = {
+    "two keys": two_keys,
+    "two queues": two_queues,
+    "a concurrency limit": with_limit("concurrency", "3"),
+    "a limit per key": with_limit("concurrency_per_key", "3"),
+    "a rate limit": with_limit("rate_limit, rate_period", "4, 60"),
+    "a paused queue": paused,
+    "nothing queued": nothing_queued,
+}
 
 
 async def compare(
@@ -267,21 +264,9 @@ async def test_a_daemon_serving_named_queues_gets_the_same_from_the_short_path(
     assert all(fast == 3 for fast, _ in scans), scans
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "two keys",
-        "two queues",
-        "a concurrency limit",
-        "a limit per key",
-        "a rate limit",
-        "a paused queue",
-        "nothing queued",
-    ],
-)
+@pytest.mark.parametrize("name", list(LOOP))
 async def test_every_other_claim_goes_through_the_loop(db: asyncpg.Connection, name: str) -> None:
-    setup = (await loop_setups())[name]
-    scans = await compare(db, setup, None)
+    scans = await compare(db, LOOP[name], None)
     if name == "nothing queued":  # the first probe found nothing: the claim ends there
         assert all(fast == 1 for fast, _ in scans), scans
     else:  # the two probes, then the loop's own scans
